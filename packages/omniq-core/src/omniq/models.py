@@ -1,0 +1,314 @@
+"""The data OmniQ moves around: tasks, results, errors, events, schedules.
+
+Every model is a :class:`msgspec.Struct`, so the whole envelope encodes to
+MessagePack in one C call (:func:`encode_task` / :func:`decode_task`), which
+is what blob-storing backends (Redis, NATS, files) persist. The task's
+arguments are *not* part of the envelope's schema: they travel as
+``Task.payload``, bytes produced by a :mod:`omniq.serialization` serializer
+and prefixed with its format tag, so a backend never needs the user's
+serializer and a corrupted payload is detected by the worker, not the engine.
+
+All datetimes are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+
+from omniq.errors import SerializationError
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "EventType",
+    "Outcome",
+    "OutcomeKind",
+    "Schedule",
+    "Task",
+    "TaskError",
+    "TaskEvent",
+    "TaskResult",
+    "TaskStatus",
+    "decode_result",
+    "decode_task",
+    "encode_result",
+    "encode_task",
+    "new_id",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    """Return a new random task id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a task is in its life.
+
+    PENDING covers both "ready" and "scheduled" (an ``eta`` in the future)
+    and "waiting for its dependencies". RUNNING means a worker holds a lease.
+    The last four are terminal.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether no further transition can happen."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED}
+)
+
+
+class TaskError(msgspec.Struct, kw_only=True):
+    """Why an attempt failed.
+
+    Attributes:
+        type: exception class name (``"ZeroDivisionError"``) or an OmniQ
+            reason (``"LeaseExpired"``, ``"UnknownTask"``, ``"DependencyFailed"``).
+        message: ``str(exc)``.
+        traceback: formatted traceback, empty when there is none.
+        attempt: the attempt (1-based) that failed.
+        retryable: whether another attempt could succeed.
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
+    attempt: int = 0
+    retryable: bool = True
+
+
+class Task(msgspec.Struct, kw_only=True):
+    """One unit of work, as stored by a task queue.
+
+    A recurring task (``interval`` or ``cron`` set) keeps its id across runs:
+    the id is its schedule id, and each run's result replaces the previous one.
+    """
+
+    id: str
+    func: str
+    payload: bytes = b""
+    queue: str = "default"
+    priority: int = 0
+    unique_key: str | None = None
+    status: TaskStatus = TaskStatus.PENDING
+    eta: datetime | None = None
+    interval: float | None = None
+    cron: str | None = None
+    paused: bool = False
+    attempts: int = 0
+    max_retries: int = 0
+    timeout: float | None = None
+    expires_at: datetime | None = None
+    result_ttl: float | None = None
+    depends_on: tuple[str, ...] = ()
+    created_at: datetime = msgspec.field(default_factory=utcnow)
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+    worker_id: str | None = None
+    error: TaskError | None = None
+
+    @property
+    def recurring(self) -> bool:
+        """Whether the task runs again after each run (interval or cron)."""
+        return self.interval is not None or self.cron is not None
+
+    @property
+    def max_attempts(self) -> int:
+        """Total runs allowed: the first attempt plus ``max_retries``."""
+        return self.max_retries + 1
+
+
+class TaskResult(msgspec.Struct, kw_only=True):
+    """The final outcome of a task (or of the latest run of a schedule).
+
+    ``payload`` is the serialized return value with its format tag; the
+    application decodes it into ``result`` when it hands the result to a
+    user. ``result`` is never stored.
+    """
+
+    task_id: str
+    status: TaskStatus
+    payload: bytes = b""
+    error: TaskError | None = None
+    attempts: int = 0
+    func: str = ""
+    queue: str = "default"
+    started_at: datetime | None = None
+    finished_at: datetime = msgspec.field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    result: Any = msgspec.UNSET
+
+    @property
+    def ok(self) -> bool:
+        """Whether the task succeeded."""
+        return self.status is TaskStatus.SUCCEEDED
+
+
+class EventType(str, enum.Enum):
+    """What happened to a task."""
+
+    ENQUEUED = "enqueued"
+    SCHEDULED = "scheduled"
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    RELEASED = "released"
+    RECOVERED = "recovered"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+
+
+class TaskEvent(msgspec.Struct, kw_only=True):
+    """One entry of a task's history."""
+
+    task_id: str
+    type: EventType
+    timestamp: datetime = msgspec.field(default_factory=utcnow)
+    queue: str = "default"
+    func: str = ""
+    attempt: int = 0
+    worker_id: str | None = None
+    message: str = ""
+
+
+class Schedule(msgspec.Struct, kw_only=True):
+    """A recurring task seen as a schedule (its id is the task's id)."""
+
+    id: str
+    func: str
+    queue: str
+    interval: float | None
+    cron: str | None
+    paused: bool
+    next_run_at: datetime | None
+    status: TaskStatus
+
+    @classmethod
+    def from_task(cls, task: Task) -> Schedule:
+        """Describe a recurring task as a schedule."""
+        return cls(
+            id=task.id,
+            func=task.func,
+            queue=task.queue,
+            interval=task.interval,
+            cron=task.cron,
+            paused=task.paused,
+            next_run_at=task.eta,
+            status=task.status,
+        )
+
+
+class OutcomeKind(str, enum.Enum):
+    """What a worker asks the queue to do with a task it holds.
+
+    * SUCCEEDED / FAILED: terminal; clears the lease.
+    * RETRY: back to PENDING at ``eta``; the attempt stays counted.
+    * RELEASE: back to PENDING at ``eta`` (or now) and the attempt is refunded
+      (graceful shutdown, dependencies not ready yet).
+    * RESCHEDULE: a recurring task's run is over; back to PENDING at ``eta``
+      (the next tick) with attempts reset to 0.
+    * EXPIRED: the task's TTL passed before it could run; terminal.
+    """
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRY = "retry"
+    RELEASE = "release"
+    RESCHEDULE = "reschedule"
+    EXPIRED = "expired"
+
+
+class Outcome(msgspec.Struct, kw_only=True):
+    """A token-checked request to end (or hand back) a lease.
+
+    Backends apply it only when ``(task_id, lease_token)`` still matches a
+    RUNNING task; otherwise the lease was lost and the outcome is dropped.
+    """
+
+    task_id: str
+    lease_token: str
+    kind: OutcomeKind
+    eta: datetime | None = None
+    error: TaskError | None = None
+    result: TaskResult | None = None
+
+    @property
+    def status(self) -> TaskStatus:
+        """The status the task takes when the outcome is accepted."""
+        return _OUTCOME_STATUS[self.kind]
+
+
+_OUTCOME_STATUS = {
+    OutcomeKind.SUCCEEDED: TaskStatus.SUCCEEDED,
+    OutcomeKind.FAILED: TaskStatus.FAILED,
+    OutcomeKind.RETRY: TaskStatus.PENDING,
+    OutcomeKind.RELEASE: TaskStatus.PENDING,
+    OutcomeKind.RESCHEDULE: TaskStatus.PENDING,
+    OutcomeKind.EXPIRED: TaskStatus.EXPIRED,
+}
+
+_task_encoder = msgspec.msgpack.Encoder()
+_task_decoder = msgspec.msgpack.Decoder(Task)
+_result_decoder = msgspec.msgpack.Decoder(TaskResult)
+
+
+def encode_task(task: Task) -> bytes:
+    """Encode a task envelope to MessagePack (for blob-storing backends)."""
+    return _task_encoder.encode(task)
+
+
+def decode_task(data: bytes) -> Task:
+    """Decode :func:`encode_task` output.
+
+    Raises:
+        omniq.errors.SerializationError: the bytes are not a task envelope.
+    """
+    try:
+        return _task_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise SerializationError(f"corrupted task envelope: {exc}") from exc
+
+
+def encode_result(result: TaskResult) -> bytes:
+    """Encode a result to MessagePack; ``result.result`` is never included."""
+    if result.result is not msgspec.UNSET:
+        result = msgspec.structs.replace(result, result=msgspec.UNSET)
+    return _task_encoder.encode(result)
+
+
+def decode_result(data: bytes) -> TaskResult:
+    """Decode :func:`encode_result` output.
+
+    Raises:
+        omniq.errors.SerializationError: the bytes are not a result.
+    """
+    try:
+        return _result_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise SerializationError(f"corrupted result: {exc}") from exc

@@ -1,0 +1,189 @@
+"""Plugin manager and the (component, name) -> backend registry.
+
+Plugins are loaded from the ``omniq`` entry-point group the first time they
+are needed. The registry asks every plugin which backends it provides (the
+``omniq_*_types`` hooks), imports an implementation only when settings
+select it, and explains a miss: it lists the installed names and, for a
+first-party name that is not installed, the distribution to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from omniq import hookspecs
+from omniq.errors import BackendNotFoundError, ConfigurationError
+from omniq.hookspecs import BackendSpec
+
+__all__ = [
+    "KNOWN_BACKENDS",
+    "block",
+    "get_plugin_manager",
+    "installed_backends",
+    "register",
+    "resolve_backend",
+]
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "omniq"
+
+#: first-party backends, so an uninstalled one gets an install hint.
+KNOWN_BACKENDS = {
+    "memory": "omniq-core",
+    "file": "omniq-core",
+    "sqlite": "omniq-sqlite",
+    "redis": "omniq-redis",
+    "postgres": "omniq-postgres",
+    "nats": "omniq-nats",
+}
+
+_HOOK_BY_COMPONENT = {
+    "task_queue": "omniq_task_queue_types",
+    "result_storage": "omniq_result_storage_types",
+    "event_storage": "omniq_event_storage_types",
+}
+
+_lock = threading.RLock()
+_manager: pluggy.PluginManager | None = None
+_registry: dict[tuple[str, str], BackendSpec] | None = None
+_blocked: set[str] = set()
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """Return the process-wide plugin manager, loading entry points on first use."""
+    global _manager
+    with _lock:
+        if _manager is None:
+            manager = pluggy.PluginManager("omniq")
+            manager.add_hookspecs(hookspecs)
+            for name in _blocked:
+                manager.set_blocked(name)
+            manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            manager.check_pending()
+            _manager = manager
+        return _manager
+
+
+def register(plugin: ModuleType | object, name: str | None = None) -> None:
+    """Register a plugin object at run time (tests, in-tree backends)."""
+    with _lock:
+        get_plugin_manager().register(plugin, name=name)
+        _invalidate()
+
+
+def block(name: str) -> None:
+    """Disable the plugin registered (or to be loaded) under ``name`` (its entry-point name)."""
+    with _lock:
+        _blocked.add(name)
+        if _manager is not None:
+            if _manager.get_plugin(name) is not None:
+                _manager.unregister(name=name)
+            _manager.set_blocked(name)
+        _invalidate()
+
+
+def _invalidate() -> None:
+    global _registry
+    _registry = None
+
+
+def _distribution_of(plugin: object) -> str:
+    for candidate, dist in get_plugin_manager().list_plugin_distinfo():
+        if candidate is plugin:
+            return str(dist.project_name)
+    return getattr(plugin, "__name__", repr(plugin))
+
+
+def _build_registry() -> dict[tuple[str, str], BackendSpec]:
+    manager = get_plugin_manager()
+    registry: dict[tuple[str, str], BackendSpec] = {}
+    for component, hook_name in _HOOK_BY_COMPONENT.items():
+        hook = getattr(manager.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            specs: Iterable[BackendSpec] = impl.function() or ()
+            for spec in specs:
+                key = (component, spec.name)
+                if key in registry and registry[key].path != spec.path:
+                    raise ConfigurationError(
+                        f"two plugins register the {component} type {spec.name!r}: "
+                        f"{registry[key].distribution} ({registry[key].path}) and "
+                        f"{spec.distribution} ({spec.path}); uninstall one or block it with omniq.plugins.block()"
+                    )
+                registry[key] = spec
+    return registry
+
+
+def _get_registry() -> dict[tuple[str, str], BackendSpec]:
+    global _registry
+    with _lock:
+        if _registry is None:
+            _registry = _build_registry()
+        return _registry
+
+
+def installed_backends(component: str | None = None) -> list[tuple[str, BackendSpec]]:
+    """List ``(component, spec)`` for every registered backend, sorted by name."""
+    items = sorted(_get_registry().items(), key=lambda item: (item[0][1], item[0][0]))
+    return [(comp, spec) for (comp, _), spec in items if component is None or comp == component]
+
+
+def resolve_backend(component: str, name: str) -> type[Any]:
+    """Import and return the class registered as ``name`` for ``component``.
+
+    Raises:
+        BackendNotFoundError: no such backend is installed; the message lists
+            the installed names and, for first-party names, what to install.
+    """
+    if component not in _HOOK_BY_COMPONENT:
+        raise ConfigurationError(f"unknown component {component!r}: expected one of {', '.join(_HOOK_BY_COMPONENT)}")
+    spec = _get_registry().get((component, name))
+    if spec is None:
+        installed = sorted(spec.name for comp, spec in installed_backends(component))
+        variable = f"OMNIQ_{component.upper()}_TYPE"
+        message = f"unknown {component} type {name!r} ({variable} or OMNIQ_BACKEND); installed: {', '.join(installed) or 'none'}"
+        if name in KNOWN_BACKENDS:
+            message += f". Install it with: pip install {KNOWN_BACKENDS[name]}"
+        raise BackendNotFoundError(message)
+    module_name, _, attr = spec.path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendNotFoundError(
+            f"the {component} backend {name!r} from {spec.distribution} cannot be imported ({exc}); "
+            f"reinstall it with: pip install {spec.distribution}"
+        ) from exc
+    try:
+        return getattr(module, attr)  # type: ignore[no-any-return]
+    except AttributeError as exc:
+        raise BackendNotFoundError(f"{spec.distribution} registers {spec.path!r}, which does not exist") from exc
+
+
+def lifecycle_hooks_in_use() -> frozenset[str]:
+    """Names of lifecycle hooks that at least one plugin implements (checked once per worker)."""
+    manager = get_plugin_manager()
+    names = (
+        "omniq_task_enqueued",
+        "omniq_task_started",
+        "omniq_task_succeeded",
+        "omniq_task_failed",
+        "omniq_task_retried",
+        "omniq_worker_started",
+        "omniq_worker_stopped",
+    )
+    return frozenset(name for name in names if getattr(manager.hook, name).get_hookimpls())
+
+
+def call_lifecycle(name: str, **kwargs: Any) -> None:
+    """Call a lifecycle hook, logging (never raising) an observer's exception."""
+    try:
+        getattr(get_plugin_manager().hook, name)(**kwargs)
+    except Exception:
+        logger.exception("an omniq plugin failed in %s; ignored", name)

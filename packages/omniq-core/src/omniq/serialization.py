@@ -1,0 +1,237 @@
+"""Serializers for task arguments and return values.
+
+Every payload starts with its format tag: one byte holding the tag's
+length, then the tag (``msgpack``, ``json``, ``dill``, ``cloudpickle``),
+then the body. A reader therefore always knows how a payload was written,
+and refuses a format the application did not allow: pickle-based formats
+run arbitrary code when decoded, so a worker decodes them only when the
+application chose one as its ``serializer`` or listed it in
+``accept_serializers``.
+
+msgspec MessagePack is the default: plain data, msgspec Structs,
+dataclasses, datetimes, UUIDs, Decimals, enums, sets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+from omniq.errors import ConfigurationError, PayloadTooLargeError, SerializationError
+
+__all__ = [
+    "PICKLE_FORMATS",
+    "JSONSerializer",
+    "MsgpackSerializer",
+    "PickleSerializer",
+    "Serializer",
+    "SerializerRegistry",
+    "get_serializer",
+]
+
+#: formats that can execute code when decoded; refused unless enabled.
+PICKLE_FORMATS = frozenset({"dill", "cloudpickle", "pickle"})
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns Python values into bytes and back. ``name`` is the format tag."""
+
+    name: str
+
+    def dumps(self, value: Any) -> bytes:
+        """Encode ``value``; raise :class:`SerializationError` when it cannot."""
+        ...
+
+    def loads(self, data: bytes) -> Any:
+        """Decode bytes produced by :meth:`dumps`."""
+        ...
+
+
+def _enc_hook(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    if isinstance(value, complex):
+        return [value.real, value.imag]
+    raise NotImplementedError(f"objects of type {type(value).__name__} are not supported")
+
+
+class MsgpackSerializer:
+    """msgspec MessagePack (the default).
+
+    Round-trips plain data and datetimes as themselves. Structs and
+    dataclasses arrive as dicts, UUIDs and Decimals as strings, sets as
+    lists: MessagePack has no schema, and decoding untyped keeps the hot
+    path free of per-value hooks.
+    """
+
+    name = "msgpack"
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+        self._decoder = msgspec.msgpack.Decoder()
+
+    def dumps(self, value: Any) -> bytes:
+        """Encode ``value`` to MessagePack."""
+        try:
+            return self._encoder.encode(value)
+        except (TypeError, NotImplementedError, OverflowError) as exc:
+            raise SerializationError(f"cannot serialize with msgpack: {exc}") from exc
+
+    def loads(self, data: bytes) -> Any:
+        """Decode MessagePack."""
+        return self._decoder.decode(data)
+
+
+class JSONSerializer:
+    """msgspec JSON: readable payloads; datetimes and UUIDs come back as strings."""
+
+    name = "json"
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+        self._decoder = msgspec.json.Decoder()
+
+    def dumps(self, value: Any) -> bytes:
+        """Encode ``value`` to JSON."""
+        try:
+            return self._encoder.encode(value)
+        except (TypeError, NotImplementedError, OverflowError) as exc:
+            raise SerializationError(f"cannot serialize with json: {exc}") from exc
+
+    def loads(self, data: bytes) -> Any:
+        """Decode JSON."""
+        return self._decoder.decode(data)
+
+
+class PickleSerializer:
+    """dill or cloudpickle, for arbitrary objects (lambdas, closures).
+
+    Only for payloads from producers you trust: decoding runs code.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        try:
+            self._module = importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"OMNIQ_SERIALIZER={name!r} needs the {name} package: pip install 'omniq-core[{name}]'"
+            ) from exc
+
+    def dumps(self, value: Any) -> bytes:
+        """Pickle ``value``."""
+        try:
+            return bytes(self._module.dumps(value))
+        except Exception as exc:
+            raise SerializationError(f"cannot serialize with {self.name}: {exc}") from exc
+
+    def loads(self, data: bytes) -> Any:
+        """Unpickle ``data`` (runs code; trusted producers only)."""
+        return self._module.loads(data)
+
+
+_BUILTIN = ("msgpack", "json", "dill", "cloudpickle")
+
+
+def get_serializer(name: str) -> Serializer:
+    """Return a built-in serializer by name.
+
+    Raises:
+        ConfigurationError: unknown name, or its package is not installed.
+    """
+    if name == "msgpack":
+        return MsgpackSerializer()
+    if name == "json":
+        return JSONSerializer()
+    if name in ("dill", "cloudpickle"):
+        return PickleSerializer(name)
+    raise ConfigurationError(f"OMNIQ_SERIALIZER={name!r} is not valid: expected one of {', '.join(_BUILTIN)}")
+
+
+class SerializerRegistry:
+    """Encodes with one format and decodes any allowed format, by tag.
+
+    Args:
+        default: the serializer used to write payloads.
+        accept: extra format names a reader decodes. Pickle-based formats are
+            refused unless they are ``default`` or listed here.
+        max_payload_size: payloads larger than this are refused on write.
+        extra: additional serializer instances (from plugins), by name.
+    """
+
+    def __init__(
+        self,
+        default: str | Serializer = "msgpack",
+        accept: Iterable[str] = (),
+        *,
+        max_payload_size: int | None = None,
+        extra: Iterable[Serializer] = (),
+    ) -> None:
+        self._instances: dict[str, Serializer] = {s.name: s for s in extra}
+        self.default = default if isinstance(default, Serializer) else self._get(default)
+        self._instances[self.default.name] = self.default
+        self.allowed = frozenset({"msgpack", "json", self.default.name, *accept})
+        self.max_payload_size = max_payload_size
+        self._tag = _make_tag(self.default.name)
+
+    def _get(self, name: str) -> Serializer:
+        if name not in self._instances:
+            self._instances[name] = get_serializer(name)
+        return self._instances[name]
+
+    def dumps(self, value: Any) -> bytes:
+        """Encode ``value`` with the default serializer, prefixed by its tag.
+
+        Raises:
+            SerializationError: the value cannot be encoded.
+            PayloadTooLargeError: the payload exceeds ``max_payload_size``.
+        """
+        data = self._tag + self.default.dumps(value)
+        if self.max_payload_size is not None and len(data) > self.max_payload_size:
+            raise PayloadTooLargeError(
+                f"payload of {len(data)} bytes exceeds max_payload_size={self.max_payload_size} (OMNIQ_MAX_PAYLOAD_SIZE)"
+            )
+        return data
+
+    def loads(self, data: bytes) -> Any:
+        """Decode a tagged payload.
+
+        Raises:
+            SerializationError: the payload is corrupted, has an unknown tag,
+                or uses a pickle-based format this application did not enable.
+        """
+        if not data:
+            raise SerializationError("empty payload")
+        size = data[0]
+        name = bytes(data[1 : 1 + size]).decode("ascii", "replace")
+        if len(data) < 1 + size or not name.isidentifier():
+            raise SerializationError("corrupted payload: no valid format tag")
+        if name not in self.allowed:
+            if name in PICKLE_FORMATS:
+                raise SerializationError(
+                    f"refusing a {name!r} payload: pickle-based formats run code when decoded; "
+                    f"enable it with OMNIQ_SERIALIZER={name} or OMNIQ_ACCEPT_SERIALIZERS={name}"
+                )
+            raise SerializationError(f"payload format {name!r} is not accepted here")
+        try:
+            return self._get(name).loads(bytes(data[1 + size :]))
+        except SerializationError:
+            raise
+        except ConfigurationError as exc:
+            raise SerializationError(str(exc)) from exc
+        except Exception as exc:
+            raise SerializationError(f"corrupted {name} payload: {exc}") from exc
+
+
+def _make_tag(name: str) -> bytes:
+    encoded = name.encode("ascii")
+    if len(encoded) > 255:
+        raise ConfigurationError(f"serializer name {name!r} is too long")
+    return bytes([len(encoded)]) + encoded
