@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from omniq.app import AsyncOmniQ
+from omniq.config import BackendType, Settings
 from omniq.errors import (
     BackendError,
     BackendNotFoundError,
@@ -20,6 +22,7 @@ from omniq.errors import (
 )
 from omniq.hookspecs import hookimpl
 from omniq.models import EventType, Schedule, Task, TaskError, TaskEvent, TaskResult, TaskStatus
+from omniq.sync import OmniQ
 
 try:
     __version__ = version("omniq-core")
@@ -27,6 +30,10 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 __all__ = [
+    "AsyncOmniQ",
+    "BackendType",
+    "OmniQ",
+    "Settings",
     "BackendError",
     "BackendNotFoundError",
     "BackendUnavailableError",

@@ -1,0 +1,4 @@
+from omniq.cli import main
+import sys
+
+sys.exit(main())

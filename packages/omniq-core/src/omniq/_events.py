@@ -1,0 +1,88 @@
+"""Off-the-hot-path event recording: events are buffered and appended in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from omniq.constants import EVENT_BATCH_SIZE, EVENT_FLUSH_SECONDS
+
+if TYPE_CHECKING:
+    from omniq.base import BaseEventStorage
+    from omniq.models import TaskEvent
+
+logger = logging.getLogger(__name__)
+
+#: events kept while the event storage is failing; older ones are dropped (with a warning).
+MAX_BACKLOG = 100_000
+
+
+class EventBuffer:
+    """Collects events and writes them with one ``append`` per batch.
+
+    ``add`` never blocks and never raises: it queues the event and makes sure
+    a flush is scheduled (after ``EVENT_FLUSH_SECONDS`` or at once when the
+    batch is full). A failing event storage loses events (logged), never tasks.
+    """
+
+    def __init__(self, storage: BaseEventStorage) -> None:
+        self.storage = storage
+        self._pending: list[TaskEvent] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
+
+    def add(self, event: TaskEvent) -> None:
+        """Queue one event."""
+        self._pending.append(event)
+        self._schedule()
+
+    def extend(self, events: list[TaskEvent]) -> None:
+        """Queue several events."""
+        if events:
+            self._pending.extend(events)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if len(self._pending) >= EVENT_BATCH_SIZE:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._start_flush()
+        elif self._timer is None and self._flushing is None:
+            self._timer = asyncio.get_running_loop().call_later(EVENT_FLUSH_SECONDS, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._timer = None
+        if self._flushing is None and self._pending:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self.storage.append(batch)
+                except Exception as exc:
+                    if len(self._pending) + len(batch) > MAX_BACKLOG:
+                        logger.warning("event storage failing (%s); dropped %d events", exc, len(batch))
+                    else:
+                        logger.warning("event storage failing (%s); will retry %d events", exc, len(batch))
+                        self._pending[:0] = batch
+                    await asyncio.sleep(1.0)
+        finally:
+            self._flushing = None
+
+    async def flush(self) -> None:
+        """Write everything buffered now (used on close and by tests)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flushing is not None:
+            await asyncio.shield(self._flushing)
+        if self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self.storage.append(batch)
+            except Exception as exc:
+                logger.warning("event storage failing (%s); dropped %d events on flush", exc, len(batch))

@@ -1,0 +1,164 @@
+"""Every folder and file name of the file backend, and how task files are named.
+
+A task lives in exactly one place, and the place says what it is waiting for::
+
+    tasks/pending/q_<queue>/<priority>_<ready>_<seq>_<id>.task   ready or scheduled
+    tasks/paused/<id>.task                                       PENDING but paused
+    tasks/running/<id>.task                                      leased (token and deadline inside)
+    tasks/done/<id>.task                                         terminal
+
+Pending names are fixed-width, so a sorted directory listing is claim order:
+inverted priority first, then the ready time (``eta`` or ``created_at``, in
+microseconds), then an enqueue sequence. A claimer reads the ready time from
+the name and never opens a task that is not due.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import zlib
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote
+
+if TYPE_CHECKING:
+    from omniq.models import Task
+
+#: tasks that are ready or scheduled; one sub-folder per queue.
+PENDING_DIR = "tasks/pending"
+#: PENDING tasks that are paused (claim never looks here).
+PAUSED_DIR = "tasks/paused"
+#: RUNNING tasks, each under a lease; claim moves files here by rename.
+RUNNING_DIR = "tasks/running"
+#: terminal tasks (SUCCEEDED, FAILED, CANCELLED, EXPIRED).
+DONE_DIR = "tasks/done"
+#: unique-key markers: file named by the key's SHA-256, body = id of the PENDING/RUNNING holder.
+UNIQUE_DIR = "unique"
+#: one result file per task.
+RESULTS_DIR = "results"
+#: one event file per appended batch.
+EVENTS_DIR = "events"
+#: flock stripes guarding read-modify-write of tasks (``t###``), unique keys (``u###``) and events (``events``).
+LOCKS_DIR = "locks"
+#: temp files are written here, fsynced, then renamed into place; leftovers are crash debris.
+TMP_DIR = "tmp"
+#: undecodable files are moved here (never deleted) so one bad file cannot stall a queue.
+CORRUPT_DIR = "corrupt"
+
+#: every folder connect() creates.
+ALL_DIRS = (
+    PENDING_DIR,
+    PAUSED_DIR,
+    RUNNING_DIR,
+    DONE_DIR,
+    UNIQUE_DIR,
+    RESULTS_DIR,
+    EVENTS_DIR,
+    LOCKS_DIR,
+    TMP_DIR,
+    CORRUPT_DIR,
+)
+
+#: suffix of task files; any other name in a task folder (temp debris) is ignored.
+TASK_SUFFIX = ".task"
+#: suffix of result files.
+RESULT_SUFFIX = ".res"
+#: suffix of event batch files.
+EVENT_SUFFIX = ".evt"
+#: prefix of a queue's pending folder (keeps "." and ".." queue names harmless).
+QUEUE_PREFIX = "q_"
+#: number of lock files per kind; ids hash onto them.
+LOCK_STRIPES = 256
+#: name of the lock serialising event purges.
+EVENTS_LOCK = "events"
+#: seconds after which a leftover temp file is deleted by recover().
+TMP_MAX_AGE = 3600.0
+
+_PRIORITY_BIAS = 1 << 40  # priorities are clamped to +-(2**40 - 1) so the inverted value stays 13 digits
+_PRIORITY_WIDTH = 13
+_READY_WIDTH = 18  # microseconds since the epoch
+_SEQ_WIDTH = 12
+_sequence = itertools.count()
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def file_id(task_id: str) -> str:
+    """Encode a task id for use in a file name (``/`` and other unsafe characters are %-escaped)."""
+    return quote(task_id, safe="")
+
+
+def task_file(folder: str, task_id: str) -> str:
+    """Path of ``<folder>/<id>.task``."""
+    return f"{folder}/{file_id(task_id)}{TASK_SUFFIX}"
+
+
+def queue_dir(queue: str) -> str:
+    """The pending folder of ``queue``."""
+    return f"{PENDING_DIR}/{QUEUE_PREFIX}{quote(queue, safe='')}"
+
+
+def micros(when: datetime) -> str:
+    """A datetime as fixed-width microseconds since the epoch (names compare as strings).
+
+    Integer arithmetic, not ``timestamp() * 1e6``: float rounding would shift
+    boundaries by a microsecond.
+    """
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)  # OmniQ times are UTC; tolerate a naive one
+    value = max((when - _EPOCH) // _MICROSECOND, 0)
+    return f"{value:0{_READY_WIDTH}d}"
+
+
+def pending_file(task: Task) -> str:
+    """Path of a PENDING, unpaused task: its name sorts in claim order."""
+    priority = max(min(task.priority, _PRIORITY_BIAS - 1), 1 - _PRIORITY_BIAS)
+    inverted = f"{_PRIORITY_BIAS - priority:0{_PRIORITY_WIDTH}d}"
+    ready = micros(task.eta or task.created_at)
+    seq = f"{next(_sequence) % 10**_SEQ_WIDTH:0{_SEQ_WIDTH}d}"
+    return f"{queue_dir(task.queue)}/{inverted}_{ready}_{seq}_{file_id(task.id)}{TASK_SUFFIX}"
+
+
+def home_of(task: Task) -> str:
+    """Where a PENDING task belongs: its queue folder, or the paused folder."""
+    return task_file(PAUSED_DIR, task.id) if task.paused else pending_file(task)
+
+
+def parse_pending(name: str) -> tuple[str, str] | None:
+    """Return ``(ready, id)`` from a pending file name, or None for anything else (temp debris)."""
+    if not name.endswith(TASK_SUFFIX):
+        return None
+    parts = name[: -len(TASK_SUFFIX)].split("_", 3)
+    if len(parts) != 4 or not (parts[0].isdigit() and parts[1].isdigit() and parts[2].isdigit()):
+        return None
+    if len(parts[1]) != _READY_WIDTH or not parts[3]:
+        return None
+    return parts[1], unquote(parts[3])
+
+
+def parse_task_file(name: str) -> str | None:
+    """Return the id from ``<id>.task``, or None for anything else."""
+    if not name.endswith(TASK_SUFFIX) or len(name) == len(TASK_SUFFIX):
+        return None
+    return unquote(name[: -len(TASK_SUFFIX)])
+
+
+def unique_file(key: str) -> str:
+    """Path of the marker of a unique key."""
+    return f"{UNIQUE_DIR}/{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def task_lock(task_id: str) -> str:
+    """Name of the lock stripe guarding ``task_id``."""
+    return f"t{zlib.crc32(task_id.encode()) % LOCK_STRIPES:03d}"
+
+
+def unique_lock(key: str) -> str:
+    """Name of the lock stripe guarding a unique key."""
+    return f"u{zlib.crc32(key.encode()) % LOCK_STRIPES:03d}"
+
+
+def result_file(task_id: str) -> str:
+    """Path of a task's result."""
+    return f"{RESULTS_DIR}/{file_id(task_id)}{RESULT_SUFFIX}"

@@ -1,0 +1,183 @@
+"""The ``omniq`` command: run workers and look at the queue.
+
+    omniq worker app:omniq [--concurrency N] [--queues a,b] [--pool async|thread|process] [--burst]
+    omniq backends
+    omniq status [--app app:omniq]
+    omniq inspect TASK_ID [--app app:omniq]
+    omniq purge [--queue Q] [--status S] --yes [--app app:omniq]
+
+``APP`` is ``module:attribute`` or ``module.attribute`` naming an OmniQ or
+AsyncOmniQ instance, or a callable (factory) returning one. Without
+``--app``, the inspection commands build an app from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from omniq.app import AsyncOmniQ
+from omniq.errors import OmniQError
+from omniq.models import TaskStatus
+
+__all__ = ["load_app", "main"]
+
+
+def load_app(spec: str) -> AsyncOmniQ:
+    """Import ``module:attr`` / ``module.attr`` and return the AsyncOmniQ behind it.
+
+    Raises:
+        OmniQError: the module or attribute cannot be found, or is not an app.
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module_name, sep, attr = spec.partition(":")
+    if not sep:
+        module_name, _, attr = spec.rpartition(".")
+    if not module_name or not attr:
+        raise OmniQError(f"cannot load app {spec!r}: expected 'module:attribute' or 'module.attribute'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise OmniQError(f"cannot load app {spec!r}: {exc}") from exc
+    try:
+        target: Any = getattr(module, attr)
+    except AttributeError as exc:
+        raise OmniQError(f"cannot load app {spec!r}: module {module_name!r} has no attribute {attr!r}") from exc
+    from omniq.sync import OmniQ
+
+    if not isinstance(target, (AsyncOmniQ, OmniQ)) and callable(target):
+        target = target()
+    if isinstance(target, OmniQ):
+        return target.async_app
+    if isinstance(target, AsyncOmniQ):
+        return target
+    raise OmniQError(f"cannot load app {spec!r}: {type(target).__name__} is not an OmniQ or AsyncOmniQ")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omniq", description="OmniQ task queue")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: $OMNIQ_LOG_LEVEL or INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", help="run a worker pool")
+    worker.add_argument("app", help="module:attribute of the OmniQ app (or a factory)")
+    worker.add_argument("--concurrency", "-c", type=int, default=None, help="tasks in flight")
+    worker.add_argument("--queues", "-q", default=None, help="comma-separated queues (default: settings.queues)")
+    worker.add_argument("--pool", choices=("async", "thread", "process"), default=None)
+    worker.add_argument("--burst", action="store_true", help="drain the ready tasks, then exit")
+
+    sub.add_parser("backends", help="list installed backends")
+
+    for name, text in (("status", "count tasks by status"), ("inspect", "show one task"), ("purge", "delete tasks")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--app", default=None, help="module:attribute of the app (default: from environment)")
+        if name == "inspect":
+            command.add_argument("task_id")
+        if name == "purge":
+            command.add_argument("--queue", default=None)
+            command.add_argument("--status", action="append", default=None, choices=[s.value for s in TaskStatus])
+            command.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    return parser
+
+
+def _app_from(spec: str | None) -> AsyncOmniQ:
+    return load_app(spec) if spec else AsyncOmniQ.from_env()
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    pool = app.worker(args.concurrency, queues=args.queues, pool=args.pool, burst=args.burst)
+    try:
+        await pool.start(handle_signals=True)
+    finally:
+        await app.close()
+    print(f"worker stopped: {pool.processed} task(s) processed")  # noqa: T201 - CLI output
+    return 0
+
+
+async def _status(args: argparse.Namespace) -> int:
+    async with _app_from(args.app) as app:
+        print(f"{'status':<10} {'tasks':>8}")  # noqa: T201 - CLI output
+        for status in TaskStatus:
+            print(f"{status.value:<10} {await app.count_tasks(status):>8}")  # noqa: T201 - CLI output
+    return 0
+
+
+async def _inspect(args: argparse.Namespace) -> int:
+    async with _app_from(args.app) as app:
+        task = await app.get_task(args.task_id)
+        if task is None:
+            print(f"no task {args.task_id}", file=sys.stderr)  # noqa: T201 - CLI output
+            return 1
+        for field in ("id", "func", "queue", "status", "priority", "attempts", "max_retries", "eta", "created_at",
+                      "started_at", "finished_at", "worker_id", "interval", "cron", "paused"):
+            print(f"{field:<12} {getattr(task, field)}")  # noqa: T201 - CLI output
+        if task.error is not None:
+            print(f"{'error':<12} {task.error.type}: {task.error.message}")  # noqa: T201 - CLI output
+        result = await app.result_storage.get(task.id)
+        if result is not None and result.payload:
+            try:
+                value: Any = app.serializer.loads(result.payload)
+            except OmniQError as exc:
+                value = f"<undecodable: {exc}>"
+            print(f"{'result':<12} {value!r}")  # noqa: T201 - CLI output
+        for event in await app.get_events(task.id):
+            print(f"  {event.timestamp.isoformat()} {event.type.value:<10} attempt={event.attempt} {event.message}")  # noqa: T201
+    return 0
+
+
+async def _purge(args: argparse.Namespace) -> int:
+    if not args.yes:
+        print("refusing to purge without --yes", file=sys.stderr)  # noqa: T201 - CLI output
+        return 2
+    async with _app_from(args.app) as app:
+        count = await app.purge(queue=args.queue, statuses=args.status)
+    print(f"purged {count} task(s)")  # noqa: T201 - CLI output
+    return 0
+
+
+def _backends() -> int:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from omniq.plugins import installed_backends
+
+    rows: dict[tuple[str, str], list[str]] = {}
+    for component, spec in installed_backends():
+        rows.setdefault((spec.name, spec.distribution), []).append(component)
+    print(f"{'name':<10} {'distribution':<16} {'version':<9} components")  # noqa: T201 - CLI output
+    for (name, dist), components in sorted(rows.items()):
+        try:
+            ver = version(dist)
+        except PackageNotFoundError:
+            ver = "?"
+        print(f"{name:<10} {dist:<16} {ver:<9} {', '.join(components)}")  # noqa: T201 - CLI output
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``omniq`` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    from omniq import logging as omniq_logging
+
+    try:
+        omniq_logging.configure(args.log_level or os.environ.get("OMNIQ_LOG_LEVEL") or "INFO")
+        if args.command == "backends":
+            return _backends()
+        handler = {"worker": _worker, "status": _status, "inspect": _inspect, "purge": _purge}[args.command]
+        return int(anyio.run(handler, args))
+    except OmniQError as exc:
+        print(f"omniq: error: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

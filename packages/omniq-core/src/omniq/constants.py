@@ -1,0 +1,17 @@
+"""Defaults shared by the core and the backends."""
+
+from __future__ import annotations
+
+#: queue used when none is given.
+DEFAULT_QUEUE = "default"
+#: prefix of keys, subjects, streams and table schemas (Settings.key_prefix overrides it).
+DEFAULT_PREFIX = "omniq"
+#: how long a worker waits between dependency checks of a task whose dependencies are not done.
+DEPENDENCY_RECHECK_SECONDS = 0.5
+#: events buffered before a flush is forced (they are also flushed every EVENT_FLUSH_SECONDS).
+EVENT_BATCH_SIZE = 512
+#: longest time an event waits in the buffer.
+EVENT_FLUSH_SECONDS = 0.25
+#: how often get_result(wait=True) re-reads the task queue, so a finished task whose result
+#: was never written (its worker died between the two steps) cannot make a waiter wait forever.
+RESULT_WAIT_RECHECK_SECONDS = 1.0

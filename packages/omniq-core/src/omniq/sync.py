@@ -1,0 +1,352 @@
+"""OmniQ: the synchronous façade over :class:`~omniq.app.AsyncOmniQ`.
+
+Nothing is implemented twice. An ``OmniQ`` owns a private event loop in a
+daemon thread (an anyio blocking portal) that lives as long as the object,
+so loop-bound connections (asyncpg pools, redis.asyncio pools, aiosqlite
+threads) stay valid across calls. Every method is one line handing the
+coroutine of the same-named ``AsyncOmniQ`` method to that loop; a test
+checks that the two surfaces keep the same methods and signatures. It works
+from plain scripts and from threads while another event loop is running.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from typing_extensions import ParamSpec
+
+from omniq._tasks import EnqueueOptions, TaskFunction
+from omniq.app import AsyncOmniQ
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from omniq.config import Settings
+    from omniq.models import EventType, Schedule, Task, TaskEvent, TaskResult, TaskStatus
+    from omniq.worker.pool import AsyncWorkerPool
+
+__all__ = ["OmniQ", "SyncTaskFunction", "SyncWorkerPool"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Portal:
+    """A blocking portal running in its own thread; closed at exit or when the OmniQ is collected."""
+
+    def __init__(self) -> None:
+        self._cm: AbstractContextManager[BlockingPortal] = start_blocking_portal()
+        self.portal = self._cm.__enter__()
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        self._cm.__exit__(None, None, None)
+
+
+class SyncTaskFunction(Generic[P, R]):
+    """A registered task for sync code: ``.enqueue(...)`` blocks and returns the task id."""
+
+    def __init__(self, app: OmniQ, handle: TaskFunction[P, R]) -> None:
+        self.app = app
+        self.handle = handle
+        self.name = handle.name
+        self.func = handle.func
+        functools.update_wrapper(self, handle.func)  # type: ignore[arg-type]  # copies __doc__, __name__...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function directly, in this process."""
+        return self.handle.func(*args, **kwargs)
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Enqueue a call with the decorator's options; returns the task id."""
+        return self.app._call(self.handle.enqueue, *args, **kwargs)
+
+    def options(self, **options: Any) -> _SyncBound[P]:
+        """Return a handle whose ``enqueue`` uses extra options (``delay``, ``queue``, ...)."""
+        return _SyncBound(self.app, self.handle, self.handle.default_options.merged(EnqueueOptions.from_kwargs(options)))
+
+
+class _SyncBound(Generic[P]):
+    def __init__(self, app: OmniQ, handle: TaskFunction[P, Any], options: EnqueueOptions) -> None:
+        self._app, self._handle, self._options = app, handle, options
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Enqueue a call with these options; returns the task id."""
+        return self._app._call(self._handle.app._enqueue_call, self._handle.name, args, kwargs, self._options)
+
+
+class SyncWorkerPool:
+    """A worker pool driven from sync code.
+
+    ``start()`` returns once the pool runs in the background (on the app's
+    loop thread); ``stop(timeout)`` stops it gracefully and waits; ``run()``
+    blocks until it stops. ``threading.Thread(target=pool.start)`` works too.
+    """
+
+    def __init__(self, app: OmniQ, pool: AsyncWorkerPool) -> None:
+        self._app = app
+        self.pool = pool
+        self._future: Future[None] | None = None
+
+    def start(self) -> None:
+        """Start the pool in the background and return once it is claiming."""
+        if self._future is None:
+            self._future = self._app._portal.portal.start_task_soon(self.pool.start)
+            self._app._call(self.pool.wait_started)
+
+    def run(self) -> None:
+        """Start the pool and block until it stops (burst mode: until drained)."""
+        self.start()
+        assert self._future is not None
+        self._future.result()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming, let in-flight tasks finish (up to ``timeout``), release the rest, wait."""
+        self.pool.request_stop()
+        if timeout is not None:
+            self.pool.shutdown_grace = timeout
+        if self._future is not None:
+            self._future.result()
+
+    @property
+    def running(self) -> bool:
+        """Whether the pool is running."""
+        return self.pool.running
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class OmniQ:
+    """The synchronous OmniQ API; same arguments and methods as :class:`AsyncOmniQ`."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        task_queue: Any = None,
+        result_storage: Any = None,
+        event_storage: Any = None,
+        allowed_modules: Sequence[str] = (),
+        **overrides: Any,
+    ) -> None:
+        self.async_app = AsyncOmniQ(
+            settings,
+            task_queue=task_queue,
+            result_storage=result_storage,
+            event_storage=event_storage,
+            allowed_modules=allowed_modules,
+            **overrides,
+        )
+        self.settings = self.async_app.settings
+        self._portal = _Portal()
+        # Runs on close(), on garbage collection, or at interpreter exit, whichever comes first.
+        self._finalizer = weakref.finalize(self, _shutdown, self.async_app, self._portal)
+
+    def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._portal.closed:
+            raise RuntimeError("this OmniQ is closed")
+        return self._portal.portal.call(functools.partial(func, *args, **kwargs))
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Self:
+        """Build from the environment (and ``OMNIQ_CONFIG``), with ``overrides`` on top."""
+        from omniq.config import Settings
+
+        return cls(Settings.load(**overrides))
+
+    @classmethod
+    def from_yaml(cls, path: str, **overrides: Any) -> Self:
+        """Build from a YAML settings file, with ``overrides`` on top."""
+        from omniq.config import Settings
+
+        return cls(Settings.from_yaml(path, **overrides))
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect the components (done on first use anyway)."""
+        self._call(self.async_app.connect)
+
+    def close(self) -> None:
+        """Close the components and stop the loop thread. Idempotent."""
+        self._finalizer()
+
+    def __enter__(self) -> Self:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- registration ------------------------------------------------------------------------------
+
+    @overload
+    def task(self, func: Callable[P, R], /) -> SyncTaskFunction[P, R]: ...
+
+    @overload
+    def task(
+        self, func: None = None, /, *, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], SyncTaskFunction[P, R]]: ...
+
+    def task(self, func: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any) -> Any:
+        """Register a task function (see :meth:`AsyncOmniQ.task`)."""
+        register = self.async_app.task(name=name, **options)
+        if func is not None:
+            return SyncTaskFunction(self, register(func))
+        return lambda fn: SyncTaskFunction(self, register(fn))
+
+    def register(
+        self, func: Callable[..., Any], *, name: str | None = None, options: EnqueueOptions | None = None
+    ) -> SyncTaskFunction[Any, Any]:
+        """Register ``func`` under ``name`` and return its handle."""
+        return SyncTaskFunction(self, self.async_app.register(func, name=name, options=options))
+
+    @property
+    def functions(self) -> dict[str, TaskFunction[Any, Any]]:
+        """Registered task functions by name."""
+        return self.async_app.functions
+
+    # -- one line per AsyncOmniQ method ------------------------------------------------------------
+
+    def enqueue(
+        self,
+        func: Callable[..., Any] | str,
+        /,
+        *args: Any,
+        eta: datetime | None = None,
+        delay: float | timedelta | None = None,
+        interval: float | timedelta | None = None,
+        cron: str | None = None,
+        max_retries: int | None = None,
+        timeout: float | timedelta | None = None,
+        ttl: float | timedelta | None = None,
+        result_ttl: float | timedelta | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        depends_on: str | Iterable[str] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """See :meth:`AsyncOmniQ.enqueue`."""
+        if isinstance(func, SyncTaskFunction):
+            func = func.handle
+        return self._call(
+            self.async_app.enqueue, func, *args, eta=eta, delay=delay, interval=interval, cron=cron,
+            max_retries=max_retries, timeout=timeout, ttl=ttl, result_ttl=result_ttl, queue=queue, priority=priority,
+            unique_key=unique_key, depends_on=depends_on, **kwargs,
+        )
+
+    def enqueue_many(
+        self, func: Callable[..., Any] | str, calls: Iterable[Sequence[Any] | Mapping[str, Any]], /, **options: Any
+    ) -> list[str]:
+        """See :meth:`AsyncOmniQ.enqueue_many`."""
+        if isinstance(func, SyncTaskFunction):
+            func = func.handle
+        return self._call(self.async_app.enqueue_many, func, calls, **options)
+
+    def get_result(self, task_id: str, wait: bool = False, timeout: float | None = None) -> TaskResult | None:
+        """See :meth:`AsyncOmniQ.get_result`."""
+        return self._call(self.async_app.get_result, task_id, wait, timeout)
+
+    def get_task(self, task_id: str) -> Task | None:
+        """See :meth:`AsyncOmniQ.get_task`."""
+        return self._call(self.async_app.get_task, task_id)
+
+    def list_tasks(
+        self, status: TaskStatus | str | None = None, limit: int = 25, *, queue: str | None = None, offset: int = 0
+    ) -> list[Task]:
+        """See :meth:`AsyncOmniQ.list_tasks`."""
+        return self._call(self.async_app.list_tasks, status, limit, queue=queue, offset=offset)
+
+    def count_tasks(self, status: TaskStatus | str | None = None, *, queue: str | None = None) -> int:
+        """See :meth:`AsyncOmniQ.count_tasks`."""
+        return self._call(self.async_app.count_tasks, status, queue=queue)
+
+    def get_events(
+        self,
+        task_id: str | None = None,
+        *,
+        types: Sequence[EventType | str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[TaskEvent]:
+        """See :meth:`AsyncOmniQ.get_events`."""
+        return self._call(self.async_app.get_events, task_id, types=types, since=since, until=until, limit=limit)
+
+    def cancel(self, task_id: str) -> bool:
+        """See :meth:`AsyncOmniQ.cancel`."""
+        return self._call(self.async_app.cancel, task_id)
+
+    def get_schedule(self, schedule_id: str) -> Schedule | None:
+        """See :meth:`AsyncOmniQ.get_schedule`."""
+        return self._call(self.async_app.get_schedule, schedule_id)
+
+    def pause_schedule(self, schedule_id: str) -> bool:
+        """See :meth:`AsyncOmniQ.pause_schedule`."""
+        return self._call(self.async_app.pause_schedule, schedule_id)
+
+    def resume_schedule(self, schedule_id: str) -> bool:
+        """See :meth:`AsyncOmniQ.resume_schedule`."""
+        return self._call(self.async_app.resume_schedule, schedule_id)
+
+    def cancel_schedule(self, schedule_id: str) -> bool:
+        """See :meth:`AsyncOmniQ.cancel_schedule`."""
+        return self._call(self.async_app.cancel_schedule, schedule_id)
+
+    def purge(self, *, queue: str | None = None, statuses: Sequence[TaskStatus | str] | None = None) -> int:
+        """See :meth:`AsyncOmniQ.purge`."""
+        return self._call(self.async_app.purge, queue=queue, statuses=statuses)
+
+    def flush_events(self) -> None:
+        """See :meth:`AsyncOmniQ.flush_events`."""
+        return self._call(self.async_app.flush_events)
+
+    def worker(
+        self,
+        concurrency: int | None = None,
+        *,
+        queues: Sequence[str] | str | None = None,
+        pool: str | None = None,
+        burst: bool = False,
+        worker_id: str | None = None,
+    ) -> SyncWorkerPool:
+        """See :meth:`AsyncOmniQ.worker`; the returned pool's ``start()`` returns once it runs."""
+        return SyncWorkerPool(
+            self, self.async_app.worker(concurrency, queues=queues, pool=pool, burst=burst, worker_id=worker_id)
+        )
+
+    def run_worker(self, concurrency: int | None = None, **kwargs: Any) -> None:
+        """See :meth:`AsyncOmniQ.run_worker`: blocks until the pool stops (burst: drained)."""
+        self.worker(concurrency, **kwargs).run()
+
+    def __repr__(self) -> str:
+        return f"<OmniQ {self.settings!r}>"
+
+
+def _shutdown(app: AsyncOmniQ, portal: _Portal) -> None:
+    if portal.closed:
+        return
+    try:
+        portal.portal.call(app.close)
+    except Exception:  # closing at interpreter exit must not raise
+        pass
+    portal.close()

@@ -1,0 +1,37 @@
+"""The conformance kit: the suites every backend must pass, and their helpers.
+
+A backend's test module subclasses the suites and provides one factory
+fixture per component (see ``docs/backends.md``)::
+
+    import pytest
+    from omniq.backends.memory import MemoryStore, MemoryTaskQueue
+    from omniq.testing import TaskQueueSuite
+
+    class TestMemoryTaskQueue(TaskQueueSuite):
+        @pytest.fixture
+        def task_queue_factory(self):
+            store = MemoryStore()
+            return lambda: MemoryTaskQueue(store=store)
+
+The pytest plugin :mod:`omniq.testing.plugin` provides ``anyio_backend`` and
+the server URL fixtures; load it with ``-p omniq.testing.plugin``.
+"""
+
+from __future__ import annotations
+
+from omniq.testing.event_storage import EventStorageSuite
+from omniq.testing.fixtures import connected, make_event, make_result, make_task, now_ms, wait_until
+from omniq.testing.result_storage import ResultStorageSuite
+from omniq.testing.task_queue import TaskQueueSuite
+
+__all__ = [
+    "EventStorageSuite",
+    "ResultStorageSuite",
+    "TaskQueueSuite",
+    "connected",
+    "make_event",
+    "make_result",
+    "make_task",
+    "now_ms",
+    "wait_until",
+]

@@ -1,0 +1,184 @@
+"""Where task functions run: on the loop, in a thread pool, or in child processes.
+
+Timeouts differ by executor, and the difference is documented:
+
+* async: the coroutine is cancelled at its next await.
+* thread: the task is failed and its slot released at once, but Python
+  cannot stop a thread: the function keeps running in the background until
+  it returns (its outcome is discarded).
+* process: the child running the task is killed and replaced.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from omniq.errors import TaskTimeoutError
+
+__all__ = ["Executor", "ProcessExecutor", "ThreadExecutor"]
+
+
+class Executor:
+    """Runs coroutine functions on the loop and sync functions in worker threads."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._limiter = anyio.CapacityLimiter(concurrency)
+
+    async def start(self) -> None:
+        """Prepare resources (child processes for the process executor)."""
+
+    async def close(self) -> None:
+        """Release resources."""
+
+    async def run(
+        self, name: str, func: Callable[..., Any], is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> Any:
+        """Run one call, raising TaskTimeoutError when it overruns ``timeout``."""
+        try:
+            with anyio.fail_after(timeout):
+                if is_async:
+                    return await func(*args, **kwargs)
+                return await self._run_sync(name, func, args, kwargs)
+        except TimeoutError as exc:
+            if isinstance(exc, TaskTimeoutError):
+                raise
+            raise TaskTimeoutError(f"task {name} ran longer than its timeout of {timeout} s") from exc
+
+    async def _run_sync(self, name: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return await anyio.to_thread.run_sync(
+            functools.partial(func, *args, **kwargs), limiter=self._limiter, abandon_on_cancel=True
+        )
+
+
+class ThreadExecutor(Executor):
+    """Every function in the thread pool, coroutine functions too (each on its own short-lived loop)."""
+
+    async def run(
+        self, name: str, func: Callable[..., Any], is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> Any:
+        """Run one call in a thread."""
+        if is_async:
+            target = functools.partial(anyio.run, functools.partial(func, *args, **kwargs))
+            return await super().run(name, target, False, (), {}, timeout)
+        return await super().run(name, func, False, args, kwargs, timeout)
+
+
+def _child_main(conn: Connection, resolve: Callable[[str], Callable[..., Any]]) -> None:
+    """Loop of a child process: receive (name, args, kwargs), send back ("ok", value) or ("error", exc)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    import asyncio
+    import inspect
+    import pickle
+
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        name, args, kwargs = message
+        try:
+            func = resolve(name)
+            value = func(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = asyncio.run(_await(value))
+            reply: tuple[str, Any] = ("ok", value)
+        except BaseException as exc:
+            reply = ("error", exc)
+        try:
+            conn.send(reply)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            conn.send(("error", TypeError(f"the result of {name} cannot be sent back from the child process: {exc}")))
+
+
+async def _await(value: Any) -> Any:
+    return await value
+
+
+class _Child:
+    def __init__(self, context: Any, resolve: Callable[[str], Callable[..., Any]]) -> None:
+        self.conn, child_conn = context.Pipe()
+        self.process = context.Process(target=_child_main, args=(child_conn, resolve), daemon=True)
+        self.process.start()
+        child_conn.close()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.join(5)
+        self.conn.close()
+
+
+class ProcessExecutor(Executor):
+    """A pool of forked child processes; a child that overruns its timeout is killed and replaced.
+
+    Children are forked from the worker, so they know every task the app
+    registered; arguments and return values cross the pipe with pickle.
+    """
+
+    def __init__(self, concurrency: int, resolve: Callable[[str], Callable[..., Any]]) -> None:
+        super().__init__(concurrency)
+        self._resolve = resolve
+        self._context = multiprocessing.get_context("fork")
+        self._idle: list[_Child] = []
+        self._all: set[_Child] = set()
+
+    def _spawn(self) -> _Child:
+        child = _Child(self._context, self._resolve)
+        self._all.add(child)
+        return child
+
+    async def run(
+        self, name: str, func: Callable[..., Any], is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> Any:
+        """Run one call in a child process."""
+        async with self._limiter:
+            child = self._idle.pop() if self._idle else self._spawn()
+            healthy = False
+            try:
+                with anyio.fail_after(timeout):
+                    child.conn.send((name, args, kwargs))
+                    status, value = await anyio.to_thread.run_sync(child.conn.recv, abandon_on_cancel=True)
+                healthy = True
+            except TimeoutError as exc:
+                raise TaskTimeoutError(f"task {name} ran longer than its timeout of {timeout} s; its process was killed") from exc
+            except (EOFError, OSError) as exc:
+                raise RuntimeError(
+                    f"the child process running {name} died (exit code {child.process.exitcode})"
+                ) from exc
+            finally:
+                if healthy:
+                    self._idle.append(child)
+                else:
+                    self._all.discard(child)
+                    child.kill()
+        if status == "error":
+            raise value
+        return value
+
+    async def close(self) -> None:
+        """Stop every child."""
+        for child in list(self._all):
+            try:
+                child.conn.send(None)
+            except OSError:
+                pass
+        for child in list(self._all):
+            child.process.join(2)
+            child.kill()
+        self._all.clear()
+        self._idle.clear()

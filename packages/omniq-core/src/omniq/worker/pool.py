@@ -1,0 +1,387 @@
+"""The worker pool: claim in batches, run, heartbeat, finish in batches, shut down gracefully.
+
+One pool is four cooperating loops on one event loop:
+
+* claim: leases as many tasks as there are free slots, in one call, and
+  starts a runner for each; waits on the backend's wake-up when idle;
+* heartbeat: every ``heartbeat_interval`` extends every held lease in one
+  call, and stops runners whose lease was lost (cancelled, or expired);
+* finisher: sends the runners' outcomes to the queue in batches (whatever
+  accumulated while the previous batch was in flight), then writes results
+  and events for the accepted ones;
+* sweeper: every ``sweep_interval`` recovers tasks whose lease expired
+  (their worker died), from any worker.
+
+Shutdown (``stop()``, SIGTERM, SIGINT): stop claiming, give in-flight tasks
+``shutdown_grace`` seconds, cancel the rest and RELEASE them so another
+worker gets them at once, flush outcomes and events.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import TaskGroup
+
+from omniq import plugins
+from omniq.config import WorkerType
+from omniq.errors import ConfigurationError
+from omniq.models import EventType, Outcome, OutcomeKind, Task, TaskEvent, TaskResult, TaskStatus, utcnow
+from omniq.worker.executors import Executor, ProcessExecutor, ThreadExecutor
+from omniq.worker.runner import execute, outcome_event
+
+if TYPE_CHECKING:
+    from omniq.app import AsyncOmniQ
+
+__all__ = ["AsyncWorkerPool"]
+
+logger = logging.getLogger("omniq.worker")
+
+#: longest pause after a backend error before the loops try again.
+MAX_ERROR_BACKOFF = 5.0
+
+
+class _Running:
+    __slots__ = ("cancelled", "scope", "task")
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.scope = anyio.CancelScope()
+        self.cancelled = False  # lease lost: drop the outcome
+
+
+class AsyncWorkerPool:
+    """Runs tasks of one app; ``await start()`` until ``stop()`` (or drained, in burst mode)."""
+
+    def __init__(
+        self,
+        app: AsyncOmniQ,
+        *,
+        concurrency: int | None = None,
+        queues: Sequence[str] | str | None = None,
+        pool: str | None = None,
+        burst: bool = False,
+        worker_id: str | None = None,
+    ) -> None:
+        settings = app.settings
+        self.app = app
+        self.concurrency = concurrency if concurrency is not None else settings.max_workers
+        if self.concurrency < 1:
+            raise ConfigurationError(f"concurrency={self.concurrency} is not valid: expected a positive integer")
+        if isinstance(queues, str):
+            queues = [q.strip() for q in queues.split(",") if q.strip()]
+        self.queues = tuple(queues or settings.queues)
+        kind = (pool or settings.default_worker).lower()
+        if kind not in {w.value for w in WorkerType}:
+            raise ConfigurationError(f"pool={pool!r} is not valid: expected one of async, thread, process")
+        self.pool_kind = kind
+        self.burst = burst
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:x}"
+        self.lease = settings.lease_duration
+        self.heartbeat_interval = settings.heartbeat_interval
+        self.sweep_interval = settings.sweep_interval
+        self.poll_interval = settings.poll_interval
+        self.shutdown_grace = settings.shutdown_grace
+        self._running: dict[str, _Running] = {}
+        self._outcomes: list[tuple[Task, Outcome]] = []
+        self._outcome_ready = anyio.Event()
+        self._slot_freed = anyio.Event()
+        self._stopping = False
+        self._stopped = anyio.Event()
+        self._started = anyio.Event()
+        self._stop_requested = threading.Event()
+        self._hooks: frozenset[str] = frozenset()
+        self._fuse = False
+        self._finishing = 0  # outcome batches being sent to the queue right now
+        # burst mode keeps going until the retries and dependency re-checks it deferred are due.
+        self._burst_deferred_until = utcnow()
+        self.processed = 0
+
+    # -- public ------------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the pool has started and not yet stopped."""
+        return self._started.is_set() and not self._stopped.is_set()
+
+    async def wait_started(self) -> None:
+        """Return once the pool is claiming."""
+        await self._started.wait()
+
+    async def start(self, *, handle_signals: bool = False) -> None:
+        """Run the pool until :meth:`stop` (or, with burst, until nothing is ready).
+
+        Args:
+            handle_signals: stop gracefully on SIGTERM / SIGINT (main thread only).
+        """
+        app = self.app
+        await app.connect()
+        executor = self._make_executor()
+        await executor.start()
+        self._hooks = plugins.lifecycle_hooks_in_use()
+        self._fuse = app.task_queue.can_fuse_results(app.result_storage)
+        if "omniq_worker_started" in self._hooks:
+            plugins.call_lifecycle("omniq_worker_started", worker_id=self.worker_id, queues=self.queues)
+        logger.info("worker %s started: queues=%s concurrency=%d pool=%s", self.worker_id, ",".join(self.queues),
+                    self.concurrency, self.pool_kind)
+        try:
+            async with anyio.create_task_group() as services:
+                services.start_soon(self._finisher)
+                services.start_soon(self._heartbeat)
+                services.start_soon(self._sweeper)
+                if handle_signals:
+                    services.start_soon(self._watch_signals)
+                async with anyio.create_task_group() as runners:
+                    self._started.set()
+                    await self._claim_loop(runners, executor)
+                    await self._drain(runners)
+                await self._flush_outcomes()
+                services.cancel_scope.cancel()
+        finally:
+            await executor.close()
+            await app.flush_events()
+            self._stopped.set()
+            if "omniq_worker_stopped" in self._hooks:
+                plugins.call_lifecycle("omniq_worker_stopped", worker_id=self.worker_id)
+            logger.info("worker %s stopped after %d tasks", self.worker_id, self.processed)
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming, let in-flight tasks finish (up to ``timeout`` or the grace period), then return."""
+        if timeout is not None:
+            self.shutdown_grace = timeout
+        self.request_stop()
+        if self._started.is_set():
+            await self._stopped.wait()
+
+    def request_stop(self) -> None:
+        """Ask the pool to stop (safe from any thread and from signal handlers)."""
+        self._stopping = True
+        self._stop_requested.set()
+
+    # -- loops -------------------------------------------------------------------------------------
+
+    def _make_executor(self) -> Executor:
+        if self.pool_kind == WorkerType.PROCESS.value:
+            return ProcessExecutor(self.concurrency, lambda name: self.app.resolve(name).func)
+        if self.pool_kind == WorkerType.THREAD.value:
+            return ThreadExecutor(self.concurrency)
+        return Executor(self.concurrency)
+
+    async def _claim_loop(self, runners: TaskGroup, executor: Executor) -> None:
+        queue = self.app.task_queue
+        errors = 0
+        # Claim in batches: with some tasks still running, wait until at least half the
+        # slots are free, so a busy pool makes one claim per several tasks, not one per task.
+        threshold = max(1, self.concurrency // 2)
+        while not self._stopping:
+            free = self.concurrency - len(self._running)
+            if free <= 0 or (self._running and free < threshold):
+                self._slot_freed = anyio.Event()
+                with anyio.move_on_after(self.poll_interval):
+                    await self._slot_freed.wait()
+                continue
+            wait = 0.0 if self.burst else self.poll_interval
+            try:
+                with anyio.CancelScope(shield=True):
+                    tasks = await queue.claim(self.queues, free, lease=self.lease, worker_id=self.worker_id, wait=wait)
+                errors = 0
+            except Exception as exc:
+                errors += 1
+                delay = min(MAX_ERROR_BACKOFF, 0.1 * 2**errors)
+                logger.warning("claim failed (%s); retrying in %.1f s", exc, delay)
+                await anyio.sleep(delay)
+                continue
+            if not tasks:
+                if self.burst:
+                    idle = not self._running and not self._outcomes and not self._finishing
+                    if idle and utcnow() >= self._burst_deferred_until:
+                        return
+                    self._slot_freed = anyio.Event()
+                    with anyio.move_on_after(min(self.poll_interval, 0.1)):
+                        await self._slot_freed.wait()
+                continue
+            now = utcnow()
+            events = []
+            for task in tasks:
+                running = _Running(task)
+                self._running[task.id] = running
+                events.append(
+                    TaskEvent(task_id=task.id, type=EventType.STARTED, timestamp=now, queue=task.queue,
+                              func=task.func, attempt=task.attempts, worker_id=self.worker_id)
+                )
+                runners.start_soon(self._run, running, executor)
+            self.app.record_events(events)
+
+    async def _run(self, running: _Running, executor: Executor) -> None:
+        task = running.task
+        outcome: Outcome | None = None
+        with running.scope:
+            try:
+                if "omniq_task_started" in self._hooks:
+                    plugins.call_lifecycle("omniq_task_started", task=task, worker_id=self.worker_id)
+                outcome = await execute(self.app, executor, task)
+            except Exception as exc:  # a bug in the core or a backend, not in the task
+                logger.exception("worker error while running task %s", task.id)
+                from omniq.app import error_from_exception
+
+                error = error_from_exception(exc, task.attempts)
+                outcome = Outcome(task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.RELEASE,
+                                  error=error)
+        if outcome is None and not running.cancelled:
+            # Cancelled by shutdown: hand the task back without burning the attempt.
+            outcome = Outcome(task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.RELEASE)
+        del self._running[task.id]
+        self._slot_freed.set()
+        if outcome is not None and not running.cancelled:
+            self._outcomes.append((task, outcome))
+            self._outcome_ready.set()
+
+    async def _drain(self, runners: TaskGroup) -> None:
+        """Give in-flight tasks the grace period, then cancel and release the rest."""
+        if not self._running:
+            return
+        logger.info("worker %s stopping: waiting up to %.1f s for %d task(s)", self.worker_id, self.shutdown_grace,
+                    len(self._running))
+        with anyio.move_on_after(self.shutdown_grace):
+            while self._running:
+                self._slot_freed = anyio.Event()
+                await self._slot_freed.wait()
+        for running in list(self._running.values()):
+            running.scope.cancel()
+
+    async def _finisher(self) -> None:
+        while True:
+            await self._outcome_ready.wait()
+            self._outcome_ready = anyio.Event()
+            await self._flush_outcomes()
+
+    async def _flush_outcomes(self) -> None:
+        errors = 0
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            self._finishing += 1
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._finish_batch(batch)
+                errors = 0
+            except Exception as exc:
+                errors += 1
+                # Keep the outcomes: the leases may survive the outage; if not, the tasks run again.
+                self._outcomes[:0] = batch
+                delay = min(MAX_ERROR_BACKOFF, 0.1 * 2**errors)
+                logger.warning("finishing %d task(s) failed (%s); retrying in %.1f s", len(batch), exc, delay)
+                await anyio.sleep(delay)
+            finally:
+                self._finishing -= 1
+
+    async def _finish_batch(self, batch: list[tuple[Task, Outcome]]) -> None:
+        app = self.app
+        outcomes = [outcome for _, outcome in batch]
+        fused = app.result_storage if self._fuse else None
+        accepted = await app.task_queue.finish(outcomes, results=fused)
+        results: list[TaskResult] = []
+        events: list[TaskEvent] = []
+        now = utcnow()
+        for (task, outcome), ok in zip(batch, accepted):
+            if not ok:
+                logger.warning("lease lost on task %s (attempt %d): outcome not recorded", task.id, task.attempts)
+                continue
+            self.processed += 1
+            if outcome.kind in (OutcomeKind.RELEASE, OutcomeKind.RETRY) and outcome.eta is not None:
+                self._burst_deferred_until = max(self._burst_deferred_until, outcome.eta)
+            if outcome.result is not None:
+                results.append(outcome.result)
+            event_type = outcome_event(outcome)
+            if outcome.kind is not OutcomeKind.RELEASE or outcome.error is not None:
+                events.append(
+                    TaskEvent(task_id=task.id, type=event_type, timestamp=now, queue=task.queue, func=task.func,
+                              attempt=task.attempts, worker_id=self.worker_id,
+                              message=outcome.error.message if outcome.error else "")
+                )
+            if self._hooks:
+                self._call_outcome_hooks(task, outcome, event_type)
+        if results and fused is None:
+            await app.result_storage.set_many(results)
+        app.record_events(events)
+
+    def _call_outcome_hooks(self, task: Task, outcome: Outcome, event_type: EventType) -> None:
+        if event_type is EventType.SUCCEEDED and "omniq_task_succeeded" in self._hooks and outcome.result:
+            plugins.call_lifecycle("omniq_task_succeeded", task=task, result=outcome.result, worker_id=self.worker_id)
+        elif event_type is EventType.FAILED and "omniq_task_failed" in self._hooks and outcome.error:
+            plugins.call_lifecycle("omniq_task_failed", task=task, error=outcome.error, worker_id=self.worker_id)
+        elif event_type is EventType.RETRYING and "omniq_task_retried" in self._hooks and outcome.error:
+            plugins.call_lifecycle("omniq_task_retried", task=task, error=outcome.error, worker_id=self.worker_id)
+
+    async def _heartbeat(self) -> None:
+        queue = self.app.task_queue
+        while True:
+            await anyio.sleep(self.heartbeat_interval)
+            leases = {task_id: r.task.lease_token or "" for task_id, r in self._running.items()}
+            if not leases:
+                continue
+            try:
+                held = await queue.extend(leases, self.lease)
+            except Exception as exc:
+                logger.warning("heartbeat failed (%s); will retry", exc)
+                continue
+            for task_id in set(leases) - held:
+                running = self._running.get(task_id)
+                if running is not None:
+                    logger.warning("lease lost on task %s (cancelled or expired): stopping it", task_id)
+                    running.cancelled = True
+                    running.scope.cancel()
+
+    async def _sweeper(self) -> None:
+        queue = self.app.task_queue
+        while True:
+            try:
+                recovered = await queue.recover()
+            except Exception as exc:
+                logger.warning("lease recovery failed (%s); will retry", exc)
+                recovered = []
+            if recovered:
+                await self._record_recovered(recovered)
+            await anyio.sleep(self.sweep_interval)
+
+    async def _record_recovered(self, tasks: list[Task]) -> None:
+        """Events for recovered tasks, and results for those that failed for good (so waiters wake)."""
+        app = self.app
+        now = utcnow()
+        failed = [t for t in tasks if t.status is TaskStatus.FAILED]
+        logger.warning("recovered %d task(s) whose worker stopped renewing its lease (%d failed for good)",
+                       len(tasks), len(failed))
+        if failed:
+            await app.result_storage.set_many([
+                TaskResult(task_id=t.id, status=TaskStatus.FAILED, error=t.error, attempts=t.attempts, func=t.func,
+                           queue=t.queue, started_at=t.started_at, finished_at=now,
+                           expires_at=None if t.result_ttl is None else now + timedelta(seconds=t.result_ttl))
+                for t in failed
+            ])
+        app.record_events([
+            TaskEvent(task_id=t.id, type=EventType.FAILED if t.status is TaskStatus.FAILED else EventType.RECOVERED,
+                      timestamp=now, queue=t.queue, func=t.func, attempt=t.attempts,
+                      message=t.error.message if t.error else "")
+            for t in tasks
+        ])
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            count = 0
+            async for signum in signals:
+                count += 1
+                if count == 1:
+                    logger.warning("received %s: stopping gracefully (again to stop now)", signal.Signals(signum).name)
+                    self.request_stop()
+                else:
+                    logger.warning("received %s again: cancelling in-flight tasks", signal.Signals(signum).name)
+                    self.shutdown_grace = 0
+                    for running in list(self._running.values()):
+                        running.scope.cancel()

@@ -1,0 +1,88 @@
+"""The backend registry: entry points, install hints, third-party registration, duplicates, blocking."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from omniq import BackendNotFoundError, ConfigurationError, hookimpl, plugins
+from omniq.backends.memory import MemoryTaskQueue
+from omniq.hookspecs import BackendSpec
+
+
+def test_memory_registers_through_the_entry_point_group() -> None:
+    names = {spec.name for _, spec in plugins.installed_backends("task_queue")}
+    assert "memory" in names
+    assert plugins.resolve_backend("task_queue", "memory") is MemoryTaskQueue
+    dists = {spec.distribution for _, spec in plugins.installed_backends() if spec.name == "memory"}
+    assert dists == {"omniq-core"}
+
+
+def test_unknown_name_lists_installed_types() -> None:
+    with pytest.raises(BackendNotFoundError) as info:
+        plugins.resolve_backend("result_storage", "nope")
+    assert "installed:" in str(info.value) and "memory" in str(info.value)
+
+
+def test_first_party_name_not_installed_gets_an_install_hint() -> None:
+    plugins.block("nats")
+    try:
+        with pytest.raises(BackendNotFoundError, match="pip install omniq-nats"):
+            plugins.resolve_backend("task_queue", "nats")
+    finally:
+        plugins._blocked.discard("nats")
+        plugins._manager = None
+        plugins._invalidate()
+
+
+def _plugin(name: str, path: str) -> types.SimpleNamespace:
+    @hookimpl
+    def omniq_task_queue_types() -> list[BackendSpec]:
+        return [BackendSpec(name=name, path=path, distribution="thirdparty-dist")]
+
+    return types.SimpleNamespace(omniq_task_queue_types=omniq_task_queue_types)
+
+
+def test_third_party_plugin_registered_at_run_time() -> None:
+    plugin = _plugin("custom", "omniq.backends.memory:MemoryTaskQueue")
+    plugins.register(plugin, name="custom-test")
+    try:
+        assert plugins.resolve_backend("task_queue", "custom") is MemoryTaskQueue
+    finally:
+        plugins.get_plugin_manager().unregister(name="custom-test")
+        plugins._invalidate()
+
+
+def test_duplicate_names_from_two_distributions_are_refused() -> None:
+    plugins.register(_plugin("memory", "elsewhere:Queue"), name="dup-test")
+    try:
+        with pytest.raises(ConfigurationError, match="thirdparty-dist"):
+            plugins.resolve_backend("task_queue", "memory")
+    finally:
+        plugins.get_plugin_manager().unregister(name="dup-test")
+        plugins._invalidate()
+
+
+def test_a_plugin_whose_class_is_missing_fails_clearly() -> None:
+    plugins.register(_plugin("broken", "omniq.backends.memory:NoSuchClass"), name="broken-test")
+    try:
+        with pytest.raises(BackendNotFoundError, match="does not exist"):
+            plugins.resolve_backend("task_queue", "broken")
+    finally:
+        plugins.get_plugin_manager().unregister(name="broken-test")
+        plugins._invalidate()
+
+
+def test_misspelt_hook_is_rejected_at_registration() -> None:
+    @hookimpl
+    def omniq_task_queue_typo() -> list[BackendSpec]:
+        return []
+
+    manager = plugins.get_plugin_manager()
+    manager.register(types.SimpleNamespace(omniq_task_queue_typo=omniq_task_queue_typo), name="typo-test")
+    try:
+        with pytest.raises(Exception, match="unknown hook"):
+            manager.check_pending()
+    finally:
+        manager.unregister(name="typo-test")
