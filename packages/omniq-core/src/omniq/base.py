@@ -27,6 +27,7 @@ See ``docs/backends.md`` for the guide to writing a backend.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -249,7 +250,7 @@ class BaseTaskQueue(Component):
         """Delete tasks (all of them by default); return how many."""
 
     @abstractmethod
-    async def recover(self) -> list[Task]:
+    async def recover(self) -> builtins.list[Task]:  # `list` is a method name in this class
         """Requeue RUNNING tasks whose lease deadline is past (engine clock).
 
         A task with attempts left goes back to PENDING (eta now); one whose

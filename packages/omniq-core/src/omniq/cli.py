@@ -161,6 +161,28 @@ def _backends() -> int:
     return 0
 
 
+def _exit_despite_abandoned_threads(code: int) -> None:
+    """Exit now if a timed-out thread task is still running.
+
+    Python cannot stop a thread: a sync task that overran its timeout (or was
+    cut off by shutdown) keeps its worker thread busy, and the interpreter
+    would wait for it at exit. Its outcome was already recorded or released,
+    so the worker process exits without waiting.
+    """
+    import logging
+    import threading
+
+    lingering = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if lingering:
+        logging.getLogger("omniq.worker").warning(
+            "exiting with %d task thread(s) still running (timed out or cut off by shutdown)", len(lingering)
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``omniq`` command; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -171,7 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "backends":
             return _backends()
         handler = {"worker": _worker, "status": _status, "inspect": _inspect, "purge": _purge}[args.command]
-        return int(anyio.run(handler, args))
+        code = int(anyio.run(handler, args))
+        if args.command == "worker":
+            _exit_despite_abandoned_threads(code)
+        return code
     except OmniQError as exc:
         print(f"omniq: error: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return 2

@@ -290,12 +290,14 @@ class TaskFiles:
         name, qdir, task_id = candidate
         source = f"{qdir}/{name}"
         running = layout.task_file(layout.RUNNING_DIR, task_id)
+        if not self.store.exists(source):
+            return None  # another process claimed it since our listing
         if self.store.exists(running):
             logger.warning("task %s was enqueued again while running; dropped the duplicate %s", task_id, source)
             self.store.unlink(source)
             return None
         if not self.store.rename(source, running):
-            return None  # another process claimed it first
+            return None  # gone after all (only possible without locks)
         found = self._read(running, layout.RUNNING_DIR)
         if found is None:
             return None

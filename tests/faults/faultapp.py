@@ -1,0 +1,38 @@
+"""The app the fault tests run in real worker processes (configured by OMNIQ_* variables).
+
+Each task appends "<n> <pid>\n" to $FAULT_LOG when it completes, so a test
+can count how many times each task really ran to completion.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from omniq import OmniQ
+
+app = OmniQ()
+
+
+def _record(n: int) -> None:
+    with open(os.environ["FAULT_LOG"], "a") as log:
+        log.write(f"{n} {os.getpid()}\n")
+
+
+@app.task(name="record")
+def record(n: int) -> int:
+    _record(n)
+    return n
+
+
+@app.task(name="slow")
+def slow(n: int, seconds: float) -> int:
+    time.sleep(seconds)
+    _record(n)
+    return n
+
+
+@app.task(name="suicide", max_retries=1)
+def suicide() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
