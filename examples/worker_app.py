@@ -10,7 +10,7 @@ from omniq import OmniQ
 app = OmniQ()
 
 
-@app.task
+@app.task(name="square")  # an explicit name is the same in producers and workers, however they start
 def square(x: int) -> int:
     return x * x
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -75,8 +76,18 @@ class EnqueueOptions:
 
 
 def task_name(func: Callable[..., Any]) -> str:
-    """The default registered name of a function: ``module.qualname``."""
+    """The default registered name of a function: ``module.qualname``.
+
+    A function defined in a module run with ``python -m pkg.mod`` is named
+    after ``pkg.mod``, not ``__main__``, so a worker importing ``pkg.mod``
+    finds it. Scripts run by path have no such name: give their tasks an
+    explicit ``name=`` when workers run in other processes.
+    """
     module = getattr(func, "__module__", None) or "__main__"
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name:
+            module = spec.name
     return f"{module}.{getattr(func, '__qualname__', getattr(func, '__name__', repr(func)))}"
 
 

@@ -125,6 +125,8 @@ class BaseTaskQueue(Component):
 
         If ``task.unique_key`` is set and a PENDING or RUNNING task with the
         same key exists, nothing is stored and that task's id is returned.
+        The core always passes a fresh id; should an id already exist, a
+        PENDING or RUNNING task is left as it is, a terminal one is replaced.
 
         Returns:
             the id of the stored task (or of the existing one).
@@ -191,7 +193,7 @@ class BaseTaskQueue(Component):
         Each outcome is applied only if its task is RUNNING under
         ``outcome.lease_token``; the lease is cleared. ``RETRY``,
         ``RELEASE`` and ``RESCHEDULE`` put the task back to PENDING at
-        ``outcome.eta`` (now when None); ``RELEASE`` also refunds the attempt
+        ``outcome.eta`` (ready at once, keeping its place, when None); ``RELEASE`` also refunds the attempt
         and ``RESCHEDULE`` resets attempts to 0. ``outcome.error`` is stored
         as ``task.error``; terminal outcomes set ``finished_at``.
 

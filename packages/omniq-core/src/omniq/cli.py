@@ -118,7 +118,8 @@ async def _inspect(args: argparse.Namespace) -> int:
             return 1
         for field in ("id", "func", "queue", "status", "priority", "attempts", "max_retries", "eta", "created_at",
                       "started_at", "finished_at", "worker_id", "interval", "cron", "paused"):
-            print(f"{field:<12} {getattr(task, field)}")  # noqa: T201 - CLI output
+            value = getattr(task, field)
+            print(f"{field:<12} {value.value if isinstance(value, TaskStatus) else value}")  # noqa: T201 - CLI output
         if task.error is not None:
             print(f"{'error':<12} {task.error.type}: {task.error.message}")  # noqa: T201 - CLI output
         result = await app.result_storage.get(task.id)

@@ -34,6 +34,7 @@ from omniq.hookspecs import BackendSpec, hookimpl
 from omniq.models import Outcome, OutcomeKind, Task, TaskEvent, TaskResult, TaskStatus
 
 if TYPE_CHECKING:
+    import builtins
     from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
 
@@ -199,12 +200,6 @@ class FileTaskQueue(_FileComponent, BaseTaskQueue):
         """Return several tasks in one thread hop."""
         return await self._run(lambda: self._ops.get_many(task_ids))
 
-    async def list(
-        self, *, status: TaskStatus | None = None, queue: str | None = None, limit: int = 25, offset: int = 0
-    ) -> list[Task]:
-        """Return tasks filtered by status and queue, newest first (reads every matching file)."""
-        return await self._run(lambda: self._ops.list(status, queue, limit, offset))
-
     async def count(self, *, status: TaskStatus | None = None, queue: str | None = None) -> int:
         """Count tasks filtered by status and queue."""
         return await self._run(lambda: self._ops.count(status, queue))
@@ -230,6 +225,13 @@ class FileTaskQueue(_FileComponent, BaseTaskQueue):
         if any(task.status is TaskStatus.PENDING for task in recovered):
             self._notify(_WORK)
         return recovered
+
+    # Last in the class: from here on the name ``list`` is this method, not the builtin.
+    async def list(
+        self, *, status: TaskStatus | None = None, queue: str | None = None, limit: int = 25, offset: int = 0
+    ) -> builtins.list[Task]:
+        """Return tasks filtered by status and queue, newest first (reads every matching file)."""
+        return await self._run(lambda: self._ops.list_tasks(status, queue, limit, offset))
 
 
 #: outcomes that put the task back to PENDING (a waiting worker may want it).

@@ -378,7 +378,7 @@ class FsspecStore(Store):
             return None
         except (NotImplementedError, OSError):
             return 0.0
-        return time.time() - modified.timestamp()
+        return time.time() - float(modified.timestamp())
 
     def session(self) -> contextlib.AbstractContextManager[object]:
         """The root's in-process lock: one batch operation at a time."""
@@ -415,7 +415,7 @@ def open_store(url: str, *, fsync: bool = True, storage_options: Mapping[str, An
         path = unquote(urlsplit(url).path) if "://" in url else url
         return LocalStore(os.path.expanduser(path), fsync=fsync)
     try:
-        import fsspec
+        import fsspec  # type: ignore[import-untyped]  # fsspec ships no type information
     except ImportError as exc:
         raise ConfigurationError(
             f"the file backend needs fsspec for {redact_url(url)!r}: pip install 'omniq-core[file]'"

@@ -167,7 +167,7 @@ class TaskFiles:
                 if (queue is None or task.queue == queue) and (status is None or task.status is status):
                     yield task
 
-    def list(self, status: TaskStatus | None, queue: str | None, limit: int, offset: int) -> list[Task]:
+    def list_tasks(self, status: TaskStatus | None, queue: str | None, limit: int, offset: int) -> list[Task]:
         """Tasks matching the filters, newest first."""
         newest = heapq.nlargest(offset + limit, self._scan(status, queue), key=lambda t: (t.created_at, t.id))
         return newest[offset:]

@@ -1,0 +1,81 @@
+"""The omniq command, in a subprocess as users run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from omniq import OmniQError, OmniQ, Settings
+from omniq.cli import load_app
+
+
+def omniq(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "omniq", *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIQ_")}
+    env["OMNIQ_BASE_DIR"] = str(tmp_path / "data")
+    return env
+
+
+def test_backends_lists_installed_backends_with_distribution_and_version() -> None:
+    run = omniq("backends")
+    assert run.returncode == 0, run.stderr
+    rows = {line.split()[0]: line.split() for line in run.stdout.splitlines()[1:]}
+    assert rows["memory"][1] == "omniq-core"
+    assert rows["sqlite"][1] == "omniq-sqlite"
+    assert "task_queue" in rows["sqlite"][-1]
+
+
+def test_unknown_backend_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    env["OMNIQ_TASK_QUEUE_TYPE"] = "nope"
+    run = omniq("status", env=env)
+    assert run.returncode == 2
+    assert "unknown task_queue type 'nope'" in run.stderr and "installed:" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_status_inspect_and_purge(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    settings = Settings(base_dir=tmp_path / "data")
+    with OmniQ(settings) as app:
+        task_id = app.enqueue("some.task", 1, 2)
+    run = omniq("status", env=env)
+    assert run.returncode == 0, run.stderr
+    assert any(line.split() == ["pending", "1"] for line in run.stdout.splitlines())
+    run = omniq("inspect", task_id, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "some.task" in run.stdout and "pending" in run.stdout
+    assert omniq("inspect", "missing", env=env).returncode == 1
+    assert omniq("purge", env=env).returncode == 2  # refuses without --yes
+    run = omniq("purge", "--yes", env=env)
+    assert run.returncode == 0 and "purged 1 task(s)" in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("nomodule_xyz:app", "No module named"), ("os:nothing_here", "no attribute"), ("os:sep", "not an OmniQ"),
+     ("justaname", "expected 'module:attribute'")],
+)
+def test_load_app_errors_are_clear(spec: str, message: str) -> None:
+    with pytest.raises(OmniQError, match=message):
+        load_app(spec)
+
+
+def test_load_app_accepts_dotted_paths_and_factories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "myapp_for_cli.py").write_text(
+        "from omniq import AsyncOmniQ, Settings\n"
+        "def make():\n"
+        "    return AsyncOmniQ(Settings(backend='memory'))\n"
+        "app = make()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_app("myapp_for_cli.app").settings.backend == "memory"
+    assert load_app("myapp_for_cli:make").settings.backend == "memory"
