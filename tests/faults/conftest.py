@@ -33,11 +33,11 @@ FAULT_TIMINGS = {
 }
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "file"])
 def backend_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     """OMNIQ_* variables for one backend, isolated to this test."""
-    if request.param == "sqlite":
-        return {"OMNIQ_BACKEND": "sqlite", "OMNIQ_BASE_DIR": str(tmp_path / "data")}
+    if request.param in ("sqlite", "file"):
+        return {"OMNIQ_BACKEND": request.param, "OMNIQ_BASE_DIR": str(tmp_path / "data")}
     raise AssertionError(request.param)  # pragma: no cover
 
 

@@ -168,10 +168,15 @@ class BaseTaskQueue(Component):
         tasks = await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
         if tasks or wait <= 0:
             return tasks
-        with anyio.move_on_after(wait):
-            while not tasks:
-                await self.wait_for_work(queues, wait)
-                tasks = await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
+        deadline = anyio.current_time() + wait
+        while not tasks:
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                break
+            # The engine's own timeout ends the wait: cancelling a blocking call
+            # (BLPOP, a pull fetch) mid-flight would cost some drivers a reconnect.
+            await self.wait_for_work(queues, remaining)
+            tasks = await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
         return tasks
 
     @abstractmethod

@@ -14,7 +14,8 @@ All datetimes are timezone-aware UTC.
 from __future__ import annotations
 
 import enum
-import uuid
+import os
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -48,8 +49,14 @@ def utcnow() -> datetime:
 
 
 def new_id() -> str:
-    """Return a new random task id (32 hex characters)."""
-    return uuid.uuid4().hex
+    """Return a new task id: 32 hex characters, time-ordered like a UUIDv7.
+
+    The first 12 characters are the millisecond Unix time, the other 20 are
+    random (80 bits). Ids created later sort later, so engines that index by
+    id (SQLite, PostgreSQL) append to the end of their indexes instead of
+    dirtying a random page per insert.
+    """
+    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
 
 
 class TaskStatus(str, enum.Enum):

@@ -23,6 +23,7 @@ import os
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from omniq.backends._file.records import EventFiles, ResultFiles

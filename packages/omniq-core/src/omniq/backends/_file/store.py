@@ -19,6 +19,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -434,7 +435,8 @@ class Notifier:
     other threads and in other processes fall back to polling.
     """
 
-    _by_key: dict[str, Notifier] = {}
+    # Weak: the notifier of a root lives as long as some component on that root does.
+    _by_key: weakref.WeakValueDictionary[str, Notifier] = weakref.WeakValueDictionary()
     _guard = threading.Lock()
 
     def __init__(self) -> None:

@@ -235,8 +235,8 @@ class TaskFiles:
         return holder if found is not None and found.task.status in _ACTIVE else None
 
     def _store_new(self, task: Task) -> str:
-        # Re-enqueueing a live id is a no-op (cheap checks only: a duplicate still in pending/ is
-        # dropped by the claim that finds the id already running). A terminal id is replaced.
+        # Re-enqueueing a live id is a no-op (cheap checks only: a copy still in pending/ is not
+        # looked for, the claim drops whichever copy comes second). A terminal id is replaced.
         with self.store.lock(layout.task_lock(task.id)):
             for folder in (layout.RUNNING_DIR, layout.PAUSED_DIR):
                 if self.store.exists(layout.task_file(folder, task.id)):
@@ -292,8 +292,10 @@ class TaskFiles:
         running = layout.task_file(layout.RUNNING_DIR, task_id)
         if not self.store.exists(source):
             return None  # another process claimed it since our listing
-        if self.store.exists(running):
-            logger.warning("task %s was enqueued again while running; dropped the duplicate %s", task_id, source)
+        if self.store.exists(running) or self.store.exists(layout.task_file(layout.DONE_DIR, task_id)):
+            # The same id enqueued twice while PENDING (enqueue checks only running/ and paused/,
+            # so it never lists a queue): the first copy ran or runs, this one is the duplicate.
+            logger.warning("task %s was enqueued again while live; dropped the duplicate %s", task_id, source)
             self.store.unlink(source)
             return None
         if not self.store.rename(source, running):
@@ -361,7 +363,9 @@ class TaskFiles:
         if status in TERMINAL_STATUSES:
             changes["finished_at"] = now
         else:
-            changes["eta"] = outcome.eta or now
+            if outcome.eta is not None:
+                changes["eta"] = outcome.eta
+            # else the old eta (or created_at) stays: ready at once, and the task keeps its place
             if outcome.kind is OutcomeKind.RELEASE:
                 changes["attempts"] = max(task.attempts - 1, 0)
             elif outcome.kind is OutcomeKind.RESCHEDULE:

@@ -1,0 +1,379 @@
+"""The machinery under NatsTaskQueue: connection, tickets, consumers, compare-and-set rounds.
+
+See :mod:`omniq_nats.task_queue` for the design; this module holds the
+private helpers so the public class reads as the contract.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+
+from omniq.base import BaseTaskQueue, map_exceptions
+from omniq.errors import SerializationError
+from omniq.models import Task, TaskStatus, decode_task, encode_task
+from omniq_nats import subjects as names
+from omniq_nats._connection import (
+    DEFAULT_URL,
+    NATS_ERRORS,
+    Bucket,
+    EngineClock,
+    api,
+    ensure_kv,
+    ensure_stream,
+    gather,
+    open_connection,
+)
+from omniq_nats._records import Record, decode_record, encode_record
+from omniq_nats._tickets import Action, decide
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator, Sequence
+    from datetime import datetime
+
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+
+__all__ = ["QueueCore"]
+
+logger = logging.getLogger("omniq.nats")
+
+_ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
+_CAS_ROUNDS = 5  # compare-and-set retries before a contended ticket is handed back
+_UNIQUE_GRACE = 60.0  # seconds a unique key counts as held while its task's record is being written
+_CHUNK = 500  # requests in flight per pipelined batch
+
+
+def _decode_ticket(msg: Msg) -> Task | None:
+    try:
+        return decode_task(msg.data)
+    except SerializationError:
+        logger.error("terminating an undecodable ticket on %s", msg.subject)
+        return None
+
+
+class QueueCore(BaseTaskQueue):
+    """Connection, helpers and compare-and-set rounds shared by the task queue's methods."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        prefix: str = "omniq",
+        ack_wait: float = 30.0,
+        pause_recheck: float = 60.0,
+        **options: Any,
+    ) -> None:
+        """Create an unconnected queue.
+
+        Args:
+            url: ``nats://[user:password@]host:port`` (default ``nats://127.0.0.1:4222``).
+            prefix: prefix of every stream, bucket and subject.
+            ack_wait: consumer AckWait in seconds: how long a ticket stays with a
+                silent holder before JetStream redelivers it (the recovery backstop).
+            pause_recheck: seconds between looks at a paused task's ticket.
+            **options: passed to :func:`nats.connect`.
+        """
+        self.url = url or DEFAULT_URL
+        self.prefix = names.check_prefix(prefix)
+        self.ack_wait = ack_wait
+        self.pause_recheck = pause_recheck
+        self._options = options
+        self._nc: Client | None = None
+        self._tasks: Bucket | None = None
+        self._unique: Bucket | None = None
+        self._clock: EngineClock | None = None
+        self._consumers: set[str] = set()
+        # task id -> (revision, record) as this instance last wrote it: finish and extend
+        # try that revision first and re-read only when the compare-and-set says it moved.
+        self._cache: dict[str, tuple[int, Record]] = {}
+        self._subs: dict[str, Subscription] = {}
+        self._signal = anyio.Event()
+        self._signals = 0
+        self._due: list[float] = []  # epoch seconds when nak-delayed tickets we know of come back
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        with map_exceptions(NATS_ERRORS, url=self.url):
+            yield
+
+    async def connect(self) -> None:
+        """Connect and create the streams and buckets (idempotent)."""
+        if self._nc is not None:
+            return
+        nc = await open_connection(self.url, "omniq-task-queue", **self._options)
+        try:
+            with self._errors():
+                p = self.prefix
+                work = StreamConfig(
+                    name=names.work_stream(p),
+                    subjects=[f"{p}.work.>"],
+                    retention=RetentionPolicy.WORK_QUEUE,
+                    storage=StorageType.FILE,
+                    num_replicas=1,
+                )
+                leases = StreamConfig(
+                    name=names.leases_stream(p),
+                    subjects=[names.lease_subjects(p)],
+                    storage=StorageType.FILE,
+                    max_age=7 * 86400.0,
+                    num_replicas=1,
+                )
+                await ensure_stream(nc, work)
+                await ensure_stream(nc, leases)
+                tasks = await ensure_kv(nc, names.tasks_bucket(p))
+                self._unique = await ensure_kv(nc, names.unique_bucket(p))
+                clock = EngineClock(nc, tasks.stream, tasks.subject(names.CLOCK_KEY))
+                await clock.sync()
+        except BaseException:
+            await nc.close()
+            raise
+        self._nc, self._tasks, self._clock = nc, tasks, clock
+
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""
+        nc, self._nc = self._nc, None
+        self._subs.clear()
+        self._consumers.clear()
+        self._cache.clear()
+        if nc is not None:
+            try:
+                await nc.close()
+            except Exception:
+                logger.debug("error while closing the NATS connection", exc_info=True)
+
+    async def _conn(self) -> tuple[Client, Bucket, EngineClock]:
+        if self._nc is None:
+            await self.connect()
+        assert self._nc is not None and self._tasks is not None and self._clock is not None
+        return self._nc, self._tasks, self._clock
+
+    # -- small helpers ------------------------------------------------------------------------
+
+    async def _now(self) -> datetime:
+        assert self._clock is not None
+        return await self._clock.now()
+
+    async def _reply(self, nc: Client, subject: str, body: bytes) -> None:
+        """Ack / nak / term a ticket and wait until the server has applied it."""
+        if subject:
+            await nc.request(subject, body, timeout=10)
+
+    @staticmethod
+    def _nak(delay_ns: int) -> bytes:
+        # a plain NAK redelivers at once; any delay (even 0) goes through the server's redelivery timer.
+        return b'-NAK {"delay": %d}' % delay_ns if delay_ns > 0 else b"-NAK"
+
+    async def _publish_ticket(self, nc: Client, task: Task) -> None:
+        reply = await nc.request(
+            names.work_subject(self.prefix, task.queue, task.priority), encode_task(task), timeout=10
+        )
+        if b'"error"' in reply.data:
+            raise SerializationError(f"ticket for task {task.id} rejected: {reply.data.decode(errors='replace')}")
+
+    def _index_lease(self, nc: Client, task: Task) -> Awaitable[None]:
+        """Add the task to the lease index under its deadline second (fire and forget)."""
+        assert task.lease_expires_at is not None
+        second = int(task.lease_expires_at.timestamp())
+        return nc.publish(names.lease_subject(self.prefix, second), task.id.encode())
+
+    def _remember_due(self, moment: datetime | None) -> None:
+        if moment is not None:
+            heapq.heappush(self._due, moment.timestamp() - (self._clock.offset if self._clock else 0.0))
+
+    async def _chunked(self, calls: Sequence[Callable[[], Awaitable[Any]]]) -> list[Any]:
+        out: list[Any] = []
+        for start in range(0, len(calls), _CHUNK):
+            out.extend(await gather(call() for call in calls[start : start + _CHUNK]))
+        return out
+
+    # -- claim ----------------------------------------------------------------------------------
+
+    async def _ready(self, nc: Client, queues: Sequence[str]) -> list[tuple[int, str]]:
+        """(priority, queue) pairs that have tickets, best first."""
+        stream = names.work_stream(self.prefix)
+        infos = await gather(
+            api(nc, f"STREAM.INFO.{stream}", {"subjects_filter": names.work_subjects(self.prefix, q)}) for q in queues
+        )
+        found: list[tuple[int, int, str]] = []
+        for index, (queue, info) in enumerate(zip(queues, infos, strict=True)):
+            subjects = (info.get("state") or {}).get("subjects") or {}
+            found.extend((-names.parse_priority(s.rsplit(".", 1)[1]), index, queue) for s in subjects)
+        found.sort()
+        return [(-neg, queue) for neg, _, queue in found]
+
+    async def _consumer(self, nc: Client, queue: str, priority: int) -> str:
+        name = names.consumer_name(queue, priority)
+        if name not in self._consumers:
+            stream = names.work_stream(self.prefix)
+            config = {
+                "durable_name": name,
+                "filter_subject": names.work_subject(self.prefix, queue, priority),
+                "deliver_policy": "all",
+                "ack_policy": "explicit",
+                "ack_wait": int(self.ack_wait * 1e9),
+                "max_deliver": -1,
+                "max_ack_pending": -1,
+                "replay_policy": "instant",
+            }
+            await api(nc, f"CONSUMER.DURABLE.CREATE.{stream}.{name}", {"stream_name": stream, "config": config})
+            self._consumers.add(name)
+        return name
+
+    async def _take(self, nc: Client, msgs: list[Msg], lease: float, worker_id: str) -> list[Task]:
+        """Turn fetched tickets into claims (or drops / naks), with compare-and-set retries."""
+        assert self._tasks is not None
+        bucket = self._tasks
+        todo: list[tuple[Msg, Task]] = []
+        for msg in msgs:
+            ticket = _decode_ticket(msg)
+            if ticket is None:
+                await self._reply(nc, msg.reply, b"+TERM")
+            else:
+                todo.append((msg, ticket))
+        won: list[Task] = []
+        for _ in range(_CAS_ROUNDS):
+            if not todo:
+                break
+            entries = await gather(bucket.get(names.token(ticket.id)) for _, ticket in todo)
+            now = await self._now()
+            decisions = [
+                decide(
+                    ticket,
+                    msg.reply,
+                    entry,
+                    now=now,
+                    lease=lease,
+                    worker_id=worker_id,
+                    pause_recheck=self.pause_recheck,
+                )
+                for (msg, ticket), entry in zip(todo, entries, strict=True)
+            ]
+            writes: list[Awaitable[int | None]] = []
+            for (_, ticket), decision in zip(todo, decisions, strict=True):
+                if decision.action in (Action.CLAIM, Action.FAIL):
+                    assert decision.record is not None
+                    writes.append(
+                        bucket.update(names.token(ticket.id), encode_record(decision.record), decision.revision)
+                    )
+            revisions = iter(await gather(writes))
+            retry: list[tuple[Msg, Task]] = []
+            replies: list[Awaitable[Any]] = []
+            for (msg, ticket), decision in zip(todo, decisions, strict=True):
+                if decision.action is Action.DROP:
+                    replies.append(self._reply(nc, msg.reply, b"+ACK"))
+                elif decision.action is Action.LATER:
+                    self._remember_due(decision.due)
+                    replies.append(self._reply(nc, msg.reply, self._nak(decision.delay_ns)))
+                else:
+                    revision = next(revisions)
+                    if revision is None:
+                        retry.append((msg, ticket))
+                        continue
+                    assert decision.record is not None
+                    task = decision.record.task
+                    if decision.action is Action.FAIL:
+                        replies.append(self._reply(nc, msg.reply, b"+TERM"))
+                        continue
+                    self._cache[task.id] = (revision, decision.record)
+                    replies.append(self._index_lease(nc, task))
+                    won.append(msgspec.structs.replace(task))
+            await gather(replies)
+            todo = retry
+        for msg, _ in todo:  # still contended: let the ticket come back
+            await self._reply(nc, msg.reply, self._nak(0))
+        return won
+
+    # -- waiting ----------------------------------------------------------------------------------
+
+    async def _on_ticket(self, msg: Msg) -> None:
+        self._signals += 1
+        signal, self._signal = self._signal, anyio.Event()
+        signal.set()
+
+    async def _watch(self, nc: Client, queues: Sequence[str]) -> None:
+        """Subscribe (plain NATS, no JetStream) to ticket subjects: every publish wakes us."""
+        added = False
+        for queue in queues:
+            if queue not in self._subs:
+                self._subs[queue] = await nc.subscribe(names.work_subjects(self.prefix, queue), cb=self._on_ticket)
+                added = True
+        if added:
+            await nc.flush()  # the server knows the interest before we look for work
+
+    async def _sleep(self, seen: int, longest: float) -> None:
+        """Sleep until a ticket is published (after signal ``seen``), one we nak'd is due, or ``longest`` s."""
+        if self._signals != seen:
+            return
+        now = time.time()
+        while self._due and self._due[0] <= now - 1.0:
+            heapq.heappop(self._due)
+        if self._due:
+            longest = min(longest, max(self._due[0] - now + 0.01, 0.0))
+        with anyio.move_on_after(longest):
+            await self._signal.wait()
+
+    async def _transition(
+        self, ids: Sequence[str], change: Callable[[Record, datetime], Record | None], *, use_cache: bool = True
+    ) -> dict[str, tuple[Record, Record, int]]:
+        """Apply ``change`` to each task's record by compare-and-set, retrying lost races.
+
+        Returns:
+            id -> (old record, new record, new revision) for every change written.
+        """
+        _, bucket, _ = await self._conn()
+        done: dict[str, tuple[Record, Record, int]] = {}
+        known: dict[str, tuple[int, Record] | None] = {}
+        if use_cache:
+            known = {i: self._cache[i] for i in ids if i in self._cache}
+        todo = list(dict.fromkeys(ids))
+        for _ in range(_CAS_ROUNDS):
+            if not todo:
+                break
+            missing = [i for i in todo if known.get(i) is None]
+            for task_id, entry in zip(missing, await gather(bucket.get(names.token(i)) for i in missing), strict=True):
+                known[task_id] = (
+                    None if entry is None or entry.deleted else (entry.revision, decode_record(entry.value))
+                )
+            now = await self._now()
+            plans: list[tuple[str, Record, Record, int]] = []
+            for task_id in todo:
+                current = known.get(task_id)
+                if current is None:
+                    continue
+                new = change(current[1], now)
+                if new is not None:
+                    plans.append((task_id, current[1], new, current[0]))
+            revisions = await gather(bucket.update(names.token(i), encode_record(new), rev) for i, _, new, rev in plans)
+            todo = []
+            for (task_id, old, new, _), revision in zip(plans, revisions, strict=True):
+                if revision is None:
+                    known[task_id] = None  # moved under us: re-read and decide again
+                    self._cache.pop(task_id, None)
+                    todo.append(task_id)
+                else:
+                    done[task_id] = (old, new, revision)
+        return done
+
+    @staticmethod
+    def _ns_until(moment: datetime | None, now: datetime) -> int:
+        if moment is None:
+            return 0
+        return max(int((moment - now).total_seconds() * 1e9), 0)
+
+    async def _records(self) -> list[tuple[str, int, Record]]:
+        _, bucket, _ = await self._conn()
+        with self._errors():
+            entries = await bucket.entries()
+        return [(key, entry.revision, decode_record(entry.value)) for key, entry in entries if "." not in key]

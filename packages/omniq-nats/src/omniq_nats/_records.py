@@ -1,0 +1,108 @@
+"""What the task KV bucket stores, and the pure lease-state transitions on it.
+
+A record is the task plus the reply subject of the JetStream delivery that
+currently represents it (``ack``): the ticket a worker holds while the task
+is RUNNING, or the nak-delayed ticket of a PENDING retry. Acking, naking or
+``+WPI``-ing that subject acts on the ticket from any connection, which is
+what lets ``recover`` and ``cancel`` release a ticket held by a dead worker.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import msgspec
+
+from omniq.base import lease_expired_error
+from omniq.errors import SerializationError
+from omniq.models import TERMINAL_STATUSES, Outcome, OutcomeKind, Task, TaskStatus, new_id
+
+__all__ = ["Record", "ack_sequence", "apply_outcome", "claimed", "decode_record", "encode_record", "expired"]
+
+
+class Record(msgspec.Struct, array_like=True):
+    """One task KV value."""
+
+    task: Task
+    #: reply subject of the ticket delivery tied to this state ("" when none is known).
+    ack: str = ""
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Record)
+
+
+def encode_record(record: Record) -> bytes:
+    """Encode a record to MessagePack."""
+    return _encoder.encode(record)
+
+
+def decode_record(data: bytes) -> Record:
+    """Decode :func:`encode_record` output.
+
+    Raises:
+        omniq.errors.SerializationError: the bytes are not a record.
+    """
+    try:
+        return _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise SerializationError(f"corrupted task record: {exc}") from exc
+
+
+def ack_sequence(reply: str) -> int:
+    """Stream sequence of the ticket a ``$JS.ACK...`` reply subject acknowledges (0 if unknown)."""
+    parts = reply.split(".")
+    # v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending> (9 tokens);
+    # v2 adds <domain>.<account hash> after ACK and a random token at the end (12 tokens).
+    if len(parts) == 9:
+        return int(parts[5])
+    if len(parts) >= 12:
+        return int(parts[7])
+    return 0
+
+
+def claimed(task: Task, *, now: datetime, lease: float, worker_id: str) -> Task:
+    """The task as a fresh claim leaves it (RUNNING, attempt + 1, new token and deadline)."""
+    return msgspec.structs.replace(
+        task,
+        status=TaskStatus.RUNNING,
+        attempts=task.attempts + 1,
+        lease_token=new_id(),
+        lease_expires_at=now + timedelta(seconds=lease),
+        started_at=now,
+        updated_at=now,
+        worker_id=worker_id,
+    )
+
+
+def expired(task: Task, now: datetime) -> Task:
+    """The task as lease recovery leaves it: PENDING again, or FAILED when out of attempts."""
+    cleared = {"lease_token": None, "lease_expires_at": None, "updated_at": now}
+    if task.attempts >= task.max_attempts:
+        return msgspec.structs.replace(
+            task, status=TaskStatus.FAILED, error=lease_expired_error(task), finished_at=now, **cleared
+        )
+    return msgspec.structs.replace(task, status=TaskStatus.PENDING, eta=now, **cleared)
+
+
+def apply_outcome(task: Task, outcome: Outcome, now: datetime) -> Task | None:
+    """The task after ``outcome``, or None when the outcome's lease is not the held one."""
+    if task.status is not TaskStatus.RUNNING or task.lease_token != outcome.lease_token:
+        return None
+    status = outcome.status
+    changes: dict[str, object] = {
+        "status": status,
+        "lease_token": None,
+        "lease_expires_at": None,
+        "updated_at": now,
+        "error": outcome.error,
+    }
+    if status in TERMINAL_STATUSES:
+        changes["finished_at"] = now
+    else:
+        changes["eta"] = outcome.eta or now
+        if outcome.kind is OutcomeKind.RELEASE:
+            changes["attempts"] = max(task.attempts - 1, 0)
+        elif outcome.kind is OutcomeKind.RESCHEDULE:
+            changes["attempts"] = 0
+    return msgspec.structs.replace(task, **changes)

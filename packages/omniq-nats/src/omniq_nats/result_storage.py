@@ -1,0 +1,174 @@
+"""NatsResultStorage: a KV bucket of results, waits woken by the key's own subject.
+
+Every KV put is also a plain NATS message on ``$KV.<bucket>.<key>``, so a
+waiter subscribes to that one subject (the cheapest possible KV watch: no
+consumer is created), then reads the key once to catch a result written
+before it subscribed.
+
+Expiry: the bucket's ``max_age`` is the result TTL (``Settings.result_ttl``);
+a result whose own ``expires_at`` passed is invisible and removed by ``purge``.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import anyio
+
+from omniq.base import BaseResultStorage, Capability, map_exceptions
+from omniq.models import TaskResult, decode_result, encode_result, utcnow
+from omniq_nats import subjects as names
+from omniq_nats._connection import DEFAULT_URL, NATS_ERRORS, Bucket, ensure_kv, gather, open_connection
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from nats.aio.client import Client
+
+    from omniq.config import ComponentSettings, Settings
+
+__all__ = ["NatsResultStorage"]
+
+logger = logging.getLogger("omniq.nats")
+
+_CHUNK = 500  # writes in flight per pipelined batch
+
+
+def _live(result: TaskResult | None) -> TaskResult | None:
+    if result is None or (result.expires_at is not None and result.expires_at <= utcnow()):
+        return None
+    return result
+
+
+class NatsResultStorage(BaseResultStorage):
+    """Result storage in a JetStream KV bucket."""
+
+    backend_name: ClassVar[str] = "nats"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {Capability.MULTI_PROCESS, Capability.MULTI_HOST, Capability.BLOCKING_WAIT, Capability.DURABLE}
+    )
+
+    def __init__(
+        self, url: str | None = None, *, prefix: str = "omniq", ttl: float | None = None, **options: Any
+    ) -> None:
+        """Create an unconnected storage.
+
+        Args:
+            url: ``nats://[user:password@]host:port`` (default ``nats://127.0.0.1:4222``).
+            prefix: prefix of the bucket name.
+            ttl: the bucket's max_age in seconds (None: results stay until purged).
+            **options: passed to :func:`nats.connect`.
+        """
+        self.url = url or DEFAULT_URL
+        self.prefix = names.check_prefix(prefix)
+        self.ttl = ttl
+        self._options = options
+        self._nc: Client | None = None
+        self._bucket: Bucket | None = None
+
+    @classmethod
+    def from_settings(cls, component: ComponentSettings, settings: Settings) -> NatsResultStorage:
+        """Build from settings: ``key_prefix`` and ``result_ttl`` unless given as options."""
+        options = dict(component.options)
+        options.setdefault("prefix", settings.key_prefix)
+        options.setdefault("ttl", settings.result_ttl)
+        return cls(url=component.url, **options)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        with map_exceptions(NATS_ERRORS, url=self.url):
+            yield
+
+    async def connect(self) -> None:
+        """Connect and create the bucket (idempotent)."""
+        if self._nc is not None:
+            return
+        nc = await open_connection(self.url, "omniq-result-storage", **self._options)
+        try:
+            with self._errors():
+                bucket = await ensure_kv(nc, names.results_bucket(self.prefix), ttl=self.ttl)
+        except BaseException:
+            await nc.close()
+            raise
+        self._nc, self._bucket = nc, bucket
+
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            try:
+                await nc.close()
+            except Exception:
+                logger.debug("error while closing the NATS connection", exc_info=True)
+
+    async def _conn(self) -> tuple[Client, Bucket]:
+        if self._nc is None:
+            await self.connect()
+        assert self._nc is not None and self._bucket is not None
+        return self._nc, self._bucket
+
+    async def set(self, result: TaskResult) -> None:
+        """Store (or replace) one result."""
+        await self.set_many([result])
+
+    async def set_many(self, results: Sequence[TaskResult]) -> None:
+        """Store several results, pipelined."""
+        _, bucket = await self._conn()
+        with self._errors():
+            for start in range(0, len(results), _CHUNK):
+                chunk = results[start : start + _CHUNK]
+                await gather(bucket.put(names.token(r.task_id), encode_result(r)) for r in chunk)
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        """Return the result, or None (also when it expired)."""
+        _, bucket = await self._conn()
+        with self._errors():
+            entry = await bucket.get(names.token(task_id))
+        if entry is None or entry.deleted:
+            return None
+        return _live(decode_result(entry.value))
+
+    async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:  # noqa: ASYNC109 - signature fixed by BaseResultStorage
+        """Wait for the result on its key's subject; None after ``timeout`` s."""
+        nc, bucket = await self._conn()
+        with self._errors():
+            sub = await nc.subscribe(bucket.subject(names.token(task_id)))
+            try:
+                await nc.flush()  # subscribed before we look, so no write falls in between
+                result = await self.get(task_id)
+                if result is not None:
+                    return result
+                with anyio.move_on_after(timeout if timeout is not None else float("inf")):
+                    while True:
+                        msg = await sub.next_msg(timeout=None)
+                        if msg.headers and msg.headers.get(names.KV_OPERATION):
+                            continue  # a delete marker
+                        result = _live(decode_result(msg.data))
+                        if result is not None:
+                            return result
+                return None
+            finally:
+                await sub.unsubscribe()
+
+    async def delete(self, task_id: str) -> bool:
+        """Delete a result (no tombstone is left); True if there was one."""
+        _, bucket = await self._conn()
+        with self._errors():
+            return await bucket.remove(names.token(task_id)) > 0
+
+    async def purge(self, *, expired_only: bool = True) -> int:
+        """Delete expired results (or all); return how many."""
+        _, bucket = await self._conn()
+        with self._errors():
+            entries = await bucket.entries()
+            if not expired_only:
+                await bucket.clear()
+                return len(entries)
+            now = utcnow()
+            doomed = [
+                key for key, entry in entries if (r := decode_result(entry.value)).expires_at and r.expires_at <= now
+            ]
+            removed = await gather(bucket.remove(key) for key in doomed)
+        return sum(1 for n in removed if n)

@@ -1,0 +1,431 @@
+"""NatsTaskQueue: JetStream work-queue tickets + revision-checked KV task records.
+
+Layout (names in :mod:`omniq_nats.subjects`):
+
+* ``<prefix>_work``: work-queue stream of *tickets*, one subject and one
+  durable pull consumer per (queue, priority). The ticket a worker fetched
+  stays un-acked while the task runs: heartbeats send ``+WPI``, completion
+  is a synchronous ``+ACK``, a final failure ``+TERM``, a retry ``-NAK`` with
+  the backoff as delay. Consumers have ``MaxDeliver=-1``: JetStream never drops a ticket.
+* ``<prefix>_tasks``: KV bucket, task id -> :class:`~omniq_nats._records.Record`.
+  It is the authority: every transition is a compare-and-set on the key's
+  revision, so the token check is real and no task has two live leases.
+* ``<prefix>_leases``: stream indexing lease deadlines by engine second; ``recover``
+  reads only the seconds that have passed.
+* ``<prefix>_unique``: KV bucket, unique key -> id of the task that took it.
+
+The lease passed to ``claim`` is the deadline in the record (engine clock).
+AckWait (``ack_wait``) is only the redelivery backstop: a ticket whose
+holder died comes back after it and the fetcher takes the task over, even if
+nobody runs ``recover``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+from omniq.base import BaseResultStorage, Capability
+from omniq.models import TERMINAL_STATUSES, Outcome, Task, TaskStatus
+from omniq_nats import subjects as names
+from omniq_nats._connection import Bucket, api, gather, pull, scan
+from omniq_nats._queue_core import _ACTIVE, _CAS_ROUNDS, _UNIQUE_GRACE, QueueCore, decode_record
+from omniq_nats._records import Record, apply_outcome, encode_record, expired
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Mapping, Sequence
+
+    from nats.aio.client import Client
+
+    from omniq.config import ComponentSettings, Settings
+
+__all__ = ["NatsTaskQueue"]
+
+logger = logging.getLogger("omniq.nats")
+
+
+class NatsTaskQueue(QueueCore):
+    """Task queue on NATS JetStream (nats-server >= 2.9)."""
+
+    backend_name: ClassVar[str] = "nats"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {
+            Capability.MULTI_PROCESS,
+            Capability.MULTI_HOST,
+            Capability.BLOCKING_WAIT,
+            Capability.FUSED_RESULTS,
+            Capability.DURABLE,
+        }
+    )
+
+    @classmethod
+    def from_settings(cls, component: ComponentSettings, settings: Settings) -> NatsTaskQueue:
+        """Build from settings: ``key_prefix`` and ``lease_duration`` (as AckWait) unless given as options."""
+        options = dict(component.options)
+        options.setdefault("prefix", settings.key_prefix)
+        options.setdefault("ack_wait", settings.lease_duration)
+        return cls(url=component.url, **options)
+
+    # -- enqueue --------------------------------------------------------------------------------
+
+    async def enqueue(self, task: Task) -> str:
+        """Store a new PENDING task (or return the id holding its unique key)."""
+        return (await self.enqueue_many([task]))[0]
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        """Publish a ticket per task, then create the records, pipelined.
+
+        The ticket goes first and carries the whole envelope: if the record
+        write never happens the fetcher creates it from the ticket, so an
+        accepted task is never a record without a ticket.
+        """
+        if not tasks:
+            return []
+        nc, bucket, _ = await self._conn()
+        ids: list[str] = []
+        fresh: list[Task] = []
+        taken: dict[str, str] = {}
+        with self._errors():
+            for original in tasks:
+                task = msgspec.structs.replace(original, status=TaskStatus.PENDING)
+                key = task.unique_key
+                if key is not None:
+                    holder = taken.get(key) or await self._take_unique(task)
+                    if holder is not None:
+                        taken[key] = holder
+                        ids.append(holder)
+                        continue
+                    taken[key] = task.id
+                ids.append(task.id)
+                fresh.append(task)
+            await self._chunked([lambda t=t: self._publish_ticket(nc, t) for t in fresh])
+            encoded = [encode_record(Record(t)) for t in fresh]
+            keys = [names.token(t.id) for t in fresh]
+            revisions = await self._chunked(
+                [lambda k=k, v=v: bucket.update(k, v, 0) for k, v in zip(keys, encoded, strict=True)]
+            )
+            for task, key, value, revision in zip(fresh, keys, encoded, revisions, strict=True):
+                if revision is None:
+                    await self._replace_existing(nc, bucket, task, key, value)
+        return ids
+
+    async def _replace_existing(self, nc: Client, bucket: Bucket, task: Task, key: str, value: bytes) -> None:
+        """An id that exists already: a live task stays, a finished or deleted one is replaced."""
+        for _ in range(_CAS_ROUNDS):
+            entry = await bucket.get(key)
+            if entry is None:
+                if await bucket.update(key, value, 0) is not None:
+                    return
+                continue
+            if not entry.deleted and decode_record(entry.value).task.status in _ACTIVE:
+                return  # live (possibly created from our own ticket): re-enqueueing it is a no-op
+            if await bucket.update(key, value, entry.revision) is not None:
+                # a fetcher may have dropped our ticket while the old state was there.
+                await self._publish_ticket(nc, task)
+                return
+
+    async def _take_unique(self, task: Task) -> str | None:
+        """Take the task's unique key; return the id of a live holder instead when there is one."""
+        assert self._unique is not None and self._tasks is not None and task.unique_key is not None
+        key, me = names.token(task.unique_key), task.id.encode()
+        for _ in range(_CAS_ROUNDS * 2):
+            if await self._unique.update(key, me, 0) is not None:
+                return None
+            entry = await self._unique.get(key)
+            if entry is None:
+                continue
+            holder = entry.value.decode()
+            if not entry.deleted and holder != task.id and await self._holds(holder, entry.time):
+                return holder
+            if await self._unique.update(key, me, entry.revision) is not None:
+                return None
+        raise RuntimeError(f"unique key {task.unique_key!r} is contended beyond retry")
+
+    async def _holds(self, holder: str, since: datetime | None) -> bool:
+        assert self._tasks is not None
+        entry = await self._tasks.get(names.token(holder))
+        if entry is None:
+            # the holder's enqueue may still be writing its record.
+            return since is not None and (await self._now() - since).total_seconds() < _UNIQUE_GRACE
+        return not entry.deleted and decode_record(entry.value).task.status in _ACTIVE
+
+    async def claim_ready(self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str) -> list[Task]:
+        """Fetch tickets best priority first (one no-wait pull per non-empty subject) and claim their tasks."""
+        if limit <= 0 or not queues:
+            return []
+        nc, _, _ = await self._conn()
+        claimed: list[Task] = []
+        with self._errors():
+            for priority, queue in await self._ready(nc, queues):
+                need = limit - len(claimed)
+                if need <= 0:
+                    break
+                consumer = await self._consumer(nc, queue, priority)
+                msgs = await pull(nc, names.work_stream(self.prefix), consumer, need)
+                if msgs:
+                    claimed.extend(await self._take(nc, msgs, lease, worker_id))
+        claimed.sort(key=lambda t: (-t.priority, t.eta or t.created_at))
+        return claimed
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when a ticket is waiting in ``queues`` or one is published, at most ``timeout`` s."""
+        nc, _, _ = await self._conn()
+        with self._errors():
+            await self._watch(nc, queues)
+            seen = self._signals
+            stream = names.work_stream(self.prefix)
+            for priority, queue in await self._ready(nc, queues):
+                info = await api(nc, f"CONSUMER.INFO.{stream}.{await self._consumer(nc, queue, priority)}")
+                if int(info.get("num_pending", 0)) > 0:
+                    return
+        await self._sleep(seen, timeout)
+
+    async def claim(
+        self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str, wait: float = 0.0
+    ) -> list[Task]:
+        """Claim, and while nothing is ready sleep on ticket publications (or known etas) up to ``wait`` s."""
+        if wait <= 0:
+            return await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
+        nc, _, _ = await self._conn()
+        with self._errors():
+            await self._watch(nc, queues)
+        deadline = time.monotonic() + wait
+        while True:
+            seen = self._signals
+            tasks = await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
+            left = deadline - time.monotonic()
+            if tasks or left <= 0:
+                return tasks
+            await self._sleep(seen, left)
+
+    # -- leases and outcomes -------------------------------------------------------------------
+
+    async def extend(self, leases: Mapping[str, str], lease: float) -> set[str]:
+        """Push deadlines of leases still held (compare-and-set), then ``+WPI`` their tickets."""
+        if not leases:
+            return set()
+        nc, _, _ = await self._conn()
+
+        def push(record: Record, now: datetime) -> Record | None:
+            task = record.task
+            if task.status is not TaskStatus.RUNNING or task.lease_token != leases[task.id]:
+                return None
+            deadline = now + timedelta(seconds=lease)
+            return Record(msgspec.structs.replace(task, lease_expires_at=deadline, updated_at=now), record.ack)
+
+        with self._errors():
+            done = await self._transition(list(leases), push)
+            side: list[Awaitable[Any]] = []
+            for task_id, (_, new, revision) in done.items():
+                self._cache[task_id] = (revision, new)
+                if new.ack:
+                    side.append(nc.publish(new.ack, b"+WPI"))
+                side.append(self._index_lease(nc, new.task))
+            await gather(side)
+        return set(done)
+
+    def can_fuse_results(self, results: BaseResultStorage) -> bool:
+        """True for a NatsResultStorage on the same server and prefix."""
+        from omniq_nats.result_storage import NatsResultStorage
+
+        return isinstance(results, NatsResultStorage) and results.url == self.url and results.prefix == self.prefix
+
+    async def finish(self, outcomes: Sequence[Outcome], *, results: BaseResultStorage | None = None) -> list[bool]:
+        """Apply outcomes by compare-and-set, then ack / nak / term their tickets synchronously.
+
+        With a fused result storage the accepted results are written in the
+        same pipelined batch, after the compare-and-set accepted them (never
+        before, so a stale lease's result cannot overwrite the accepted one).
+        """
+        if not outcomes:
+            return []
+        nc, _, _ = await self._conn()
+        by_id: dict[str, Outcome] = {}
+        for outcome in outcomes:
+            by_id.setdefault(outcome.task_id, outcome)  # a second outcome for one lease loses
+
+        def apply(record: Record, now: datetime) -> Record | None:
+            task = apply_outcome(record.task, by_id[record.task.id], now)
+            return None if task is None else Record(task, record.ack)
+
+        with self._errors():
+            done = await self._transition(list(by_id), apply)
+            now = await self._now()
+            side: list[Awaitable[Any]] = []
+            for task_id, (_, new, _) in done.items():
+                self._cache.pop(task_id, None)
+                task = new.task
+                if task.status is TaskStatus.SUCCEEDED:
+                    side.append(self._reply(nc, new.ack, b"+ACK"))
+                elif task.status in TERMINAL_STATUSES:
+                    side.append(self._reply(nc, new.ack, b"+TERM"))
+                elif new.ack:
+                    self._remember_due(task.eta)
+                    side.append(self._reply(nc, new.ack, self._nak(self._ns_until(task.eta, now))))
+                else:
+                    side.append(self._publish_ticket(nc, task))
+            if results is not None and self.can_fuse_results(results):
+                accepted = [r for i in done if (r := by_id[i].result) is not None]
+                if accepted:
+                    side.append(results.set_many(accepted))
+            await gather(side)
+        return [o.task_id in done and by_id[o.task_id] is o for o in outcomes]
+
+    # -- inspection and admin -------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> Task | None:
+        """Return the task, or None."""
+        return (await self.get_many([task_id]))[0]
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
+        """Return several tasks in one pipelined round of direct gets."""
+        _, bucket, _ = await self._conn()
+        with self._errors():
+            entries = await self._chunked([lambda i=i: bucket.get(names.token(i)) for i in task_ids])
+        return [None if e is None or e.deleted else decode_record(e.value).task for e in entries]
+
+    async def list(
+        self, *, status: TaskStatus | None = None, queue: str | None = None, limit: int = 25, offset: int = 0
+    ) -> list[Task]:
+        """Return tasks filtered by status and queue, newest first (reads the whole bucket)."""
+        tasks = [
+            r.task
+            for _, _, r in await self._records()
+            if (status is None or r.task.status is status) and (queue is None or r.task.queue == queue)
+        ]
+        tasks.sort(key=lambda t: t.created_at, reverse=True)
+        return tasks[offset : offset + limit]
+
+    async def count(self, *, status: TaskStatus | None = None, queue: str | None = None) -> int:
+        """Count tasks filtered by status and queue (reads the whole bucket)."""
+        return sum(
+            1
+            for _, _, r in await self._records()
+            if (status is None or r.task.status is status) and (queue is None or r.task.queue == queue)
+        )
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a PENDING or RUNNING task; a held or nak-delayed ticket is acked at once."""
+        nc, _, _ = await self._conn()
+
+        def stop(record: Record, now: datetime) -> Record | None:
+            if record.task.status not in _ACTIVE:
+                return None
+            task = msgspec.structs.replace(
+                record.task,
+                status=TaskStatus.CANCELLED,
+                lease_token=None,
+                lease_expires_at=None,
+                finished_at=now,
+                updated_at=now,
+            )
+            return Record(task, "")
+
+        with self._errors():
+            done = await self._transition([task_id], stop, use_cache=False)
+            if task_id not in done:
+                return False
+            self._cache.pop(task_id, None)
+            await self._reply(nc, done[task_id][0].ack, b"+ACK")
+        return True
+
+    async def set_paused(self, task_id: str, paused: bool) -> bool:
+        """Pause or resume a non-terminal task; resuming a PENDING one publishes a fresh ticket."""
+        nc, _, _ = await self._conn()
+
+        def flip(record: Record, now: datetime) -> Record | None:
+            if record.task.status in TERMINAL_STATUSES:
+                return None
+            return Record(msgspec.structs.replace(record.task, paused=paused, updated_at=now), record.ack)
+
+        with self._errors():
+            done = await self._transition([task_id], flip, use_cache=False)
+            if task_id not in done:
+                return False
+            old, new, revision = done[task_id]
+            if new.task.status is TaskStatus.RUNNING:
+                self._cache[task_id] = (revision, new)
+            if old.task.paused and not paused and new.task.status is TaskStatus.PENDING:
+                await self._publish_ticket(nc, new.task)
+        return True
+
+    async def purge(self, *, queue: str | None = None, statuses: Sequence[TaskStatus] | None = None) -> int:
+        """Delete tasks (tombstones, so their tickets are dropped when fetched); return how many."""
+        nc, bucket, _ = await self._conn()
+        records = await self._records()
+        wanted = None if statuses is None else frozenset(TaskStatus(s) for s in statuses)
+        doomed = [
+            (key, revision, record)
+            for key, revision, record in records
+            if (queue is None or record.task.queue == queue) and (wanted is None or record.task.status in wanted)
+        ]
+        with self._errors():
+            if queue is None and wanted is None:
+                for stream in (names.work_stream(self.prefix), names.leases_stream(self.prefix), bucket.stream):
+                    await api(nc, f"STREAM.PURGE.{stream}", {})
+                assert self._unique is not None
+                await self._unique.clear()
+                self._cache.clear()
+                return len(doomed)
+            deleted = await self._chunked([lambda k=k, r=r: bucket.delete(k, r) for k, r, _ in doomed])
+            count = sum(1 for revision in deleted if revision is not None)
+            await self._chunked(
+                [
+                    lambda a=rec.ack: self._reply(nc, a, b"+ACK")
+                    for (_, _, rec), rev in zip(doomed, deleted, strict=True)
+                    if rev
+                ]
+            )
+            if queue is not None and wanted is None:
+                stream = names.work_stream(self.prefix)
+                await api(nc, f"STREAM.PURGE.{stream}", {"filter": names.work_subjects(self.prefix, queue)})
+            for _, _, record in doomed:
+                self._cache.pop(record.task.id, None)
+        return count
+
+    async def recover(self) -> list[Task]:
+        """Requeue (or fail) RUNNING tasks whose deadline passed, reading only due lease-index seconds."""
+        nc, _, _ = await self._conn()
+        stream = names.leases_stream(self.prefix)
+        with self._errors():
+            now = await self._now()
+            current = int(now.timestamp())
+            info = await api(nc, f"STREAM.INFO.{stream}", {"subjects_filter": names.lease_subjects(self.prefix)})
+            due = sorted(
+                int(s.rsplit(".", 1)[1])
+                for s in (info.get("state") or {}).get("subjects") or {}
+                if int(s.rsplit(".", 1)[1]) <= current
+            )
+            ids: dict[str, None] = {}
+            for second in due:
+                for msg in await scan(nc, stream, names.lease_subject(self.prefix, second)):
+                    ids[msg.data.decode()] = None
+
+            def requeue(record: Record, at: datetime) -> Record | None:
+                task = record.task
+                if task.status is not TaskStatus.RUNNING or (task.lease_expires_at and task.lease_expires_at > at):
+                    return None
+                return Record(expired(task, at), record.ack)
+
+            done = await self._transition(list(ids), requeue, use_cache=False)
+            side: list[Awaitable[Any]] = []
+            recovered: list[Task] = []
+            for task_id, (_, new, _) in done.items():
+                self._cache.pop(task_id, None)
+                recovered.append(new.task)
+                body = b"+TERM" if new.task.status is TaskStatus.FAILED else self._nak(0)
+                side.append(self._reply(nc, new.ack, body))
+            await gather(side)
+            # seconds wholly in the past hold nothing live any more: every entry is handled above.
+            await gather(
+                api(nc, f"STREAM.PURGE.{stream}", {"filter": names.lease_subject(self.prefix, s)})
+                for s in due
+                if s < current
+            )
+        if recovered:
+            logger.info("recovered %d task(s) whose lease expired", len(recovered))
+        return recovered

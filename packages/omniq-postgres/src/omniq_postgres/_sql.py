@@ -1,0 +1,171 @@
+"""The task queue's DML, one statement per operation, rendered once per schema.
+
+Every hot-path statement is a single round trip for a whole batch: arrays
+go in through ``unnest`` and asyncpg prepares and caches each statement.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from omniq_postgres.schema import Names
+
+__all__ = ["TASK_COLUMNS", "TaskSQL"]
+
+#: columns read back into a :class:`omniq.models.Task`, in this order.
+TASK_COLUMNS = (
+    "id, seq, func, payload, queue, priority, unique_key, status, eta, ready_at, interval_seconds, cron, paused, "
+    "attempts, max_retries, timeout, expires_at, result_ttl, depends_on, created_at, updated_at, started_at, "
+    "finished_at, lease_token, lease_expires_at, worker_id, error"
+)
+
+_T_COLUMNS = ", ".join(f"t.{name.strip()}" for name in TASK_COLUMNS.split(","))
+
+_ACTIVE = "('pending', 'running')"
+
+
+class TaskSQL:
+    """Statements of :class:`~omniq_postgres.task_queue.PostgresTaskQueue` for one schema."""
+
+    def __init__(self, names: Names) -> None:
+        tasks = names.tasks
+        # A task without eta is ready at once and sorts by its creation time;
+        # least(..., now()) keeps a client clock that runs ahead from delaying it.
+        self.insert = f"""
+            INSERT INTO {tasks} (id, func, payload, queue, priority, unique_key, status, paused, eta, ready_at,
+                                 interval_seconds, cron, attempts, max_retries, timeout, expires_at, result_ttl,
+                                 depends_on, created_at, updated_at, error)
+            SELECT i.id, i.func, i.payload, i.queue, i.priority, i.unique_key, 'pending', i.paused, i.eta,
+                   coalesce(i.eta, least(i.created_at, now())), i.interval_seconds, i.cron, i.attempts,
+                   i.max_retries, i.timeout, i.expires_at, i.result_ttl, i.depends_on::jsonb, i.created_at, now(),
+                   i.error::jsonb
+              FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::int4[], $6::text[], $7::bool[],
+                          $8::timestamptz[], $9::float8[], $10::text[], $11::int4[], $12::int4[], $13::float8[],
+                          $14::timestamptz[], $15::float8[], $16::text[], $17::timestamptz[], $18::text[])
+                   WITH ORDINALITY AS i(id, func, payload, queue, priority, unique_key, paused, eta, interval_seconds,
+                                        cron, attempts, max_retries, timeout, expires_at, result_ttl, depends_on,
+                                        created_at, error, ord)
+             ORDER BY i.ord
+            ON CONFLICT DO NOTHING
+            RETURNING id"""
+        # Who already holds a unique key, or an id, that an INSERT above skipped.
+        self.delete_finished = f"DELETE FROM {tasks} WHERE id = ANY($1::text[]) AND status NOT IN {_ACTIVE}"
+        self.existing = f"""
+            SELECT id, unique_key, status IN {_ACTIVE} AS active FROM {tasks}
+             WHERE id = ANY($1::text[]) OR (unique_key = ANY($2::text[]) AND status IN {_ACTIVE})"""
+        # One index walk per queue (tasks_claim_idx gives the order, so the cost
+        # is O(limit), not O(backlog)), merged and cut to the limit. With several
+        # queues, up to limit rows per queue are locked for the statement's few ms.
+        self.claim = f"""
+            UPDATE {tasks} AS t
+               SET status = 'running', attempts = t.attempts + 1, lease_token = gen_random_uuid()::text,
+                   lease_expires_at = now() + $3::float8 * interval '1 second', started_at = now(),
+                   updated_at = now(), worker_id = $4
+              FROM (SELECT c.id
+                      FROM unnest($1::text[]) AS q(queue),
+                           LATERAL (SELECT id, priority, ready_at, seq FROM {tasks}
+                                     WHERE queue = q.queue AND status = 'pending' AND NOT paused AND ready_at <= now()
+                                     ORDER BY priority DESC, ready_at, seq
+                                     LIMIT $2
+                                       FOR UPDATE SKIP LOCKED) AS c
+                     ORDER BY c.priority DESC, c.ready_at, c.seq
+                     LIMIT $2) AS c
+             WHERE t.id = c.id
+            RETURNING {_T_COLUMNS}"""
+        # Seconds (database clock) until the earliest pending task of the queues is due.
+        self.next_due = f"""
+            SELECT extract(epoch FROM min(d.ready_at) - now())::float8
+              FROM unnest($1::text[]) AS q(queue),
+                   LATERAL (SELECT ready_at FROM {tasks}
+                             WHERE queue = q.queue AND status = 'pending' AND NOT paused
+                             ORDER BY ready_at LIMIT 1) AS d"""
+        self.extend = f"""
+            UPDATE {tasks} AS t
+               SET lease_expires_at = now() + $3::float8 * interval '1 second', updated_at = now()
+              FROM unnest($1::text[], $2::text[]) AS l(id, token)
+             WHERE t.id = l.id AND t.lease_token = l.token AND t.status = 'running'
+            RETURNING t.id"""
+        outcomes = f"""
+            o AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
+                                WITH ORDINALITY AS o(id, token, kind, status, eta, error, ord)),
+            upd AS (
+                UPDATE {tasks} AS t
+                   SET status = o.status,
+                       attempts = CASE o.kind WHEN 'release' THEN greatest(t.attempts - 1, 0)
+                                              WHEN 'reschedule' THEN 0 ELSE t.attempts END,
+                       eta = CASE WHEN o.status = 'pending' THEN o.eta ELSE t.eta END,
+                       ready_at = CASE WHEN o.status = 'pending' THEN coalesce(o.eta, least(t.created_at, now()))
+                                       ELSE t.ready_at END,
+                       finished_at = CASE WHEN o.status = 'pending' THEN t.finished_at ELSE now() END,
+                       error = o.error::jsonb, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+                  FROM o
+                 WHERE t.id = o.id AND t.lease_token = o.token AND t.status = 'running'
+                RETURNING o.ord)"""
+        self.finish = f"WITH {outcomes} SELECT ord FROM upd"
+        self._finish_fused_head = f"WITH {outcomes},"
+        self.recover_select = f"""
+            SELECT {TASK_COLUMNS} FROM {tasks}
+             WHERE status = 'running' AND lease_expires_at < now()
+             ORDER BY lease_expires_at
+             LIMIT $1
+               FOR UPDATE SKIP LOCKED"""
+        self.recover_update = f"""
+            UPDATE {tasks} AS t
+               SET status = r.status, lease_token = NULL, lease_expires_at = NULL, updated_at = now(),
+                   eta = CASE WHEN r.status = 'pending' THEN now() ELSE t.eta END,
+                   ready_at = CASE WHEN r.status = 'pending' THEN now() ELSE t.ready_at END,
+                   finished_at = CASE WHEN r.status = 'pending' THEN t.finished_at ELSE now() END,
+                   error = coalesce(r.error::jsonb, t.error)
+              FROM unnest($1::text[], $2::text[], $3::text[]) AS r(id, status, error)
+             WHERE t.id = r.id
+            RETURNING {_T_COLUMNS}"""
+        self.get = f"SELECT {TASK_COLUMNS} FROM {tasks} WHERE id = $1"
+        self.get_many = f"SELECT {TASK_COLUMNS} FROM {tasks} WHERE id = ANY($1::text[])"
+        self.cancel = f"""
+            UPDATE {tasks}
+               SET status = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
+                   finished_at = now(), updated_at = now()
+             WHERE id = $1 AND status IN {_ACTIVE}
+            RETURNING id"""
+        self.set_paused = f"""
+            UPDATE {tasks} SET paused = $2, updated_at = now()
+             WHERE id = $1 AND status IN {_ACTIVE}
+            RETURNING id"""
+        self._tasks = tasks
+
+    def finish_fused(self, results_table: str) -> str:
+        """The finish statement that also upserts accepted results into ``results_table``."""
+        return f"""{self._finish_fused_head}
+            res AS (
+                INSERT INTO {results_table} (task_id, status, payload, error, attempts, func, queue,
+                                             started_at, finished_at, expires_at)
+                SELECT r.task_id, r.status, r.payload, r.error::jsonb, r.attempts, r.func, r.queue,
+                       r.started_at, r.finished_at, r.expires_at
+                  FROM unnest($7::int8[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::int4[],
+                              $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[])
+                       AS r(ord, task_id, status, payload, error, attempts, func, queue, started_at,
+                            finished_at, expires_at)
+                  JOIN upd ON upd.ord = r.ord
+                ON CONFLICT (task_id) DO UPDATE
+                   SET status = EXCLUDED.status, payload = EXCLUDED.payload, error = EXCLUDED.error,
+                       attempts = EXCLUDED.attempts, func = EXCLUDED.func, queue = EXCLUDED.queue,
+                       started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+                       expires_at = EXCLUDED.expires_at
+                RETURNING 1)
+            SELECT ord FROM upd"""
+
+    def filtered(self, head: str, statuses: Sequence[str] | None, queue: str | None) -> tuple[str, list[object]]:
+        """``head`` (``SELECT ... FROM {tasks}`` / ``DELETE FROM {tasks}``) with optional status/queue filters."""
+        clauses: list[str] = []
+        args: list[object] = []
+        if statuses is not None:
+            args.append(list(statuses))
+            clauses.append(f"status = ANY(${len(args)}::text[])")
+        if queue is not None:
+            args.append(queue)
+            clauses.append(f"queue = ${len(args)}")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return f"{head.format(tasks=self._tasks)}{where}", args

@@ -1,0 +1,151 @@
+"""PostgresEventStorage: an append-only events table, written in batches."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from omniq.base import BaseEventStorage, Capability, map_exceptions
+from omniq.models import EventType, TaskEvent
+from omniq_postgres._connection import ERRORS, PoolOwner
+from omniq_postgres.schema import DEFAULT_SCHEMA
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    import asyncpg
+    from typing_extensions import Self
+
+    from omniq.config import ComponentSettings, Settings
+
+__all__ = ["PostgresEventStorage"]
+
+logger = logging.getLogger("omniq.postgres")
+
+_COLUMNS = "task_id, type, ts, queue, func, attempt, worker_id, message"
+#: seconds between opportunistic deletions of events older than ``ttl``.
+_EXPIRE_EVERY = 60.0
+
+
+def _from_row(row: asyncpg.Record) -> TaskEvent:
+    return TaskEvent(
+        task_id=row["task_id"],
+        type=EventType(row["type"]),
+        timestamp=row["ts"],
+        queue=row["queue"],
+        func=row["func"],
+        attempt=row["attempt"],
+        worker_id=row["worker_id"],
+        message=row["message"],
+    )
+
+
+class PostgresEventStorage(PoolOwner, BaseEventStorage):
+    """Task history in ``<schema>.events``.
+
+    Args:
+        url: ``postgresql://user:password@host:port/database``.
+        schema: the PostgreSQL schema holding OmniQ's tables.
+        ttl: seconds events are kept; older ones are deleted now and then
+            while appending (None keeps them until :meth:`purge`).
+        **pool_options: passed to :func:`asyncpg.create_pool`.
+    """
+
+    backend_name = "postgres"
+    capabilities = frozenset({Capability.MULTI_PROCESS, Capability.MULTI_HOST, Capability.DURABLE})
+
+    def __init__(
+        self, url: str | None = None, *, schema: str = DEFAULT_SCHEMA, ttl: float | None = None, **pool_options: Any
+    ) -> None:
+        self._init_pool_owner(url, schema, pool_options)
+        self._ttl = ttl
+        self._next_expiry = 0.0
+        events = self.names.events
+        self._sql_append = f"""
+            INSERT INTO {events} ({_COLUMNS})
+            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::int4[],
+                                 $7::text[], $8::text[])"""
+        self._sql_expire = f"DELETE FROM {events} WHERE ts < now() - $1::float8 * interval '1 second'"
+        self._events = events
+
+    @classmethod
+    def from_settings(cls, component: ComponentSettings, settings: Settings) -> Self:
+        """Build from settings: ``schema`` option (else ``key_prefix``) and ``event_ttl``."""
+        options = dict(component.options)
+        options.setdefault("schema", settings.key_prefix)
+        options.setdefault("ttl", settings.event_ttl)
+        return cls(url=component.url, **options)
+
+    def __repr__(self) -> str:
+        return f"PostgresEventStorage(schema={self.schema!r})"
+
+    async def close(self) -> None:
+        """Close the pool (idempotent)."""
+        await self._close_pool()
+
+    async def append(self, events: Sequence[TaskEvent]) -> None:
+        """Insert a batch of events with one ``INSERT ... SELECT FROM unnest``."""
+        if not events:
+            return
+        pool = await self._get_pool()
+        with map_exceptions(ERRORS, url=self.url):
+            await pool.execute(
+                self._sql_append,
+                [e.task_id for e in events],
+                [EventType(e.type).value for e in events],
+                [e.timestamp for e in events],
+                [e.queue for e in events],
+                [e.func for e in events],
+                [e.attempt for e in events],
+                [e.worker_id for e in events],
+                [e.message for e in events],
+            )
+            if self._ttl is not None and anyio.current_time() >= self._next_expiry:
+                self._next_expiry = anyio.current_time() + _EXPIRE_EVERY
+                deleted = await pool.execute(self._sql_expire, float(self._ttl))
+                logger.debug("expired old events: %s", deleted)
+
+    async def query(
+        self,
+        *,
+        task_id: str | None = None,
+        types: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[TaskEvent]:
+        """Events matching every filter (``since <= ts < until``), oldest first, ties in append order."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        if task_id is not None:
+            args.append(task_id)
+            clauses.append(f"task_id = ${len(args)}")
+        if types is not None:
+            args.append([t.value if isinstance(t, EventType) else str(t) for t in types])
+            clauses.append(f"type = ANY(${len(args)}::text[])")
+        if since is not None:
+            args.append(since)
+            clauses.append(f"ts >= ${len(args)}")
+        if until is not None:
+            args.append(until)
+            clauses.append(f"ts < ${len(args)}")
+        args.append(int(limit))
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT {_COLUMNS} FROM {self._events}{where} ORDER BY ts, id LIMIT ${len(args)}"
+        pool = await self._get_pool()
+        with map_exceptions(ERRORS, url=self.url):
+            rows = await pool.fetch(sql, *args)
+        return [_from_row(row) for row in rows]
+
+    async def purge(self, *, before: datetime | None = None) -> int:
+        """Delete events older than ``before`` (all when None); return how many."""
+        pool = await self._get_pool()
+        with map_exceptions(ERRORS, url=self.url):
+            if before is None:
+                status = await pool.execute(f"DELETE FROM {self._events}")
+            else:
+                status = await pool.execute(f"DELETE FROM {self._events} WHERE ts < $1", before)
+        return int(status.split()[-1])

@@ -1,0 +1,116 @@
+"""Turning tasks into script arguments and script rows back into tasks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from omniq.models import Outcome, Task, TaskError, TaskStatus, decode_task, encode_result, encode_task
+from omniq_redis._client import from_us, to_ms, to_us
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["enqueue_items", "finish_items", "task_from_row"]
+
+_error_encoder = msgspec.msgpack.Encoder()
+_error_decoder = msgspec.msgpack.Decoder(TaskError)
+_STATUSES = {status.value.encode(): status for status in TaskStatus}
+_EMPTY = msgspec.Raw(b"\xa0")
+
+
+def _lua_bytes(data: bytes) -> msgspec.Raw:
+    """Bytes as a msgpack *str*: Redis's Lua cmsgpack cannot decode the bin types."""
+    size = len(data)
+    if size < 32:
+        header = bytes((0xA0 | size,))
+    elif size < 0x100:
+        header = b"\xd9" + size.to_bytes(1, "big")
+    elif size < 0x10000:
+        header = b"\xda" + size.to_bytes(2, "big")
+    else:
+        header = b"\xdb" + size.to_bytes(4, "big")
+    return msgspec.Raw(header + data)
+
+
+def enqueue_items(tasks: Sequence[Task]) -> bytes:
+    """The enqueue script's packed task list (see ``scripts._ENQUEUE``).
+
+    Numbers travel as strings: Lua numbers are doubles and Redis would format
+    large ones lossily when a script passes them on.
+    """
+    return _error_encoder.encode(
+        [
+            (
+                task.id,
+                _lua_bytes(encode_task(task)),
+                str(task.priority),
+                "" if task.eta is None else str(to_us(task.eta)),
+                str(to_us(task.created_at)),
+                task.unique_key or "",
+                "1" if task.paused else "0",
+                str(task.attempts),
+                str(task.max_retries),
+            )
+            for task in tasks
+        ]
+    )
+
+
+def finish_items(outcomes: Sequence[Outcome], fused: bool) -> bytes:
+    """The finish script's packed outcome list (see ``scripts._FINISH``)."""
+    items = []
+    for outcome in outcomes:
+        result = outcome.result if fused else None
+        items.append(
+            (
+                outcome.task_id,
+                outcome.lease_token,
+                outcome.kind.value,
+                "" if outcome.eta is None else str(to_us(outcome.eta)),
+                _EMPTY if outcome.error is None else _lua_bytes(_error_encoder.encode(outcome.error)),
+                _EMPTY if result is None else _lua_bytes(encode_result(result)),
+                "" if result is None or result.expires_at is None else str(to_ms(result.expires_at)),
+            )
+        )
+    return _error_encoder.encode(items)
+
+
+def _dt(value: bytes) -> Any:
+    return from_us(value) if value else None
+
+
+def _str(value: bytes) -> str | None:
+    return value.decode() if value else None
+
+
+def task_from_row(row: list[Any]) -> Task:
+    """Build a task from a script's ROW: the enqueued blob overlaid with the hash's mutable fields.
+
+    A field that is absent (None) keeps the blob's value; an empty one means None.
+    """
+    blob, status, eta, paused, attempts, token, deadline, worker, started, finished, updated, error = row
+    task = decode_task(blob)
+    changes: dict[str, Any] = {"status": _STATUSES[status]}
+    if eta is not None:
+        changes["eta"] = _dt(eta)
+    if paused is not None:
+        changes["paused"] = paused == b"1"
+    if attempts is not None:
+        changes["attempts"] = int(attempts)
+    if token is not None:
+        changes["lease_token"] = _str(token)
+    if deadline is not None:
+        changes["lease_expires_at"] = _dt(deadline)
+    if worker is not None:
+        changes["worker_id"] = _str(worker)
+    if started is not None:
+        changes["started_at"] = _dt(started)
+    if finished is not None:
+        changes["finished_at"] = _dt(finished)
+    if updated is not None:
+        changes["updated_at"] = _dt(updated)
+    if error is not None:
+        changes["error"] = _error_decoder.decode(error) if error else None
+    return msgspec.structs.replace(task, **changes)

@@ -1,0 +1,149 @@
+"""Every Redis key, field and channel name the backend uses.
+
+Layout, for prefix ``P`` (``Settings.key_prefix``, default ``"omniq"``) and
+queue ``q``. Everything about one queue carries the hash tag ``{P:q}``, so a
+queue's keys share one cluster slot and each per-queue script touches a
+single slot. Lookups by task id go through the global ``{P}:idx`` hash
+(id -> queue); results and events are keyed by task id / prefix.
+
+The Lua scripts (:mod:`omniq_redis.scripts`) build the same names from the
+suffixes below, substituted into their source, so this module is the one
+place a name is spelt.
+"""
+
+from __future__ import annotations
+
+from omniq.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "SIGNAL_CAP",
+    "TASK_FIELDS",
+    "QueueKeys",
+    "events_key",
+    "global_key",
+    "queue_tag",
+    "result_channel",
+    "result_index_key",
+    "result_key",
+]
+
+#: default key prefix (``Settings.key_prefix``).
+DEFAULT_PREFIX = "omniq"
+
+# -- per-queue keys: "{P:q}:<suffix>" ------------------------------------------------------------
+
+#: zset of claimable tasks; score -priority, member "<time:016><seq:012>:<id>" (ties sort by member).
+READY = "ready"
+#: zset of PENDING tasks whose eta is in the future; score eta (µs), member id.
+DELAYED = "delayed"
+#: zset of RUNNING tasks; score lease deadline (µs, server clock), member id.
+LEASES = "leases"
+#: list of wake-up tokens; enqueue pushes, idle workers BLPOP (capped at SIGNAL_CAP).
+SIGNAL = "signal"
+#: counter giving each ready entry its enqueue sequence number.
+SEQ = "seq"
+#: zset of every task of the queue; score created_at (µs), member id (list/count without status).
+ALL = "all"
+#: prefix of the per-status zsets "{P:q}:st:<status>"; score created_at (µs), member id.
+STATUS = "st"
+#: prefix of the task hashes "{P:q}:t:<id>" (fields below).
+TASK = "t"
+
+# -- global keys: "{P}:<suffix>" -------------------------------------------------------------------
+
+#: hash task id -> queue name, to find a task's keys from its id.
+INDEX = "idx"
+#: hash unique_key -> id of the PENDING/RUNNING task holding it.
+UNIQUE = "uniq"
+#: set of queue names ever used (list/count/purge/recover iterate it).
+QUEUES = "queues"
+
+# -- results and events: "P:<suffix>" (no hash tag: spread by task id) ------------------------------
+
+#: result blobs "P:r:<id>" (encode_result), expiring at the result's expires_at (PXAT).
+RESULT = "r"
+#: zset of stored results; score expires_at (ms) or +inf, member id (purge without SCAN).
+RESULT_INDEX = "results"
+#: pub/sub channel "P:rn:<id>" published when the result of <id> is stored.
+RESULT_CHANNEL = "rn"
+#: stream of events; entry id ~ event timestamp (ms), field "d" = msgpack TaskEvent.
+EVENTS = "events"
+
+# -- task hash fields ------------------------------------------------------------------------------
+
+#: fields of a task hash returned to Python, in this order, by every script that returns a task.
+#: b = encode_task blob as enqueued; the others override its mutable fields ("" means None,
+#: a missing field keeps the blob's value): s status, e eta µs, p paused "1"/"0", a attempts,
+#: k lease token, l lease deadline µs, w worker id, sa started_at µs, fa finished_at µs,
+#: ua updated_at µs, er msgpack TaskError.
+TASK_FIELDS = ("b", "s", "e", "p", "a", "k", "l", "w", "sa", "fa", "ua", "er")
+# Index fields only the scripts read: c created_at µs, pr priority, mr max_retries,
+# uk unique key, rm the task's member in READY.
+
+#: most wake-up tokens kept in a SIGNAL list (a burst wakes at most this many idle workers).
+SIGNAL_CAP = 64
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not name or "{" in name or "}" in name:
+        raise ConfigurationError(f"{kind} {name!r} is not valid for Redis: it must be non-empty without braces")
+    return name
+
+
+def queue_tag(prefix: str, queue: str) -> str:
+    """Return the hash-tagged base ``{P:q}`` of a queue's keys."""
+    return "{" + prefix + ":" + _check_name("queue name", queue) + "}"
+
+
+def global_key(prefix: str, suffix: str) -> str:
+    """Return a global key ``{P}:<suffix>`` (INDEX, UNIQUE, QUEUES)."""
+    return "{" + prefix + "}:" + suffix
+
+
+def result_key(prefix: str, task_id: str) -> str:
+    """Return the key of a task's result."""
+    return f"{prefix}:{RESULT}:{task_id}"
+
+
+def result_index_key(prefix: str) -> str:
+    """Return the key of the result index zset."""
+    return f"{prefix}:{RESULT_INDEX}"
+
+
+def result_channel(prefix: str, task_id: str) -> str:
+    """Return the pub/sub channel announcing a task's result."""
+    return f"{prefix}:{RESULT_CHANNEL}:{task_id}"
+
+
+def events_key(prefix: str) -> str:
+    """Return the key of the event stream."""
+    return f"{prefix}:{EVENTS}"
+
+
+class QueueKeys:
+    """The keys of one queue, built once per queue name."""
+
+    __slots__ = ("all", "delayed", "leases", "ready", "seq", "signal", "tag")
+
+    def __init__(self, prefix: str, queue: str) -> None:
+        self.tag = queue_tag(prefix, queue)
+        self.ready = f"{self.tag}:{READY}"
+        self.delayed = f"{self.tag}:{DELAYED}"
+        self.leases = f"{self.tag}:{LEASES}"
+        self.signal = f"{self.tag}:{SIGNAL}"
+        self.seq = f"{self.tag}:{SEQ}"
+        self.all = f"{self.tag}:{ALL}"
+
+    def status(self, status: str) -> str:
+        """Return the per-status zset ``{P:q}:st:<status>``."""
+        return f"{self.tag}:{STATUS}:{status}"
+
+    def task(self, task_id: str) -> str:
+        """Return the hash of one task."""
+        return f"{self.tag}:{TASK}:{task_id}"
+
+
+def validate_prefix(prefix: str) -> str:
+    """Check a key prefix (no braces: they would break the hash tags)."""
+    return _check_name("key prefix", prefix)

@@ -1,0 +1,151 @@
+"""RedisResultStorage: one key per result, expiring with it, and pub/sub wake-ups.
+
+A result is ``SET P:r:<id> <msgpack> PXAT <expires_at>``, indexed in the
+``P:results`` zset (by expiry) so purge needs no SCAN, and announced on the
+channel ``P:rn:<id>``. :meth:`wait` subscribes *before* it reads the key,
+so a result stored between the two is never missed. The fused path
+(``RedisTaskQueue.finish(results=...)``) writes exactly the same three
+things inside the finish script.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from omniq.base import BaseResultStorage, Capability
+from omniq.errors import redact_url
+from omniq.models import TaskResult, decode_result, encode_result, utcnow
+from omniq_redis import keys
+from omniq_redis._client import DEFAULT_URL, RedisClient, to_ms
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from typing_extensions import Self
+
+    from omniq.config import ComponentSettings, Settings
+
+__all__ = ["RedisResultStorage"]
+
+#: seconds between re-reads of the key while waiting (guards against a message lost on reconnect).
+_RECHECK = 5.0
+#: results deleted per purge round trip.
+_PURGE_CHUNK = 1000
+
+
+class RedisResultStorage(BaseResultStorage):
+    """Result storage on Redis.
+
+    Args:
+        url: ``redis://`` or ``rediss://`` URL; default ``redis://127.0.0.1:6379/0``.
+        prefix: prefix of every key (``Settings.key_prefix``).
+        **options: passed to ``redis.asyncio.Redis.from_url``.
+    """
+
+    backend_name = "redis"
+    capabilities = frozenset(
+        {Capability.MULTI_PROCESS, Capability.MULTI_HOST, Capability.BLOCKING_WAIT, Capability.DURABLE}
+    )
+
+    def __init__(self, url: str | None = None, *, prefix: str = keys.DEFAULT_PREFIX, **options: Any) -> None:
+        self.url = url or DEFAULT_URL
+        self.prefix = keys.validate_prefix(prefix)
+        self._client = RedisClient(self.url, **options)
+        self._index = keys.result_index_key(self.prefix)
+
+    @classmethod
+    def from_settings(cls, component: ComponentSettings, settings: Settings) -> Self:
+        """Build from settings: ``url``, ``key_prefix`` and the component's options."""
+        options = dict(component.options)
+        options.setdefault("prefix", settings.key_prefix)
+        return cls(url=component.url, **options)
+
+    def __repr__(self) -> str:
+        return f"RedisResultStorage(url={redact_url(self.url)!r}, prefix={self.prefix!r})"
+
+    async def connect(self) -> None:
+        """Open the connection pool."""
+        await self._client.connect(load_scripts=False)
+
+    async def close(self) -> None:
+        """Close the connection pool (idempotent)."""
+        await self._client.close()
+
+    async def set(self, result: TaskResult) -> None:
+        """Store a result and wake its waiters."""
+        await self.set_many([result])
+
+    async def set_many(self, results: Sequence[TaskResult]) -> None:
+        """Store results in one pipelined round trip."""
+        if not results:
+            return
+        with self._client.errors():
+            async with self._client.redis.pipeline(transaction=False) as pipe:
+                for result in results:
+                    key = keys.result_key(self.prefix, result.task_id)
+                    if result.expires_at is None:
+                        pipe.set(key, encode_result(result))
+                        pipe.zadd(self._index, {result.task_id: math.inf})
+                    else:
+                        expires_ms = to_ms(result.expires_at)
+                        pipe.set(key, encode_result(result), pxat=max(expires_ms, 1))
+                        pipe.zadd(self._index, {result.task_id: expires_ms})
+                    pipe.publish(keys.result_channel(self.prefix, result.task_id), b"1")
+                await pipe.execute()
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        """Return the result, or None (never stored, deleted or expired)."""
+        with self._client.errors():
+            data = await self._client.redis.get(keys.result_key(self.prefix, task_id))
+        if data is None:
+            return None
+        result = decode_result(data)
+        if result.expires_at is not None and result.expires_at <= utcnow():
+            return None  # PXAT has millisecond precision; do not show a result in its last millisecond
+        return result
+
+    async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
+        """Wait for a result on its pub/sub channel (subscribe first, then read)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._client.errors():
+            pubsub = self._client.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.result_channel(self.prefix, task_id))
+                while True:
+                    result = await self.get(task_id)
+                    if result is not None:
+                        return result
+                    remaining = _RECHECK if deadline is None else min(_RECHECK, deadline - time.monotonic())
+                    if remaining <= 0:
+                        return None
+                    # Any message on this channel means "read again"; so does a quiet recheck period.
+                    await pubsub.get_message(timeout=remaining)
+            finally:
+                await pubsub.aclose()
+
+    async def delete(self, task_id: str) -> bool:
+        """Delete a result; True if there was one."""
+        with self._client.errors():
+            async with self._client.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(keys.result_key(self.prefix, task_id))
+                pipe.zrem(self._index, task_id)
+                deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def purge(self, *, expired_only: bool = True) -> int:
+        """Delete expired results (or all of them); return how many."""
+        redis = self._client.redis
+        max_score: float | str = time.time() * 1000 if expired_only else "+inf"
+        removed = 0
+        with self._client.errors():
+            while True:
+                ids = await redis.zrangebyscore(self._index, "-inf", max_score, start=0, num=_PURGE_CHUNK)
+                if not ids:
+                    return removed
+                async with redis.pipeline(transaction=False) as pipe:
+                    pipe.unlink(*(keys.result_key(self.prefix, task_id.decode()) for task_id in ids))
+                    pipe.zrem(self._index, *ids)
+                    _, count = await pipe.execute()
+                removed += count

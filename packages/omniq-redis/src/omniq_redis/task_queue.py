@@ -1,0 +1,296 @@
+"""RedisTaskQueue: the lease state machine as Lua scripts.
+
+Data (see :mod:`omniq_redis.keys`): one hash per task (the msgpack envelope
+as enqueued plus the mutable fields), per queue a READY zset ordered by
+(-priority, eta or created_at, enqueue sequence), a DELAYED zset by eta, a
+LEASES zset by deadline and per-status zsets for list/count. Every state
+change is one script (:mod:`omniq_redis.scripts`), atomically, on the
+server's clock.
+
+Round trips: ``enqueue_many`` one (a pipeline of one script per queue and
+per 1,000 tasks); ``claim_ready`` one per queue asked until ``limit`` is
+filled; ``extend`` and ``finish`` one for the whole batch (fused results
+included); ``wait_for_work`` one check plus one blocking BLPOP.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
+from omniq.errors import redact_url
+from omniq.models import Outcome, Task, TaskStatus
+from omniq_redis import keys
+from omniq_redis._client import DEFAULT_URL, RedisClient
+from omniq_redis._codec import enqueue_items, finish_items, task_from_row
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from typing_extensions import Self
+
+    from omniq.config import ComponentSettings, Settings
+
+__all__ = ["RedisTaskQueue"]
+
+#: tasks per enqueue script call (bounds how long one call blocks the server).
+_ENQUEUE_CHUNK = 1000
+#: outcomes per finish script call.
+_FINISH_CHUNK = 1000
+#: expired leases handled per recover script call.
+_RECOVER_CHUNK = 500
+#: tasks deleted per purge script call.
+_PURGE_CHUNK = 500
+
+
+class RedisTaskQueue(BaseTaskQueue):
+    """Task queue on Redis (standalone, 7.0+).
+
+    Args:
+        url: ``redis://[user:password@]host:port/db`` or ``rediss://``; default
+            ``redis://127.0.0.1:6379/0``.
+        prefix: prefix of every key (``Settings.key_prefix``).
+        **options: passed to ``redis.asyncio.Redis.from_url`` (``max_connections``...).
+    """
+
+    backend_name = "redis"
+    capabilities = frozenset(
+        {
+            Capability.MULTI_PROCESS,
+            Capability.MULTI_HOST,
+            Capability.BLOCKING_WAIT,
+            Capability.FUSED_RESULTS,
+            Capability.DURABLE,
+        }
+    )
+
+    def __init__(self, url: str | None = None, *, prefix: str = keys.DEFAULT_PREFIX, **options: Any) -> None:
+        self.url = url or DEFAULT_URL
+        self.prefix = keys.validate_prefix(prefix)
+        self._client = RedisClient(self.url, **options)
+        # Blocking BLPOPs get their own pool so they never starve the scripts of connections.
+        self._blocking = RedisClient(self.url, blocking=True, **options)
+        self._queue_keys: dict[str, keys.QueueKeys] = {}
+        self._queues_key = keys.global_key(self.prefix, keys.QUEUES)
+
+    @classmethod
+    def from_settings(cls, component: ComponentSettings, settings: Settings) -> Self:
+        """Build from settings: ``url``, ``key_prefix`` and the component's options."""
+        options = dict(component.options)
+        options.setdefault("prefix", settings.key_prefix)
+        return cls(url=component.url, **options)
+
+    def __repr__(self) -> str:
+        return f"RedisTaskQueue(url={redact_url(self.url)!r}, prefix={self.prefix!r})"
+
+    async def connect(self) -> None:
+        """Open the connection pools, load the scripts and check the eviction policy."""
+        await self._client.connect()
+        await self._blocking.connect(load_scripts=False)
+        await self._client.check_eviction_policy()
+
+    async def close(self) -> None:
+        """Close both pools (idempotent)."""
+        await self._blocking.close()
+        await self._client.close()
+
+    def _keys(self, queue: str) -> keys.QueueKeys:
+        found = self._queue_keys.get(queue)
+        if found is None:
+            found = self._queue_keys[queue] = keys.QueueKeys(self.prefix, queue)
+        return found
+
+    # -- enqueue -----------------------------------------------------------------------------------
+
+    async def enqueue(self, task: Task) -> str:
+        """Store a PENDING task (or return the id holding its unique key)."""
+        return (await self.enqueue_many([task]))[0]
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        """Store tasks in one round trip: one script call per queue and per 1,000 tasks."""
+        if not tasks:
+            return []
+        groups: dict[str, list[int]] = {}
+        for index, task in enumerate(tasks):
+            self._keys(task.queue)  # validates the queue name
+            groups.setdefault(task.queue, []).append(index)
+        calls: list[tuple[str, list[Any]]] = []
+        order: list[list[int]] = []
+        for queue, indexes in groups.items():
+            for start in range(0, len(indexes), _ENQUEUE_CHUNK):
+                chunk = indexes[start : start + _ENQUEUE_CHUNK]
+                calls.append(("enqueue", [self.prefix, queue, enqueue_items([tasks[index] for index in chunk])]))
+                order.append(chunk)
+        ids: list[str] = [""] * len(tasks)
+        for chunk, reply in zip(order, await self._client.run_many(calls), strict=True):
+            for index, task_id in zip(chunk, reply, strict=True):
+                ids[index] = task_id.decode()
+        return ids
+
+    # -- claim -------------------------------------------------------------------------------------
+
+    async def claim_ready(self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str) -> list[Task]:
+        """Lease up to ``limit`` ready tasks: one script per queue, in order, until filled.
+
+        Priority order holds within a queue; across queues the earlier queue
+        in ``queues`` is drained first (each queue lives in its own slot).
+        """
+        claimed: list[Task] = []
+        lease_us = max(int(lease * 1_000_000), 1)
+        for queue in queues:
+            wanted = limit - len(claimed)
+            if wanted <= 0:
+                break
+            args = [self.prefix, queue, wanted, lease_us, worker_id, secrets.token_hex(8) + "-"]
+            self._keys(queue)
+            rows = await self._client.run("claim", args)
+            claimed.extend(task_from_row(row) for row in rows)
+        return claimed
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Block on the queues' signal lists (BLPOP), at most until the next delayed eta."""
+        if timeout <= 0 or not queues:
+            return
+        queue_keys = [self._keys(queue) for queue in queues]
+        redis = self._client.redis
+        with self._client.errors():
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.time()
+                for qk in queue_keys:
+                    pipe.zcard(qk.ready)
+                    pipe.zrange(qk.delayed, 0, 0, withscores=True)
+                replies = await pipe.execute()
+        seconds, micros = replies[0]
+        now_us = seconds * 1_000_000 + micros
+        block = timeout
+        for index in range(len(queue_keys)):
+            if replies[1 + 2 * index]:
+                return  # work is ready already (claimed by someone else meanwhile, or just arrived)
+            earliest = replies[2 + 2 * index]
+            if earliest:
+                block = min(block, (earliest[0][1] - now_us) / 1_000_000)
+        if block < 0.001:
+            return
+        with self._blocking.errors():
+            await self._blocking.redis.blpop([qk.signal for qk in queue_keys], timeout=block)
+
+    # -- leases ------------------------------------------------------------------------------------
+
+    async def extend(self, leases: Mapping[str, str], lease: float) -> set[str]:
+        """Push back every lease still held, in one script call."""
+        if not leases:
+            return set()
+        args: list[Any] = [self.prefix, max(int(lease * 1_000_000), 1)]
+        for task_id, token in leases.items():
+            args.extend((task_id, token))
+        return {task_id.decode() for task_id in await self._client.run("extend", args)}
+
+    def can_fuse_results(self, results: BaseResultStorage) -> bool:
+        """True for a :class:`RedisResultStorage` on the same server and database."""
+        from omniq_redis.result_storage import RedisResultStorage
+
+        return isinstance(results, RedisResultStorage) and results.url == self.url
+
+    async def finish(self, outcomes: Sequence[Outcome], *, results: BaseResultStorage | None = None) -> list[bool]:
+        """Apply outcomes (and fused results) in one round trip."""
+        if not outcomes:
+            return []
+        result_prefix = getattr(results, "prefix", "") if results is not None else ""
+        fused = bool(result_prefix)
+        calls: list[tuple[str, list[Any]]] = []
+        for start in range(0, len(outcomes), _FINISH_CHUNK):
+            items = finish_items(outcomes[start : start + _FINISH_CHUNK], fused)
+            calls.append(("finish", [self.prefix, result_prefix, items]))
+        flags: list[bool] = []
+        for reply in await self._client.run_many(calls):
+            flags.extend(flag == 1 for flag in reply)
+        return flags
+
+    async def recover(self) -> list[Task]:
+        """Requeue (or fail) RUNNING tasks whose lease deadline passed, queue by queue."""
+        recovered: list[Task] = []
+        for queue in await self._queues():
+            while True:
+                rows = await self._client.run("recover", [self.prefix, queue, _RECOVER_CHUNK])
+                recovered.extend(task_from_row(row) for row in rows)
+                if len(rows) < _RECOVER_CHUNK:
+                    break
+        return recovered
+
+    # -- single-task control -----------------------------------------------------------------------
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a PENDING or RUNNING task (its lease, if any, is lost)."""
+        return bool(await self._client.run("cancel", [self.prefix, task_id]))
+
+    async def set_paused(self, task_id: str, paused: bool) -> bool:
+        """Pause or resume a task that is not terminal."""
+        return bool(await self._client.run("set_paused", [self.prefix, task_id, "1" if paused else "0"]))
+
+    # -- inspection --------------------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> Task | None:
+        """Return one task, or None."""
+        return (await self.get_many([task_id]))[0]
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
+        """Return several tasks in one round trip."""
+        if not task_ids:
+            return []
+        rows = await self._client.run("get", [self.prefix, *task_ids])
+        return [task_from_row(row) if row != 0 else None for row in rows]
+
+    async def _queues(self) -> list[str]:
+        with self._client.errors():
+            members = await self._client.redis.smembers(self._queues_key)
+        return sorted(member.decode() for member in members)
+
+    def _index_key(self, queue: str, status: TaskStatus | None) -> str:
+        qk = self._keys(queue)
+        return qk.all if status is None else qk.status(status.value)
+
+    async def list(
+        self, *, status: TaskStatus | None = None, queue: str | None = None, limit: int = 25, offset: int = 0
+    ) -> list[Task]:
+        """Return tasks newest first (by created_at), merged across queues."""
+        if limit <= 0:
+            return []
+        queues = [queue] if queue is not None else await self._queues()
+        if not queues:
+            return []
+        with self._client.errors():
+            async with self._client.redis.pipeline(transaction=False) as pipe:
+                for name in queues:
+                    pipe.zrevrange(self._index_key(name, status), 0, offset + limit - 1, withscores=True)
+                replies = await pipe.execute()
+        entries = [(score, member) for reply in replies for member, score in reply]
+        entries.sort(key=lambda entry: (entry[0], entry[1]), reverse=True)
+        ids = [member.decode() for _, member in entries[offset : offset + limit]]
+        return [task for task in await self.get_many(ids) if task is not None]
+
+    async def count(self, *, status: TaskStatus | None = None, queue: str | None = None) -> int:
+        """Count tasks by status and queue (ZCARD of the index zsets)."""
+        queues = [queue] if queue is not None else await self._queues()
+        if not queues:
+            return 0
+        with self._client.errors():
+            async with self._client.redis.pipeline(transaction=False) as pipe:
+                for name in queues:
+                    pipe.zcard(self._index_key(name, status))
+                return sum(await pipe.execute())
+
+    async def purge(self, *, queue: str | None = None, statuses: Sequence[TaskStatus] | None = None) -> int:
+        """Delete tasks by queue and status, in batches of a few hundred per script call."""
+        names = [TaskStatus(status).value for status in (statuses if statuses is not None else list(TaskStatus))]
+        if not names:
+            return 0
+        deleted = 0
+        for name in [queue] if queue is not None else await self._queues():
+            self._keys(name)
+            while True:
+                count = int(await self._client.run("purge", [self.prefix, name, _PURGE_CHUNK, *names]))
+                deleted += count
+                if count == 0:
+                    break
+        return deleted

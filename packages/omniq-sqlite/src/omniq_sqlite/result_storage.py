@@ -1,0 +1,105 @@
+"""SQLiteResultStorage: results in the same file as the queue by default.
+
+When it shares the file with :class:`~omniq_sqlite.task_queue.SQLiteTaskQueue`,
+the queue writes results inside its finish transaction (the fused fast path)
+and :meth:`SQLiteResultStorage.set` is only used for results written outside
+a finish. Waiters are woken by in-process events and by ``r-*`` datagram
+hints from other processes, with a slow poll as the safety net.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from omniq.base import BaseResultStorage, Capability
+from omniq.models import TaskResult, decode_result, encode_result
+from omniq_sqlite import schema
+from omniq_sqlite._component import SQLiteComponent, to_ts
+from omniq_sqlite._wake import RESULTS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["SQLiteResultStorage"]
+
+
+def _set_job(conn: Any, rows: list[tuple[Any, ...]]) -> None:
+    conn.executemany(schema.UPSERT_RESULT, rows)
+
+
+def _get_job(conn: Any, task_id: str) -> bytes | None:
+    row = conn.execute(schema.SELECT_RESULT, (task_id,)).fetchone()
+    if row is None or (row[1] is not None and row[1] <= time.time()):
+        return None
+    return row[0]  # type: ignore[no-any-return]
+
+
+def _rowcount_job(conn: Any, sql: str, params: Sequence[Any]) -> int:
+    return conn.execute(sql, params).rowcount  # type: ignore[no-any-return]
+
+
+def _row(result: TaskResult) -> tuple[Any, ...]:
+    return (result.task_id, encode_result(result), to_ts(result.expires_at))
+
+
+class SQLiteResultStorage(SQLiteComponent, BaseResultStorage):
+    """Task results in one SQLite file, with TTL (``expires_at``) and cross-process wake-ups."""
+
+    capabilities = frozenset(
+        {Capability.MULTI_PROCESS, Capability.BLOCKING_WAIT, Capability.FUSED_RESULTS, Capability.DURABLE}
+    )
+
+    async def set(self, result: TaskResult) -> None:
+        """Store (or replace) one result and wake its waiters."""
+        await self.set_many([result])
+
+    async def set_many(self, results: Sequence[TaskResult]) -> None:
+        """Store several results in one transaction."""
+        if not results:
+            return
+        db = await self._database()
+        await db.write(_set_job, [_row(result) for result in results])
+        db.notify(RESULTS, [result.task_id for result in results])
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        """Return the result, or None when there is none or it expired."""
+        db = await self._database()
+        data = await db.read(_get_job, task_id)
+        return decode_result(data) if data is not None else None
+
+    async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:  # noqa: ASYNC109 - the contract's signature
+        """Wait for the result: woken by hints, re-checking at least every ``wait_poll`` seconds."""
+        db = await self._database()
+        waiter = db.hub.add_waiter(RESULTS, task_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                waiter.reset()  # armed before the check, so a result stored after it wakes us
+                result = await self.get(task_id)
+                if result is not None:
+                    return result
+                delay = self.wait_poll
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    delay = min(delay, remaining)
+                with anyio.move_on_after(delay):
+                    await waiter.event.wait()
+        finally:
+            db.hub.remove_waiter(RESULTS, waiter)
+
+    async def delete(self, task_id: str) -> bool:
+        """Delete a result; True if there was one."""
+        db = await self._database()
+        return bool(await db.write(_rowcount_job, schema.DELETE_RESULT, (task_id,)))
+
+    async def purge(self, *, expired_only: bool = True) -> int:
+        """Delete expired results (or all of them)."""
+        db = await self._database()
+        if expired_only:
+            return int(await db.write(_rowcount_job, schema.PURGE_RESULTS_EXPIRED, (time.time(),)))
+        return int(await db.write(_rowcount_job, schema.PURGE_RESULTS_ALL, ()))

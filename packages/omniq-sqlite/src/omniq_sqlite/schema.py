@@ -1,0 +1,247 @@
+"""Every table, index and SQL statement of the SQLite backend, and the migrations.
+
+The schema is versioned: ``omniq_schema_version`` holds one row per applied
+migration. :func:`migrate` runs under ``BEGIN IMMEDIATE``, so when several
+processes open a fresh database at once exactly one applies each migration
+and the others see it applied.
+
+Times are REAL epoch seconds (UTC) taken from the host clock, which is the
+"engine clock" of SQLite.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import TYPE_CHECKING
+
+from omniq.errors import BackendError
+
+if TYPE_CHECKING:
+    import sqlite3
+
+__all__ = [
+    "EVENTS",
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "RESULTS",
+    "SCHEMA_VERSION",
+    "TASKS",
+    "TASK_COLUMNS",
+    "claim_sql",
+    "migrate",
+]
+
+# -- names -------------------------------------------------------------------------------------------
+
+#: one row per applied migration.
+SCHEMA_VERSION = "omniq_schema_version"
+#: one row per task; the hot table.
+TASKS = "omniq_tasks"
+#: one row per finished task (or latest run of a schedule), msgpack-encoded TaskResult.
+RESULTS = "omniq_results"
+#: append-only task history.
+EVENTS = "omniq_events"
+#: claim order among ready tasks of a queue (partial: only claimable rows).
+IDX_TASKS_CLAIM = "omniq_tasks_claim"
+#: at most one PENDING/RUNNING task per unique_key, enforced atomically.
+IDX_TASKS_UNIQUE = "omniq_tasks_unique"
+#: RUNNING tasks by lease deadline, for recover().
+IDX_TASKS_LEASE = "omniq_tasks_lease"
+#: list()/count()/purge() by status and queue.
+IDX_TASKS_STATUS = "omniq_tasks_status"
+#: results by expiry, for purge().
+IDX_RESULTS_EXPIRES = "omniq_results_expires"
+#: a task's history.
+IDX_EVENTS_TASK = "omniq_events_task"
+#: events by time, for query(since/until) and purge(before).
+IDX_EVENTS_TIME = "omniq_events_time"
+
+# -- migrations ------------------------------------------------------------------------------------
+
+_V1 = (
+    f"""CREATE TABLE {TASKS} (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        func TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        queue TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        unique_key TEXT,
+        status TEXT NOT NULL,
+        eta REAL,
+        ready_at REAL NOT NULL,
+        interval REAL,
+        cron TEXT,
+        paused INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        max_retries INTEGER NOT NULL,
+        timeout REAL,
+        expires_at REAL,
+        result_ttl REAL,
+        depends_on BLOB,
+        created_at REAL NOT NULL,
+        updated_at REAL,
+        started_at REAL,
+        finished_at REAL,
+        lease_token TEXT,
+        lease_expires_at REAL,
+        worker_id TEXT,
+        error BLOB
+    )""",
+    f"""CREATE INDEX {IDX_TASKS_CLAIM} ON {TASKS} (queue, priority DESC, ready_at, seq)
+        WHERE status = 'pending' AND paused = 0""",
+    f"""CREATE UNIQUE INDEX {IDX_TASKS_UNIQUE} ON {TASKS} (unique_key)
+        WHERE unique_key IS NOT NULL AND status IN ('pending', 'running')""",
+    f"CREATE INDEX {IDX_TASKS_LEASE} ON {TASKS} (lease_expires_at) WHERE status = 'running'",
+    f"CREATE INDEX {IDX_TASKS_STATUS} ON {TASKS} (status, queue)",
+    f"""CREATE TABLE {RESULTS} (
+        task_id TEXT PRIMARY KEY,
+        data BLOB NOT NULL,
+        expires_at REAL
+    ) WITHOUT ROWID""",
+    f"CREATE INDEX {IDX_RESULTS_EXPIRES} ON {RESULTS} (expires_at) WHERE expires_at IS NOT NULL",
+    f"""CREATE TABLE {EVENTS} (
+        seq INTEGER PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        timestamp REAL NOT NULL,
+        queue TEXT NOT NULL,
+        func TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        worker_id TEXT,
+        message TEXT NOT NULL
+    )""",
+    f"CREATE INDEX {IDX_EVENTS_TASK} ON {EVENTS} (task_id, timestamp)",
+    f"CREATE INDEX {IDX_EVENTS_TIME} ON {EVENTS} (timestamp)",
+)
+
+#: (version, statements), applied in order; append new versions, never edit old ones.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1),)
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to :data:`LATEST_VERSION`; safe to run concurrently from many processes.
+
+    Must be called outside a transaction on an autocommit connection.
+
+    Returns:
+        the number of migrations this call applied (0 when already current).
+
+    Raises:
+        BackendError: the database was created by a newer omniq-sqlite.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA_VERSION} (version INTEGER PRIMARY KEY, applied_at REAL)")
+        current = conn.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA_VERSION}").fetchone()[0]
+        if current > LATEST_VERSION:
+            raise BackendError(
+                f"the database schema is at version {current}, newer than this omniq-sqlite "
+                f"supports ({LATEST_VERSION}); upgrade omniq-sqlite"
+            )
+        applied = 0
+        for version, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(f"INSERT INTO {SCHEMA_VERSION} (version, applied_at) VALUES (?, ?)", (version, time.time()))
+            applied += 1
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return applied
+
+
+# -- statements ------------------------------------------------------------------------------------
+
+#: column order of every task SELECT / RETURNING; see task_queue._row_to_task.
+TASK_COLUMNS = (
+    "id, func, payload, queue, priority, unique_key, status, eta, interval, cron, paused, attempts, "
+    "max_retries, timeout, expires_at, result_ttl, depends_on, created_at, updated_at, started_at, "
+    "finished_at, lease_token, lease_expires_at, worker_id, error, seq"
+)
+
+INSERT_TASK = (
+    f"INSERT OR IGNORE INTO {TASKS} (id, func, payload, queue, priority, unique_key, status, eta, ready_at, "
+    "interval, cron, paused, attempts, max_retries, timeout, expires_at, result_ttl, depends_on, created_at, "
+    "updated_at, started_at, finished_at, lease_token, lease_expires_at, worker_id, error) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SELECT_ID_BY_UNIQUE_KEY = f"SELECT id FROM {TASKS} WHERE unique_key = ? AND status IN ('pending', 'running')"
+SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM {TASKS} WHERE id = ?"
+SELECT_LEASES = f"SELECT id, lease_token, created_at FROM {TASKS} WHERE status = 'running' AND id IN "
+EXTEND_LEASE = (
+    f"UPDATE {TASKS} SET lease_expires_at = ?, updated_at = ? WHERE id = ? AND lease_token = ? AND status = 'running'"
+)
+FINISH_TERMINAL = (
+    f"UPDATE {TASKS} SET status = ?, error = ?, finished_at = ?, updated_at = ?, "
+    "lease_token = NULL, lease_expires_at = NULL WHERE id = ?"
+)
+FINISH_REQUEUE = (
+    f"UPDATE {TASKS} SET status = 'pending', error = ?, eta = ?, ready_at = ?, updated_at = ?, "
+    "attempts = CASE ? WHEN 'release' THEN max(attempts - 1, 0) WHEN 'reschedule' THEN 0 ELSE attempts END, "
+    "lease_token = NULL, lease_expires_at = NULL WHERE id = ?"
+)
+UPSERT_RESULT = f"INSERT OR REPLACE INTO {RESULTS} (task_id, data, expires_at) VALUES (?, ?, ?)"
+SELECT_RESULT = f"SELECT data, expires_at FROM {RESULTS} WHERE task_id = ?"
+DELETE_RESULT = f"DELETE FROM {RESULTS} WHERE task_id = ?"
+PURGE_RESULTS_EXPIRED = f"DELETE FROM {RESULTS} WHERE expires_at IS NOT NULL AND expires_at <= ?"
+PURGE_RESULTS_ALL = f"DELETE FROM {RESULTS}"
+CANCEL_TASK = (
+    f"UPDATE {TASKS} SET status = 'cancelled', finished_at = ?, updated_at = ?, lease_token = NULL, "
+    "lease_expires_at = NULL WHERE id = ? AND status IN ('pending', 'running')"
+)
+SET_PAUSED = f"UPDATE {TASKS} SET paused = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'running')"
+SELECT_EXPIRED_LEASES = f"SELECT {TASK_COLUMNS} FROM {TASKS} WHERE status = 'running' AND lease_expires_at < ?"
+RECOVER_REQUEUE = (
+    f"UPDATE {TASKS} SET status = 'pending', eta = ?, ready_at = ?, updated_at = ?, lease_token = NULL, "
+    "lease_expires_at = NULL WHERE id = ? AND lease_token = ?"
+)
+RECOVER_FAIL = (
+    f"UPDATE {TASKS} SET status = 'failed', error = ?, finished_at = ?, updated_at = ?, lease_token = NULL, "
+    "lease_expires_at = NULL WHERE id = ? AND lease_token = ?"
+)
+INSERT_EVENT = (
+    f"INSERT INTO {EVENTS} (task_id, type, timestamp, queue, func, attempt, worker_id, message) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+EVENT_COLUMNS = "task_id, type, timestamp, queue, func, attempt, worker_id, message"
+
+
+def placeholders(count: int) -> str:
+    """Return ``(?, ?, ...)`` with ``count`` markers."""
+    return "(" + ", ".join("?" * count) + ")"
+
+
+@functools.lru_cache(maxsize=64)
+def claim_sql(queue_count: int) -> str:
+    """The one-statement batch claim for ``queue_count`` queues.
+
+    Parameters: lease_expires_at, started_at/updated_at, worker_id, *queues, now, limit.
+    Lease tokens are drawn per row inside SQLite, so each claimed task gets its own.
+    """
+    return (
+        f"UPDATE {TASKS} SET status = 'running', attempts = attempts + 1, "
+        "lease_token = lower(hex(randomblob(12))), lease_expires_at = ?1, started_at = ?2, updated_at = ?2, "
+        "worker_id = ?3 "
+        f"WHERE seq IN (SELECT seq FROM {TASKS} INDEXED BY {IDX_TASKS_CLAIM} "
+        "WHERE status = 'pending' AND paused = 0 "
+        f"AND queue IN ({', '.join(f'?{4 + i}' for i in range(queue_count))}) "
+        f"AND ready_at <= ?{4 + queue_count} "
+        f"ORDER BY priority DESC, ready_at, seq LIMIT ?{5 + queue_count}) "
+        f"RETURNING {TASK_COLUMNS}"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def next_ready_sql(queue_count: int) -> str:
+    """Earliest ``ready_at`` among claimable tasks of ``queue_count`` queues (for wait_for_work)."""
+    return (
+        f"SELECT min(ready_at) FROM {TASKS} INDEXED BY {IDX_TASKS_CLAIM} "
+        f"WHERE status = 'pending' AND paused = 0 AND queue IN {placeholders(queue_count)}"
+    )

@@ -1,0 +1,393 @@
+"""SQLiteTaskQueue: the embedded default task queue.
+
+Each public method is one hop to the database thread running one
+transaction: a batch claim is a single ``UPDATE ... WHERE seq IN (SELECT ...
+ORDER BY priority DESC, ready_at, seq LIMIT ?) RETURNING`` under ``BEGIN
+IMMEDIATE``; a batch finish is one SELECT of the current leases plus
+``executemany`` updates (and, fused, the result rows) in one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from omniq.base import BaseResultStorage, BaseTaskQueue, Capability, lease_expired_error
+from omniq.models import Outcome, OutcomeKind, Task, TaskError, TaskStatus, encode_result
+from omniq_sqlite import schema
+from omniq_sqlite._component import SQLiteComponent, chunks, from_ts, to_ts
+from omniq_sqlite._wake import RESULTS, WORK
+
+if TYPE_CHECKING:
+    import builtins
+    from collections.abc import Mapping, Sequence
+
+__all__ = ["SQLiteTaskQueue"]
+
+_encoder = msgspec.msgpack.Encoder()
+_error_decoder = msgspec.msgpack.Decoder(TaskError)
+_deps_decoder = msgspec.msgpack.Decoder(tuple[str, ...])
+_STATUS = {status.value: status for status in TaskStatus}
+_TERMINAL_KINDS = {OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.EXPIRED}
+_SEQ = 25  # index of seq in schema.TASK_COLUMNS
+_ETA_MARGIN = 0.005  # seconds wait_for_work oversleeps a due eta, so the task is claimable when it returns
+
+
+def _row_to_task(row: Sequence[Any]) -> Task:
+    error, deps = row[24], row[16]
+    return Task(
+        id=row[0],
+        func=row[1],
+        payload=row[2],
+        queue=row[3],
+        priority=row[4],
+        unique_key=row[5],
+        status=_STATUS[row[6]],
+        eta=from_ts(row[7]),
+        interval=row[8],
+        cron=row[9],
+        paused=bool(row[10]),
+        attempts=row[11],
+        max_retries=row[12],
+        timeout=row[13],
+        expires_at=from_ts(row[14]),
+        result_ttl=row[15],
+        depends_on=_deps_decoder.decode(deps) if deps is not None else (),
+        created_at=datetime.fromtimestamp(row[17], timezone.utc),
+        updated_at=from_ts(row[18]),
+        started_at=from_ts(row[19]),
+        finished_at=from_ts(row[20]),
+        lease_token=row[21],
+        lease_expires_at=from_ts(row[22]),
+        worker_id=row[23],
+        error=_error_decoder.decode(error) if error is not None else None,
+    )
+
+
+def _claim_order(row: Sequence[Any]) -> tuple[int, float, int]:
+    return (-row[4], row[7] if row[7] is not None else row[17], row[_SEQ])
+
+
+def _task_params(task: Task) -> tuple[Any, ...]:
+    created = task.created_at.timestamp()
+    eta = to_ts(task.eta)
+    return (
+        task.id,
+        task.func,
+        task.payload,
+        task.queue,
+        task.priority,
+        task.unique_key,
+        "pending",
+        eta,
+        eta if eta is not None else created,
+        task.interval,
+        task.cron,
+        int(task.paused),
+        task.attempts,
+        task.max_retries,
+        task.timeout,
+        to_ts(task.expires_at),
+        task.result_ttl,
+        _encoder.encode(task.depends_on) if task.depends_on else None,
+        created,
+        to_ts(task.updated_at),
+        to_ts(task.started_at),
+        to_ts(task.finished_at),
+        None,
+        None,
+        task.worker_id,
+        _encoder.encode(task.error) if task.error is not None else None,
+    )
+
+
+def _where(
+    status: TaskStatus | None, queue: str | None, statuses: Sequence[TaskStatus] | None = None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(TaskStatus(status).value)
+    if statuses is not None:
+        clauses.append(f"status IN {schema.placeholders(len(statuses))}")
+        params.extend(TaskStatus(s).value for s in statuses)
+    if queue is not None:
+        clauses.append("queue = ?")
+        params.append(queue)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+# -- jobs run on the database thread ---------------------------------------------------------------
+
+
+def _enqueue_job(conn: Any, rows: list[tuple[Any, ...]]) -> list[str]:
+    if all(row[5] is None for row in rows):
+        conn.executemany(schema.INSERT_TASK, rows)
+        return [row[0] for row in rows]
+    ids = []
+    for row in rows:
+        inserted = conn.execute(schema.INSERT_TASK, row).rowcount
+        if not inserted and row[5] is not None:
+            existing = conn.execute(schema.SELECT_ID_BY_UNIQUE_KEY, (row[5],)).fetchone()
+            ids.append(existing[0] if existing is not None else row[0])
+        else:
+            ids.append(row[0])
+    return ids
+
+
+def _claim_job(conn: Any, queues: tuple[str, ...], limit: int, lease: float, worker_id: str) -> list[Any]:
+    now = time.time()
+    return conn.execute(schema.claim_sql(len(queues)), (now + lease, now, worker_id, *queues, now, limit)).fetchall()  # type: ignore[no-any-return]
+
+
+def _extend_job(conn: Any, pairs: list[tuple[str, str]], lease: float) -> set[str]:
+    now = time.time()
+    extended: set[str] = set()
+    for chunk in chunks(pairs):
+        values = ", ".join("(?, ?)" for _ in chunk)
+        params = [now + lease, now] + [item for pair in chunk for item in pair]
+        cursor = conn.execute(
+            f"UPDATE {schema.TASKS} SET lease_expires_at = ?, updated_at = ? WHERE status = 'running' "
+            f"AND (id, lease_token) IN (VALUES {values}) RETURNING id",
+            params,
+        )
+        extended.update(row[0] for row in cursor)
+    return extended
+
+
+def _finish_job(conn: Any, prepared: list[tuple[Outcome, bytes | None, tuple[Any, ...] | None]]) -> list[bool]:
+    now = time.time()
+    current: dict[str, tuple[str, float]] = {}
+    for chunk in chunks([item[0].task_id for item in prepared]):
+        for task_id, token, created in conn.execute(schema.SELECT_LEASES + schema.placeholders(len(chunk)), chunk):
+            current[task_id] = (token, created)
+    flags: list[bool] = []
+    terminal: list[tuple[Any, ...]] = []
+    requeue: list[tuple[Any, ...]] = []
+    results: list[tuple[Any, ...]] = []
+    for outcome, error, result_row in prepared:
+        lease = current.pop(outcome.task_id, None)  # pop: a second outcome for the same lease is refused
+        if lease is None or lease[0] != outcome.lease_token:
+            flags.append(False)
+            if lease is not None:
+                current[outcome.task_id] = lease
+            continue
+        flags.append(True)
+        if outcome.kind in _TERMINAL_KINDS:
+            terminal.append((outcome.status.value, error, now, now, outcome.task_id))
+        else:
+            eta = to_ts(outcome.eta)
+            ready_at = eta if eta is not None else lease[1]
+            requeue.append((error, eta, ready_at, now, outcome.kind.value, outcome.task_id))
+        if result_row is not None:
+            results.append(result_row)
+    if terminal:
+        conn.executemany(schema.FINISH_TERMINAL, terminal)
+    if requeue:
+        conn.executemany(schema.FINISH_REQUEUE, requeue)
+    if results:
+        conn.executemany(schema.UPSERT_RESULT, results)
+    return flags
+
+
+def _recover_job(conn: Any) -> list[Task]:
+    now = time.time()
+    recovered = []
+    for row in conn.execute(schema.SELECT_EXPIRED_LEASES, (now,)).fetchall():
+        task = _row_to_task(row)
+        if task.attempts >= task.max_attempts:
+            error = lease_expired_error(task)
+            conn.execute(schema.RECOVER_FAIL, (_encoder.encode(error), now, now, task.id, task.lease_token))
+            task = msgspec.structs.replace(
+                task,
+                status=TaskStatus.FAILED,
+                error=error,
+                finished_at=from_ts(now),
+                updated_at=from_ts(now),
+                lease_token=None,
+                lease_expires_at=None,
+            )
+        else:
+            conn.execute(schema.RECOVER_REQUEUE, (now, now, now, task.id, task.lease_token))
+            task = msgspec.structs.replace(
+                task,
+                status=TaskStatus.PENDING,
+                eta=from_ts(now),
+                updated_at=from_ts(now),
+                lease_token=None,
+                lease_expires_at=None,
+            )
+        recovered.append(task)
+    return recovered
+
+
+def _select_many_job(conn: Any, ids: list[str]) -> dict[str, Task]:
+    found: dict[str, Task] = {}
+    for chunk in chunks(ids):
+        sql = f"SELECT {schema.TASK_COLUMNS} FROM {schema.TASKS} WHERE id IN {schema.placeholders(len(chunk))}"
+        for row in conn.execute(sql, chunk):
+            found[row[0]] = _row_to_task(row)
+    return found
+
+
+def _fetch_job(conn: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+    return conn.execute(sql, params).fetchall()  # type: ignore[no-any-return]
+
+
+def _rowcount_job(conn: Any, sql: str, params: Sequence[Any]) -> int:
+    return conn.execute(sql, params).rowcount  # type: ignore[no-any-return]
+
+
+def _next_ready_job(conn: Any, queues: tuple[str, ...]) -> float | None:
+    return conn.execute(schema.next_ready_sql(len(queues)), queues).fetchone()[0]  # type: ignore[no-any-return]
+
+
+class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
+    """Task queue in one SQLite file, safe for many worker and producer processes on one host."""
+
+    capabilities = frozenset(
+        {Capability.MULTI_PROCESS, Capability.BLOCKING_WAIT, Capability.FUSED_RESULTS, Capability.DURABLE}
+    )
+
+    async def enqueue(self, task: Task) -> str:
+        """Store a PENDING task (or return the id of the live task with its unique_key)."""
+        return (await self.enqueue_many([task]))[0]
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        """Store many tasks in one transaction (``executemany`` when none has a unique_key)."""
+        if not tasks:
+            return []
+        db = await self._database()
+        ids = await db.write(_enqueue_job, [_task_params(task) for task in tasks])
+        db.notify(WORK)
+        return ids
+
+    async def claim_ready(self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str) -> list[Task]:
+        """Lease up to ``limit`` ready tasks with one UPDATE ... RETURNING under BEGIN IMMEDIATE."""
+        if limit <= 0 or not queues:
+            return []
+        db = await self._database()
+        rows = await db.write(_claim_job, tuple(dict.fromkeys(queues)), limit, lease, worker_id)
+        rows.sort(key=_claim_order)  # RETURNING does not keep the subquery's order
+        return [_row_to_task(row) for row in rows]
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:  # noqa: ASYNC109 - the contract's signature
+        """Sleep until a hint arrives, the next scheduled task is due, or ``timeout`` passes."""
+        db = await self._database()
+        waiter = db.hub.add_waiter(WORK)
+        try:
+            # Registered first, checked second: a task enqueued in between is seen either way.
+            next_ready = await db.read(_next_ready_job, tuple(dict.fromkeys(queues)))
+            delay = timeout
+            if next_ready is not None:
+                # A little past the eta: the loop's monotonic timer and the wall clock may disagree by a hair.
+                delay = min(timeout, next_ready - time.time() + _ETA_MARGIN)
+            if next_ready is not None and next_ready <= time.time():
+                return
+            with anyio.move_on_after(delay):
+                await waiter.event.wait()
+        finally:
+            db.hub.remove_waiter(WORK, waiter)
+
+    async def extend(self, leases: Mapping[str, str], lease: float) -> set[str]:
+        """Push back every lease still held, in one statement per 500 leases."""
+        if not leases:
+            return set()
+        db = await self._database()
+        return await db.write(_extend_job, list(leases.items()), lease)
+
+    def can_fuse_results(self, results: BaseResultStorage) -> bool:
+        """True when ``results`` is a SQLite result storage on the same file."""
+        from omniq_sqlite.result_storage import SQLiteResultStorage
+
+        return isinstance(results, SQLiteResultStorage) and results.path == self.path
+
+    async def finish(self, outcomes: Sequence[Outcome], *, results: BaseResultStorage | None = None) -> list[bool]:
+        """Apply outcomes token-checked in one transaction; fused, write the accepted results too."""
+        if not outcomes:
+            return []
+        fuse = results is not None and self.can_fuse_results(results)
+        prepared = []
+        for outcome in outcomes:
+            error = _encoder.encode(outcome.error) if outcome.error is not None else None
+            result_row = None
+            if fuse and outcome.result is not None:
+                result = outcome.result
+                result_row = (result.task_id, encode_result(result), to_ts(result.expires_at))
+            prepared.append((outcome, error, result_row))
+        db = await self._database()
+        flags = await db.write(_finish_job, prepared)
+        if any(flag and o.kind not in _TERMINAL_KINDS for flag, o in zip(flags, outcomes, strict=True)):
+            db.notify(WORK)
+        if fuse:
+            stored = [row[0] for (_, _, row), flag in zip(prepared, flags, strict=True) if flag and row is not None]
+            if stored:
+                db.notify(RESULTS, stored)
+        return flags
+
+    async def get(self, task_id: str) -> Task | None:
+        """Return the task with that id, or None."""
+        return (await self.get_many([task_id]))[0]
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
+        """Return several tasks in one hop."""
+        if not task_ids:
+            return []
+        db = await self._database()
+        found = await db.read(_select_many_job, list(dict.fromkeys(task_ids)))
+        return [found.get(task_id) for task_id in task_ids]
+
+    async def list(
+        self, *, status: TaskStatus | None = None, queue: str | None = None, limit: int = 25, offset: int = 0
+    ) -> list[Task]:
+        """Return tasks filtered by status and queue, newest first."""
+        where, params = _where(status, queue)
+        sql = (
+            f"SELECT {schema.TASK_COLUMNS} FROM {schema.TASKS}{where} "
+            "ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?"
+        )
+        db = await self._database()
+        rows = await db.read(_fetch_job, sql, [*params, limit, offset])
+        return [_row_to_task(row) for row in rows]
+
+    async def count(self, *, status: TaskStatus | None = None, queue: str | None = None) -> int:
+        """Count tasks filtered by status and queue."""
+        where, params = _where(status, queue)
+        db = await self._database()
+        rows = await db.read(_fetch_job, f"SELECT count(*) FROM {schema.TASKS}{where}", params)
+        return int(rows[0][0])
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a PENDING or RUNNING task (its holder loses the lease)."""
+        now = time.time()
+        db = await self._database()
+        return bool(await db.write(_rowcount_job, schema.CANCEL_TASK, (now, now, task_id)))
+
+    async def set_paused(self, task_id: str, paused: bool) -> bool:
+        """Pause or resume a task that is not terminal."""
+        db = await self._database()
+        changed = bool(await db.write(_rowcount_job, schema.SET_PAUSED, (int(paused), time.time(), task_id)))
+        if changed and not paused:
+            db.notify(WORK)
+        return changed
+
+    async def purge(self, *, queue: str | None = None, statuses: Sequence[TaskStatus] | None = None) -> int:
+        """Delete tasks (all by default, else those of ``queue`` and/or ``statuses``)."""
+        if statuses is not None and not statuses:
+            return 0
+        where, params = _where(None, queue, statuses)
+        db = await self._database()
+        return int(await db.write(_rowcount_job, f"DELETE FROM {schema.TASKS}{where}", params))
+
+    async def recover(self) -> builtins.list[Task]:  # `list` is a method name in this class
+        """Requeue (or fail, when out of attempts) RUNNING tasks whose lease deadline is past."""
+        db = await self._database()
+        recovered = await db.write(_recover_job)
+        if any(task.status is TaskStatus.PENDING for task in recovered):
+            db.notify(WORK)
+        return recovered

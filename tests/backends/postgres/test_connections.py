@@ -1,0 +1,142 @@
+"""Transactional enqueue, LISTEN surviving a killed connection, error translation."""
+
+from __future__ import annotations
+
+import anyio
+import asyncpg
+import pytest
+
+from omniq.errors import BackendUnavailableError
+from omniq.testing import connected, make_result, make_task, wait_until
+from omniq_postgres import PostgresEventStorage, PostgresResultStorage, PostgresTaskQueue
+
+pytestmark = [pytest.mark.anyio, pytest.mark.servers]
+
+UNREACHABLE = "postgresql://omniq:s3cr3t-pw@127.0.0.1:1/omniq"
+
+
+class Rollback(Exception):
+    pass
+
+
+async def test_rolled_back_transaction_enqueues_nothing(make_queue, postgres_url):
+    async with connected(make_queue) as (queue,):
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            task = make_task()
+            with pytest.raises(Rollback):
+                async with conn.transaction():
+                    await conn.execute("SELECT 1")  # the caller's own work
+                    assert await queue.enqueue(task, connection=conn) == task.id
+                    assert await queue.enqueue_many([make_task()], connection=conn)
+                    raise Rollback
+            assert await queue.get(task.id) is None
+            assert await queue.count() == 0
+        finally:
+            await conn.close()
+
+
+async def test_committed_transaction_enqueues_and_wakes_only_on_commit(make_queue, postgres_url):
+    async with connected(make_queue, 2) as (producer, worker):
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            task = make_task(queue="tx")
+            claimed = []
+
+            async def claim():
+                claimed.extend(await worker.claim(["tx"], 1, lease=60, worker_id="w", wait=30))
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(claim)
+                    async with conn.transaction():
+                        await producer.enqueue(task, connection=conn)
+                        await anyio.sleep(0.5)
+                        assert await producer.get(task.id) is None  # invisible until commit
+                        assert claimed == []
+            assert [t.id for t in claimed] == [task.id]
+        finally:
+            await conn.close()
+
+
+async def test_task_listener_survives_pg_terminate_backend(make_queue, admin):
+    async with connected(make_queue, 2) as (worker, producer):
+        await worker.wait_for_work(["kill"], 0.01)  # starts the listener
+        pid = worker._listener.backend_pid()
+        assert pid is not None
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+
+        async def gone():
+            return not worker._listener.connected
+
+        await wait_until(gone)
+        task = make_task(queue="kill")
+        claimed = []
+
+        async def claim():
+            # wait=30 with a 10 s limit: only a NOTIFY on a fresh LISTEN can deliver in time.
+            claimed.extend(await worker.claim(["kill"], 1, lease=60, worker_id="w", wait=30))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(claim)
+                await anyio.sleep(0.5)
+                await producer.enqueue(task)
+        assert [t.id for t in claimed] == [task.id]
+        assert worker._listener.backend_pid() not in (None, pid)
+
+
+async def test_result_listener_survives_pg_terminate_backend(make_results, admin):
+    async with connected(make_results, 2) as (waiter, writer):
+        assert await waiter.wait("0" * 32, 0.01) is None  # starts the listener
+        pid = waiter._listener.backend_pid()
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        result = make_result()
+        got = []
+
+        async def wait():
+            got.append(await waiter.wait(result.task_id, 60))
+
+        with anyio.fail_after(9):  # under the 10 s safety re-read: the NOTIFY must do it
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await anyio.sleep(0.5)
+                await writer.set(result)
+        assert got[0] is not None and got[0].task_id == result.task_id
+        assert waiter._listener.backend_pid() not in (None, pid)
+
+
+@pytest.mark.parametrize("cls", [PostgresTaskQueue, PostgresResultStorage, PostgresEventStorage])
+async def test_unreachable_server_is_backend_unavailable_without_password(cls):
+    component = cls(UNREACHABLE)
+    with anyio.fail_after(20):
+        with pytest.raises(BackendUnavailableError) as info:
+            await component.connect()
+    assert "s3cr3t-pw" not in str(info.value)
+    assert "127.0.0.1" in str(info.value)
+    await component.close()
+
+
+async def test_operations_on_unreachable_server_raise_backend_unavailable():
+    queue = PostgresTaskQueue(UNREACHABLE)
+    with anyio.fail_after(20):
+        with pytest.raises(BackendUnavailableError) as info:
+            await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
+    assert "s3cr3t-pw" not in str(info.value)
+
+
+async def test_wait_for_work_on_unreachable_server_raises_instead_of_spinning():
+    queue = PostgresTaskQueue(UNREACHABLE)
+    with anyio.fail_after(10), pytest.raises(BackendUnavailableError):
+        await queue.wait_for_work(["default"], 0.2)
+
+
+async def test_killed_idle_pool_connection_is_replaced(make_queue, admin):
+    async with connected(lambda: make_queue(min_size=1, max_size=1)) as (queue,):
+        await queue.count()
+        async with queue._pool.acquire() as conn:
+            pid = conn.get_server_pid()
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        await anyio.sleep(0.2)
+        await queue.enqueue(make_task())
+        assert await queue.count() == 1

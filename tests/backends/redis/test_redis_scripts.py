@@ -1,0 +1,160 @@
+"""Script-level behaviour of the Redis task queue: atomic claims, ordering, wake-ups, key layout."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import anyio
+import pytest
+from redis.crc import key_slot
+
+from omniq.errors import SerializationError
+from omniq.models import Outcome, OutcomeKind, TaskStatus
+from omniq.testing import make_task, now_ms
+from omniq_redis import RedisTaskQueue, keys
+from omniq_redis._client import RedisClient
+from omniq_redis.scripts import SCRIPTS, Script
+
+pytestmark = [pytest.mark.servers, pytest.mark.anyio]
+
+
+async def test_concurrent_claim_scripts_never_share_a_task(redis_url, prefix):
+    """Eight connections race the claim script with small batches: each task goes out exactly once."""
+    producer = RedisTaskQueue(redis_url, prefix=prefix)
+    claimers = [RedisTaskQueue(redis_url, prefix=prefix) for _ in range(8)]
+    claimed: list[list[str]] = [[] for _ in claimers]
+    async with producer:
+        ids = await producer.enqueue_many([make_task(priority=i % 3) for i in range(600)])
+        for claimer in claimers:
+            await claimer.connect()
+        try:
+
+            async def drain(index: int) -> None:
+                while True:
+                    batch = await claimers[index].claim_ready(["default"], 7, lease=30, worker_id=f"w{index}")
+                    if not batch:
+                        return
+                    claimed[index].extend(task.id for task in batch)
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as group:
+                    for index in range(len(claimers)):
+                        group.start_soon(drain, index)
+        finally:
+            for claimer in claimers:
+                await claimer.close()
+        everything = [task_id for batch in claimed for task_id in batch]
+        assert len(everything) == len(set(everything)) == 600
+        assert set(everything) == set(ids)
+        assert sum(1 for batch in claimed if batch) > 1, "the race never happened"
+        assert await producer.count(status=TaskStatus.RUNNING) == 600
+
+
+async def test_claim_order_is_priority_then_eta_then_fifo(queue):
+    base = now_ms(-10)
+    tasks = [
+        make_task(id="low-old", priority=0, eta=base),
+        make_task(id="high-late", priority=5, eta=base + timedelta(seconds=5)),
+        make_task(id="high-early", priority=5, eta=base + timedelta(seconds=1)),
+        make_task(id="low-new-1", priority=0),
+        make_task(id="low-new-2", priority=0),
+        make_task(id="negative", priority=-3, eta=base - timedelta(days=1)),
+    ]
+    await queue.enqueue_many(tasks)
+    claimed = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
+    assert [task.id for task in claimed] == ["high-early", "high-late", "low-old", "low-new-1", "low-new-2", "negative"]
+
+
+async def test_due_delayed_tasks_are_promoted_by_the_claim(queue, raw, prefix):
+    await queue.enqueue(make_task(id="later", eta=now_ms(0.4)))
+    qk = keys.QueueKeys(prefix, "default")
+    assert await raw.zcard(qk.delayed) == 1 and await raw.zcard(qk.ready) == 0
+    assert await queue.claim_ready(["default"], 1, lease=30, worker_id="w") == []
+    await anyio.sleep(0.5)
+    claimed = await queue.claim_ready(["default"], 1, lease=30, worker_id="w")
+    assert [task.id for task in claimed] == ["later"]
+    assert await raw.zcard(qk.delayed) == 0
+
+
+async def test_wait_for_work_wakes_for_a_delayed_eta_without_any_signal(queue):
+    await queue.enqueue(make_task(eta=now_ms(0.5)))
+    started = time.monotonic()
+    with anyio.fail_after(10):
+        await queue.wait_for_work(["default"], 8.0)
+    assert time.monotonic() - started < 8.0, "slept through the eta to the full timeout"
+    assert len(await queue.claim_ready(["default"], 5, lease=30, worker_id="w")) == 1
+
+
+async def test_wait_for_work_survives_cancellation_of_a_blocking_pop(redis_url, prefix, queue):
+    """A BLPOP cut short by a cancel scope must not poison the blocking connection."""
+    with anyio.move_on_after(0.2):
+        await queue.wait_for_work(["default"], 5.0)
+    async with RedisTaskQueue(redis_url, prefix=prefix) as producer:
+
+        async def enqueue_soon() -> None:
+            await anyio.sleep(0.3)
+            await producer.enqueue(make_task(id="wake"))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(enqueue_soon)
+                await queue.wait_for_work(["default"], 8.0)
+    assert [task.id for task in await queue.claim_ready(["default"], 5, lease=30, worker_id="w")] == ["wake"]
+
+
+async def test_draining_claim_drops_stale_wake_up_tokens(queue, raw, prefix):
+    await queue.enqueue_many([make_task() for _ in range(10)])
+    signal = keys.QueueKeys(prefix, "default").signal
+    assert await raw.llen(signal) == 10
+    await queue.claim_ready(["default"], 4, lease=30, worker_id="w")
+    assert await raw.llen(signal) == 10, "work is left: the tokens stay"
+    await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
+    assert await raw.llen(signal) == 0
+
+
+async def test_lease_deadline_uses_the_server_clock(queue, raw):
+    await queue.enqueue(make_task())
+    seconds, micros = await raw.time()
+    (task,) = await queue.claim_ready(["default"], 1, lease=60, worker_id="w")
+    server_now = seconds + micros / 1e6
+    assert task.lease_expires_at is not None
+    assert 59 <= task.lease_expires_at.timestamp() - server_now <= 61
+
+
+async def test_a_queue_keeps_its_keys_in_one_cluster_slot(queue, raw, prefix):
+    await queue.enqueue_many([make_task(id="a", queue="emails"), make_task(id="b", queue="emails", eta=now_ms(60))])
+    (claimed,) = await queue.claim_ready(["emails"], 1, lease=30, worker_id="w")
+    outcome = Outcome(task_id=claimed.id, lease_token=claimed.lease_token or "", kind=OutcomeKind.RETRY, eta=now_ms(60))
+    assert await queue.finish([outcome]) == [True]
+    await queue.enqueue(make_task(id="c", queue="emails"))
+    queue_keys = [key async for key in raw.scan_iter(match=f"{{{prefix}:emails}}*", count=1000)]
+    assert len(queue_keys) >= 6
+    assert len({key_slot(key) for key in queue_keys}) == 1
+
+
+async def test_queue_names_with_braces_are_refused(queue):
+    with pytest.raises(ValueError, match="braces"):
+        await queue.enqueue(make_task(queue="bad{name}"))
+
+
+async def test_corrupted_envelope_is_a_serialization_error(queue, raw, prefix):
+    await queue.enqueue(make_task(id="broken"))
+    await raw.hset(keys.QueueKeys(prefix, "default").task("broken"), "b", b"\xc1 not msgpack")
+    with pytest.raises(SerializationError):
+        await queue.get("broken")
+
+
+async def test_lost_scripts_are_loaded_again(redis_url, prefix, monkeypatch):
+    """After a server restart or SCRIPT FLUSH the SHA is unknown: the client reloads and runs it."""
+    # Scripts the server has never seen (their source names this test's unique prefix).
+    monkeypatch.setitem(SCRIPTS, "probe1", Script("probe1", f"return '1{prefix}'"))
+    monkeypatch.setitem(SCRIPTS, "probe2", Script("probe2", f"return '2{prefix}'"))
+    client = RedisClient(redis_url)
+    await client.connect(load_scripts=False)
+    try:
+        assert await client.run("probe1", [prefix]) == f"1{prefix}".encode()
+        replies = await client.run_many([("probe2", [prefix]), ("probe1", [prefix])])
+        assert replies == [f"2{prefix}".encode(), f"1{prefix}".encode()]
+    finally:
+        await client.close()

@@ -1,0 +1,46 @@
+"""The PostgreSQL backend against the conformance suite (one fresh schema per test)."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+
+from omniq.testing import EventStorageSuite, ResultStorageSuite, TaskQueueSuite
+from omniq_postgres import PostgresEventStorage, PostgresResultStorage, PostgresTaskQueue
+
+pytestmark = pytest.mark.servers
+
+
+@pytest.fixture
+async def schema(postgres_url):
+    name = f"omniq_test_{uuid.uuid4().hex[:16]}"
+    yield name
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
+
+
+class TestPostgresTaskQueue(TaskQueueSuite):
+    @pytest.fixture
+    def task_queue_factory(self, postgres_url, schema):
+        return lambda: PostgresTaskQueue(postgres_url, schema=schema, min_size=1, max_size=4)
+
+    @pytest.fixture
+    def fused_result_storage_factory(self, postgres_url, schema):
+        return lambda: PostgresResultStorage(postgres_url, schema=schema, min_size=1, max_size=2)
+
+
+class TestPostgresResultStorage(ResultStorageSuite):
+    @pytest.fixture
+    def result_storage_factory(self, postgres_url, schema):
+        return lambda: PostgresResultStorage(postgres_url, schema=schema, min_size=1, max_size=2)
+
+
+class TestPostgresEventStorage(EventStorageSuite):
+    @pytest.fixture
+    def event_storage_factory(self, postgres_url, schema):
+        return lambda: PostgresEventStorage(postgres_url, schema=schema, min_size=1, max_size=2)
