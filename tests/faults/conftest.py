@@ -6,19 +6,26 @@ the OMNIQ_* variables pointing all three components at an isolated store.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from omniq import OmniQ, Settings
+from omniq.config import COMPONENTS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 HERE = Path(__file__).parent
 
@@ -33,12 +40,72 @@ FAULT_TIMINGS = {
 }
 
 
-@pytest.fixture(params=["sqlite", "file"])
-def backend_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    """OMNIQ_* variables for one backend, isolated to this test."""
+SERVER_BACKENDS = ("redis", "postgres", "nats")
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        "file",
+        pytest.param("redis", marks=pytest.mark.servers),
+        pytest.param("postgres", marks=pytest.mark.servers),
+        pytest.param("nats", marks=pytest.mark.servers),
+    ]
+)
+def backend_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """OMNIQ_* variables for one backend, isolated to this test (server data is dropped afterwards)."""
     if request.param in ("sqlite", "file"):
-        return {"OMNIQ_BACKEND": request.param, "OMNIQ_BASE_DIR": str(tmp_path / "data")}
-    raise AssertionError(request.param)  # pragma: no cover
+        yield {"OMNIQ_BACKEND": request.param, "OMNIQ_BASE_DIR": str(tmp_path / "data")}
+        return
+    if request.param not in SERVER_BACKENDS:  # pragma: no cover
+        raise AssertionError(request.param)
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    with server_env(request.param, url, tmp_path) as env:
+        yield env
+
+
+@contextlib.contextmanager
+def server_env(backend: str, url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """OMNIQ_* variables for a server backend under a fresh prefix; the prefix's data is dropped on exit."""
+    # one name serves as Redis key prefix, PostgreSQL schema and NATS stream/bucket prefix
+    prefix = f"omniq_fault_{uuid.uuid4().hex[:12]}"
+    env = {"OMNIQ_BACKEND": backend, "OMNIQ_URL": url, "OMNIQ_KEY_PREFIX": prefix,
+           "OMNIQ_BASE_DIR": str(tmp_path / "data")}
+    if backend == "postgres":
+        # explicit, although the schema defaults to the key prefix
+        options = json.dumps({"schema": prefix})
+        env |= {f"OMNIQ_{component.upper()}_OPTIONS": options for component in COMPONENTS}
+    try:
+        yield env
+    finally:
+        asyncio.run(drop_server_data(backend, url, prefix))
+
+
+async def drop_server_data(backend: str, url: str, prefix: str) -> None:
+    """Delete everything a test stored on a server under ``prefix``."""
+    if backend == "redis":
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(url)
+        try:
+            # every key of the prefix contains it: "{P:q}:...", "{P}:...", "P:r:..." and "P:events"
+            doomed = [key async for key in client.scan_iter(match=f"*{prefix}*", count=1000)]
+            if doomed:
+                await client.unlink(*doomed)
+        finally:
+            await client.aclose()
+    elif backend == "postgres":
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{prefix}" CASCADE')
+        finally:
+            await conn.close()
+    else:
+        from omniq_nats import drop_prefix
+
+        await drop_prefix(url, prefix)
 
 
 class Cluster:
@@ -57,11 +124,20 @@ class Cluster:
         """An app in this process that enqueues by task name (the functions live in faultapp)."""
         return OmniQ(self.settings)
 
-    def worker(self, *args: str) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "omniq", "--log-level", "INFO", "worker", "faultapp:app", *args],
-            env=self.env, cwd=str(HERE), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+    def worker(self, *args: str, log_file: Path | None = None) -> subprocess.Popen[str]:
+        """Start ``omniq worker faultapp:app``; its output goes to a pipe, or to ``log_file`` when given.
+
+        Long-running workers that nobody reads should log to a file: a full pipe would block them.
+        """
+        output = log_file.open("w") if log_file is not None else None
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "omniq", "--log-level", "INFO", "worker", "faultapp:app", *args],
+                env=self.env, cwd=str(HERE), stdout=output or subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+        finally:
+            if output is not None:
+                output.close()  # the child holds its own descriptor
         self.workers.append(process)
         return process
 

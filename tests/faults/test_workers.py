@@ -24,7 +24,7 @@ def test_cli_burst_drains_every_task_once(cluster: Cluster) -> None:
         assert worker.returncode == 0, output
         assert "60 task(s) processed" in output
         assert all(app.get_result(i).status is TaskStatus.SUCCEEDED for i in ids)  # type: ignore[union-attr]
-    assert cluster.completions() == {n: 1 for n in range(60)}
+    assert cluster.completions() == dict.fromkeys(range(60), 1)
 
 
 def test_sigterm_lets_the_running_task_finish(cluster: Cluster) -> None:
@@ -74,7 +74,7 @@ def test_sigkilled_worker_tasks_rerun_on_another_worker_exactly_once(cluster: Cl
             assert result is not None and result.status is TaskStatus.SUCCEEDED
             assert result.attempts == 2
         assert time.monotonic() - killed_at < 60
-    assert cluster.completions() == {n: 1 for n in range(4)}
+    assert cluster.completions() == dict.fromkeys(range(4), 1)
 
 
 def test_task_that_kills_its_process_ends_failed_instead_of_looping(cluster: Cluster) -> None:
@@ -132,7 +132,7 @@ def test_two_producers_and_two_workers_on_one_store_run_every_task_once(cluster:
     ]
     for producer in producers:
         assert producer.wait(60) == 0
-    expected = {n: 1 for n in [*range(150), *range(1000, 1150)]}
+    expected = dict.fromkeys([*range(150), *range(1000, 1150)], 1)
     wait_until(lambda: len(cluster.completions()) == len(expected), 60, "every task to complete")
     time.sleep(0.5)  # a duplicate run would show up now
     for worker in workers:

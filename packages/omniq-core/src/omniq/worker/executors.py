@@ -44,6 +44,10 @@ class Executor:
         timeout: float | None,
     ) -> Any:
         """Run one call, raising TaskTimeoutError when it overruns ``timeout``."""
+        if timeout is None:  # the common case: no cancel scope to set up per task
+            if is_async:
+                return await func(*args, **kwargs)
+            return await self._run_sync(name, func, args, kwargs)
         try:
             with anyio.fail_after(timeout):
                 if is_async:

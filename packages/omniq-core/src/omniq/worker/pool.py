@@ -19,6 +19,7 @@ worker gets them at once, flush outcomes and events.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -29,7 +30,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import TaskGroup
 
 from omniq import plugins
 from omniq.config import WorkerType
@@ -50,12 +50,18 @@ MAX_ERROR_BACKOFF = 5.0
 
 
 class _Running:
-    __slots__ = ("cancelled", "scope", "task")
+    """One claimed task being run: its asyncio task, and whether its lease was lost."""
+
+    __slots__ = ("cancelled", "future", "task")
 
     def __init__(self, task: Task) -> None:
         self.task = task
-        self.scope = anyio.CancelScope()
+        self.future: asyncio.Task[None] | None = None
         self.cancelled = False  # lease lost: drop the outcome
+
+    def cancel(self) -> None:
+        if self.future is not None:
+            self.future.cancel()
 
 
 class AsyncWorkerPool:
@@ -139,10 +145,11 @@ class AsyncWorkerPool:
                 services.start_soon(self._sweeper)
                 if handle_signals:
                     services.start_soon(self._watch_signals)
-                async with anyio.create_task_group() as runners:
-                    self._started.set()
-                    await self._claim_loop(runners, executor)
-                    await self._drain(runners)
+                self._started.set()
+                try:
+                    await self._claim_loop(executor)
+                finally:
+                    await self._drain()
                 await self._flush_outcomes()
                 services.cancel_scope.cancel()
         finally:
@@ -175,8 +182,9 @@ class AsyncWorkerPool:
             return ThreadExecutor(self.concurrency)
         return Executor(self.concurrency)
 
-    async def _claim_loop(self, runners: TaskGroup, executor: Executor) -> None:
+    async def _claim_loop(self, executor: Executor) -> None:
         queue = self.app.task_queue
+        loop = asyncio.get_running_loop()
         errors = 0
         # Claim in batches: with some tasks still running, wait until at least half the
         # slots are free, so a busy pool makes one claim per several tasks, not one per task.
@@ -217,24 +225,27 @@ class AsyncWorkerPool:
                     TaskEvent(task_id=task.id, type=EventType.STARTED, timestamp=now, queue=task.queue,
                               func=task.func, attempt=task.attempts, worker_id=self.worker_id)
                 )
-                runners.start_soon(self._run, running, executor)
+                # Plain asyncio tasks, not a task group per task: spawning is the hot path, and
+                # _run never raises (it turns every failure into an outcome).
+                running.future = loop.create_task(self._run(running, executor))
             self.app.record_events(events)
 
     async def _run(self, running: _Running, executor: Executor) -> None:
         task = running.task
         outcome: Outcome | None = None
-        with running.scope:
-            try:
-                if "omniq_task_started" in self._hooks:
-                    plugins.call_lifecycle("omniq_task_started", task=task, worker_id=self.worker_id)
-                outcome = await execute(self.app, executor, task)
-            except Exception as exc:  # a bug in the core or a backend, not in the task
-                logger.exception("worker error while running task %s", task.id)
-                from omniq.app import error_from_exception
+        try:
+            if "omniq_task_started" in self._hooks:
+                plugins.call_lifecycle("omniq_task_started", task=task, worker_id=self.worker_id)
+            outcome = await execute(self.app, executor, task)
+        except asyncio.CancelledError:
+            pass  # shutdown or lost lease: decided below
+        except Exception as exc:  # a bug in the core or a backend, not in the task
+            logger.exception("worker error while running task %s", task.id)
+            from omniq.app import error_from_exception
 
-                error = error_from_exception(exc, task.attempts)
-                outcome = Outcome(task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.RELEASE,
-                                  error=error)
+            error = error_from_exception(exc, task.attempts)
+            outcome = Outcome(task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.RELEASE,
+                              error=error)
         if outcome is None and not running.cancelled:
             # Cancelled by shutdown: hand the task back without burning the attempt.
             outcome = Outcome(task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.RELEASE)
@@ -244,18 +255,22 @@ class AsyncWorkerPool:
             self._outcomes.append((task, outcome))
             self._outcome_ready.set()
 
-    async def _drain(self, runners: TaskGroup) -> None:
+    async def _drain(self) -> None:
         """Give in-flight tasks the grace period, then cancel and release the rest."""
         if not self._running:
             return
         logger.info("worker %s stopping: waiting up to %.1f s for %d task(s)", self.worker_id, self.shutdown_grace,
                     len(self._running))
-        with anyio.move_on_after(self.shutdown_grace):
-            while self._running:
-                self._slot_freed = anyio.Event()
-                await self._slot_freed.wait()
-        for running in list(self._running.values()):
-            running.scope.cancel()
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self.shutdown_grace):
+                while self._running:
+                    self._slot_freed = anyio.Event()
+                    await self._slot_freed.wait()
+            futures = [r.future for r in self._running.values() if r.future is not None]
+            for running in list(self._running.values()):
+                running.cancel()
+            if futures:
+                await asyncio.wait(futures)
 
     async def _finisher(self) -> None:
         while True:
@@ -337,7 +352,7 @@ class AsyncWorkerPool:
                 if running is not None:
                     logger.warning("lease lost on task %s (cancelled or expired): stopping it", task_id)
                     running.cancelled = True
-                    running.scope.cancel()
+                    running.cancel()
 
     async def _sweeper(self) -> None:
         queue = self.app.task_queue
@@ -384,4 +399,4 @@ class AsyncWorkerPool:
                     logger.warning("received %s again: cancelling in-flight tasks", signal.Signals(signum).name)
                     self.shutdown_grace = 0
                     for running in list(self._running.values()):
-                        running.scope.cancel()
+                        running.cancel()
