@@ -485,3 +485,46 @@ async def test_process_pool_runs_tasks_and_kills_overrunning_children(make_app: 
         assert result is not None and result.result != os.getpid()
         hung = await app.get_result(hang_id)
         assert hung is not None and hung.error is not None and hung.error.type == "TaskTimeoutError"
+
+
+async def test_heartbeats_keep_a_long_blocking_task_leased(make_app: Any) -> None:
+    # The lease (0.6 s) is far shorter than the task (1.5 s of blocking, non-async code):
+    # only heartbeats from the worker loop keep another worker from running it again.
+    runs: list[int] = []
+    async with make_app(lease_duration=0.6, heartbeat_interval=0.15, sweep_interval=0.1) as app:
+
+        @app.task
+        def long_blocking() -> str:
+            runs.append(1)
+            time.sleep(1.5)
+            return "once"
+
+        task_id = await long_blocking.enqueue()
+        pools = [app.worker(concurrency=2) for _ in range(2)]
+        async with anyio.create_task_group() as tg:
+            for pool in pools:
+                tg.start_soon(pool.start)
+            result = await app.get_result(task_id, wait=True, timeout=20)
+            for pool in pools:
+                await pool.stop()
+        assert result is not None and result.result == "once" and result.attempts == 1
+        assert runs == [1]
+
+
+async def test_app_built_from_component_instances() -> None:
+    from omniq import AsyncOmniQ, Settings
+    from omniq.backends.memory import MemoryEventStorage, MemoryResultStorage, MemoryStore, MemoryTaskQueue
+
+    store = MemoryStore()
+    app = AsyncOmniQ(
+        Settings(backend="nope-never-resolved"),
+        task_queue=MemoryTaskQueue(store=store),
+        result_storage=MemoryResultStorage(store=store),
+        event_storage=MemoryEventStorage(store=store),
+    )
+    async with app:
+        app.register(lambda: "built from instances", name="f")
+        task_id = await app.enqueue("f")
+        await app.worker(burst=True).start()
+        assert (await app.get_result(task_id)).result == "built from instances"  # type: ignore[union-attr]
+    assert await MemoryTaskQueue(store=store).count(status=TaskStatus.SUCCEEDED) == 1
