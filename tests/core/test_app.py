@@ -528,3 +528,22 @@ async def test_app_built_from_component_instances() -> None:
         await app.worker(burst=True).start()
         assert (await app.get_result(task_id)).result == "built from instances"  # type: ignore[union-attr]
     assert await MemoryTaskQueue(store=store).count(status=TaskStatus.SUCCEEDED) == 1
+
+
+async def test_workers_delete_expired_results_and_old_events(make_app: Any) -> None:
+    async with make_app(event_ttl=0.2) as app:
+        app.register(lambda: 1, name="f")
+        task_id = await app.enqueue("f", result_ttl=0.2)
+        await app.worker(burst=True).start()
+        store = app.result_storage.store  # type: ignore[attr-defined]
+        assert task_id in store.results
+        await anyio.sleep(0.3)
+        pool = app.worker()
+        pool.housekeeping_interval = 0.05
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pool.start)
+            with anyio.fail_after(10):
+                while task_id in store.results:
+                    await anyio.sleep(0.05)
+            await pool.stop()
+        assert await app.get_events(task_id) == []

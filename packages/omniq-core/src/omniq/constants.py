@@ -15,3 +15,5 @@ EVENT_FLUSH_SECONDS = 0.25
 #: how often get_result(wait=True) re-reads the task queue, so a finished task whose result
 #: was never written (its worker died between the two steps) cannot make a waiter wait forever.
 RESULT_WAIT_RECHECK_SECONDS = 1.0
+#: how often a worker deletes expired results and events (engines with native TTLs make this cheap).
+HOUSEKEEPING_SECONDS = 60.0

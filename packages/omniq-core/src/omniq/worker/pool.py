@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
 import socket
 import threading
@@ -33,6 +34,7 @@ import anyio
 
 from omniq import plugins
 from omniq.config import WorkerType
+from omniq.constants import HOUSEKEEPING_SECONDS
 from omniq.errors import ConfigurationError
 from omniq.models import EventType, Outcome, OutcomeKind, Task, TaskEvent, TaskResult, TaskStatus, utcnow
 from omniq.worker.executors import Executor, ProcessExecutor, ThreadExecutor
@@ -96,6 +98,7 @@ class AsyncWorkerPool:
         self.sweep_interval = settings.sweep_interval
         self.poll_interval = settings.poll_interval
         self.shutdown_grace = settings.shutdown_grace
+        self.housekeeping_interval = HOUSEKEEPING_SECONDS
         self._running: dict[str, _Running] = {}
         self._outcomes: list[tuple[Task, Outcome]] = []
         self._outcome_ready = anyio.Event()
@@ -356,6 +359,8 @@ class AsyncWorkerPool:
 
     async def _sweeper(self) -> None:
         queue = self.app.task_queue
+        # Spread out so that many workers started together do not all clean up at once.
+        next_housekeeping = anyio.current_time() + self.housekeeping_interval * (0.5 + random.random())
         while True:
             try:
                 recovered = await queue.recover()
@@ -364,7 +369,20 @@ class AsyncWorkerPool:
                 recovered = []
             if recovered:
                 await self._record_recovered(recovered)
+            if anyio.current_time() >= next_housekeeping:
+                next_housekeeping = anyio.current_time() + self.housekeeping_interval
+                await self._housekeeping()
             await anyio.sleep(self.sweep_interval)
+
+    async def _housekeeping(self) -> None:
+        """Delete expired results and events older than ``event_ttl`` (every worker, spread out in time)."""
+        app = self.app
+        try:
+            await app.result_storage.purge(expired_only=True)
+            if app.settings.events_enabled and app.settings.event_ttl is not None:
+                await app.event_storage.purge(before=utcnow() - timedelta(seconds=app.settings.event_ttl))
+        except Exception as exc:
+            logger.warning("clean-up of expired results and events failed (%s); will retry", exc)
 
     async def _record_recovered(self, tasks: list[Task]) -> None:
         """Events for recovered tasks, and results for those that failed for good (so waiters wake)."""
