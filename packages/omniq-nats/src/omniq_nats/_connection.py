@@ -100,6 +100,9 @@ async def open_connection(url: str, name: str, **options: Any) -> Client:
         "error_cb": on_error,
         "disconnected_cb": on_disconnect,
         "allow_reconnect": True,
+        # No client-side buffering while disconnected: a publish then fails at once (mapped to
+        # BackendUnavailableError) instead of failing the caller and being sent on reconnect anyway.
+        "pending_size": 0,
     }
     settings.update(options)
     # nats-py applies max_reconnect_attempts to the first connect too: keep that one short, then

@@ -62,6 +62,20 @@ def from_us(value: bytes | str | int) -> datetime:
     return _EPOCH + timedelta(microseconds=int(value))
 
 
+def _pool_health_options() -> dict[str, Any]:
+    """Keep redis-py's stale-connection check on.
+
+    redis-py 8 skips the pool's check for connections the server closed while
+    maintenance notifications are "auto" (its default); with retries off, the
+    first command on such a connection would fail although the server is back.
+    """
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # redis-py < 8 always checks
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
 class RedisClient:
     """A lazily connected ``redis.asyncio`` client plus script runner.
 
@@ -81,6 +95,7 @@ class RedisClient:
             # Scripts are not idempotent: a blind retry after a lost reply could apply one twice.
             # Failures surface as BackendUnavailableError and the worker backs off instead.
             "retry": Retry(NoBackoff(), 0),
+            **_pool_health_options(),
             **options,
         }
         self._redis: aioredis.Redis | None = None
