@@ -10,15 +10,15 @@ import pytest
 from omniq import AsyncOmniQ, Settings
 
 #: fast timings for tests: short leases and sweeps, near-instant retries.
-FAST = dict(
-    lease_duration=2.0,
-    heartbeat_interval=0.5,
-    sweep_interval=0.2,
-    poll_interval=0.2,
-    retry_backoff=0.01,
-    retry_backoff_max=0.05,
-    shutdown_grace=5.0,
-)
+FAST = {
+    "lease_duration": 2.0,
+    "heartbeat_interval": 0.5,
+    "sweep_interval": 0.2,
+    "poll_interval": 0.2,
+    "retry_backoff": 0.01,
+    "retry_backoff_max": 0.05,
+    "shutdown_grace": 5.0,
+}
 
 
 @pytest.fixture

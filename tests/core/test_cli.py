@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from omniq import OmniQError, OmniQ, Settings
+from omniq import OmniQ, OmniQError, Settings
 from omniq.cli import load_app
 
 

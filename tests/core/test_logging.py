@@ -7,8 +7,7 @@ import logging
 
 import pytest
 
-from omniq import ConfigurationError
-from omniq import logging as omniq_logging
+from omniq import ConfigurationError, logging as omniq_logging
 
 
 def test_importing_configures_nothing() -> None:

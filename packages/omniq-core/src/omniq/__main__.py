@@ -1,4 +1,5 @@
-from omniq.cli import main
 import sys
+
+from omniq.cli import main
 
 sys.exit(main())

@@ -308,7 +308,7 @@ class AsyncOmniQ:
             tasks.append(self._build_task(name, args, kwargs, merged))
         await self.connect()
         ids = await self.task_queue.enqueue_many(tasks)
-        self._after_enqueue([t for t, i in zip(tasks, ids) if t.id == i])
+        self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i])
         return ids
 
     def _name_and_defaults(self, func: Callable[..., Any] | str) -> tuple[str, EnqueueOptions]:

@@ -74,7 +74,7 @@ class Capability:
     DURABLE = "durable"
 
 
-class Component(ABC):
+class Component(ABC):  # noqa: B024 - abstract by intent; its hooks are optional
     """Shared life cycle of the three components.
 
     Components are created unconnected; :meth:`connect` opens connections and

@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from omniq_nats._connection import drop_prefix
     from omniq_nats.event_storage import NatsEventStorage
     from omniq_nats.result_storage import NatsResultStorage
     from omniq_nats.task_queue import NatsTaskQueue
-    from omniq_nats._connection import drop_prefix
 
 __all__ = ["NatsEventStorage", "NatsResultStorage", "NatsTaskQueue", "drop_prefix"]
 

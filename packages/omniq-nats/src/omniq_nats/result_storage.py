@@ -130,7 +130,7 @@ class NatsResultStorage(BaseResultStorage):
             return None
         return _live(decode_result(entry.value))
 
-    async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:  # noqa: ASYNC109 - signature fixed by BaseResultStorage
+    async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for the result on its key's subject; None after ``timeout`` s."""
         nc, bucket = await self._conn()
         with self._errors():

@@ -177,7 +177,7 @@ class PostgresResultStorage(PoolOwner, BaseResultStorage):
             row = await pool.fetchrow(self._sql_get, task_id)
         return None if row is None else _from_row(row)
 
-    async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:  # noqa: ASYNC109 - the contract's signature
+    async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for the result of ``task_id``; None after ``timeout`` seconds (None = forever)."""
         deadline = math.inf if timeout is None else anyio.current_time() + max(timeout, 0.0)
         event = anyio.Event()

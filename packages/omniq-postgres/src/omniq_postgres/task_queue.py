@@ -260,7 +260,7 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
         pairs.sort(key=lambda pair: _claim_order(*pair))
         return [task for task, _ in pairs]
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:  # noqa: ASYNC109 - the contract's signature
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Block on NOTIFY for ``queues`` up to ``timeout`` seconds (polling when LISTEN is down)."""
         key = frozenset(queues)
         mark = self._claim_marks.pop(key, self._signal_seq)

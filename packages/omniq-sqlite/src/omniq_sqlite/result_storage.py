@@ -70,7 +70,7 @@ class SQLiteResultStorage(SQLiteComponent, BaseResultStorage):
         data = await db.read(_get_job, task_id)
         return decode_result(data) if data is not None else None
 
-    async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:  # noqa: ASYNC109 - the contract's signature
+    async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for the result: woken by hints, re-checking at least every ``wait_poll`` seconds."""
         db = await self._database()
         waiter = db.hub.add_waiter(RESULTS, task_id)

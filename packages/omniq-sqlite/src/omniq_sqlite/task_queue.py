@@ -276,7 +276,7 @@ class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
         rows.sort(key=_claim_order)  # RETURNING does not keep the subquery's order
         return [_row_to_task(row) for row in rows]
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:  # noqa: ASYNC109 - the contract's signature
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Sleep until a hint arrives, the next scheduled task is due, or ``timeout`` passes."""
         db = await self._database()
         waiter = db.hub.add_waiter(WORK)

@@ -159,7 +159,7 @@ class FileTaskQueue(_FileComponent, BaseTaskQueue):
         """Lease up to ``limit`` due tasks by renaming them into ``tasks/running/``."""
         return await self._run(lambda: self._ops.claim(queues, limit, lease, worker_id))
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:  # noqa: ASYNC109 - signature fixed by BaseTaskQueue
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Return when woken by an enqueue in this thread, when a due task shows up, or after ``timeout``."""
         with self._notifier.watch(_WORK) as event, anyio.move_on_after(timeout):
             while True:
@@ -263,7 +263,7 @@ class FileResultStorage(_FileComponent, BaseResultStorage):
         """Return the result unless missing or expired."""
         return await self._run(lambda: self._ops.get(task_id))
 
-    async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:  # noqa: ASYNC109 - signature fixed by BaseResultStorage
+    async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for the result: woken at once by a writer in this thread, else polled."""
         with anyio.move_on_after(float("inf") if timeout is None else timeout):
             while True:

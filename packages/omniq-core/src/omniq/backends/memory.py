@@ -287,7 +287,7 @@ class MemoryTaskQueue(_MemoryComponent, BaseTaskQueue):
             claimed.append(_copy_task(task))
         return claimed
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:  # noqa: ASYNC109 - signature fixed by BaseTaskQueue
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Sleep until a task is enqueued or becomes due in ``queues``, at most ``timeout`` s."""
         store = self.store
         now = utcnow().timestamp()
@@ -507,7 +507,7 @@ class MemoryResultStorage(_MemoryComponent, BaseResultStorage):
         await anyio.lowlevel.checkpoint()
         return self._live(task_id)
 
-    async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:  # noqa: ASYNC109 - signature fixed by BaseResultStorage
+    async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for the result without polling; None after ``timeout`` seconds."""
         await anyio.lowlevel.checkpoint()
         with anyio.move_on_after(float("inf") if timeout is None else timeout):

@@ -93,7 +93,7 @@ async def connected(factory: Callable[[], C], count: int = 1) -> AsyncIterator[l
 async def wait_until(
     probe: Callable[[], Awaitable[T]],
     *,
-    timeout: float = 10.0,  # noqa: ASYNC109 - a deadline for repeated probes, not for one call
+    timeout: float = 10.0,
     interval: float = 0.05,
     message: str = "",
 ) -> T:

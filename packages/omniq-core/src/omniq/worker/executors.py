@@ -11,6 +11,7 @@ Timeouts differ by executor, and the difference is documented:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
@@ -177,10 +178,8 @@ class ProcessExecutor(Executor):
     async def close(self) -> None:
         """Stop every child."""
         for child in list(self._all):
-            try:
+            with contextlib.suppress(OSError):  # a dead child's pipe is already closed
                 child.conn.send(None)
-            except OSError:
-                pass
         for child in list(self._all):
             child.process.join(2)
             child.kill()

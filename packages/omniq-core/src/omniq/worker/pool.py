@@ -308,7 +308,7 @@ class AsyncWorkerPool:
         results: list[TaskResult] = []
         events: list[TaskEvent] = []
         now = utcnow()
-        for (task, outcome), ok in zip(batch, accepted):
+        for (task, outcome), ok in zip(batch, accepted, strict=True):
             if not ok:
                 logger.warning("lease lost on task %s (attempt %d): outcome not recorded", task.id, task.attempts)
                 continue

@@ -87,7 +87,7 @@ async def check_dependencies(app: AsyncOmniQ, task: Task) -> Outcome | None:
     tasks = await app.task_queue.get_many(list(task.depends_on))
     failed = [
         dep_id
-        for dep_id, dep in zip(task.depends_on, tasks)
+        for dep_id, dep in zip(task.depends_on, tasks, strict=True)
         if dep is None or (dep.status in TERMINAL_STATUSES and dep.status is not TaskStatus.SUCCEEDED)
     ]
     if failed:
