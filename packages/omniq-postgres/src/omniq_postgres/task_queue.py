@@ -280,6 +280,8 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
         if not listening:
             await anyio.sleep(min(timeout, self._poll_interval))
             return
+        if self._signalled_since(key, mark):  # a NOTIFY arrived while we asked for the next due time
+            return
         waiter = (key, anyio.Event())
         self._waiters.add(waiter)
         try:
