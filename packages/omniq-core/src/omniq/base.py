@@ -35,9 +35,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
 import anyio
+import msgspec
 
 from omniq.errors import BackendUnavailableError, OmniQError, redact_url
-from omniq.models import Outcome, Task, TaskError, TaskEvent, TaskResult, TaskStatus
+from omniq.models import TERMINAL_STATUSES, Outcome, OutcomeKind, Task, TaskError, TaskEvent, TaskResult, TaskStatus
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BaseEventStorage",
+    "apply_outcome",
     "BaseResultStorage",
     "BaseTaskQueue",
     "Capability",
@@ -331,6 +333,36 @@ class BaseEventStorage(Component):
     @abstractmethod
     async def purge(self, *, before: datetime | None = None) -> int:
         """Delete events older than ``before`` (all when None); return how many."""
+
+
+def apply_outcome(task: Task, outcome: Outcome, now: datetime) -> Task | None:
+    """The task after ``outcome`` is accepted, or None when its lease is not the one held.
+
+    The lease state machine's finish step for backends that store whole task
+    envelopes (memory, files, KV stores); SQL and script backends express the
+    same rules in their statements. RETRY / RELEASE / RESCHEDULE without an
+    eta keep the task's old eta, so it is ready at once and keeps its place.
+    """
+    if task.status is not TaskStatus.RUNNING or task.lease_token != outcome.lease_token:
+        return None
+    status = outcome.status
+    changes: dict[str, object] = {
+        "status": status,
+        "lease_token": None,
+        "lease_expires_at": None,
+        "updated_at": now,
+        "error": outcome.error,
+    }
+    if status in TERMINAL_STATUSES:
+        changes["finished_at"] = now
+    else:
+        if outcome.eta is not None:
+            changes["eta"] = outcome.eta
+        if outcome.kind is OutcomeKind.RELEASE:
+            changes["attempts"] = max(task.attempts - 1, 0)
+        elif outcome.kind is OutcomeKind.RESCHEDULE:
+            changes["attempts"] = 0
+    return msgspec.structs.replace(task, **changes)  # type: ignore[arg-type]  # field names checked above
 
 
 def lease_expired_error(task: Task) -> TaskError:

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from omniq.base import lease_expired_error
+from omniq.base import apply_outcome, lease_expired_error
 from omniq.errors import SerializationError
-from omniq.models import TERMINAL_STATUSES, Outcome, OutcomeKind, Task, TaskStatus, new_id
+from omniq.models import Task, TaskStatus, new_id
 
 __all__ = ["Record", "ack_sequence", "apply_outcome", "claimed", "decode_record", "encode_record", "expired"]
 
@@ -84,25 +84,3 @@ def expired(task: Task, now: datetime) -> Task:
         )
     return msgspec.structs.replace(task, status=TaskStatus.PENDING, eta=now, **cleared)
 
-
-def apply_outcome(task: Task, outcome: Outcome, now: datetime) -> Task | None:
-    """The task after ``outcome``, or None when the outcome's lease is not the held one."""
-    if task.status is not TaskStatus.RUNNING or task.lease_token != outcome.lease_token:
-        return None
-    status = outcome.status
-    changes: dict[str, object] = {
-        "status": status,
-        "lease_token": None,
-        "lease_expires_at": None,
-        "updated_at": now,
-        "error": outcome.error,
-    }
-    if status in TERMINAL_STATUSES:
-        changes["finished_at"] = now
-    else:
-        changes["eta"] = outcome.eta or now
-        if outcome.kind is OutcomeKind.RELEASE:
-            changes["attempts"] = max(task.attempts - 1, 0)
-        elif outcome.kind is OutcomeKind.RESCHEDULE:
-            changes["attempts"] = 0
-    return msgspec.structs.replace(task, **changes)

@@ -34,12 +34,18 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
-from omniq.base import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, lease_expired_error
+from omniq.base import (
+    BaseEventStorage,
+    BaseResultStorage,
+    BaseTaskQueue,
+    Capability,
+    apply_outcome,
+    lease_expired_error,
+)
 from omniq.hookspecs import BackendSpec, hookimpl
 from omniq.models import (
     TERMINAL_STATUSES,
     Outcome,
-    OutcomeKind,
     Task,
     TaskEvent,
     TaskResult,
@@ -341,27 +347,13 @@ class MemoryTaskQueue(_MemoryComponent, BaseTaskQueue):
         return accepted
 
     def _apply(self, outcome: Outcome, now: datetime) -> bool:
-        store = self.store
-        task = store.tasks.get(outcome.task_id)
-        if task is None or task.status is not TaskStatus.RUNNING or task.lease_token != outcome.lease_token:
+        task = self.store.tasks.get(outcome.task_id)
+        updated = apply_outcome(task, outcome, now) if task is not None else None
+        if updated is None:
             return False
-        status = outcome.status
-        changes: dict[str, Any] = {
-            "status": status,
-            "lease_token": None,
-            "lease_expires_at": None,
-            "updated_at": now,
-            "error": _copy_error(outcome.error) if outcome.error is not None else None,
-        }
-        if status in TERMINAL_STATUSES:
-            changes["finished_at"] = now
-        else:
-            changes["eta"] = outcome.eta or now
-            if outcome.kind is OutcomeKind.RELEASE:
-                changes["attempts"] = max(task.attempts - 1, 0)
-            elif outcome.kind is OutcomeKind.RESCHEDULE:
-                changes["attempts"] = 0
-        store.put(_replace(task, **changes))
+        if updated.error is not None:
+            updated = _replace(updated, error=_copy_error(updated.error))
+        self.store.put(updated)
         return True
 
     def can_fuse_results(self, results: BaseResultStorage) -> bool:

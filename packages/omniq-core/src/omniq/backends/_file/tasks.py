@@ -26,12 +26,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from omniq.backends._file import layout
-from omniq.base import lease_expired_error
+from omniq.base import apply_outcome, lease_expired_error
 from omniq.errors import SerializationError
 from omniq.models import (
     TERMINAL_STATUSES,
     Outcome,
-    OutcomeKind,
     Task,
     TaskStatus,
     decode_task,
@@ -357,20 +356,10 @@ class TaskFiles:
         return accepted
 
     def _apply(self, found: _Found, outcome: Outcome, now: datetime, freed: list[tuple[str, str]]) -> None:
-        task = found.task
-        status = outcome.status
-        changes: dict[str, Any] = {"status": status, "updated_at": now, "error": outcome.error, **_CLEAR_LEASE}
-        if status in TERMINAL_STATUSES:
-            changes["finished_at"] = now
-        else:
-            if outcome.eta is not None:
-                changes["eta"] = outcome.eta
-            # else the old eta (or created_at) stays: ready at once, and the task keeps its place
-            if outcome.kind is OutcomeKind.RELEASE:
-                changes["attempts"] = max(task.attempts - 1, 0)
-            elif outcome.kind is OutcomeKind.RESCHEDULE:
-                changes["attempts"] = 0
-        self._move(found, _replace(task, **changes), freed)
+        # the caller has checked the lease token under the task's lock
+        updated = apply_outcome(found.task, outcome, now)
+        assert updated is not None
+        self._move(found, updated, freed)
 
     def _move(self, found: _Found, task: Task, freed: list[tuple[str, str]]) -> None:
         """Store ``task`` where its new status belongs and remove the old file (under the task's lock)."""
