@@ -108,6 +108,7 @@ class TaskFunction(Generic[P, R]):
             self.signature: inspect.Signature | None = inspect.signature(func)
         except (TypeError, ValueError):  # some builtins have no signature
             self.signature = None
+        self._good_shapes: set[object] = set()
         functools.update_wrapper(self, func)  # type: ignore[arg-type]  # copies __doc__, __name__...
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -115,12 +116,22 @@ class TaskFunction(Generic[P, R]):
         return self.func(*args, **kwargs)
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Raise TypeError now if the call could never bind, rather than failing on a worker."""
-        if self.signature is not None:
-            try:
-                self.signature.bind(*args, **kwargs)
-            except TypeError as exc:
-                raise TypeError(f"bad arguments for task {self.name}: {exc}") from None
+        """Raise TypeError now if the call could never bind, rather than failing on a worker.
+
+        Whether a call binds depends only on its shape (how many positional
+        arguments, which keyword names), so each shape is checked once.
+        """
+        if self.signature is None:
+            return
+        shape = (len(args), frozenset(kwargs)) if kwargs else len(args)
+        if shape in self._good_shapes:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"bad arguments for task {self.name}: {exc}") from None
+        if len(self._good_shapes) < 64:
+            self._good_shapes.add(shape)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[str]:
         """Enqueue a call with the decorator's options; returns the task id."""
