@@ -47,9 +47,6 @@ __all__ = ["AsyncWorkerPool"]
 
 logger = logging.getLogger("omniq.worker")
 
-#: a pool holds up to PREFETCH x concurrency claimed tasks, so the next batch is already
-#: claimed while the current one runs (leases of waiting tasks are heartbeated too).
-PREFETCH = 2
 #: longest pause after a backend error before the loops try again.
 MAX_ERROR_BACKOFF = 5.0
 
@@ -102,8 +99,7 @@ class AsyncWorkerPool:
         self.poll_interval = settings.poll_interval
         self.shutdown_grace = settings.shutdown_grace
         self.housekeeping_interval = HOUSEKEEPING_SECONDS
-        self._running: dict[str, _Running] = {}  # claimed: running, or prefetched and waiting for a slot
-        self._slots = anyio.Semaphore(self.concurrency)
+        self._running: dict[str, _Running] = {}
         self._outcomes: list[tuple[Task, Outcome]] = []
         self._outcome_ready = anyio.Event()
         self._slot_freed = anyio.Event()
@@ -197,7 +193,7 @@ class AsyncWorkerPool:
         # slots are free, so a busy pool makes one claim per several tasks, not one per task.
         threshold = max(1, self.concurrency // 2)
         while not self._stopping:
-            free = self.concurrency * PREFETCH - len(self._running)
+            free = self.concurrency - len(self._running)
             if free <= 0 or (self._running and free < threshold):
                 self._slot_freed = anyio.Event()
                 with anyio.move_on_after(self.poll_interval):
@@ -243,8 +239,7 @@ class AsyncWorkerPool:
         try:
             if "omniq_task_started" in self._hooks:
                 plugins.call_lifecycle("omniq_task_started", task=task, worker_id=self.worker_id)
-            async with self._slots:  # prefetched tasks wait here for a free slot
-                outcome = await execute(self.app, executor, task)
+            outcome = await execute(self.app, executor, task)
         except asyncio.CancelledError:
             pass  # shutdown or lost lease: decided below
         except Exception as exc:  # a bug in the core or a backend, not in the task
