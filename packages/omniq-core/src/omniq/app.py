@@ -15,7 +15,7 @@ from omniq._events import EventBuffer
 from omniq._tasks import EnqueueOptions, TaskFunction, task_name
 from omniq.config import Settings
 from omniq.constants import DEFAULT_QUEUE, RESULT_WAIT_RECHECK_SECONDS
-from omniq.errors import ConfigurationError, UnknownTaskError
+from omniq.errors import BackendUnavailableError, ConfigurationError, UnknownTaskError
 from omniq.models import (
     EventType,
     Schedule,
@@ -417,26 +417,43 @@ class AsyncOmniQ:
         """Return the task's result, or None while there is none.
 
         With ``wait=True`` wait for it, at most ``timeout`` seconds (None:
-        no limit), and return None if the time runs out first. A waiter
+        no limit), and return None if the time runs out first. A waiter rides
+        out a backend that is briefly unavailable (a reconnect) and raises
+        BackendUnavailableError only if it still is when the time is up. A waiter
         never waits forever for a task that has finished: if the queue shows
         the task terminal without a result (its worker died between the two
         writes), a result is made from the task record.
         """
         await self.connect()
-        result = await self.result_storage.get(task_id)
-        if result is None and wait:
-            deadline = None if timeout is None else anyio.current_time() + timeout
+        if not wait:
+            result = await self.result_storage.get(task_id) or await self._result_from_task(task_id)
+            return self._decoded(result) if result is not None else None
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        while True:
+            outcome = await self._try_wait(task_id, deadline)
+            if not isinstance(outcome, BackendUnavailableError):
+                return self._decoded(outcome) if outcome is not None else None
+            # A waiter rides out a reconnect; if its time runs out first, it learns why.
+            if deadline is not None and anyio.current_time() >= deadline:
+                raise outcome
+            logger.info("waiting for result %s: backend unavailable (%s); retrying", task_id, outcome)
+            await anyio.sleep(0.25 if deadline is None else max(0.0, min(0.25, deadline - anyio.current_time())))
+
+    async def _try_wait(self, task_id: str, deadline: float | None) -> TaskResult | BackendUnavailableError | None:
+        """Wait for the result until ``deadline``; an unavailable backend is returned, not raised."""
+        try:
+            result = await self.result_storage.get(task_id)
             while result is None:
                 remaining = None if deadline is None else deadline - anyio.current_time()
                 if remaining is not None and remaining <= 0:
-                    break
+                    return None
                 step = RESULT_WAIT_RECHECK_SECONDS if remaining is None else min(remaining, RESULT_WAIT_RECHECK_SECONDS)
                 result = await self.result_storage.wait(task_id, step)
                 if result is None:
                     result = await self._result_from_task(task_id)
-        elif result is None:
-            result = await self._result_from_task(task_id)
-        return self._decoded(result) if result is not None else None
+            return result
+        except BackendUnavailableError as exc:
+            return exc
 
     async def _result_from_task(self, task_id: str) -> TaskResult | None:
         task = await self.task_queue.get(task_id)
