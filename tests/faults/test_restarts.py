@@ -164,10 +164,14 @@ def _busy_workers_then_backlog(app: OmniQ, cluster: Cluster, tmp_path: Path) -> 
     """Two single-slot workers each run a slow task; 20 more tasks wait behind them (not yet run)."""
     _start_workers(cluster, tmp_path, count=2, concurrency=1)
     slow = [app.enqueue("slow", 100 + i, 3.0) for i in range(2)]
-    wait_until(
-        lambda: all(app.get_task(i).status is TaskStatus.RUNNING for i in slow),  # type: ignore[union-attr]
-        30, "both slow tasks to start",
-    )
+    try:
+        wait_until(
+            lambda: all(app.get_task(i).status is TaskStatus.RUNNING for i in slow),  # type: ignore[union-attr]
+            30, "both slow tasks to start",
+        )
+    except pytest.fail.Exception:
+        states = [(t.status.value, t.attempts, t.worker_id) for t in map(app.get_task, slow) if t is not None]
+        pytest.fail(f"the slow tasks did not both start: {states}\n{_worker_logs(tmp_path)}")
     backlog = app.enqueue_many("record", [(n,) for n in range(20)])
     return slow, backlog
 
