@@ -202,3 +202,38 @@ def test_plugin_registers_all_three_components():
     assert resolve_backend("task_queue", "sqlite") is SQLiteTaskQueue
     assert resolve_backend("result_storage", "sqlite") is SQLiteResultStorage
     assert resolve_backend("event_storage", "sqlite") is SQLiteEventStorage
+
+
+@pytest.mark.anyio
+async def test_group_commit_isolates_a_failing_write(db_path):
+    # Writes queued behind a busy database thread share one transaction; one that fails
+    # must roll back alone while the others commit (and the queue stays usable).
+    async with SQLiteTaskQueue(f"sqlite:///{db_path}") as q:
+        db = await q._database()
+        await db.write(lambda conn: conn.execute("CREATE TABLE probe (n INTEGER PRIMARY KEY)"))
+        blocker = hold_write_lock(db_path, 0.5)  # the writes below queue up behind the lock
+
+        def insert(conn, n):
+            conn.execute("INSERT INTO probe (n) VALUES (?)", (n,))
+            if n == 3:
+                raise ValueError("job 3 fails after its insert")
+            return n
+
+        results: dict[int, object] = {}
+
+        async def write(n: int) -> None:
+            try:
+                results[n] = await db.write(insert, n)
+            except ValueError as exc:
+                results[n] = exc
+
+        async with anyio.create_task_group() as tg:
+            for n in range(8):
+                tg.start_soon(write, n)
+        blocker.join(10)
+        assert isinstance(results.pop(3), ValueError)
+        assert results == {n: n for n in range(8) if n != 3}
+        rows = await db.read(lambda conn: [r[0] for r in conn.execute("SELECT n FROM probe ORDER BY n")])
+        assert rows == [0, 1, 2, 4, 5, 6, 7]
+        task_id = await q.enqueue(Task(id="after-the-group", func="f"))
+        assert (await q.get(task_id)) is not None

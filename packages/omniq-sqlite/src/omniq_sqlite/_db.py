@@ -47,6 +47,10 @@ T = TypeVar("T")
 #: the database file used when no URL is given: ``<settings.base_dir>/omniq.db``.
 DEFAULT_FILENAME = "omniq.db"
 _SCHEME = "sqlite://"
+#: most write jobs committed together in one transaction (group commit).
+_MAX_GROUP = 64
+#: "no job" marker for the group-commit loop (None is the stop sentinel).
+_NOTHING = object()
 _BUSY_CODES = {5, 6, 261, 517}  # SQLITE_BUSY, SQLITE_LOCKED, BUSY_RECOVERY, BUSY_SNAPSHOT
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: WAL pages after which a committing connection checkpoints itself (SQLite's default is 1000).
@@ -241,13 +245,70 @@ class Database:
             job = self._jobs.get()
             if job is None:
                 return
-            fn, args, write, deliver = job
-            try:
-                result = self._execute(fn, args, write)
-            except BaseException as exc:
-                deliver(None, exc)
+            if not job[2] or self._conn is None:
+                self._run_one(job)
+                continue
+            # Group commit: write jobs already queued behind this one (a worker's claim,
+            # finish and event batches, concurrent producers) share one transaction.
+            group = [job]
+            after: Any = _NOTHING
+            while len(group) < _MAX_GROUP:
+                try:
+                    queued = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if queued is None or not queued[2]:
+                    after = queued  # a read, a broadcast or the stop sentinel: after the commit
+                    break
+                group.append(queued)
+            if len(group) == 1:
+                self._run_one(job)
             else:
-                deliver(result, None)
+                self._run_group(group)
+            if after is None:
+                return
+            if after is not _NOTHING:
+                self._run_one(after)
+
+    def _run_one(self, job: Any) -> None:
+        fn, args, write, deliver = job
+        try:
+            result = self._execute(fn, args, write)
+        except BaseException as exc:
+            deliver(None, exc)
+        else:
+            deliver(result, None)
+
+    def _run_group(self, group: list[Any]) -> None:
+        """Run several write jobs in one transaction, each under its own savepoint.
+
+        A job that raises rolls back to its savepoint alone; the others commit.
+        Results are delivered only after COMMIT.
+        """
+        outcomes: list[tuple[Any, BaseException | None]] = []
+
+        def run_all(conn: sqlite3.Connection) -> None:
+            outcomes.clear()  # the whole group may be retried while the database is busy
+            for fn, args, _write, _deliver in group:
+                conn.execute("SAVEPOINT omniq_job")
+                try:
+                    value = fn(conn, *args)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO omniq_job")
+                    conn.execute("RELEASE omniq_job")
+                    outcomes.append((None, translate(exc, self.path) if isinstance(exc, sqlite3.Error) else exc))
+                else:
+                    conn.execute("RELEASE omniq_job")
+                    outcomes.append((value, None))
+
+        try:
+            self._execute(run_all, (), True)
+        except BaseException as exc:
+            for *_, deliver in group:
+                deliver(None, exc)
+            return
+        for (*_, deliver), (value, error) in zip(group, outcomes, strict=True):
+            deliver(value, error)
 
     def _execute(self, fn: Callable[..., Any], args: tuple[Any, ...], write: bool) -> Any:
         conn = self._conn
