@@ -18,10 +18,24 @@ async def stream_messages(nc, stream):
     return json.loads(reply.data)["state"]["messages"]
 
 
+async def assert_messages(raw, stream: str, expected: int) -> None:
+    """Wait (10 s at most) until ``stream`` holds ``expected`` messages.
+
+    Index publishes and ticket acks/terms are plain NATS messages, not
+    acknowledged JetStream calls, so a stream reaches its count shortly after
+    the call that caused it, not necessarily before that call returns.
+    """
+    count = -1
+    with anyio.move_on_after(10):
+        while (count := await stream_messages(raw, stream)) != expected:
+            await anyio.sleep(0.05)
+    assert count == expected, f"{stream} holds {count} messages, expected {expected}"
+
+
 async def test_finished_tasks_leave_no_ticket(make_queue, raw, prefix):
     async with make_queue() as q:
         await q.enqueue_many([make_task() for _ in range(5)])
-        assert await stream_messages(raw, names.work_stream(prefix)) == 5
+        await assert_messages(raw, names.work_stream(prefix), 5)
         held = await q.claim_ready(["default"], 5, lease=30, worker_id="w")
         kinds = [OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.EXPIRED, OutcomeKind.SUCCEEDED]
         outcomes = [
@@ -29,7 +43,7 @@ async def test_finished_tasks_leave_no_ticket(make_queue, raw, prefix):
         ]
         assert await q.finish(outcomes) == [True] * 4
         assert await q.cancel(held[4].id)
-        assert await stream_messages(raw, names.work_stream(prefix)) == 0
+        await assert_messages(raw, names.work_stream(prefix), 0)
 
 
 async def test_retry_naks_the_same_ticket_with_its_delay(make_queue, raw, prefix):
@@ -39,7 +53,7 @@ async def test_retry_naks_the_same_ticket_with_its_delay(make_queue, raw, prefix
         eta = utcnow() + timedelta(seconds=0.6)
         retry = Outcome(task_id=held.id, lease_token=held.lease_token, kind=OutcomeKind.RETRY, eta=eta)
         assert await q.finish([retry]) == [True]
-        assert await stream_messages(raw, names.work_stream(prefix)) == 1  # no new ticket: the old one waits
+        await assert_messages(raw, names.work_stream(prefix), 1)  # no new ticket: the old one waits
         assert await q.claim_ready(["default"], 1, lease=30, worker_id="w") == []
         with anyio.fail_after(10):
             [again] = await q.claim(["default"], 1, lease=30, worker_id="w", wait=9)
@@ -71,7 +85,7 @@ async def test_redelivery_while_the_lease_lives_does_not_steal(make_queue, raw, 
         assert stored is not None and stored.status is TaskStatus.RUNNING and stored.worker_id == "holder"
         done = Outcome(task_id=held.id, lease_token=held.lease_token, kind=OutcomeKind.SUCCEEDED)
         assert await holder.finish([done]) == [True]
-        assert await stream_messages(raw, names.work_stream(prefix)) == 0
+        await assert_messages(raw, names.work_stream(prefix), 0)
 
 
 async def test_ticket_without_record_creates_the_task(make_queue, raw, prefix):
@@ -92,7 +106,7 @@ async def test_purged_tasks_tickets_are_dropped_not_resurrected(make_queue, raw,
         await q.enqueue_many(tasks)
         assert await q.purge(statuses=[TaskStatus.PENDING]) == 3
         assert await q.claim_ready(["default"], 10, lease=30, worker_id="w") == []
-        assert await stream_messages(raw, names.work_stream(prefix)) == 0
+        await assert_messages(raw, names.work_stream(prefix), 0)
         assert await q.get_many([t.id for t in tasks]) == [None, None, None]
 
 
@@ -103,7 +117,7 @@ async def test_corrupted_ticket_is_terminated(make_queue, raw, prefix):
         await q.enqueue(good)
         claimed = await q.claim_ready(["default"], 10, lease=30, worker_id="w")
         assert [t.id for t in claimed] == [good.id]
-        assert await stream_messages(raw, names.work_stream(prefix)) == 1  # only the good, held ticket
+        await assert_messages(raw, names.work_stream(prefix), 1)  # only the good, held ticket
 
 
 async def test_each_priority_has_its_own_subject_and_consumer(make_queue, raw, prefix):
@@ -124,12 +138,12 @@ async def test_recover_reads_the_lease_index_and_purges_past_seconds(make_queue,
     async with make_queue() as q:
         await q.enqueue_many([make_task(max_retries=0), make_task(max_retries=1)])
         held = await q.claim_ready(["default"], 2, lease=0.2, worker_id="w")
-        assert await stream_messages(raw, names.leases_stream(prefix)) == 2
+        await assert_messages(raw, names.leases_stream(prefix), 2)
         await anyio.sleep(1.5)  # the deadline second is wholly in the past
         recovered = {t.id: t.status for t in await q.recover()}
         assert recovered == {held[0].id: TaskStatus.FAILED, held[1].id: TaskStatus.PENDING}
-        assert await stream_messages(raw, names.leases_stream(prefix)) == 0
-        assert await stream_messages(raw, names.work_stream(prefix)) == 1  # the failed one's ticket is terminated
+        await assert_messages(raw, names.leases_stream(prefix), 0)
+        await assert_messages(raw, names.work_stream(prefix), 1)  # the failed one's ticket is terminated
         assert [t.id for t in await q.claim_ready(["default"], 2, lease=30, worker_id="w")] == [held[1].id]
 
 
