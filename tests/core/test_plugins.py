@@ -86,3 +86,41 @@ def test_misspelt_hook_is_rejected_at_registration() -> None:
             manager.check_pending()
     finally:
         manager.unregister(name="typo-test")
+
+
+class Rot13JSON:
+    """A toy third-party serializer: JSON with every string rot13-encoded."""
+
+    name = "rot13json"
+
+    def dumps(self, value: object) -> bytes:
+        import codecs
+        import json
+
+        return codecs.encode(json.dumps(value), "rot13").encode()
+
+    def loads(self, data: bytes) -> object:
+        import codecs
+        import json
+
+        return json.loads(codecs.decode(data.decode(), "rot13"))
+
+
+def test_plugin_serializers_are_found_by_name() -> None:
+    from omniq import AsyncOmniQ, Settings
+    from omniq.hookspecs import SerializerSpec
+
+    @hookimpl
+    def omniq_serializers() -> list[SerializerSpec]:
+        return [SerializerSpec(name="rot13json", path=f"{__name__}:Rot13JSON", distribution="thirdparty-dist")]
+
+    plugins.register(types.SimpleNamespace(omniq_serializers=omniq_serializers), name="serializer-test")
+    try:
+        app = AsyncOmniQ(Settings(backend="memory", serializer="rot13json"))
+        payload = app.serializer.dumps({"greeting": "hello"})
+        assert payload.startswith(b"\x09rot13json") and b"uryyb" in payload
+        assert app.serializer.loads(payload) == {"greeting": "hello"}
+        with pytest.raises(ConfigurationError, match="installed: .*rot13json"):
+            AsyncOmniQ(Settings(backend="memory", serializer="nosuchformat"))
+    finally:
+        plugins.get_plugin_manager().unregister(name="serializer-test")

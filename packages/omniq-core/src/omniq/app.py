@@ -28,7 +28,7 @@ from omniq.models import (
     utcnow,
 )
 from omniq.scheduling import next_cron_tick, resolve_eta, to_seconds, validate_cron
-from omniq.serialization import SerializerRegistry
+from omniq.serialization import BUILTIN_SERIALIZERS, SerializerRegistry
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec, Self
@@ -72,10 +72,12 @@ class AsyncOmniQ:
         if settings is not None and overrides:
             settings = settings.replace(**overrides)
         self.settings = settings if settings is not None else Settings.load(**overrides)
+        wanted = {self.settings.serializer, *self.settings.accept_serializers}
         self.serializer = SerializerRegistry(
             self.settings.serializer,
             self.settings.accept_serializers,
             max_payload_size=self.settings.max_payload_size,
+            extra=plugins.plugin_serializers(wanted - set(BUILTIN_SERIALIZERS)),
         )
         self.allowed_modules = tuple(allowed_modules)
         self.functions: dict[str, TaskFunction[Any, Any]] = {}

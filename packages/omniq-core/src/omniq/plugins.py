@@ -166,6 +166,38 @@ def resolve_backend(component: str, name: str) -> type[Any]:
         raise BackendNotFoundError(f"{spec.distribution} registers {spec.path!r}, which does not exist") from exc
 
 
+def plugin_serializers(names: Iterable[str]) -> list[Any]:
+    """Instances of the plugin serializers called ``names`` (``omniq_serializers`` hook).
+
+    Built-in names need no plugin and are not looked up; an unknown name is an
+    error listing what plugins offer.
+    """
+    wanted = set(names)
+    if not wanted:
+        return []
+    specs = {spec.name: spec for specs in get_plugin_manager().hook.omniq_serializers() for spec in specs or ()}
+    missing = wanted - set(specs)
+    if missing:
+        from omniq.serialization import BUILTIN_SERIALIZERS
+
+        offered = sorted({*BUILTIN_SERIALIZERS, *specs})
+        raise ConfigurationError(
+            f"OMNIQ_SERIALIZER / OMNIQ_ACCEPT_SERIALIZERS name unknown serializer(s) {', '.join(sorted(missing))}; "
+            f"installed: {', '.join(offered)}"
+        )
+    instances = []
+    for name in sorted(wanted):
+        module_name, _, attr = specs[name].path.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigurationError(
+                f"serializer {name!r} from {specs[name].distribution} cannot be loaded ({exc})"
+            ) from exc
+        instances.append(cls())
+    return instances
+
+
 def lifecycle_hooks_in_use() -> frozenset[str]:
     """Names of lifecycle hooks that at least one plugin implements (checked once per worker)."""
     manager = get_plugin_manager()

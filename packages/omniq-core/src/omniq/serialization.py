@@ -24,6 +24,7 @@ import msgspec
 from omniq.errors import ConfigurationError, PayloadTooLargeError, SerializationError
 
 __all__ = [
+    "BUILTIN_SERIALIZERS",
     "PICKLE_FORMATS",
     "JSONSerializer",
     "MsgpackSerializer",
@@ -137,7 +138,8 @@ class PickleSerializer:
         return self._module.loads(data)
 
 
-_BUILTIN = ("msgpack", "json", "dill", "cloudpickle")
+#: serializers that need no plugin.
+BUILTIN_SERIALIZERS = ("msgpack", "json", "dill", "cloudpickle")
 
 
 def get_serializer(name: str) -> Serializer:
@@ -152,7 +154,7 @@ def get_serializer(name: str) -> Serializer:
         return JSONSerializer()
     if name in ("dill", "cloudpickle"):
         return PickleSerializer(name)
-    raise ConfigurationError(f"OMNIQ_SERIALIZER={name!r} is not valid: expected one of {', '.join(_BUILTIN)}")
+    raise ConfigurationError(f"OMNIQ_SERIALIZER={name!r} is not valid: expected one of {', '.join(BUILTIN_SERIALIZERS)}")
 
 
 class SerializerRegistry:
