@@ -119,3 +119,20 @@ async def test_unknown_task_queue_type_names_installed_types(monkeypatch: pytest
     assert "'nope'" in message
     assert "OMNIQ_TASK_QUEUE_TYPE" in message
     assert "memory" in message and "sqlite" in message
+
+
+def test_from_settings_fills_declared_options_unless_given() -> None:
+    from typing import Any, ClassVar
+
+    from omniq.backends.memory import MemoryResultStorage
+
+    class Prefixed(MemoryResultStorage):
+        settings_options: ClassVar[dict[str, str]] = {"prefix": "key_prefix", "ttl": "result_ttl"}
+
+        def __init__(self, url: str | None = None, **options: Any) -> None:
+            super().__init__(url)
+            self.options = options
+
+    settings = Settings(backend="memory", key_prefix="app1", result_ttl=60, result_storage_options={"ttl": 5})
+    built = Prefixed.from_settings(settings.component("result_storage"), settings)
+    assert built.options == {"prefix": "app1", "ttl": 5}  # the component's own option wins

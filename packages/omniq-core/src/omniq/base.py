@@ -89,14 +89,22 @@ class Component(ABC):  # noqa: B024 - abstract by intent; its hooks are optional
     #: the registered backend name (``"redis"``); set by the backend class.
     backend_name: ClassVar[str] = ""
 
+    #: constructor option -> ``Settings`` attribute used when the component's options
+    #: do not give it (e.g. ``{"prefix": "key_prefix", "ttl": "event_ttl"}``).
+    settings_options: ClassVar[Mapping[str, str]] = {}
+
     @classmethod
     def from_settings(cls, component: ComponentSettings, settings: Settings) -> Self:
         """Build the component from resolved settings.
 
-        The default passes ``url`` and the component's ``options`` to the
-        constructor; override to read more (``settings.base_dir``, TTLs).
+        The default passes ``url``, the component's ``options``, and for each
+        entry of :attr:`settings_options` not among them, the named setting.
+        Override only to derive something else (a default URL from ``base_dir``).
         """
-        return cls(url=component.url, **component.options)
+        options = dict(component.options)
+        for option, attribute in cls.settings_options.items():
+            options.setdefault(option, getattr(settings, attribute))
+        return cls(url=component.url, **options)
 
     async def connect(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Open connections and create schema; called once before use."""

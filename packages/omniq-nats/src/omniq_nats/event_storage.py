@@ -9,6 +9,7 @@ order, because batches from several writers arrive out of order.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client
 
-    from omniq.config import ComponentSettings, Settings
 
 __all__ = ["NatsEventStorage"]
 
@@ -64,13 +64,7 @@ class NatsEventStorage(BaseEventStorage):
         self._options = options
         self._nc: Client | None = None
 
-    @classmethod
-    def from_settings(cls, component: ComponentSettings, settings: Settings) -> NatsEventStorage:
-        """Build from settings: ``key_prefix`` and ``event_ttl`` unless given as options."""
-        options = dict(component.options)
-        options.setdefault("prefix", settings.key_prefix)
-        options.setdefault("ttl", settings.event_ttl)
-        return cls(url=component.url, **options)
+    settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ttl": "event_ttl"}
 
     @property
     def stream(self) -> str:

@@ -12,6 +12,7 @@ a result whose own ``expires_at`` passed is invisible and removed by ``purge``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client
 
-    from omniq.config import ComponentSettings, Settings
 
 __all__ = ["NatsResultStorage"]
 
@@ -68,13 +68,7 @@ class NatsResultStorage(BaseResultStorage):
         self._nc: Client | None = None
         self._bucket: Bucket | None = None
 
-    @classmethod
-    def from_settings(cls, component: ComponentSettings, settings: Settings) -> NatsResultStorage:
-        """Build from settings: ``key_prefix`` and ``result_ttl`` unless given as options."""
-        options = dict(component.options)
-        options.setdefault("prefix", settings.key_prefix)
-        options.setdefault("ttl", settings.result_ttl)
-        return cls(url=component.url, **options)
+    settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ttl": "result_ttl"}
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client
 
-    from omniq.config import ComponentSettings, Settings
 
 __all__ = ["NatsTaskQueue"]
 
@@ -62,13 +61,7 @@ class NatsTaskQueue(QueueCore):
         }
     )
 
-    @classmethod
-    def from_settings(cls, component: ComponentSettings, settings: Settings) -> NatsTaskQueue:
-        """Build from settings: ``key_prefix`` and ``lease_duration`` (as AckWait) unless given as options."""
-        options = dict(component.options)
-        options.setdefault("prefix", settings.key_prefix)
-        options.setdefault("ack_wait", settings.lease_duration)
-        return cls(url=component.url, **options)
+    settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ack_wait": "lease_duration"}
 
     # -- enqueue --------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 
@@ -17,9 +18,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     import asyncpg
-    from typing_extensions import Self
 
-    from omniq.config import ComponentSettings, Settings
 
 __all__ = ["PostgresEventStorage"]
 
@@ -71,13 +70,7 @@ class PostgresEventStorage(PoolOwner, BaseEventStorage):
         self._sql_expire = f"DELETE FROM {events} WHERE ts < now() - $1::float8 * interval '1 second'"
         self._events = events
 
-    @classmethod
-    def from_settings(cls, component: ComponentSettings, settings: Settings) -> Self:
-        """Build from settings: ``schema`` option (else ``key_prefix``) and ``event_ttl``."""
-        options = dict(component.options)
-        options.setdefault("schema", settings.key_prefix)
-        options.setdefault("ttl", settings.event_ttl)
-        return cls(url=component.url, **options)
+    settings_options: ClassVar[Mapping[str, str]] = {"schema": "key_prefix", "ttl": "event_ttl"}
 
     def __repr__(self) -> str:
         return f"PostgresEventStorage(schema={self.schema!r})"

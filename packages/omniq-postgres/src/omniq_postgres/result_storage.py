@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 import msgspec
@@ -25,9 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import asyncpg
-    from typing_extensions import Self
 
-    from omniq.config import ComponentSettings, Settings
 
 __all__ = ["PostgresResultStorage"]
 
@@ -125,12 +124,7 @@ class PostgresResultStorage(PoolOwner, BaseResultStorage):
         self._sql_purge_expired = f"DELETE FROM {self.names.results} WHERE expires_at <= now()"
         self._sql_purge_all = f"DELETE FROM {self.names.results}"
 
-    @classmethod
-    def from_settings(cls, component: ComponentSettings, settings: Settings) -> Self:
-        """Build from settings: ``schema`` option, else ``settings.key_prefix``."""
-        options = dict(component.options)
-        options.setdefault("schema", settings.key_prefix)
-        return cls(url=component.url, **options)
+    settings_options: ClassVar[Mapping[str, str]] = {"schema": "key_prefix"}
 
     def __repr__(self) -> str:
         return f"PostgresResultStorage(schema={self.schema!r})"

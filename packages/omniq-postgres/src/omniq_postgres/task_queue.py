@@ -17,7 +17,7 @@ listener wakes all waiters once.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 import msgspec
@@ -33,9 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     import asyncpg
-    from typing_extensions import Self
 
-    from omniq.config import ComponentSettings, Settings
 
 __all__ = ["PostgresTaskQueue"]
 
@@ -145,13 +143,7 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
         self._waiters: set[tuple[frozenset[str], anyio.Event]] = set()
         self._listener = Listener(self.url, self.names.tasks_channel, self._notified, self._reset)
 
-    @classmethod
-    def from_settings(cls, component: ComponentSettings, settings: Settings) -> Self:
-        """Build from settings: ``schema`` option, else ``settings.key_prefix``."""
-        options = dict(component.options)
-        options.setdefault("schema", settings.key_prefix)
-        options.setdefault("poll_interval", settings.poll_interval)
-        return cls(url=component.url, **options)
+    settings_options: ClassVar[Mapping[str, str]] = {"schema": "key_prefix", "poll_interval": "poll_interval"}
 
     def __repr__(self) -> str:
         return f"PostgresTaskQueue(schema={self.schema!r})"

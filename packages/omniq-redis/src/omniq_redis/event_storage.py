@@ -13,7 +13,8 @@ newer than ``before``). Other filters are applied while reading.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from typing_extensions import Self
-
-    from omniq.config import ComponentSettings, Settings
 
 __all__ = ["RedisEventStorage"]
 
@@ -74,13 +72,7 @@ class RedisEventStorage(BaseEventStorage):
         self._client = RedisClient(self.url, **options)
         self._key = keys.events_key(self.prefix)
 
-    @classmethod
-    def from_settings(cls, component: ComponentSettings, settings: Settings) -> Self:
-        """Build from settings: ``url``, ``key_prefix``, ``event_ttl`` and the component's options."""
-        options = dict(component.options)
-        options.setdefault("prefix", settings.key_prefix)
-        options.setdefault("ttl", settings.event_ttl)
-        return cls(url=component.url, **options)
+    settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ttl": "event_ttl"}
 
     def __repr__(self) -> str:
         return f"RedisEventStorage(url={redact_url(self.url)!r}, prefix={self.prefix!r})"

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from omniq.base import BaseResultStorage, Capability
 from omniq.errors import redact_url
@@ -23,9 +24,6 @@ from omniq_redis._client import DEFAULT_URL, RedisClient, to_ms
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from typing_extensions import Self
-
-    from omniq.config import ComponentSettings, Settings
 
 __all__ = ["RedisResultStorage"]
 
@@ -55,12 +53,7 @@ class RedisResultStorage(BaseResultStorage):
         self._client = RedisClient(self.url, **options)
         self._index = keys.result_index_key(self.prefix)
 
-    @classmethod
-    def from_settings(cls, component: ComponentSettings, settings: Settings) -> Self:
-        """Build from settings: ``url``, ``key_prefix`` and the component's options."""
-        options = dict(component.options)
-        options.setdefault("prefix", settings.key_prefix)
-        return cls(url=component.url, **options)
+    settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix"}
 
     def __repr__(self) -> str:
         return f"RedisResultStorage(url={redact_url(self.url)!r}, prefix={self.prefix!r})"

@@ -16,7 +16,7 @@ included); ``wait_for_work`` one check plus one blocking BLPOP.
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
 from omniq.errors import redact_url
@@ -28,9 +28,6 @@ from omniq_redis._codec import enqueue_items, finish_items, task_from_row
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from typing_extensions import Self
-
-    from omniq.config import ComponentSettings, Settings
 
 __all__ = ["RedisTaskQueue"]
 
@@ -74,12 +71,7 @@ class RedisTaskQueue(BaseTaskQueue):
         self._queue_keys: dict[str, keys.QueueKeys] = {}
         self._queues_key = keys.global_key(self.prefix, keys.QUEUES)
 
-    @classmethod
-    def from_settings(cls, component: ComponentSettings, settings: Settings) -> Self:
-        """Build from settings: ``url``, ``key_prefix`` and the component's options."""
-        options = dict(component.options)
-        options.setdefault("prefix", settings.key_prefix)
-        return cls(url=component.url, **options)
+    settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix"}
 
     def __repr__(self) -> str:
         return f"RedisTaskQueue(url={redact_url(self.url)!r}, prefix={self.prefix!r})"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 
@@ -12,9 +13,6 @@ from omniq_sqlite._db import Database, resolve_path
 if TYPE_CHECKING:
     import os
 
-    from typing_extensions import Self
-
-    from omniq.config import ComponentSettings, Settings
 
 __all__ = ["SQLiteComponent", "chunks", "from_ts", "to_ts"]
 
@@ -79,12 +77,7 @@ class SQLiteComponent:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
-    @classmethod
-    def from_settings(cls, component: ComponentSettings, settings: Settings) -> Self:
-        """Build from settings: the component's URL, else ``<settings.base_dir>/omniq.db``."""
-        options: dict[str, Any] = dict(component.options)
-        options.setdefault("base_dir", settings.base_dir)
-        return cls(url=component.url, **options)
+    settings_options: ClassVar[Mapping[str, str]] = {"base_dir": "base_dir"}
 
     async def connect(self) -> None:
         """Open (or join) this process's connection to the file and migrate the schema."""
