@@ -464,16 +464,7 @@ class AsyncOmniQ:
         stored = await self.result_storage.get(task_id)
         if stored is not None:
             return stored
-        return TaskResult(
-            task_id=task.id,
-            status=task.status,
-            error=task.error,
-            attempts=task.attempts,
-            func=task.func,
-            queue=task.queue,
-            started_at=task.started_at,
-            finished_at=task.finished_at or utcnow(),
-        )
+        return TaskResult.from_task(task, finished_at=task.finished_at)
 
     def _decoded(self, result: TaskResult) -> TaskResult:
         value = self.serializer.loads(result.payload) if result.payload else None
@@ -527,23 +518,14 @@ class AsyncOmniQ:
         await self.connect()
         if not await self.task_queue.cancel(task_id):
             return False
+        # Read back after the cancel: the record is CANCELLED now (purged concurrently: None).
         task = await self.task_queue.get(task_id)
-        result = TaskResult(
-            task_id=task_id,
-            status=TaskStatus.CANCELLED,
-            attempts=task.attempts if task else 0,
-            func=task.func if task else "",
-            queue=task.queue if task else DEFAULT_QUEUE,
-            expires_at=self._result_expiry(task),
-        )
-        await self.result_storage.set(result)
-        if self._events is not None and task is not None:
+        if task is None:
+            task = Task(id=task_id, func="", status=TaskStatus.CANCELLED, result_ttl=self.settings.result_ttl)
+        await self.result_storage.set(TaskResult.from_task(task, TaskStatus.CANCELLED))
+        if self._events is not None:
             self._events.add(TaskEvent(task_id=task_id, type=EventType.CANCELLED, queue=task.queue, func=task.func))
         return True
-
-    def _result_expiry(self, task: Task | None) -> datetime | None:
-        ttl = task.result_ttl if task is not None else self.settings.result_ttl
-        return utcnow() + timedelta(seconds=ttl) if ttl is not None else None
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
         """Return the schedule of a recurring task (its id is the schedule id)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import random
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
@@ -177,6 +177,31 @@ class TaskResult(msgspec.Struct, kw_only=True):
     def ok(self) -> bool:
         """Whether the task succeeded."""
         return self.status is TaskStatus.SUCCEEDED
+
+    @classmethod
+    def from_task(
+        cls,
+        task: Task,
+        status: TaskStatus | None = None,
+        *,
+        payload: bytes = b"",
+        error: TaskError | None = None,
+        finished_at: datetime | None = None,
+    ) -> TaskResult:
+        """The result of ``task`` (its own status and error unless given), expiring after its ``result_ttl``."""
+        now = finished_at or utcnow()
+        return cls(
+            task_id=task.id,
+            status=status or task.status,
+            payload=payload,
+            error=error if error is not None or status is not None else task.error,
+            attempts=task.attempts,
+            func=task.func,
+            queue=task.queue,
+            started_at=task.started_at,
+            finished_at=now,
+            expires_at=now + timedelta(seconds=task.result_ttl) if task.result_ttl is not None else None,
+        )
 
 
 class EventType(str, enum.Enum):

@@ -392,12 +392,7 @@ class AsyncWorkerPool:
         logger.warning("recovered %d task(s) whose worker stopped renewing its lease (%d failed for good)",
                        len(tasks), len(failed))
         if failed:
-            await app.result_storage.set_many([
-                TaskResult(task_id=t.id, status=TaskStatus.FAILED, error=t.error, attempts=t.attempts, func=t.func,
-                           queue=t.queue, started_at=t.started_at, finished_at=now,
-                           expires_at=None if t.result_ttl is None else now + timedelta(seconds=t.result_ttl))
-                for t in failed
-            ])
+            await app.result_storage.set_many([TaskResult.from_task(t, finished_at=now) for t in failed])
         app.record_events([
             TaskEvent(task_id=t.id, type=EventType.FAILED if t.status is TaskStatus.FAILED else EventType.RECOVERED,
                       timestamp=now, queue=t.queue, func=t.func, attempt=t.attempts,

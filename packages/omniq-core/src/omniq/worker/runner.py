@@ -42,26 +42,10 @@ if TYPE_CHECKING:
 __all__ = ["check_dependencies", "execute", "outcome_event"]
 
 
-def _result(task: Task, status: TaskStatus, *, payload: bytes = b"", error: TaskError | None = None) -> TaskResult:
-    now = utcnow()
-    return TaskResult(
-        task_id=task.id,
-        status=status,
-        payload=payload,
-        error=error,
-        attempts=task.attempts,
-        func=task.func,
-        queue=task.queue,
-        started_at=task.started_at,
-        finished_at=now,
-        expires_at=now + timedelta(seconds=task.result_ttl) if task.result_ttl is not None else None,
-    )
-
-
 def _final(task: Task, kind: OutcomeKind, status: TaskStatus, error: TaskError | None, payload: bytes = b"") -> Outcome:
     """A terminal outcome, or the next tick for a recurring task (a failed run does not end a schedule)."""
     token = task.lease_token or ""
-    result = _result(task, status, payload=payload, error=error)
+    result = TaskResult.from_task(task, status, payload=payload, error=error)
     if task.recurring and kind in (OutcomeKind.SUCCEEDED, OutcomeKind.FAILED):
         eta = next_run(interval=task.interval, cron=task.cron, after=task.eta or task.created_at)
         return Outcome(task_id=task.id, lease_token=token, kind=OutcomeKind.RESCHEDULE, eta=eta, error=error, result=result)
