@@ -191,3 +191,22 @@ def emit(result: dict[str, Any]) -> None:
     """Print the one JSON line the runner reads."""
     sys.stdout.write("BENCH_RESULT " + json.dumps(result) + "\n")
     sys.stdout.flush()
+
+
+def peer_args(*, worker_flag: bool = False) -> Any:
+    """The command line every peer script takes (run.py passes the same sizes to all).
+
+    ``worker_flag`` adds ``--worker``, for scripts that are their own worker process.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    if worker_flag:
+        parser.add_argument("--worker", action="store_true", help="run as the worker process")
+    parser.add_argument("--n-single", type=int, default=2000)
+    parser.add_argument("--n-bulk", type=int, default=10000)
+    parser.add_argument("--n-latency", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=240.0)
+    return parser.parse_args()
+

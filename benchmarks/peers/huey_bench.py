@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import Channel, drain_rate, emit, measure_latency, spawn, stop
+from common import Channel, drain_rate, emit, measure_latency, peer_args, spawn, stop
 from huey import RedisHuey, SqliteHuey
 
 HERE = os.path.dirname(os.path.abspath(__file__))  # peers/: the worker's cwd
@@ -87,12 +87,6 @@ def main(args: argparse.Namespace) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n-single", type=int, default=2000)
-    parser.add_argument("--n-bulk", type=int, default=10000)
-    parser.add_argument("--n-latency", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--timeout", type=float, default=240.0)
     import huey_bench  # the consumer knows the tasks by this module's name, not __main__
 
-    emit(huey_bench.main(parser.parse_args()))
+    emit(huey_bench.main(peer_args()))

@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import procrastinate
-from common import Channel, count_noop, drain_rate, emit, measure_latency_async, report_ping, spawn, stop
+from common import Channel, count_noop, drain_rate, emit, measure_latency_async, peer_args, report_ping, spawn, stop
 
 HERE = os.path.dirname(os.path.abspath(__file__))  # peers/: the worker's cwd
 BIN = os.path.dirname(os.path.abspath(sys.executable))  # this venv's scripts
@@ -72,12 +72,6 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n-single", type=int, default=2000)
-    parser.add_argument("--n-bulk", type=int, default=10000)
-    parser.add_argument("--n-latency", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--timeout", type=float, default=240.0)
     import procrastinate_bench  # the worker knows the tasks by this module's name, not __main__
 
-    emit(asyncio.run(procrastinate_bench.main(parser.parse_args())))
+    emit(asyncio.run(procrastinate_bench.main(peer_args())))

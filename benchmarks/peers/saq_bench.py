@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import Channel, count_noop, drain_rate, emit, measure_latency_async, report_ping, spawn, stop
+from common import Channel, count_noop, drain_rate, emit, measure_latency_async, peer_args, report_ping, spawn, stop
 from saq import Queue
 
 HERE = os.path.dirname(os.path.abspath(__file__))  # peers/: the worker's cwd
@@ -85,13 +85,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n-single", type=int, default=2000)
-    parser.add_argument("--n-bulk", type=int, default=10000)
-    parser.add_argument("--n-latency", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--timeout", type=float, default=240.0)
-    parsed = parser.parse_args()
+    parsed = peer_args()
     os.environ["BENCH_CONCURRENCY"] = str(parsed.concurrency)  # the worker reads it from the environment
     import saq_bench  # the worker knows the functions by this module, not __main__
 
