@@ -47,6 +47,8 @@ __all__ = ["AsyncWorkerPool"]
 
 logger = logging.getLogger("omniq.worker")
 
+#: burst mode's allowance for an engine clock a little behind the worker's.
+BURST_CLOCK_MARGIN = timedelta(seconds=0.1)
 #: longest pause after a backend error before the loops try again.
 MAX_ERROR_BACKOFF = 5.0
 
@@ -200,6 +202,7 @@ class AsyncWorkerPool:
                     await self._slot_freed.wait()
                 continue
             wait = 0.0 if self.burst else self.poll_interval
+            claimed_from = utcnow()
             try:
                 with anyio.CancelScope(shield=True):
                     tasks = await queue.claim(self.queues, free, lease=self.lease, worker_id=self.worker_id, wait=wait)
@@ -212,8 +215,10 @@ class AsyncWorkerPool:
                 continue
             if not tasks:
                 if self.burst:
+                    # Done only if this empty claim began after every deferred task was due
+                    # (with a margin for an engine clock slightly behind ours).
                     idle = not self._running and not self._outcomes and not self._finishing
-                    if idle and utcnow() >= self._burst_deferred_until:
+                    if idle and claimed_from >= self._burst_deferred_until + BURST_CLOCK_MARGIN:
                         return
                     self._slot_freed = anyio.Event()
                     with anyio.move_on_after(min(self.poll_interval, 0.1)):
