@@ -72,9 +72,28 @@ def dsn_identity(url: str) -> tuple[str, int, str, str]:
     )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool ``reset`` hook: nothing to undo, so no reset query.
+
+    asyncpg's default reset sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL`` on every release, a second round trip after each
+    pooled statement (a third of single-enqueue time, and on the claim path).
+    OmniQ's pooled connections never change session state: no SET, no LISTEN
+    (listeners have their own connections), no cursors, only transaction-level
+    advisory locks. asyncpg still rolls back a transaction left open before
+    calling this.
+    """
+
+
 async def create_pool(url: str, options: Mapping[str, Any]) -> asyncpg.Pool:
     """Open a pool; ``options`` are passed to :func:`asyncpg.create_pool` (min_size, max_size...)."""
-    kwargs: dict[str, Any] = {"min_size": 1, "max_size": 10, "timeout": 10.0, "command_timeout": 60.0}
+    kwargs: dict[str, Any] = {
+        "min_size": 1,
+        "max_size": 10,
+        "timeout": 10.0,
+        "command_timeout": 60.0,
+        "reset": _keep_session,
+    }
     kwargs.update(options)
     with map_exceptions(ERRORS, url=url):
         pool: asyncpg.Pool = await asyncpg.create_pool(url, **kwargs)

@@ -1,19 +1,23 @@
 """The task queue's DML, one statement per operation, rendered once per schema.
 
 Every hot-path statement is a single round trip for a whole batch: arrays
-go in through ``unnest`` and asyncpg prepares and caches each statement.
+go in through ``unnest`` and asyncpg prepares and caches each statement. The
+enqueue INSERT sends a column that is the same on every row as one scalar
+(:mod:`omniq_postgres._batch`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from omniq_postgres._batch import BatchColumns
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from omniq_postgres.schema import Names
 
-__all__ = ["TASK_COLUMNS", "TaskSQL"]
+__all__ = ["INSERT_COLUMNS", "TASK_COLUMNS", "TaskSQL"]
 
 #: columns read back into a :class:`omniq.models.Task`, in this order.
 TASK_COLUMNS = (
@@ -26,31 +30,64 @@ _T_COLUMNS = ", ".join(f"t.{name.strip()}" for name in TASK_COLUMNS.split(","))
 
 _ACTIVE = "('pending', 'running')"
 
+#: the parameters of the enqueue INSERT, in order: (column, PostgreSQL type). JSON columns go in as text.
+INSERT_COLUMNS = (
+    ("id", "text"),
+    ("func", "text"),
+    ("payload", "bytea"),
+    ("queue", "text"),
+    ("priority", "int4"),
+    ("unique_key", "text"),
+    ("paused", "bool"),
+    ("eta", "timestamptz"),
+    ("interval_seconds", "float8"),
+    ("cron", "text"),
+    ("attempts", "int4"),
+    ("max_retries", "int4"),
+    ("timeout", "float8"),
+    ("expires_at", "timestamptz"),
+    ("result_ttl", "float8"),
+    ("depends_on", "text"),
+    ("created_at", "timestamptz"),
+    ("error", "text"),
+)
+
+
+def _render_insert(tasks: str, v: dict[str, str], unnest: str | None) -> str:
+    """The enqueue INSERT for one scalar/array combination (see :mod:`omniq_postgres._batch`).
+
+    A task without eta is ready at once and sorts by its creation time;
+    ``least(..., now())`` keeps a client clock that runs ahead from delaying it.
+    """
+    source = f" FROM {unnest} ORDER BY i.ord" if unnest else ""
+    return f"""
+            INSERT INTO {tasks} (id, func, payload, queue, priority, unique_key, status, paused, eta, ready_at,
+                                 interval_seconds, cron, attempts, max_retries, timeout, expires_at, result_ttl,
+                                 depends_on, created_at, updated_at, error)
+            SELECT {v["id"]}, {v["func"]}, {v["payload"]}, {v["queue"]}, {v["priority"]}, {v["unique_key"]},
+                   'pending', {v["paused"]}, {v["eta"]}, coalesce({v["eta"]}, least({v["created_at"]}, now())),
+                   {v["interval_seconds"]}, {v["cron"]}, {v["attempts"]}, {v["max_retries"]}, {v["timeout"]},
+                   {v["expires_at"]}, {v["result_ttl"]}, {v["depends_on"]}::jsonb, {v["created_at"]}, now(),
+                   {v["error"]}::jsonb{source}"""
+
+
+#: turns an enqueue INSERT into one that skips rows whose id or unique key is taken.
+_SKIP_TAKEN = """
+            ON CONFLICT DO NOTHING
+            RETURNING id"""
+
 
 class TaskSQL:
     """Statements of :class:`~omniq_postgres.task_queue.PostgresTaskQueue` for one schema."""
 
     def __init__(self, names: Names) -> None:
         tasks = names.tasks
-        # A task without eta is ready at once and sorts by its creation time;
-        # least(..., now()) keeps a client clock that runs ahead from delaying it.
-        self.insert = f"""
-            INSERT INTO {tasks} (id, func, payload, queue, priority, unique_key, status, paused, eta, ready_at,
-                                 interval_seconds, cron, attempts, max_retries, timeout, expires_at, result_ttl,
-                                 depends_on, created_at, updated_at, error)
-            SELECT i.id, i.func, i.payload, i.queue, i.priority, i.unique_key, 'pending', i.paused, i.eta,
-                   coalesce(i.eta, least(i.created_at, now())), i.interval_seconds, i.cron, i.attempts,
-                   i.max_retries, i.timeout, i.expires_at, i.result_ttl, i.depends_on::jsonb, i.created_at, now(),
-                   i.error::jsonb
-              FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::int4[], $6::text[], $7::bool[],
-                          $8::timestamptz[], $9::float8[], $10::text[], $11::int4[], $12::int4[], $13::float8[],
-                          $14::timestamptz[], $15::float8[], $16::text[], $17::timestamptz[], $18::text[])
-                   WITH ORDINALITY AS i(id, func, payload, queue, priority, unique_key, paused, eta, interval_seconds,
-                                        cron, attempts, max_retries, timeout, expires_at, result_ttl, depends_on,
-                                        created_at, error, ord)
-             ORDER BY i.ord
-            ON CONFLICT DO NOTHING
-            RETURNING id"""
+        # Plain: every row must be new (a collision fails the whole statement). Skipping: rows whose
+        # id or unique key is taken are left out, and RETURNING tells which went in.
+        self.insert = BatchColumns(INSERT_COLUMNS, lambda values, unnest: _render_insert(tasks, values, unnest))
+        self.insert_skipping = BatchColumns(
+            INSERT_COLUMNS, lambda values, unnest: _render_insert(tasks, values, unnest) + _SKIP_TAKEN
+        )
         # Who already holds a unique key, or an id, that an INSERT above skipped.
         self.delete_finished = f"DELETE FROM {tasks} WHERE id = ANY($1::text[]) AND status NOT IN {_ACTIVE}"
         self.existing = f"""
@@ -75,13 +112,23 @@ class TaskSQL:
                      LIMIT $2) AS c
              WHERE t.id = c.id
             RETURNING {_T_COLUMNS}"""
-        # Seconds (database clock) until the earliest pending task of the queues is due.
+        # Seconds (database clock) until the earliest pending task of the queues is due. A loose
+        # index scan of tasks_claim_idx: per queue, the first entry of each priority holds that
+        # priority's earliest ready_at, so the cost is O(distinct priorities), not O(backlog).
+        claimable = "status = 'pending' AND NOT paused"
         self.next_due = f"""
-            SELECT extract(epoch FROM min(d.ready_at) - now())::float8
-              FROM unnest($1::text[]) AS q(queue),
-                   LATERAL (SELECT ready_at FROM {tasks}
-                             WHERE queue = q.queue AND status = 'pending' AND NOT paused
-                             ORDER BY ready_at LIMIT 1) AS d"""
+            WITH RECURSIVE p AS (
+                SELECT q.queue, f.priority, f.ready_at
+                  FROM unnest($1::text[]) AS q(queue),
+                       LATERAL (SELECT priority, ready_at FROM {tasks}
+                                 WHERE queue = q.queue AND {claimable}
+                                 ORDER BY priority DESC, ready_at, seq LIMIT 1) AS f
+                UNION ALL
+                SELECT p.queue, n.priority, n.ready_at
+                  FROM p, LATERAL (SELECT priority, ready_at FROM {tasks}
+                                    WHERE queue = p.queue AND {claimable} AND priority < p.priority
+                                    ORDER BY priority DESC, ready_at, seq LIMIT 1) AS n)
+            SELECT extract(epoch FROM min(ready_at) - now())::float8 FROM p"""
         self.extend = f"""
             UPDATE {tasks} AS t
                SET lease_expires_at = now() + $3::float8 * interval '1 second', updated_at = now()

@@ -10,6 +10,7 @@ import anyio
 
 from omniq.base import BaseEventStorage, Capability, map_exceptions
 from omniq.models import EventType, TaskEvent
+from omniq_postgres._batch import BatchColumns, uniform_mask
 from omniq_postgres._connection import ERRORS, PoolOwner
 from omniq_postgres.schema import DEFAULT_SCHEMA
 
@@ -25,6 +26,16 @@ __all__ = ["PostgresEventStorage"]
 logger = logging.getLogger("omniq.postgres")
 
 _COLUMNS = "task_id, type, ts, queue, func, attempt, worker_id, message"
+_APPEND_COLUMNS = (
+    ("task_id", "text"),
+    ("type", "text"),
+    ("ts", "timestamptz"),
+    ("queue", "text"),
+    ("func", "text"),
+    ("attempt", "int4"),
+    ("worker_id", "text"),
+    ("message", "text"),
+)
 #: seconds between opportunistic deletions of events older than ``ttl``.
 _EXPIRE_EVERY = 60.0
 
@@ -63,10 +74,16 @@ class PostgresEventStorage(PoolOwner, BaseEventStorage):
         self._ttl = ttl
         self._next_expiry = 0.0
         events = self.names.events
-        self._sql_append = f"""
+        # Columns that are the same on every event of a batch (type, time, queue, worker...) go in as
+        # scalars. Rows are inserted in batch order, so the identity (the tie-breaker) follows it.
+        self._append = BatchColumns(
+            _APPEND_COLUMNS,
+            lambda v, unnest: (
+                f"""
             INSERT INTO {events} ({_COLUMNS})
-            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::int4[],
-                                 $7::text[], $8::text[])"""
+            SELECT {", ".join(v[name] for name, _ in _APPEND_COLUMNS)}{f" FROM {unnest}" if unnest else ""}"""
+            ),
+        )
         self._sql_expire = f"DELETE FROM {events} WHERE ts < now() - $1::float8 * interval '1 second'"
         self._events = events
 
@@ -83,19 +100,22 @@ class PostgresEventStorage(PoolOwner, BaseEventStorage):
         """Insert a batch of events with one ``INSERT ... SELECT FROM unnest``."""
         if not events:
             return
+        types = [e.type for e in events]
+        columns = [
+            [e.task_id for e in events],
+            types,
+            [e.timestamp for e in events],
+            [e.queue for e in events],
+            [e.func for e in events],
+            [e.attempt for e in events],
+            [e.worker_id for e in events],
+            [e.message for e in events],
+        ]
+        mask = uniform_mask(columns, vary_first=True)
+        columns[1] = [EventType(t).value for t in (types if mask[1] else types[:1])]  # once when shared
         pool = await self._get_pool()
         with map_exceptions(ERRORS, url=self.url):
-            await pool.execute(
-                self._sql_append,
-                [e.task_id for e in events],
-                [EventType(e.type).value for e in events],
-                [e.timestamp for e in events],
-                [e.queue for e in events],
-                [e.func for e in events],
-                [e.attempt for e in events],
-                [e.worker_id for e in events],
-                [e.message for e in events],
-            )
+            await pool.execute(self._append.sql(mask), *BatchColumns.args(columns, mask))
             if self._ttl is not None and anyio.current_time() >= self._next_expiry:
                 self._next_expiry = anyio.current_time() + _EXPIRE_EVERY
                 deleted = await pool.execute(self._sql_expire, float(self._ttl))

@@ -38,7 +38,7 @@ EVENTS_TABLE = "events"  # append-only task history
 VERSION_TABLE = "schema_version"  # one row per applied migration
 CLAIM_INDEX = "tasks_claim_idx"  # partial index serving the SKIP LOCKED claim order
 UNIQUE_INDEX = "tasks_unique_key_idx"  # one PENDING/RUNNING task per unique_key
-DUE_INDEX = "tasks_due_idx"  # earliest ready_at per queue, so idle workers wake at the next eta
+DUE_INDEX = "tasks_due_idx"  # earliest ready_at per queue (migration 1; dropped by 2: next_due uses CLAIM_INDEX)
 LEASE_INDEX = "tasks_lease_idx"  # RUNNING tasks by lease deadline, for recover()
 STATUS_INDEX = "tasks_status_queue_idx"  # count()/list()/purge() filters
 RESULTS_EXPIRY_INDEX = "results_expires_idx"  # purge of expired results
@@ -199,8 +199,14 @@ def _migration_1(n: Names) -> list[str]:
     ]
 
 
+def _migration_2(n: Names) -> list[str]:
+    # Every enqueue paid for a fourth index entry that only the idle worker's "when is the
+    # next task due" query used; that query now walks tasks_claim_idx once per priority.
+    return [f"DROP INDEX IF EXISTS {n.q_schema}.{DUE_INDEX}"]
+
+
 #: (version, builder of its statements); append only, never edit a released entry.
-MIGRATIONS = ((1, _migration_1),)
+MIGRATIONS = ((1, _migration_1), (2, _migration_2))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

@@ -1,7 +1,9 @@
 """PostgresTaskQueue: SKIP LOCKED batch claims, token-checked batch finishes, NOTIFY wake-ups.
 
-Round trips: ``enqueue_many`` is one ``INSERT ... SELECT FROM unnest``
-(plus one lookup only when unique keys or ids collide); ``claim_ready`` is
+Round trips: ``enqueue_many`` is one ``INSERT ... SELECT FROM unnest``: a
+plain one for a batch without unique keys outside a caller's transaction,
+else (or when an id turns out to be taken) ``ON CONFLICT DO NOTHING``, plus
+one lookup only when unique keys or ids collide; ``claim_ready`` is
 one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``;
 ``extend`` and ``finish`` are one ``UPDATE ... FROM unnest`` each, and a
 fused ``finish`` upserts the results in the same statement. All times come
@@ -20,10 +22,12 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
+import asyncpg
 import msgspec
 
 from omniq.base import BaseResultStorage, BaseTaskQueue, Capability, lease_expired_error, map_exceptions
 from omniq.models import Outcome, Task, TaskStatus
+from omniq_postgres._batch import BatchColumns, uniform_mask
 from omniq_postgres._connection import ERRORS, Listener, PoolOwner, dsn_identity
 from omniq_postgres._sql import TASK_COLUMNS, TaskSQL
 from omniq_postgres.result_storage import PostgresResultStorage, decode_error, encode_error, result_arrays
@@ -31,8 +35,6 @@ from omniq_postgres.schema import DEFAULT_SCHEMA
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-
-    import asyncpg
 
 
 __all__ = ["PostgresTaskQueue"]
@@ -76,7 +78,10 @@ def _task_from_row(row: asyncpg.Record) -> Task:
     )
 
 
-def _insert_args(tasks: Sequence[Task]) -> list[list[Any]]:
+def _insert_columns(tasks: Sequence[Task]) -> list[list[Any]]:
+    """One value list per column of ``INSERT_COLUMNS``."""
+    depends = [t.depends_on for t in tasks]
+    errors = [t.error for t in tasks]
     return [
         [t.id for t in tasks],
         [t.func for t in tasks],
@@ -93,10 +98,21 @@ def _insert_args(tasks: Sequence[Task]) -> list[list[Any]]:
         [t.timeout for t in tasks],
         [t.expires_at for t in tasks],
         [t.result_ttl for t in tasks],
-        ["[]" if not t.depends_on else _json.encode(list(t.depends_on)).decode() for t in tasks],
+        # JSON is encoded once when the whole batch shares one value (the usual case).
+        _encoded(depends, _encode_depends),
         [t.created_at for t in tasks],
-        [encode_error(t.error) for t in tasks],
+        _encoded(errors, encode_error),
     ]
+
+
+def _encode_depends(depends: tuple[str, ...]) -> str:
+    return "[]" if not depends else _json.encode(list(depends)).decode()
+
+
+def _encoded(values: list[Any], encode: Any) -> list[Any]:
+    if values.count(values[0]) == len(values):
+        return [encode(values[0])] * len(values)
+    return [encode(value) for value in values]
 
 
 def _claim_order(task: Task, row: asyncpg.Record) -> tuple[int, Any, int]:
@@ -185,11 +201,27 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
                 return await self._enqueue(conn, tasks)
 
     async def _enqueue(self, conn: asyncpg.Connection, tasks: Sequence[Task]) -> list[str]:
+        columns = _insert_columns(tasks)
+        # The fast path: no unique keys, so only a reused id can collide, and that is rare. A plain
+        # INSERT skips the speculative insertion and RETURNING of ON CONFLICT; if an id is taken
+        # it fails as a whole and the careful path below runs. Not inside a caller's transaction,
+        # where the failure would abort the transaction.
+        unique_keys = columns[5]
+        if unique_keys.count(None) == len(unique_keys) and not conn.is_in_transaction():
+            mask = uniform_mask(columns, vary_first=True)
+            try:
+                await conn.execute(self._sql.insert.sql(mask), *BatchColumns.args(columns, mask))
+            except asyncpg.UniqueViolationError:
+                pass
+            else:
+                return [task.id for task in tasks]
         ids: list[str | None] = [None] * len(tasks)
         pending = list(range(len(tasks)))
         for _ in range(_UNIQUE_RETRIES):
-            batch = [tasks[i] for i in pending]
-            inserted = {row[0] for row in await conn.fetch(self._sql.insert, *_insert_args(batch))}
+            batch = columns if len(pending) == len(tasks) else [[column[i] for i in pending] for column in columns]
+            mask = uniform_mask(batch, vary_first=True)
+            rows = await conn.fetch(self._sql.insert_skipping.sql(mask), *BatchColumns.args(batch, mask))
+            inserted = {row[0] for row in rows}
             skipped: list[int] = []
             owner_of_key: dict[str, str] = {}
             for i in pending:

@@ -1,0 +1,94 @@
+"""The enqueue INSERT's two shapes (shared values as scalars, per-row values as arrays) and its plain fast path."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from omniq.models import TaskError, TaskStatus
+from omniq.testing import connected, make_task, now_ms
+from omniq_postgres._batch import uniform_mask
+from omniq_postgres.schema import DUE_INDEX
+
+pytestmark = [pytest.mark.anyio, pytest.mark.servers]
+
+
+def _same(stored, task) -> None:
+    assert stored is not None
+    for field in task.__struct_fields__:
+        if field != "updated_at":
+            assert getattr(stored, field) == getattr(task, field), field
+
+
+def test_uniform_mask_sends_shared_columns_as_scalars():
+    assert uniform_mask([["a", "b"], [1, 1], [None, None], [2.0, 3.0]], vary_first=True) == (True, False, False, True)
+    assert uniform_mask([["a", "a"], [1, 1]], vary_first=True) == (True, False)  # the row source stays an array
+    assert uniform_mask([["a"], [1]], vary_first=True) == (False, False)  # one row: all scalars
+
+
+async def test_a_batch_mixing_shared_and_per_task_values_round_trips(make_queue):
+    error = TaskError(type="ValueError", message="boom", traceback="tb", attempt=1)
+    shared = {"func": "app:send", "queue": "mail", "max_retries": 2, "result_ttl": 30.0, "payload": b"\x00same"}
+    tasks = [
+        make_task(**shared),
+        make_task(**shared),
+        make_task(**shared, priority=5, expires_at=now_ms(7200), timeout=1.5),
+        make_task(**shared, interval=60.0, paused=True, depends_on=("a" * 32,), error=error, attempts=2),
+        make_task("app:other", queue="mail", cron="*/5 * * * *", eta=now_ms(300), payload=b"\xff\xfe"),
+    ]
+    async with connected(make_queue) as (queue,):
+        assert await queue.enqueue_many(tasks) == [t.id for t in tasks]
+        for stored, task in zip(await queue.get_many([t.id for t in tasks]), tasks, strict=True):
+            _same(stored, task)
+        # The same batch shape but every option shared: only ids and times differ.
+        alike = [make_task(**shared) for _ in range(50)]
+        assert await queue.enqueue_many(alike) == [t.id for t in alike]
+        for stored, task in zip(await queue.get_many([t.id for t in alike]), alike, strict=True):
+            _same(stored, task)
+        claimed = await queue.claim_ready(["mail"], 100, lease=60, worker_id="w")
+        # Priority first, then ready time and enqueue order; the paused and the scheduled ones wait.
+        assert [t.id for t in claimed] == [tasks[2].id, tasks[0].id, tasks[1].id] + [t.id for t in alike]
+
+
+async def test_a_taken_id_falls_back_to_skipping_without_losing_the_rest(make_queue):
+    async with connected(make_queue) as (queue,):
+        first = make_task()
+        await queue.enqueue(first)
+        batch = [make_task(), first, make_task()]
+        assert await queue.enqueue_many(batch) == [t.id for t in batch]
+        assert await queue.count(status=TaskStatus.PENDING) == 3
+        twice = make_task()
+        assert await queue.enqueue_many([twice, twice]) == [twice.id, twice.id]  # a repeat within one batch
+        assert await queue.count() == 4
+
+
+async def test_a_taken_id_inside_the_callers_transaction_does_not_abort_it(make_queue, postgres_url):
+    async with connected(make_queue) as (queue,):
+        existing = make_task()
+        await queue.enqueue(existing)
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            async with conn.transaction():
+                fresh = make_task()
+                assert await queue.enqueue_many([existing, fresh], connection=conn) == [existing.id, fresh.id]
+                assert await conn.fetchval("SELECT 1") == 1  # the transaction is still usable
+            assert await queue.count() == 2
+        finally:
+            await conn.close()
+
+
+async def test_the_due_index_is_gone_and_the_next_due_time_spans_priorities(make_queue, admin, schema):
+    async with connected(make_queue) as (queue,):
+        assert await admin.fetchval("SELECT to_regclass($1)", f'"{schema}".{DUE_INDEX}') is None
+        assert await admin.fetchval(queue._sql.next_due, ["default"]) is None
+        # The earliest task hides behind a higher priority whose task is due much later.
+        await queue.enqueue_many(
+            [make_task(priority=9, eta=now_ms(3600)), make_task(priority=0, eta=now_ms(30)), make_task(priority=-2)]
+        )
+        await queue.enqueue(make_task(queue="other", eta=now_ms(5)))
+        due = await admin.fetchval(queue._sql.next_due, ["default"])
+        assert due is not None and due <= 0  # the priority -2 task is ready now
+        await queue.claim_ready(["default"], 1, lease=60, worker_id="w")
+        due = await admin.fetchval(queue._sql.next_due, ["default"])
+        assert 20 < due <= 30
+        assert 0 < await admin.fetchval(queue._sql.next_due, ["default", "other"]) <= 5
