@@ -25,6 +25,7 @@ from omniq_nats._connection import (
     NATS_ERRORS,
     Bucket,
     EngineClock,
+    Entry,
     api,
     ensure_kv,
     ensure_stream,
@@ -32,10 +33,10 @@ from omniq_nats._connection import (
     open_connection,
 )
 from omniq_nats._records import Record, decode_record, encode_record
-from omniq_nats._tickets import Action, decide
+from omniq_nats._tickets import Action, Decision, decide
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator, Sequence
+    from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
     from datetime import datetime
 
     from nats.aio.client import Client
@@ -51,6 +52,23 @@ _ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
 _CAS_ROUNDS = 5  # compare-and-set retries before a contended ticket is handed back
 _UNIQUE_GRACE = 60.0  # seconds a unique key counts as held while its task's record is being written
 _CHUNK = 500  # requests in flight per pipelined batch
+_HINTS = 1000  # ticket publications remembered between two claims (wake-up hints)
+
+
+class _TicketId(msgspec.Struct):
+    """Just the id of a ticket's envelope (what a wake-up needs)."""
+
+    id: str
+
+
+_ticket_id_decoder = msgspec.msgpack.Decoder(_TicketId)
+
+
+def _ticket_id(data: bytes) -> str | None:
+    try:
+        return _ticket_id_decoder.decode(data).id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 def _decode_ticket(msg: Msg) -> Task | None:
@@ -99,6 +117,15 @@ class QueueCore(BaseTaskQueue):
         self._subs: dict[str, Subscription] = {}
         self._signal = anyio.Event()
         self._signals = 0
+        # Wake-up hints: ticket publications seen since signal ``_hints_from`` (work subject ->
+        # task ids; None once there were too many to keep).
+        self._hints: dict[str, list[str]] | None = {}
+        self._hinted = 0
+        self._hints_from = 0
+        # The last look that found no deliverable ticket in any subject of some queues:
+        # (queues, signal count when it began, monotonic time when it began).
+        self._idle: tuple[tuple[str, ...], int, float] | None = None
+        self._requeued = 0  # tickets this instance made deliverable again at once (a plain -NAK)
         self._due: list[float] = []  # epoch seconds when nak-delayed tickets we know of come back
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -167,6 +194,10 @@ class QueueCore(BaseTaskQueue):
 
     async def _reply(self, nc: Client, subject: str, body: bytes) -> None:
         """Ack / nak / term a ticket and wait until the server has applied it."""
+        if subject and body == b"-NAK":
+            # deliverable again with no publication to wake anyone: no look before this proves idleness.
+            self._requeued += 1
+            self._idle = None
         if subject:
             await nc.request(subject, body, timeout=10)
 
@@ -182,11 +213,19 @@ class QueueCore(BaseTaskQueue):
         if b'"error"' in reply.data:
             raise SerializationError(f"ticket for task {task.id} rejected: {reply.data.decode(errors='replace')}")
 
-    def _index_lease(self, nc: Client, task: Task) -> Awaitable[None]:
-        """Add the task to the lease index under its deadline second (fire and forget)."""
-        assert task.lease_expires_at is not None
-        second = int(task.lease_expires_at.timestamp())
-        return nc.publish(names.lease_subject(self.prefix, second), task.id.encode())
+    def _index_leases(self, nc: Client, tasks: Sequence[Task]) -> list[Awaitable[None]]:
+        """Add the tasks to the lease index under their deadline seconds (fire and forget).
+
+        One message per second, holding the ids one per line.
+        """
+        by_second: dict[int, list[str]] = {}
+        for task in tasks:
+            assert task.lease_expires_at is not None
+            by_second.setdefault(int(task.lease_expires_at.timestamp()), []).append(task.id)
+        return [
+            nc.publish(names.lease_subject(self.prefix, second), "\n".join(ids).encode())
+            for second, ids in by_second.items()
+        ]
 
     def _remember_due(self, moment: datetime | None) -> None:
         if moment is not None:
@@ -231,10 +270,49 @@ class QueueCore(BaseTaskQueue):
             self._consumers.add(name)
         return name
 
-    async def _take(self, nc: Client, msgs: list[Msg], lease: float, worker_id: str) -> list[Task]:
-        """Turn fetched tickets into claims (or drops / naks), with compare-and-set retries."""
+    def _take_hints(self) -> dict[str, list[str]] | None:
+        """The publications seen since the last call (None: too many were seen to keep them all)."""
+        hints, self._hints, self._hinted, self._hints_from = self._hints, {}, 0, self._signals
+        return hints
+
+    def _idle_for(self, queues: Sequence[str], wait: float) -> float | None:
+        """Seconds for which the last empty look still vouches that ``queues`` hold nothing deliverable.
+
+        None when there is no such look since the hints were last taken, it is
+        ``wait`` s old, or a nak-delayed ticket we know of has come due since.
+        Tickets that become deliverable with no publication (delays, AckWait
+        redeliveries, other instances' plain naks) are thus found within ``wait``,
+        as they are by the sleep that follows a look.
+        """
+        idle = self._idle
+        if idle is None or idle[0] != tuple(queues) or idle[1] != self._hints_from:
+            return None
+        left = wait - (time.monotonic() - idle[2])
+        now = time.time()
+        while self._due and self._due[0] <= now - 1.0:
+            heapq.heappop(self._due)
+        if left <= 0 or (self._due and self._due[0] <= now):
+            return None
+        return left
+
+    async def _take(
+        self,
+        nc: Client,
+        msgs: list[Msg],
+        lease: float,
+        worker_id: str,
+        read: Mapping[str, Entry | None] | None = None,
+    ) -> list[Task]:
+        """Turn fetched tickets into claims (or drops / naks), with compare-and-set retries.
+
+        ``read`` holds records already read (by task id), each read after its
+        ticket was published. They save the first round its reads, but only
+        a claim is decided on them (its compare-and-set proves the record
+        unchanged); a ticket they would drop or nak is looked at again.
+        """
         assert self._tasks is not None
         bucket = self._tasks
+        prefetched: Mapping[str, Entry | None] = read or {}
         todo: list[tuple[Msg, Task]] = []
         for msg in msgs:
             ticket = _decode_ticket(msg)
@@ -246,31 +324,19 @@ class QueueCore(BaseTaskQueue):
         for _ in range(_CAS_ROUNDS):
             if not todo:
                 break
-            entries = await gather(bucket.get(names.token(ticket.id)) for _, ticket in todo)
-            now = await self._now()
-            decisions = [
-                decide(
-                    ticket,
-                    msg.reply,
-                    entry,
-                    now=now,
-                    lease=lease,
-                    worker_id=worker_id,
-                    pause_recheck=self.pause_recheck,
-                )
-                for (msg, ticket), entry in zip(todo, entries, strict=True)
-            ]
+            decided, retry = await self._decide(todo, prefetched, lease, worker_id)
+            prefetched = {}
             writes: list[Awaitable[int | None]] = []
-            for (_, ticket), decision in zip(todo, decisions, strict=True):
+            for _, ticket, decision in decided:
                 if decision.action in (Action.CLAIM, Action.FAIL):
                     assert decision.record is not None
                     writes.append(
                         bucket.update(names.token(ticket.id), encode_record(decision.record), decision.revision)
                     )
             revisions = iter(await gather(writes))
-            retry: list[tuple[Msg, Task]] = []
             replies: list[Awaitable[Any]] = []
-            for (msg, ticket), decision in zip(todo, decisions, strict=True):
+            fresh: list[Task] = []
+            for msg, ticket, decision in decided:
                 if decision.action is Action.DROP:
                     replies.append(self._reply(nc, msg.reply, b"+ACK"))
                 elif decision.action is Action.LATER:
@@ -287,18 +353,49 @@ class QueueCore(BaseTaskQueue):
                         replies.append(self._reply(nc, msg.reply, b"+TERM"))
                         continue
                     self._cache[task.id] = (revision, decision.record)
-                    replies.append(self._index_lease(nc, task))
+                    fresh.append(task)
                     won.append(msgspec.structs.replace(task))
-            await gather(replies)
+            await gather([*replies, *self._index_leases(nc, fresh)])
             todo = retry
         for msg, _ in todo:  # still contended: let the ticket come back
             await self._reply(nc, msg.reply, self._nak(0))
         return won
 
+    async def _decide(
+        self, todo: Sequence[tuple[Msg, Task]], read: Mapping[str, Entry | None], lease: float, worker_id: str
+    ) -> tuple[list[tuple[Msg, Task, Decision]], list[tuple[Msg, Task]]]:
+        """Read the records (those not in ``read``) and decide each ticket; early reads decide only claims."""
+        assert self._tasks is not None
+        bucket = self._tasks
+        unread = list(dict.fromkeys(t.id for _, t in todo if t.id not in read))
+        fresh = dict(zip(unread, await gather(bucket.get(names.token(i)) for i in unread), strict=True))
+        now = await self._now()
+        decided: list[tuple[Msg, Task, Decision]] = []
+        retry: list[tuple[Msg, Task]] = []
+        for msg, ticket in todo:
+            early = ticket.id not in fresh
+            entry = read[ticket.id] if early else fresh[ticket.id]
+            decision = decide(
+                ticket, msg.reply, entry, now=now, lease=lease, worker_id=worker_id, pause_recheck=self.pause_recheck
+            )
+            if early and decision.action not in (Action.CLAIM, Action.FAIL):
+                # only a write's compare-and-set proves an early read current: read again.
+                retry.append((msg, ticket))
+            else:
+                decided.append((msg, ticket, decision))
+        return decided, retry
+
     # -- waiting ----------------------------------------------------------------------------------
 
     async def _on_ticket(self, msg: Msg) -> None:
         self._signals += 1
+        if self._hints is not None:
+            task_id = _ticket_id(msg.data)
+            if self._hinted >= _HINTS or task_id is None:
+                self._hints = None
+            else:
+                self._hints.setdefault(msg.subject, []).append(task_id)
+                self._hinted += 1
         signal, self._signal = self._signal, anyio.Event()
         signal.set()
 

@@ -83,4 +83,3 @@ def expired(task: Task, now: datetime) -> Task:
             task, status=TaskStatus.FAILED, error=lease_expired_error(task), finished_at=now, **cleared
         )
     return msgspec.structs.replace(task, status=TaskStatus.PENDING, eta=now, **cleared)
-

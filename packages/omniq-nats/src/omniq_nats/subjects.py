@@ -112,7 +112,7 @@ def lease_subjects(prefix: str) -> str:
 
 
 def lease_subject(prefix: str, second: int) -> str:
-    """Lease index subject of one engine second: ids of tasks whose deadline falls in it."""
+    """Lease index subject of one engine second: ids (one per line) of tasks whose deadline falls in it."""
     return f"{prefix}.lease.{second}"
 
 

@@ -22,6 +22,7 @@ nobody runs ``recover``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime, timedelta
@@ -33,13 +34,22 @@ from omniq.base import BaseResultStorage, Capability
 from omniq.models import TERMINAL_STATUSES, Outcome, Task, TaskStatus
 from omniq_nats import subjects as names
 from omniq_nats._connection import Bucket, api, gather, pull, scan
-from omniq_nats._queue_core import _ACTIVE, _CAS_ROUNDS, _UNIQUE_GRACE, QueueCore, decode_record
+from omniq_nats._queue_core import (
+    _ACTIVE,
+    _CAS_ROUNDS,
+    _CHUNK,
+    _UNIQUE_GRACE,
+    QueueCore,
+    _ticket_id,
+    decode_record,
+)
 from omniq_nats._records import Record, apply_outcome, encode_record, expired
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping, Sequence
 
     from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
 
 __all__ = ["NatsTaskQueue"]
@@ -70,11 +80,13 @@ class NatsTaskQueue(QueueCore):
         return (await self.enqueue_many([task]))[0]
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
-        """Publish a ticket per task, then create the records, pipelined.
+        """Publish a ticket per task and create its record, all pipelined: one round trip.
 
-        The ticket goes first and carries the whole envelope: if the record
-        write never happens the fetcher creates it from the ticket, so an
-        accepted task is never a record without a ticket.
+        Each ticket is sent just before its record, on the same connection,
+        and carries the whole envelope: if the record write never happens the
+        fetcher creates it from the ticket. A record whose ticket was refused
+        is deleted again before the error is raised, so an accepted task is
+        never a record without a ticket.
         """
         if not tasks:
             return []
@@ -95,16 +107,36 @@ class NatsTaskQueue(QueueCore):
                     taken[key] = task.id
                 ids.append(task.id)
                 fresh.append(task)
-            await self._chunked([lambda t=t: self._publish_ticket(nc, t) for t in fresh])
-            encoded = [encode_record(Record(t)) for t in fresh]
-            keys = [names.token(t.id) for t in fresh]
-            revisions = await self._chunked(
-                [lambda k=k, v=v: bucket.update(k, v, 0) for k, v in zip(keys, encoded, strict=True)]
-            )
-            for task, key, value, revision in zip(fresh, keys, encoded, revisions, strict=True):
-                if revision is None:
-                    await self._replace_existing(nc, bucket, task, key, value)
+            for start in range(0, len(fresh), _CHUNK // 2):
+                await self._create(nc, bucket, fresh[start : start + _CHUNK // 2])
         return ids
+
+    async def _create(self, nc: Client, bucket: Bucket, tasks: Sequence[Task]) -> None:
+        """Send each task's ticket and then its record without waiting in between; check both answers."""
+        keys = [names.token(t.id) for t in tasks]
+        encoded = [encode_record(Record(t)) for t in tasks]
+        calls: list[Awaitable[Any]] = []
+        for task, key, value in zip(tasks, keys, encoded, strict=True):
+            calls.append(self._publish_ticket(nc, task))
+            calls.append(bucket.update(key, value, 0))
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        failure: BaseException | None = None
+        undo: list[Awaitable[Any]] = []
+        for index, (task, key, value) in enumerate(zip(tasks, keys, encoded, strict=True)):
+            ticket, revision = answers[2 * index], answers[2 * index + 1]
+            if isinstance(ticket, BaseException):
+                failure = failure or ticket
+                if isinstance(revision, int):
+                    undo.append(bucket.delete(key, revision))  # no record may outlive a refused ticket
+            elif isinstance(revision, BaseException):
+                failure = failure or revision  # the ticket is out: its fetcher creates the record
+            elif revision is None:
+                await self._replace_existing(nc, bucket, task, key, value)
+        if failure is not None:
+            for answer in await asyncio.gather(*undo, return_exceptions=True):
+                if isinstance(answer, BaseException):
+                    logger.warning("could not remove the record of a refused ticket: %s", answer)
+            raise failure
 
     async def _replace_existing(self, nc: Client, bucket: Bucket, task: Task, key: str, value: bytes) -> None:
         """An id that exists already: a live task stays, a finished or deleted one is replaced."""
@@ -151,16 +183,25 @@ class NatsTaskQueue(QueueCore):
         if limit <= 0 or not queues:
             return []
         nc, _, _ = await self._conn()
+        # publications from now on are hints for the next wake-up; this look may prove the rest idle.
+        watched = all(q in self._subs for q in queues)
+        self._take_hints()
+        began, requeued, self._idle = (tuple(queues), self._signals, time.monotonic()), self._requeued, None
+        drained = True
         claimed: list[Task] = []
         with self._errors():
             for priority, queue in await self._ready(nc, queues):
                 need = limit - len(claimed)
                 if need <= 0:
+                    drained = False
                     break
                 consumer = await self._consumer(nc, queue, priority)
                 msgs = await pull(nc, names.work_stream(self.prefix), consumer, need)
+                drained = drained and len(msgs) < need
                 if msgs:
                     claimed.extend(await self._take(nc, msgs, lease, worker_id))
+        if watched and drained and self._requeued == requeued:
+            self._idle = began
         claimed.sort(key=lambda t: (-t.priority, t.eta or t.created_at))
         return claimed
 
@@ -188,12 +229,86 @@ class NatsTaskQueue(QueueCore):
             await self._watch(nc, queues)
         deadline = time.monotonic() + wait
         while True:
-            seen = self._signals
-            tasks = await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
+            tasks: list[Task] = []
+            look = True
+            if self._idle_for(queues, wait) is not None:
+                # everything was empty at the last look: only where tickets were published since can hold one.
+                look = self._signals != self._hints_from
+                if look:
+                    began = (tuple(queues), self._signals, time.monotonic())
+                    hints = self._take_hints()
+                    if hints is not None:
+                        tasks = await self._claim_hinted(nc, queues, hints, began, limit, lease, worker_id)
+            if look and not tasks and self._idle_for(queues, wait) is None:
+                # no proof of idleness, or hinted tickets went elsewhere (or were not stored yet): look everywhere.
+                tasks = await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
             left = deadline - time.monotonic()
             if tasks or left <= 0:
                 return tasks
-            await self._sleep(seen, left)
+            idle = self._idle_for(queues, wait)
+            await self._sleep(self._hints_from, left if idle is None else min(left, idle))
+
+    async def _claim_hinted(
+        self,
+        nc: Client,
+        queues: Sequence[str],
+        hints: Mapping[str, Sequence[str]],
+        began: tuple[tuple[str, ...], int, float],
+        limit: int,
+        lease: float,
+        worker_id: str,
+    ) -> list[Task]:
+        """Claim right after a wake-up: pull only where tickets were published, reading their records meanwhile.
+
+        The publications name the subjects (so no stream info is needed) and
+        the task ids (so each record is read in the same round trip as the
+        pull). Only called while the last look proved every other subject
+        empty; when each hinted subject is drained too, that proof is renewed.
+        """
+        assert self._tasks is not None
+        bucket = self._tasks
+        by_token = {names.token(q): q for q in queues}
+        plan: list[tuple[int, str, Sequence[str]]] = []
+        for subject, ids in hints.items():
+            parts = subject.split(".")
+            queue = by_token.get(parts[2]) if len(parts) == 4 else None
+            if queue is not None:
+                plan.append((names.parse_priority(parts[3]), queue, ids))
+        plan.sort(key=lambda p: -p[0])
+        stream = names.work_stream(self.prefix)
+        requeued, self._idle = self._requeued, None
+        left = limit
+        batches: list[int] = []
+        pulls: list[Awaitable[list[Any]]] = []
+        wanted: list[str] = []
+        with self._errors():
+            for priority, queue, ids in plan:
+                if left <= 0:
+                    break
+                batch = left if len(plan) == 1 else min(left, len(ids))
+                left -= batch
+                batches.append(batch)
+                pulls.append(pull(nc, stream, await self._consumer(nc, queue, priority), batch))
+                wanted.extend(ids)
+            wanted = list(dict.fromkeys(wanted))
+            answers = await gather([*pulls, *(bucket.get(names.token(i)) for i in wanted)])
+            fetched: list[list[Msg]] = answers[: len(pulls)]
+            msgs = [msg for got in fetched for msg in got]
+            claimed = await self._take(
+                nc, msgs, lease, worker_id, dict(zip(wanted, answers[len(pulls) :], strict=True))
+            )
+        # drained: every hinted subject pulled short, and every hinted ticket was among what came
+        # (one missing may be taken by another worker, or not stored yet: no proof then).
+        seen = {i for m in msgs if (i := _ticket_id(m.data)) is not None}
+        if (
+            len(pulls) == len(plan)
+            and all(len(got) < batch for got, batch in zip(fetched, batches, strict=True))
+            and seen.issuperset(wanted)
+            and self._requeued == requeued
+        ):
+            self._idle = began
+        claimed.sort(key=lambda t: (-t.priority, t.eta or t.created_at))
+        return claimed
 
     # -- leases and outcomes -------------------------------------------------------------------
 
@@ -212,12 +327,11 @@ class NatsTaskQueue(QueueCore):
 
         with self._errors():
             done = await self._transition(list(leases), push)
-            side: list[Awaitable[Any]] = []
+            side: list[Awaitable[Any]] = self._index_leases(nc, [new.task for _, new, _ in done.values()])
             for task_id, (_, new, revision) in done.items():
                 self._cache[task_id] = (revision, new)
                 if new.ack:
                     side.append(nc.publish(new.ack, b"+WPI"))
-                side.append(self._index_lease(nc, new.task))
             await gather(side)
         return set(done)
 
@@ -396,7 +510,7 @@ class NatsTaskQueue(QueueCore):
             ids: dict[str, None] = {}
             for second in due:
                 for msg in await scan(nc, stream, names.lease_subject(self.prefix, second)):
-                    ids[msg.data.decode()] = None
+                    ids.update(dict.fromkeys(msg.data.decode().split("\n")))
 
             def requeue(record: Record, at: datetime) -> Record | None:
                 task = record.task

@@ -1,0 +1,76 @@
+"""The fast paths of enqueue and of an idle claimer: pipelined writes, hinted claims, idle proofs."""
+
+import time
+
+import anyio
+import pytest
+
+from omniq.errors import OmniQError
+from omniq.models import Outcome, OutcomeKind, TaskStatus
+from omniq.testing import make_task
+from omniq_nats import subjects as names
+from omniq_nats._connection import pull
+
+pytestmark = [pytest.mark.anyio, pytest.mark.servers]
+
+
+async def test_enqueue_whose_ticket_is_refused_leaves_no_record(make_queue, raw, prefix):
+    """Ticket and record are sent together; a record whose ticket failed is removed again."""
+    async with make_queue() as q:
+        await raw.request(f"$JS.API.STREAM.DELETE.{names.work_stream(prefix)}", b"", timeout=5)
+        task = make_task()
+        with pytest.raises(OmniQError):
+            await q.enqueue(task)
+        assert await q.get(task.id) is None
+
+
+async def test_idle_claim_wakes_on_a_publication_and_claims_it(make_queue):
+    async with make_queue() as waiter, make_queue() as producer:
+        assert await waiter.claim(["default"], 5, lease=30, worker_id="w", wait=0.2) == []
+        task = make_task()
+        async with anyio.create_task_group() as tg:
+            got: list = []
+
+            async def wait_for_it() -> None:
+                got.extend(await waiter.claim(["default"], 5, lease=30, worker_id="w", wait=20))
+
+            tg.start_soon(wait_for_it)
+            await anyio.sleep(0.2)
+            start = time.monotonic()
+            await producer.enqueue(task)
+        assert time.monotonic() - start < 2
+        assert [t.id for t in got] == [task.id] and got[0].status is TaskStatus.RUNNING
+
+
+async def test_ticket_requeued_without_a_publication_is_found_within_wait(make_queue):
+    """A plain nak (release) wakes nobody: an idle proof must not outlive ``wait``."""
+    async with make_queue() as idle, make_queue() as holder:
+        await holder.enqueue(make_task())
+        [held] = await holder.claim_ready(["default"], 1, lease=30, worker_id="holder")
+        assert await idle.claim(["default"], 1, lease=30, worker_id="idle", wait=0.3) == []  # proves idleness
+        release = Outcome(task_id=held.id, lease_token=held.lease_token, kind=OutcomeKind.RELEASE)
+        assert await holder.finish([release]) == [True]
+        start = time.monotonic()
+        with anyio.fail_after(10):
+            got = await idle.claim(["default"], 1, lease=30, worker_id="idle", wait=1.0)
+            while not got:
+                got = await idle.claim(["default"], 1, lease=30, worker_id="idle", wait=1.0)
+        assert got[0].id == held.id and time.monotonic() - start < 2.5
+
+
+async def test_an_early_read_never_drops_a_ticket(make_queue, raw, prefix):
+    """A record read before the ticket was fetched decides only a claim; a stale terminal read is re-read."""
+    async with make_queue() as q:
+        task = make_task()
+        await q.enqueue(task)
+        [held] = await q.claim_ready(["default"], 1, lease=30, worker_id="w")
+        done = Outcome(task_id=held.id, lease_token=held.lease_token, kind=OutcomeKind.SUCCEEDED)
+        assert await q.finish([done]) == [True]
+        _, bucket, _ = await q._conn()
+        stale = await bucket.get(names.token(task.id))  # SUCCEEDED
+        await q.enqueue(task)  # the finished id is replaced: PENDING again, with a new ticket
+        nc, _, _ = await q._conn()
+        consumer = await q._consumer(nc, "default", 0)
+        msgs = await pull(nc, names.work_stream(prefix), consumer, 5)
+        claimed = await q._take(nc, msgs, 30, "w", {task.id: stale})
+        assert [t.id for t in claimed] == [task.id] and claimed[0].attempts == 1
