@@ -237,6 +237,9 @@ class AsyncWorkerPool:
                 # _run never raises (it turns every failure into an outcome).
                 running.future = loop.create_task(self._run(running, executor))
             self.app.record_events(events)
+            # Let the new tasks start before the next claim is sent: building and writing that
+            # request would otherwise sit between a wake-up and the task's start.
+            await asyncio.sleep(0)
 
     async def _run(self, running: _Running, executor: Executor) -> None:
         task = running.task
