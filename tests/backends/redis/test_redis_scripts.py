@@ -77,13 +77,31 @@ async def test_due_delayed_tasks_are_promoted_by_the_claim(queue, raw, prefix):
     assert await raw.zcard(qk.delayed) == 0
 
 
-async def test_wait_for_work_wakes_for_a_delayed_eta_without_any_signal(queue):
-    await queue.enqueue(make_task(eta=now_ms(0.5)))
+@pytest.mark.parametrize("queues", [["default"], ["default", "other"]], ids=["one-queue", "two-queues"])
+async def test_a_waiting_claim_takes_a_delayed_task_at_its_eta(queue, queues):
+    """Both wait paths (BLPOP + pipelined claim; wait_for_work then claim_ready) honour a delayed eta."""
+    await queue.enqueue(make_task(id="later", eta=now_ms(0.5)))
     started = time.monotonic()
     with anyio.fail_after(10):
-        await queue.wait_for_work(["default"], 8.0)
+        claimed = await queue.claim(queues, 5, lease=30, worker_id="w", wait=8.0)
+    assert [task.id for task in claimed] == ["later"]
     assert time.monotonic() - started < 8.0, "slept through the eta to the full timeout"
-    assert len(await queue.claim_ready(["default"], 5, lease=30, worker_id="w")) == 1
+
+
+async def test_an_idle_claim_wakes_when_an_earlier_eta_is_enqueued(queue):
+    """A worker blocked until a far eta learns of a nearer one enqueued meanwhile."""
+    await queue.enqueue(make_task(id="far", eta=now_ms(60)))
+    assert await queue.claim(["default"], 5, lease=30, worker_id="w", wait=0.01) == []  # learns the far eta
+
+    async def enqueue_soon() -> None:
+        await anyio.sleep(0.3)
+        await queue.enqueue(make_task(id="near", eta=now_ms(0.3)))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(enqueue_soon)
+            claimed = await queue.claim(["default"], 5, lease=30, worker_id="w", wait=8.0)
+    assert [task.id for task in claimed] == ["near"]
 
 
 async def test_wait_for_work_survives_cancellation_of_a_blocking_pop(redis_url, prefix, queue):

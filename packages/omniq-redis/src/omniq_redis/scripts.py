@@ -47,10 +47,16 @@ end
 local function release_unique(uk, id)
   if uk and uk ~= '' and redis.call('HGET', UNIQ, uk) == id then redis.call('HDEL', UNIQ, uk) end
 end
--- put a PENDING task where claim finds it: READY when due, DELAYED when its eta is ahead
+-- put a PENDING task where claim finds it: READY when due, DELAYED when its eta is ahead.
+-- Returns the wake-up tokens it is worth: 1 when ready, and 1 when it moves the queue's next
+-- eta earlier (an idle worker blocks only until the next eta it was told of, so it must wake
+-- to learn the new one); else 0.
 local function make_ready(tag, id, rm, pr, t, now)
   if t > now then
-    redis.call('ZADD', tag .. ':$DELAYED', t, id)
+    local delayed = tag .. ':$DELAYED'
+    local head = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+    redis.call('ZADD', delayed, t, id)
+    if head[2] == nil or t < tonumber(head[2]) then return 1 end
     return 0
   end
   redis.call('ZADD', tag .. ':$READY', -tonumber(pr), rm)
@@ -98,7 +104,9 @@ redis.call('SADD', '{' .. P .. '}:$QUEUES', q)
 return out
 """
 
-# ARGV: P, queue, limit, lease µs, worker id, token base. Returns one ROW per claimed task.
+# ARGV: P, queue, limit, lease µs, worker id, token base. Returns {ROWs of the claimed tasks,
+# µs until the queue's next delayed eta or -1}. Leaves a wake-up token exactly when READY is not
+# empty, so a worker may block on the signal list right after a claim without missing work.
 _CLAIM = r"""
 local now = now_us()
 local tag = qtag(ARGV[2])
@@ -125,9 +133,17 @@ for i = 1, #popped, 2 do
     out[#out + 1] = row(h)
   end
 end
--- nothing left to claim: drop stale wake-up tokens so idle workers do not spin on them
-if redis.call('ZCARD', ready) == 0 then redis.call('DEL', tag .. ':$SIGNAL') end
-return out
+local sig = tag .. ':$SIGNAL'
+if redis.call('ZCARD', ready) == 0 then
+  -- nothing left to claim: drop stale wake-up tokens so idle workers do not spin on them
+  redis.call('DEL', sig)
+elseif redis.call('LLEN', sig) == 0 then
+  redis.call('LPUSH', sig, '1')
+end
+local head = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+local next_in = -1
+if head[2] ~= nil then next_in = math.max(tonumber(head[2]) - now, 0) end
+return {out, next_in}
 """
 
 # ARGV: P, lease µs, then id, token pairs. Returns the ids whose lease was extended.

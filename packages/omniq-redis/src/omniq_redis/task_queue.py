@@ -10,7 +10,8 @@ server's clock.
 Round trips: ``enqueue_many`` one (a pipeline of one script per queue and
 per 1,000 tasks); ``claim_ready`` one per queue asked until ``limit`` is
 filled; ``extend`` and ``finish`` one for the whole batch (fused results
-included); ``wait_for_work`` one check plus one blocking BLPOP.
+included); ``wait_for_work`` one check plus one blocking BLPOP, with the claim
+script pipelined behind the BLPOP when one queue is served.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import anyio
+from redis import exceptions as rexc
+
 from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
 from omniq.errors import redact_url
 from omniq.models import Outcome, Task, TaskStatus
 from omniq_redis import keys
 from omniq_redis._client import DEFAULT_URL, RedisClient
 from omniq_redis._codec import enqueue_items, finish_items, task_from_row
+from omniq_redis.scripts import SCRIPTS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -31,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisTaskQueue"]
 
+#: how far ahead "no delayed task" counts as due (the wait is bounded by the caller's anyway).
+_NO_DUE = 3600.0
 #: tasks per enqueue script call (bounds how long one call blocks the server).
 _ENQUEUE_CHUNK = 1000
 #: outcomes per finish script call.
@@ -69,6 +76,8 @@ class RedisTaskQueue(BaseTaskQueue):
         # Blocking BLPOPs get their own pool so they never starve the scripts of connections.
         self._blocking = RedisClient(self.url, blocking=True, **options)
         self._queue_keys: dict[str, keys.QueueKeys] = {}
+        # queue -> when (anyio clock) its next delayed task is due, as of this client's last claim
+        self._next_due: dict[str, float] = {}
         self._queues_key = keys.global_key(self.prefix, keys.QUEUES)
 
     settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix"}
@@ -129,21 +138,83 @@ class RedisTaskQueue(BaseTaskQueue):
         in ``queues`` is drained first (each queue lives in its own slot).
         """
         claimed: list[Task] = []
-        lease_us = max(int(lease * 1_000_000), 1)
         for queue in queues:
             wanted = limit - len(claimed)
             if wanted <= 0:
                 break
-            args = [self.prefix, queue, wanted, lease_us, worker_id, secrets.token_hex(8) + "-"]
             self._keys(queue)
-            rows = await self._client.run("claim", args)
-            claimed.extend(task_from_row(row) for row in rows)
+            args = self._claim_args(queue, wanted, lease, worker_id)
+            claimed.extend(self._claimed(queue, await self._client.run("claim", args)))
         return claimed
+
+    async def claim(
+        self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str, wait: float = 0.0
+    ) -> list[Task]:
+        """Lease up to ``limit`` tasks, waiting up to ``wait`` seconds for one.
+
+        With one queue an idle worker makes one round trip per wake-up: a
+        BLPOP on the signal list with the claim script pipelined behind it on
+        the blocking connection (Redis runs a blocked client's next command as
+        soon as the BLPOP returns). The claim script leaves a token whenever
+        READY is not empty, so the BLPOP returns at once while work is ready,
+        and it reports the next delayed eta, which bounds the next block. With
+        several queues the claim fills ``limit`` queue by queue, so the
+        wake-up and the claim are separate calls.
+        """
+        if wait <= 0 or len(queues) != 1:
+            return await super().claim(queues, limit, lease=lease, worker_id=worker_id, wait=wait)
+        queue = queues[0]
+        self._keys(queue)
+        deadline = anyio.current_time() + wait
+        while True:
+            now = anyio.current_time()
+            due = self._next_due.get(queue)
+            block = min(deadline - now, due - now) if due is not None else 0.0
+            args = self._claim_args(queue, limit, lease, worker_id)
+            if block < 0.001:
+                tasks = self._claimed(queue, await self._client.run("claim", args))
+            else:
+                tasks = await self._block_then_claim(queue, block, args)
+            if tasks or anyio.current_time() >= deadline:
+                return tasks
+
+    async def _block_then_claim(self, queue: str, block: float, args: list[Any]) -> list[Task]:
+        """BLPOP the queue's signal list, then run the claim script, in one round trip."""
+        with self._blocking.errors():
+            async with self._blocking.redis.pipeline(transaction=False) as pipe:
+                pipe.blpop([self._keys(queue).signal], timeout=block)
+                pipe.evalsha(SCRIPTS["claim"].sha, 0, *args)
+                replies = await pipe.execute(raise_on_error=False)
+        reply = replies[1]
+        if isinstance(reply, rexc.NoScriptError):  # the server restarted: the pool reloads the script
+            reply = await self._client.run("claim", args)
+        elif isinstance(reply, Exception):
+            raise reply
+        return self._claimed(queue, reply)
+
+    def _claimed(self, queue: str, reply: list[Any]) -> list[Task]:
+        """Decode a claim script's reply and note when the queue's next delayed task is due."""
+        rows, next_in = reply
+        self._next_due[queue] = anyio.current_time() + (next_in / 1_000_000 if next_in >= 0 else _NO_DUE)
+        return [task_from_row(row) for row in rows]
+
+    def _claim_args(self, queue: str, limit: int, lease: float, worker_id: str) -> list[Any]:
+        return [self.prefix, queue, limit, max(int(lease * 1_000_000), 1), worker_id, secrets.token_hex(8) + "-"]
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Block on the queues' signal lists (BLPOP), at most until the next delayed eta."""
+        block = await self._block_for(queues, timeout)
+        if block is not None:
+            with self._blocking.errors():
+                await self._blocking.redis.blpop([self._keys(queue).signal for queue in queues], timeout=block)
+
+    async def _block_for(self, queues: Sequence[str], timeout: float) -> float | None:
+        """How long to block on the signal lists: None when work is ready (or no wait is due).
+
+        One round trip reads the server clock, the READY sizes and the next delayed eta of each queue.
+        """
         if timeout <= 0 or not queues:
-            return
+            return None
         queue_keys = [self._keys(queue) for queue in queues]
         redis = self._client.redis
         with self._client.errors():
@@ -158,14 +229,11 @@ class RedisTaskQueue(BaseTaskQueue):
         block = timeout
         for index in range(len(queue_keys)):
             if replies[1 + 2 * index]:
-                return  # work is ready already (claimed by someone else meanwhile, or just arrived)
+                return None  # work is ready already (claimed by someone else meanwhile, or just arrived)
             earliest = replies[2 + 2 * index]
             if earliest:
                 block = min(block, (earliest[0][1] - now_us) / 1_000_000)
-        if block < 0.001:
-            return
-        with self._blocking.errors():
-            await self._blocking.redis.blpop([qk.signal for qk in queue_keys], timeout=block)
+        return None if block < 0.001 else block
 
     # -- leases ------------------------------------------------------------------------------------
 
