@@ -8,7 +8,9 @@ store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -76,6 +78,54 @@ def _pool_health_options() -> dict[str, Any]:
     return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
+class _Lane:
+    """One connection of its own for one command at a time, outside the pool.
+
+    redis-py's pool checkout, release and per-send ``wait_for`` cost about as
+    much Python as the command itself (measured: 80 µs per EVALSHA through the
+    client, 67 µs here). The lane keeps the same safety: the socket timeout
+    bounds the read, a connection the server closed while idle is noticed
+    before sending (as the pool's check does, so the first command after a
+    server restart succeeds), and any failure other than an error reply drops
+    the connection, which reconnects on the next call.
+    """
+
+    def __init__(self, pool: aioredis.ConnectionPool) -> None:
+        kwargs = dict(pool.connection_kwargs)
+        self._timeout: float | None = kwargs.get("socket_timeout")
+        # No socket timeout on the connection itself: redis-py would wrap every send in a
+        # wait_for (a task per command); the read below passes the timeout itself.
+        kwargs["socket_timeout"] = None
+        self._conn = pool.connection_class(**kwargs)
+        self._lock = asyncio.Lock()
+
+    @property
+    def free(self) -> bool:
+        """True when no call is in flight (a caller would not wait)."""
+        return not self._lock.locked()
+
+    async def call(self, *args: Any) -> Any:
+        async with self._lock:
+            conn = self._conn
+            try:
+                if conn.is_connected and await conn.can_read():
+                    await conn.disconnect(nowait=True)  # closed by the server, or a stray reply
+                if not conn.is_connected:
+                    await conn.connect()
+                await conn.send_packed_command(conn.pack_command(*args), check_health=False)
+                return await conn.read_response(timeout=self._timeout if self._timeout is not None else math.inf)
+            except rexc.ResponseError:
+                raise  # an error reply: the connection is in step
+            except BaseException:
+                # Cancelled or failed between send and reply: the reply may still come, so the
+                # connection cannot be reused.
+                await conn.disconnect(nowait=True)
+                raise
+
+    async def close(self) -> None:
+        await self._conn.disconnect(nowait=True)
+
+
 class RedisClient:
     """A lazily connected ``redis.asyncio`` client plus script runner.
 
@@ -99,6 +149,8 @@ class RedisClient:
             **options,
         }
         self._redis: aioredis.Redis | None = None
+        self._blocking = blocking
+        self._lane: _Lane | None = None
 
     @property
     def redis(self) -> Any:
@@ -135,19 +187,31 @@ class RedisClient:
             await client.aclose()
             raise
         self._redis = client
+        if not self._blocking:
+            self._lane = _Lane(client.connection_pool)
 
     async def close(self) -> None:
         """Close the pool; safe to call twice."""
         client, self._redis = self._redis, None
+        lane, self._lane = self._lane, None
+        if lane is not None:
+            await lane.close()
         if client is not None:
             await client.aclose()
 
     async def run(self, name: str, args: Sequence[Any], keys: Sequence[str] = ()) -> Any:
-        """Run a script by SHA, loading it again when the server lost it (restart, SCRIPT FLUSH)."""
+        """Run a script by SHA, loading it again when the server lost it (restart, SCRIPT FLUSH).
+
+        Sequential callers (a producer's enqueue loop, a worker's claims and
+        finishes) go through the lane; concurrent ones through the pool.
+        """
         script = SCRIPTS[name]
         client = self.redis
+        lane = self._lane
         with self.errors():
             try:
+                if lane is not None and lane.free:
+                    return await lane.call("EVALSHA", script.sha, len(keys), *keys, *args)
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
             except rexc.NoScriptError:
                 await client.script_load(script.source)
