@@ -302,12 +302,14 @@ class AsyncOmniQ:
         name, defaults = self._name_and_defaults(func)
         merged = defaults.merged(EnqueueOptions.from_kwargs(options))
         handle = self.functions.get(name)
+        build = self._task_builder(name, merged)  # options are resolved once for the whole batch
+        dumps = self.serializer.dumps
         tasks = []
         for call in calls:
             args, kwargs = ((), dict(call)) if isinstance(call, Mapping) else (tuple(call), {})
             if handle is not None:
                 handle.check_arguments(args, kwargs)
-            tasks.append(self._build_task(name, args, kwargs, merged))
+            tasks.append(build(dumps((args, kwargs))))
         await self.connect()
         ids = await self.task_queue.enqueue_many(tasks)
         self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i])
@@ -338,9 +340,12 @@ class AsyncOmniQ:
         return task_id
 
     def _build_task(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], opts: EnqueueOptions) -> Task:
+        return self._task_builder(name, opts)(self.serializer.dumps((args, kwargs)))
+
+    def _task_builder(self, name: str, opts: EnqueueOptions) -> Callable[[bytes], Task]:
+        """Validate and resolve ``opts`` once; the returned function makes a task per payload."""
         settings = self.settings
         now = utcnow()
-        payload = self.serializer.dumps((args, kwargs))
         interval = to_seconds(opts.interval, "interval")
         if interval is not None and interval <= 0:
             raise ConfigurationError(f"interval={opts.interval!r} is not valid: it must be positive")
@@ -356,23 +361,32 @@ class AsyncOmniQ:
             raise ConfigurationError(f"max_retries={max_retries} is not valid: expected an integer >= 0")
         timeout = to_seconds(opts.timeout, "timeout") if opts.timeout is not None else settings.default_timeout
         result_ttl = to_seconds(opts.result_ttl, "result_ttl") if opts.result_ttl is not None else settings.result_ttl
-        return Task(
-            id=new_id(),
-            func=name,
-            payload=payload,
-            queue=opts.queue or DEFAULT_QUEUE,
-            priority=opts.priority or 0,
-            unique_key=opts.unique_key,
-            eta=eta,
-            interval=interval,
-            cron=cron,
-            max_retries=max_retries,
-            timeout=timeout,
-            expires_at=(eta or now) + timedelta(seconds=ttl) if ttl is not None else None,
-            result_ttl=result_ttl,
-            depends_on=opts.depends_on or (),
-            created_at=now,
-        )
+        queue = opts.queue or DEFAULT_QUEUE
+        priority = opts.priority or 0
+        unique_key = opts.unique_key
+        expires_at = (eta or now) + timedelta(seconds=ttl) if ttl is not None else None
+        depends_on = opts.depends_on or ()
+
+        def build(payload: bytes) -> Task:
+            return Task(
+                id=new_id(),
+                func=name,
+                payload=payload,
+                queue=queue,
+                priority=priority,
+                unique_key=unique_key,
+                eta=eta,
+                interval=interval,
+                cron=cron,
+                max_retries=max_retries,
+                timeout=timeout,
+                expires_at=expires_at,
+                result_ttl=result_ttl,
+                depends_on=depends_on,
+                created_at=now,
+            )
+
+        return build
 
     def _after_enqueue(self, tasks: Sequence[Task]) -> None:
         if self._events is not None:
