@@ -237,3 +237,95 @@ async def test_group_commit_isolates_a_failing_write(db_path):
         assert rows == [0, 1, 2, 4, 5, 6, 7]
         task_id = await q.enqueue(Task(id="after-the-group", func="f"))
         assert (await q.get(task_id)) is not None
+
+
+# -- small writes on the caller's thread (Database.write_small) --------------------------------------
+
+
+@pytest.mark.anyio
+async def test_single_enqueue_runs_inline_and_is_committed_when_it_returns(db_path):
+    async with SQLiteTaskQueue(f"sqlite:///{db_path}") as q:
+        db = await q._database()
+        assert db._inline is not None  # WAL + synchronous=NORMAL: small writes may skip the hop
+        threads: list[int] = []
+        original = db._try_inline
+
+        def spy(fn, args):
+            result = original(fn, args)
+            threads.append(threading.get_ident())
+            return result
+
+        db._try_inline = spy  # type: ignore[method-assign]
+        for n in range(20):
+            assert await q.enqueue(Task(id=f"t{n}", func="noop")) == f"t{n}"
+            # A returned enqueue is committed: a foreign connection (another process) sees it at once.
+            foreign = sqlite3.connect(db_path)
+            try:
+                assert foreign.execute("SELECT count(*) FROM omniq_tasks").fetchone()[0] == n + 1
+            finally:
+                foreign.close()
+        assert threads and set(threads) == {threading.get_ident()}
+        assert [t.id for t in await q.claim_ready(["default"], 50, lease=30, worker_id="w")] == [
+            f"t{n}" for n in range(20)
+        ]
+
+
+@pytest.mark.anyio
+async def test_inline_enqueue_never_blocks_the_loop_on_another_process_lock(db_path):
+    async with SQLiteTaskQueue(f"sqlite:///{db_path}", busy_timeout=20) as q:
+        await q.enqueue(Task(id="warm", func="noop"))
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await anyio.sleep(0.01)
+                ticks += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            holder = hold_write_lock(db_path, 0.5)
+            try:
+                assert await q.enqueue(Task(id="t1", func="noop")) == "t1"  # waits on the database thread
+            finally:
+                holder.join()
+            tg.cancel_scope.cancel()
+        assert ticks >= 10, f"the event loop ran only {ticks} ticks while the lock was held"
+        assert (await q.get("t1")) is not None
+
+
+@pytest.mark.anyio
+async def test_sequential_enqueues_yield_to_the_event_loop(db_path):
+    async with SQLiteTaskQueue(f"sqlite:///{db_path}") as q:
+        ran = 0
+
+        async def other() -> None:
+            nonlocal ran
+            while True:
+                await anyio.lowlevel.checkpoint()
+                ran += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other)
+            for n in range(50):
+                await q.enqueue(Task(id=f"t{n}", func="noop"))
+            tg.cancel_scope.cancel()
+        assert ran >= 25, f"another task ran {ran} times during 50 enqueues"
+
+
+@pytest.mark.anyio
+async def test_synchronous_full_keeps_every_write_on_the_database_thread(db_path):
+    async with SQLiteTaskQueue(f"sqlite:///{db_path}", synchronous="FULL") as q:
+        db = await q._database()
+        assert db._inline is None  # an fsync per commit must not run on the event loop
+        assert await q.enqueue(Task(id="t1", func="noop")) == "t1"
+        assert (await q.get("t1")) is not None
+
+
+@pytest.mark.anyio
+async def test_inline_enqueue_with_unique_key_returns_the_live_task(db_path):
+    async with SQLiteTaskQueue(f"sqlite:///{db_path}") as q:
+        first = await q.enqueue(Task(id="a", func="noop", unique_key="k"))
+        second = await q.enqueue(Task(id="b", func="noop", unique_key="k"))
+        assert (first, second) == ("a", "a")
+        assert await q.count() == 1

@@ -35,6 +35,8 @@ _STATUS = {status.value: status for status in TaskStatus}
 _TERMINAL_KINDS = {OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.EXPIRED}
 _SEQ = 25  # index of seq in schema.TASK_COLUMNS
 _ETA_MARGIN = 0.005  # seconds wait_for_work oversleeps a due eta, so the task is claimable when it returns
+#: enqueue batches up to this size may run on the caller's thread when the database is idle (Database.write_small).
+_SMALL_BATCH = 16
 
 
 def _row_to_task(row: Sequence[Any]) -> Task:
@@ -126,6 +128,9 @@ def _where(
 
 
 def _enqueue_job(conn: Any, rows: list[tuple[Any, ...]]) -> list[str]:
+    if len(rows) == 1 and rows[0][5] is None:
+        conn.execute(schema.INSERT_TASK, rows[0])
+        return [rows[0][0]]
     if all(row[5] is None for row in rows):
         conn.executemany(schema.INSERT_TASK, rows)
         return [row[0] for row in rows]
@@ -263,7 +268,10 @@ class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
         if not tasks:
             return []
         db = await self._database()
-        ids = await db.write(_enqueue_job, [_task_params(task) for task in tasks])
+        rows = [_task_params(task) for task in tasks]
+        if len(rows) <= _SMALL_BATCH:
+            return await db.write_small(_enqueue_job, rows, notify=WORK)
+        ids = await db.write(_enqueue_job, rows)
         db.notify(WORK)
         return ids
 
