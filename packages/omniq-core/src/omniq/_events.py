@@ -31,6 +31,7 @@ class EventBuffer:
         self._pending: list[TaskEvent] = []
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
+        self._flushing_first = False  # the flush just started writes whatever is pending
 
     def add(self, event: TaskEvent) -> None:
         """Queue one event."""
@@ -55,11 +56,15 @@ class EventBuffer:
     def _start_flush(self) -> None:
         self._timer = None
         if self._flushing is None and self._pending:
+            self._flushing_first = True
             self._flushing = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
+        # Goes on at once only while a full batch is waiting; a smaller remainder waits for the
+        # timer, else a steady trickle (a producer's enqueue loop) would be appended one by one.
         try:
-            while self._pending:
+            while len(self._pending) >= EVENT_BATCH_SIZE or (self._pending and self._flushing_first):
+                self._flushing_first = False
                 batch, self._pending = self._pending, []
                 try:
                     await self.storage.append(batch)
@@ -72,6 +77,8 @@ class EventBuffer:
                     await asyncio.sleep(1.0)
         finally:
             self._flushing = None
+            if self._pending and self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(EVENT_FLUSH_SECONDS, self._start_flush)
 
     async def flush(self) -> None:
         """Write everything buffered now (used on close and by tests)."""
@@ -80,6 +87,9 @@ class EventBuffer:
             self._timer = None
         if self._flushing is not None:
             await asyncio.shield(self._flushing)
+            if self._timer is not None:  # re-armed by the flush that just ended
+                self._timer.cancel()
+                self._timer = None
         if self._pending:
             batch, self._pending = self._pending, []
             try:
