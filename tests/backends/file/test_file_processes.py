@@ -84,7 +84,8 @@ WRITER = textwrap.dedent(
 
 def _spawn(tmp_path, name: str, source: str, *args: str, output: bool = False) -> subprocess.Popen[str]:
     script = tmp_path / f"{name}.py"
-    script.write_text(source)
+    if not script.exists():  # rewriting it would truncate it under a process that is still reading it
+        script.write_text(source)
     stdout = subprocess.PIPE if output else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, str(script), *args], stdout=stdout, text=True)
 
