@@ -74,3 +74,19 @@ async def test_an_early_read_never_drops_a_ticket(make_queue, raw, prefix):
         msgs = await pull(nc, names.work_stream(prefix), consumer, 5)
         claimed = await q._take(nc, msgs, 30, "w", {task.id: stale})
         assert [t.id for t in claimed] == [task.id] and claimed[0].attempts == 1
+
+
+async def test_a_draining_claimer_skips_the_stream_look_but_not_a_better_ticket(make_queue):
+    """While the best subject fills every pull, claims pull it directly; a ticket published to a
+    better subject meanwhile is still claimed first."""
+    async with make_queue() as worker, make_queue() as producer:
+        await producer.enqueue_many([make_task(priority=0) for _ in range(20)])
+        first = await worker.claim(["default"], 5, lease=30, worker_id="w", wait=1.0)
+        assert len(first) == 5 and worker._busy is not None  # the drain fast path is armed
+        signals = worker._signals
+        await producer.enqueue(make_task(id="urgent", priority=9))
+        with anyio.fail_after(10):
+            while worker._signals == signals:  # the publication reached the worker's subscription
+                await anyio.sleep(0.005)
+        second = await worker.claim(["default"], 5, lease=30, worker_id="w", wait=1.0)
+        assert second[0].id == "urgent" and len(second) == 5

@@ -126,6 +126,9 @@ class QueueCore(BaseTaskQueue):
         # (queues, signal count when it began, monotonic time when it began).
         self._idle: tuple[tuple[str, ...], int, float] | None = None
         self._requeued = 0  # tickets this instance made deliverable again at once (a plain -NAK)
+        # While draining: (queues, priority, queue, monotonic time of the look) of the best subject,
+        # whose last pull came back full (see NatsTaskQueue._busy_subject).
+        self._busy: tuple[tuple[str, ...], int, str, float] | None = None
         self._due: list[float] = []  # epoch seconds when nak-delayed tickets we know of come back
 
     # -- life cycle ---------------------------------------------------------------------------

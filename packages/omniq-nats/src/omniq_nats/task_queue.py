@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 
 __all__ = ["NatsTaskQueue"]
 
+#: seconds a full look at the stream vouches for the best subject while pulls from it come back full.
+_BUSY_LOOK = 0.1
+
 logger = logging.getLogger("omniq.nats")
 
 
@@ -185,18 +188,32 @@ class NatsTaskQueue(QueueCore):
         nc, _, _ = await self._conn()
         # publications from now on are hints for the next wake-up; this look may prove the rest idle.
         watched = all(q in self._subs for q in queues)
-        self._take_hints()
+        hints = self._take_hints()
         began, requeued, self._idle = (tuple(queues), self._signals, time.monotonic()), self._requeued, None
-        drained = True
         claimed: list[Task] = []
+        stream = names.work_stream(self.prefix)
         with self._errors():
+            best = self._busy_subject(queues, hints)
+            if best is not None:
+                # Draining: the best subject filled the last pull, so pull it again without asking
+                # the stream which subjects hold tickets (a round trip per batch).
+                priority, queue = best
+                msgs = await pull(nc, stream, await self._consumer(nc, queue, priority), limit)
+                if msgs:
+                    claimed.extend(await self._take(nc, msgs, lease, worker_id))
+                if len(msgs) == limit:
+                    claimed.sort(key=lambda t: (-t.priority, t.eta or t.created_at))
+                    return claimed
+            self._busy = None
+            drained = True
             for priority, queue in await self._ready(nc, queues):
                 need = limit - len(claimed)
                 if need <= 0:
                     drained = False
                     break
-                consumer = await self._consumer(nc, queue, priority)
-                msgs = await pull(nc, names.work_stream(self.prefix), consumer, need)
+                msgs = await pull(nc, stream, await self._consumer(nc, queue, priority), need)
+                if need == limit and len(msgs) == need:
+                    self._busy = (tuple(queues), priority, queue, time.monotonic())
                 drained = drained and len(msgs) < need
                 if msgs:
                     claimed.extend(await self._take(nc, msgs, lease, worker_id))
@@ -204,6 +221,25 @@ class NatsTaskQueue(QueueCore):
             self._idle = began
         claimed.sort(key=lambda t: (-t.priority, t.eta or t.created_at))
         return claimed
+
+    def _busy_subject(self, queues: Sequence[str], hints: Mapping[str, Sequence[str]] | None) -> tuple[int, str] | None:
+        """(priority, queue) to pull from without a look at the stream, or None.
+
+        Only while the best subject filled the last full look's pull, that
+        look is under ``_BUSY_LOOK`` s old and no ticket was seen published
+        to another subject since (a new, maybe better one). A better ticket
+        this instance cannot see arrive (a redelivery, or any ticket when it
+        does not watch the queues: a burst worker) waits at most ``_BUSY_LOOK`` s.
+        """
+        busy = self._busy
+        if busy is None or hints is None or busy[0] != tuple(queues):
+            return None
+        if time.monotonic() - busy[3] >= _BUSY_LOOK:
+            return None
+        subject = names.work_subject(self.prefix, busy[2], busy[1])
+        if any(other != subject for other in hints):
+            return None
+        return busy[1], busy[2]
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Return when a ticket is waiting in ``queues`` or one is published, at most ``timeout`` s."""
