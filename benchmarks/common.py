@@ -209,4 +209,3 @@ def peer_args(*, worker_flag: bool = False) -> Any:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=240.0)
     return parser.parse_args()
-

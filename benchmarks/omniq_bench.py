@@ -26,8 +26,17 @@ from omniq.models import TaskStatus  # noqa: E402
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
     result: dict[str, object] = {}
-    worker_cmd = [sys.executable, "-m", "omniq", "--log-level", "WARNING", "worker", "omniq_app:app",
-                  "--concurrency", str(args.concurrency)]
+    worker_cmd = [
+        sys.executable,
+        "-m",
+        "omniq",
+        "--log-level",
+        "WARNING",
+        "worker",
+        "omniq_app:app",
+        "--concurrency",
+        str(args.concurrency),
+    ]
     log = os.path.join(args.workdir, "omniq-worker.log")
     async with app:
         await app.purge()
@@ -74,8 +83,10 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     from importlib.metadata import version
 
     result["version"] = version("omniq-core")
-    result["notes"] = (f"defaults (results + events stored), async pool, --concurrency {args.concurrency}; "
-                       "bulk = one enqueue_many call")
+    result["notes"] = (
+        f"defaults (results + events stored), async pool, --concurrency {args.concurrency}; "
+        "bulk = one enqueue_many call"
+    )
     return result
 
 

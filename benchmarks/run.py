@@ -49,8 +49,9 @@ TASKIQ = Peer("taskiq", "taskiq", ("taskiq", "taskiq-redis"), "taskiq_bench.py",
 SAQ = Peer("saq", "saq", ("saq[postgres]", "redis"), "saq_bench.py", ("saq",))
 PGQUEUER = Peer("pgqueuer", "pgqueuer", ("pgqueuer", "asyncpg"), "pgqueuer_bench.py", ("pgqueuer",))
 PROCRASTINATE = Peer("procrastinate", "procrastinate", ("procrastinate",), "procrastinate_bench.py", ("procrastinate",))
-TASKIQ_NATS = Peer("taskiq-nats", "taskiq_nats", ("taskiq", "taskiq-nats"), "taskiq_bench.py",
-                   ("taskiq", "taskiq-nats"))
+TASKIQ_NATS = Peer(
+    "taskiq-nats", "taskiq_nats", ("taskiq", "taskiq-nats"), "taskiq_bench.py", ("taskiq", "taskiq-nats")
+)
 
 PEERS: dict[str, list[Peer]] = {
     "sqlite": [HUEY],
@@ -83,8 +84,10 @@ def ensure_venv(peer: Peer) -> str:
 
 
 def dist_versions(python: str, dists: tuple[str, ...]) -> dict[str, str]:
-    code = ("import json,sys\nfrom importlib.metadata import version\n"
-            "print(json.dumps({d: version(d) for d in sys.argv[1:]}))")
+    code = (
+        "import json,sys\nfrom importlib.metadata import version\n"
+        "print(json.dumps({d: version(d) for d in sys.argv[1:]}))"
+    )
     out = subprocess.run([python, "-c", code, *dists], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -169,8 +172,7 @@ class Engine:
         return env
 
     def peer_env(self) -> dict[str, str]:
-        return {"BENCH_ENGINE": self.name, "BENCH_URL": self.url, "BENCH_WORKDIR": self.workdir,
-                "BENCH_NAME": self.tag}
+        return {"BENCH_ENGINE": self.name, "BENCH_URL": self.url, "BENCH_WORKDIR": self.workdir, "BENCH_NAME": self.tag}
 
 
 # -- running -----------------------------------------------------------------------------------------
@@ -181,13 +183,19 @@ def run_script(python: str, script: str, env_extra: dict[str, str], sizes: list[
     env.update(env_extra)
     env["PYTHONUNBUFFERED"] = "1"
     try:
-        proc = subprocess.run([python, script, *sizes], env=env, cwd=os.path.dirname(script), capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            [python, script, *sizes],
+            env=env,
+            cwd=os.path.dirname(script),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
-            return json.loads(line[len("BENCH_RESULT "):])
+            return json.loads(line[len("BENCH_RESULT ") :])
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
 
@@ -210,8 +218,11 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     head = ["metric", *names, *[f"OmniQ/{p}" for p in peers]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, label, higher in METRICS:
-        row = [label, *[fmt(results[n].get(key), key) for n in names],
-               *[ratio(results["OmniQ"].get(key), results[p].get(key), higher) for p in peers]]
+        row = [
+            label,
+            *[fmt(results[n].get(key), key) for n in names],
+            *[ratio(results["OmniQ"].get(key), results[p].get(key), higher) for p in peers],
+        ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -223,23 +234,41 @@ def machine_facts() -> list[str]:
             cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
     except OSError:
         pass
-    return [f"nproc: {os.cpu_count()}", f"CPU: {cpu or platform.processor()}",
-            f"Python: {platform.python_version()} ({platform.python_implementation()})",
-            f"OS: {platform.platform()}"]
+    return [
+        f"nproc: {os.cpu_count()}",
+        f"CPU: {cpu or platform.processor()}",
+        f"Python: {platform.python_version()} ({platform.python_implementation()})",
+        f"OS: {platform.platform()}",
+    ]
 
 
 def run_engine(engine_name: str, args: argparse.Namespace, command: str) -> str:
     engine = Engine(engine_name)
     asyncio.run(engine.setup())
-    sizes = ["--n-single", str(args.n_single), "--n-bulk", str(args.n_bulk), "--n-latency", str(args.n_latency),
-             "--concurrency", str(args.concurrency), "--timeout", str(args.timeout)]
+    sizes = [
+        "--n-single",
+        str(args.n_single),
+        "--n-bulk",
+        str(args.n_bulk),
+        "--n-latency",
+        str(args.n_latency),
+        "--concurrency",
+        str(args.concurrency),
+        "--timeout",
+        str(args.timeout),
+    ]
     results: dict[str, dict[str, Any]] = {}
     versions: dict[str, str] = {}
     started = time.time()
     try:
         print(f"# {engine_name}: OmniQ", file=sys.stderr)
-        results["OmniQ"] = run_script(sys.executable, os.path.join(HERE, "omniq_bench.py"), engine.omniq_env(),
-                                      [*sizes, "--workdir", engine.workdir], args.script_timeout)
+        results["OmniQ"] = run_script(
+            sys.executable,
+            os.path.join(HERE, "omniq_bench.py"),
+            engine.omniq_env(),
+            [*sizes, "--workdir", engine.workdir],
+            args.script_timeout,
+        )
         versions.update(dist_versions(sys.executable, ("omniq-core", f"omniq-{engine_name}")))
         wanted = set(args.peers.split(",")) if args.peers else None
         for peer in PEERS[engine_name]:
@@ -252,29 +281,52 @@ def run_engine(engine_name: str, args: argparse.Namespace, command: str) -> str:
                 results[peer.name] = {"error": f"install failed: {exc}"}
                 continue
             versions.update(dist_versions(python, peer.dists))
-            results[peer.name] = run_script(python, os.path.join(HERE, "peers", peer.script),
-                                            {**engine.peer_env(), **peer.env}, sizes, args.script_timeout)
+            results[peer.name] = run_script(
+                python,
+                os.path.join(HERE, "peers", peer.script),
+                {**engine.peer_env(), **peer.env},
+                sizes,
+                args.script_timeout,
+            )
     finally:
         asyncio.run(engine.cleanup())
     elapsed = time.time() - started
 
-    out = [f"# {engine_name}: OmniQ vs peers", "",
-           f"Command: `{command}`  ", f"Run: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {elapsed:.0f} s; "
-           f"N: single={args.n_single}, bulk={args.n_bulk}, drain={args.n_bulk}, latency={args.n_latency}; "
-           f"concurrency {args.concurrency} for every worker", "",
-           table(results), "",
-           "Ratios: OmniQ/peer for throughput, peer/OmniQ for latency, so > 1 always means OmniQ is better.", "",
-           "Extra OmniQ drain figures (same run; stricter: include the last batch's result/event writes "
-           "and shutdown): "
-           f"first job start → burst worker exit {fmt(results['OmniQ'].get('drain_first_start_to_exit'), 'x')} jobs/s, "
-           f"worker spawn → exit {fmt(results['OmniQ'].get('drain_spawn_to_exit'), 'x')} jobs/s.", "",
-           "## How each ran", ""]
+    out = [
+        f"# {engine_name}: OmniQ vs peers",
+        "",
+        f"Command: `{command}`  ",
+        f"Run: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {elapsed:.0f} s; "
+        f"N: single={args.n_single}, bulk={args.n_bulk}, drain={args.n_bulk}, latency={args.n_latency}; "
+        f"concurrency {args.concurrency} for every worker",
+        "",
+        table(results),
+        "",
+        "Ratios: OmniQ/peer for throughput, peer/OmniQ for latency, so > 1 always means OmniQ is better.",
+        "",
+        "Extra OmniQ drain figures (same run; stricter: include the last batch's result/event writes "
+        "and shutdown): "
+        f"first job start → burst worker exit {fmt(results['OmniQ'].get('drain_first_start_to_exit'), 'x')} jobs/s, "
+        f"worker spawn → exit {fmt(results['OmniQ'].get('drain_spawn_to_exit'), 'x')} jobs/s.",
+        "",
+        "## How each ran",
+        "",
+    ]
     for name, res in results.items():
-        out.append(f"- **{name}** {res.get('version', '')}: {res.get('notes', '')}"
-                   + (f" **ERROR**: {res['error']}" if "error" in res else "")
-                   + (f" **WARNING**: {res['warning']}" if "warning" in res else ""))
-    out += ["", "## Machine", "", *[f"- {fact}" for fact in machine_facts()], f"- engine: {engine.server_version}",
-            "- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())), ""]
+        out.append(
+            f"- **{name}** {res.get('version', '')}: {res.get('notes', '')}"
+            + (f" **ERROR**: {res['error']}" if "error" in res else "")
+            + (f" **WARNING**: {res['warning']}" if "warning" in res else "")
+        )
+    out += [
+        "",
+        "## Machine",
+        "",
+        *[f"- {fact}" for fact in machine_facts()],
+        f"- engine: {engine.server_version}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
+        "",
+    ]
     text = "\n".join(out)
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, f"{engine_name}.md"), "w") as fh:

@@ -48,8 +48,15 @@ def ping(seq):
 def main(args: argparse.Namespace) -> dict[str, object]:
     result: dict[str, object] = {}
     log = os.path.join(os.environ["BENCH_WORKDIR"], "huey-worker.log")
-    consumer = [os.path.join(BIN, "huey_consumer"), "huey_bench.huey",
-                "-w", str(args.concurrency), "-k", "thread", "-q"]
+    consumer = [
+        os.path.join(BIN, "huey_consumer"),
+        "huey_bench.huey",
+        "-w",
+        str(args.concurrency),
+        "-k",
+        "thread",
+        "-q",
+    ]
     huey.flush()
 
     # 1. one at a time, into a second huey (its own queue), flushed afterwards
@@ -79,10 +86,15 @@ def main(args: argparse.Namespace) -> dict[str, object]:
     from importlib.metadata import version
 
     result["version"] = version("huey")
-    waiting = ("blocking pop (RedisHuey default)" if isinstance(huey, RedisHuey)
-               else "default polling (-d 0.1, backoff 1.15, max 10 s)")
-    result["notes"] = (f"{type(huey).__name__}, consumer -w {args.concurrency} -k thread, {waiting}; "
-                       "bulk = Task.map (a loop); sync def no-op")
+    waiting = (
+        "blocking pop (RedisHuey default)"
+        if isinstance(huey, RedisHuey)
+        else "default polling (-d 0.1, backoff 1.15, max 10 s)"
+    )
+    result["notes"] = (
+        f"{type(huey).__name__}, consumer -w {args.concurrency} -k thread, {waiting}; "
+        "bulk = Task.map (a loop); sync def no-op"
+    )
     return result
 
 

@@ -51,7 +51,13 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     log = os.path.join(os.environ["BENCH_WORKDIR"], "pgqueuer-worker.log")
     # `pgq run` crashes at start-up in pgqueuer 1.6.0 (its log-level option), so the worker process runs
     # PgQueuer.run() itself with the same defaults the CLI would pass.
-    worker = [sys.executable, os.path.join(HERE, "pgqueuer_bench.py"), "--worker", "--concurrency", str(args.concurrency)]
+    worker = [
+        sys.executable,
+        os.path.join(HERE, "pgqueuer_bench.py"),
+        "--worker",
+        "--concurrency",
+        str(args.concurrency),
+    ]
     connection = await asyncpg.connect(os.environ["BENCH_URL"])
     queries = Queries(AsyncpgDriver(connection))
     await queries.install()
@@ -74,8 +80,11 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     try:
         result["drain"] = drain_rate(await loop.run_in_executor(None, channel.receive, args.timeout))
-        result.update(await measure_latency_async(channel, lambda seq: queries.enqueue("ping", str(seq).encode()),
-                                                  args.n_latency, args.timeout))
+        result.update(
+            await measure_latency_async(
+                channel, lambda seq: queries.enqueue("ping", str(seq).encode()), args.n_latency, args.timeout
+            )
+        )
     finally:
         stop(proc)
         channel.close()
@@ -83,9 +92,11 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     from importlib.metadata import version
 
     result["version"] = version("pgqueuer")
-    result["notes"] = (f"PgQueuer.run(max_concurrent_tasks={args.concurrency}, batch_size={args.concurrency // 2}) in its own "
-                       "process (pgqueuer requires max >= 2 x batch; `pgq run` crashes in 1.6.0); "
-                       "bulk = one Queries.enqueue call with lists; no result storage")
+    result["notes"] = (
+        f"PgQueuer.run(max_concurrent_tasks={args.concurrency}, batch_size={args.concurrency // 2}) in its own "
+        "process (pgqueuer requires max >= 2 x batch; `pgq run` crashes in 1.6.0); "
+        "bulk = one Queries.enqueue call with lists; no result storage"
+    )
     return result
 
 

@@ -37,8 +37,16 @@ async def ping(seq: int) -> None:
 async def main(args: argparse.Namespace) -> dict[str, object]:
     result: dict[str, object] = {}
     log = os.path.join(os.environ["BENCH_WORKDIR"], "procrastinate-worker.log")
-    worker = [os.path.join(BIN, "procrastinate"),
-              "--log-level", "warning", "--app", "procrastinate_bench.app", "worker", "--concurrency", str(args.concurrency)]
+    worker = [
+        os.path.join(BIN, "procrastinate"),
+        "--log-level",
+        "warning",
+        "--app",
+        "procrastinate_bench.app",
+        "worker",
+        "--concurrency",
+        str(args.concurrency),
+    ]
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
         # 1. one at a time, into another queue (never consumed; the database is dropped by the runner)
@@ -58,16 +66,20 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         loop = asyncio.get_running_loop()
         try:
             result["drain"] = drain_rate(await loop.run_in_executor(None, channel.receive, args.timeout))
-            result.update(await measure_latency_async(channel, lambda seq: ping.defer_async(seq=seq),
-                                                      args.n_latency, args.timeout))
+            result.update(
+                await measure_latency_async(
+                    channel, lambda seq: ping.defer_async(seq=seq), args.n_latency, args.timeout
+                )
+            )
         finally:
             stop(proc)
             channel.close()
     from importlib.metadata import version
 
     result["version"] = version("procrastinate")
-    result["notes"] = (f"PsycopgConnector, procrastinate worker --concurrency {args.concurrency}; "
-                       "bulk = one batch_defer_async call")
+    result["notes"] = (
+        f"PsycopgConnector, procrastinate worker --concurrency {args.concurrency}; bulk = one batch_defer_async call"
+    )
     return result
 
 

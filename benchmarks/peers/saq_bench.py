@@ -44,8 +44,7 @@ settings = {"queue": queue, "functions": [noop, ping], "concurrency": CONCURRENC
 async def main(args: argparse.Namespace) -> dict[str, object]:
     result: dict[str, object] = {}
     log = os.path.join(os.environ["BENCH_WORKDIR"], "saq-worker.log")
-    worker = [os.path.join(BIN, "saq"), "saq_bench.settings",
-              "--workers", "1", "--quiet"]
+    worker = [os.path.join(BIN, "saq"), "saq_bench.settings", "--workers", "1", "--quiet"]
     os.environ["BENCH_CONCURRENCY"] = str(args.concurrency)
 
     # 1. one at a time, into a second queue (never consumed; removed by the runner)
@@ -70,8 +69,11 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     try:
         result["drain"] = drain_rate(await loop.run_in_executor(None, channel.receive, args.timeout))
-        result.update(await measure_latency_async(channel, lambda seq: queue.enqueue("ping", seq=seq),
-                                                  args.n_latency, args.timeout))
+        result.update(
+            await measure_latency_async(
+                channel, lambda seq: queue.enqueue("ping", seq=seq), args.n_latency, args.timeout
+            )
+        )
     finally:
         stop(proc)
         channel.close()
@@ -79,8 +81,10 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     from importlib.metadata import version
 
     result["version"] = version("saq")
-    result["notes"] = (f"{type(queue).__name__}, saq worker --workers 1, concurrency {args.concurrency}; "
-                       "bulk = a loop of enqueue() (no bulk API)")
+    result["notes"] = (
+        f"{type(queue).__name__}, saq worker --workers 1, concurrency {args.concurrency}; "
+        "bulk = a loop of enqueue() (no bulk API)"
+    )
     return result
 
 

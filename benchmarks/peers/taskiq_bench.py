@@ -37,9 +37,9 @@ def make_broker(suffix: str = ""):
         ).with_result_backend(NATSObjectStoreResultBackend(url, bucket_name=f"{NAME}{suffix}_results"))
     from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
-    return RedisStreamBroker(url, queue_name=f"{NAME}{suffix}", consumer_group_name=f"{NAME}{suffix}").with_result_backend(
-        RedisAsyncResultBackend(url, prefix_str=f"{NAME}{suffix}", result_ex_time=3600)
-    )
+    return RedisStreamBroker(
+        url, queue_name=f"{NAME}{suffix}", consumer_group_name=f"{NAME}{suffix}"
+    ).with_result_backend(RedisAsyncResultBackend(url, prefix_str=f"{NAME}{suffix}", result_ex_time=3600))
 
 
 broker = make_broker()
@@ -58,8 +58,17 @@ async def ping(seq: int) -> None:
 async def main(args: argparse.Namespace) -> dict[str, object]:
     result: dict[str, object] = {}
     log = os.path.join(os.environ["BENCH_WORKDIR"], f"taskiq-{ENGINE}-worker.log")
-    worker = [os.path.join(BIN, "taskiq"), "worker", "taskiq_bench:broker",
-              "-w", "1", "--max-async-tasks", str(args.concurrency), "--log-level", "WARNING"]
+    worker = [
+        os.path.join(BIN, "taskiq"),
+        "worker",
+        "taskiq_bench:broker",
+        "-w",
+        "1",
+        "--max-async-tasks",
+        str(args.concurrency),
+        "--log-level",
+        "WARNING",
+    ]
 
     # 1. one at a time, into a second broker (its own stream), never consumed, removed by the runner
     single = make_broker("_single")
@@ -92,11 +101,15 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     from importlib.metadata import version
 
     result["version"] = version("taskiq")
-    backend = ("RedisStreamBroker + RedisAsyncResultBackend (results on)" if ENGINE == "redis"
-               else f"PullBasedJetStreamBroker (fetch batch 1) + NATSObjectStoreResultBackend (results on), "
-                    f"taskiq-nats {version('taskiq-nats')}")
-    result["notes"] = (f"{backend}; taskiq worker -w 1 --max-async-tasks {args.concurrency}; "
-                       "bulk = a loop of kiq() (no bulk API)")
+    backend = (
+        "RedisStreamBroker + RedisAsyncResultBackend (results on)"
+        if ENGINE == "redis"
+        else f"PullBasedJetStreamBroker (fetch batch 1) + NATSObjectStoreResultBackend (results on), "
+        f"taskiq-nats {version('taskiq-nats')}"
+    )
+    result["notes"] = (
+        f"{backend}; taskiq worker -w 1 --max-async-tasks {args.concurrency}; bulk = a loop of kiq() (no bulk API)"
+    )
     return result
 
 

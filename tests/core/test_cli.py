@@ -14,8 +14,9 @@ from omniq.cli import load_app
 
 
 def omniq(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "omniq", *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "omniq", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -61,8 +62,12 @@ def test_status_inspect_and_purge(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "message"),
-    [("nomodule_xyz:app", "No module named"), ("os:nothing_here", "no attribute"), ("os:sep", "not an OmniQ"),
-     ("justaname", "expected 'module:attribute'")],
+    [
+        ("nomodule_xyz:app", "No module named"),
+        ("os:nothing_here", "no attribute"),
+        ("os:sep", "not an OmniQ"),
+        ("justaname", "expected 'module:attribute'"),
+    ],
 )
 def test_load_app_errors_are_clear(spec: str, message: str) -> None:
     with pytest.raises(OmniQError, match=message):

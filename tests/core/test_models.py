@@ -19,9 +19,22 @@ from omniq.models import (
 
 def test_task_envelope_round_trip_keeps_every_field() -> None:
     task = Task(
-        id=new_id(), func="m.f", payload=b"\x00\xffraw", queue="q", priority=5, unique_key="k", eta=utcnow(),
-        interval=2.5, attempts=1, max_retries=4, timeout=3.0, expires_at=utcnow(), result_ttl=9.0,
-        depends_on=("a", "b"), lease_token="t", error=TaskError(type="E", message="m", attempt=1),
+        id=new_id(),
+        func="m.f",
+        payload=b"\x00\xffraw",
+        queue="q",
+        priority=5,
+        unique_key="k",
+        eta=utcnow(),
+        interval=2.5,
+        attempts=1,
+        max_retries=4,
+        timeout=3.0,
+        expires_at=utcnow(),
+        result_ttl=9.0,
+        depends_on=("a", "b"),
+        lease_token="t",
+        error=TaskError(type="E", message="m", attempt=1),
     )
     assert decode_task(encode_task(task)) == task
     assert task.max_attempts == 5
@@ -59,5 +72,8 @@ def test_outcome_status(kind: OutcomeKind, status: TaskStatus) -> None:
 
 def test_terminal_statuses() -> None:
     assert {s for s in TaskStatus if s.is_terminal} == {
-        TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED,
+        TaskStatus.SUCCEEDED,
+        TaskStatus.FAILED,
+        TaskStatus.CANCELLED,
+        TaskStatus.EXPIRED,
     }

@@ -12,8 +12,20 @@ import pytest
 from omniq import AsyncOmniQ, OmniQ, Settings
 
 #: AsyncOmniQ members that have no sync twin on purpose.
-ASYNC_ONLY = {"register", "task", "resolve", "decode_args", "record_events", "task_queue", "result_storage",
-              "event_storage", "functions", "settings", "serializer", "allowed_modules"}
+ASYNC_ONLY = {
+    "register",
+    "task",
+    "resolve",
+    "decode_args",
+    "record_events",
+    "task_queue",
+    "result_storage",
+    "event_storage",
+    "functions",
+    "settings",
+    "serializer",
+    "allowed_modules",
+}
 
 
 def _public_methods(cls: type) -> dict[str, Any]:

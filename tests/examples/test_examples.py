@@ -14,7 +14,11 @@ EXAMPLES = ROOT / "examples"
 
 #: script -> text its output must contain
 EXPECTED = {
-    "quickstart.py": ["backend: sqlite", "sums: [0, 2, 4, 6, 8]", "divide(1, 0): failed after 2 attempts (ZeroDivisionError)"],
+    "quickstart.py": [
+        "backend: sqlite",
+        "sums: [0, 2, 4, 6, 8]",
+        "divide(1, 0): failed after 2 attempts (ZeroDivisionError)",
+    ],
     "async_quickstart.py": ["hello world"],
     "schedules.py": ["paused after", "schedule: cancelled"],
     "worker_app.py": ["enqueued 10 tasks"],
@@ -35,8 +39,14 @@ def test_every_example_is_covered() -> None:
 
 @pytest.mark.parametrize("script", sorted(EXPECTED))
 def test_example_runs(script: str, tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, str(EXAMPLES / script)], env=_env(tmp_path), cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)],
+        env=_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     for text in EXPECTED[script]:
         assert text in run.stdout
@@ -44,14 +54,27 @@ def test_example_runs(script: str, tmp_path: Path) -> None:
 
 def test_worker_app_drained_by_the_cli(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    produce = subprocess.run([sys.executable, "-m", "examples.worker_app"], env=env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=120)
+    produce = subprocess.run(
+        [sys.executable, "-m", "examples.worker_app"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert produce.returncode == 0, produce.stderr
-    drain = subprocess.run([sys.executable, "-m", "omniq", "worker", "examples.worker_app:app", "--burst"],
-                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    drain = subprocess.run(
+        [sys.executable, "-m", "omniq", "worker", "examples.worker_app:app", "--burst"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert drain.returncode == 0, drain.stderr
     assert "10 task(s) processed" in drain.stdout
-    status = subprocess.run([sys.executable, "-m", "omniq", "status", "--app", "examples.worker_app:app"],
-                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [sys.executable, "-m", "omniq", "status", "--app", "examples.worker_app:app"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert status.returncode == 0, status.stderr
     assert any(line.split() == ["succeeded", "10"] for line in status.stdout.splitlines())

@@ -69,8 +69,12 @@ def server_env(backend: str, url: str, tmp_path: Path) -> Iterator[dict[str, str
     """OMNIQ_* variables for a server backend under a fresh prefix; the prefix's data is dropped on exit."""
     # one name serves as Redis key prefix, PostgreSQL schema and NATS stream/bucket prefix
     prefix = f"omniq_fault_{uuid.uuid4().hex[:12]}"
-    env = {"OMNIQ_BACKEND": backend, "OMNIQ_URL": url, "OMNIQ_KEY_PREFIX": prefix,
-           "OMNIQ_BASE_DIR": str(tmp_path / "data")}
+    env = {
+        "OMNIQ_BACKEND": backend,
+        "OMNIQ_URL": url,
+        "OMNIQ_KEY_PREFIX": prefix,
+        "OMNIQ_BASE_DIR": str(tmp_path / "data"),
+    }
     if backend == "postgres":
         # explicit, although the schema defaults to the key prefix
         options = json.dumps({"schema": prefix})
@@ -114,10 +118,15 @@ class Cluster:
     def __init__(self, env: dict[str, str], tmp_path: Path) -> None:
         self.log = tmp_path / "completions.log"
         self.log.touch()
-        self.env = {**os.environ, **FAULT_TIMINGS, **env, "FAULT_LOG": str(self.log),
-                    "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+        self.env = {
+            **os.environ,
+            **FAULT_TIMINGS,
+            **env,
+            "FAULT_LOG": str(self.log),
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        }
         self.workers: list[subprocess.Popen[str]] = []
-        overrides = {k[len("OMNIQ_"):].lower(): v for k, v in {**FAULT_TIMINGS, **env}.items()}
+        overrides = {k[len("OMNIQ_") :].lower(): v for k, v in {**FAULT_TIMINGS, **env}.items()}
         self.settings = Settings.load(env={}, **overrides)
 
     def producer(self) -> OmniQ:
@@ -133,7 +142,11 @@ class Cluster:
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "omniq", "--log-level", "INFO", "worker", "faultapp:app", *args],
-                env=self.env, cwd=str(HERE), stdout=output or subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                env=self.env,
+                cwd=str(HERE),
+                stdout=output or subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
         finally:
             if output is not None:

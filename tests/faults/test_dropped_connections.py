@@ -71,11 +71,7 @@ async def proxy(isolated: tuple[str, str, str]) -> AsyncIterator[TcpProxy]:
         await tcp.stop()
 
 
-
-
-@pytest.mark.parametrize(
-    "isolated", ["redis", "postgres"], indirect=True
-)
+@pytest.mark.parametrize("isolated", ["redis", "postgres"], indirect=True)
 async def test_connections_reset_under_a_live_client_are_replaced_transparently(
     isolated: tuple[str, str, str], proxy: TcpProxy
 ) -> None:
@@ -87,8 +83,6 @@ async def test_connections_reset_under_a_live_client_are_replaced_transparently(
         # The server is up: the client must reconnect rather than surface the dead pooled connection.
         await queue.enqueue(_task())
         assert await queue.count(status=TaskStatus.PENDING) == 2
-
-
 
 
 @pytest.mark.parametrize("isolated", ["nats"], indirect=True)

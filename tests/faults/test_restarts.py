@@ -104,21 +104,56 @@ class Server:
 _PG_VERSION, _PG_NAME = _postgres_cluster()
 
 REDIS = Server(
-    "redis", 6379,
+    "redis",
+    6379,
     ("redis-cli", "-h", "127.0.0.1", "shutdown", "nosave"),
-    ("redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
-     "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"),
+    (
+        "redis-server",
+        "--daemonize",
+        "yes",
+        "--bind",
+        "127.0.0.1",
+        "-::1",
+        "--port",
+        "6379",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        "/var/lib/redis",
+        "--logfile",
+        "/var/log/redis/ci.log",
+    ),
 )
 POSTGRES = Server(
-    "postgres", 5432,
+    "postgres",
+    5432,
     ("pg_ctlcluster", "--skip-systemctl-redirect", _PG_VERSION, _PG_NAME, "stop"),
     ("pg_ctlcluster", "--skip-systemctl-redirect", _PG_VERSION, _PG_NAME, "start"),
 )
 NATS = Server(
-    "nats", 4222,
+    "nats",
+    4222,
     ("start-stop-daemon", "--stop", "--retry", "30", "--exec", "/usr/sbin/nats-server"),
-    ("start-stop-daemon", "--start", "--oknodo", "--background", "--exec", "/usr/sbin/nats-server", "--",
-     "-a", "127.0.0.1", "-p", "4222", "-js", "-sd", "/var/lib/nats-server", "-l", "/var/log/nats-server.log"),
+    (
+        "start-stop-daemon",
+        "--start",
+        "--oknodo",
+        "--background",
+        "--exec",
+        "/usr/sbin/nats-server",
+        "--",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        "4222",
+        "-js",
+        "-sd",
+        "/var/lib/nats-server",
+        "-l",
+        "/var/log/nats-server.log",
+    ),
 )
 
 
@@ -167,7 +202,8 @@ def _busy_workers_then_backlog(app: OmniQ, cluster: Cluster, tmp_path: Path) -> 
     try:
         wait_until(
             lambda: all(app.get_task(i).status is TaskStatus.RUNNING for i in slow),  # type: ignore[union-attr]
-            30, "both slow tasks to start",
+            30,
+            "both slow tasks to start",
         )
     except pytest.fail.Exception:
         states = [(t.status.value, t.attempts, t.worker_id) for t in map(app.get_task, slow) if t is not None]
@@ -273,7 +309,8 @@ def test_postgres_killed_listen_connection_still_wakes_the_worker(postgres_url: 
             # and the worker LISTENs again: the next task is announced, not found by a poll
             (second,) = wait_until(
                 lambda: [p for p in asyncio.run(_listen_pids(postgres_url, channel)) if p != first],
-                10, "the worker to LISTEN again",
+                10,
+                "the worker to LISTEN again",
             )
             again = app.get_result(app.enqueue("record", 3), wait=True, timeout=10)
             assert again is not None and again.status is TaskStatus.SUCCEEDED

@@ -62,7 +62,8 @@ def test_sigkilled_worker_tasks_rerun_on_another_worker_exactly_once(cluster: Cl
         victim = cluster.worker("--concurrency", "4")
         wait_until(
             lambda: all(app.get_task(i).status is TaskStatus.RUNNING for i in ids),  # type: ignore[union-attr]
-            30, "all tasks to start on the first worker",
+            30,
+            "all tasks to start on the first worker",
         )
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)

@@ -58,7 +58,9 @@ class EnqueueOptions:
 
     def merged(self, other: EnqueueOptions) -> EnqueueOptions:
         """Options of ``self`` overridden by the ones ``other`` sets."""
-        changes = {f.name: getattr(other, f.name) for f in dataclasses.fields(other) if getattr(other, f.name) is not None}
+        changes = {
+            f.name: getattr(other, f.name) for f in dataclasses.fields(other) if getattr(other, f.name) is not None
+        }
         return dataclasses.replace(self, **changes)
 
     @classmethod

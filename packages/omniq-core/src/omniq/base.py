@@ -384,7 +384,9 @@ def lease_expired_error(task: Task) -> TaskError:
 
 
 @contextlib.contextmanager
-def map_exceptions(mapping: Mapping[type[BaseException], type[OmniQError]], *, url: str | None = None) -> Iterator[None]:
+def map_exceptions(
+    mapping: Mapping[type[BaseException], type[OmniQError]], *, url: str | None = None
+) -> Iterator[None]:
     """Translate driver exceptions into OmniQ errors at a backend's boundary.
 
     Usage::

@@ -116,8 +116,23 @@ async def _inspect(args: argparse.Namespace) -> int:
         if task is None:
             print(f"no task {args.task_id}", file=sys.stderr)  # noqa: T201 - CLI output
             return 1
-        for field in ("id", "func", "queue", "status", "priority", "attempts", "max_retries", "eta", "created_at",
-                      "started_at", "finished_at", "worker_id", "interval", "cron", "paused"):
+        for field in (
+            "id",
+            "func",
+            "queue",
+            "status",
+            "priority",
+            "attempts",
+            "max_retries",
+            "eta",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "worker_id",
+            "interval",
+            "cron",
+            "paused",
+        ):
             value = getattr(task, field)
             print(f"{field:<12} {value.value if isinstance(value, TaskStatus) else value}")  # noqa: T201 - CLI output
         if task.error is not None:

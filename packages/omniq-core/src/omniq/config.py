@@ -306,7 +306,11 @@ class Settings:
 
     @classmethod
     def load(
-        cls, *, env: Mapping[str, str] | None = None, config_file: str | os.PathLike[str] | None = None, **overrides: Any
+        cls,
+        *,
+        env: Mapping[str, str] | None = None,
+        config_file: str | os.PathLike[str] | None = None,
+        **overrides: Any,
     ) -> Settings:
         """Build settings from every source in precedence order.
 

@@ -154,7 +154,9 @@ def get_serializer(name: str) -> Serializer:
         return JSONSerializer()
     if name in ("dill", "cloudpickle"):
         return PickleSerializer(name)
-    raise ConfigurationError(f"OMNIQ_SERIALIZER={name!r} is not valid: expected one of {', '.join(BUILTIN_SERIALIZERS)}")
+    raise ConfigurationError(
+        f"OMNIQ_SERIALIZER={name!r} is not valid: expected one of {', '.join(BUILTIN_SERIALIZERS)}"
+    )
 
 
 class SerializerRegistry:

@@ -76,7 +76,9 @@ class SyncTaskFunction(Generic[P, R]):
 
     def options(self, **options: Any) -> _SyncBound[P]:
         """Return a handle whose ``enqueue`` uses extra options (``delay``, ``queue``, ...)."""
-        return _SyncBound(self.app, self.handle, self.handle.default_options.merged(EnqueueOptions.from_kwargs(options)))
+        return _SyncBound(
+            self.app, self.handle, self.handle.default_options.merged(EnqueueOptions.from_kwargs(options))
+        )
 
 
 class _SyncBound(Generic[P]):
@@ -249,9 +251,22 @@ class OmniQ:
         if isinstance(func, SyncTaskFunction):
             func = func.handle
         return self._call(
-            self.async_app.enqueue, func, *args, eta=eta, delay=delay, interval=interval, cron=cron,
-            max_retries=max_retries, timeout=timeout, ttl=ttl, result_ttl=result_ttl, queue=queue, priority=priority,
-            unique_key=unique_key, depends_on=depends_on, **kwargs,
+            self.async_app.enqueue,
+            func,
+            *args,
+            eta=eta,
+            delay=delay,
+            interval=interval,
+            cron=cron,
+            max_retries=max_retries,
+            timeout=timeout,
+            ttl=ttl,
+            result_ttl=result_ttl,
+            queue=queue,
+            priority=priority,
+            unique_key=unique_key,
+            depends_on=depends_on,
+            **kwargs,
         )
 
     def enqueue_many(

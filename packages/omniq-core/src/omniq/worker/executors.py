@@ -41,7 +41,12 @@ class Executor:
         """Release resources."""
 
     async def run(
-        self, name: str, func: Callable[..., Any], is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        name: str,
+        func: Callable[..., Any],
+        is_async: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         timeout: float | None,
     ) -> Any:
         """Run one call, raising TaskTimeoutError when it overruns ``timeout``."""
@@ -59,7 +64,9 @@ class Executor:
                 raise
             raise TaskTimeoutError(f"task {name} ran longer than its timeout of {timeout} s") from exc
 
-    async def _run_sync(self, name: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _run_sync(
+        self, name: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         return await anyio.to_thread.run_sync(
             functools.partial(func, *args, **kwargs), limiter=self._limiter, abandon_on_cancel=True
         )
@@ -69,7 +76,12 @@ class ThreadExecutor(Executor):
     """Every function in the thread pool, coroutine functions too (each on its own short-lived loop)."""
 
     async def run(
-        self, name: str, func: Callable[..., Any], is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        name: str,
+        func: Callable[..., Any],
+        is_async: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         timeout: float | None,
     ) -> Any:
         """Run one call in a thread."""
@@ -147,7 +159,12 @@ class ProcessExecutor(Executor):
         return child
 
     async def run(
-        self, name: str, func: Callable[..., Any], is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        name: str,
+        func: Callable[..., Any],
+        is_async: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         timeout: float | None,
     ) -> Any:
         """Run one call in a child process."""
@@ -160,7 +177,9 @@ class ProcessExecutor(Executor):
                     status, value = await anyio.to_thread.run_sync(child.conn.recv, abandon_on_cancel=True)
                 healthy = True
             except TimeoutError as exc:
-                raise TaskTimeoutError(f"task {name} ran longer than its timeout of {timeout} s; its process was killed") from exc
+                raise TaskTimeoutError(
+                    f"task {name} ran longer than its timeout of {timeout} s; its process was killed"
+                ) from exc
             except (EOFError, OSError) as exc:
                 raise RuntimeError(
                     f"the child process running {name} died (exit code {child.process.exitcode})"

@@ -141,8 +141,13 @@ class AsyncWorkerPool:
         self._fuse = app.task_queue.can_fuse_results(app.result_storage)
         if "omniq_worker_started" in self._hooks:
             plugins.call_lifecycle("omniq_worker_started", worker_id=self.worker_id, queues=self.queues)
-        logger.info("worker %s started: queues=%s concurrency=%d pool=%s", self.worker_id, ",".join(self.queues),
-                    self.concurrency, self.pool_kind)
+        logger.info(
+            "worker %s started: queues=%s concurrency=%d pool=%s",
+            self.worker_id,
+            ",".join(self.queues),
+            self.concurrency,
+            self.pool_kind,
+        )
         try:
             async with anyio.create_task_group() as services:
                 services.start_soon(self._finisher)
@@ -230,8 +235,15 @@ class AsyncWorkerPool:
                 running = _Running(task)
                 self._running[task.id] = running
                 events.append(
-                    TaskEvent(task_id=task.id, type=EventType.STARTED, timestamp=now, queue=task.queue,
-                              func=task.func, attempt=task.attempts, worker_id=self.worker_id)
+                    TaskEvent(
+                        task_id=task.id,
+                        type=EventType.STARTED,
+                        timestamp=now,
+                        queue=task.queue,
+                        func=task.func,
+                        attempt=task.attempts,
+                        worker_id=self.worker_id,
+                    )
                 )
                 # Plain asyncio tasks, not a task group per task: spawning is the hot path, and
                 # _run never raises (it turns every failure into an outcome).
@@ -255,8 +267,9 @@ class AsyncWorkerPool:
             from omniq.app import error_from_exception
 
             error = error_from_exception(exc, task.attempts)
-            outcome = Outcome(task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.RELEASE,
-                              error=error)
+            outcome = Outcome(
+                task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.RELEASE, error=error
+            )
         if outcome is None and not running.cancelled:
             # Cancelled by shutdown: hand the task back without burning the attempt.
             outcome = Outcome(task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.RELEASE)
@@ -270,8 +283,12 @@ class AsyncWorkerPool:
         """Give in-flight tasks the grace period, then cancel and release the rest."""
         if not self._running:
             return
-        logger.info("worker %s stopping: waiting up to %.1f s for %d task(s)", self.worker_id, self.shutdown_grace,
-                    len(self._running))
+        logger.info(
+            "worker %s stopping: waiting up to %.1f s for %d task(s)",
+            self.worker_id,
+            self.shutdown_grace,
+            len(self._running),
+        )
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(self.shutdown_grace):
                 while self._running:
@@ -328,9 +345,16 @@ class AsyncWorkerPool:
             event_type = outcome_event(outcome)
             if outcome.kind is not OutcomeKind.RELEASE or outcome.error is not None:
                 events.append(
-                    TaskEvent(task_id=task.id, type=event_type, timestamp=now, queue=task.queue, func=task.func,
-                              attempt=task.attempts, worker_id=self.worker_id,
-                              message=outcome.error.message if outcome.error else "")
+                    TaskEvent(
+                        task_id=task.id,
+                        type=event_type,
+                        timestamp=now,
+                        queue=task.queue,
+                        func=task.func,
+                        attempt=task.attempts,
+                        worker_id=self.worker_id,
+                        message=outcome.error.message if outcome.error else "",
+                    )
                 )
             if self._hooks:
                 self._call_outcome_hooks(task, outcome, event_type)
@@ -397,16 +421,25 @@ class AsyncWorkerPool:
         app = self.app
         now = utcnow()
         failed = [t for t in tasks if t.status is TaskStatus.FAILED]
-        logger.warning("recovered %d task(s) whose worker stopped renewing its lease (%d failed for good)",
-                       len(tasks), len(failed))
+        logger.warning(
+            "recovered %d task(s) whose worker stopped renewing its lease (%d failed for good)", len(tasks), len(failed)
+        )
         if failed:
             await app.result_storage.set_many([TaskResult.from_task(t, finished_at=now) for t in failed])
-        app.record_events([
-            TaskEvent(task_id=t.id, type=EventType.FAILED if t.status is TaskStatus.FAILED else EventType.RECOVERED,
-                      timestamp=now, queue=t.queue, func=t.func, attempt=t.attempts,
-                      message=t.error.message if t.error else "")
-            for t in tasks
-        ])
+        app.record_events(
+            [
+                TaskEvent(
+                    task_id=t.id,
+                    type=EventType.FAILED if t.status is TaskStatus.FAILED else EventType.RECOVERED,
+                    timestamp=now,
+                    queue=t.queue,
+                    func=t.func,
+                    attempt=t.attempts,
+                    message=t.error.message if t.error else "",
+                )
+                for t in tasks
+            ]
+        )
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -48,7 +48,9 @@ def _final(task: Task, kind: OutcomeKind, status: TaskStatus, error: TaskError |
     result = TaskResult.from_task(task, status, payload=payload, error=error)
     if task.recurring and kind in (OutcomeKind.SUCCEEDED, OutcomeKind.FAILED):
         eta = next_run(interval=task.interval, cron=task.cron, after=task.eta or task.created_at)
-        return Outcome(task_id=task.id, lease_token=token, kind=OutcomeKind.RESCHEDULE, eta=eta, error=error, result=result)
+        return Outcome(
+            task_id=task.id, lease_token=token, kind=OutcomeKind.RESCHEDULE, eta=eta, error=error, result=result
+        )
     return Outcome(task_id=task.id, lease_token=token, kind=kind, error=error, result=result)
 
 
@@ -117,7 +119,9 @@ async def execute(app: AsyncOmniQ, executor: Executor, task: Task) -> Outcome:
     try:
         payload = app.serializer.dumps(value) if value is not None else b""
     except SerializationError as exc:
-        error = TaskError(type=type(exc).__name__, message=f"the return value: {exc}", attempt=task.attempts, retryable=False)
+        error = TaskError(
+            type=type(exc).__name__, message=f"the return value: {exc}", attempt=task.attempts, retryable=False
+        )
         return _final(task, OutcomeKind.FAILED, TaskStatus.FAILED, error)
     return _final(task, OutcomeKind.SUCCEEDED, TaskStatus.SUCCEEDED, None, payload)
 
@@ -137,4 +141,3 @@ def outcome_event(outcome: Outcome) -> EventType:
         ok = outcome.result is not None and outcome.result.status is TaskStatus.SUCCEEDED
         return EventType.SUCCEEDED if ok else EventType.FAILED
     return _EVENT_BY_KIND[outcome.kind]
-
