@@ -329,3 +329,31 @@ async def test_inline_enqueue_with_unique_key_returns_the_live_task(db_path):
         second = await q.enqueue(Task(id="b", func="noop", unique_key="k"))
         assert (first, second) == ("a", "a")
         assert await q.count() == 1
+
+
+@pytest.mark.anyio
+async def test_a_forked_child_opens_its_own_database(db_path):
+    """A process-pool child inherits connected components: it must not use the parent's
+    database thread (absent there) nor its SQLite connections (never valid across a fork)."""
+    import multiprocessing
+
+    def child(queue: SQLiteTaskQueue, result) -> None:
+        async def enqueue() -> None:
+            await queue.enqueue(Task(id="from-child", func="f", payload=b""))
+            result.put(queue._db is not None and queue._db.pid == os.getpid())
+            await queue.close()
+
+        anyio.run(enqueue)
+
+    async with SQLiteTaskQueue(db_path) as queue:
+        await queue.enqueue(Task(id="from-parent", func="f", payload=b""))
+        context = multiprocessing.get_context("fork")
+        result = context.Queue()
+        process = context.Process(target=child, args=(queue, result))
+        process.start()
+        own_database = await anyio.to_thread.run_sync(result.get, True, 60)
+        await anyio.to_thread.run_sync(process.join, 60)
+        assert process.exitcode == 0 and own_database
+        assert {t.id for t in await queue.list()} == {"from-parent", "from-child"}
+        await queue.enqueue(Task(id="after", func="f", payload=b""))  # the parent's database still works
+        assert await queue.count() == 3

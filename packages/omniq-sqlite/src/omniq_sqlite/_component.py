@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import anyio
 
 from omniq_sqlite._db import Database, resolve_path
-
-if TYPE_CHECKING:
-    import os
-
 
 __all__ = ["SQLiteComponent", "chunks", "from_ts", "to_ts"]
 
@@ -98,11 +95,15 @@ class SQLiteComponent:
         """Leave the shared connection; the last component of the process closes it."""
         async with self._lock:
             db, self._db = self._db, None
-            if db is not None:
+            if db is not None and db.pid == os.getpid():  # a parent's database is not ours to close
                 await db.release()
 
     async def _database(self) -> Database:
         db = self._db
+        if db is not None and db.pid != os.getpid():
+            # A forked child (a process-pool task that enqueues): the database thread is not here
+            # and SQLite connections must not cross a fork, so open this process's own.
+            self._db = db = None
         if db is None:
             await self.connect()
             db = self._db

@@ -126,6 +126,7 @@ class Database:
         self.path = path
         self.busy_timeout = busy_timeout
         self.synchronous = synchronous
+        self.pid = os.getpid()  # a forked child must open its own (see SQLiteComponent._database)
         self.hub = WakeHub(path, cross_process=wake)
         self._refs = 0
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
