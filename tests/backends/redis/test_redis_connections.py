@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import anyio
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -11,6 +12,7 @@ from redis.exceptions import ResponseError
 from omniq.config import Settings
 from omniq.errors import BackendUnavailableError, ConfigurationError
 from omniq.plugins import resolve_backend
+from omniq.testing import make_task
 from omniq_redis import RedisEventStorage, RedisResultStorage, RedisTaskQueue
 
 pytestmark = [pytest.mark.servers, pytest.mark.anyio]
@@ -110,3 +112,25 @@ async def test_noeviction_policy_is_not_warned_about(redis_url, prefix, caplog):
         async with RedisTaskQueue(redis_url, prefix=prefix):
             pass
     assert not [record for record in caplog.records if record.name == "omniq.redis"]
+
+
+async def test_a_script_call_right_after_the_server_closed_idle_connections_succeeds(redis_url, prefix):
+    """The lane (sequential script calls outside the pool) notices a closed idle connection before
+    sending, as the pool does, so the first enqueue after a restart or a kill does not fail."""
+    queue = RedisTaskQueue(redis_url, prefix=prefix, client_name=prefix)
+    await queue.connect()
+    try:
+        await queue.enqueue(make_task())
+        admin = aioredis.Redis.from_url(redis_url)
+        try:
+            mine = [client["id"] for client in await admin.client_list() if client.get("name") == prefix]
+            for client_id in mine:
+                await admin.client_kill_filter(_id=client_id)
+        finally:
+            await admin.aclose()
+        await anyio.sleep(0.2)  # the close reaches this side
+        await queue.enqueue(make_task())
+        assert await queue.count() == 2
+    finally:
+        await queue.purge()
+        await queue.close()

@@ -78,6 +78,14 @@ def _pool_health_options() -> dict[str, Any]:
     return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
+async def _stale(conn: Any) -> bool:
+    """True when an idle connection has something to read: EOF (the server closed it) or a stray reply."""
+    try:
+        return bool(await conn.can_read())
+    except (rexc.ConnectionError, OSError):
+        return True
+
+
 class _Lane:
     """One connection of its own for one command at a time, outside the pool.
 
@@ -108,7 +116,7 @@ class _Lane:
         async with self._lock:
             conn = self._conn
             try:
-                if conn.is_connected and await conn.can_read():
+                if conn.is_connected and await _stale(conn):
                     await conn.disconnect(nowait=True)  # closed by the server, or a stray reply
                 if not conn.is_connected:
                     await conn.connect()
