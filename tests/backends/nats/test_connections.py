@@ -53,3 +53,23 @@ async def test_close_without_connect_and_twice(make_queue):
     await queue.connect()  # idempotent
     await queue.close()
     await queue.close()
+
+
+@pytest.mark.servers
+async def test_workers_starting_together_all_read_the_engine_clock(make_queue):
+    """The clock probe key keeps one message: a probe replaced by another process's before it is
+    read back is retried, not raised (two workers starting at once crashed on it)."""
+    import anyio
+
+    queues = [make_queue() for _ in range(4)]
+    for queue in queues:
+        await queue.connect()
+    try:
+        clocks = [queue._clock for queue in queues]
+        async with anyio.create_task_group() as group:
+            for clock in clocks * 10:
+                group.start_soon(clock.sync)
+        assert all(abs(clock.offset) < 5 for clock in clocks)
+    finally:
+        for queue in queues:
+            await queue.close()

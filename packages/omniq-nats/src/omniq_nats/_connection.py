@@ -351,6 +351,12 @@ async def scan(nc: Client, stream: str, subject: str, *, start: datetime | None 
             logger.debug("could not delete scan consumer %s on %s", name, stream)
 
 
+#: JSNoMessageFoundErr
+_NO_MESSAGE_FOUND = 10037
+#: clock probes tried when the probe key keeps disappearing (purged by another process)
+_CLOCK_PROBES = 5
+
+
 class EngineClock:
     """The NATS server's clock, as an offset from ours refreshed every ``refresh`` seconds.
 
@@ -367,11 +373,23 @@ class EngineClock:
         self._checked = float("-inf")
 
     async def sync(self) -> None:
-        """Measure the offset now."""
-        before = time.time()
-        reply = await self.nc.request(self.subject, b"", timeout=_TIMEOUT)
-        seq = int(json.loads(reply.data)["seq"])
-        stored = await api(self.nc, f"STREAM.MSG.GET.{self.stream}", {"seq": seq})
+        """Measure the offset now.
+
+        Reads back the probe key's latest message, not ours by sequence: the
+        key keeps one message, and another process probing at the same moment
+        may have replaced ours. Its stamp was taken between our publish and
+        our read just the same, so it measures the clock as well.
+        """
+        for attempt in range(_CLOCK_PROBES):
+            before = time.time()
+            await self.nc.request(self.subject, b"", timeout=_TIMEOUT)
+            try:
+                stored = await api(self.nc, f"STREAM.MSG.GET.{self.stream}", {"last_by_subj": self.subject})
+            except _APIError as exc:  # the key was purged meanwhile
+                if exc.code != _NO_MESSAGE_FOUND or attempt == _CLOCK_PROBES - 1:
+                    raise
+                continue
+            break
         after = time.time()
         server = _parse_time(stored["message"]["time"]).timestamp()
         # the stamp was taken between our two calls' send times; assume the middle of the first.
