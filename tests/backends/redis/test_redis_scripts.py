@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import anyio
@@ -75,17 +74,6 @@ async def test_due_delayed_tasks_are_promoted_by_the_claim(queue, raw, prefix):
     claimed = await queue.claim_ready(["default"], 1, lease=30, worker_id="w")
     assert [task.id for task in claimed] == ["later"]
     assert await raw.zcard(qk.delayed) == 0
-
-
-@pytest.mark.parametrize("queues", [["default"], ["default", "other"]], ids=["one-queue", "two-queues"])
-async def test_a_waiting_claim_takes_a_delayed_task_at_its_eta(queue, queues):
-    """Both wait paths (BLPOP + pipelined claim; wait_for_work then claim_ready) honour a delayed eta."""
-    await queue.enqueue(make_task(id="later", eta=now_ms(0.5)))
-    started = time.monotonic()
-    with anyio.fail_after(10):
-        claimed = await queue.claim(queues, 5, lease=30, worker_id="w", wait=8.0)
-    assert [task.id for task in claimed] == ["later"]
-    assert time.monotonic() - started < 8.0, "slept through the eta to the full timeout"
 
 
 async def test_an_idle_claim_wakes_when_an_earlier_eta_is_enqueued(queue):

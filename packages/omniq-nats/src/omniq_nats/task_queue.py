@@ -193,7 +193,7 @@ class NatsTaskQueue(QueueCore):
         claimed: list[Task] = []
         stream = names.work_stream(self.prefix)
         with self._errors():
-            best = self._busy_subject(queues, hints)
+            best = self._busy_subject(queues, hints) if watched else None
             if best is not None:
                 # Draining: the best subject filled the last pull, so pull it again without asking
                 # the stream which subjects hold tickets (a round trip per batch).
@@ -225,11 +225,12 @@ class NatsTaskQueue(QueueCore):
     def _busy_subject(self, queues: Sequence[str], hints: Mapping[str, Sequence[str]] | None) -> tuple[int, str] | None:
         """(priority, queue) to pull from without a look at the stream, or None.
 
-        Only while the best subject filled the last full look's pull, that
-        look is under ``_BUSY_LOOK`` s old and no ticket was seen published
-        to another subject since (a new, maybe better one). A better ticket
-        this instance cannot see arrive (a redelivery, or any ticket when it
-        does not watch the queues: a burst worker) waits at most ``_BUSY_LOOK`` s.
+        Only for watched queues (publications are seen), while the best
+        subject filled the last full look's pull, that look is under
+        ``_BUSY_LOOK`` s old and no ticket was seen published to another
+        subject since (a new, maybe better one). A better ticket that comes
+        back without a publication (a redelivery, another worker's nak)
+        waits at most ``_BUSY_LOOK`` s.
         """
         busy = self._busy
         if busy is None or hints is None or busy[0] != tuple(queues):
@@ -258,11 +259,13 @@ class NatsTaskQueue(QueueCore):
         self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str, wait: float = 0.0
     ) -> list[Task]:
         """Claim, and while nothing is ready sleep on ticket publications (or known etas) up to ``wait`` s."""
-        if wait <= 0:
-            return await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
         nc, _, _ = await self._conn()
         with self._errors():
+            # Watched even without a wait (a burst worker): the publications keep the drain's
+            # fast path in priority order (see _busy_subject).
             await self._watch(nc, queues)
+        if wait <= 0:
+            return await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
         deadline = time.monotonic() + wait
         while True:
             tasks: list[Task] = []

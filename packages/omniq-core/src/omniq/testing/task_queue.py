@@ -232,6 +232,15 @@ class TaskQueueSuite:
         got = [(await _claim_one(task_queue)).id for _ in tasks]
         assert got == [t.id for t in expected]
 
+    async def test_a_better_task_enqueued_between_claims_is_claimed_first(self, task_queue: BaseTaskQueue) -> None:
+        """Claiming in batches (a worker draining a backlog) keeps priority order for newcomers."""
+        await task_queue.enqueue_many([make_task(priority=0) for _ in range(20)])
+        assert len(await task_queue.claim_ready(["default"], 5, lease=LONG, worker_id="w1")) == 5
+        urgent = make_task(priority=9)
+        await task_queue.enqueue(urgent)
+        claimed = await task_queue.claim_ready(["default"], 5, lease=LONG, worker_id="w1")
+        assert claimed[0].id == urgent.id and len(claimed) == 5
+
     async def test_future_eta_is_not_claimable_until_due(self, task_queue: BaseTaskQueue) -> None:
         later = make_task(eta=now_ms(3600))
         soon = make_task(eta=utcnow() + timedelta(seconds=0.5))
@@ -602,6 +611,19 @@ class TaskQueueSuite:
                     await anyio.sleep(0.3)
                     await producer.enqueue(task)
             assert [t.id for t in claimed] == [task.id]
+
+    @pytest.mark.parametrize("queues", [["default"], ["default", "other"]], ids=["one-queue", "two-queues"])
+    async def test_claim_with_wait_takes_a_delayed_task_at_its_eta(
+        self, task_queue: BaseTaskQueue, queues: list[str]
+    ) -> None:
+        """An idle claimer sleeps until the next eta, not through it to the end of its wait."""
+        later = make_task(eta=now_ms(0.5))
+        await task_queue.enqueue(later)
+        started = anyio.current_time()
+        with anyio.fail_after(10):
+            claimed = await task_queue.claim(queues, 5, lease=LONG, worker_id="w1", wait=8)
+        assert [t.id for t in claimed] == [later.id]
+        assert anyio.current_time() - started < 6, "slept through the eta"
 
     async def test_claim_with_wait_returns_empty_after_wait(self, task_queue: BaseTaskQueue) -> None:
         with anyio.fail_after(10):
