@@ -31,7 +31,6 @@ class EventBuffer:
         self._pending: list[TaskEvent] = []
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
-        self._flushing_first = False  # the flush just started writes whatever is pending
 
     def add(self, event: TaskEvent) -> None:
         """Queue one event."""
@@ -56,15 +55,14 @@ class EventBuffer:
     def _start_flush(self) -> None:
         self._timer = None
         if self._flushing is None and self._pending:
-            self._flushing_first = True
             self._flushing = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
-        # Goes on at once only while a full batch is waiting; a smaller remainder waits for the
-        # timer, else a steady trickle (a producer's enqueue loop) would be appended one by one.
+        # Writes what is pending (never nothing: see _start_flush), then goes on at once only while
+        # a full batch waits; a smaller remainder waits for the timer, else a steady trickle (a
+        # producer's enqueue loop) would be appended one event at a time.
         try:
-            while len(self._pending) >= EVENT_BATCH_SIZE or (self._pending and self._flushing_first):
-                self._flushing_first = False
+            while True:
                 batch, self._pending = self._pending, []
                 try:
                     await self.storage.append(batch)
@@ -75,6 +73,8 @@ class EventBuffer:
                         logger.warning("event storage failing (%s); will retry %d events", exc, len(batch))
                         self._pending[:0] = batch
                     await asyncio.sleep(1.0)
+                if len(self._pending) < EVENT_BATCH_SIZE:
+                    break
         finally:
             self._flushing = None
             if self._pending and self._timer is None:
