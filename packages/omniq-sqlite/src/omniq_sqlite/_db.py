@@ -257,7 +257,7 @@ class Database:
             await _checkpoint()
             result = self._try_inline(fn, args)
         if result is _MISS:
-            result = await self.call(fn, *args, write=True)
+            result = await self.write(fn, *args)
         if notify is not None:
             # From here either way: a hint queued behind this job would make the next small write miss.
             self.notify(notify, here=True)
