@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
+from collections import deque
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.retry import Retry
@@ -25,7 +26,7 @@ from omniq.errors import BackendError, BackendUnavailableError, ConfigurationErr
 from omniq_redis.scripts import SCRIPTS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
 __all__ = ["DEFAULT_URL", "RedisClient", "from_us", "to_ms", "to_us"]
 
@@ -78,60 +79,189 @@ def _pool_health_options() -> dict[str, Any]:
     return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
-async def _stale(conn: Any) -> bool:
-    """True when an idle connection has something to read: EOF (the server closed it) or a stray reply."""
-    try:
-        return bool(await conn.can_read())
-    except (rexc.ConnectionError, OSError):
-        return True
+class _LaneProtocol(asyncio.Protocol):
+    """The lane's socket: replies parsed by hiredis and handed to the waiting futures in order."""
+
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader(replyError=_reply_error)
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream transport: create_connection made it
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            if not self.waiting:
+                self._fail(ConnectionError("Redis sent a reply nobody asked for"))
+                return
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        error = ConnectionError(f"Redis closed the connection: {exc}" if exc else "Redis closed the connection")
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    def _fail(self, error: BaseException) -> None:
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.abort()
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+
+def _reply_error(message: str) -> rexc.ResponseError:
+    if message.startswith("NOSCRIPT"):
+        return rexc.NoScriptError(message)
+    return rexc.ResponseError(message)
+
+
+def _pack(args: Sequence[Any]) -> bytes:
+    """RESP-encode one command (bytes, str and int arguments)."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, int):
+            arg = b"%d" % arg
+        out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(out)
 
 
 class _Lane:
-    """One connection of its own for one command at a time, outside the pool.
+    """One connection of its own, outside redis-py, for one command at a time.
 
-    redis-py's pool checkout, release and per-send ``wait_for`` cost about as
-    much Python as the command itself (measured: 80 µs per EVALSHA through the
-    client, 67 µs here). The lane keeps the same safety: the socket timeout
-    bounds the read, a connection the server closed while idle is noticed
-    before sending (as the pool's check does, so the first command after a
-    server restart succeeds), and any failure other than an error reply drops
-    the connection, which reconnects on the next call.
+    Sequential script calls (a producer's enqueue loop, a worker's claims and
+    finishes) are the hot path, and redis-py's pool checkout, stream reader
+    layers and per-read timeout cost about as much Python as the round trip
+    itself. The lane is an asyncio protocol fed to hiredis: a reply resolves a
+    future straight from the event loop's read callback.
+
+    It keeps the pool's safety: a connection the server closed is noticed by
+    the loop (connection_lost) and reconnected on the next call; a reply that
+    does not come within the socket timeout aborts the connection (one
+    watchdog timer per timeout period, not one timer per call); a call
+    cancelled or failed between send and reply drops the connection, whose
+    late reply can then never be taken for another call's.
+
+    Args:
+        kwargs: the redis-py pool's connection keyword arguments (host, port or
+            path, db, username, password, client_name, ssl options, timeouts).
+        connection_class: the pool's connection class (for the TLS context).
     """
 
-    def __init__(self, pool: aioredis.ConnectionPool) -> None:
-        kwargs = dict(pool.connection_kwargs)
+    def __init__(self, kwargs: Mapping[str, Any], connection_class: type[Any]) -> None:
+        self._kwargs = dict(kwargs)
         self._timeout: float | None = kwargs.get("socket_timeout")
-        # No socket timeout on the connection itself: redis-py would wrap every send in a
-        # wait_for (a task per command); the read below passes the timeout itself.
-        kwargs["socket_timeout"] = None
-        self._conn = pool.connection_class(**kwargs)
-        self._lock = asyncio.Lock()
+        self._ssl: Any = None
+        if issubclass(connection_class, aioredis.SSLConnection):
+            self._ssl = connection_class(**kwargs).ssl_context.get()
+        self._protocol: _LaneProtocol | None = None
+        self._busy = False
+        self._sent_at = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    @staticmethod
+    def supports(kwargs: Mapping[str, Any]) -> bool:
+        """Whether the lane can speak for this configuration (else calls use the pool)."""
+        return kwargs.get("credential_provider") is None and kwargs.get("protocol") in (None, 2, "2")
 
     @property
     def free(self) -> bool:
         """True when no call is in flight (a caller would not wait)."""
-        return not self._lock.locked()
+        return not self._busy
+
+    async def _connect(self) -> _LaneProtocol:
+        loop = asyncio.get_running_loop()
+        kw = self._kwargs
+        if kw.get("path"):
+            connecting = loop.create_unix_connection(_LaneProtocol, kw["path"])
+        else:
+            host = kw.get("host", "localhost")
+            connecting = loop.create_connection(
+                _LaneProtocol, host, kw.get("port", 6379), ssl=self._ssl, server_hostname=host if self._ssl else None
+            )
+        _, protocol = await asyncio.wait_for(connecting, kw.get("socket_connect_timeout"))
+        handshake: list[tuple[Any, ...]] = []
+        if kw.get("password") is not None:
+            user = kw.get("username")
+            handshake.append(("AUTH", user, kw["password"]) if user else ("AUTH", kw["password"]))
+        if kw.get("db"):
+            handshake.append(("SELECT", kw["db"]))
+        if kw.get("client_name"):
+            handshake.append(("CLIENT", "SETNAME", kw["client_name"]))
+        try:
+            for command in handshake:
+                await self._send(protocol, command)
+        except BaseException:
+            if protocol.transport is not None:
+                protocol.transport.abort()
+            raise
+        return protocol
+
+    async def _send(self, protocol: _LaneProtocol, args: Sequence[Any]) -> Any:
+        transport = protocol.transport
+        if transport is None:
+            raise ConnectionError("Redis closed the connection")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        protocol.waiting.append(future)
+        transport.write(_pack(args))
+        if self._timeout is not None:
+            self._sent_at = loop.time()
+            if self._watchdog is None:
+                self._watchdog = loop.call_later(self._timeout, self._check_timeout)
+        reply = await future
+        if isinstance(reply, rexc.ResponseError):
+            raise reply
+        return reply
+
+    def _check_timeout(self) -> None:
+        self._watchdog = None
+        protocol = self._protocol
+        if not self._busy or protocol is None or not protocol.waiting or self._timeout is None:
+            return
+        overdue = self._sent_at + self._timeout - asyncio.get_running_loop().time()
+        if overdue <= 0:
+            protocol._fail(rexc.TimeoutError(f"no reply from Redis within {self._timeout} s"))
+        else:
+            self._watchdog = asyncio.get_running_loop().call_later(overdue, self._check_timeout)
 
     async def call(self, *args: Any) -> Any:
-        async with self._lock:
-            conn = self._conn
-            try:
-                if conn.is_connected and await _stale(conn):
-                    await conn.disconnect(nowait=True)  # closed by the server, or a stray reply
-                if not conn.is_connected:
-                    await conn.connect()
-                await conn.send_packed_command(conn.pack_command(*args), check_health=False)
-                return await conn.read_response(timeout=self._timeout if self._timeout is not None else math.inf)
-            except rexc.ResponseError:
-                raise  # an error reply: the connection is in step
-            except BaseException:
-                # Cancelled or failed between send and reply: the reply may still come, so the
-                # connection cannot be reused.
-                await conn.disconnect(nowait=True)
-                raise
+        if self._busy:
+            raise RuntimeError("the lane runs one call at a time: check free first")
+        self._busy = True
+        try:
+            protocol = self._protocol
+            if protocol is None or protocol.transport is None:
+                self._protocol = None
+                protocol = self._protocol = await self._connect()
+            return await self._send(protocol, args)
+        except rexc.ResponseError:
+            raise  # an error reply: the connection is in step
+        except BaseException:
+            # Cancelled or failed between send and reply: the reply may still come, so the
+            # connection cannot be reused.
+            self.close()
+            raise
+        finally:
+            self._busy = False
 
-    async def close(self) -> None:
-        await self._conn.disconnect(nowait=True)
+    def close(self) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
 
 class RedisClient:
@@ -195,15 +325,16 @@ class RedisClient:
             await client.aclose()
             raise
         self._redis = client
-        if not self._blocking:
-            self._lane = _Lane(client.connection_pool)
+        pool = client.connection_pool
+        if not self._blocking and _Lane.supports(pool.connection_kwargs):
+            self._lane = _Lane(pool.connection_kwargs, pool.connection_class)
 
     async def close(self) -> None:
         """Close the pool; safe to call twice."""
         client, self._redis = self._redis, None
         lane, self._lane = self._lane, None
         if lane is not None:
-            await lane.close()
+            lane.close()
         if client is not None:
             await client.aclose()
 
@@ -214,12 +345,18 @@ class RedisClient:
         finishes) go through the lane; concurrent ones through the pool.
         """
         script = SCRIPTS[name]
-        client = self.redis
         lane = self._lane
+        if lane is not None and lane.free:
+            try:
+                return await lane.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            except rexc.NoScriptError:
+                pass  # the script did not run: the pool path below loads it and runs it
+            except Exception:
+                with self.errors():
+                    raise
+        client = self.redis
         with self.errors():
             try:
-                if lane is not None and lane.free:
-                    return await lane.call("EVALSHA", script.sha, len(keys), *keys, *args)
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
             except rexc.NoScriptError:
                 await client.script_load(script.source)

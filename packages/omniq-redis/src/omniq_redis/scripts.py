@@ -41,8 +41,9 @@ local function signal(tag, n)
   if n <= 0 then return end
   local toks = {}
   for j = 1, math.min(n, $SIGNAL_CAP) do toks[j] = '1' end
-  redis.call('LPUSH', tag .. ':$SIGNAL', unpack(toks))
-  redis.call('LTRIM', tag .. ':$SIGNAL', 0, $SIGNAL_CAP - 1)
+  if redis.call('LPUSH', tag .. ':$SIGNAL', unpack(toks)) > $SIGNAL_CAP then
+    redis.call('LTRIM', tag .. ':$SIGNAL', 0, $SIGNAL_CAP - 1)
+  end
 end
 local function release_unique(uk, id)
   if uk and uk ~= '' and redis.call('HGET', UNIQ, uk) == id then redis.call('HDEL', UNIQ, uk) end
@@ -76,13 +77,18 @@ local nready = 0
 for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
   local id, blob, pr, eta, c, uk, paused, attempts, mr = unpack(it)
   local result = id
-  local dup = redis.call('HEXISTS', IDX, id) == 1
+  -- claims the id in the index (id -> queue) and detects a duplicate id in one call
+  local dup = redis.call('HSETNX', IDX, id, q) == 0
   if not dup and uk ~= '' then
     local other = redis.call('HGET', UNIQ, uk)
     if other then
       local oq = redis.call('HGET', IDX, other)
       local st = oq and redis.call('HGET', qtag(oq) .. ':$TASK:' .. other, 's')
-      if st == 'pending' or st == 'running' then dup = true; result = other end
+      if st == 'pending' or st == 'running' then
+        dup = true
+        result = other
+        redis.call('HDEL', IDX, id)  -- not stored after all
+      end
     end
   end
   if not dup then
@@ -92,7 +98,6 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
     local rm = member(tag, t, id)
     redis.call('HSET', tag .. ':$TASK:' .. id, 'b', blob, 's', 'pending', 'e', eta, 'p', paused,
       'a', attempts, 'mr', mr, 'c', c, 'pr', pr, 'uk', uk, 'rm', rm)
-    redis.call('HSET', IDX, id, q)
     redis.call('ZADD', tag .. ':$ALL', c, id)
     redis.call('ZADD', tag .. ':$STATUS:pending', c, id)
     if paused ~= '1' then nready = nready + make_ready(tag, id, rm, pr, t, now) end

@@ -106,7 +106,9 @@ class RedisTaskQueue(BaseTaskQueue):
 
     async def enqueue(self, task: Task) -> str:
         """Store a PENDING task (or return the id holding its unique key)."""
-        return (await self.enqueue_many([task]))[0]
+        self._keys(task.queue)  # validates the queue name
+        reply = await self._client.run("enqueue", [self.prefix, task.queue, enqueue_items([task])])
+        return reply[0].decode()
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
         """Store tasks in one round trip: one script call per queue and per 1,000 tasks."""
