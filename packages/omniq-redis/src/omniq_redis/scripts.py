@@ -69,7 +69,7 @@ end
 # paused '1'/'0', attempts, max_retries] (one ARGV instead of nine per task keeps the client's
 # argument packing off the hot path). Returns the stored (or existing) id per task.
 _ENQUEUE = r"""
-local now = now_us()
+local now = nil  -- the server clock, read only when a task has an eta to compare with it
 local q = ARGV[2]
 local tag = qtag(q)
 local out = {}
@@ -100,7 +100,10 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
       'a', attempts, 'mr', mr, 'c', c, 'pr', pr, 'uk', uk, 'rm', rm)
     redis.call('ZADD', tag .. ':$ALL', c, id)
     redis.call('ZADD', tag .. ':$STATUS:pending', c, id)
-    if paused ~= '1' then nready = nready + make_ready(tag, id, rm, pr, t, now) end
+    if paused ~= '1' then
+      if eta ~= '' and now == nil then now = now_us() end
+      nready = nready + make_ready(tag, id, rm, pr, t, now or t)
+    end
   end
   out[#out + 1] = result
 end
