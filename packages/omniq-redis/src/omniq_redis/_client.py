@@ -125,13 +125,15 @@ def _reply_error(message: str) -> rexc.ResponseError:
 
 
 def _pack(args: Sequence[Any]) -> bytes:
-    """RESP-encode one command (bytes, str and int arguments)."""
+    """RESP-encode one command (bytes, str, int and float arguments)."""
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
         if isinstance(arg, str):
             arg = arg.encode()
         elif isinstance(arg, int):
             arg = b"%d" % arg
+        elif isinstance(arg, float):
+            arg = repr(arg).encode()
         out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
     return b"".join(out)
 
@@ -167,6 +169,7 @@ class _Lane:
         self._protocol: _LaneProtocol | None = None
         self._busy = False
         self._sent_at = 0.0
+        self._limit: float | None = None
         self._watchdog: asyncio.TimerHandle | None = None
 
     @staticmethod
@@ -180,16 +183,19 @@ class _Lane:
         return not self._busy
 
     async def _connect(self) -> _LaneProtocol:
+        """Open the connection and run the handshake, both within the connect timeout."""
+        return await asyncio.wait_for(self._open(), self._kwargs.get("socket_connect_timeout"))
+
+    async def _open(self) -> _LaneProtocol:
         loop = asyncio.get_running_loop()
         kw = self._kwargs
         if kw.get("path"):
-            connecting = loop.create_unix_connection(_LaneProtocol, kw["path"])
+            _, protocol = await loop.create_unix_connection(_LaneProtocol, kw["path"])
         else:
             host = kw.get("host", "localhost")
-            connecting = loop.create_connection(
+            _, protocol = await loop.create_connection(
                 _LaneProtocol, host, kw.get("port", 6379), ssl=self._ssl, server_hostname=host if self._ssl else None
             )
-        _, protocol = await asyncio.wait_for(connecting, kw.get("socket_connect_timeout"))
         handshake: list[tuple[Any, ...]] = []
         if kw.get("password") is not None:
             user = kw.get("username")
@@ -199,43 +205,56 @@ class _Lane:
         if kw.get("client_name"):
             handshake.append(("CLIENT", "SETNAME", kw["client_name"]))
         try:
-            for command in handshake:
-                await self._send(protocol, command)
+            if handshake:
+                for reply in await self._send(protocol, b"".join(map(_pack, handshake)), len(handshake), None):
+                    if isinstance(reply, rexc.ResponseError):
+                        raise reply
         except BaseException:
             if protocol.transport is not None:
                 protocol.transport.abort()
             raise
         return protocol
 
-    async def _send(self, protocol: _LaneProtocol, args: Sequence[Any]) -> Any:
+    async def _send(self, protocol: _LaneProtocol, payload: bytes, count: int, limit: float | None) -> list[Any]:
+        """Write ``count`` packed commands at once; their replies, error replies as exception objects."""
         transport = protocol.transport
         if transport is None:
             raise ConnectionError("Redis closed the connection")
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        protocol.waiting.append(future)
-        transport.write(_pack(args))
-        if self._timeout is not None:
+        futures = [loop.create_future() for _ in range(count)]
+        protocol.waiting.extend(futures)
+        transport.write(payload)
+        self._limit = limit
+        if limit is not None:
             self._sent_at = loop.time()
             if self._watchdog is None:
-                self._watchdog = loop.call_later(self._timeout, self._check_timeout)
-        reply = await future
-        if isinstance(reply, rexc.ResponseError):
-            raise reply
-        return reply
+                self._watchdog = loop.call_later(limit, self._check_timeout)
+        return [await future for future in futures]
 
     def _check_timeout(self) -> None:
         self._watchdog = None
-        protocol = self._protocol
-        if not self._busy or protocol is None or not protocol.waiting or self._timeout is None:
+        protocol, limit = self._protocol, self._limit
+        if not self._busy or protocol is None or not protocol.waiting or limit is None:
             return
-        overdue = self._sent_at + self._timeout - asyncio.get_running_loop().time()
+        overdue = self._sent_at + limit - asyncio.get_running_loop().time()
         if overdue <= 0:
-            protocol._fail(rexc.TimeoutError(f"no reply from Redis within {self._timeout} s"))
+            protocol._fail(rexc.TimeoutError(f"no reply from Redis within {limit} s"))
         else:
             self._watchdog = asyncio.get_running_loop().call_later(overdue, self._check_timeout)
 
     async def call(self, *args: Any) -> Any:
+        """Run one command; an error reply raises (as redis-py's ResponseError family)."""
+        (reply,) = await self.call_many((args,), self._timeout)
+        if isinstance(reply, rexc.ResponseError):
+            raise reply
+        return reply
+
+    async def call_many(self, commands: Sequence[Sequence[Any]], timeout: float | None) -> list[Any]:
+        """Run commands pipelined in one write; replies in order, error replies as exception objects.
+
+        ``timeout`` bounds the wait for the replies (``None``: unbounded, for
+        blocking commands that bound themselves).
+        """
         if self._busy:
             raise RuntimeError("the lane runs one call at a time: check free first")
         self._busy = True
@@ -244,11 +263,10 @@ class _Lane:
             if protocol is None or protocol.transport is None:
                 self._protocol = None
                 protocol = self._protocol = await self._connect()
-            return await self._send(protocol, args)
-        except rexc.ResponseError:
-            raise  # an error reply: the connection is in step
+            payload = _pack(commands[0]) if len(commands) == 1 else b"".join(map(_pack, commands))
+            return await self._send(protocol, payload, len(commands), timeout)
         except BaseException:
-            # Cancelled or failed between send and reply: the reply may still come, so the
+            # Cancelled or failed between send and reply: a reply may still come, so the
             # connection cannot be reused.
             self.close()
             raise
@@ -326,7 +344,7 @@ class RedisClient:
             raise
         self._redis = client
         pool = client.connection_pool
-        if not self._blocking and _Lane.supports(pool.connection_kwargs):
+        if _Lane.supports(pool.connection_kwargs):
             self._lane = _Lane(pool.connection_kwargs, pool.connection_class)
 
     async def close(self) -> None:
@@ -361,6 +379,22 @@ class RedisClient:
             except rexc.NoScriptError:
                 await client.script_load(script.source)
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def pipeline(self, commands: Sequence[Sequence[Any]], *, timeout: float | None) -> list[Any]:
+        """Run raw commands in one round trip; replies in order, error replies as exception objects.
+
+        On the lane when it is free, else on a pooled connection. ``timeout``
+        bounds the lane's wait for the replies (give blocking commands their
+        own block time plus a margin).
+        """
+        lane = self._lane
+        with self.errors():
+            if lane is not None and lane.free:
+                return await lane.call_many(commands, timeout)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                return list(await pipe.execute(raise_on_error=False))
 
     async def run_many(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Run several scripts (without KEYS) in one pipelined round trip; results in order."""

@@ -38,6 +38,8 @@ __all__ = ["RedisTaskQueue"]
 
 #: how far ahead "no delayed task" counts as due (the wait is bounded by the caller's anyway).
 _NO_DUE = 3600.0
+#: how long past its own timeout a blocking call may go unanswered before the connection counts as dead.
+_BLOCK_MARGIN = 10.0
 #: tasks per enqueue script call (bounds how long one call blocks the server).
 _ENQUEUE_CHUNK = 1000
 #: outcomes per finish script call.
@@ -182,16 +184,15 @@ class RedisTaskQueue(BaseTaskQueue):
 
     async def _block_then_claim(self, queue: str, block: float, args: list[Any]) -> list[Task]:
         """BLPOP the queue's signal list, then run the claim script, in one round trip."""
-        with self._blocking.errors():
-            async with self._blocking.redis.pipeline(transaction=False) as pipe:
-                pipe.blpop([self._keys(queue).signal], timeout=block)
-                pipe.evalsha(SCRIPTS["claim"].sha, 0, *args)
-                replies = await pipe.execute(raise_on_error=False)
-        reply = replies[1]
+        _, reply = await self._blocking.pipeline(
+            [("BLPOP", self._keys(queue).signal, block), ("EVALSHA", SCRIPTS["claim"].sha, 0, *args)],
+            timeout=block + _BLOCK_MARGIN,
+        )
         if isinstance(reply, rexc.NoScriptError):  # the server restarted: the pool reloads the script
             reply = await self._client.run("claim", args)
         elif isinstance(reply, Exception):
-            raise reply
+            with self._client.errors():
+                raise reply
         return self._claimed(queue, reply)
 
     def _claimed(self, queue: str, reply: list[Any]) -> list[Task]:
@@ -207,8 +208,11 @@ class RedisTaskQueue(BaseTaskQueue):
         """Block on the queues' signal lists (BLPOP), at most until the next delayed eta."""
         block = await self._block_for(queues, timeout)
         if block is not None:
-            with self._blocking.errors():
-                await self._blocking.redis.blpop([self._keys(queue).signal for queue in queues], timeout=block)
+            signals = [self._keys(queue).signal for queue in queues]
+            (reply,) = await self._blocking.pipeline([("BLPOP", *signals, block)], timeout=block + _BLOCK_MARGIN)
+            if isinstance(reply, Exception):
+                with self._blocking.errors():
+                    raise reply
 
     async def _block_for(self, queues: Sequence[str], timeout: float) -> float | None:
         """How long to block on the signal lists: None when work is ready (or no wait is due).
