@@ -1,4 +1,4 @@
-"""A TCP proxy in front of a real server: drop every connection, or refuse new ones, on demand.
+"""A TCP proxy in front of a real server: drop every connection, refuse new ones, or stall, on demand.
 
 It lets a test take a server "down" for one client without touching the shared
 server other tests use. It forwards bytes only; the server behind it is real.
@@ -23,6 +23,8 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
+        #: while True, bytes are held instead of forwarded: the server looks hung (no reply, no reset).
+        self.stalled = False
 
     @property
     def url(self) -> str:
@@ -60,10 +62,11 @@ class TcpProxy:
         self._writers |= {client_writer, server_writer}
         await asyncio.gather(self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer))
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                while self.stalled:
+                    await asyncio.sleep(0.01)
                 writer.write(data)
                 await writer.drain()
         except OSError:
