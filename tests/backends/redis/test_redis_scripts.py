@@ -164,3 +164,20 @@ async def test_lost_scripts_are_loaded_again(redis_url, prefix, monkeypatch):
         assert replies == [f"2{prefix}".encode(), f"1{prefix}".encode()]
     finally:
         await client.close()
+
+
+def test_stored_microsecond_times_read_back_exactly():
+    """from_us goes through a float for speed; it must still give back every microsecond."""
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    from omniq_redis._client import from_us, to_us
+
+    rng = random.Random(7)
+    start = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    end = datetime(9999, 12, 31, tzinfo=timezone.utc)
+    span = (end - start) // timedelta(microseconds=1)
+    near = (datetime(2110, 1, 1, tzinfo=timezone.utc) - start) // timedelta(microseconds=1)
+    for bound in [near] * 20_000 + [span] * 2_000:
+        moment = start + timedelta(microseconds=rng.randrange(0, bound))
+        assert from_us(str(to_us(moment)).encode()) == moment
