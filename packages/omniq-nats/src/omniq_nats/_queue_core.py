@@ -26,10 +26,12 @@ from omniq_nats._connection import (
     Bucket,
     EngineClock,
     Entry,
+    answered,
     api,
     ensure_kv,
     ensure_stream,
     gather,
+    mux,
     open_connection,
 )
 from omniq_nats._records import Record, decode_record, encode_record
@@ -197,24 +199,41 @@ class QueueCore(BaseTaskQueue):
 
     async def _reply(self, nc: Client, subject: str, body: bytes) -> None:
         """Ack / nak / term a ticket and wait until the server has applied it."""
-        if subject and body == b"-NAK":
-            # deliverable again with no publication to wake anyone: no look before this proves idleness.
-            self._requeued += 1
-            self._idle = None
-        if subject:
-            await nc.request(subject, body, timeout=10)
+        await self._replies(nc, [(subject, body)])
+
+    async def _replies(self, nc: Client, replies: Sequence[tuple[str, bytes]]) -> None:
+        """:meth:`_reply` for several tickets, pipelined."""
+        requests: list[tuple[str, bytes, None]] = []
+        for subject, body in replies:
+            if not subject:
+                continue
+            if body == b"-NAK":
+                # deliverable again with no publication to wake anyone: no look before this proves idleness.
+                self._requeued += 1
+                self._idle = None
+            requests.append((subject, body, None))
+        await mux(nc).request_many(requests)
 
     @staticmethod
     def _nak(delay_ns: int) -> bytes:
         # a plain NAK redelivers at once; any delay (even 0) goes through the server's redelivery timer.
         return b'-NAK {"delay": %d}' % delay_ns if delay_ns > 0 else b"-NAK"
 
-    async def _publish_ticket(self, nc: Client, task: Task) -> None:
-        reply = await nc.request(
-            names.work_subject(self.prefix, task.queue, task.priority), encode_task(task), timeout=10
-        )
-        if b'"error"' in reply.data:
+    def _ticket_request(self, task: Task) -> tuple[str, bytes, None]:
+        return names.work_subject(self.prefix, task.queue, task.priority), encode_task(task), None
+
+    @staticmethod
+    def _check_ticket(task: Task, reply: Msg) -> None:
+        if b'"error"' in answered(reply).data:
             raise SerializationError(f"ticket for task {task.id} rejected: {reply.data.decode(errors='replace')}")
+
+    async def _publish_ticket(self, nc: Client, task: Task) -> None:
+        await self._publish_tickets(nc, [task])
+
+    async def _publish_tickets(self, nc: Client, tasks: Sequence[Task]) -> None:
+        answers = await mux(nc).request_many([self._ticket_request(t) for t in tasks])
+        for task, reply in zip(tasks, answers, strict=True):
+            self._check_ticket(task, reply)
 
     def _index_leases(self, nc: Client, tasks: Sequence[Task]) -> list[Awaitable[None]]:
         """Add the tasks to the lease index under their deadline seconds (fire and forget).
@@ -329,22 +348,20 @@ class QueueCore(BaseTaskQueue):
                 break
             decided, retry = await self._decide(todo, prefetched, lease, worker_id)
             prefetched = {}
-            writes: list[Awaitable[int | None]] = []
+            writes: list[tuple[str, bytes, int]] = []
             for _, ticket, decision in decided:
                 if decision.action in (Action.CLAIM, Action.FAIL):
                     assert decision.record is not None
-                    writes.append(
-                        bucket.update(names.token(ticket.id), encode_record(decision.record), decision.revision)
-                    )
-            revisions = iter(await gather(writes))
-            replies: list[Awaitable[Any]] = []
+                    writes.append((names.token(ticket.id), encode_record(decision.record), decision.revision))
+            revisions = iter(await bucket.update_many(writes) if writes else [])
+            replies: list[tuple[str, bytes]] = []
             fresh: list[Task] = []
             for msg, ticket, decision in decided:
                 if decision.action is Action.DROP:
-                    replies.append(self._reply(nc, msg.reply, b"+ACK"))
+                    replies.append((msg.reply, b"+ACK"))
                 elif decision.action is Action.LATER:
                     self._remember_due(decision.due)
-                    replies.append(self._reply(nc, msg.reply, self._nak(decision.delay_ns)))
+                    replies.append((msg.reply, self._nak(decision.delay_ns)))
                 else:
                     revision = next(revisions)
                     if revision is None:
@@ -353,15 +370,15 @@ class QueueCore(BaseTaskQueue):
                     assert decision.record is not None
                     task = decision.record.task
                     if decision.action is Action.FAIL:
-                        replies.append(self._reply(nc, msg.reply, b"+TERM"))
+                        replies.append((msg.reply, b"+TERM"))
                         continue
                     self._cache[task.id] = (revision, decision.record)
                     fresh.append(task)
                     won.append(msgspec.structs.replace(task))
-            await gather([*replies, *self._index_leases(nc, fresh)])
+            await gather([self._replies(nc, replies), *self._index_leases(nc, fresh)])
             todo = retry
-        for msg, _ in todo:  # still contended: let the ticket come back
-            await self._reply(nc, msg.reply, self._nak(0))
+        # still contended: let the tickets come back
+        await self._replies(nc, [(msg.reply, self._nak(0)) for msg, _ in todo])
         return won
 
     async def _decide(
@@ -371,7 +388,8 @@ class QueueCore(BaseTaskQueue):
         assert self._tasks is not None
         bucket = self._tasks
         unread = list(dict.fromkeys(t.id for _, t in todo if t.id not in read))
-        fresh = dict(zip(unread, await gather(bucket.get(names.token(i)) for i in unread), strict=True))
+        entries = await bucket.get_many([names.token(i) for i in unread]) if unread else []
+        fresh = dict(zip(unread, entries, strict=True))
         now = await self._now()
         decided: list[tuple[Msg, Task, Decision]] = []
         retry: list[tuple[Msg, Task]] = []
@@ -442,7 +460,8 @@ class QueueCore(BaseTaskQueue):
             if not todo:
                 break
             missing = [i for i in todo if known.get(i) is None]
-            for task_id, entry in zip(missing, await gather(bucket.get(names.token(i)) for i in missing), strict=True):
+            entries = await bucket.get_many([names.token(i) for i in missing]) if missing else []
+            for task_id, entry in zip(missing, entries, strict=True):
                 known[task_id] = (
                     None if entry is None or entry.deleted else (entry.revision, decode_record(entry.value))
                 )
@@ -455,7 +474,9 @@ class QueueCore(BaseTaskQueue):
                 new = change(current[1], now)
                 if new is not None:
                     plans.append((task_id, current[1], new, current[0]))
-            revisions = await gather(bucket.update(names.token(i), encode_record(new), rev) for i, _, new, rev in plans)
+            revisions = await bucket.update_many(
+                [(names.token(i), encode_record(new), rev) for i, _, new, rev in plans]
+            )
             todo = []
             for (task_id, old, new, _), revision in zip(plans, revisions, strict=True):
                 if revision is None:
