@@ -7,6 +7,7 @@ private helpers so the public class reads as the contract.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import time
 from contextlib import contextmanager
@@ -55,6 +56,7 @@ _CAS_ROUNDS = 5  # compare-and-set retries before a contended ticket is handed b
 _UNIQUE_GRACE = 60.0  # seconds a unique key counts as held while its task's record is being written
 _CHUNK = 500  # requests in flight per pipelined batch
 _HINTS = 1000  # ticket publications remembered between two claims (wake-up hints)
+_REVISIONS = 100_000  # announced record revisions remembered (the oldest are forgotten first)
 
 
 class _TicketId(msgspec.Struct):
@@ -64,6 +66,8 @@ class _TicketId(msgspec.Struct):
 
 
 _ticket_id_decoder = msgspec.msgpack.Decoder(_TicketId)
+_revisions_encoder = msgspec.msgpack.Encoder()
+_revisions_decoder = msgspec.msgpack.Decoder(dict[str, int])
 
 
 def _ticket_id(data: bytes) -> str | None:
@@ -117,6 +121,10 @@ class QueueCore(BaseTaskQueue):
         # try that revision first and re-read only when the compare-and-set says it moved.
         self._cache: dict[str, tuple[int, Record]] = {}
         self._subs: dict[str, Subscription] = {}
+        self._revision_subs: dict[str, Subscription] = {}
+        # task id -> revision of the PENDING record its enqueue created from the envelope its ticket
+        # carries (announced by the enqueuer): a claim then writes at once instead of reading first.
+        self._revisions: dict[str, int] = {}
         self._signal = anyio.Event()
         self._signals = 0
         # Wake-up hints: ticket publications seen since signal ``_hints_from`` (work subject ->
@@ -177,6 +185,8 @@ class QueueCore(BaseTaskQueue):
         """Close the connection (idempotent)."""
         nc, self._nc = self._nc, None
         self._subs.clear()
+        self._revision_subs.clear()
+        self._revisions.clear()
         self._consumers.clear()
         self._cache.clear()
         if nc is not None:
@@ -334,20 +344,26 @@ class QueueCore(BaseTaskQueue):
         """
         assert self._tasks is not None
         bucket = self._tasks
-        prefetched: Mapping[str, Entry | None] = read or {}
+        prefetched: dict[str, Entry | tuple[Record, int] | None] = dict(read or {})
         todo: list[tuple[Msg, Task]] = []
+        revisions = self._revisions
         for msg in msgs:
             ticket = _decode_ticket(msg)
             if ticket is None:
                 await self._reply(nc, msg.reply, b"+TERM")
-            else:
-                todo.append((msg, ticket))
+                continue
+            todo.append((msg, ticket))
+            revision = revisions.pop(ticket.id, None) if revisions else None
+            if revision is not None and ticket.id not in prefetched:
+                # the enqueue created the record at ``revision`` from this very envelope (a stale
+                # announcement only costs a failed compare-and-set and a read).
+                prefetched[ticket.id] = (Record(ticket), revision)
         won: list[Task] = []
         for _ in range(_CAS_ROUNDS):
             if not todo:
                 break
             decided, retry = await self._decide(todo, prefetched, lease, worker_id)
-            prefetched = {}
+            prefetched.clear()
             writes: list[tuple[str, bytes, int]] = []
             for _, ticket, decision in decided:
                 if decision.action in (Action.CLAIM, Action.FAIL):
@@ -382,7 +398,11 @@ class QueueCore(BaseTaskQueue):
         return won
 
     async def _decide(
-        self, todo: Sequence[tuple[Msg, Task]], read: Mapping[str, Entry | None], lease: float, worker_id: str
+        self,
+        todo: Sequence[tuple[Msg, Task]],
+        read: Mapping[str, Entry | tuple[Record, int] | None],
+        lease: float,
+        worker_id: str,
     ) -> tuple[list[tuple[Msg, Task, Decision]], list[tuple[Msg, Task]]]:
         """Read the records (those not in ``read``) and decide each ticket; early reads decide only claims."""
         assert self._tasks is not None
@@ -420,11 +440,33 @@ class QueueCore(BaseTaskQueue):
         signal, self._signal = self._signal, anyio.Event()
         signal.set()
 
+    async def _on_revisions(self, msg: Msg) -> None:
+        try:
+            announced = _revisions_decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        revisions = self._revisions
+        revisions.update(announced)
+        if len(revisions) > _REVISIONS:
+            for task_id in list(itertools.islice(revisions, len(revisions) - _REVISIONS)):
+                del revisions[task_id]
+
+    async def _announce(self, nc: Client, created: Sequence[tuple[Task, int]]) -> None:
+        """Tell watching claimers the revisions of records just created (fire and forget)."""
+        by_queue: dict[str, dict[str, int]] = {}
+        for task, revision in created:
+            by_queue.setdefault(task.queue, {})[task.id] = revision
+        for queue, revisions in by_queue.items():
+            await nc.publish(names.revisions_subject(self.prefix, queue), _revisions_encoder.encode(revisions))
+
     async def _watch(self, nc: Client, queues: Sequence[str]) -> None:
         """Subscribe (plain NATS, no JetStream) to ticket subjects: every publish wakes us."""
         added = False
         for queue in queues:
             if queue not in self._subs:
+                self._revision_subs[queue] = await nc.subscribe(
+                    names.revisions_subject(self.prefix, queue), cb=self._on_revisions
+                )
                 self._subs[queue] = await nc.subscribe(names.work_subjects(self.prefix, queue), cb=self._on_ticket)
                 added = True
         if added:

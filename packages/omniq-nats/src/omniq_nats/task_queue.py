@@ -13,6 +13,12 @@ Layout (names in :mod:`omniq_nats.subjects`):
 * ``<prefix>_leases``: stream indexing lease deadlines by engine second; ``recover``
   reads only the seconds that have passed.
 * ``<prefix>_unique``: KV bucket, unique key -> id of the task that took it.
+* ``<prefix>.rev.<queue>``: core NATS subject (nothing stored) on which an
+  enqueue announces the revisions of the records it created. A claimer that
+  watches the queue then writes its claim at that revision straight away,
+  deciding on the ticket's envelope (the record was created from it); a
+  stale announcement only fails the compare-and-set, and the ticket is then
+  decided on a fresh read like any other.
 
 The lease passed to ``claim`` is the deadline in the record (engine clock).
 AckWait (``ack_wait``) is only the redelivery backstop: a ticket whose
@@ -124,6 +130,7 @@ class NatsTaskQueue(QueueCore):
             requests.append((bucket.subject(key), value, {"Nats-Expected-Last-Subject-Sequence": "0"}))
         answers = await mux(nc).request_many(requests)
         failure: BaseException | None = None
+        created: list[tuple[Task, int]] = []
         undo: list[tuple[str, bytes, dict[str, str] | None]] = []
         for index, (task, key, value) in enumerate(zip(tasks, keys, encoded, strict=True)):
             ticket: BaseException | None = None
@@ -150,6 +157,10 @@ class NatsTaskQueue(QueueCore):
                 failure = failure or revision  # the ticket is out: its fetcher creates the record
             elif revision is None:
                 await self._replace_existing(nc, bucket, task, key, value)
+            else:
+                created.append((task, revision))
+        if created:
+            await self._announce(nc, created)
         if failure is not None:
             try:
                 await mux(nc).request_many(undo)
@@ -345,7 +356,8 @@ class NatsTaskQueue(QueueCore):
                 batches.append(batch)
                 pulls.append(pull(nc, stream, await self._consumer(nc, queue, priority), batch))
                 wanted.extend(ids)
-            wanted = list(dict.fromkeys(wanted))
+            # a record whose revision was announced needs no read (see _take).
+            wanted = [i for i in dict.fromkeys(wanted) if i not in self._revisions]
             answers = await gather([*pulls, bucket.get_many([names.token(i) for i in wanted])])
             fetched: list[list[Msg]] = answers[: len(pulls)]
             msgs = [msg for got in fetched for msg in got]
