@@ -169,7 +169,11 @@ class Mux:
     async def ready(self) -> None:
         """Subscribe the inbox (once; before the first request that answers to it)."""
         if self._sub is None:
-            self._sub = await self.nc.subscribe(self.prefix + "*", cb=self._on_reply)
+            sub = await self.nc.subscribe(self.prefix + "*", cb=self._on_reply)
+            if self._sub is None:
+                self._sub = sub
+            else:  # a concurrent first request subscribed too: one subscription is enough
+                await sub.unsubscribe()
 
     async def _on_reply(self, msg: Msg) -> None:
         token = msg.subject[self._cut :]
