@@ -159,7 +159,9 @@ class NatsTaskQueue(QueueCore):
                 await self._replace_existing(nc, bucket, task, key, value)
             else:
                 created.append((task, revision))
-        if created:
+        if len(created) > 1:
+            # Not for one task: its claimer reads the record while it pulls the ticket (no later),
+            # and one more message to wake for on that path costs an idle worker's latency.
             await self._announce(nc, created)
         if failure is not None:
             try:
