@@ -90,3 +90,36 @@ async def test_a_draining_claimer_skips_the_stream_look_but_not_a_better_ticket(
                 await anyio.sleep(0.005)
         second = await worker.claim(["default"], 5, lease=30, worker_id="w", wait=1.0)
         assert second[0].id == "urgent" and len(second) == 5
+
+
+async def test_a_watching_claimer_claims_announced_records_without_reading_them(make_queue):
+    """An enqueue announces the revisions of the records it created; a watcher claims on them directly."""
+    async with make_queue() as worker, make_queue() as producer:
+        assert await worker.claim(["default"], 5, lease=30, worker_id="w") == []  # now watching
+        tasks = [make_task() for _ in range(3)]
+        await producer.enqueue_many(tasks)
+        with anyio.fail_after(10):
+            while len(worker._revisions) < len(tasks):
+                await anyio.sleep(0.01)
+        claimed = await worker.claim_ready(["default"], 5, lease=30, worker_id="w")
+        assert sorted(t.id for t in claimed) == sorted(t.id for t in tasks)
+        assert all(t.status is TaskStatus.RUNNING and t.attempts == 1 for t in claimed)
+        assert worker._revisions == {}
+
+
+async def test_a_stale_announced_revision_costs_a_read_not_the_claim(make_queue):
+    """A revision that is no longer the record's (here: the task ran and was enqueued again) fails its
+    compare-and-set; the ticket is then decided on a fresh read, so the task is still claimed exactly once."""
+    async with make_queue() as q:
+        task = make_task()
+        await q.enqueue(task)
+        _, bucket, _ = await q._conn()
+        first = (await bucket.get(names.token(task.id))).revision
+        [held] = await q.claim_ready(["default"], 1, lease=30, worker_id="w")
+        done = Outcome(task_id=held.id, lease_token=held.lease_token, kind=OutcomeKind.SUCCEEDED)
+        assert await q.finish([done]) == [True]
+        await q.enqueue(task)  # the finished id is replaced: PENDING again, with a new ticket
+        q._revisions[task.id] = first  # what a late announcement of the first enqueue would say
+        claimed = await q.claim_ready(["default"], 5, lease=30, worker_id="w")
+        assert [t.id for t in claimed] == [task.id] and claimed[0].attempts == 1
+        assert (await q.get(task.id)).status is TaskStatus.RUNNING

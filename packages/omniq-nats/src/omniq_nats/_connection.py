@@ -14,9 +14,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
+import weakref
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,7 +33,7 @@ from omniq.errors import BackendError, BackendUnavailableError, OmniQError, Payl
 from omniq_nats.subjects import KV_OPERATION, kv_stream
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Iterable, Mapping
+    from collections.abc import Awaitable, Iterable, Mapping, Sequence
 
     from nats.aio.client import Client
     from nats.aio.msg import Msg
@@ -42,11 +44,13 @@ __all__ = [
     "Bucket",
     "EngineClock",
     "Entry",
+    "answered",
     "api",
     "drop_prefix",
     "ensure_kv",
     "ensure_stream",
     "gather",
+    "mux",
     "open_connection",
     "pull",
     "scan",
@@ -134,6 +138,115 @@ async def api(nc: Client, subject: str, payload: Mapping[str, Any] | None = None
     return answer
 
 
+class _Batch:
+    """Answers of one batch of requests, and the future set when the last one arrives."""
+
+    __slots__ = ("answers", "done", "left")
+
+    def __init__(self, size: int) -> None:
+        self.answers: list[Any] = [None] * size
+        self.left = size
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class Mux:
+    """Requests answered on one inbox subscription of a connection.
+
+    nats-py's ``request`` costs a future, a timer and (under ``gather``) a task
+    per request; a worker sends several per task, so that overhead was a large
+    share of its CPU. Here a batch of requests shares one future and one
+    timeout, and no task is created.
+    """
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.prefix = nc.new_inbox() + "."
+        self._cut = len(self.prefix)
+        self._tokens = itertools.count()
+        self._waiting: dict[str, tuple[_Batch, int]] = {}
+        self._sub: Any = None
+
+    async def ready(self) -> None:
+        """Subscribe the inbox (once; before the first request that answers to it)."""
+        if self._sub is None:
+            sub = await self.nc.subscribe(self.prefix + "*", cb=self._on_reply)
+            if self._sub is None:
+                self._sub = sub
+            else:  # a concurrent first request subscribed too: one subscription is enough
+                await sub.unsubscribe()
+
+    async def _on_reply(self, msg: Msg) -> None:
+        token = msg.subject[self._cut :]
+        slot = self._waiting.pop(token, None)
+        if slot is not None:
+            batch, index = slot
+            batch.answers[index] = msg
+            batch.left -= 1
+            if batch.left == 0 and not batch.done.done():
+                batch.done.set_result(None)
+
+    async def request_many(
+        self, requests: Sequence[tuple[str, bytes, dict[str, str] | None]], timeout: float = _TIMEOUT
+    ) -> list[Msg]:
+        """Send every request, then wait once for all answers (in order).
+
+        An answer may be a no-responders status (see :func:`answered`): one
+        refused request does not hide the answers of the others.
+
+        Raises:
+            nats.errors.TimeoutError: some answer did not come within ``timeout``.
+        """
+        if not requests:
+            return []
+        await self.ready()
+        batch = _Batch(len(requests))
+        tokens: list[str] = []
+        try:
+            for index, (subject, payload, headers) in enumerate(requests):
+                token = str(next(self._tokens))
+                tokens.append(token)
+                self._waiting[token] = (batch, index)
+                await self.nc.publish(subject, payload, reply=self.prefix + token, headers=headers)
+            if batch.left:
+                await asyncio.wait_for(asyncio.shield(batch.done), timeout)
+        except asyncio.TimeoutError:
+            raise nats.errors.TimeoutError from None
+        finally:
+            if batch.left:
+                for token in tokens:
+                    self._waiting.pop(token, None)
+        return batch.answers
+
+    async def request(
+        self, subject: str, payload: bytes = b"", headers: dict[str, str] | None = None, timeout: float = _TIMEOUT
+    ) -> Msg:
+        """One request (see :meth:`request_many`)."""
+        return (await self.request_many([(subject, payload, headers)], timeout))[0]
+
+
+def answered(msg: Msg) -> Msg:
+    """``msg``, unless it says nothing listens on the request's subject.
+
+    Raises:
+        nats.errors.NoRespondersError: the no-responders status.
+    """
+    headers = msg.headers
+    if headers and headers.get("Status") == "503":
+        raise nats.errors.NoRespondersError
+    return msg
+
+
+_muxes: weakref.WeakKeyDictionary[Client, Mux] = weakref.WeakKeyDictionary()
+
+
+def mux(nc: Client) -> Mux:
+    """The connection's :class:`Mux` (one per connection)."""
+    found = _muxes.get(nc)
+    if found is None:
+        found = _muxes[nc] = Mux(nc)
+    return found
+
+
 async def gather(calls: Iterable[Awaitable[T]]) -> list[T]:
     """Run awaitables concurrently (pipelined on one connection), results in order."""
     return list(await asyncio.gather(*calls))
@@ -186,6 +299,7 @@ class Bucket:
         self.name = name
         self.stream = kv_stream(name)
         self.prefix = f"$KV.{name}."
+        self.mux = mux(nc)
 
     def subject(self, key: str) -> str:
         """Subject of ``key``."""
@@ -193,8 +307,16 @@ class Bucket:
 
     async def get(self, key: str) -> Entry | None:
         """The key's entry (``deleted`` for a tombstone), or None when it never existed."""
-        msg = await self.nc.request(f"{_API}.DIRECT.GET.{self.stream}.{self.prefix}{key}", b"", timeout=_TIMEOUT)
-        headers = msg.headers or {}
+        return (await self.get_many([key]))[0]
+
+    async def get_many(self, keys: Sequence[str]) -> list[Entry | None]:
+        """:meth:`get` for several keys, pipelined."""
+        base = f"{_API}.DIRECT.GET.{self.stream}.{self.prefix}"
+        answers = await self.mux.request_many([(base + key, b"", None) for key in keys])
+        return [self._entry(msg) for msg in answers]
+
+    def _entry(self, msg: Msg) -> Entry | None:
+        headers = answered(msg).headers or {}
         status = headers.get("Status")
         if status == "404":
             return None
@@ -208,9 +330,13 @@ class Bucket:
             time=_parse_time(stamp) if stamp else None,
         )
 
-    async def _publish(self, key: str, value: bytes, headers: dict[str, str] | None) -> int | None:
-        reply = await self.nc.request(self.prefix + key, value, timeout=_TIMEOUT, headers=headers)
-        answer = json.loads(reply.data or b"{}")
+    async def _publish_many(self, writes: Sequence[tuple[str, bytes, dict[str, str] | None]]) -> list[int | None]:
+        answers = await self.mux.request_many([(self.prefix + key, value, headers) for key, value, headers in writes])
+        return [self.written(reply) for reply in answers]
+
+    def written(self, reply: Msg) -> int | None:
+        """The revision a write's answer reports (None: a lost compare-and-set); other errors raise."""
+        answer = json.loads(answered(reply).data or b"{}")
         error = answer.get("error")
         if error:
             if error.get("err_code") == _WRONG_LAST_SEQUENCE:
@@ -220,20 +346,30 @@ class Bucket:
 
     async def put(self, key: str, value: bytes) -> int:
         """Write unconditionally; return the new revision."""
-        revision = await self._publish(key, value, None)
-        assert revision is not None  # an unconditional write cannot lose a compare-and-set
-        return revision
+        return (await self.put_many([(key, value)]))[0]
+
+    async def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
+        """:meth:`put` for several keys, pipelined."""
+        revisions = await self._publish_many([(key, value, None) for key, value in items])
+        assert None not in revisions  # an unconditional write cannot lose a compare-and-set
+        return revisions  # type: ignore[return-value]
 
     async def update(self, key: str, value: bytes, last: int) -> int | None:
         """Write only if the key is at revision ``last`` (0: does not exist); None when it is not."""
-        return await self._publish(key, value, {"Nats-Expected-Last-Subject-Sequence": str(last)})
+        return (await self.update_many([(key, value, last)]))[0]
+
+    async def update_many(self, items: Sequence[tuple[str, bytes, int]]) -> list[int | None]:
+        """:meth:`update` for several keys, pipelined: one answer each, in order."""
+        return await self._publish_many(
+            [(key, value, {"Nats-Expected-Last-Subject-Sequence": str(last)}) for key, value, last in items]
+        )
 
     async def delete(self, key: str, last: int | None = None) -> int | None:
         """Replace the key by a tombstone (checked against ``last`` when given)."""
         headers = {KV_OPERATION: "DEL"}
         if last is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(last)
-        return await self._publish(key, b"", headers)
+        return (await self._publish_many([(key, b"", headers)]))[0]
 
     async def remove(self, key: str) -> int:
         """Remove the key without leaving a tombstone; return how many messages went."""

@@ -7,6 +7,7 @@ private helpers so the public class reads as the contract.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import time
 from contextlib import contextmanager
@@ -26,10 +27,12 @@ from omniq_nats._connection import (
     Bucket,
     EngineClock,
     Entry,
+    answered,
     api,
     ensure_kv,
     ensure_stream,
     gather,
+    mux,
     open_connection,
 )
 from omniq_nats._records import Record, decode_record, encode_record
@@ -53,6 +56,7 @@ _CAS_ROUNDS = 5  # compare-and-set retries before a contended ticket is handed b
 _UNIQUE_GRACE = 60.0  # seconds a unique key counts as held while its task's record is being written
 _CHUNK = 500  # requests in flight per pipelined batch
 _HINTS = 1000  # ticket publications remembered between two claims (wake-up hints)
+_REVISIONS = 100_000  # announced record revisions remembered (the oldest are forgotten first)
 
 
 class _TicketId(msgspec.Struct):
@@ -62,6 +66,8 @@ class _TicketId(msgspec.Struct):
 
 
 _ticket_id_decoder = msgspec.msgpack.Decoder(_TicketId)
+_revisions_encoder = msgspec.msgpack.Encoder()
+_revisions_decoder = msgspec.msgpack.Decoder(dict[str, int])
 
 
 def _ticket_id(data: bytes) -> str | None:
@@ -115,6 +121,10 @@ class QueueCore(BaseTaskQueue):
         # try that revision first and re-read only when the compare-and-set says it moved.
         self._cache: dict[str, tuple[int, Record]] = {}
         self._subs: dict[str, Subscription] = {}
+        self._revision_subs: dict[str, Subscription] = {}
+        # task id -> revision of the PENDING record its enqueue created from the envelope its ticket
+        # carries (announced by the enqueuer): a claim then writes at once instead of reading first.
+        self._revisions: dict[str, int] = {}
         self._signal = anyio.Event()
         self._signals = 0
         # Wake-up hints: ticket publications seen since signal ``_hints_from`` (work subject ->
@@ -175,6 +185,8 @@ class QueueCore(BaseTaskQueue):
         """Close the connection (idempotent)."""
         nc, self._nc = self._nc, None
         self._subs.clear()
+        self._revision_subs.clear()
+        self._revisions.clear()
         self._consumers.clear()
         self._cache.clear()
         if nc is not None:
@@ -197,24 +209,41 @@ class QueueCore(BaseTaskQueue):
 
     async def _reply(self, nc: Client, subject: str, body: bytes) -> None:
         """Ack / nak / term a ticket and wait until the server has applied it."""
-        if subject and body == b"-NAK":
-            # deliverable again with no publication to wake anyone: no look before this proves idleness.
-            self._requeued += 1
-            self._idle = None
-        if subject:
-            await nc.request(subject, body, timeout=10)
+        await self._replies(nc, [(subject, body)])
+
+    async def _replies(self, nc: Client, replies: Sequence[tuple[str, bytes]]) -> None:
+        """:meth:`_reply` for several tickets, pipelined."""
+        requests: list[tuple[str, bytes, None]] = []
+        for subject, body in replies:
+            if not subject:
+                continue
+            if body == b"-NAK":
+                # deliverable again with no publication to wake anyone: no look before this proves idleness.
+                self._requeued += 1
+                self._idle = None
+            requests.append((subject, body, None))
+        await mux(nc).request_many(requests)
 
     @staticmethod
     def _nak(delay_ns: int) -> bytes:
         # a plain NAK redelivers at once; any delay (even 0) goes through the server's redelivery timer.
         return b'-NAK {"delay": %d}' % delay_ns if delay_ns > 0 else b"-NAK"
 
-    async def _publish_ticket(self, nc: Client, task: Task) -> None:
-        reply = await nc.request(
-            names.work_subject(self.prefix, task.queue, task.priority), encode_task(task), timeout=10
-        )
-        if b'"error"' in reply.data:
+    def _ticket_request(self, task: Task) -> tuple[str, bytes, None]:
+        return names.work_subject(self.prefix, task.queue, task.priority), encode_task(task), None
+
+    @staticmethod
+    def _check_ticket(task: Task, reply: Msg) -> None:
+        if b'"error"' in answered(reply).data:
             raise SerializationError(f"ticket for task {task.id} rejected: {reply.data.decode(errors='replace')}")
+
+    async def _publish_ticket(self, nc: Client, task: Task) -> None:
+        await self._publish_tickets(nc, [task])
+
+    async def _publish_tickets(self, nc: Client, tasks: Sequence[Task]) -> None:
+        answers = await mux(nc).request_many([self._ticket_request(t) for t in tasks])
+        for task, reply in zip(tasks, answers, strict=True):
+            self._check_ticket(task, reply)
 
     def _index_leases(self, nc: Client, tasks: Sequence[Task]) -> list[Awaitable[None]]:
         """Add the tasks to the lease index under their deadline seconds (fire and forget).
@@ -315,36 +344,40 @@ class QueueCore(BaseTaskQueue):
         """
         assert self._tasks is not None
         bucket = self._tasks
-        prefetched: Mapping[str, Entry | None] = read or {}
+        prefetched: dict[str, Entry | tuple[Record, int] | None] = dict(read or {})
         todo: list[tuple[Msg, Task]] = []
+        revisions = self._revisions
         for msg in msgs:
             ticket = _decode_ticket(msg)
             if ticket is None:
                 await self._reply(nc, msg.reply, b"+TERM")
-            else:
-                todo.append((msg, ticket))
+                continue
+            todo.append((msg, ticket))
+            revision = revisions.pop(ticket.id, None) if revisions else None
+            if revision is not None and ticket.id not in prefetched:
+                # the enqueue created the record at ``revision`` from this very envelope (a stale
+                # announcement only costs a failed compare-and-set and a read).
+                prefetched[ticket.id] = (Record(ticket), revision)
         won: list[Task] = []
         for _ in range(_CAS_ROUNDS):
             if not todo:
                 break
             decided, retry = await self._decide(todo, prefetched, lease, worker_id)
-            prefetched = {}
-            writes: list[Awaitable[int | None]] = []
+            prefetched.clear()
+            writes: list[tuple[str, bytes, int]] = []
             for _, ticket, decision in decided:
                 if decision.action in (Action.CLAIM, Action.FAIL):
                     assert decision.record is not None
-                    writes.append(
-                        bucket.update(names.token(ticket.id), encode_record(decision.record), decision.revision)
-                    )
-            revisions = iter(await gather(writes))
-            replies: list[Awaitable[Any]] = []
+                    writes.append((names.token(ticket.id), encode_record(decision.record), decision.revision))
+            revisions = iter(await bucket.update_many(writes) if writes else [])
+            replies: list[tuple[str, bytes]] = []
             fresh: list[Task] = []
             for msg, ticket, decision in decided:
                 if decision.action is Action.DROP:
-                    replies.append(self._reply(nc, msg.reply, b"+ACK"))
+                    replies.append((msg.reply, b"+ACK"))
                 elif decision.action is Action.LATER:
                     self._remember_due(decision.due)
-                    replies.append(self._reply(nc, msg.reply, self._nak(decision.delay_ns)))
+                    replies.append((msg.reply, self._nak(decision.delay_ns)))
                 else:
                     revision = next(revisions)
                     if revision is None:
@@ -353,25 +386,30 @@ class QueueCore(BaseTaskQueue):
                     assert decision.record is not None
                     task = decision.record.task
                     if decision.action is Action.FAIL:
-                        replies.append(self._reply(nc, msg.reply, b"+TERM"))
+                        replies.append((msg.reply, b"+TERM"))
                         continue
                     self._cache[task.id] = (revision, decision.record)
                     fresh.append(task)
                     won.append(msgspec.structs.replace(task))
-            await gather([*replies, *self._index_leases(nc, fresh)])
+            await gather([self._replies(nc, replies), *self._index_leases(nc, fresh)])
             todo = retry
-        for msg, _ in todo:  # still contended: let the ticket come back
-            await self._reply(nc, msg.reply, self._nak(0))
+        # still contended: let the tickets come back
+        await self._replies(nc, [(msg.reply, self._nak(0)) for msg, _ in todo])
         return won
 
     async def _decide(
-        self, todo: Sequence[tuple[Msg, Task]], read: Mapping[str, Entry | None], lease: float, worker_id: str
+        self,
+        todo: Sequence[tuple[Msg, Task]],
+        read: Mapping[str, Entry | tuple[Record, int] | None],
+        lease: float,
+        worker_id: str,
     ) -> tuple[list[tuple[Msg, Task, Decision]], list[tuple[Msg, Task]]]:
         """Read the records (those not in ``read``) and decide each ticket; early reads decide only claims."""
         assert self._tasks is not None
         bucket = self._tasks
         unread = list(dict.fromkeys(t.id for _, t in todo if t.id not in read))
-        fresh = dict(zip(unread, await gather(bucket.get(names.token(i)) for i in unread), strict=True))
+        entries = await bucket.get_many([names.token(i) for i in unread]) if unread else []
+        fresh = dict(zip(unread, entries, strict=True))
         now = await self._now()
         decided: list[tuple[Msg, Task, Decision]] = []
         retry: list[tuple[Msg, Task]] = []
@@ -402,11 +440,33 @@ class QueueCore(BaseTaskQueue):
         signal, self._signal = self._signal, anyio.Event()
         signal.set()
 
+    async def _on_revisions(self, msg: Msg) -> None:
+        try:
+            announced = _revisions_decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        revisions = self._revisions
+        revisions.update(announced)
+        if len(revisions) > _REVISIONS:
+            for task_id in list(itertools.islice(revisions, len(revisions) - _REVISIONS)):
+                del revisions[task_id]
+
+    async def _announce(self, nc: Client, created: Sequence[tuple[Task, int]]) -> None:
+        """Tell watching claimers the revisions of records just created (fire and forget)."""
+        by_queue: dict[str, dict[str, int]] = {}
+        for task, revision in created:
+            by_queue.setdefault(task.queue, {})[task.id] = revision
+        for queue, revisions in by_queue.items():
+            await nc.publish(names.revisions_subject(self.prefix, queue), _revisions_encoder.encode(revisions))
+
     async def _watch(self, nc: Client, queues: Sequence[str]) -> None:
         """Subscribe (plain NATS, no JetStream) to ticket subjects: every publish wakes us."""
         added = False
         for queue in queues:
             if queue not in self._subs:
+                self._revision_subs[queue] = await nc.subscribe(
+                    names.revisions_subject(self.prefix, queue), cb=self._on_revisions
+                )
                 self._subs[queue] = await nc.subscribe(names.work_subjects(self.prefix, queue), cb=self._on_ticket)
                 added = True
         if added:
@@ -442,7 +502,8 @@ class QueueCore(BaseTaskQueue):
             if not todo:
                 break
             missing = [i for i in todo if known.get(i) is None]
-            for task_id, entry in zip(missing, await gather(bucket.get(names.token(i)) for i in missing), strict=True):
+            entries = await bucket.get_many([names.token(i) for i in missing]) if missing else []
+            for task_id, entry in zip(missing, entries, strict=True):
                 known[task_id] = (
                     None if entry is None or entry.deleted else (entry.revision, decode_record(entry.value))
                 )
@@ -455,7 +516,9 @@ class QueueCore(BaseTaskQueue):
                 new = change(current[1], now)
                 if new is not None:
                     plans.append((task_id, current[1], new, current[0]))
-            revisions = await gather(bucket.update(names.token(i), encode_record(new), rev) for i, _, new, rev in plans)
+            revisions = await bucket.update_many(
+                [(names.token(i), encode_record(new), rev) for i, _, new, rev in plans]
+            )
             todo = []
             for (task_id, old, new, _), revision in zip(plans, revisions, strict=True):
                 if revision is None:

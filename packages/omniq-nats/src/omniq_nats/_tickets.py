@@ -53,15 +53,23 @@ def _ns(later: datetime, now: datetime) -> int:
 
 
 def decide(
-    ticket: Task, reply: str, entry: Entry | None, *, now: datetime, lease: float, worker_id: str, pause_recheck: float
+    ticket: Task,
+    reply: str,
+    entry: Entry | tuple[Record, int] | None,
+    *,
+    now: datetime,
+    lease: float,
+    worker_id: str,
+    pause_recheck: float,
 ) -> Decision:
     """Decide what a fetched ticket means for its task.
 
     Args:
         ticket: the envelope the ticket carries (used only when no record exists yet).
         reply: the ticket delivery's ack subject.
-        entry: the task's KV entry (None: the enqueue that published the
-            ticket has not written the record yet, so the ticket creates it).
+        entry: the task's KV entry, or a record and its revision known
+            otherwise (None: the enqueue that published the ticket has not
+            written the record yet, so the ticket creates it).
         now: engine time.
         lease: seconds of the lease a claim takes.
         worker_id: the claiming worker.
@@ -69,6 +77,8 @@ def decide(
     """
     if entry is None:
         record, revision = Record(msgspec.structs.replace(ticket, status=TaskStatus.PENDING)), 0
+    elif isinstance(entry, tuple):
+        record, revision = entry
     elif entry.deleted:
         return Decision(Action.DROP)
     else:

@@ -21,7 +21,17 @@ from omniq.base import BaseEventStorage, Capability, map_exceptions
 from omniq.errors import BackendError, SerializationError
 from omniq.models import TaskEvent
 from omniq_nats import subjects as names
-from omniq_nats._connection import DEFAULT_URL, NATS_ERRORS, api, ensure_stream, gather, open_connection, scan
+from omniq_nats._connection import (
+    DEFAULT_URL,
+    NATS_ERRORS,
+    answered,
+    api,
+    ensure_stream,
+    gather,
+    mux,
+    open_connection,
+    scan,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -111,17 +121,19 @@ class NatsEventStorage(BaseEventStorage):
         assert self._nc is not None
         return self._nc
 
-    async def _publish(self, nc: Client, event: TaskEvent) -> None:
-        reply = await nc.request(names.event_subject(self.prefix, event.task_id), _encoder.encode(event), timeout=10)
-        if b'"error"' in reply.data:
-            raise BackendError(f"event rejected: {reply.data.decode(errors='replace')}")
-
     async def append(self, events: Sequence[TaskEvent]) -> None:
         """Publish a batch of events, pipelined, and wait for the stream to store them."""
         nc = await self._conn()
+        requests = mux(nc)
         with self._errors():
             for start in range(0, len(events), _CHUNK):
-                await gather(self._publish(nc, event) for event in events[start : start + _CHUNK])
+                chunk = events[start : start + _CHUNK]
+                answers = await requests.request_many(
+                    [(names.event_subject(self.prefix, e.task_id), _encoder.encode(e), None) for e in chunk]
+                )
+                for reply in answers:
+                    if b'"error"' in answered(reply).data:
+                        raise BackendError(f"event rejected: {reply.data.decode(errors='replace')}")
 
     async def _read(self, task_id: str | None, since: datetime | None) -> list[tuple[int, TaskEvent]]:
         nc = await self._conn()

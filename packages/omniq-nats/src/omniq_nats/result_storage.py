@@ -113,7 +113,7 @@ class NatsResultStorage(BaseResultStorage):
         with self._errors():
             for start in range(0, len(results), _CHUNK):
                 chunk = results[start : start + _CHUNK]
-                await gather(bucket.put(names.token(r.task_id), encode_result(r)) for r in chunk)
+                await bucket.put_many([(names.token(r.task_id), encode_result(r)) for r in chunk])
 
     async def get(self, task_id: str) -> TaskResult | None:
         """Return the result, or None (also when it expired)."""

@@ -25,6 +25,7 @@ __all__ = [
     "parse_priority",
     "priority_token",
     "results_bucket",
+    "revisions_subject",
     "tasks_bucket",
     "token",
     "unique_bucket",
@@ -84,6 +85,11 @@ def work_subjects(prefix: str, queue: str) -> str:
 def work_subject(prefix: str, queue: str, priority: int) -> str:
     """Subject a ticket of (queue, priority) is published on."""
     return f"{prefix}.work.{token(queue)}.{priority_token(priority)}"
+
+
+def revisions_subject(prefix: str, queue: str) -> str:
+    """Core NATS subject (no stream) on which enqueues announce the revisions of the records they created."""
+    return f"{prefix}.rev.{token(queue)}"
 
 
 def consumer_name(queue: str, priority: int) -> str:

@@ -13,6 +13,12 @@ Layout (names in :mod:`omniq_nats.subjects`):
 * ``<prefix>_leases``: stream indexing lease deadlines by engine second; ``recover``
   reads only the seconds that have passed.
 * ``<prefix>_unique``: KV bucket, unique key -> id of the task that took it.
+* ``<prefix>.rev.<queue>``: core NATS subject (nothing stored) on which an
+  enqueue announces the revisions of the records it created. A claimer that
+  watches the queue then writes its claim at that revision straight away,
+  deciding on the ticket's envelope (the record was created from it); a
+  stale announcement only fails the compare-and-set, and the ticket is then
+  decided on a fresh read like any other.
 
 The lease passed to ``claim`` is the deadline in the record (engine clock).
 AckWait (``ack_wait``) is only the redelivery backstop: a ticket whose
@@ -22,7 +28,6 @@ nobody runs ``recover``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import datetime, timedelta
@@ -33,7 +38,7 @@ import msgspec
 from omniq.base import BaseResultStorage, Capability
 from omniq.models import TERMINAL_STATUSES, Outcome, Task, TaskStatus
 from omniq_nats import subjects as names
-from omniq_nats._connection import Bucket, api, gather, pull, scan
+from omniq_nats._connection import Bucket, api, gather, mux, pull, scan
 from omniq_nats._queue_core import (
     _ACTIVE,
     _CAS_ROUNDS,
@@ -44,6 +49,7 @@ from omniq_nats._queue_core import (
     decode_record,
 )
 from omniq_nats._records import Record, apply_outcome, encode_record, expired
+from omniq_nats.subjects import KV_OPERATION
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping, Sequence
@@ -118,27 +124,50 @@ class NatsTaskQueue(QueueCore):
         """Send each task's ticket and then its record without waiting in between; check both answers."""
         keys = [names.token(t.id) for t in tasks]
         encoded = [encode_record(Record(t)) for t in tasks]
-        calls: list[Awaitable[Any]] = []
+        requests: list[tuple[str, bytes, dict[str, str] | None]] = []
         for task, key, value in zip(tasks, keys, encoded, strict=True):
-            calls.append(self._publish_ticket(nc, task))
-            calls.append(bucket.update(key, value, 0))
-        answers = await asyncio.gather(*calls, return_exceptions=True)
+            requests.append(self._ticket_request(task))
+            requests.append((bucket.subject(key), value, {"Nats-Expected-Last-Subject-Sequence": "0"}))
+        answers = await mux(nc).request_many(requests)
         failure: BaseException | None = None
-        undo: list[Awaitable[Any]] = []
+        created: list[tuple[Task, int]] = []
+        undo: list[tuple[str, bytes, dict[str, str] | None]] = []
         for index, (task, key, value) in enumerate(zip(tasks, keys, encoded, strict=True)):
-            ticket, revision = answers[2 * index], answers[2 * index + 1]
-            if isinstance(ticket, BaseException):
+            ticket: BaseException | None = None
+            revision: int | BaseException | None
+            try:
+                self._check_ticket(task, answers[2 * index])
+            except Exception as exc:
+                ticket = exc
+            try:
+                revision = bucket.written(answers[2 * index + 1])
+            except Exception as exc:
+                revision = exc
+            if ticket is not None:
                 failure = failure or ticket
-                if isinstance(revision, int):
-                    undo.append(bucket.delete(key, revision))  # no record may outlive a refused ticket
+                if isinstance(revision, int):  # no record may outlive a refused ticket
+                    undo.append(
+                        (
+                            bucket.subject(key),
+                            b"",
+                            {KV_OPERATION: "DEL", "Nats-Expected-Last-Subject-Sequence": str(revision)},
+                        )
+                    )
             elif isinstance(revision, BaseException):
                 failure = failure or revision  # the ticket is out: its fetcher creates the record
             elif revision is None:
                 await self._replace_existing(nc, bucket, task, key, value)
+            else:
+                created.append((task, revision))
+        if len(created) > 1:
+            # Not for one task: its claimer reads the record while it pulls the ticket (no later),
+            # and one more message to wake for on that path costs an idle worker's latency.
+            await self._announce(nc, created)
         if failure is not None:
-            for answer in await asyncio.gather(*undo, return_exceptions=True):
-                if isinstance(answer, BaseException):
-                    logger.warning("could not remove the record of a refused ticket: %s", answer)
+            try:
+                await mux(nc).request_many(undo)
+            except Exception as exc:
+                logger.warning("could not remove the record of a refused ticket: %s", exc)
             raise failure
 
     async def _replace_existing(self, nc: Client, bucket: Bucket, task: Task, key: str, value: bytes) -> None:
@@ -329,13 +358,12 @@ class NatsTaskQueue(QueueCore):
                 batches.append(batch)
                 pulls.append(pull(nc, stream, await self._consumer(nc, queue, priority), batch))
                 wanted.extend(ids)
-            wanted = list(dict.fromkeys(wanted))
-            answers = await gather([*pulls, *(bucket.get(names.token(i)) for i in wanted)])
+            # a record whose revision was announced needs no read (see _take).
+            wanted = [i for i in dict.fromkeys(wanted) if i not in self._revisions]
+            answers = await gather([*pulls, bucket.get_many([names.token(i) for i in wanted])])
             fetched: list[list[Msg]] = answers[: len(pulls)]
             msgs = [msg for got in fetched for msg in got]
-            claimed = await self._take(
-                nc, msgs, lease, worker_id, dict(zip(wanted, answers[len(pulls) :], strict=True))
-            )
+            claimed = await self._take(nc, msgs, lease, worker_id, dict(zip(wanted, answers[-1], strict=True)))
         # drained: every hinted subject pulled short, and every hinted ticket was among what came
         # (one missing may be taken by another worker, or not stored yet: no proof then).
         seen = {i for m in msgs if (i := _ticket_id(m.data)) is not None}
@@ -401,19 +429,23 @@ class NatsTaskQueue(QueueCore):
         with self._errors():
             done = await self._transition(list(by_id), apply)
             now = await self._now()
-            side: list[Awaitable[Any]] = []
+            replies: list[tuple[str, bytes]] = []
+            tickets: list[Task] = []
             for task_id, (_, new, _) in done.items():
                 self._cache.pop(task_id, None)
                 task = new.task
                 if task.status is TaskStatus.SUCCEEDED:
-                    side.append(self._reply(nc, new.ack, b"+ACK"))
+                    replies.append((new.ack, b"+ACK"))
                 elif task.status in TERMINAL_STATUSES:
-                    side.append(self._reply(nc, new.ack, b"+TERM"))
+                    replies.append((new.ack, b"+TERM"))
                 elif new.ack:
                     self._remember_due(task.eta)
-                    side.append(self._reply(nc, new.ack, self._nak(self._ns_until(task.eta, now))))
+                    replies.append((new.ack, self._nak(self._ns_until(task.eta, now))))
                 else:
-                    side.append(self._publish_ticket(nc, task))
+                    tickets.append(task)
+            side: list[Awaitable[Any]] = [self._replies(nc, replies)]
+            if tickets:
+                side.append(self._publish_tickets(nc, tickets))
             if results is not None and self.can_fuse_results(results):
                 accepted = [r for i in done if (r := by_id[i].result) is not None]
                 if accepted:
@@ -558,14 +590,14 @@ class NatsTaskQueue(QueueCore):
                 return Record(expired(task, at), record.ack)
 
             done = await self._transition(list(ids), requeue, use_cache=False)
-            side: list[Awaitable[Any]] = []
+            replies: list[tuple[str, bytes]] = []
             recovered: list[Task] = []
             for task_id, (_, new, _) in done.items():
                 self._cache.pop(task_id, None)
                 recovered.append(new.task)
                 body = b"+TERM" if new.task.status is TaskStatus.FAILED else self._nak(0)
-                side.append(self._reply(nc, new.ack, body))
-            await gather(side)
+                replies.append((new.ack, body))
+            await self._replies(nc, replies)
             # seconds wholly in the past hold nothing live any more: every entry is handled above.
             await gather(
                 api(nc, f"STREAM.PURGE.{stream}", {"filter": names.lease_subject(self.prefix, s)})
