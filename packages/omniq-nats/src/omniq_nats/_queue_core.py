@@ -346,14 +346,14 @@ class QueueCore(BaseTaskQueue):
         bucket = self._tasks
         prefetched: dict[str, Entry | tuple[Record, int] | None] = dict(read or {})
         todo: list[tuple[Msg, Task]] = []
-        revisions = self._revisions
+        announced = self._revisions
         for msg in msgs:
             ticket = _decode_ticket(msg)
             if ticket is None:
                 await self._reply(nc, msg.reply, b"+TERM")
                 continue
             todo.append((msg, ticket))
-            revision = revisions.pop(ticket.id, None) if revisions else None
+            revision = announced.pop(ticket.id, None) if announced else None
             if revision is not None and ticket.id not in prefetched:
                 # the enqueue created the record at ``revision`` from this very envelope (a stale
                 # announcement only costs a failed compare-and-set and a read).
@@ -369,7 +369,7 @@ class QueueCore(BaseTaskQueue):
                 if decision.action in (Action.CLAIM, Action.FAIL):
                     assert decision.record is not None
                     writes.append((names.token(ticket.id), encode_record(decision.record), decision.revision))
-            revisions = iter(await bucket.update_many(writes) if writes else [])
+            written = iter(await bucket.update_many(writes) if writes else [])
             replies: list[tuple[str, bytes]] = []
             fresh: list[Task] = []
             for msg, ticket, decision in decided:
@@ -379,7 +379,7 @@ class QueueCore(BaseTaskQueue):
                     self._remember_due(decision.due)
                     replies.append((msg.reply, self._nak(decision.delay_ns)))
                 else:
-                    revision = next(revisions)
+                    revision = next(written)
                     if revision is None:
                         retry.append((msg, ticket))
                         continue
