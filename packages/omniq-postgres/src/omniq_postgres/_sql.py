@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from omniq.models import TaskStatus
 from omniq_postgres._batch import BatchColumns
 
 if TYPE_CHECKING:
@@ -75,6 +76,28 @@ def _render_insert(tasks: str, v: dict[str, str], unnest: str | None) -> str:
 _SKIP_TAKEN = """
             ON CONFLICT DO NOTHING
             RETURNING id"""
+
+
+def _status_filter(statuses: Sequence[str]) -> str:
+    """A status condition the planner can match to the partial indexes.
+
+    Pending tasks are in the claim index only, the others in the status index; an index
+    predicate is matched only against constants, so the statuses (enum values, never user
+    text) are written into the statement, pending as its own arm of an OR.
+    """
+    known = {status.value for status in TaskStatus}
+    wanted = sorted(set(statuses))
+    if not set(wanted) <= known:
+        raise ValueError(f"unknown task status in {wanted!r}")
+    arms = []
+    if "pending" in wanted:
+        arms.append("status = 'pending'")
+    others = [status for status in wanted if status != "pending"]
+    if others:
+        arms.append("status IN (" + ", ".join(f"'{status}'" for status in others) + ")")
+    if not arms:
+        return "false"
+    return arms[0] if len(arms) == 1 else f"({' OR '.join(arms)})"
 
 
 class TaskSQL:
@@ -209,8 +232,7 @@ class TaskSQL:
         clauses: list[str] = []
         args: list[object] = []
         if statuses is not None:
-            args.append(list(statuses))
-            clauses.append(f"status = ANY(${len(args)}::text[])")
+            clauses.append(_status_filter(statuses))
         if queue is not None:
             args.append(queue)
             clauses.append(f"queue = ${len(args)}")
