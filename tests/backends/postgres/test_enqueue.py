@@ -92,3 +92,61 @@ async def test_the_due_index_is_gone_and_the_next_due_time_spans_priorities(make
         due = await admin.fetchval(queue._sql.next_due, ["default"])
         assert 20 < due <= 30
         assert 0 < await admin.fetchval(queue._sql.next_due, ["default", "other"]) <= 5
+
+
+# -- a bulk enqueue's events, written beside the tasks -------------------------------------------------
+
+
+def _enqueued(tasks):
+    from omniq.models import EventType
+    from omniq.testing import make_event
+
+    return [make_event(t.id, EventType.ENQUEUED, queue=t.queue, func=t.func) for t in tasks]
+
+
+async def test_a_plain_batch_writes_its_events_beside_the_tasks(make_queue, make_events):
+    tasks = [make_task() for _ in range(50)]
+    async with connected(make_queue) as (queue,), connected(make_events) as (events,):
+        ids, unwritten = await queue.enqueue_recorded(tasks, _enqueued(tasks), events)
+        assert ids == [t.id for t in tasks] and unwritten == []
+        assert [e.task_id for e in await events.query()] == [t.id for t in tasks]
+
+
+async def test_a_failed_enqueue_writes_no_events(make_queue, make_events):
+    from omniq.errors import BackendError
+
+    tasks = [make_task(), make_task("bad\x00name")]  # the server rejects the NUL
+    async with connected(make_queue) as (queue,), connected(make_events) as (events,):
+        with pytest.raises(BackendError):
+            await queue.enqueue_recorded(tasks, _enqueued(tasks), events)
+        assert await queue.count() == 0
+        assert await events.query() == []
+
+
+async def test_a_failing_event_storage_hands_the_events_back_and_stores_the_tasks(
+    make_queue, make_events, admin, schema
+):
+    tasks = [make_task() for _ in range(3)]
+    async with connected(make_queue) as (queue,), connected(make_events) as (events,):
+        await admin.execute(f'ALTER TABLE "{schema}".events RENAME TO events_away')
+        ids, unwritten = await queue.enqueue_recorded(tasks, _enqueued(tasks), events)
+        assert ids == [t.id for t in tasks]
+        assert [e.task_id for e in unwritten] == ids
+        assert await queue.count(status=TaskStatus.PENDING) == 3
+
+
+async def test_an_app_bulk_enqueue_has_written_its_events_when_it_returns(postgres_url, schema):
+    from omniq import AsyncOmniQ, Settings
+    from omniq.constants import EVENT_BATCH_SIZE
+    from omniq.models import EventType
+
+    app = AsyncOmniQ(Settings(backend="postgres", url=postgres_url, key_prefix=schema))
+    async with app:
+        ids = await app.enqueue_many("app:job", [() for _ in range(EVENT_BATCH_SIZE)])
+        buffer = app._events
+        assert buffer is not None and buffer._pending == [] and buffer._flushing is None  # nothing went through it
+        written = await app.event_storage.query(types=[EventType.ENQUEUED], limit=10 * EVENT_BATCH_SIZE)
+        assert sorted(e.task_id for e in written) == sorted(ids)
+        small = await app.enqueue_many("app:job", [(), ()])  # below a batch: through the buffer as before
+        await app.flush_events()
+        assert len(await app.event_storage.query(task_id=small[0])) == 1

@@ -14,7 +14,7 @@ from omniq import plugins
 from omniq._events import EventBuffer
 from omniq._tasks import EnqueueOptions, TaskFunction, task_name
 from omniq.config import Settings
-from omniq.constants import DEFAULT_QUEUE, RESULT_WAIT_RECHECK_SECONDS
+from omniq.constants import DEFAULT_QUEUE, EVENT_BATCH_SIZE, RESULT_WAIT_RECHECK_SECONDS
 from omniq.errors import BackendUnavailableError, ConfigurationError, UnknownTaskError
 from omniq.models import (
     EventType,
@@ -86,6 +86,7 @@ class AsyncOmniQ:
         self._result_storage = result_storage
         self._event_storage = event_storage
         self._events: EventBuffer | None = None
+        self._fuse_events = False
         self._connected = False
         self._connect_lock: anyio.Lock | None = None
         self._hooks_in_use: frozenset[str] | None = None
@@ -150,6 +151,7 @@ class AsyncOmniQ:
                     await component.connect()
             if self._event_storage is not None and self.settings.events_enabled:
                 self._events = EventBuffer(self._event_storage)
+                self._fuse_events = self._task_queue.can_fuse_events(self._event_storage)
             self._hooks_in_use = plugins.lifecycle_hooks_in_use()
             self._connected = True
 
@@ -311,6 +313,15 @@ class AsyncOmniQ:
                 handle.check_arguments(args, kwargs)
             tasks.append(build(dumps((args, kwargs))))
         await self.connect()
+        if self._fuse_events and self._events is not None and len(tasks) >= EVENT_BATCH_SIZE:
+            # A batch this large would be flushed at once anyway: the backend writes it beside
+            # the tasks (in parallel, committed after them) instead of after them.
+            ids, unwritten = await self.task_queue.enqueue_recorded(
+                tasks, self._enqueue_events(tasks), self._events.storage
+            )
+            self._events.extend(unwritten)
+            self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i], events=False)
+            return ids
         ids = await self.task_queue.enqueue_many(tasks)
         self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i])
         return ids
@@ -388,21 +399,22 @@ class AsyncOmniQ:
 
         return build
 
-    def _after_enqueue(self, tasks: Sequence[Task]) -> None:
-        if self._events is not None:
-            now = utcnow()
-            self._events.extend(
-                [
-                    TaskEvent(
-                        task_id=t.id,
-                        type=EventType.SCHEDULED if t.eta is not None and t.eta > now else EventType.ENQUEUED,
-                        timestamp=now,
-                        queue=t.queue,
-                        func=t.func,
-                    )
-                    for t in tasks
-                ]
+    def _enqueue_events(self, tasks: Sequence[Task]) -> list[TaskEvent]:
+        now = utcnow()
+        return [
+            TaskEvent(
+                task_id=t.id,
+                type=EventType.SCHEDULED if t.eta is not None and t.eta > now else EventType.ENQUEUED,
+                timestamp=now,
+                queue=t.queue,
+                func=t.func,
             )
+            for t in tasks
+        ]
+
+    def _after_enqueue(self, tasks: Sequence[Task], *, events: bool = True) -> None:
+        if events and self._events is not None:
+            self._events.extend(self._enqueue_events(tasks))
         if self._hooks_in_use and "omniq_task_enqueued" in self._hooks_in_use:
             for task in tasks:
                 plugins.call_lifecycle("omniq_task_enqueued", task=task)

@@ -100,6 +100,13 @@ class PostgresEventStorage(PoolOwner, BaseEventStorage):
         """Insert a batch of events with one ``INSERT ... SELECT FROM unnest``."""
         if not events:
             return
+        pool = await self._get_pool()
+        with map_exceptions(ERRORS, url=self.url):
+            await pool.execute(*self.insert_statement(events))
+            await self.expire_now_and_then(pool)
+
+    def insert_statement(self, events: Sequence[TaskEvent]) -> list[Any]:
+        """The INSERT of ``events`` and its parameters, for ``execute(*statement)``."""
         types = [e.type for e in events]
         columns = [
             [e.task_id for e in events],
@@ -113,13 +120,14 @@ class PostgresEventStorage(PoolOwner, BaseEventStorage):
         ]
         mask = uniform_mask(columns, vary_first=True)
         columns[1] = [EventType(t).value for t in (types if mask[1] else types[:1])]  # once when shared
-        pool = await self._get_pool()
-        with map_exceptions(ERRORS, url=self.url):
-            await pool.execute(self._append.sql(mask), *BatchColumns.args(columns, mask))
-            if self._ttl is not None and anyio.current_time() >= self._next_expiry:
-                self._next_expiry = anyio.current_time() + _EXPIRE_EVERY
-                deleted = await pool.execute(self._sql_expire, float(self._ttl))
-                logger.debug("expired old events: %s", deleted)
+        return [self._append.sql(mask), *BatchColumns.args(columns, mask)]
+
+    async def expire_now_and_then(self, executor: asyncpg.Pool | asyncpg.Connection) -> None:
+        """Delete events older than ``ttl``, at most once per ``_EXPIRE_EVERY`` seconds."""
+        if self._ttl is not None and anyio.current_time() >= self._next_expiry:
+            self._next_expiry = anyio.current_time() + _EXPIRE_EVERY
+            deleted = await executor.execute(self._sql_expire, float(self._ttl))
+            logger.debug("expired old events: %s", deleted)
 
     async def query(
         self,

@@ -3,7 +3,9 @@
 Round trips: ``enqueue_many`` is one ``INSERT ... SELECT FROM unnest``: a
 plain one for a batch without unique keys outside a caller's transaction,
 else (or when an id turns out to be taken) ``ON CONFLICT DO NOTHING``, plus
-one lookup only when unique keys or ids collide; ``claim_ready`` is
+one lookup only when unique keys or ids collide (``enqueue_recorded`` runs
+the events' INSERT of a bulk enqueue at the same time, on a second connection,
+and commits it after the tasks'); ``claim_ready`` is
 one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``;
 ``extend`` and ``finish`` are one ``UPDATE ... FROM unnest`` each, and a
 fused ``finish`` upserts the results in the same statement. All times come
@@ -18,6 +20,7 @@ listener wakes all waiters once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,11 +28,19 @@ import anyio
 import asyncpg
 import msgspec
 
-from omniq.base import BaseResultStorage, BaseTaskQueue, Capability, lease_expired_error, map_exceptions
-from omniq.models import Outcome, Task, TaskStatus
+from omniq.base import (
+    BaseEventStorage,
+    BaseResultStorage,
+    BaseTaskQueue,
+    Capability,
+    lease_expired_error,
+    map_exceptions,
+)
+from omniq.models import Outcome, Task, TaskEvent, TaskStatus
 from omniq_postgres._batch import BatchColumns, uniform_mask
 from omniq_postgres._connection import ERRORS, Listener, PoolOwner, dsn_identity
 from omniq_postgres._sql import TASK_COLUMNS, TaskSQL
+from omniq_postgres.event_storage import PostgresEventStorage
 from omniq_postgres.result_storage import PostgresResultStorage, decode_error, encode_error, result_arrays
 from omniq_postgres.schema import DEFAULT_SCHEMA
 
@@ -115,6 +126,29 @@ def _encoded(values: list[Any], encode: Any) -> list[Any]:
     return [encode(value) for value in values]
 
 
+async def _insert_events_once_decided(
+    storage: PostgresEventStorage, events: Sequence[TaskEvent], decision: asyncio.Future[bool]
+) -> bool:
+    """Insert ``events`` in a transaction, commit it if ``decision`` comes out True; return whether it did."""
+    pool = await storage._get_pool()
+    with map_exceptions(ERRORS, url=storage.url):
+        async with pool.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                await conn.execute(*storage.insert_statement(events))
+                commit = await decision
+            except BaseException:
+                await transaction.rollback()
+                raise
+            if not commit:
+                await transaction.rollback()
+                return False
+            await transaction.commit()
+            await storage.expire_now_and_then(conn)
+    return True
+
+
 def _claim_order(task: Task, row: asyncpg.Record) -> tuple[int, Any, int]:
     return (-task.priority, row["ready_at"], row["seq"])
 
@@ -138,6 +172,7 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
             Capability.MULTI_HOST,
             Capability.BLOCKING_WAIT,
             Capability.FUSED_RESULTS,
+            Capability.FUSED_EVENTS,
             Capability.DURABLE,
         }
     )
@@ -242,6 +277,43 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
         else:
             raise RuntimeError("unique key kept changing hands during enqueue")  # pragma: no cover
         return [task_id if task_id is not None else tasks[i].id for i, task_id in enumerate(ids)]
+
+    def can_fuse_events(self, events: BaseEventStorage) -> bool:
+        """True for a :class:`PostgresEventStorage` (any database: its write is a transaction of its own)."""
+        return isinstance(events, PostgresEventStorage)
+
+    async def enqueue_recorded(
+        self, tasks: Sequence[Task], events: Sequence[TaskEvent], storage: BaseEventStorage
+    ) -> tuple[list[str], list[TaskEvent]]:
+        """:meth:`enqueue_many` with the events inserted at the same time, on a connection of ``storage``.
+
+        The two INSERTs run in parallel (PostgreSQL puts them on two cores); the events' transaction
+        commits only after the tasks' INSERT has, so no event shows for a task that was not stored.
+        Only a batch without unique keys overlaps the two: otherwise, when an id turns out to be
+        taken, or when the events' write fails, the stored tasks' events are handed back.
+        """
+        if not tasks:
+            return [], []
+        if not isinstance(storage, PostgresEventStorage) or any(t.unique_key is not None for t in tasks):
+            return await super().enqueue_recorded(tasks, events, storage)
+        decision: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        writing = asyncio.ensure_future(_insert_events_once_decided(storage, events, decision))
+        ids: list[str] | None = None
+        try:
+            ids = await self.enqueue_many(tasks)
+        finally:
+            all_stored = ids is not None and all(task.id == task_id for task, task_id in zip(tasks, ids, strict=True))
+            decision.set_result(all_stored)
+            try:
+                # Shielded: a cancelled enqueue still settles the events' transaction before returning.
+                committed = await asyncio.shield(writing)
+            except Exception as exc:  # the event storage failed; the tasks are stored all the same
+                logger.warning("writing %d enqueue events failed (%s); the event buffer retries them", len(events), exc)
+                committed = False
+        assert ids is not None  # an exception from enqueue_many left through the finally
+        if committed:
+            return ids, []
+        return ids, [event for event, task, task_id in zip(events, tasks, ids, strict=True) if task.id == task_id]
 
     async def _resolve_skipped(
         self, conn: asyncpg.Connection, tasks: Sequence[Task], skipped: list[int], ids: list[str | None]
