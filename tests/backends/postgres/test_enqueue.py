@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import asyncpg
 import pytest
 
@@ -150,3 +151,49 @@ async def test_an_app_bulk_enqueue_has_written_its_events_when_it_returns(postgr
         small = await app.enqueue_many("app:job", [(), ()])  # below a batch: through the buffer as before
         await app.flush_events()
         assert len(await app.event_storage.query(task_id=small[0])) == 1
+
+
+# -- enqueue order and wake-ups, now that the enqueue statement does both --------------------------------
+
+
+async def test_enqueue_order_holds_across_seq_blocks_per_row_seqs_and_plain_sql_rows(
+    make_queue, admin, schema, monkeypatch
+):
+    import omniq_postgres.task_queue as module
+
+    at = now_ms(-10)  # one ready_at for all: only enqueue order separates them
+
+    def batch(n, **fields):
+        return [make_task(created_at=at, **fields) for _ in range(n)]
+
+    first, big, keyed, last = batch(3), batch(4), batch(1, unique_key="k1") + batch(2), batch(1)
+    async with connected(make_queue) as (queue,):
+        await queue.enqueue_many(first)
+        await admin.execute(
+            f"""INSERT INTO "{schema}".tasks (id, func, queue, status, ready_at, created_at)
+                VALUES ('plain', 'f', 'default', 'pending', $1, $1)""",
+            at,
+        )
+        monkeypatch.setattr(module, "SEQ_BLOCK", 2)  # these batches exceed a block: one nextval per row
+        await queue.enqueue_many(big)
+        await queue.enqueue_many(keyed)
+        monkeypatch.undo()
+        await queue.enqueue_many(last)
+        claimed = await queue.claim_ready(["default"], 100, lease=30, worker_id="w")
+        expected = [t.id for t in first] + ["plain"] + [t.id for t in big + keyed + last]
+        assert [t.id for t in claimed] == expected
+
+
+async def test_a_batch_spanning_queues_wakes_a_worker_waiting_on_one_of_them(make_queue):
+    async with connected(make_queue, 2) as (producer, worker):
+        claimed = []
+
+        async def claim():
+            claimed.extend(await worker.claim(["b"], 5, lease=60, worker_id="w", wait=30))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(claim)
+                await anyio.sleep(0.3)
+                await producer.enqueue_many([make_task(queue="a"), make_task(queue="b"), make_task(queue="a")])
+        assert [t.queue for t in claimed] == ["b"]

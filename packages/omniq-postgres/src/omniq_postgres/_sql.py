@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 
 from omniq.models import TaskStatus
 from omniq_postgres._batch import BatchColumns
+from omniq_postgres.schema import SEQ_BLOCK
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from omniq_postgres.schema import Names
 
-__all__ = ["INSERT_COLUMNS", "TASK_COLUMNS", "TaskSQL"]
+__all__ = ["INSERT_COLUMNS", "SEQ_BLOCK", "TASK_COLUMNS", "TaskSQL"]
 
 #: columns read back into a :class:`omniq.models.Task`, in this order.
 TASK_COLUMNS = (
@@ -54,28 +55,57 @@ INSERT_COLUMNS = (
 )
 
 
-def _render_insert(tasks: str, v: dict[str, str], unnest: str | None) -> str:
-    """The enqueue INSERT for one scalar/array combination (see :mod:`omniq_postgres._batch`).
+_QUEUE_PARAM = f"${[name for name, _ in INSERT_COLUMNS].index('queue') + 1}::text[]"
+
+
+def _render_insert(
+    names: Names, v: dict[str, str], unnest: str | None, *, skipping: bool = False, seq_block: bool = True
+) -> str:
+    """The enqueue statement for one scalar/array combination (see :mod:`omniq_postgres._batch`).
 
     A task without eta is ready at once and sorts by its creation time;
     ``least(..., now())`` keeps a client clock that runs ahead from delaying it.
+
+    Enqueue order (``seq``) costs one nextval per statement, not per row: the statement takes
+    one value and numbers its rows from it, inside the block of ``SEQ_BLOCK`` values that the
+    identity's increment leaves free after each value, so rows given a default (a per-row nextval)
+    still sort after them.
+
+    The statement also NOTIFYs each queue it wrote to, delivered on commit (of the caller's
+    transaction too), instead of an insert trigger collecting every new row to find them.
+    ``skipping`` leaves out rows whose id or unique key is taken and returns the ids it inserted.
     """
-    source = f" FROM {unnest} ORDER BY i.ord" if unnest else ""
-    return f"""
-            INSERT INTO {tasks} (id, func, payload, queue, priority, unique_key, status, paused, eta, ready_at,
-                                 interval_seconds, cron, attempts, max_retries, timeout, expires_at, result_ttl,
-                                 depends_on, created_at, updated_at, error)
-            SELECT {v["id"]}, {v["func"]}, {v["payload"]}, {v["queue"]}, {v["priority"]}, {v["unique_key"]},
-                   'pending', {v["paused"]}, {v["eta"]}, coalesce({v["eta"]}, least({v["created_at"]}, now())),
+    tasks = names.tasks
+    seq_column, overriding, seq_value, sources = "", "", "", []
+    if seq_block:
+        sequence = f"pg_get_serial_sequence('{tasks}', 'seq')"
+        sources.append(f"(SELECT nextval({sequence}) AS base) AS s")
+        seq_column, overriding = "seq, ", " OVERRIDING SYSTEM VALUE"
+        seq_value = "s.base + i.ord - 1, " if unnest else "s.base, "
+    if unnest:
+        sources.append(unnest)
+    source = f" FROM {', '.join(sources)}" if sources else ""
+    insert = f"""
+            INSERT INTO {tasks} ({seq_column}id, func, payload, queue, priority, unique_key, status, paused, eta,
+                                 ready_at, interval_seconds, cron, attempts, max_retries, timeout, expires_at,
+                                 result_ttl, depends_on, created_at, updated_at, error){overriding}
+            SELECT {seq_value}{v["id"]}, {v["func"]}, {v["payload"]}, {v["queue"]}, {v["priority"]},
+                   {v["unique_key"]}, 'pending', {v["paused"]}, {v["eta"]},
+                   coalesce({v["eta"]}, least({v["created_at"]}, now())),
                    {v["interval_seconds"]}, {v["cron"]}, {v["attempts"]}, {v["max_retries"]}, {v["timeout"]},
                    {v["expires_at"]}, {v["result_ttl"]}, {v["depends_on"]}::jsonb, {v["created_at"]}, now(),
-                   {v["error"]}::jsonb{source}"""
-
-
-#: turns an enqueue INSERT into one that skips rows whose id or unique key is taken.
-_SKIP_TAKEN = """
+                   {v["error"]}::jsonb{source}{" ORDER BY i.ord" if unnest and not seq_block else ""}"""
+    channel = "'" + names.tasks_channel.replace("'", "''") + "'"
+    if v["queue"].startswith("i."):  # one queue per row: notify each distinct one
+        notify = f"SELECT count(pg_notify({channel}, q)) FROM (SELECT DISTINCT unnest({_QUEUE_PARAM})) AS d(q)"
+    else:
+        notify = f"SELECT pg_notify({channel}, {v['queue']})"
+    if not skipping:
+        return f"WITH ins AS ({insert}) {notify}"
+    return f"""WITH ins AS ({insert}
             ON CONFLICT DO NOTHING
-            RETURNING id"""
+            RETURNING id)
+            SELECT (SELECT array_agg(id) FROM ins), ({notify})"""
 
 
 def _status_filter(statuses: Sequence[str]) -> str:
@@ -107,9 +137,17 @@ class TaskSQL:
         tasks = names.tasks
         # Plain: every row must be new (a collision fails the whole statement). Skipping: rows whose
         # id or unique key is taken are left out, and RETURNING tells which went in.
-        self.insert = BatchColumns(INSERT_COLUMNS, lambda values, unnest: _render_insert(tasks, values, unnest))
+        self.insert = BatchColumns(INSERT_COLUMNS, lambda values, unnest: _render_insert(names, values, unnest))
         self.insert_skipping = BatchColumns(
-            INSERT_COLUMNS, lambda values, unnest: _render_insert(tasks, values, unnest) + _SKIP_TAKEN
+            INSERT_COLUMNS, lambda values, unnest: _render_insert(names, values, unnest, skipping=True)
+        )
+        # Batches past one seq block: one nextval per row (the column's default).
+        self.insert_large = BatchColumns(
+            INSERT_COLUMNS, lambda values, unnest: _render_insert(names, values, unnest, seq_block=False)
+        )
+        self.insert_skipping_large = BatchColumns(
+            INSERT_COLUMNS,
+            lambda values, unnest: _render_insert(names, values, unnest, skipping=True, seq_block=False),
         )
         # Who already holds a unique key, or an id, that an INSERT above skipped.
         self.delete_finished = f"DELETE FROM {tasks} WHERE id = ANY($1::text[]) AND status NOT IN {_ACTIVE}"

@@ -44,11 +44,12 @@ STATUS_INDEX = "tasks_status_queue_idx"  # count()/list()/purge() filters on the
 RESULTS_EXPIRY_INDEX = "results_expires_idx"  # purge of expired results
 EVENTS_TASK_INDEX = "events_task_idx"  # query(task_id=...) in time order
 EVENTS_TS_INDEX = "events_ts_idx"  # query by time and purge(before)
-NOTIFY_TASKS_FN = "notify_tasks_inserted"  # statement trigger fn: NOTIFY each queue that got pending rows
+NOTIFY_TASKS_FN = "notify_tasks_inserted"  # statement trigger fn: NOTIFY each queue that got pending rows (to 3)
 NOTIFY_REQUEUE_FN = "notify_task_requeued"  # row trigger fn: NOTIFY a queue when a task becomes claimable again
 NOTIFY_RESULTS_FN = "notify_results_written"  # statement trigger fn: NOTIFY each task id whose result was written
 TASKS_CHANNEL_SUFFIX = "tasks"  # LISTEN channel "<schema>.tasks"; payload = queue name
 RESULTS_CHANNEL_SUFFIX = "results"  # LISTEN channel "<schema>.results"; payload = task id
+SEQ_BLOCK = 1 << 20  # tasks.seq values one enqueue statement reserves with one nextval (migration 3)
 ADVISORY_LOCK_CLASS = 0x6F6D6E71  # first key of pg_advisory_xact_lock(int, int) ("omnq"); second = schema hash
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -219,6 +220,13 @@ def _migration_3(n: Names) -> list[str]:
         f"""CREATE INDEX {CLAIM_INDEX} ON {n.tasks} (queue, paused, priority DESC, ready_at, seq)
             WHERE status = 'pending'""",
         f"ALTER TABLE {n.events} DROP CONSTRAINT IF EXISTS {EVENTS_TABLE}_pkey",
+        # An enqueue statement reserves a block of seq values with one nextval and numbers its rows
+        # inside it (see _sql._render_insert); a per-row nextval costs more than an index entry.
+        f"ALTER TABLE {n.tasks} ALTER COLUMN seq SET INCREMENT BY {SEQ_BLOCK}",
+        # The enqueue statement NOTIFYs its queues itself: the statement trigger copied every new
+        # row into a transition table only to find them.
+        f"DROP TRIGGER IF EXISTS tasks_inserted ON {n.tasks}",
+        f"DROP FUNCTION IF EXISTS {s}.{NOTIFY_TASKS_FN}()",
     ]
 
 

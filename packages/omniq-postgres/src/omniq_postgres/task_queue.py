@@ -11,8 +11,11 @@ one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``;
 fused ``finish`` upserts the results in the same statement. All times come
 from the database clock (``now()``).
 
-Wake-ups: triggers NOTIFY ``<schema>.tasks`` with the queue name when a task
-becomes claimable (insert, retry, release, recover, resume); a dedicated
+Wake-ups: ``<schema>.tasks`` gets a NOTIFY with the queue name when a task
+becomes claimable: from the enqueue statement itself (delivered on commit,
+also of a caller's transaction), and from a row trigger for retry, release,
+recover and resume. Rows inserted by other SQL wake no one; workers find them
+at their next poll. A dedicated
 listener connection turns that into in-process events. NOTIFY is a hint:
 ``wait_for_work`` still returns after its timeout, and every reconnect of the
 listener wakes all waiters once.
@@ -39,7 +42,7 @@ from omniq.base import (
 from omniq.models import Outcome, Task, TaskEvent, TaskStatus
 from omniq_postgres._batch import BatchColumns, uniform_mask
 from omniq_postgres._connection import ERRORS, Listener, PoolOwner, dsn_identity
-from omniq_postgres._sql import TASK_COLUMNS, TaskSQL
+from omniq_postgres._sql import SEQ_BLOCK, TASK_COLUMNS, TaskSQL
 from omniq_postgres.event_storage import PostgresEventStorage
 from omniq_postgres.result_storage import PostgresResultStorage, decode_error, encode_error, result_arrays
 from omniq_postgres.schema import DEFAULT_SCHEMA
@@ -241,11 +244,13 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
         # INSERT skips the speculative insertion and RETURNING of ON CONFLICT; if an id is taken
         # it fails as a whole and the careful path below runs. Not inside a caller's transaction,
         # where the failure would abort the transaction.
+        large = len(tasks) > SEQ_BLOCK
         unique_keys = columns[5]
         if unique_keys.count(None) == len(unique_keys) and not conn.is_in_transaction():
             mask = uniform_mask(columns, vary_first=True)
+            insert = self._sql.insert_large if large else self._sql.insert
             try:
-                await conn.execute(self._sql.insert.sql(mask), *BatchColumns.args(columns, mask))
+                await conn.execute(insert.sql(mask), *BatchColumns.args(columns, mask))
             except asyncpg.UniqueViolationError:
                 pass
             else:
@@ -255,8 +260,8 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
         for _ in range(_UNIQUE_RETRIES):
             batch = columns if len(pending) == len(tasks) else [[column[i] for i in pending] for column in columns]
             mask = uniform_mask(batch, vary_first=True)
-            rows = await conn.fetch(self._sql.insert_skipping.sql(mask), *BatchColumns.args(batch, mask))
-            inserted = {row[0] for row in rows}
+            insert = self._sql.insert_skipping_large if large else self._sql.insert_skipping
+            inserted = set(await conn.fetchval(insert.sql(mask), *BatchColumns.args(batch, mask)) or ())
             skipped: list[int] = []
             owner_of_key: dict[str, str] = {}
             for i in pending:
