@@ -13,6 +13,7 @@ from omniq.models import (
     encode_result,
     encode_task,
     new_id,
+    new_ids,
     utcnow,
 )
 
@@ -77,3 +78,14 @@ def test_terminal_statuses() -> None:
         TaskStatus.CANCELLED,
         TaskStatus.EXPIRED,
     }
+
+
+def test_bulk_ids_look_like_single_ids_and_sort_after_older_ones() -> None:
+    import time
+
+    before = new_id()
+    time.sleep(0.002)
+    ids = new_ids(1000)
+    assert len(set(ids)) == 1000 and new_ids(0) == []
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert min(ids) > before  # the millisecond prefix orders them

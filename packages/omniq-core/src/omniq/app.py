@@ -25,6 +25,7 @@ from omniq.models import (
     TaskResult,
     TaskStatus,
     new_id,
+    new_ids,
     utcnow,
 )
 from omniq.scheduling import next_cron_tick, resolve_eta, to_seconds, validate_cron
@@ -306,12 +307,18 @@ class AsyncOmniQ:
         handle = self.functions.get(name)
         build = self._task_builder(name, merged)  # options are resolved once for the whole batch
         dumps = self.serializer.dumps
-        tasks = []
+        payloads = []
         for call in calls:
-            args, kwargs = ((), dict(call)) if isinstance(call, Mapping) else (tuple(call), {})
+            if type(call) is tuple:  # the usual shape; spares the Mapping ABC check
+                args, kwargs = call, {}
+            elif isinstance(call, Mapping):
+                args, kwargs = (), dict(call)
+            else:
+                args, kwargs = tuple(call), {}
             if handle is not None:
                 handle.check_arguments(args, kwargs)
-            tasks.append(build(dumps((args, kwargs))))
+            payloads.append(dumps((args, kwargs)))
+        tasks = [build(payload, task_id) for payload, task_id in zip(payloads, new_ids(len(payloads)), strict=True)]
         await self.connect()
         if self._fuse_events and self._events is not None and len(tasks) >= EVENT_BATCH_SIZE:
             # A batch this large would be flushed at once anyway: the backend writes it beside
@@ -353,7 +360,7 @@ class AsyncOmniQ:
     def _build_task(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], opts: EnqueueOptions) -> Task:
         return self._task_builder(name, opts)(self.serializer.dumps((args, kwargs)))
 
-    def _task_builder(self, name: str, opts: EnqueueOptions) -> Callable[[bytes], Task]:
+    def _task_builder(self, name: str, opts: EnqueueOptions) -> Callable[..., Task]:
         """Validate and resolve ``opts`` once; the returned function makes a task per payload."""
         settings = self.settings
         now = utcnow()
@@ -378,9 +385,9 @@ class AsyncOmniQ:
         expires_at = (eta or now) + timedelta(seconds=ttl) if ttl is not None else None
         depends_on = opts.depends_on or ()
 
-        def build(payload: bytes) -> Task:
+        def build(payload: bytes, task_id: str | None = None) -> Task:
             return Task(
-                id=new_id(),
+                id=task_id or new_id(),
                 func=name,
                 payload=payload,
                 queue=queue,
