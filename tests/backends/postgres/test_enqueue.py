@@ -197,3 +197,20 @@ async def test_a_batch_spanning_queues_wakes_a_worker_waiting_on_one_of_them(mak
                 await anyio.sleep(0.3)
                 await producer.enqueue_many([make_task(queue="a"), make_task(queue="b"), make_task(queue="a")])
         assert [t.queue for t in claimed] == ["b"]
+
+
+async def test_events_with_one_timestamp_keep_append_order_across_id_blocks_and_per_row_ids(make_events, monkeypatch):
+    import omniq_postgres.event_storage as module
+    from omniq.models import EventType
+    from omniq.testing import make_event
+
+    at = now_ms()
+    batches = [[make_event(type=EventType.ENQUEUED, timestamp=at) for _ in range(n)] for n in (3, 4, 1, 2)]
+    async with connected(make_events) as (events,):
+        await events.append(batches[0])
+        monkeypatch.setattr(module, "SEQ_BLOCK", 2)  # past a block: one nextval per row
+        await events.append(batches[1])
+        monkeypatch.undo()
+        await events.append(batches[2])
+        await events.append(batches[3])
+        assert [e.task_id for e in await events.query()] == [e.task_id for batch in batches for e in batch]

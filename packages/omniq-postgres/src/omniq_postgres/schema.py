@@ -49,7 +49,7 @@ NOTIFY_REQUEUE_FN = "notify_task_requeued"  # row trigger fn: NOTIFY a queue whe
 NOTIFY_RESULTS_FN = "notify_results_written"  # statement trigger fn: NOTIFY each task id whose result was written
 TASKS_CHANNEL_SUFFIX = "tasks"  # LISTEN channel "<schema>.tasks"; payload = queue name
 RESULTS_CHANNEL_SUFFIX = "results"  # LISTEN channel "<schema>.results"; payload = task id
-SEQ_BLOCK = 1 << 20  # tasks.seq values one enqueue statement reserves with one nextval (migration 3)
+SEQ_BLOCK = 1 << 20  # tasks.seq / events.id values one INSERT reserves with one nextval (migration 3)
 ADVISORY_LOCK_CLASS = 0x6F6D6E71  # first key of pg_advisory_xact_lock(int, int) ("omnq"); second = schema hash
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -223,6 +223,7 @@ def _migration_3(n: Names) -> list[str]:
         # An enqueue statement reserves a block of seq values with one nextval and numbers its rows
         # inside it (see _sql._render_insert); a per-row nextval costs more than an index entry.
         f"ALTER TABLE {n.tasks} ALTER COLUMN seq SET INCREMENT BY {SEQ_BLOCK}",
+        f"ALTER TABLE {n.events} ALTER COLUMN id SET INCREMENT BY {SEQ_BLOCK}",
         # The enqueue statement NOTIFYs its queues itself: the statement trigger copied every new
         # row into a transition table only to find them.
         f"DROP TRIGGER IF EXISTS tasks_inserted ON {n.tasks}",
