@@ -80,7 +80,7 @@ def test_terminal_statuses() -> None:
     }
 
 
-def test_bulk_ids_look_like_single_ids_and_sort_after_older_ones() -> None:
+def test_bulk_ids_look_like_single_ids_and_sort_in_creation_order() -> None:
     import time
 
     before = new_id()
@@ -89,3 +89,4 @@ def test_bulk_ids_look_like_single_ids_and_sort_after_older_ones() -> None:
     assert len(set(ids)) == 1000 and new_ids(0) == []
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     assert min(ids) > before  # the millisecond prefix orders them
+    assert ids == sorted(ids)  # and within a batch, creation order
