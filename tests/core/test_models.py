@@ -90,3 +90,12 @@ def test_bulk_ids_look_like_single_ids_and_sort_in_creation_order() -> None:
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     assert min(ids) > before  # the millisecond prefix orders them
     assert ids == sorted(ids)  # and within a batch, creation order
+
+
+def test_tasks_and_events_are_not_tracked_by_the_garbage_collector() -> None:
+    import gc
+
+    from omniq.models import EventType, TaskEvent
+
+    assert not gc.is_tracked(Task(id=new_id(), func="m.f", status=TaskStatus.RUNNING))
+    assert not gc.is_tracked(TaskEvent(task_id=new_id(), type=EventType.ENQUEUED))

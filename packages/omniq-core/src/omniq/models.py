@@ -121,12 +121,17 @@ class TaskError(msgspec.Struct, kw_only=True):
     retryable: bool = True
 
 
-class Task(msgspec.Struct, kw_only=True):
+class Task(msgspec.Struct, kw_only=True, gc=False):
     """One unit of work, as stored by a task queue.
 
     A recurring task (``interval`` or ``cron`` set) keeps its id across runs:
     the id is its schedule id, and each run's result replaces the previous one.
     """
+
+    # gc=False: a task holds only plain values (strings, bytes, numbers, datetimes, a tuple of ids,
+    # a TaskError), so it can never be part of a reference cycle; untracked, the thousands a bulk
+    # enqueue or a claim creates trigger no garbage collections (a full one costs a bulk enqueue
+    # of 10k tasks ~15 ms).
 
     id: str
     func: str
@@ -233,8 +238,10 @@ class EventType(str, enum.Enum):
     RESUMED = "resumed"
 
 
-class TaskEvent(msgspec.Struct, kw_only=True):
+class TaskEvent(msgspec.Struct, kw_only=True, gc=False):
     """One entry of a task's history."""
+
+    # gc=False: plain values only, never in a reference cycle (see Task).
 
     task_id: str
     type: EventType
