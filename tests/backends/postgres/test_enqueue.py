@@ -214,3 +214,16 @@ async def test_events_with_one_timestamp_keep_append_order_across_id_blocks_and_
         await events.append(batches[2])
         await events.append(batches[3])
         assert [e.task_id for e in await events.query()] == [e.task_id for batch in batches for e in batch]
+
+
+async def test_an_unreachable_event_storage_hands_the_events_back(make_queue):
+    from omniq_postgres import PostgresEventStorage
+
+    tasks = [make_task() for _ in range(3)]
+    unreachable = PostgresEventStorage("postgresql://omniq@127.0.0.1:1/omniq")
+    async with connected(make_queue) as (queue,):
+        with anyio.fail_after(10):
+            ids, unwritten = await queue.enqueue_recorded(tasks, _enqueued(tasks), unreachable)
+        assert ids == [t.id for t in tasks] and [e.task_id for e in unwritten] == ids
+        assert await queue.count() == 3
+    await unreachable.close()

@@ -130,12 +130,16 @@ def _encoded(values: list[Any], encode: Any) -> list[Any]:
 
 
 async def _insert_events_once_decided(
-    storage: PostgresEventStorage, events: Sequence[TaskEvent], decision: asyncio.Future[bool]
+    storage: PostgresEventStorage, events: Sequence[TaskEvent], decision: asyncio.Future[bool], acquired: asyncio.Event
 ) -> bool:
-    """Insert ``events`` in a transaction, commit it if ``decision`` comes out True; return whether it did."""
+    """Insert ``events`` in a transaction, commit it if ``decision`` comes out True; return whether it did.
+
+    ``acquired`` is set once a connection is in hand (at once when the pool has an idle one).
+    """
     pool = await storage._get_pool()
     with map_exceptions(ERRORS, url=storage.url):
         async with pool.acquire() as conn:
+            acquired.set()
             transaction = conn.transaction()
             await transaction.start()
             try:
@@ -150,6 +154,12 @@ async def _insert_events_once_decided(
             await transaction.commit()
             await storage.expire_now_and_then(conn)
     return True
+
+
+def _consume_outcome(future: asyncio.Future[bool]) -> None:
+    """Retrieve a background write's exception so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _claim_order(task: Task, row: asyncpg.Record) -> tuple[int, Any, int]:
@@ -295,26 +305,35 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
         The two INSERTs run in parallel (PostgreSQL puts them on two cores); the events' transaction
         commits only after the tasks' INSERT has, so no event shows for a task that was not stored.
         Only a batch without unique keys overlaps the two: otherwise, when an id turns out to be
-        taken, or when the events' write fails, the stored tasks' events are handed back.
+        taken, when the events' write fails, or when the event storage has no connection to give
+        before the tasks are in (the enqueue never waits for one), the stored tasks' events are
+        handed back.
         """
         if not tasks:
             return [], []
         if not isinstance(storage, PostgresEventStorage) or any(t.unique_key is not None for t in tasks):
             return await super().enqueue_recorded(tasks, events, storage)
         decision: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        writing = asyncio.ensure_future(_insert_events_once_decided(storage, events, decision))
+        acquired = asyncio.Event()
+        writing = asyncio.ensure_future(_insert_events_once_decided(storage, events, decision, acquired))
+        writing.add_done_callback(_consume_outcome)  # also when nobody awaits it (below)
         ids: list[str] | None = None
         try:
             ids = await self.enqueue_many(tasks)
         finally:
             all_stored = ids is not None and all(task.id == task_id for task, task_id in zip(tasks, ids, strict=True))
             decision.set_result(all_stored)
-            try:
-                # Shielded: a cancelled enqueue still settles the events' transaction before returning.
-                committed = await asyncio.shield(writing)
-            except Exception as exc:  # the event storage failed; the tasks are stored all the same
-                logger.warning("writing %d enqueue events failed (%s); the event buffer retries them", len(events), exc)
-                committed = False
+            committed = False
+            if not acquired.is_set():
+                # The event storage had no connection to give by the time the tasks were in (it is
+                # connecting to an unreachable server, or its pool is exhausted): no waiting for it.
+                writing.cancel()
+            else:
+                try:
+                    # Shielded: a cancelled enqueue still lets the events' transaction settle.
+                    committed = await asyncio.shield(writing)
+                except Exception as exc:  # the event storage failed; the tasks are stored all the same
+                    logger.warning("writing %d enqueue events failed (%s); handed back to the buffer", len(events), exc)
         assert ids is not None  # an exception from enqueue_many left through the finally
         if committed:
             return ids, []
