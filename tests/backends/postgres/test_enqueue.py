@@ -227,3 +227,23 @@ async def test_an_unreachable_event_storage_hands_the_events_back(make_queue):
         assert ids == [t.id for t in tasks] and [e.task_id for e in unwritten] == ids
         assert await queue.count() == 3
     await unreachable.close()
+
+
+async def test_a_fused_bulk_enqueue_still_reaches_enqueue_hooks(postgres_url, schema):
+    from omniq import AsyncOmniQ, Settings, hookimpl, plugins
+    from omniq.constants import EVENT_BATCH_SIZE
+
+    class Counter:
+        seen = 0
+
+        @hookimpl
+        def omniq_task_enqueued(self, task):
+            Counter.seen += 1
+
+    plugins.register(Counter(), name="test-enqueue-counter")
+    try:
+        async with AsyncOmniQ(Settings(backend="postgres", url=postgres_url, key_prefix=schema)) as app:
+            await app.enqueue_many("app:job", [() for _ in range(EVENT_BATCH_SIZE)])
+    finally:
+        plugins.get_plugin_manager().unregister(name="test-enqueue-counter")
+    assert Counter.seen == EVENT_BATCH_SIZE

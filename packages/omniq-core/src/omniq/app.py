@@ -327,7 +327,8 @@ class AsyncOmniQ:
                 tasks, self._enqueue_events(tasks), self._events.storage
             )
             self._events.extend(unwritten)
-            self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i], events=False)
+            if self._hooks_in_use and "omniq_task_enqueued" in self._hooks_in_use:
+                self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i], events=False)
             return ids
         ids = await self.task_queue.enqueue_many(tasks)
         self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i])

@@ -321,7 +321,7 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
         try:
             ids = await self.enqueue_many(tasks)
         finally:
-            all_stored = ids is not None and all(task.id == task_id for task, task_id in zip(tasks, ids, strict=True))
+            all_stored = ids is not None and ids == [task.id for task in tasks]  # a C loop, mostly identity checks
             decision.set_result(all_stored)
             committed = False
             if not acquired.is_set():
