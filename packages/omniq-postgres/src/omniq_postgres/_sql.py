@@ -165,7 +165,8 @@ class TaskSQL:
               FROM (SELECT c.id
                       FROM unnest($1::text[]) AS q(queue),
                            LATERAL (SELECT id, priority, ready_at, seq FROM {tasks}
-                                     WHERE queue = q.queue AND status = 'pending' AND NOT paused AND ready_at <= now()
+                                     WHERE hashtext(queue) = hashtext(q.queue) AND queue = q.queue
+                                       AND status = 'pending' AND NOT paused AND ready_at <= now()
                                      ORDER BY priority DESC, ready_at, seq
                                      LIMIT $2
                                        FOR UPDATE SKIP LOCKED) AS c
@@ -182,12 +183,13 @@ class TaskSQL:
                 SELECT q.queue, f.priority, f.ready_at
                   FROM unnest($1::text[]) AS q(queue),
                        LATERAL (SELECT priority, ready_at FROM {tasks}
-                                 WHERE queue = q.queue AND {claimable}
+                                 WHERE hashtext(queue) = hashtext(q.queue) AND queue = q.queue AND {claimable}
                                  ORDER BY priority DESC, ready_at, seq LIMIT 1) AS f
                 UNION ALL
                 SELECT p.queue, n.priority, n.ready_at
                   FROM p, LATERAL (SELECT priority, ready_at FROM {tasks}
-                                    WHERE queue = p.queue AND {claimable} AND priority < p.priority
+                                    WHERE hashtext(queue) = hashtext(p.queue) AND queue = p.queue AND {claimable}
+                                          AND priority < p.priority
                                     ORDER BY priority DESC, ready_at, seq LIMIT 1) AS n)
             SELECT extract(epoch FROM min(ready_at) - now())::float8 FROM p"""
         self.extend = f"""
@@ -273,6 +275,8 @@ class TaskSQL:
             clauses.append(_status_filter(statuses))
         if queue is not None:
             args.append(queue)
-            clauses.append(f"queue = ${len(args)}")
+            clauses.append(
+                f"hashtext(queue) = hashtext(${len(args)}) AND queue = ${len(args)}"
+            )  # the claim index's key
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return f"{head.format(tasks=self._tasks)}{where}", args
