@@ -42,7 +42,7 @@ DUE_INDEX = "tasks_due_idx"  # earliest ready_at per queue (migration 1; dropped
 LEASE_INDEX = "tasks_lease_idx"  # RUNNING tasks by lease deadline, for recover()
 STATUS_INDEX = "tasks_status_queue_idx"  # count()/list()/purge() filters on the other statuses (from migration 3)
 RESULTS_EXPIRY_INDEX = "results_expires_idx"  # purge of expired results
-EVENTS_TASK_INDEX = "events_task_idx"  # query(task_id=...) in time order
+EVENTS_TASK_INDEX = "events_task_idx"  # query(task_id=...) (a hash index from migration 3)
 EVENTS_TS_INDEX = "events_ts_idx"  # query by time and purge(before)
 NOTIFY_TASKS_FN = "notify_tasks_inserted"  # statement trigger fn: NOTIFY each queue that got pending rows (to 3)
 NOTIFY_REQUEUE_FN = "notify_task_requeued"  # row trigger fn: NOTIFY a queue when a task becomes claimable again
@@ -224,6 +224,11 @@ def _migration_3(n: Names) -> list[str]:
         f"""CREATE INDEX {CLAIM_INDEX} ON {n.tasks} (hashtext(queue), paused, priority DESC, ready_at, seq)
             INCLUDE (queue) WHERE status = 'pending'""",
         f"ALTER TABLE {n.events} DROP CONSTRAINT IF EXISTS {EVENTS_TABLE}_pkey",
+        # Events are looked up by task only by equality (a task's few events are then sorted):
+        # a hash index entry is the 4-byte hash, not the 33-byte id plus (ts, id), and costs
+        # about half as much to insert.
+        f"DROP INDEX IF EXISTS {s}.{EVENTS_TASK_INDEX}",
+        f"CREATE INDEX {EVENTS_TASK_INDEX} ON {n.events} USING hash (task_id)",
         # An enqueue statement reserves a block of seq values with one nextval and numbers its rows
         # inside it (see _sql._render_insert); a per-row nextval costs more than an index entry.
         f"ALTER TABLE {n.tasks} ALTER COLUMN seq SET INCREMENT BY {SEQ_BLOCK}",
