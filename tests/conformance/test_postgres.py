@@ -33,6 +33,10 @@ class TestPostgresTaskQueue(TaskQueueSuite):
     def fused_result_storage_factory(self, postgres_url, schema):
         return lambda: PostgresResultStorage(postgres_url, schema=schema, min_size=1, max_size=2)
 
+    @pytest.fixture
+    def fused_event_storage_factory(self, postgres_url, schema):
+        return lambda: PostgresEventStorage(postgres_url, schema=schema, min_size=1, max_size=2)
+
 
 class TestPostgresResultStorage(ResultStorageSuite):
     @pytest.fixture

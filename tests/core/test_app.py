@@ -62,10 +62,10 @@ async def test_enqueue_by_registered_name_and_many(make_app: Any) -> None:
     async with make_app() as app:
         app.register(lambda x: x * 2, name="double")
         one = await app.enqueue("double", 21)
-        many = await app.enqueue_many("double", [(1,), (2,), {"x": 3}])
+        many = await app.enqueue_many("double", [(1,), (2,), {"x": 3}, [4]])
         await app.worker(burst=True).start()
         assert (await app.get_result(one)).result == 42  # type: ignore[union-attr]
-        assert [(await app.get_result(i)).result for i in many] == [2, 4, 6]  # type: ignore[union-attr]
+        assert [(await app.get_result(i)).result for i in many] == [2, 4, 6, 8]  # type: ignore[union-attr]
 
 
 async def test_get_result_waits_for_a_running_worker(make_app: Any) -> None:

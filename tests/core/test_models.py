@@ -13,6 +13,7 @@ from omniq.models import (
     encode_result,
     encode_task,
     new_id,
+    new_ids,
     utcnow,
 )
 
@@ -77,3 +78,24 @@ def test_terminal_statuses() -> None:
         TaskStatus.CANCELLED,
         TaskStatus.EXPIRED,
     }
+
+
+def test_bulk_ids_look_like_single_ids_and_sort_in_creation_order() -> None:
+    import time
+
+    before = new_id()
+    time.sleep(0.002)
+    ids = new_ids(1000)
+    assert len(set(ids)) == 1000 and new_ids(0) == []
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert min(ids) > before  # the millisecond prefix orders them
+    assert ids == sorted(ids)  # and within a batch, creation order
+
+
+def test_tasks_and_events_are_not_tracked_by_the_garbage_collector() -> None:
+    import gc
+
+    from omniq.models import EventType, TaskEvent
+
+    assert not gc.is_tracked(Task(id=new_id(), func="m.f", status=TaskStatus.RUNNING))
+    assert not gc.is_tracked(TaskEvent(task_id=new_id(), type=EventType.ENQUEUED))

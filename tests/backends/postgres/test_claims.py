@@ -10,7 +10,7 @@ import anyio.lowlevel
 import pytest
 
 from omniq.models import Outcome, OutcomeKind, TaskStatus
-from omniq.testing import connected, make_result, make_task, wait_until
+from omniq.testing import connected, make_result, make_task, now_ms, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.servers]
 
@@ -187,3 +187,22 @@ async def test_events_older_than_ttl_expire_while_appending(make_events):
         await events.append([old, new])
         remaining = await wait_until(events.query)
         assert [e.task_id for e in remaining] == [new.task_id]
+
+
+async def test_queues_whose_names_share_a_hash_stay_apart(make_queue, admin):
+    # The claim index is keyed on hashtext(queue); these two names collide on it.
+    first, second = "q16584", "q52834"
+    if not await admin.fetchval("SELECT hashtext($1) = hashtext($2)", first, second):
+        pytest.skip("these names do not collide on this server's hashtext")
+    async with connected(make_queue) as (queue,):
+        mine = [make_task(queue=first, priority=p) for p in (0, 5)]
+        theirs = [make_task(queue=second, priority=9, eta=now_ms(3600)), make_task(queue=second)]
+        await queue.enqueue_many([theirs[0], mine[0], theirs[1], mine[1]])
+        assert await queue.count(status=TaskStatus.PENDING, queue=first) == 2
+        claimed = await queue.claim_ready([first], 10, lease=30, worker_id="w")
+        assert [t.id for t in claimed] == [mine[1].id, mine[0].id]
+        assert [t.id for t in await queue.claim_ready([second], 10, lease=30, worker_id="w")] == [theirs[1].id]
+        assert await queue.count(status=TaskStatus.PENDING, queue=second) == 1
+        next_due = queue._sql.next_due
+        assert await admin.fetchval(next_due, [first]) is None  # the other queue's scheduled task is not ours
+        assert await admin.fetchval(next_due, [second]) > 3000

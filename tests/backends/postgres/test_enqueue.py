@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import asyncpg
 import pytest
 
@@ -92,3 +93,157 @@ async def test_the_due_index_is_gone_and_the_next_due_time_spans_priorities(make
         due = await admin.fetchval(queue._sql.next_due, ["default"])
         assert 20 < due <= 30
         assert 0 < await admin.fetchval(queue._sql.next_due, ["default", "other"]) <= 5
+
+
+# -- a bulk enqueue's events, written beside the tasks -------------------------------------------------
+
+
+def _enqueued(tasks):
+    from omniq.models import EventType
+    from omniq.testing import make_event
+
+    return [make_event(t.id, EventType.ENQUEUED, queue=t.queue, func=t.func) for t in tasks]
+
+
+async def test_a_plain_batch_writes_its_events_beside_the_tasks(make_queue, make_events):
+    tasks = [make_task() for _ in range(50)]
+    async with connected(make_queue) as (queue,), connected(make_events) as (events,):
+        ids, unwritten = await queue.enqueue_recorded(tasks, _enqueued(tasks), events)
+        assert ids == [t.id for t in tasks] and unwritten == []
+        assert [e.task_id for e in await events.query()] == [t.id for t in tasks]
+
+
+async def test_a_failed_enqueue_writes_no_events(make_queue, make_events):
+    from omniq.errors import BackendError
+
+    tasks = [make_task(), make_task("bad\x00name")]  # the server rejects the NUL
+    async with connected(make_queue) as (queue,), connected(make_events) as (events,):
+        with pytest.raises(BackendError):
+            await queue.enqueue_recorded(tasks, _enqueued(tasks), events)
+        assert await queue.count() == 0
+        assert await events.query() == []
+
+
+async def test_a_failing_event_storage_hands_the_events_back_and_stores_the_tasks(
+    make_queue, make_events, admin, schema
+):
+    tasks = [make_task() for _ in range(3)]
+    async with connected(make_queue) as (queue,), connected(make_events) as (events,):
+        await admin.execute(f'ALTER TABLE "{schema}".events RENAME TO events_away')
+        ids, unwritten = await queue.enqueue_recorded(tasks, _enqueued(tasks), events)
+        assert ids == [t.id for t in tasks]
+        assert [e.task_id for e in unwritten] == ids
+        assert await queue.count(status=TaskStatus.PENDING) == 3
+
+
+async def test_an_app_bulk_enqueue_has_written_its_events_when_it_returns(postgres_url, schema):
+    from omniq import AsyncOmniQ, Settings
+    from omniq.constants import EVENT_BATCH_SIZE
+    from omniq.models import EventType
+
+    app = AsyncOmniQ(Settings(backend="postgres", url=postgres_url, key_prefix=schema))
+    async with app:
+        ids = await app.enqueue_many("app:job", [() for _ in range(EVENT_BATCH_SIZE)])
+        buffer = app._events
+        assert buffer is not None and buffer._pending == [] and buffer._flushing is None  # nothing went through it
+        written = await app.event_storage.query(types=[EventType.ENQUEUED], limit=10 * EVENT_BATCH_SIZE)
+        assert sorted(e.task_id for e in written) == sorted(ids)
+        small = await app.enqueue_many("app:job", [(), ()])  # below a batch: through the buffer as before
+        await app.flush_events()
+        assert len(await app.event_storage.query(task_id=small[0])) == 1
+
+
+# -- enqueue order and wake-ups, now that the enqueue statement does both --------------------------------
+
+
+async def test_enqueue_order_holds_across_seq_blocks_per_row_seqs_and_plain_sql_rows(
+    make_queue, admin, schema, monkeypatch
+):
+    import omniq_postgres.task_queue as module
+
+    at = now_ms(-10)  # one ready_at for all: only enqueue order separates them
+
+    def batch(n, **fields):
+        return [make_task(created_at=at, **fields) for _ in range(n)]
+
+    first, big, keyed, last = batch(3), batch(4), batch(1, unique_key="k1") + batch(2), batch(1)
+    async with connected(make_queue) as (queue,):
+        await queue.enqueue_many(first)
+        await admin.execute(
+            f"""INSERT INTO "{schema}".tasks (id, func, queue, status, ready_at, created_at)
+                VALUES ('plain', 'f', 'default', 'pending', $1, $1)""",
+            at,
+        )
+        monkeypatch.setattr(module, "SEQ_BLOCK", 2)  # these batches exceed a block: one nextval per row
+        await queue.enqueue_many(big)
+        await queue.enqueue_many(keyed)
+        monkeypatch.undo()
+        await queue.enqueue_many(last)
+        claimed = await queue.claim_ready(["default"], 100, lease=30, worker_id="w")
+        expected = [t.id for t in first] + ["plain"] + [t.id for t in big + keyed + last]
+        assert [t.id for t in claimed] == expected
+
+
+async def test_a_batch_spanning_queues_wakes_a_worker_waiting_on_one_of_them(make_queue):
+    async with connected(make_queue, 2) as (producer, worker):
+        claimed = []
+
+        async def claim():
+            claimed.extend(await worker.claim(["b"], 5, lease=60, worker_id="w", wait=30))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(claim)
+                await anyio.sleep(0.3)
+                await producer.enqueue_many([make_task(queue="a"), make_task(queue="b"), make_task(queue="a")])
+        assert [t.queue for t in claimed] == ["b"]
+
+
+async def test_events_with_one_timestamp_keep_append_order_across_id_blocks_and_per_row_ids(make_events, monkeypatch):
+    import omniq_postgres.event_storage as module
+    from omniq.models import EventType
+    from omniq.testing import make_event
+
+    at = now_ms()
+    batches = [[make_event(type=EventType.ENQUEUED, timestamp=at) for _ in range(n)] for n in (3, 4, 1, 2)]
+    async with connected(make_events) as (events,):
+        await events.append(batches[0])
+        monkeypatch.setattr(module, "SEQ_BLOCK", 2)  # past a block: one nextval per row
+        await events.append(batches[1])
+        monkeypatch.undo()
+        await events.append(batches[2])
+        await events.append(batches[3])
+        assert [e.task_id for e in await events.query()] == [e.task_id for batch in batches for e in batch]
+
+
+async def test_an_unreachable_event_storage_hands_the_events_back(make_queue):
+    from omniq_postgres import PostgresEventStorage
+
+    tasks = [make_task() for _ in range(3)]
+    unreachable = PostgresEventStorage("postgresql://omniq@127.0.0.1:1/omniq")
+    async with connected(make_queue) as (queue,):
+        with anyio.fail_after(10):
+            ids, unwritten = await queue.enqueue_recorded(tasks, _enqueued(tasks), unreachable)
+        assert ids == [t.id for t in tasks] and [e.task_id for e in unwritten] == ids
+        assert await queue.count() == 3
+    await unreachable.close()
+
+
+async def test_a_fused_bulk_enqueue_still_reaches_enqueue_hooks(postgres_url, schema):
+    from omniq import AsyncOmniQ, Settings, hookimpl, plugins
+    from omniq.constants import EVENT_BATCH_SIZE
+
+    class Counter:
+        seen = 0
+
+        @hookimpl
+        def omniq_task_enqueued(self, task):
+            Counter.seen += 1
+
+    plugins.register(Counter(), name="test-enqueue-counter")
+    try:
+        async with AsyncOmniQ(Settings(backend="postgres", url=postgres_url, key_prefix=schema)) as app:
+            await app.enqueue_many("app:job", [() for _ in range(EVENT_BATCH_SIZE)])
+    finally:
+        plugins.get_plugin_manager().unregister(name="test-enqueue-counter")
+    assert Counter.seen == EVENT_BATCH_SIZE

@@ -109,3 +109,65 @@ def test_long_schema_names_get_valid_channels():
     names = Names("s" * 63)
     assert len(names.tasks_channel) <= 63 and len(names.results_channel) <= 63
     assert names.tasks_channel != names.results_channel
+
+
+async def test_an_existing_database_upgrades_and_keeps_its_tasks_and_events(
+    admin, schema, make_queue, make_events, postgres_url
+):
+    from omniq.models import EventType, TaskStatus
+    from omniq.testing import make_event, make_task, now_ms
+    from omniq_postgres.schema import MIGRATIONS
+
+    names = Names(schema)
+    old = await asyncpg.connect(postgres_url)
+    try:  # a database left at version 2 by an older release
+        await old.execute(f'CREATE SCHEMA "{schema}"')
+        await old.execute(f"CREATE TABLE {names.version} (version integer PRIMARY KEY, applied_at timestamptz)")
+        for number, build in MIGRATIONS[:2]:
+            for statement in build(names):
+                await old.execute(statement)
+            await old.execute(f"INSERT INTO {names.version} VALUES ($1, now())", number)
+    finally:
+        await old.close()
+    queue = make_queue()
+    low, high, paused = make_task(priority=0), make_task(priority=5), make_task(priority=9)
+    await admin.execute(
+        f"""INSERT INTO {names.tasks} (id, func, queue, priority, status, ready_at, created_at, paused)
+            SELECT id, 'f', 'default', p, 'pending', now(), now(), z
+              FROM unnest($1::text[], $2::int[], $3::bool[]) AS u(id, p, z)""",
+        [low.id, high.id, paused.id],
+        [0, 5, 9],
+        [False, False, True],
+    )
+    await admin.execute(
+        f"INSERT INTO {names.events} (task_id, type, ts) VALUES ($1, 'enqueued', now()), ($1, 'started', now())",
+        low.id,
+    )
+    events = make_events()
+    try:
+        assert await migrate(admin, names) == LATEST_VERSION - 2
+        assert await queue.count(status=TaskStatus.PENDING) == 3
+        claimed = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
+        assert [t.id for t in claimed] == [high.id, low.id]  # the paused one stays
+        assert await queue.count(status=TaskStatus.RUNNING) == 2
+        await events.append([make_event(low.id, EventType.SUCCEEDED, timestamp=now_ms(1))])
+        history = await events.query(task_id=low.id)
+        assert [e.type for e in history] == [EventType.ENQUEUED, EventType.STARTED, EventType.SUCCEEDED]
+    finally:
+        await queue.close()
+        await events.close()
+
+
+async def test_status_filters_can_use_the_partial_indexes(make_queue, admin, schema):
+    queue = make_queue()
+    await queue.connect()
+    sql = queue._sql
+    try:
+        await admin.execute("SET enable_seqscan = off")
+        for statuses in (["pending"], ["running"], ["succeeded", "failed"], ["pending", "running", "cancelled"]):
+            text, args = sql.filtered("SELECT count(*) FROM {tasks}", statuses, "default")
+            plan = "\n".join(row[0] for row in await admin.fetch("EXPLAIN " + text, *args))
+            assert "Seq Scan" not in plan, plan
+    finally:
+        await admin.execute("RESET enable_seqscan")
+        await queue.close()

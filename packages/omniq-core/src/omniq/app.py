@@ -14,7 +14,7 @@ from omniq import plugins
 from omniq._events import EventBuffer
 from omniq._tasks import EnqueueOptions, TaskFunction, task_name
 from omniq.config import Settings
-from omniq.constants import DEFAULT_QUEUE, RESULT_WAIT_RECHECK_SECONDS
+from omniq.constants import DEFAULT_QUEUE, EVENT_BATCH_SIZE, RESULT_WAIT_RECHECK_SECONDS
 from omniq.errors import BackendUnavailableError, ConfigurationError, UnknownTaskError
 from omniq.models import (
     EventType,
@@ -25,6 +25,7 @@ from omniq.models import (
     TaskResult,
     TaskStatus,
     new_id,
+    new_ids,
     utcnow,
 )
 from omniq.scheduling import next_cron_tick, resolve_eta, to_seconds, validate_cron
@@ -86,6 +87,7 @@ class AsyncOmniQ:
         self._result_storage = result_storage
         self._event_storage = event_storage
         self._events: EventBuffer | None = None
+        self._fuse_events = False
         self._connected = False
         self._connect_lock: anyio.Lock | None = None
         self._hooks_in_use: frozenset[str] | None = None
@@ -150,6 +152,7 @@ class AsyncOmniQ:
                     await component.connect()
             if self._event_storage is not None and self.settings.events_enabled:
                 self._events = EventBuffer(self._event_storage)
+                self._fuse_events = self._task_queue.can_fuse_events(self._event_storage)
             self._hooks_in_use = plugins.lifecycle_hooks_in_use()
             self._connected = True
 
@@ -304,13 +307,29 @@ class AsyncOmniQ:
         handle = self.functions.get(name)
         build = self._task_builder(name, merged)  # options are resolved once for the whole batch
         dumps = self.serializer.dumps
-        tasks = []
+        payloads = []
         for call in calls:
-            args, kwargs = ((), dict(call)) if isinstance(call, Mapping) else (tuple(call), {})
+            if type(call) is tuple:  # the usual shape; spares the Mapping ABC check
+                args, kwargs = call, {}
+            elif isinstance(call, Mapping):
+                args, kwargs = (), dict(call)
+            else:
+                args, kwargs = tuple(call), {}
             if handle is not None:
                 handle.check_arguments(args, kwargs)
-            tasks.append(build(dumps((args, kwargs))))
+            payloads.append(dumps((args, kwargs)))
+        tasks = [build(payload, task_id) for payload, task_id in zip(payloads, new_ids(len(payloads)), strict=True)]
         await self.connect()
+        if self._fuse_events and self._events is not None and len(tasks) >= EVENT_BATCH_SIZE:
+            # A batch this large would be flushed at once anyway: the backend writes it beside
+            # the tasks (in parallel, committed after them) instead of after them.
+            ids, unwritten = await self.task_queue.enqueue_recorded(
+                tasks, self._enqueue_events(tasks), self._events.storage
+            )
+            self._events.extend(unwritten)
+            if self._hooks_in_use and "omniq_task_enqueued" in self._hooks_in_use:
+                self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i], events=False)
+            return ids
         ids = await self.task_queue.enqueue_many(tasks)
         self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i])
         return ids
@@ -342,7 +361,7 @@ class AsyncOmniQ:
     def _build_task(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], opts: EnqueueOptions) -> Task:
         return self._task_builder(name, opts)(self.serializer.dumps((args, kwargs)))
 
-    def _task_builder(self, name: str, opts: EnqueueOptions) -> Callable[[bytes], Task]:
+    def _task_builder(self, name: str, opts: EnqueueOptions) -> Callable[..., Task]:
         """Validate and resolve ``opts`` once; the returned function makes a task per payload."""
         settings = self.settings
         now = utcnow()
@@ -367,9 +386,9 @@ class AsyncOmniQ:
         expires_at = (eta or now) + timedelta(seconds=ttl) if ttl is not None else None
         depends_on = opts.depends_on or ()
 
-        def build(payload: bytes) -> Task:
+        def build(payload: bytes, task_id: str | None = None) -> Task:
             return Task(
-                id=new_id(),
+                id=task_id or new_id(),
                 func=name,
                 payload=payload,
                 queue=queue,
@@ -388,21 +407,22 @@ class AsyncOmniQ:
 
         return build
 
-    def _after_enqueue(self, tasks: Sequence[Task]) -> None:
-        if self._events is not None:
-            now = utcnow()
-            self._events.extend(
-                [
-                    TaskEvent(
-                        task_id=t.id,
-                        type=EventType.SCHEDULED if t.eta is not None and t.eta > now else EventType.ENQUEUED,
-                        timestamp=now,
-                        queue=t.queue,
-                        func=t.func,
-                    )
-                    for t in tasks
-                ]
+    def _enqueue_events(self, tasks: Sequence[Task]) -> list[TaskEvent]:
+        now = utcnow()
+        return [
+            TaskEvent(
+                task_id=t.id,
+                type=EventType.SCHEDULED if t.eta is not None and t.eta > now else EventType.ENQUEUED,
+                timestamp=now,
+                queue=t.queue,
+                func=t.func,
             )
+            for t in tasks
+        ]
+
+    def _after_enqueue(self, tasks: Sequence[Task], *, events: bool = True) -> None:
+        if events and self._events is not None:
+            self._events.extend(self._enqueue_events(tasks))
         if self._hooks_in_use and "omniq_task_enqueued" in self._hooks_in_use:
             for task in tasks:
                 plugins.call_lifecycle("omniq_task_enqueued", task=task)

@@ -72,6 +72,9 @@ class Capability:
     #: ``finish(outcomes, results=...)`` writes results in the same atomic step
     #: when the result storage lives on the same engine (see ``can_fuse_results``).
     FUSED_RESULTS = "fused_results"
+    #: ``enqueue_recorded`` writes a bulk enqueue's events alongside the tasks
+    #: (see ``can_fuse_events``), instead of after them through the event buffer.
+    FUSED_EVENTS = "fused_events"
     #: data survives a restart of the process (not ``memory``).
     DURABLE = "durable"
 
@@ -148,6 +151,28 @@ class BaseTaskQueue(Component):
         Backends should override this with a single round trip.
         """
         return [await self.enqueue(task) for task in tasks]
+
+    def can_fuse_events(self, events: BaseEventStorage) -> bool:
+        """Whether :meth:`enqueue_recorded` can write events into ``events`` alongside the tasks."""
+        return False
+
+    async def enqueue_recorded(
+        self, tasks: Sequence[Task], events: Sequence[TaskEvent], storage: BaseEventStorage
+    ) -> tuple[list[str], list[TaskEvent]]:
+        """:meth:`enqueue_many`, also appending ``events[i]`` (one per task) for each task it stores.
+
+        Called (for a bulk enqueue) only when :meth:`can_fuse_events` returned
+        True for ``storage``. An event may become visible only once its task is
+        committed, and only for a task this call stored (``ids[i] ==
+        tasks[i].id``). Events of stored tasks that the backend did not write
+        (another path, a failing event storage) are returned: the caller
+        records them as usual. A failing event write never fails the enqueue.
+
+        Returns:
+            the ids (as :meth:`enqueue_many`) and the events left to the caller.
+        """
+        ids = await self.enqueue_many(tasks)
+        return ids, [event for event, task, task_id in zip(events, tasks, ids, strict=True) if task.id == task_id]
 
     @abstractmethod
     async def claim_ready(self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str) -> list[Task]:

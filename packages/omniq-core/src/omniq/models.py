@@ -39,6 +39,7 @@ __all__ = [
     "encode_result",
     "encode_task",
     "new_id",
+    "new_ids",
     "utcnow",
 ]
 
@@ -62,6 +63,19 @@ def new_id() -> str:
     # Not from os.urandom: ids need uniqueness, not secrecy, and a syscall per id shows up
     # on the enqueue path. random's Mersenne Twister is re-seeded in forked children by CPython.
     return f"{int(time.time() * 1000):012x}{_random_bits(80):020x}"
+
+
+def new_ids(count: int) -> list[str]:
+    """Return ``count`` new ids (shaped as :func:`new_id`), ascending, with one clock read and one random draw.
+
+    A bulk enqueue makes thousands of ids; one at a time they cost more than building the tasks.
+    The random part runs up from a random 79-bit start, so the batch's ids sort in creation
+    order too: an engine's index appends them instead of splitting pages all over the batch's
+    range. Another batch collides only if its range overlaps this one in the same millisecond.
+    """
+    prefix = f"{int(time.time() * 1000):012x}"
+    start = _random_bits(79)
+    return [f"{prefix}{start + i:020x}" for i in range(count)]
 
 
 class TaskStatus(str, enum.Enum):
@@ -107,12 +121,17 @@ class TaskError(msgspec.Struct, kw_only=True):
     retryable: bool = True
 
 
-class Task(msgspec.Struct, kw_only=True):
+class Task(msgspec.Struct, kw_only=True, gc=False):
     """One unit of work, as stored by a task queue.
 
     A recurring task (``interval`` or ``cron`` set) keeps its id across runs:
     the id is its schedule id, and each run's result replaces the previous one.
     """
+
+    # gc=False: a task holds only plain values (strings, bytes, numbers, datetimes, a tuple of ids,
+    # a TaskError), so it can never be part of a reference cycle; untracked, the thousands a bulk
+    # enqueue or a claim creates trigger no garbage collections (a full one costs a bulk enqueue
+    # of 10k tasks ~15 ms).
 
     id: str
     func: str
@@ -219,8 +238,10 @@ class EventType(str, enum.Enum):
     RESUMED = "resumed"
 
 
-class TaskEvent(msgspec.Struct, kw_only=True):
+class TaskEvent(msgspec.Struct, kw_only=True, gc=False):
     """One entry of a task's history."""
+
+    # gc=False: plain values only, never in a reference cycle (see Task).
 
     task_id: str
     type: EventType

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from omniq.models import TaskStatus
 from omniq_postgres._batch import BatchColumns
+from omniq_postgres.schema import SEQ_BLOCK
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from omniq_postgres.schema import Names
 
-__all__ = ["INSERT_COLUMNS", "TASK_COLUMNS", "TaskSQL"]
+__all__ = ["INSERT_COLUMNS", "SEQ_BLOCK", "TASK_COLUMNS", "TaskSQL"]
 
 #: columns read back into a :class:`omniq.models.Task`, in this order.
 TASK_COLUMNS = (
@@ -53,28 +55,79 @@ INSERT_COLUMNS = (
 )
 
 
-def _render_insert(tasks: str, v: dict[str, str], unnest: str | None) -> str:
-    """The enqueue INSERT for one scalar/array combination (see :mod:`omniq_postgres._batch`).
+_QUEUE_PARAM = f"${[name for name, _ in INSERT_COLUMNS].index('queue') + 1}::text[]"
+
+
+def _render_insert(
+    names: Names, v: dict[str, str], unnest: str | None, *, skipping: bool = False, seq_block: bool = True
+) -> str:
+    """The enqueue statement for one scalar/array combination (see :mod:`omniq_postgres._batch`).
 
     A task without eta is ready at once and sorts by its creation time;
     ``least(..., now())`` keeps a client clock that runs ahead from delaying it.
+
+    Enqueue order (``seq``) costs one nextval per statement, not per row: the statement takes
+    one value and numbers its rows from it, inside the block of ``SEQ_BLOCK`` values that the
+    identity's increment leaves free after each value, so rows given a default (a per-row nextval)
+    still sort after them.
+
+    The statement also NOTIFYs each queue it wrote to, delivered on commit (of the caller's
+    transaction too), instead of an insert trigger collecting every new row to find them.
+    ``skipping`` leaves out rows whose id or unique key is taken and returns the ids it inserted.
     """
-    source = f" FROM {unnest} ORDER BY i.ord" if unnest else ""
-    return f"""
-            INSERT INTO {tasks} (id, func, payload, queue, priority, unique_key, status, paused, eta, ready_at,
-                                 interval_seconds, cron, attempts, max_retries, timeout, expires_at, result_ttl,
-                                 depends_on, created_at, updated_at, error)
-            SELECT {v["id"]}, {v["func"]}, {v["payload"]}, {v["queue"]}, {v["priority"]}, {v["unique_key"]},
-                   'pending', {v["paused"]}, {v["eta"]}, coalesce({v["eta"]}, least({v["created_at"]}, now())),
+    tasks = names.tasks
+    seq_column, overriding, seq_value, sources = "", "", "", []
+    if seq_block:
+        sequence = f"pg_get_serial_sequence('{tasks}', 'seq')"
+        sources.append(f"(SELECT nextval({sequence}) AS base) AS s")
+        seq_column, overriding = "seq, ", " OVERRIDING SYSTEM VALUE"
+        seq_value = "s.base + i.ord - 1, " if unnest else "s.base, "
+    if unnest:
+        sources.append(unnest)
+    source = f" FROM {', '.join(sources)}" if sources else ""
+    insert = f"""
+            INSERT INTO {tasks} ({seq_column}id, func, payload, queue, priority, unique_key, status, paused, eta,
+                                 ready_at, interval_seconds, cron, attempts, max_retries, timeout, expires_at,
+                                 result_ttl, depends_on, created_at, updated_at, error){overriding}
+            SELECT {seq_value}{v["id"]}, {v["func"]}, {v["payload"]}, {v["queue"]}, {v["priority"]},
+                   {v["unique_key"]}, 'pending', {v["paused"]}, {v["eta"]},
+                   coalesce({v["eta"]}, least({v["created_at"]}, now())),
                    {v["interval_seconds"]}, {v["cron"]}, {v["attempts"]}, {v["max_retries"]}, {v["timeout"]},
                    {v["expires_at"]}, {v["result_ttl"]}, {v["depends_on"]}::jsonb, {v["created_at"]}, now(),
-                   {v["error"]}::jsonb{source}"""
-
-
-#: turns an enqueue INSERT into one that skips rows whose id or unique key is taken.
-_SKIP_TAKEN = """
+                   {v["error"]}::jsonb{source}{" ORDER BY i.ord" if unnest and not seq_block else ""}"""
+    channel = "'" + names.tasks_channel.replace("'", "''") + "'"
+    if v["queue"].startswith("i."):  # one queue per row: notify each distinct one
+        notify = f"SELECT count(pg_notify({channel}, q)) FROM (SELECT DISTINCT unnest({_QUEUE_PARAM})) AS d(q)"
+    else:
+        notify = f"SELECT pg_notify({channel}, {v['queue']})"
+    if not skipping:
+        return f"WITH ins AS ({insert}) {notify}"
+    return f"""WITH ins AS ({insert}
             ON CONFLICT DO NOTHING
-            RETURNING id"""
+            RETURNING id)
+            SELECT (SELECT array_agg(id) FROM ins), ({notify})"""
+
+
+def _status_filter(statuses: Sequence[str]) -> str:
+    """A status condition the planner can match to the partial indexes.
+
+    Pending tasks are in the claim index only, the others in the status index; an index
+    predicate is matched only against constants, so the statuses (enum values, never user
+    text) are written into the statement, pending as its own arm of an OR.
+    """
+    known = {status.value for status in TaskStatus}
+    wanted = sorted(set(statuses))
+    if not set(wanted) <= known:
+        raise ValueError(f"unknown task status in {wanted!r}")
+    arms = []
+    if "pending" in wanted:
+        arms.append("status = 'pending'")
+    others = [status for status in wanted if status != "pending"]
+    if others:
+        arms.append("status IN (" + ", ".join(f"'{status}'" for status in others) + ")")
+    if not arms:
+        return "false"
+    return arms[0] if len(arms) == 1 else f"({' OR '.join(arms)})"
 
 
 class TaskSQL:
@@ -84,9 +137,17 @@ class TaskSQL:
         tasks = names.tasks
         # Plain: every row must be new (a collision fails the whole statement). Skipping: rows whose
         # id or unique key is taken are left out, and RETURNING tells which went in.
-        self.insert = BatchColumns(INSERT_COLUMNS, lambda values, unnest: _render_insert(tasks, values, unnest))
+        self.insert = BatchColumns(INSERT_COLUMNS, lambda values, unnest: _render_insert(names, values, unnest))
         self.insert_skipping = BatchColumns(
-            INSERT_COLUMNS, lambda values, unnest: _render_insert(tasks, values, unnest) + _SKIP_TAKEN
+            INSERT_COLUMNS, lambda values, unnest: _render_insert(names, values, unnest, skipping=True)
+        )
+        # Batches past one seq block: one nextval per row (the column's default).
+        self.insert_large = BatchColumns(
+            INSERT_COLUMNS, lambda values, unnest: _render_insert(names, values, unnest, seq_block=False)
+        )
+        self.insert_skipping_large = BatchColumns(
+            INSERT_COLUMNS,
+            lambda values, unnest: _render_insert(names, values, unnest, skipping=True, seq_block=False),
         )
         # Who already holds a unique key, or an id, that an INSERT above skipped.
         self.delete_finished = f"DELETE FROM {tasks} WHERE id = ANY($1::text[]) AND status NOT IN {_ACTIVE}"
@@ -104,7 +165,8 @@ class TaskSQL:
               FROM (SELECT c.id
                       FROM unnest($1::text[]) AS q(queue),
                            LATERAL (SELECT id, priority, ready_at, seq FROM {tasks}
-                                     WHERE queue = q.queue AND status = 'pending' AND NOT paused AND ready_at <= now()
+                                     WHERE hashtext(queue) = hashtext(q.queue) AND queue = q.queue
+                                       AND status = 'pending' AND NOT paused AND ready_at <= now()
                                      ORDER BY priority DESC, ready_at, seq
                                      LIMIT $2
                                        FOR UPDATE SKIP LOCKED) AS c
@@ -121,12 +183,13 @@ class TaskSQL:
                 SELECT q.queue, f.priority, f.ready_at
                   FROM unnest($1::text[]) AS q(queue),
                        LATERAL (SELECT priority, ready_at FROM {tasks}
-                                 WHERE queue = q.queue AND {claimable}
+                                 WHERE hashtext(queue) = hashtext(q.queue) AND queue = q.queue AND {claimable}
                                  ORDER BY priority DESC, ready_at, seq LIMIT 1) AS f
                 UNION ALL
                 SELECT p.queue, n.priority, n.ready_at
                   FROM p, LATERAL (SELECT priority, ready_at FROM {tasks}
-                                    WHERE queue = p.queue AND {claimable} AND priority < p.priority
+                                    WHERE hashtext(queue) = hashtext(p.queue) AND queue = p.queue AND {claimable}
+                                          AND priority < p.priority
                                     ORDER BY priority DESC, ready_at, seq LIMIT 1) AS n)
             SELECT extract(epoch FROM min(ready_at) - now())::float8 FROM p"""
         self.extend = f"""
@@ -209,10 +272,11 @@ class TaskSQL:
         clauses: list[str] = []
         args: list[object] = []
         if statuses is not None:
-            args.append(list(statuses))
-            clauses.append(f"status = ANY(${len(args)}::text[])")
+            clauses.append(_status_filter(statuses))
         if queue is not None:
             args.append(queue)
-            clauses.append(f"queue = ${len(args)}")
+            clauses.append(
+                f"hashtext(queue) = hashtext(${len(args)}) AND queue = ${len(args)}"
+            )  # the claim index's key
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return f"{head.format(tasks=self._tasks)}{where}", args

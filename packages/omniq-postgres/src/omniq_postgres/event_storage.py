@@ -12,7 +12,7 @@ from omniq.base import BaseEventStorage, Capability, map_exceptions
 from omniq.models import EventType, TaskEvent
 from omniq_postgres._batch import BatchColumns, uniform_mask
 from omniq_postgres._connection import ERRORS, PoolOwner
-from omniq_postgres.schema import DEFAULT_SCHEMA
+from omniq_postgres.schema import DEFAULT_SCHEMA, SEQ_BLOCK
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,6 +38,16 @@ _APPEND_COLUMNS = (
 )
 #: seconds between opportunistic deletions of events older than ``ttl``.
 _EXPIRE_EVERY = 60.0
+
+
+def _render_append(events: str, v: dict[str, str], unnest: str | None, *, id_block: bool = True) -> str:
+    values = ", ".join(v[name] for name, _ in _APPEND_COLUMNS)
+    if not id_block:
+        return f"INSERT INTO {events} ({_COLUMNS}) SELECT {values}{f' FROM {unnest} ORDER BY i.ord' if unnest else ''}"
+    base = f"(SELECT nextval(pg_get_serial_sequence('{events}', 'id')) AS base) AS s"
+    source = f"{base}, {unnest}" if unnest else base
+    first = "s.base + i.ord - 1" if unnest else "s.base"
+    return f"INSERT INTO {events} (id, {_COLUMNS}) OVERRIDING SYSTEM VALUE SELECT {first}, {values} FROM {source}"
 
 
 def _from_row(row: asyncpg.Record) -> TaskEvent:
@@ -75,14 +85,12 @@ class PostgresEventStorage(PoolOwner, BaseEventStorage):
         self._next_expiry = 0.0
         events = self.names.events
         # Columns that are the same on every event of a batch (type, time, queue, worker...) go in as
-        # scalars. Rows are inserted in batch order, so the identity (the tie-breaker) follows it.
-        self._append = BatchColumns(
-            _APPEND_COLUMNS,
-            lambda v, unnest: (
-                f"""
-            INSERT INTO {events} ({_COLUMNS})
-            SELECT {", ".join(v[name] for name, _ in _APPEND_COLUMNS)}{f" FROM {unnest}" if unnest else ""}"""
-            ),
+        # scalars. The id (the tie-breaker) follows batch order: one nextval per statement, rows
+        # numbered inside the block the identity's increment leaves (as tasks.seq); past a block,
+        # one nextval per row.
+        self._append = BatchColumns(_APPEND_COLUMNS, lambda v, unnest: _render_append(events, v, unnest))
+        self._append_large = BatchColumns(
+            _APPEND_COLUMNS, lambda v, unnest: _render_append(events, v, unnest, id_block=False)
         )
         self._sql_expire = f"DELETE FROM {events} WHERE ts < now() - $1::float8 * interval '1 second'"
         self._events = events
@@ -100,6 +108,13 @@ class PostgresEventStorage(PoolOwner, BaseEventStorage):
         """Insert a batch of events with one ``INSERT ... SELECT FROM unnest``."""
         if not events:
             return
+        pool = await self._get_pool()
+        with map_exceptions(ERRORS, url=self.url):
+            await pool.execute(*self.insert_statement(events))
+            await self.expire_now_and_then(pool)
+
+    def insert_statement(self, events: Sequence[TaskEvent]) -> list[Any]:
+        """The INSERT of ``events`` and its parameters, for ``execute(*statement)``."""
         types = [e.type for e in events]
         columns = [
             [e.task_id for e in events],
@@ -113,13 +128,15 @@ class PostgresEventStorage(PoolOwner, BaseEventStorage):
         ]
         mask = uniform_mask(columns, vary_first=True)
         columns[1] = [EventType(t).value for t in (types if mask[1] else types[:1])]  # once when shared
-        pool = await self._get_pool()
-        with map_exceptions(ERRORS, url=self.url):
-            await pool.execute(self._append.sql(mask), *BatchColumns.args(columns, mask))
-            if self._ttl is not None and anyio.current_time() >= self._next_expiry:
-                self._next_expiry = anyio.current_time() + _EXPIRE_EVERY
-                deleted = await pool.execute(self._sql_expire, float(self._ttl))
-                logger.debug("expired old events: %s", deleted)
+        append = self._append_large if len(events) > SEQ_BLOCK else self._append
+        return [append.sql(mask), *BatchColumns.args(columns, mask)]
+
+    async def expire_now_and_then(self, executor: asyncpg.Pool | asyncpg.Connection) -> None:
+        """Delete events older than ``ttl``, at most once per ``_EXPIRE_EVERY`` seconds."""
+        if self._ttl is not None and anyio.current_time() >= self._next_expiry:
+            self._next_expiry = anyio.current_time() + _EXPIRE_EVERY
+            deleted = await executor.execute(self._sql_expire, float(self._ttl))
+            logger.debug("expired old events: %s", deleted)
 
     async def query(
         self,

@@ -3,14 +3,19 @@
 Round trips: ``enqueue_many`` is one ``INSERT ... SELECT FROM unnest``: a
 plain one for a batch without unique keys outside a caller's transaction,
 else (or when an id turns out to be taken) ``ON CONFLICT DO NOTHING``, plus
-one lookup only when unique keys or ids collide; ``claim_ready`` is
+one lookup only when unique keys or ids collide (``enqueue_recorded`` runs
+the events' INSERT of a bulk enqueue at the same time, on a second connection,
+and commits it after the tasks'); ``claim_ready`` is
 one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``;
 ``extend`` and ``finish`` are one ``UPDATE ... FROM unnest`` each, and a
 fused ``finish`` upserts the results in the same statement. All times come
 from the database clock (``now()``).
 
-Wake-ups: triggers NOTIFY ``<schema>.tasks`` with the queue name when a task
-becomes claimable (insert, retry, release, recover, resume); a dedicated
+Wake-ups: ``<schema>.tasks`` gets a NOTIFY with the queue name when a task
+becomes claimable: from the enqueue statement itself (delivered on commit,
+also of a caller's transaction), and from a row trigger for retry, release,
+recover and resume. Rows inserted by other SQL wake no one; workers find them
+at their next poll. A dedicated
 listener connection turns that into in-process events. NOTIFY is a hint:
 ``wait_for_work`` still returns after its timeout, and every reconnect of the
 listener wakes all waiters once.
@@ -18,6 +23,7 @@ listener wakes all waiters once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,11 +31,19 @@ import anyio
 import asyncpg
 import msgspec
 
-from omniq.base import BaseResultStorage, BaseTaskQueue, Capability, lease_expired_error, map_exceptions
-from omniq.models import Outcome, Task, TaskStatus
+from omniq.base import (
+    BaseEventStorage,
+    BaseResultStorage,
+    BaseTaskQueue,
+    Capability,
+    lease_expired_error,
+    map_exceptions,
+)
+from omniq.models import Outcome, Task, TaskEvent, TaskStatus
 from omniq_postgres._batch import BatchColumns, uniform_mask
 from omniq_postgres._connection import ERRORS, Listener, PoolOwner, dsn_identity
-from omniq_postgres._sql import TASK_COLUMNS, TaskSQL
+from omniq_postgres._sql import SEQ_BLOCK, TASK_COLUMNS, TaskSQL
+from omniq_postgres.event_storage import PostgresEventStorage
 from omniq_postgres.result_storage import PostgresResultStorage, decode_error, encode_error, result_arrays
 from omniq_postgres.schema import DEFAULT_SCHEMA
 
@@ -115,6 +129,39 @@ def _encoded(values: list[Any], encode: Any) -> list[Any]:
     return [encode(value) for value in values]
 
 
+async def _insert_events_once_decided(
+    storage: PostgresEventStorage, events: Sequence[TaskEvent], decision: asyncio.Future[bool], acquired: asyncio.Event
+) -> bool:
+    """Insert ``events`` in a transaction, commit it if ``decision`` comes out True; return whether it did.
+
+    ``acquired`` is set once a connection is in hand (at once when the pool has an idle one).
+    """
+    pool = await storage._get_pool()
+    with map_exceptions(ERRORS, url=storage.url):
+        async with pool.acquire() as conn:
+            acquired.set()
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                await conn.execute(*storage.insert_statement(events))
+                commit = await decision
+            except BaseException:
+                await transaction.rollback()
+                raise
+            if not commit:
+                await transaction.rollback()
+                return False
+            await transaction.commit()
+            await storage.expire_now_and_then(conn)
+    return True
+
+
+def _consume_outcome(future: asyncio.Future[bool]) -> None:
+    """Retrieve a background write's exception so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _claim_order(task: Task, row: asyncpg.Record) -> tuple[int, Any, int]:
     return (-task.priority, row["ready_at"], row["seq"])
 
@@ -138,6 +185,7 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
             Capability.MULTI_HOST,
             Capability.BLOCKING_WAIT,
             Capability.FUSED_RESULTS,
+            Capability.FUSED_EVENTS,
             Capability.DURABLE,
         }
     )
@@ -206,11 +254,13 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
         # INSERT skips the speculative insertion and RETURNING of ON CONFLICT; if an id is taken
         # it fails as a whole and the careful path below runs. Not inside a caller's transaction,
         # where the failure would abort the transaction.
+        large = len(tasks) > SEQ_BLOCK
         unique_keys = columns[5]
         if unique_keys.count(None) == len(unique_keys) and not conn.is_in_transaction():
             mask = uniform_mask(columns, vary_first=True)
+            insert = self._sql.insert_large if large else self._sql.insert
             try:
-                await conn.execute(self._sql.insert.sql(mask), *BatchColumns.args(columns, mask))
+                await conn.execute(insert.sql(mask), *BatchColumns.args(columns, mask))
             except asyncpg.UniqueViolationError:
                 pass
             else:
@@ -220,8 +270,8 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
         for _ in range(_UNIQUE_RETRIES):
             batch = columns if len(pending) == len(tasks) else [[column[i] for i in pending] for column in columns]
             mask = uniform_mask(batch, vary_first=True)
-            rows = await conn.fetch(self._sql.insert_skipping.sql(mask), *BatchColumns.args(batch, mask))
-            inserted = {row[0] for row in rows}
+            insert = self._sql.insert_skipping_large if large else self._sql.insert_skipping
+            inserted = set(await conn.fetchval(insert.sql(mask), *BatchColumns.args(batch, mask)) or ())
             skipped: list[int] = []
             owner_of_key: dict[str, str] = {}
             for i in pending:
@@ -242,6 +292,52 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
         else:
             raise RuntimeError("unique key kept changing hands during enqueue")  # pragma: no cover
         return [task_id if task_id is not None else tasks[i].id for i, task_id in enumerate(ids)]
+
+    def can_fuse_events(self, events: BaseEventStorage) -> bool:
+        """True for a :class:`PostgresEventStorage` (any database: its write is a transaction of its own)."""
+        return isinstance(events, PostgresEventStorage)
+
+    async def enqueue_recorded(
+        self, tasks: Sequence[Task], events: Sequence[TaskEvent], storage: BaseEventStorage
+    ) -> tuple[list[str], list[TaskEvent]]:
+        """:meth:`enqueue_many` with the events inserted at the same time, on a connection of ``storage``.
+
+        The two INSERTs run in parallel (PostgreSQL puts them on two cores); the events' transaction
+        commits only after the tasks' INSERT has, so no event shows for a task that was not stored.
+        Only a batch without unique keys overlaps the two: otherwise, when an id turns out to be
+        taken, when the events' write fails, or when the event storage has no connection to give
+        before the tasks are in (the enqueue never waits for one), the stored tasks' events are
+        handed back.
+        """
+        if not tasks:
+            return [], []
+        if not isinstance(storage, PostgresEventStorage) or any(t.unique_key is not None for t in tasks):
+            return await super().enqueue_recorded(tasks, events, storage)
+        decision: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        acquired = asyncio.Event()
+        writing = asyncio.ensure_future(_insert_events_once_decided(storage, events, decision, acquired))
+        writing.add_done_callback(_consume_outcome)  # also when nobody awaits it (below)
+        ids: list[str] | None = None
+        try:
+            ids = await self.enqueue_many(tasks)
+        finally:
+            all_stored = ids is not None and ids == [task.id for task in tasks]  # a C loop, mostly identity checks
+            decision.set_result(all_stored)
+            committed = False
+            if not acquired.is_set():
+                # The event storage had no connection to give by the time the tasks were in (it is
+                # connecting to an unreachable server, or its pool is exhausted): no waiting for it.
+                writing.cancel()
+            else:
+                try:
+                    # Shielded: a cancelled enqueue still lets the events' transaction settle.
+                    committed = await asyncio.shield(writing)
+                except Exception as exc:  # the event storage failed; the tasks are stored all the same
+                    logger.warning("writing %d enqueue events failed (%s); handed back to the buffer", len(events), exc)
+        assert ids is not None  # an exception from enqueue_many left through the finally
+        if committed:
+            return ids, []
+        return ids, [event for event, task, task_id in zip(events, tasks, ids, strict=True) if task.id == task_id]
 
     async def _resolve_skipped(
         self, conn: asyncpg.Connection, tasks: Sequence[Task], skipped: list[int], ids: list[str | None]

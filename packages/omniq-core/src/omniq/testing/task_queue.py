@@ -4,7 +4,8 @@ Subclass :class:`TaskQueueSuite` in a class named ``Test...`` and provide a
 ``task_queue_factory`` fixture: a zero-argument callable returning a new,
 unconnected queue bound to one store that is private to the test. Optionally
 provide ``fused_result_storage_factory`` (result storages the queue can fuse
-with) to run the fused-results tests.
+with) to run the fused-results tests, and ``fused_event_storage_factory``
+(event storages it can fuse with) to run the fused-events tests.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ from typing import Any, cast
 import anyio
 import pytest
 
-from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
-from omniq.models import Outcome, OutcomeKind, Task, TaskError, TaskStatus, utcnow
-from omniq.testing.fixtures import GARBAGE_PAYLOAD, connected, make_result, make_task, now_ms, wait_until
+from omniq.base import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability
+from omniq.models import EventType, Outcome, OutcomeKind, Task, TaskError, TaskEvent, TaskStatus, utcnow
+from omniq.testing.fixtures import (
+    GARBAGE_PAYLOAD,
+    connected,
+    make_event,
+    make_result,
+    make_task,
+    now_ms,
+    wait_until,
+)
 
 __all__ = ["TaskQueueSuite"]
 
@@ -681,3 +690,49 @@ class TaskQueueSuite:
                 await anyio.sleep(0.3)
                 assert await task_queue.finish([outcome], results=fused_result_storage) == [True]
         assert got[0] is not None and got[0].status is TaskStatus.FAILED and got[0].error == error
+
+    # -- fused events ---------------------------------------------------------------------------------
+
+    @pytest.fixture
+    async def fused_event_storage(
+        self, task_queue: BaseTaskQueue, request: pytest.FixtureRequest
+    ) -> AsyncIterator[BaseEventStorage]:
+        """A connected event storage the queue fuses with; skips when the backend has none."""
+        if Capability.FUSED_EVENTS not in type(task_queue).capabilities:
+            pytest.skip(f"{type(task_queue).__name__} lacks the {Capability.FUSED_EVENTS} capability")
+        try:
+            factory = request.getfixturevalue("fused_event_storage_factory")
+        except pytest.FixtureLookupError:
+            pytest.skip("the test class provides no fused_event_storage_factory fixture")
+        async with connected(factory) as (storage,):
+            assert task_queue.can_fuse_events(storage)
+            yield storage
+
+    async def test_enqueue_recorded_stores_the_tasks_and_each_event_once(
+        self, task_queue: BaseTaskQueue, fused_event_storage: BaseEventStorage
+    ) -> None:
+        tasks = [make_task() for _ in range(5)]
+        events = [_enqueued(task) for task in tasks]
+        ids, unwritten = await task_queue.enqueue_recorded(tasks, events, fused_event_storage)
+        assert ids == [t.id for t in tasks]
+        assert await task_queue.count(status=TaskStatus.PENDING) == 5
+        written = await fused_event_storage.query()
+        # Each event is either written or handed back to the caller, never both, never lost.
+        assert sorted(e.task_id for e in [*written, *unwritten]) == sorted(t.id for t in tasks)
+        assert all(e.type is EventType.ENQUEUED for e in [*written, *unwritten])
+
+    async def test_enqueue_recorded_records_nothing_for_a_task_it_did_not_store(
+        self, task_queue: BaseTaskQueue, fused_event_storage: BaseEventStorage
+    ) -> None:
+        held = make_task(unique_key="report")
+        await task_queue.enqueue(held)
+        fresh, duplicate = make_task(), make_task(unique_key="report")
+        events = [_enqueued(fresh), _enqueued(duplicate)]
+        ids, unwritten = await task_queue.enqueue_recorded([fresh, duplicate], events, fused_event_storage)
+        assert ids == [fresh.id, held.id]
+        written = await fused_event_storage.query()
+        assert [e.task_id for e in [*written, *unwritten]] == [fresh.id]
+
+
+def _enqueued(task: Task) -> TaskEvent:
+    return make_event(task.id, EventType.ENQUEUED, queue=task.queue, func=task.func)
