@@ -247,3 +247,19 @@ async def test_a_fused_bulk_enqueue_still_reaches_enqueue_hooks(postgres_url, sc
     finally:
         plugins.get_plugin_manager().unregister(name="test-enqueue-counter")
     assert Counter.seen == EVENT_BATCH_SIZE
+
+
+async def test_text_columns_packed_into_one_string_round_trip_and_values_that_cannot_be_packed_still_do(make_queue):
+    """Per-row text values travel joined by a separator (split by the server) when they split back
+    exactly; a value holding the separator, or a NULL among them, sends that column as an array."""
+    async with connected(make_queue) as (queue,):
+        batches = [
+            [make_task(f"app:f{i}", queue=f"q{i % 3}") for i in range(20)],  # func and queue packed
+            [make_task(f"app:f{i}", unique_key=f"k{i}") for i in range(5)],  # unique keys packed too
+            [make_task("app:\x1fsplit"), make_task("app:plain"), make_task("")],  # the separator inside
+            [make_task("app:f", unique_key=None), make_task("app:f", unique_key="only-one")],  # a NULL
+        ]
+        for tasks in batches:
+            assert await queue.enqueue_many(tasks) == [t.id for t in tasks]
+            for stored, task in zip(await queue.get_many([t.id for t in tasks]), tasks, strict=True):
+                _same(stored, task)

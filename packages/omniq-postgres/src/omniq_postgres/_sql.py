@@ -55,9 +55,6 @@ INSERT_COLUMNS = (
 )
 
 
-_QUEUE_PARAM = f"${[name for name, _ in INSERT_COLUMNS].index('queue') + 1}::text[]"
-
-
 def _render_insert(
     names: Names, v: dict[str, str], unnest: str | None, *, skipping: bool = False, seq_block: bool = True
 ) -> str:
@@ -97,7 +94,7 @@ def _render_insert(
                    {v["error"]}::jsonb{source}{" ORDER BY i.ord" if unnest and not seq_block else ""}"""
     channel = "'" + names.tasks_channel.replace("'", "''") + "'"
     if v["queue"].startswith("i."):  # one queue per row: notify each distinct one
-        notify = f"SELECT count(pg_notify({channel}, q)) FROM (SELECT DISTINCT unnest({_QUEUE_PARAM})) AS d(q)"
+        notify = f"SELECT count(pg_notify({channel}, q)) FROM (SELECT DISTINCT unnest({v['queue[]']})) AS d(q)"
     else:
         notify = f"SELECT pg_notify({channel}, {v['queue']})"
     if not skipping:

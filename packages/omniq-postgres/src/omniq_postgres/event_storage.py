@@ -129,7 +129,8 @@ class PostgresEventStorage(PoolOwner, BaseEventStorage):
         mask = uniform_mask(columns, vary_first=True)
         columns[1] = [EventType(t).value for t in (types if mask[1] else types[:1])]  # once when shared
         append = self._append_large if len(events) > SEQ_BLOCK else self._append
-        return [append.sql(mask), *BatchColumns.args(columns, mask)]
+        sql, args = append.bind(columns, mask)
+        return [sql, *args]
 
     async def expire_now_and_then(self, executor: asyncpg.Pool | asyncpg.Connection) -> None:
         """Delete events older than ``ttl``, at most once per ``_EXPIRE_EVERY`` seconds."""

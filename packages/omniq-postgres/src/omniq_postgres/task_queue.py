@@ -40,7 +40,7 @@ from omniq.base import (
     map_exceptions,
 )
 from omniq.models import Outcome, Task, TaskEvent, TaskStatus
-from omniq_postgres._batch import BatchColumns, uniform_mask
+from omniq_postgres._batch import uniform_mask
 from omniq_postgres._connection import ERRORS, Listener, PoolOwner, dsn_identity
 from omniq_postgres._sql import SEQ_BLOCK, TASK_COLUMNS, TaskSQL
 from omniq_postgres.event_storage import PostgresEventStorage
@@ -260,7 +260,8 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
             mask = uniform_mask(columns, vary_first=True)
             insert = self._sql.insert_large if large else self._sql.insert
             try:
-                await conn.execute(insert.sql(mask), *BatchColumns.args(columns, mask))
+                sql, args = insert.bind(columns, mask)
+                await conn.execute(sql, *args)
             except asyncpg.UniqueViolationError:
                 pass
             else:
@@ -271,7 +272,8 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
             batch = columns if len(pending) == len(tasks) else [[column[i] for i in pending] for column in columns]
             mask = uniform_mask(batch, vary_first=True)
             insert = self._sql.insert_skipping_large if large else self._sql.insert_skipping
-            inserted = set(await conn.fetchval(insert.sql(mask), *BatchColumns.args(batch, mask)) or ())
+            sql, args = insert.bind(batch, mask)
+            inserted = set(await conn.fetchval(sql, *args) or ())
             skipped: list[int] = []
             owner_of_key: dict[str, str] = {}
             for i in pending:
