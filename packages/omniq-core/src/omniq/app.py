@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
 import anyio
 import msgspec
@@ -42,6 +42,25 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 __all__ = ["AsyncOmniQ"]
+
+#: option sets whose time-independent part an app keeps resolved.
+_RESOLVED_CACHE = 256
+
+
+class _Resolved(NamedTuple):
+    """The part of a task's options that does not depend on when it is enqueued, resolved."""
+
+    interval: float | None
+    cron: str | None
+    ttl: float | None
+    max_retries: int
+    timeout: float | None
+    result_ttl: float | None
+    queue: str
+    priority: int
+    unique_key: str | None
+    depends_on: tuple[str, ...]
+
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +107,8 @@ class AsyncOmniQ:
         self._event_storage = event_storage
         self._events: EventBuffer | None = None
         self._fuse_events = False
+        # options -> their time-independent part, resolved (see _task_builder)
+        self._resolved: dict[EnqueueOptions, _Resolved] = {}
         self._connected = False
         self._connect_lock: anyio.Lock | None = None
         self._hooks_in_use: frozenset[str] | None = None
@@ -363,49 +384,68 @@ class AsyncOmniQ:
 
     def _task_builder(self, name: str, opts: EnqueueOptions) -> Callable[..., Task]:
         """Validate and resolve ``opts`` once; the returned function makes a task per payload."""
-        settings = self.settings
         now = utcnow()
-        interval = to_seconds(opts.interval, "interval")
-        if interval is not None and interval <= 0:
-            raise ConfigurationError(f"interval={opts.interval!r} is not valid: it must be positive")
-        cron = validate_cron(opts.cron) if opts.cron is not None else None
-        if interval is not None and cron is not None:
-            raise ConfigurationError("give either interval or cron, not both")
+        try:
+            fixed = self._resolved.get(opts)
+        except TypeError:  # an option value that cannot be hashed: resolve it every time
+            fixed = self._resolve(opts)
+        else:
+            if fixed is None:
+                fixed = self._resolve(opts)
+                if len(self._resolved) < _RESOLVED_CACHE:  # a bound: apps use a handful of option sets
+                    self._resolved[opts] = fixed
         eta = resolve_eta(opts.eta, opts.delay, now)
-        if cron is not None and eta is None:
-            eta = next_cron_tick(cron, now)
-        ttl = to_seconds(opts.ttl, "ttl") if opts.ttl is not None else settings.task_ttl
-        max_retries = opts.max_retries if opts.max_retries is not None else settings.default_max_retries
-        if max_retries < 0:
-            raise ConfigurationError(f"max_retries={max_retries} is not valid: expected an integer >= 0")
-        timeout = to_seconds(opts.timeout, "timeout") if opts.timeout is not None else settings.default_timeout
-        result_ttl = to_seconds(opts.result_ttl, "result_ttl") if opts.result_ttl is not None else settings.result_ttl
-        queue = opts.queue or DEFAULT_QUEUE
-        priority = opts.priority or 0
-        unique_key = opts.unique_key
-        expires_at = (eta or now) + timedelta(seconds=ttl) if ttl is not None else None
-        depends_on = opts.depends_on or ()
+        if fixed.cron is not None and eta is None:
+            eta = next_cron_tick(fixed.cron, now)
+        expires_at = (eta or now) + timedelta(seconds=fixed.ttl) if fixed.ttl is not None else None
 
         def build(payload: bytes, task_id: str | None = None) -> Task:
             return Task(
                 id=task_id or new_id(),
                 func=name,
                 payload=payload,
-                queue=queue,
-                priority=priority,
-                unique_key=unique_key,
+                queue=fixed.queue,
+                priority=fixed.priority,
+                unique_key=fixed.unique_key,
                 eta=eta,
-                interval=interval,
-                cron=cron,
-                max_retries=max_retries,
-                timeout=timeout,
+                interval=fixed.interval,
+                cron=fixed.cron,
+                max_retries=fixed.max_retries,
+                timeout=fixed.timeout,
                 expires_at=expires_at,
-                result_ttl=result_ttl,
-                depends_on=depends_on,
+                result_ttl=fixed.result_ttl,
+                depends_on=fixed.depends_on,
                 created_at=now,
             )
 
         return build
+
+    def _resolve(self, opts: EnqueueOptions) -> _Resolved:
+        """The options' part that does not depend on the time, validated and with defaults filled in."""
+        settings = self.settings
+        interval = to_seconds(opts.interval, "interval")
+        if interval is not None and interval <= 0:
+            raise ConfigurationError(f"interval={opts.interval!r} is not valid: it must be positive")
+        cron = validate_cron(opts.cron) if opts.cron is not None else None
+        if interval is not None and cron is not None:
+            raise ConfigurationError("give either interval or cron, not both")
+        max_retries = opts.max_retries if opts.max_retries is not None else settings.default_max_retries
+        if max_retries < 0:
+            raise ConfigurationError(f"max_retries={max_retries} is not valid: expected an integer >= 0")
+        return _Resolved(
+            interval=interval,
+            cron=cron,
+            ttl=to_seconds(opts.ttl, "ttl") if opts.ttl is not None else settings.task_ttl,
+            max_retries=max_retries,
+            timeout=to_seconds(opts.timeout, "timeout") if opts.timeout is not None else settings.default_timeout,
+            result_ttl=(
+                to_seconds(opts.result_ttl, "result_ttl") if opts.result_ttl is not None else settings.result_ttl
+            ),
+            queue=opts.queue or DEFAULT_QUEUE,
+            priority=opts.priority or 0,
+            unique_key=opts.unique_key,
+            depends_on=opts.depends_on or (),
+        )
 
     def _enqueue_events(self, tasks: Sequence[Task]) -> list[TaskEvent]:
         now = utcnow()
