@@ -56,7 +56,8 @@ TASK = "t"
 INDEX = "idx"
 #: hash unique_key -> id of the PENDING/RUNNING task holding it.
 UNIQUE = "uniq"
-#: set of queue names ever used (list/count/purge/recover iterate it).
+#: set of queue names ever used (list/count/purge/recover iterate it); added by the enqueue that
+#: takes the queue's first SEQ number, so neither key is ever deleted (purge keeps both).
 QUEUES = "queues"
 
 # -- results and events: "P:<suffix>" (no hash tag: spread by task id) ------------------------------

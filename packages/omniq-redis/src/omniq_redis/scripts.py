@@ -32,10 +32,11 @@ local function now_us()
 end
 local ROW = {$ROW}
 local function row(h) return redis.call('HMGET', h, unpack(ROW)) end
+-- the READY member of a task due at t; also returns the queue's enqueue sequence number
 local function member(tag, t, id)
   local seq = redis.call('INCR', tag .. ':$SEQ')
   if t < 0 then t = 0 end
-  return string.format('%016.0f%012.0f:', t, seq) .. id
+  return string.format('%016.0f%012.0f:', t, seq) .. id, seq
 end
 local function signal(tag, n)
   if n <= 0 then return end
@@ -95,7 +96,9 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
     if uk ~= '' then redis.call('HSET', UNIQ, uk, id) end
     local t = tonumber(c)
     if eta ~= '' then t = tonumber(eta) end
-    local rm = member(tag, t, id)
+    local rm, seq = member(tag, t, id)
+    -- the queue's first task ever (its sequence key is as old as the queue) registers the queue
+    if seq == 1 then redis.call('SADD', '{' .. P .. '}:$QUEUES', q) end
     redis.call('HSET', tag .. ':$TASK:' .. id, 'b', blob, 's', 'pending', 'e', eta, 'p', paused,
       'a', attempts, 'mr', mr, 'c', c, 'pr', pr, 'uk', uk, 'rm', rm)
     redis.call('ZADD', tag .. ':$ALL', c, id)
@@ -108,7 +111,6 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
   out[#out + 1] = result
 end
 signal(tag, nready)
-redis.call('SADD', '{' .. P .. '}:$QUEUES', q)
 return out
 """
 
