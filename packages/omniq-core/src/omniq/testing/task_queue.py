@@ -10,6 +10,7 @@ with) to run the fused-results tests, and ``fused_event_storage_factory``
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -57,6 +58,22 @@ async def _claim_one(q: BaseTaskQueue, queue: str = "default", *, lease: float =
     claimed = await q.claim_ready([queue], 1, lease=lease, worker_id=worker)
     assert len(claimed) == 1, f"expected one ready task in {queue!r}, claimed {len(claimed)}"
     return claimed[0]
+
+
+@contextlib.asynccontextmanager
+async def _fused(
+    task_queue: BaseTaskQueue, request: pytest.FixtureRequest, capability: str, factory_fixture: str
+) -> AsyncIterator[Any]:
+    """The connected component a fused-path test needs: skips unless the backend declares
+    ``capability`` and the test class provides the ``factory_fixture`` that makes it."""
+    if capability not in type(task_queue).capabilities:
+        pytest.skip(f"{type(task_queue).__name__} lacks the {capability} capability")
+    try:
+        factory = request.getfixturevalue(factory_fixture)
+    except pytest.FixtureLookupError:
+        pytest.skip(f"the test class provides no {factory_fixture} fixture")
+    async with connected(factory) as (component,):
+        yield component
 
 
 class TaskQueueSuite:
@@ -645,13 +662,7 @@ class TaskQueueSuite:
         self, task_queue: BaseTaskQueue, request: pytest.FixtureRequest
     ) -> AsyncIterator[BaseResultStorage]:
         """A connected result storage the queue fuses with; skips when the backend has none."""
-        if Capability.FUSED_RESULTS not in type(task_queue).capabilities:
-            pytest.skip(f"{type(task_queue).__name__} lacks the {Capability.FUSED_RESULTS} capability")
-        try:
-            factory = request.getfixturevalue("fused_result_storage_factory")
-        except pytest.FixtureLookupError:
-            pytest.skip("the test class provides no fused_result_storage_factory fixture")
-        async with connected(factory) as (storage,):
+        async with _fused(task_queue, request, Capability.FUSED_RESULTS, "fused_result_storage_factory") as storage:
             assert task_queue.can_fuse_results(storage)
             yield storage
 
@@ -698,13 +709,7 @@ class TaskQueueSuite:
         self, task_queue: BaseTaskQueue, request: pytest.FixtureRequest
     ) -> AsyncIterator[BaseEventStorage]:
         """A connected event storage the queue fuses with; skips when the backend has none."""
-        if Capability.FUSED_EVENTS not in type(task_queue).capabilities:
-            pytest.skip(f"{type(task_queue).__name__} lacks the {Capability.FUSED_EVENTS} capability")
-        try:
-            factory = request.getfixturevalue("fused_event_storage_factory")
-        except pytest.FixtureLookupError:
-            pytest.skip("the test class provides no fused_event_storage_factory fixture")
-        async with connected(factory) as (storage,):
+        async with _fused(task_queue, request, Capability.FUSED_EVENTS, "fused_event_storage_factory") as storage:
             assert task_queue.can_fuse_events(storage)
             yield storage
 
