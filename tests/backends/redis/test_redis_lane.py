@@ -78,3 +78,41 @@ async def test_an_error_reply_raises_and_keeps_the_connection(queue):
         await queue._client.run("get", [], keys=["a", "b"])  # no prefix argument: the script fails, an error reply
     assert lane._protocol is protocol and protocol.transport is not None
     assert await queue.count() == 1
+
+
+async def test_a_forked_child_enqueues_on_its_own_connection_and_leaves_the_parents_alone(redis_url, prefix):
+    """A process-pool task that enqueues runs in a forked child holding the worker's components:
+    its lane must open its own connection, and closing the component there must not unhook the
+    parent's (their sockets and the parent loop's epoll registrations are shared)."""
+    import multiprocessing
+
+    from omniq.models import Task
+
+    def child(queue: RedisTaskQueue, result) -> None:
+        async def enqueue() -> None:
+            try:
+                with anyio.fail_after(20):
+                    await queue.enqueue(Task(id=f"{prefix}-child", func="f", payload=b""))
+                    await queue.close()
+                result.put("ok")
+            except BaseException as exc:
+                result.put(repr(exc))
+
+        anyio.run(enqueue)
+
+    async with RedisTaskQueue(redis_url, prefix=prefix) as queue:
+        await queue.enqueue(Task(id=f"{prefix}-parent", func="f", payload=b""))
+        protocol = queue._client._lane._protocol
+        context = multiprocessing.get_context("fork")
+        result = context.Queue()
+        process = context.Process(target=child, args=(queue, result))
+        process.start()
+        outcome = await anyio.to_thread.run_sync(result.get, True, 60)
+        await anyio.to_thread.run_sync(process.join, 60)
+        assert outcome == "ok" and process.exitcode == 0
+        # The parent's lane kept its connection (a reply meant for the child would have reset it).
+        assert queue._client._lane._protocol is protocol and protocol.transport is not None
+        with anyio.fail_after(20):
+            await queue.enqueue(Task(id=f"{prefix}-after", func="f", payload=b""))
+            assert await queue.count() == 3
+        await queue.purge()

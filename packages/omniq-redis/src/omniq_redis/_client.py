@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -87,6 +88,22 @@ def _pool_health_options() -> dict[str, Any]:
     except ImportError:  # redis-py < 8 always checks
         return {}
     return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
+#: bumped in a forked child (a process-pool task that enqueues through the components it
+#: inherited). Connections opened before the fork belong to the parent: their sockets, and the
+#: parent event loop's epoll registrations, are shared with it, so the child must neither use
+#: nor close them.
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation  # one counter for the whole process, by design
+    _fork_generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _LaneProtocol(asyncio.Protocol):
@@ -177,6 +194,7 @@ class _Lane:
         if issubclass(connection_class, aioredis.SSLConnection):
             self._ssl = connection_class(**kwargs).ssl_context.get()
         self._protocol: _LaneProtocol | None = None
+        self._generation = _fork_generation  # the process the protocol's connection belongs to
         self._busy = False
         self._sent_at = 0.0
         self._limit: float | None = None
@@ -270,6 +288,9 @@ class _Lane:
         self._busy = True
         try:
             protocol = self._protocol
+            if self._generation != _fork_generation:
+                protocol = self._protocol = self._watchdog = None  # the parent's: leave it be
+                self._generation = _fork_generation
             if protocol is None or protocol.transport is None:
                 self._protocol = None
                 protocol = self._protocol = await self._connect()
@@ -285,11 +306,13 @@ class _Lane:
 
     def close(self) -> None:
         protocol, self._protocol = self._protocol, None
+        watchdog, self._watchdog = self._watchdog, None
+        if self._generation != _fork_generation:
+            return  # opened by the parent process: closing it here would unhook it there
         if protocol is not None and protocol.transport is not None:
             protocol.transport.abort()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        if watchdog is not None:
+            watchdog.cancel()
 
 
 class RedisClient:
@@ -317,6 +340,7 @@ class RedisClient:
         self._redis: aioredis.Redis | None = None
         self._blocking = blocking
         self._lane: _Lane | None = None
+        self._generation = _fork_generation
 
     @property
     def redis(self) -> Any:
@@ -353,6 +377,7 @@ class RedisClient:
             await client.aclose()
             raise
         self._redis = client
+        self._generation = _fork_generation
         pool = client.connection_pool
         if _Lane.supports(pool.connection_kwargs):
             self._lane = _Lane(pool.connection_kwargs, pool.connection_class)
@@ -363,8 +388,8 @@ class RedisClient:
         lane, self._lane = self._lane, None
         if lane is not None:
             lane.close()
-        if client is not None:
-            await client.aclose()
+        if client is not None and self._generation == _fork_generation:
+            await client.aclose()  # (a forked child leaves the parent's pool alone)
 
     async def run(self, name: str, args: Sequence[Any], keys: Sequence[str] = ()) -> Any:
         """Run a script by SHA, loading it again when the server lost it (restart, SCRIPT FLUSH).
