@@ -77,6 +77,9 @@ class Capability:
     FUSED_EVENTS = "fused_events"
     #: data survives a restart of the process (not ``memory``).
     DURABLE = "durable"
+    #: a forked child (a process-pool task that enqueues) may use a task queue connected before
+    #: the fork: it gets connections of its own and leaves the parent's working.
+    FORK_SAFE = "fork_safe"
 
 
 class Component(ABC):  # noqa: B024 - abstract by intent; its hooks are optional

@@ -20,7 +20,7 @@ def omniq_task_queue_types() -> list[BackendSpec]:
             name="redis",
             path="omniq_redis.task_queue:RedisTaskQueue",
             distribution="omniq-redis",
-            capabilities=_SERVER | {Capability.BLOCKING_WAIT, Capability.FUSED_RESULTS},
+            capabilities=_SERVER | {Capability.BLOCKING_WAIT, Capability.FUSED_RESULTS, Capability.FORK_SAFE},
         )
     ]
 

@@ -68,6 +68,7 @@ class RedisTaskQueue(BaseTaskQueue):
             Capability.BLOCKING_WAIT,
             Capability.FUSED_RESULTS,
             Capability.DURABLE,
+            Capability.FORK_SAFE,
         }
     )
 

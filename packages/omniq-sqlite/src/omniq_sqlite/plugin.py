@@ -18,7 +18,7 @@ def omniq_task_queue_types() -> list[BackendSpec]:
             name="sqlite",
             path="omniq_sqlite.task_queue:SQLiteTaskQueue",
             distribution=_DISTRIBUTION,
-            capabilities=_COMMON | {Capability.BLOCKING_WAIT, Capability.FUSED_RESULTS},
+            capabilities=_COMMON | {Capability.BLOCKING_WAIT, Capability.FUSED_RESULTS, Capability.FORK_SAFE},
         )
     ]
 

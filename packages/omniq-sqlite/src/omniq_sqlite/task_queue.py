@@ -256,7 +256,13 @@ class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
     """Task queue in one SQLite file, safe for many worker and producer processes on one host."""
 
     capabilities = frozenset(
-        {Capability.MULTI_PROCESS, Capability.BLOCKING_WAIT, Capability.FUSED_RESULTS, Capability.DURABLE}
+        {
+            Capability.MULTI_PROCESS,
+            Capability.BLOCKING_WAIT,
+            Capability.FUSED_RESULTS,
+            Capability.DURABLE,
+            Capability.FORK_SAFE,
+        }
     )
 
     async def enqueue(self, task: Task) -> str:

@@ -10,6 +10,7 @@ with) to run the fused-results tests, and ``fused_event_storage_factory``
 
 from __future__ import annotations
 
+import multiprocessing
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -19,7 +20,7 @@ from typing import Any
 import anyio
 import pytest
 
-from omniq.base import BaseTaskQueue
+from omniq.base import BaseTaskQueue, Capability
 from omniq.models import Outcome, OutcomeKind, TaskStatus, utcnow
 from omniq.testing._fused import FusedPathTests
 from omniq.testing._queue_kit import (
@@ -562,6 +563,39 @@ class TaskQueueSuite(FusedPathTests):
         assert await task_queue.count() == 0
         assert await task_queue.claim_ready(["a", "b"], 10, lease=LONG, worker_id="w1") == []
         assert await task_queue.purge() == 0
+
+    # -- fork safety ----------------------------------------------------------------------------------
+
+    async def test_a_forked_child_enqueues_through_the_inherited_queue(self, task_queue: BaseTaskQueue) -> None:
+        """A process-pool task that enqueues runs in a forked child holding the worker's connected
+        queue: the child's enqueue and close must work, and the parent's connections must too."""
+        if Capability.FORK_SAFE not in type(task_queue).capabilities:
+            pytest.skip(f"{type(task_queue).__name__} lacks the {Capability.FORK_SAFE} capability")
+        context = multiprocessing.get_context("fork")
+        result = context.Queue()
+        first, from_child, last = make_task(), make_task(), make_task()
+
+        def child() -> None:
+            async def enqueue() -> None:
+                try:
+                    with anyio.fail_after(20):
+                        await task_queue.enqueue(from_child)
+                        await task_queue.close()
+                    result.put("ok")
+                except BaseException as exc:  # reported to the parent, which asserts on it
+                    result.put(repr(exc))
+
+            anyio.run(enqueue)
+
+        await task_queue.enqueue(first)
+        process = context.Process(target=child)
+        process.start()
+        outcome = await anyio.to_thread.run_sync(result.get, True, 60)
+        await anyio.to_thread.run_sync(process.join, 60)
+        assert outcome == "ok" and process.exitcode == 0
+        with anyio.fail_after(20):  # a parent connection the child used or closed would hang or fail here
+            await task_queue.enqueue(last)
+            assert {t.id for t in await task_queue.list(limit=10)} == {first.id, from_child.id, last.id}
 
     # -- waiting ------------------------------------------------------------------------------------
 
