@@ -349,11 +349,55 @@ async def test_a_forked_child_opens_its_own_database(db_path):
         await queue.enqueue(Task(id="from-parent", func="f", payload=b""))
         context = multiprocessing.get_context("fork")
         result = context.Queue()
-        process = context.Process(target=child, args=(queue, result))
+        process = context.Process(target=child, args=(queue, result), daemon=True)
         process.start()
-        own_database = await anyio.to_thread.run_sync(result.get, True, 60)
-        await anyio.to_thread.run_sync(process.join, 60)
+        try:
+            own_database = await anyio.to_thread.run_sync(result.get, True, 60)
+            await anyio.to_thread.run_sync(process.join, 60)
+        finally:
+            if process.is_alive():
+                process.kill()
         assert process.exitcode == 0 and own_database
         assert {t.id for t in await queue.list()} == {"from-parent", "from-child"}
         await queue.enqueue(Task(id="after", func="f", payload=b""))  # the parent's database still works
         assert await queue.count() == 3
+
+
+@pytest.mark.anyio
+async def test_a_fork_waits_until_no_database_thread_is_inside_sqlite(db_path):
+    """A child forked while another thread is inside SQLite inherits SQLite's process-wide
+    mutexes held, and hangs on its first allocation. The fork waits for the job to end."""
+    import multiprocessing
+
+    started, release = threading.Event(), threading.Event()
+    job_done = False
+
+    def long_job(conn: sqlite3.Connection) -> None:
+        nonlocal job_done
+        started.set()
+        release.wait(30)
+        conn.execute("SELECT 1").fetchone()
+        job_done = True
+
+    def child(result) -> None:
+        result.put(job_done)  # this memory is the parent's at the instant of the fork
+
+    async with SQLiteTaskQueue(db_path) as queue:
+        db = await queue._database()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(db.read, long_job)
+            assert await anyio.to_thread.run_sync(started.wait, 30)
+            threading.Timer(0.3, release.set).start()  # ends the job; the fork below must wait for it
+            context = multiprocessing.get_context("fork")
+            result = context.Queue()
+            process = context.Process(target=child, args=(result,), daemon=True)
+            process.start()
+        try:
+            done_at_fork = await anyio.to_thread.run_sync(result.get, True, 60)
+            await anyio.to_thread.run_sync(process.join, 60)
+        finally:
+            if process.is_alive():
+                process.kill()
+        assert done_at_fork is True
+        await queue.enqueue(Task(id="after", func="f", payload=b""))  # the parent's locks were released
+        assert await queue.count() == 1

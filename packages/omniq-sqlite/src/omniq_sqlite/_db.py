@@ -24,6 +24,13 @@ transactions committed before it (never corrupts the file). Pass
 ``synchronous="FULL"`` to fsync on every commit instead (small writes then
 always go through the database thread, so the event loop never waits for an
 fsync).
+
+Forking: SQLite keeps process-wide state (its allocator and VFS mutexes, the
+per-file lock bookkeeping) that a thread inside the library holds while it
+runs. A child forked at that instant would wait on it forever, so a fork
+first waits until no thread of ours is inside SQLite (every connection is
+used under one of two per-database locks, both taken before the fork) and
+the child opens connections of its own (see ``SQLiteComponent._database``).
 """
 
 from __future__ import annotations
@@ -71,6 +78,9 @@ _WAL_SIZE_LIMIT = 64 * 1024 * 1024
 _CHECKPOINT_PERIOD = 0.2
 #: synchronous levels under which a commit does not fsync in WAL mode (so it may run on the caller's thread).
 _NO_FSYNC_ON_COMMIT = ("OFF", "NORMAL")
+#: seconds a fork waits for the database threads to leave SQLite (a job waiting out another
+#: process's write lock may hold it up to busy_timeout); past that it forks anyway, with a warning.
+_FORK_WAIT = 10.0
 #: returned by Database._try_inline when the job must go to the database thread.
 _MISS = object()
 
@@ -142,6 +152,8 @@ class Database:
         # Checkpoints (the only fsyncs under synchronous=NORMAL) run on their own thread and
         # connection, so the database thread never blocks on the disk.
         self._checkpoint_due = threading.Event()
+        #: held by the checkpointer thread while it uses its connection (see _before_fork).
+        self._checkpoint_lock = threading.Lock()
         self._closing = False
         self._checkpointer: threading.Thread | None = None
 
@@ -495,7 +507,9 @@ class Database:
 
     def _checkpoint_loop(self) -> None:
         try:
-            conn = sqlite3.connect(self.path, timeout=1.0, isolation_level=None, check_same_thread=False)
+            with self._checkpoint_lock:
+                conn = sqlite3.connect(self.path, timeout=1.0, isolation_level=None, check_same_thread=False)
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except sqlite3.Error as exc:
             logger.warning(
                 "SQLite checkpointer for %s cannot connect (%s); relying on auto-checkpoints", self.path, exc
@@ -507,19 +521,20 @@ class Database:
                 inline.close()
             return
         try:
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
             while True:
                 self._checkpoint_due.wait()
                 if self._closing:
                     return
                 self._checkpoint_due.clear()
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error as exc:
-                    logger.debug("SQLite checkpoint of %s skipped: %s", self.path, exc)
+                with self._checkpoint_lock:
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    except sqlite3.Error as exc:
+                        logger.debug("SQLite checkpoint of %s skipped: %s", self.path, exc)
                 time.sleep(_CHECKPOINT_PERIOD)  # let writes accumulate: one fsync covers many commits
         finally:
-            conn.close()
+            with self._checkpoint_lock:
+                conn.close()
 
     def _close_connection(self, _conn: sqlite3.Connection | None) -> None:
         inline, self._inline = self._inline, None
@@ -554,11 +569,39 @@ def _ignore(result: Any, exc: BaseException | None) -> None:
         logger.debug("SQLite wake-up hint failed: %s", exc)
 
 
-def _reset_after_fork() -> None:
-    # The database threads do not exist in a forked child: start from scratch there.
+#: the locks _before_fork took, released again in the parent after the fork.
+_held_over_fork: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    """Wait until no thread of ours is inside SQLite, and keep it so until the fork is done."""
+    Database._registry_lock.acquire()
+    for db in list(Database._registry.values()):
+        for lock in (db._conn_lock, db._checkpoint_lock):
+            if lock.acquire(timeout=_FORK_WAIT):
+                _held_over_fork.append(lock)
+            else:
+                logger.warning(
+                    "forking while SQLite database %s stays in use by another thread (over %g s); "
+                    "the child may hang if it opens SQLite",
+                    db.path,
+                    _FORK_WAIT,
+                )
+
+
+def _after_fork_in_parent() -> None:
+    while _held_over_fork:
+        _held_over_fork.pop().release()
+    Database._registry_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    # The database threads do not exist in a forked child: start from scratch there. The old
+    # Database objects (and their held locks) stay behind unused: components see the pid change.
+    _held_over_fork.clear()
     Database._registry = {}
     Database._registry_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)

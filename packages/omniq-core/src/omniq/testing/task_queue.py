@@ -10,6 +10,7 @@ with) to run the fused-results tests, and ``fused_event_storage_factory``
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -576,6 +577,10 @@ class TaskQueueSuite(FusedPathTests):
         first, from_child, last = make_task(), make_task(), make_task()
 
         def child() -> None:
+            # A child stuck where a cancel cannot reach (a lock inherited held) prints its stacks
+            # and exits, instead of hanging until the parent gives up on it.
+            faulthandler.dump_traceback_later(40, exit=True)
+
             async def enqueue() -> None:
                 try:
                     with anyio.fail_after(20):
@@ -588,10 +593,14 @@ class TaskQueueSuite(FusedPathTests):
             anyio.run(enqueue)
 
         await task_queue.enqueue(first)
-        process = context.Process(target=child)
+        process = context.Process(target=child, daemon=True)
         process.start()
-        outcome = await anyio.to_thread.run_sync(result.get, True, 60)
-        await anyio.to_thread.run_sync(process.join, 60)
+        try:
+            outcome = await anyio.to_thread.run_sync(result.get, True, 60)
+            await anyio.to_thread.run_sync(process.join, 60)
+        finally:
+            if process.is_alive():
+                process.kill()
         assert outcome == "ok" and process.exitcode == 0
         with anyio.fail_after(20):  # a parent connection the child used or closed would hang or fail here
             await task_queue.enqueue(last)
