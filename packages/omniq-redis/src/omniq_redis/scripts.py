@@ -14,30 +14,82 @@ one call per queue in one pipeline.
 from __future__ import annotations
 
 import hashlib
+import re
 from string import Template
 
 from omniq_redis import keys
 
 __all__ = ["SCRIPTS", "Script"]
 
-_PREAMBLE = Template(r"""
+#: Helpers a script may use, in definition order: (name, Lua). A script carries only those its
+#: body names (and what they name in turn): each EVALSHA runs its whole chunk, so an unused helper
+#: (a closure, the ROW table) is work on every call.
+_HELPERS: list[tuple[str, str]] = [
+    (
+        "P",
+        r"""
 local P = ARGV[1]
+""",
+    ),
+    (
+        "IDX",
+        r"""
 local IDX = '{' .. P .. '}:$INDEX'
+""",
+    ),
+    (
+        "UNIQ",
+        r"""
 local UNIQ = '{' .. P .. '}:$UNIQUE'
+""",
+    ),
+    (
+        "qtag",
+        r"""
 local function qtag(q) return '{' .. P .. ':' .. q .. '}' end
+""",
+    ),
+    (
+        "fmt",
+        r"""
 local function fmt(n) return string.format('%.0f', n) end
+""",
+    ),
+    (
+        "now_us",
+        r"""
 local function now_us()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+""",
+    ),
+    (
+        "ROW",
+        r"""
 local ROW = {$ROW}
+""",
+    ),
+    (
+        "row",
+        r"""
 local function row(h) return redis.call('HMGET', h, unpack(ROW)) end
+""",
+    ),
+    (
+        "member",
+        r"""
 -- the READY member of a task due at t; also returns the queue's enqueue sequence number
 local function member(tag, t, id)
   local seq = redis.call('INCR', tag .. ':$SEQ')
   if t < 0 then t = 0 end
   return string.format('%016.0f%012.0f:', t, seq) .. id, seq
 end
+""",
+    ),
+    (
+        "signal",
+        r"""
 local function signal(tag, n)
   if n <= 0 then return end
   local toks = {}
@@ -46,9 +98,19 @@ local function signal(tag, n)
     redis.call('LTRIM', tag .. ':$SIGNAL', 0, $SIGNAL_CAP - 1)
   end
 end
+""",
+    ),
+    (
+        "release_unique",
+        r"""
 local function release_unique(uk, id)
   if uk and uk ~= '' and redis.call('HGET', UNIQ, uk) == id then redis.call('HDEL', UNIQ, uk) end
 end
+""",
+    ),
+    (
+        "make_ready",
+        r"""
 -- put a PENDING task where claim finds it: READY when due, DELAYED when its eta is ahead.
 -- Returns the wake-up tokens it is worth: 1 when ready, and 1 when it moves the queue's next
 -- eta earlier (an idle worker blocks only until the next eta it was told of, so it must wake
@@ -64,7 +126,9 @@ local function make_ready(tag, id, rm, pr, t, now)
   redis.call('ZADD', tag .. ':$READY', -tonumber(pr), rm)
   return 1
 end
-""")
+""",
+    ),
+]
 
 # ARGV: P, queue, msgpack array of [id, blob, priority, eta µs or '', created µs, unique key or '',
 # paused '1'/'0', attempts, max_retries] (one ARGV instead of nine per task keeps the client's
@@ -371,6 +435,19 @@ _NAMES = {
 }
 
 
+def _preamble(body: str) -> str:
+    """The helpers ``body`` uses, directly or through another helper, in definition order."""
+    wanted: set[str] = set()
+    text = body
+    while True:
+        found = {name for name, _ in _HELPERS if name not in wanted and re.search(rf"\b{name}\b", text)}
+        if not found:
+            break
+        wanted |= found
+        text = "".join(code for name, code in _HELPERS if name in found)
+    return "".join(code for name, code in _HELPERS if name in wanted)
+
+
 class Script:
     """One Lua script: its source (preamble + body, names substituted) and SHA1."""
 
@@ -378,7 +455,7 @@ class Script:
 
     def __init__(self, name: str, body: str) -> None:
         self.name = name
-        self.source = Template(_PREAMBLE.template + body).substitute(_NAMES)
+        self.source = Template(_preamble(body) + body).substitute(_NAMES)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 
