@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -242,24 +243,11 @@ def machine_facts() -> list[str]:
     ]
 
 
-def run_engine(engine_name: str, args: argparse.Namespace, command: str) -> str:
+def run_round(engine_name: str, args: argparse.Namespace, sizes: list[str], versions: dict[str, str]) -> dict[str, Any]:
+    """One run of OmniQ and then each peer, on a fresh namespace of the engine."""
     engine = Engine(engine_name)
     asyncio.run(engine.setup())
-    sizes = [
-        "--n-single",
-        str(args.n_single),
-        "--n-bulk",
-        str(args.n_bulk),
-        "--n-latency",
-        str(args.n_latency),
-        "--concurrency",
-        str(args.concurrency),
-        "--timeout",
-        str(args.timeout),
-    ]
     results: dict[str, dict[str, Any]] = {}
-    versions: dict[str, str] = {}
-    started = time.time()
     try:
         print(f"# {engine_name}: OmniQ", file=sys.stderr)
         results["OmniQ"] = run_script(
@@ -290,6 +278,66 @@ def run_engine(engine_name: str, args: argparse.Namespace, command: str) -> str:
             )
     finally:
         asyncio.run(engine.cleanup())
+    versions["engine"] = engine.server_version
+    return results
+
+
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One library's rounds as one result: the median of each figure over the rounds that have it."""
+    ok = [run for run in runs if "error" not in run]
+    if not ok:
+        return runs[-1]
+    combined: dict[str, Any] = dict(ok[0])
+    for key in {key for run in ok for key in run}:
+        values = [run[key] for run in ok if isinstance(run.get(key), (int, float))]
+        if values:
+            combined[key] = statistics.median(values)
+    failed = [run["error"] for run in runs if "error" in run]
+    if failed:
+        combined["warning"] = f"{len(failed)} of {len(runs)} rounds failed, the last: {failed[-1]}"
+    return combined
+
+
+def ratio_ranges(rounds: list[dict[str, dict[str, Any]]], peers: list[str]) -> str:
+    """The per-round ratios of each figure, as min–max over the rounds where both ran."""
+    head = ["metric", *[f"OmniQ/{p}" for p in peers]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, label, higher in METRICS:
+        cells = []
+        for peer in peers:
+            values = []
+            for results in rounds:
+                omniq, other = results.get("OmniQ", {}).get(key), results.get(peer, {}).get(key)
+                if isinstance(omniq, (int, float)) and isinstance(other, (int, float)) and omniq and other:
+                    values.append(omniq / other if higher else other / omniq)
+            cells.append(f"{min(values):.2f}×–{max(values):.2f}×" if values else "—")
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def run_engine(engine_name: str, args: argparse.Namespace, command: str) -> str:
+    sizes = [
+        "--n-single",
+        str(args.n_single),
+        "--n-bulk",
+        str(args.n_bulk),
+        "--n-latency",
+        str(args.n_latency),
+        "--concurrency",
+        str(args.concurrency),
+        "--timeout",
+        str(args.timeout),
+    ]
+    versions: dict[str, str] = {}
+    started = time.time()
+    rounds = []
+    for number in range(args.repeat):
+        if args.repeat > 1:
+            print(f"# {engine_name}: round {number + 1} of {args.repeat}", file=sys.stderr)
+        rounds.append(run_round(engine_name, args, sizes, versions))
+    server_version = versions.pop("engine", "")
+    names = list(dict.fromkeys(name for results in rounds for name in results))
+    results = {name: combine([r[name] for r in rounds if name in r]) for name in names}
     elapsed = time.time() - started
 
     out = [
@@ -298,7 +346,8 @@ def run_engine(engine_name: str, args: argparse.Namespace, command: str) -> str:
         f"Command: `{command}`  ",
         f"Run: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {elapsed:.0f} s; "
         f"N: single={args.n_single}, bulk={args.n_bulk}, drain={args.n_bulk}, latency={args.n_latency}; "
-        f"concurrency {args.concurrency} for every worker",
+        f"concurrency {args.concurrency} for every worker"
+        + (f"; {args.repeat} rounds, each figure the median over them" if args.repeat > 1 else ""),
         "",
         table(results),
         "",
@@ -309,6 +358,15 @@ def run_engine(engine_name: str, args: argparse.Namespace, command: str) -> str:
         f"first job start → burst worker exit {fmt(results['OmniQ'].get('drain_first_start_to_exit'), 'x')} jobs/s, "
         f"worker spawn → exit {fmt(results['OmniQ'].get('drain_spawn_to_exit'), 'x')} jobs/s.",
         "",
+    ]
+    if args.repeat > 1:
+        out += [
+            "Each round's own ratio, lowest–highest over the rounds (the libraries of a round ran back to back):",
+            "",
+            ratio_ranges(rounds, names[1:]),
+            "",
+        ]
+    out += [
         "## How each ran",
         "",
     ]
@@ -323,7 +381,7 @@ def run_engine(engine_name: str, args: argparse.Namespace, command: str) -> str:
         "## Machine",
         "",
         *[f"- {fact}" for fact in machine_facts()],
-        f"- engine: {engine.server_version}",
+        f"- engine: {server_version}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
         "",
     ]
@@ -344,6 +402,7 @@ def main() -> None:
     parser.add_argument("--n-bulk", type=int, default=None)
     parser.add_argument("--n-latency", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one worker report")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of every library, figures are medians")
     parser.add_argument("--script-timeout", type=float, default=600.0, help="seconds one library's run may take")
     args = parser.parse_args()
     quick = {"n_single": 500, "n_bulk": 2000, "n_latency": 50}
