@@ -40,21 +40,23 @@ def enqueue_items(tasks: Sequence[Task]) -> bytes:
     Numbers travel as strings: Lua numbers are doubles and Redis would format
     large ones lossily when a script passes them on.
     """
-    return _error_encoder.encode(
-        [
-            (
-                task.id,
-                _lua_bytes(encode_task(task)),
-                str(task.priority),
-                "" if task.eta is None else str(to_us(task.eta)),
-                str(to_us(task.created_at)),
-                task.unique_key or "",
-                "1" if task.paused else "0",
-                str(task.attempts),
-                str(task.max_retries),
-            )
-            for task in tasks
-        ]
+    return _error_encoder.encode([_enqueue_item(task) for task in tasks])
+
+
+def _enqueue_item(task: Task) -> tuple[Any, ...]:
+    created = to_us(task.created_at)
+    eta = None if task.eta is None else to_us(task.eta)
+    return (
+        task.id,
+        _lua_bytes(encode_task(task)),
+        str(task.priority),
+        "" if eta is None else str(eta),
+        str(created),
+        task.unique_key or "",
+        "1" if task.paused else "0",
+        str(task.attempts),
+        str(task.max_retries),
+        f"{max(created if eta is None else eta, 0):016d}",
     )
 
 

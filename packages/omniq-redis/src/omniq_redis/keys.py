@@ -43,9 +43,9 @@ LEASES = "leases"
 SIGNAL = "signal"
 #: counter giving each ready entry its enqueue sequence number.
 SEQ = "seq"
-#: zset of every task of the queue; score created_at (µs), member id (list/count without status).
-ALL = "all"
-#: prefix of the per-status zsets "{P:q}:st:<status>"; score created_at (µs), member id.
+#: prefix of the per-status zsets "{P:q}:st:<status>"; score created_at (µs), member id. A task is in
+#: exactly one of them; list / count without a status merge them (no all-tasks zset to keep up on
+#: every enqueue).
 STATUS = "st"
 #: prefix of the task hashes "{P:q}:t:<id>" (fields below).
 TASK = "t"
@@ -125,7 +125,7 @@ def events_key(prefix: str) -> str:
 class QueueKeys:
     """The keys of one queue, built once per queue name."""
 
-    __slots__ = ("all", "delayed", "leases", "ready", "seq", "signal", "tag")
+    __slots__ = ("delayed", "leases", "ready", "seq", "signal", "tag")
 
     def __init__(self, prefix: str, queue: str) -> None:
         self.tag = queue_tag(prefix, queue)
@@ -134,7 +134,6 @@ class QueueKeys:
         self.leases = f"{self.tag}:{LEASES}"
         self.signal = f"{self.tag}:{SIGNAL}"
         self.seq = f"{self.tag}:{SEQ}"
-        self.all = f"{self.tag}:{ALL}"
 
     def status(self, status: str) -> str:
         """Return the per-status zset ``{P:q}:st:<status>``."""

@@ -131,7 +131,7 @@ end
 ]
 
 # ARGV: P, queue, msgpack array of [id, blob, priority, eta µs or '', created µs, unique key or '',
-# paused '1'/'0', attempts, max_retries] (one ARGV instead of nine per task keeps the client's
+# paused '1'/'0', attempts, max_retries, ready µs (eta or created, at least 0) zero-padded to 16] (one ARGV instead of nine per task keeps the client's
 # argument packing off the hot path). Returns the stored (or existing) id per task.
 _ENQUEUE = r"""
 local now = nil  -- the server clock, read only when a task has an eta to compare with it
@@ -140,7 +140,7 @@ local tag = qtag(q)
 local out = {}
 local nready = 0
 for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
-  local id, blob, pr, eta, c, uk, paused, attempts, mr = unpack(it)
+  local id, blob, pr, eta, c, uk, paused, attempts, mr, rt = unpack(it)
   local result = id
   -- claims the id in the index (id -> queue) and detects a duplicate id in one call
   local dup = redis.call('HSETNX', IDX, id, q) == 0
@@ -160,12 +160,13 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
     if uk ~= '' then redis.call('HSET', UNIQ, uk, id) end
     local t = tonumber(c)
     if eta ~= '' then t = tonumber(eta) end
-    local rm, seq = member(tag, t, id)
+    -- member()'s string, from the client's zero-padded ready time (no number formatting here)
+    local seq = redis.call('INCR', tag .. ':$SEQ')
+    local rm = rt .. string.sub('00000000000' .. seq, -12) .. ':' .. id
     -- the queue's first task ever (its sequence key is as old as the queue) registers the queue
     if seq == 1 then redis.call('SADD', '{' .. P .. '}:$QUEUES', q) end
     redis.call('HSET', tag .. ':$TASK:' .. id, 'b', blob, 's', 'pending', 'e', eta, 'p', paused,
       'a', attempts, 'mr', mr, 'c', c, 'pr', pr, 'uk', uk, 'rm', rm)
-    redis.call('ZADD', tag .. ':$ALL', c, id)
     redis.call('ZADD', tag .. ':$STATUS:pending', c, id)
     if paused ~= '1' then
       if eta ~= '' and now == nil then now = now_us() end
@@ -391,7 +392,6 @@ for s = 4, #ARGV do
     release_unique(f[2], id)
     redis.call('ZREM', tag .. ':$DELAYED', id)
     redis.call('ZREM', tag .. ':$LEASES', id)
-    redis.call('ZREM', tag .. ':$ALL', id)
     redis.call('ZREM', st, id)
     redis.call('HDEL', IDX, id)
     redis.call('DEL', h)
@@ -424,7 +424,6 @@ _NAMES = {
     "LEASES": keys.LEASES,
     "SIGNAL": keys.SIGNAL,
     "SEQ": keys.SEQ,
-    "ALL": keys.ALL,
     "STATUS": keys.STATUS,
     "TASK": keys.TASK,
     "RESULT": keys.RESULT,

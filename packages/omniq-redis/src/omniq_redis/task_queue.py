@@ -313,14 +313,15 @@ class RedisTaskQueue(BaseTaskQueue):
             members = await self._client.redis.smembers(self._queues_key)
         return sorted(member.decode() for member in members)
 
-    def _index_key(self, queue: str, status: TaskStatus | None) -> str:
+    def _index_keys(self, queue: str, status: TaskStatus | None) -> list[str]:
+        """The per-status zsets holding ``queue``'s tasks of ``status`` (all of them for None)."""
         qk = self._keys(queue)
-        return qk.all if status is None else qk.status(status.value)
+        return [qk.status(s.value) for s in (TaskStatus if status is None else (status,))]
 
     async def list(
         self, *, status: TaskStatus | None = None, queue: str | None = None, limit: int = 25, offset: int = 0
     ) -> list[Task]:
-        """Return tasks newest first (by created_at), merged across queues."""
+        """Return tasks newest first (by created_at), merged across queues and statuses."""
         if limit <= 0:
             return []
         queues = [queue] if queue is not None else await self._queues()
@@ -329,7 +330,8 @@ class RedisTaskQueue(BaseTaskQueue):
         with self._client.errors():
             async with self._client.redis.pipeline(transaction=False) as pipe:
                 for name in queues:
-                    pipe.zrevrange(self._index_key(name, status), 0, offset + limit - 1, withscores=True)
+                    for key in self._index_keys(name, status):
+                        pipe.zrevrange(key, 0, offset + limit - 1, withscores=True)
                 replies = await pipe.execute()
         entries = [(score, member) for reply in replies for member, score in reply]
         entries.sort(key=lambda entry: (entry[0], entry[1]), reverse=True)
@@ -337,14 +339,15 @@ class RedisTaskQueue(BaseTaskQueue):
         return [task for task in await self.get_many(ids) if task is not None]
 
     async def count(self, *, status: TaskStatus | None = None, queue: str | None = None) -> int:
-        """Count tasks by status and queue (ZCARD of the index zsets)."""
+        """Count tasks by status and queue (ZCARD of the per-status zsets)."""
         queues = [queue] if queue is not None else await self._queues()
         if not queues:
             return 0
         with self._client.errors():
             async with self._client.redis.pipeline(transaction=False) as pipe:
                 for name in queues:
-                    pipe.zcard(self._index_key(name, status))
+                    for key in self._index_keys(name, status):
+                        pipe.zcard(key)
                 return sum(await pipe.execute())
 
     async def purge(self, *, queue: str | None = None, statuses: Sequence[TaskStatus] | None = None) -> int:
