@@ -13,6 +13,7 @@ from omniq.config import Settings
 from omniq.errors import BackendError, BackendUnavailableError, ConfigurationError
 from omniq.models import Outcome, OutcomeKind, Task, TaskResult, TaskStatus
 from omniq.plugins import installed_backends, resolve_backend
+from omniq.testing import ForkedChild
 from omniq_sqlite import SQLiteEventStorage, SQLiteResultStorage, SQLiteTaskQueue
 from omniq_sqlite._db import resolve_path
 from omniq_sqlite._wake import wake_dir
@@ -335,29 +336,19 @@ async def test_inline_enqueue_with_unique_key_returns_the_live_task(db_path):
 async def test_a_forked_child_opens_its_own_database(db_path):
     """A process-pool child inherits connected components: it must not use the parent's
     database thread (absent there) nor its SQLite connections (never valid across a fork)."""
-    import multiprocessing
 
-    def child(queue: SQLiteTaskQueue, result) -> None:
-        async def enqueue() -> None:
+    def child(queue: SQLiteTaskQueue) -> bool:
+        async def enqueue() -> bool:
             await queue.enqueue(Task(id="from-child", func="f", payload=b""))
-            result.put(queue._db is not None and queue._db.pid == os.getpid())
+            own = queue._db is not None and queue._db.pid == os.getpid()
             await queue.close()
+            return own
 
-        anyio.run(enqueue)
+        return anyio.run(enqueue)
 
     async with SQLiteTaskQueue(db_path) as queue:
         await queue.enqueue(Task(id="from-parent", func="f", payload=b""))
-        context = multiprocessing.get_context("fork")
-        result = context.Queue()
-        process = context.Process(target=child, args=(queue, result), daemon=True)
-        process.start()
-        try:
-            own_database = await anyio.to_thread.run_sync(result.get, True, 60)
-            await anyio.to_thread.run_sync(process.join, 60)
-        finally:
-            if process.is_alive():
-                process.kill()
-        assert process.exitcode == 0 and own_database
+        assert await ForkedChild(child, queue).outcome() == (True, 0)
         assert {t.id for t in await queue.list()} == {"from-parent", "from-child"}
         await queue.enqueue(Task(id="after", func="f", payload=b""))  # the parent's database still works
         assert await queue.count() == 3
@@ -367,8 +358,6 @@ async def test_a_forked_child_opens_its_own_database(db_path):
 async def test_a_fork_waits_until_no_database_thread_is_inside_sqlite(db_path):
     """A child forked while another thread is inside SQLite inherits SQLite's process-wide
     mutexes held, and hangs on its first allocation. The fork waits for the job to end."""
-    import multiprocessing
-
     started, release = threading.Event(), threading.Event()
     job_done = False
 
@@ -379,25 +368,14 @@ async def test_a_fork_waits_until_no_database_thread_is_inside_sqlite(db_path):
         conn.execute("SELECT 1").fetchone()
         job_done = True
 
-    def child(result) -> None:
-        result.put(job_done)  # this memory is the parent's at the instant of the fork
-
     async with SQLiteTaskQueue(db_path) as queue:
         db = await queue._database()
         async with anyio.create_task_group() as tg:
             tg.start_soon(db.read, long_job)
             assert await anyio.to_thread.run_sync(started.wait, 30)
             threading.Timer(0.3, release.set).start()  # ends the job; the fork below must wait for it
-            context = multiprocessing.get_context("fork")
-            result = context.Queue()
-            process = context.Process(target=child, args=(result,), daemon=True)
-            process.start()
-        try:
-            done_at_fork = await anyio.to_thread.run_sync(result.get, True, 60)
-            await anyio.to_thread.run_sync(process.join, 60)
-        finally:
-            if process.is_alive():
-                process.kill()
-        assert done_at_fork is True
+            # the child returns its copy of job_done: the parent's memory at the instant of the fork
+            forked = ForkedChild(lambda: job_done)
+        assert await forked.outcome() == (True, 0)
         await queue.enqueue(Task(id="after", func="f", payload=b""))  # the parent's locks were released
         assert await queue.count() == 1

@@ -20,12 +20,13 @@ the server URL fixtures; load it with ``-p omniq.testing.plugin``.
 from __future__ import annotations
 
 from omniq.testing.event_storage import EventStorageSuite
-from omniq.testing.fixtures import connected, make_event, make_result, make_task, now_ms, wait_until
+from omniq.testing.fixtures import ForkedChild, connected, make_event, make_result, make_task, now_ms, wait_until
 from omniq.testing.result_storage import ResultStorageSuite
 from omniq.testing.task_queue import TaskQueueSuite
 
 __all__ = [
     "EventStorageSuite",
+    "ForkedChild",
     "ResultStorageSuite",
     "TaskQueueSuite",
     "connected",

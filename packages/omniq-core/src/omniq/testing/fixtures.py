@@ -6,6 +6,8 @@ Backend authors may use them in their own engine-specific tests too.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
+import multiprocessing
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GARBAGE_PAYLOAD",
+    "ForkedChild",
     "connected",
     "make_event",
     "make_result",
@@ -109,3 +112,39 @@ async def wait_until(
                 return value
             await anyio.sleep(interval)
     raise AssertionError(message or f"condition not met within {timeout} s")
+
+
+class ForkedChild:
+    """A forked child process running ``target(*args)``, whose return value comes back to the parent.
+
+    The child is a daemon, is killed if its outcome is not in within the
+    timeout, and prints its stacks and exits if it is stuck for
+    ``stuck_after`` seconds (a lock inherited held, which no cancel reaches):
+    a hang fails one test instead of keeping the test session from ending.
+    The fork happens in the constructor, at a moment the caller chooses.
+    """
+
+    def __init__(self, target: Callable[..., Any], *args: Any, stuck_after: float = 40.0) -> None:
+        context = multiprocessing.get_context("fork")
+        self._result = context.Queue()
+        self._process = context.Process(target=_run_forked, args=(self._result, stuck_after, target, args), daemon=True)
+        self._process.start()
+
+    async def outcome(self, timeout: float = 60.0) -> tuple[Any, int | None]:
+        """``(what target returned, or the repr of what it raised; the child's exit code)``."""
+        try:
+            value = await anyio.to_thread.run_sync(self._result.get, True, timeout)
+            await anyio.to_thread.run_sync(self._process.join, timeout)
+        finally:
+            if self._process.is_alive():
+                self._process.kill()
+        return value, self._process.exitcode
+
+
+def _run_forked(result: Any, stuck_after: float, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    faulthandler.dump_traceback_later(stuck_after, exit=True)
+    try:
+        value = target(*args)
+    except BaseException as exc:  # reported to the parent, which asserts on it
+        value = repr(exc)
+    result.put(value)

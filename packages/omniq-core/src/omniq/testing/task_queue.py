@@ -10,8 +10,6 @@ with) to run the fused-results tests, and ``fused_event_storage_factory``
 
 from __future__ import annotations
 
-import faulthandler
-import multiprocessing
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -34,6 +32,7 @@ from omniq.testing._queue_kit import (
 )
 from omniq.testing.fixtures import (
     GARBAGE_PAYLOAD,
+    ForkedChild,
     connected,
     make_task,
     now_ms,
@@ -572,36 +571,20 @@ class TaskQueueSuite(FusedPathTests):
         queue: the child's enqueue and close must work, and the parent's connections must too."""
         if Capability.FORK_SAFE not in type(task_queue).capabilities:
             pytest.skip(f"{type(task_queue).__name__} lacks the {Capability.FORK_SAFE} capability")
-        context = multiprocessing.get_context("fork")
-        result = context.Queue()
         first, from_child, last = make_task(), make_task(), make_task()
 
-        def child() -> None:
-            # A child stuck where a cancel cannot reach (a lock inherited held) prints its stacks
-            # and exits, instead of hanging until the parent gives up on it.
-            faulthandler.dump_traceback_later(40, exit=True)
-
+        def child() -> str:
             async def enqueue() -> None:
-                try:
-                    with anyio.fail_after(20):
-                        await task_queue.enqueue(from_child)
-                        await task_queue.close()
-                    result.put("ok")
-                except BaseException as exc:  # reported to the parent, which asserts on it
-                    result.put(repr(exc))
+                with anyio.fail_after(20):
+                    await task_queue.enqueue(from_child)
+                    await task_queue.close()
 
             anyio.run(enqueue)
+            return "ok"
 
         await task_queue.enqueue(first)
-        process = context.Process(target=child, daemon=True)
-        process.start()
-        try:
-            outcome = await anyio.to_thread.run_sync(result.get, True, 60)
-            await anyio.to_thread.run_sync(process.join, 60)
-        finally:
-            if process.is_alive():
-                process.kill()
-        assert outcome == "ok" and process.exitcode == 0
+        outcome = await ForkedChild(child).outcome()
+        assert outcome == ("ok", 0)
         with anyio.fail_after(20):  # a parent connection the child used or closed would hang or fail here
             await task_queue.enqueue(last)
             assert {t.id for t in await task_queue.list(limit=10)} == {first.id, from_child.id, last.id}
