@@ -77,13 +77,23 @@ local function row(h) return redis.call('HMGET', h, unpack(ROW)) end
 """,
     ),
     (
+        "ready_member",
+        r"""
+-- the READY member "<ready time:016><seq:012>:<id>" from a ready time already zero-padded to 16
+-- digits; also returns the queue's enqueue sequence number
+local function ready_member(tag, rt, id)
+  local seq = redis.call('INCR', tag .. ':$SEQ')
+  return rt .. string.sub('00000000000' .. seq, -12) .. ':' .. id, seq
+end
+""",
+    ),
+    (
         "member",
         r"""
--- the READY member of a task due at t; also returns the queue's enqueue sequence number
+-- the READY member of a task due at t (µs)
 local function member(tag, t, id)
-  local seq = redis.call('INCR', tag .. ':$SEQ')
   if t < 0 then t = 0 end
-  return string.format('%016.0f%012.0f:', t, seq) .. id, seq
+  return ready_member(tag, string.format('%016.0f', t), id)
 end
 """,
     ),
@@ -131,8 +141,9 @@ end
 ]
 
 # ARGV: P, queue, msgpack array of [id, blob, priority, eta µs or '', created µs, unique key or '',
-# paused '1'/'0', attempts, max_retries, ready µs (eta or created, at least 0) zero-padded to 16] (one ARGV instead of nine per task keeps the client's
-# argument packing off the hot path). Returns the stored (or existing) id per task.
+# paused '1'/'0', attempts, max_retries, ready µs (eta or created, at least 0) zero-padded to 16
+# digits] (one ARGV instead of ten per task keeps the client's argument packing off the hot path).
+# Returns the stored (or existing) id per task.
 _ENQUEUE = r"""
 local now = nil  -- the server clock, read only when a task has an eta to compare with it
 local q = ARGV[2]
@@ -160,9 +171,7 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
     if uk ~= '' then redis.call('HSET', UNIQ, uk, id) end
     local t = tonumber(c)
     if eta ~= '' then t = tonumber(eta) end
-    -- member()'s string, from the client's zero-padded ready time (no number formatting here)
-    local seq = redis.call('INCR', tag .. ':$SEQ')
-    local rm = rt .. string.sub('00000000000' .. seq, -12) .. ':' .. id
+    local rm, seq = ready_member(tag, rt, id)  -- rt comes padded: no number formatting here
     -- the queue's first task ever (its sequence key is as old as the queue) registers the queue
     if seq == 1 then redis.call('SADD', '{' .. P .. '}:$QUEUES', q) end
     redis.call('HSET', tag .. ':$TASK:' .. id, 'b', blob, 's', 'pending', 'e', eta, 'p', paused,
@@ -439,7 +448,8 @@ def _preamble(body: str) -> str:
     wanted: set[str] = set()
     text = body
     while True:
-        found = {name for name, _ in _HELPERS if name not in wanted and re.search(rf"\b{name}\b", text)}
+        code_only = re.sub(r"--[^\n]*", "", text)  # a name in a comment is no use
+        found = {name for name, _ in _HELPERS if name not in wanted and re.search(rf"\b{name}\b", code_only)}
         if not found:
             break
         wanted |= found
