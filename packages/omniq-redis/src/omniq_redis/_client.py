@@ -106,19 +106,36 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class _LaneProtocol(asyncio.Protocol):
-    """The lane's socket: replies parsed by hiredis and handed to the waiting futures in order."""
+#: the lane's receive buffer, one per connection.
+_READ_BUFFER = 256 * 1024
+
+
+class _LaneProtocol(asyncio.BufferedProtocol):
+    """The lane's socket: replies parsed by hiredis and handed to the waiting futures in order.
+
+    A buffered protocol, so the event loop reads into one buffer allocated per
+    connection (``recv_into``). A plain protocol gets a new ``bytes`` from
+    ``recv(256 KiB)`` per read, which glibc serves with mmap, mremap and munmap:
+    three extra syscalls on every round trip, about a third of its cost here.
+    """
 
     def __init__(self) -> None:
         self.reader = hiredis.Reader(replyError=_reply_error)
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.Transport | None = None
+        self._buffer = memoryview(bytearray(_READ_BUFFER))
+        # the loop it was made in, kept: asyncio.get_running_loop() costs a getpid() syscall per
+        # call on Python 3.11
+        self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream transport: create_connection made it
 
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.reader.feed(self._buffer, 0, nbytes)  # hiredis copies what it keeps
         while (reply := self.reader.gets()) is not False:
             if not self.waiting:
                 self._fail(ConnectionError("Redis sent a reply nobody asked for"))
@@ -248,7 +265,7 @@ class _Lane:
         transport = protocol.transport
         if transport is None:
             raise ConnectionError("Redis closed the connection")
-        loop = asyncio.get_running_loop()
+        loop = protocol.loop
         futures = [loop.create_future() for _ in range(count)]
         protocol.waiting.extend(futures)
         transport.write(payload)

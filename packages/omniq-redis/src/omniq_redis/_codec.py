@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -18,6 +19,9 @@ _error_encoder = msgspec.msgpack.Encoder()
 _error_decoder = msgspec.msgpack.Decoder(TaskError)
 _STATUSES = {status.value.encode(): status for status in TaskStatus}
 _EMPTY = msgspec.Raw(b"\xa0")
+#: this process's enqueue sequence: orders its tasks due in the same microsecond in READY.
+_sequence = itertools.count(1)
+_SEQUENCE_WRAP = 10**12  # 12 digits in the READY member
 
 
 def _lua_bytes(data: bytes) -> msgspec.Raw:
@@ -45,18 +49,23 @@ def enqueue_items(tasks: Sequence[Task]) -> bytes:
 
 def _enqueue_item(task: Task) -> tuple[Any, ...]:
     created = to_us(task.created_at)
-    eta = None if task.eta is None else to_us(task.eta)
+    if task.eta is None:
+        eta = ""
+        ready = created
+    else:
+        ready = to_us(task.eta)
+        eta = str(ready)
     return (
         task.id,
         _lua_bytes(encode_task(task)),
         str(task.priority),
-        "" if eta is None else str(eta),
+        eta,
         str(created),
         task.unique_key or "",
         "1" if task.paused else "0",
         str(task.attempts),
         str(task.max_retries),
-        f"{max(created if eta is None else eta, 0):016d}",
+        f"{max(ready, 0):016d}{next(_sequence) % _SEQUENCE_WRAP:012d}:{task.id}",
     )
 
 

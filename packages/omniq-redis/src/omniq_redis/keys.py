@@ -34,6 +34,8 @@ DEFAULT_PREFIX = "omniq"
 # -- per-queue keys: "{P:q}:<suffix>" ------------------------------------------------------------
 
 #: zset of claimable tasks; score -priority, member "<time:016><seq:012>:<id>" (ties sort by member).
+#: The sequence number orders tasks due in the same microsecond: an enqueueing client's own
+#: counter, or SEQ for a task the server requeues.
 READY = "ready"
 #: zset of PENDING tasks whose eta is in the future; score eta (µs), member id.
 DELAYED = "delayed"
@@ -41,7 +43,7 @@ DELAYED = "delayed"
 LEASES = "leases"
 #: list of wake-up tokens; enqueue pushes, idle workers BLPOP (capped at SIGNAL_CAP).
 SIGNAL = "signal"
-#: counter giving each ready entry its enqueue sequence number.
+#: counter giving the sequence number of a READY member built by a script (retry, expired lease).
 SEQ = "seq"
 #: prefix of the per-status zsets "{P:q}:st:<status>"; score created_at (µs), member id. A task is in
 #: exactly one of them; list / count without a status merge them (no all-tasks zset to keep up on

@@ -77,36 +77,35 @@ local function row(h) return redis.call('HMGET', h, unpack(ROW)) end
 """,
     ),
     (
-        "ready_member",
-        r"""
--- the READY member "<ready time:016><seq:012>:<id>" from a ready time already zero-padded to 16
--- digits; also returns the queue's enqueue sequence number
-local function ready_member(tag, rt, id)
-  local seq = redis.call('INCR', tag .. ':$SEQ')
-  return rt .. string.sub('00000000000' .. seq, -12) .. ':' .. id, seq
-end
-""",
-    ),
-    (
         "member",
         r"""
--- the READY member of a task due at t (µs)
+-- the READY member "<ready time:016><seq:012>:<id>" of a task the server requeues at t µs (a retry,
+-- an expired lease). The sequence number only orders tasks due in the same microsecond; enqueue
+-- takes the member its client built, with the client's own sequence.
 local function member(tag, t, id)
   if t < 0 then t = 0 end
-  return ready_member(tag, string.format('%016.0f', t), id)
+  local seq = redis.call('INCR', tag .. ':$SEQ')
+  return string.format('%016.0f%012d:', t, seq % 1000000000000) .. id
 end
 """,
     ),
     (
         "signal",
         r"""
+-- leave up to n wake-up tokens, keeping at most $SIGNAL_CAP: a list already full is left alone
+-- (checking its length is cheaper than pushing and trimming)
 local function signal(tag, n)
   if n <= 0 then return end
-  local toks = {}
-  for j = 1, math.min(n, $SIGNAL_CAP) do toks[j] = '1' end
-  if redis.call('LPUSH', tag .. ':$SIGNAL', unpack(toks)) > $SIGNAL_CAP then
-    redis.call('LTRIM', tag .. ':$SIGNAL', 0, $SIGNAL_CAP - 1)
+  local sig = tag .. ':$SIGNAL'
+  local room = $SIGNAL_CAP - redis.call('LLEN', sig)
+  if room <= 0 then return end
+  if n == 1 then
+    redis.call('LPUSH', sig, '1')
+    return
   end
+  local toks = {}
+  for j = 1, math.min(n, room) do toks[j] = '1' end
+  redis.call('LPUSH', sig, unpack(toks))
 end
 """,
     ),
@@ -141,17 +140,22 @@ end
 ]
 
 # ARGV: P, queue, msgpack array of [id, blob, priority, eta µs or '', created µs, unique key or '',
-# paused '1'/'0', attempts, max_retries, ready µs (eta or created, at least 0) zero-padded to 16
-# digits] (one ARGV instead of ten per task keeps the client's argument packing off the hot path).
-# Returns the stored (or existing) id per task.
+# paused '1'/'0', attempts, max_retries, READY member], '1' to register the queue in QUEUES
+# (the client sends it on its first enqueue to a queue) or '0'. One ARGV for all the tasks keeps
+# the client's argument packing off the hot path. The client builds the READY member
+# "<ready time (eta or created, at least 0):016><seq:012>:<id>" with its own sequence number, which
+# only orders its tasks due in the same microsecond: the script formats no numbers. The hash gets
+# only the fields the blob cannot answer (see task_from_row: an absent field keeps the blob's
+# value). Returns the stored (or existing) id per task.
 _ENQUEUE = r"""
 local now = nil  -- the server clock, read only when a task has an eta to compare with it
 local q = ARGV[2]
 local tag = qtag(q)
 local out = {}
 local nready = 0
+if ARGV[4] == '1' then redis.call('SADD', '{' .. P .. '}:$QUEUES', q) end
 for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
-  local id, blob, pr, eta, c, uk, paused, attempts, mr, rt = unpack(it)
+  local id, blob, pr, eta, c, uk, paused, attempts, mr, rm = unpack(it)
   local result = id
   -- claims the id in the index (id -> queue) and detects a duplicate id in one call
   local dup = redis.call('HSETNX', IDX, id, q) == 0
@@ -168,17 +172,22 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
     end
   end
   if not dup then
-    if uk ~= '' then redis.call('HSET', UNIQ, uk, id) end
-    local t = tonumber(c)
-    if eta ~= '' then t = tonumber(eta) end
-    local rm, seq = ready_member(tag, rt, id)  -- rt comes padded: no number formatting here
-    -- the queue's first task ever (its sequence key is as old as the queue) registers the queue
-    if seq == 1 then redis.call('SADD', '{' .. P .. '}:$QUEUES', q) end
-    redis.call('HSET', tag .. ':$TASK:' .. id, 'b', blob, 's', 'pending', 'e', eta, 'p', paused,
-      'a', attempts, 'mr', mr, 'c', c, 'pr', pr, 'uk', uk, 'rm', rm)
+    local h = tag .. ':$TASK:' .. id
+    redis.call('HSET', h, 'b', blob, 's', 'pending', 'c', c, 'pr', pr, 'mr', mr, 'rm', rm)
+    if uk ~= '' then
+      redis.call('HSET', UNIQ, uk, id)
+      redis.call('HSET', h, 'uk', uk)
+    end
+    if eta ~= '' then redis.call('HSET', h, 'e', eta) end  -- set_paused reads it on resume
+    if paused == '1' then redis.call('HSET', h, 'p', '1') end
+    if attempts ~= '0' then redis.call('HSET', h, 'a', attempts) end  -- claim increments it
     redis.call('ZADD', tag .. ':$STATUS:pending', c, id)
     if paused ~= '1' then
-      if eta ~= '' and now == nil then now = now_us() end
+      local t = tonumber(c)
+      if eta ~= '' then
+        t = tonumber(eta)
+        if now == nil then now = now_us() end
+      end
       nready = nready + make_ready(tag, id, rm, pr, t, now or t)
     end
   end

@@ -23,7 +23,7 @@ import anyio
 from redis import exceptions as rexc
 
 from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
-from omniq.errors import redact_url
+from omniq.errors import BackendUnavailableError, redact_url
 from omniq.models import Outcome, Task, TaskStatus
 from omniq_redis import keys
 from omniq_redis._client import DEFAULT_URL, RedisClient
@@ -82,6 +82,10 @@ class RedisTaskQueue(BaseTaskQueue):
         # queue -> when (anyio clock) its next delayed task is due, as of this client's last claim
         self._next_due: dict[str, float] = {}
         self._queues_key = keys.global_key(self.prefix, keys.QUEUES)
+        # queues this client has registered in QUEUES (recover, purge, list and count read it):
+        # the enqueue script adds a queue when asked, on the first enqueue to it and again after
+        # a connection error (the server may have restarted without its data)
+        self._registered: set[str] = set()
 
     settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix"}
 
@@ -96,6 +100,7 @@ class RedisTaskQueue(BaseTaskQueue):
 
     async def close(self) -> None:
         """Close both pools (idempotent)."""
+        self._registered.clear()
         await self._blocking.close()
         await self._client.close()
 
@@ -109,8 +114,15 @@ class RedisTaskQueue(BaseTaskQueue):
 
     async def enqueue(self, task: Task) -> str:
         """Store a PENDING task (or return the id holding its unique key)."""
-        self._keys(task.queue)  # validates the queue name
-        reply = await self._client.run("enqueue", [self.prefix, task.queue, enqueue_items([task])])
+        queue = task.queue
+        self._keys(queue)  # validates the queue name
+        register = "0" if queue in self._registered else "1"
+        try:
+            reply = await self._client.run("enqueue", [self.prefix, queue, enqueue_items([task]), register])
+        except BackendUnavailableError:
+            self._registered.clear()
+            raise
+        self._registered.add(queue)
         return reply[0].decode()
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
@@ -126,10 +138,17 @@ class RedisTaskQueue(BaseTaskQueue):
         for queue, indexes in groups.items():
             for start in range(0, len(indexes), _ENQUEUE_CHUNK):
                 chunk = indexes[start : start + _ENQUEUE_CHUNK]
-                calls.append(("enqueue", [self.prefix, queue, enqueue_items([tasks[index] for index in chunk])]))
+                items = enqueue_items([tasks[index] for index in chunk])
+                calls.append(("enqueue", [self.prefix, queue, items, "0" if queue in self._registered else "1"]))
                 order.append(chunk)
+        try:
+            replies = await self._client.run_many(calls)
+        except BackendUnavailableError:
+            self._registered.clear()
+            raise
+        self._registered.update(groups)
         ids: list[str] = [""] * len(tasks)
-        for chunk, reply in zip(order, await self._client.run_many(calls), strict=True):
+        for chunk, reply in zip(order, replies, strict=True):
             for index, task_id in zip(chunk, reply, strict=True):
                 ids[index] = task_id.decode()
         return ids
