@@ -173,7 +173,9 @@ def _pack(args: Sequence[Any]) -> bytes:
     """RESP-encode one command (bytes, str, int and float arguments)."""
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
-        if isinstance(arg, str):
+        if isinstance(arg, bytes):  # checked first: a blob needs no conversion
+            pass
+        elif isinstance(arg, str):
             arg = arg.encode()
         elif isinstance(arg, int):
             arg = b"%d" % arg
