@@ -181,3 +181,19 @@ def test_stored_microsecond_times_read_back_exactly():
     for bound in [near] * 20_000 + [span] * 2_000:
         moment = start + timedelta(microseconds=rng.randrange(0, bound))
         assert from_us(str(to_us(moment)).encode()) == moment
+
+
+async def test_a_full_wake_up_list_is_left_at_its_cap(queue, raw, prefix):
+    for _ in range(keys.SIGNAL_CAP + 6):
+        await queue.enqueue(make_task())
+    assert await raw.llen(keys.QueueKeys(prefix, "default").signal) == keys.SIGNAL_CAP
+
+
+async def test_a_reconnected_client_registers_its_queue_again(queue, raw, prefix):
+    await queue.enqueue(make_task(queue="emails"))
+    await raw.delete(keys.global_key(prefix, keys.QUEUES))  # as if the server had lost its data
+    await queue.close()
+    await queue.connect()
+    await queue.enqueue(make_task(queue="emails"))
+    assert await queue.count() == 2, "count without a queue reads the registered queues"
+    assert await queue.count(queue="emails") == 2
