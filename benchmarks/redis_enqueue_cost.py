@@ -9,7 +9,10 @@ for EVALSHA; for the whole enqueue call it includes its share of the event flush
 
 - ``PING``: the round trip itself;
 - ``EVALSHA return 1``: the round trip plus the fixed cost of any script;
-- ``enqueue script``: the enqueue script alone, its arguments built beforehand;
+- ``enqueue script``: the general enqueue script alone (any task, any number), its arguments built
+  beforehand;
+- ``enqueue_one script``: the script of the common single enqueue alone (what ``enqueue`` runs for a
+  plain task once its queue is registered), its arguments built during the call;
 - ``AsyncOmniQ.enqueue``: the whole call (building the task, the script, the buffered event and its
   share of the event flushes).
 
@@ -30,7 +33,7 @@ os.environ["OMNIQ_KEY_PREFIX"] = "omniq_cost"
 
 from omniq import AsyncOmniQ
 from omniq.models import Task, new_id, utcnow
-from omniq_redis._codec import enqueue_items
+from omniq_redis._codec import enqueue_items, enqueue_one_args
 from omniq_redis.scripts import SCRIPTS
 
 app = AsyncOmniQ()
@@ -52,6 +55,7 @@ async def main(calls: int, rounds: int) -> None:
         redis = client.redis
         empty = await redis.script_load("return 1")
         items: list[bytes] = []
+        tasks: list[Task] = []
 
         async def ping() -> None:
             await lane.call("PING")
@@ -62,6 +66,12 @@ async def main(calls: int, rounds: int) -> None:
         async def enqueue_script() -> None:  # the queue is registered already: as in a client's steady state
             await lane.call("EVALSHA", SCRIPTS["enqueue"].sha, 0, queue.prefix, "default", items.pop(), "0")
 
+        async def enqueue_one_script() -> None:
+            task = tasks.pop()
+            qk = queue._keys("default")
+            task_keys = (queue._index_key, qk.task(task.id), qk.pending, qk.ready, qk.signal)
+            await lane.call("EVALSHA", SCRIPTS["enqueue_one"].sha, len(task_keys), *task_keys, *enqueue_one_args(task))
+
         async def enqueue() -> None:
             await noop.enqueue()
 
@@ -69,15 +79,16 @@ async def main(calls: int, rounds: int) -> None:
             "PING": ping,
             "EVALSHA return 1": empty_script,
             "enqueue script": enqueue_script,
+            "enqueue_one script": enqueue_one_script,
             "AsyncOmniQ.enqueue": enqueue,
         }
         figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in kinds}
         for _ in range(rounds):
             for name, call in kinds.items():  # interleaved, so a noisy spell hits every kind
-                items[:] = [
-                    enqueue_items([Task(id=new_id(), func="noop", payload=b"\x92\x90\x80", created_at=utcnow())])
-                    for _ in range(calls)
+                tasks[:] = [
+                    Task(id=new_id(), func="noop", payload=b"\x92\x90\x80", created_at=utcnow()) for _ in range(calls)
                 ]
+                items[:] = [enqueue_items([task]) for task in tasks]
                 await redis.config_resetstat()
                 cpu = await _server_cpu(redis)
                 start = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import anyio
+import msgspec
 import pytest
 from redis.crc import key_slot
 
@@ -197,3 +198,39 @@ async def test_a_reconnected_client_registers_its_queue_again(queue, raw, prefix
     await queue.enqueue(make_task(queue="emails"))
     assert await queue.count() == 2, "count without a queue reads the registered queues"
     assert await queue.count(queue="emails") == 2
+
+
+async def test_the_single_enqueue_script_stores_what_the_general_one_does(queue, raw, prefix, monkeypatch):
+    """A plain enqueue() on a registered queue runs enqueue_one; enqueue_many the general script."""
+    ran: list[str] = []
+    run = queue._client.run
+
+    async def recording_run(name, args, keys=()):
+        ran.append(name)
+        return await run(name, args, keys)
+
+    monkeypatch.setattr(queue._client, "run", recording_run)
+    await queue.enqueue(make_task())  # the queue's first: general script, registers it
+    created = now_ms()
+    fast = make_task(priority=3, max_retries=2, created_at=created)
+    general = make_task(priority=3, max_retries=2, created_at=created)
+    await queue.enqueue(fast)
+    await queue.enqueue_many([general])
+    assert ran == ["enqueue", "enqueue_one", "enqueue"]
+
+    qk = keys.QueueKeys(prefix, "default")
+    hashes = [await raw.hgetall(qk.task(task.id)) for task in (fast, general)]
+    assert hashes[0].keys() == hashes[1].keys()
+    for field in (b"s", b"c", b"pr", b"mr"):
+        assert hashes[0][field] == hashes[1][field], field
+    for task, stored in zip((fast, general), hashes, strict=True):
+        assert await raw.hget(keys.global_key(prefix, keys.INDEX), task.id) == b"default"
+        assert await raw.zscore(qk.pending, task.id) == float(stored[b"c"])
+        assert await raw.zscore(qk.ready, stored[b"rm"]) == -3
+    assert await raw.llen(qk.signal) == 3
+    got_fast, got_general = await queue.get_many([fast.id, general.id])
+    assert got_fast is not None and got_general is not None
+    assert msgspec.structs.replace(got_fast, id=general.id, payload=general.payload) == got_general
+
+    claimed = await queue.claim_ready(["default"], 3, lease=30, worker_id="w")
+    assert [task.id for task in claimed][:2] == [fast.id, general.id], "priority 3 first, then FIFO"

@@ -13,7 +13,7 @@ from omniq_redis._client import from_us, to_ms, to_us
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["enqueue_items", "finish_items", "task_from_row"]
+__all__ = ["enqueue_items", "enqueue_one_args", "finish_items", "task_from_row"]
 
 _error_encoder = msgspec.msgpack.Encoder()
 _error_decoder = msgspec.msgpack.Decoder(TaskError)
@@ -65,8 +65,28 @@ def _enqueue_item(task: Task) -> tuple[Any, ...]:
         "1" if task.paused else "0",
         str(task.attempts),
         str(task.max_retries),
-        f"{max(ready, 0):016d}{next(_sequence) % _SEQUENCE_WRAP:012d}:{task.id}",
+        _ready_member(ready, task.id),
     )
+
+
+def enqueue_one_args(task: Task) -> list[Any]:
+    """The ARGV of ``scripts._ENQUEUE_ONE`` (a task with no eta: it is ready when created)."""
+    created = to_us(task.created_at)
+    return [
+        task.id,
+        task.queue,
+        encode_task(task),
+        str(task.priority),
+        str(-task.priority),
+        str(created),
+        str(task.max_retries),
+        _ready_member(created, task.id),
+    ]
+
+
+def _ready_member(ready_us: int, task_id: str) -> str:
+    """The READY member "<ready time:016><seq:012>:<id>", with this process's sequence number."""
+    return f"{max(ready_us, 0):016d}{next(_sequence) % _SEQUENCE_WRAP:012d}:{task_id}"
 
 
 def finish_items(outcomes: Sequence[Outcome], fused: bool) -> bytes:

@@ -127,7 +127,7 @@ def events_key(prefix: str) -> str:
 class QueueKeys:
     """The keys of one queue, built once per queue name."""
 
-    __slots__ = ("delayed", "leases", "ready", "seq", "signal", "tag")
+    __slots__ = ("delayed", "leases", "pending", "ready", "seq", "signal", "tag")
 
     def __init__(self, prefix: str, queue: str) -> None:
         self.tag = queue_tag(prefix, queue)
@@ -136,6 +136,7 @@ class QueueKeys:
         self.leases = f"{self.tag}:{LEASES}"
         self.signal = f"{self.tag}:{SIGNAL}"
         self.seq = f"{self.tag}:{SEQ}"
+        self.pending = self.status("pending")
 
     def status(self, status: str) -> str:
         """Return the per-status zset ``{P:q}:st:<status>``."""

@@ -27,7 +27,7 @@ from omniq.errors import BackendUnavailableError, redact_url
 from omniq.models import Outcome, Task, TaskStatus
 from omniq_redis import keys
 from omniq_redis._client import DEFAULT_URL, RedisClient
-from omniq_redis._codec import enqueue_items, finish_items, task_from_row
+from omniq_redis._codec import enqueue_items, enqueue_one_args, finish_items, task_from_row
 from omniq_redis.scripts import SCRIPTS
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ class RedisTaskQueue(BaseTaskQueue):
         # queue -> when (anyio clock) its next delayed task is due, as of this client's last claim
         self._next_due: dict[str, float] = {}
         self._queues_key = keys.global_key(self.prefix, keys.QUEUES)
+        self._index_key = keys.global_key(self.prefix, keys.INDEX)
         # queues this client has registered in QUEUES (recover, purge, list and count read it):
         # the enqueue script adds a queue when asked, on the first enqueue to it and again after
         # a connection error (the server may have restarted without its data)
@@ -115,15 +116,20 @@ class RedisTaskQueue(BaseTaskQueue):
     async def enqueue(self, task: Task) -> str:
         """Store a PENDING task (or return the id holding its unique key)."""
         queue = task.queue
-        self._keys(queue)  # validates the queue name
-        register = "0" if queue in self._registered else "1"
+        qk = self._keys(queue)  # validates the queue name
         try:
-            reply = await self._client.run("enqueue", [self.prefix, queue, enqueue_items([task]), register])
+            if queue not in self._registered or task.unique_key or task.eta or task.paused or task.attempts:
+                args = [self.prefix, queue, enqueue_items([task]), "0" if queue in self._registered else "1"]
+                reply = await self._client.run("enqueue", args)
+                self._registered.add(queue)
+                return reply[0].decode()
+            # the common case, with a script of its own (see scripts._ENQUEUE_ONE)
+            task_keys = (self._index_key, qk.task(task.id), qk.pending, qk.ready, qk.signal)
+            await self._client.run("enqueue_one", enqueue_one_args(task), keys=task_keys)
+            return task.id
         except BackendUnavailableError:
             self._registered.clear()
             raise
-        self._registered.add(queue)
-        return reply[0].decode()
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
         """Store tasks in one round trip: one script call per queue and per 1,000 tasks."""
