@@ -254,7 +254,8 @@ class _Lane:
             handshake.append(("CLIENT", "SETNAME", kw["client_name"]))
         try:
             if handshake:
-                for reply in await self._send(protocol, b"".join(map(_pack, handshake)), len(handshake), None):
+                futures = self._write(protocol, b"".join(map(_pack, handshake)), len(handshake), None)
+                for reply in [await future for future in futures]:
                     if isinstance(reply, rexc.ResponseError):
                         raise reply
         except BaseException:
@@ -263,8 +264,10 @@ class _Lane:
             raise
         return protocol
 
-    async def _send(self, protocol: _LaneProtocol, payload: bytes, count: int, limit: float | None) -> list[Any]:
-        """Write ``count`` packed commands at once; their replies, error replies as exception objects."""
+    def _write(
+        self, protocol: _LaneProtocol, payload: bytes, count: int, limit: float | None
+    ) -> list[asyncio.Future[Any]]:
+        """Write ``count`` packed commands at once; the futures of their replies (errors as exception objects)."""
         transport = protocol.transport
         if transport is None:
             raise ConnectionError("Redis closed the connection")
@@ -277,7 +280,7 @@ class _Lane:
             self._sent_at = loop.time()
             if self._watchdog is None:
                 self._watchdog = loop.call_later(limit, self._check_timeout)
-        return [await future for future in futures]
+        return futures
 
     def _check_timeout(self) -> None:
         self._watchdog = None
@@ -290,9 +293,37 @@ class _Lane:
         else:
             self._watchdog = asyncio.get_running_loop().call_later(overdue, self._check_timeout)
 
+    def _begin(self) -> _LaneProtocol | None:
+        """Mark the lane busy; its live connection, or None when one must be opened first."""
+        if self._busy:
+            raise RuntimeError("the lane runs one call at a time: check free first")
+        self._busy = True
+        protocol = self._protocol
+        if self._generation != _fork_generation:
+            protocol = self._protocol = self._watchdog = None  # the parent's: leave it be
+            self._generation = _fork_generation
+        if protocol is None or protocol.transport is None:
+            self._protocol = None
+            return None
+        return protocol
+
     async def call(self, *args: Any) -> Any:
-        """Run one command; an error reply raises (as redis-py's ResponseError family)."""
-        (reply,) = await self.call_many((args,), self._timeout)
+        """Run one command; an error reply raises (as redis-py's ResponseError family).
+
+        The single-command case of :meth:`call_many`, written out: it is every
+        sequential script call's path, and each coroutine level costs.
+        """
+        protocol = self._begin()
+        try:
+            if protocol is None:
+                protocol = self._protocol = await self._connect()
+            (future,) = self._write(protocol, _pack(args), 1, self._timeout)
+            reply = await future
+        except BaseException:
+            self.close()  # see call_many
+            raise
+        finally:
+            self._busy = False
         if isinstance(reply, rexc.ResponseError):
             raise reply
         return reply
@@ -303,19 +334,12 @@ class _Lane:
         ``timeout`` bounds the wait for the replies (``None``: unbounded, for
         blocking commands that bound themselves).
         """
-        if self._busy:
-            raise RuntimeError("the lane runs one call at a time: check free first")
-        self._busy = True
+        protocol = self._begin()
         try:
-            protocol = self._protocol
-            if self._generation != _fork_generation:
-                protocol = self._protocol = self._watchdog = None  # the parent's: leave it be
-                self._generation = _fork_generation
-            if protocol is None or protocol.transport is None:
-                self._protocol = None
+            if protocol is None:
                 protocol = self._protocol = await self._connect()
-            payload = _pack(commands[0]) if len(commands) == 1 else b"".join(map(_pack, commands))
-            return await self._send(protocol, payload, len(commands), timeout)
+            futures = self._write(protocol, b"".join(map(_pack, commands)), len(commands), timeout)
+            return [await future for future in futures]
         except BaseException:
             # Cancelled or failed between send and reply: a reply may still come, so the
             # connection cannot be reused.
