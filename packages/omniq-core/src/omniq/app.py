@@ -373,7 +373,8 @@ class AsyncOmniQ:
         if handle is not None:
             handle.check_arguments(args, kwargs)
         task = self._build_task(name, args, kwargs, options)
-        await self.connect()
+        if not self._connected:  # (skips a coroutine per call on the hot path)
+            await self.connect()
         task_id = await self.task_queue.enqueue(task)
         if task_id == task.id:
             self._after_enqueue([task])
