@@ -131,6 +131,24 @@ class TaskQueueSuite(FusedPathTests):
         assert [t.id for t in claimed] == [t.id for t in tasks]
         assert [t.payload for t in claimed] == [bytes([i]) for i in range(20)]
 
+    async def test_single_and_batch_enqueues_agree(self, task_queue: BaseTaskQueue) -> None:
+        """A backend may store a lone enqueue by a path of its own: it must keep every field and
+        the one claim order (priority, then FIFO) with tasks enqueued in batches."""
+        tasks = [make_task(priority=i % 2, max_retries=i, timeout=1.5, result_ttl=3.0) for i in range(6)]
+        for task in tasks[:2]:
+            assert await task_queue.enqueue(task) == task.id
+        assert await task_queue.enqueue_many(tasks[2:4]) == [t.id for t in tasks[2:4]]
+        for task in tasks[4:]:
+            assert await task_queue.enqueue(task) == task.id
+        for task, stored in zip(tasks, await task_queue.get_many([t.id for t in tasks]), strict=True):
+            assert stored is not None
+            for field in task.__struct_fields__:
+                if field != "updated_at":
+                    assert getattr(stored, field) == getattr(task, field), field
+        claimed = await task_queue.claim_ready(["default"], 10, lease=LONG, worker_id="w1")
+        expected = sorted(tasks, key=lambda t: -t.priority)  # stable: FIFO within a priority
+        assert [t.id for t in claimed] == [t.id for t in expected]
+
     # -- unique keys --------------------------------------------------------------------------------
 
     async def test_unique_key_while_pending_returns_first_id(self, task_queue: BaseTaskQueue) -> None:
