@@ -4,8 +4,8 @@
 <msgpack>`` per event, where ``<ms>`` is the event's own timestamp when that
 keeps ids increasing (else the server picks, which is never earlier than
 the event), then ``XTRIM MAXLEN ~ N`` caps the stream and ``XTRIM MINID ~``
-drops what is older than the event TTL. Since an entry id is never earlier than its event's
-timestamp, ``query(since=...)`` starts its XRANGE at ``since`` and
+drops what is older than the event TTL. Since an entry id is never earlier
+than its event's timestamp, ``query(since=...)`` starts its XRANGE at ``since`` and
 ``purge(before=...)`` is ``XTRIM MINID before`` (it never deletes an event
 newer than ``before``). Other filters are applied while reading.
 """

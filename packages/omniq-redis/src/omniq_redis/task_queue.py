@@ -17,6 +17,7 @@ script pipelined behind the BLPOP when one queue is served.
 from __future__ import annotations
 
 import secrets
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
@@ -31,7 +32,7 @@ from omniq_redis._codec import enqueue_items, enqueue_one_args, finish_items, ta
 from omniq_redis.scripts import SCRIPTS
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
 
 __all__ = ["RedisTaskQueue"]
@@ -117,9 +118,10 @@ class RedisTaskQueue(BaseTaskQueue):
         """Store a PENDING task (or return the id holding its unique key)."""
         queue = task.queue
         qk = self._keys(queue)  # validates the queue name
-        try:
-            if queue not in self._registered or task.unique_key or task.eta or task.paused or task.attempts:
-                args = [self.prefix, queue, enqueue_items([task]), "0" if queue in self._registered else "1"]
+        register = queue not in self._registered
+        with self._registering():
+            if register or task.unique_key or task.eta or task.paused or task.attempts:
+                args = [self.prefix, queue, enqueue_items([task]), "1" if register else "0"]
                 reply = await self._client.run("enqueue", args)
                 self._registered.add(queue)
                 return reply[0].decode()
@@ -127,9 +129,6 @@ class RedisTaskQueue(BaseTaskQueue):
             task_keys = (self._index_key, qk.task(task.id), qk.pending, qk.ready, qk.signal)
             await self._client.run("enqueue_one", enqueue_one_args(task), keys=task_keys)
             return task.id
-        except BackendUnavailableError:
-            self._registered.clear()
-            raise
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
         """Store tasks in one round trip: one script call per queue and per 1,000 tasks."""
@@ -147,17 +146,23 @@ class RedisTaskQueue(BaseTaskQueue):
                 items = enqueue_items([tasks[index] for index in chunk])
                 calls.append(("enqueue", [self.prefix, queue, items, "0" if queue in self._registered else "1"]))
                 order.append(chunk)
-        try:
+        with self._registering():
             replies = await self._client.run_many(calls)
-        except BackendUnavailableError:
-            self._registered.clear()
-            raise
         self._registered.update(groups)
         ids: list[str] = [""] * len(tasks)
         for chunk, reply in zip(order, replies, strict=True):
             for index, task_id in zip(chunk, reply, strict=True):
                 ids[index] = task_id.decode()
         return ids
+
+    @contextmanager
+    def _registering(self) -> Iterator[None]:
+        """Forget which queues are registered when the server may be gone (it may come back empty)."""
+        try:
+            yield
+        except BackendUnavailableError:
+            self._registered.clear()
+            raise
 
     # -- claim -------------------------------------------------------------------------------------
 
