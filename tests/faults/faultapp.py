@@ -6,6 +6,7 @@ can count how many times each task really ran to completion.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -29,6 +30,17 @@ def record(n: int) -> int:
 @app.task(name="slow")
 def slow(n: int, seconds: float) -> int:
     time.sleep(seconds)
+    _record(n)
+    return n
+
+
+@app.task(name="held_once")
+async def held_once(n: int, seconds: float) -> int:
+    """Sleeps ``seconds`` on its first run only (a marker file beside $FAULT_LOG remembers), then records."""
+    marker = f"{os.environ['FAULT_LOG']}.held-{n}"
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        await asyncio.sleep(seconds)
     _record(n)
     return n
 

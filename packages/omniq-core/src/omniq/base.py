@@ -395,7 +395,8 @@ def apply_outcome(task: Task, outcome: Outcome, now: datetime) -> Task | None:
         if outcome.eta is not None:
             changes["eta"] = outcome.eta
         if outcome.kind is OutcomeKind.RELEASE:
-            changes["attempts"] = max(task.attempts - 1, 0)
+            # Handed back unrun: nobody holds or started it any more.
+            changes.update(attempts=max(task.attempts - 1, 0), started_at=None, worker_id=None)
         elif outcome.kind is OutcomeKind.RESCHEDULE:
             changes["attempts"] = 0
     return msgspec.structs.replace(task, **changes)  # type: ignore[arg-type]  # field names checked above

@@ -207,6 +207,8 @@ class TaskSQL:
                        ready_at = CASE WHEN o.status = 'pending' THEN coalesce(o.eta, least(t.created_at, now()))
                                        ELSE t.ready_at END,
                        finished_at = CASE WHEN o.status = 'pending' THEN t.finished_at ELSE now() END,
+                       started_at = CASE o.kind WHEN 'release' THEN NULL ELSE t.started_at END,
+                       worker_id = CASE o.kind WHEN 'release' THEN NULL ELSE t.worker_id END,
                        error = o.error::jsonb, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
                   FROM o
                  WHERE t.id = o.id AND t.lease_token = o.token AND t.status = 'running'

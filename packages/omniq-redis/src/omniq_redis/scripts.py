@@ -308,6 +308,7 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
         local a = tonumber(f[7])
         if kind == 'release' then a = math.max(a - 1, 0) elseif kind == 'reschedule' then a = 0 end
         redis.call('HSET', h, 's', 'pending', 'k', '', 'l', '', 'e', fmt(t), 'a', a, 'ua', fmt(now), 'er', err, 'rm', rm)
+        if kind == 'release' then redis.call('HSET', h, 'w', '', 'sa', '') end
         redis.call('ZADD', tag .. ':$STATUS:pending', f[3], id)
         if f[6] ~= '1' then wake[tag] = (wake[tag] or 0) + make_ready(tag, id, rm, f[5], t, now) end
       end

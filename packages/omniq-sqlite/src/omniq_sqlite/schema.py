@@ -187,6 +187,12 @@ FINISH_REQUEUE = (
     "attempts = CASE ? WHEN 'release' THEN max(attempts - 1, 0) WHEN 'reschedule' THEN 0 ELSE attempts END, "
     "lease_token = NULL, lease_expires_at = NULL WHERE id = ?"
 )
+#: a release hands the task back unrun: also forgets who held it and when it started.
+FINISH_RELEASE = (
+    f"UPDATE {TASKS} SET status = 'pending', error = ?, eta = ?, ready_at = ?, updated_at = ?, "
+    "attempts = max(attempts - 1, 0), lease_token = NULL, lease_expires_at = NULL, started_at = NULL, "
+    "worker_id = NULL WHERE id = ?"
+)
 UPSERT_RESULT = f"INSERT OR REPLACE INTO {RESULTS} (task_id, data, expires_at) VALUES (?, ?, ?)"
 SELECT_RESULT = f"SELECT data, expires_at FROM {RESULTS} WHERE task_id = ?"
 DELETE_RESULT = f"DELETE FROM {RESULTS} WHERE task_id = ?"

@@ -174,6 +174,7 @@ def _finish_job(conn: Any, prepared: list[tuple[Outcome, bytes | None, tuple[Any
     flags: list[bool] = []
     terminal: list[tuple[Any, ...]] = []
     requeue: list[tuple[Any, ...]] = []
+    released: list[tuple[Any, ...]] = []
     results: list[tuple[Any, ...]] = []
     for outcome, error, result_row in prepared:
         lease = current.pop(outcome.task_id, None)  # pop: a second outcome for the same lease is refused
@@ -188,13 +189,18 @@ def _finish_job(conn: Any, prepared: list[tuple[Outcome, bytes | None, tuple[Any
         else:
             eta = to_ts(outcome.eta)
             ready_at = eta if eta is not None else lease[1]
-            requeue.append((error, eta, ready_at, now, outcome.kind.value, outcome.task_id))
+            if outcome.kind is OutcomeKind.RELEASE:
+                released.append((error, eta, ready_at, now, outcome.task_id))
+            else:
+                requeue.append((error, eta, ready_at, now, outcome.kind.value, outcome.task_id))
         if result_row is not None:
             results.append(result_row)
     if terminal:
         conn.executemany(schema.FINISH_TERMINAL, terminal)
     if requeue:
         conn.executemany(schema.FINISH_REQUEUE, requeue)
+    if released:
+        conn.executemany(schema.FINISH_RELEASE, released)
     if results:
         conn.executemany(schema.UPSERT_RESULT, results)
     return flags

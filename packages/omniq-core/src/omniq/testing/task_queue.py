@@ -474,6 +474,8 @@ class TaskQueueSuite(FusedPathTests):
         stored = await task_queue.get(held.id)
         assert stored is not None
         assert (stored.status, stored.attempts, stored.lease_token) == (TaskStatus.PENDING, 0, None)
+        # A pending task is held by nobody: the released lease leaves no trace of its holder.
+        assert (stored.lease_expires_at, stored.started_at, stored.worker_id) == (None, None, None)
         again = await _claim_one(task_queue)
         assert again.id == held.id and again.attempts == 1
 

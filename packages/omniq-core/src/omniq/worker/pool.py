@@ -14,7 +14,10 @@ One pool is four cooperating loops on one event loop:
 
 Shutdown (``stop()``, SIGTERM, SIGINT): stop claiming, give in-flight tasks
 ``shutdown_grace`` seconds, cancel the rest and RELEASE them so another
-worker gets them at once, flush outcomes and events.
+worker gets them at once, flush outcomes and events. A second signal ends the
+grace period. A stopping pool never claims again: tasks that a claim already
+in flight returns are handed back unstarted, and cancelled tasks are released
+only once that claim is over, so it cannot take them back.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ class AsyncWorkerPool:
         self._outcome_ready = anyio.Event()
         self._slot_freed = anyio.Event()
         self._stopping = False
+        self._grace: anyio.CancelScope | None = None  # the drain's grace period, ended early by a second signal
         self._stopped = anyio.Event()
         self._started = anyio.Event()
         self._stop_requested = threading.Event()
@@ -218,6 +222,9 @@ class AsyncWorkerPool:
                 logger.warning("claim failed (%s); retrying in %.1f s", exc, delay)
                 await anyio.sleep(delay)
                 continue
+            if self._stopping and tasks:
+                await self._hand_back(tasks)
+                return
             if not tasks:
                 if self.burst:
                     # Done only if this empty claim began after every deferred task was due
@@ -279,6 +286,15 @@ class AsyncWorkerPool:
             self._outcomes.append((task, outcome))
             self._outcome_ready.set()
 
+    async def _hand_back(self, tasks: list[Task]) -> None:
+        """Release tasks claimed after stop was requested, unstarted (no event: they never began)."""
+        outcomes = [Outcome(task_id=t.id, lease_token=t.lease_token or "", kind=OutcomeKind.RELEASE) for t in tasks]
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.app.task_queue.finish(outcomes)
+        except Exception as exc:
+            logger.warning("handing back %d unstarted task(s) failed (%s); their leases will expire", len(tasks), exc)
+
     async def _drain(self) -> None:
         """Give in-flight tasks the grace period, then cancel and release the rest."""
         if not self._running:
@@ -290,7 +306,7 @@ class AsyncWorkerPool:
             len(self._running),
         )
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(self.shutdown_grace):
+            with anyio.move_on_after(self.shutdown_grace) as self._grace:
                 while self._running:
                     self._slot_freed = anyio.Event()
                     await self._slot_freed.wait()
@@ -337,25 +353,25 @@ class AsyncWorkerPool:
             if not ok:
                 logger.warning("lease lost on task %s (attempt %d): outcome not recorded", task.id, task.attempts)
                 continue
-            self.processed += 1
+            if outcome.kind is not OutcomeKind.RELEASE:
+                self.processed += 1  # a released task was handed back, not processed
             if outcome.kind in (OutcomeKind.RELEASE, OutcomeKind.RETRY) and outcome.eta is not None:
                 self._burst_deferred_until = max(self._burst_deferred_until, outcome.eta)
             if outcome.result is not None:
                 results.append(outcome.result)
             event_type = outcome_event(outcome)
-            if outcome.kind is not OutcomeKind.RELEASE or outcome.error is not None:
-                events.append(
-                    TaskEvent(
-                        task_id=task.id,
-                        type=event_type,
-                        timestamp=now,
-                        queue=task.queue,
-                        func=task.func,
-                        attempt=task.attempts,
-                        worker_id=self.worker_id,
-                        message=outcome.error.message if outcome.error else "",
-                    )
+            events.append(
+                TaskEvent(
+                    task_id=task.id,
+                    type=event_type,
+                    timestamp=now,
+                    queue=task.queue,
+                    func=task.func,
+                    attempt=task.attempts,
+                    worker_id=self.worker_id,
+                    message=outcome.error.message if outcome.error else "",
                 )
+            )
             if self._hooks:
                 self._call_outcome_hooks(task, outcome, event_type)
         if results and fused is None:
@@ -451,6 +467,7 @@ class AsyncWorkerPool:
                     self.request_stop()
                 else:
                     logger.warning("received %s again: cancelling in-flight tasks", signal.Signals(signum).name)
+                    # The drain cancels and releases them once no claim is in flight (see the module doc).
                     self.shutdown_grace = 0
-                    for running in list(self._running.values()):
-                        running.cancel()
+                    if self._grace is not None:
+                        self._grace.cancel()
