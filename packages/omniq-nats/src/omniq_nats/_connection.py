@@ -89,13 +89,25 @@ _FIRST_CONNECT_ATTEMPTS = 2  # retries of the very first connect before BackendU
 
 
 async def open_connection(url: str, name: str, **options: Any) -> Client:
-    """Connect to ``url``; connection failures raise BackendUnavailableError (URL redacted)."""
+    """Connect to ``url``; connection failures raise BackendUnavailableError (URL redacted).
+
+    A deliberate ``close()`` logs nothing above DEBUG: nats-py reports it
+    through the same callbacks as a lost connection, after marking the client closed.
+    """
+    client: list[Client] = []  # set once connected: the callbacks ask it whether it is being closed
+
+    def closing() -> bool:
+        return bool(client) and client[0].is_closed
 
     async def on_error(exc: Exception) -> None:
-        logger.warning("NATS connection error: %s", type(exc).__name__)
+        level = logging.DEBUG if closing() else logging.WARNING
+        logger.log(level, "NATS connection error: %s", type(exc).__name__)
 
     async def on_disconnect() -> None:
-        logger.info("NATS connection lost; reconnecting")
+        if closing():
+            logger.debug("NATS connection closed")
+        else:
+            logger.info("NATS connection lost; reconnecting")
 
     settings: dict[str, Any] = {
         "name": name,
@@ -115,6 +127,7 @@ async def open_connection(url: str, name: str, **options: Any) -> Client:
     settings["max_reconnect_attempts"] = _FIRST_CONNECT_ATTEMPTS
     with map_exceptions(NATS_ERRORS, url=url):
         nc = await nats.connect(url, **settings)
+    client.append(nc)
     nc.options["max_reconnect_attempts"] = runtime_attempts
     return nc
 
