@@ -228,18 +228,21 @@ def placeholders(count: int) -> str:
 def claim_sql(queue_count: int) -> str:
     """The one-statement batch claim for ``queue_count`` queues.
 
-    Parameters: lease_expires_at, started_at/updated_at, worker_id, *queues, now, limit.
+    Parameters, in order: lease_expires_at, started_at, updated_at, worker_id, *queues, now, limit
+    (``now`` three times: plain ``?`` markers bind by position the same way on every Python, where a
+    numbered ``?NNN`` marker is taken for a named one, with a DeprecationWarning, by early CPython 3.12
+    releases: python/cpython#117995).
     Lease tokens are drawn per row inside SQLite, so each claimed task gets its own.
     """
     return (
         f"UPDATE {TASKS} SET status = 'running', attempts = attempts + 1, "
-        "lease_token = lower(hex(randomblob(12))), lease_expires_at = ?1, started_at = ?2, updated_at = ?2, "
-        "worker_id = ?3 "
+        "lease_token = lower(hex(randomblob(12))), lease_expires_at = ?, started_at = ?, updated_at = ?, "
+        "worker_id = ? "
         f"WHERE seq IN (SELECT seq FROM {TASKS} INDEXED BY {IDX_TASKS_CLAIM} "
         "WHERE status = 'pending' AND paused = 0 "
-        f"AND queue IN ({', '.join(f'?{4 + i}' for i in range(queue_count))}) "
-        f"AND ready_at <= ?{4 + queue_count} "
-        f"ORDER BY priority DESC, ready_at, seq LIMIT ?{5 + queue_count}) "
+        f"AND queue IN {placeholders(queue_count)} "
+        "AND ready_at <= ? "
+        "ORDER BY priority DESC, ready_at, seq LIMIT ?) "
         f"RETURNING {TASK_COLUMNS}"
     )
 

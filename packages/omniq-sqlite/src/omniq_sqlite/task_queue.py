@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
+from omniq._records import claimed_task, decode_error, msgpack_decoder, task_from_row
 from omniq.base import BaseResultStorage, BaseTaskQueue, Capability, lease_expired_error
-from omniq.models import Outcome, OutcomeKind, Task, TaskError, TaskStatus, encode_result
+from omniq.models import Outcome, OutcomeKind, Task, TaskStatus, encode_result
 from omniq_sqlite import schema
 from omniq_sqlite._component import SQLiteComponent, chunks, from_ts, to_ts
 from omniq_sqlite._wake import RESULTS, WORK
@@ -29,8 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteTaskQueue"]
 
 _encoder = msgspec.msgpack.Encoder()
-_error_decoder = msgspec.msgpack.Decoder(TaskError)
-_deps_decoder = msgspec.msgpack.Decoder(tuple[str, ...])
+_decode_deps = msgpack_decoder(tuple[str, ...], "dependency list")
+#: Task field names in schema.TASK_COLUMNS order (a salvaged row keeps the valid ones).
+_FIELDS = tuple(name.strip() for name in schema.TASK_COLUMNS.split(","))
 _STATUS = {status.value: status for status in TaskStatus}
 _TERMINAL_KINDS = {OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.EXPIRED}
 _SEQ = 25  # index of seq in schema.TASK_COLUMNS
@@ -40,6 +42,20 @@ _SMALL_BATCH = 16
 
 
 def _row_to_task(row: Sequence[Any]) -> Task:
+    """The task of a row, strictly (SerializationError when a column is corrupted)."""
+    return task_from_row(_build_task, row)
+
+
+def _leased_row_to_task(row: Sequence[Any]) -> Task:
+    """The task of a row just claimed or recovered: a corrupted one comes back salvaged, for the worker to fail."""
+    return claimed_task(_build_task, row, _raw_fields)
+
+
+def _raw_fields(row: Sequence[Any]) -> dict[str, Any]:
+    return dict(zip(_FIELDS, row))
+
+
+def _build_task(row: Sequence[Any]) -> Task:
     error, deps = row[24], row[16]
     return Task(
         id=row[0],
@@ -58,7 +74,7 @@ def _row_to_task(row: Sequence[Any]) -> Task:
         timeout=row[13],
         expires_at=from_ts(row[14]),
         result_ttl=row[15],
-        depends_on=_deps_decoder.decode(deps) if deps is not None else (),
+        depends_on=_decode_deps(deps) if deps is not None else (),
         created_at=datetime.fromtimestamp(row[17], timezone.utc),
         updated_at=from_ts(row[18]),
         started_at=from_ts(row[19]),
@@ -66,7 +82,7 @@ def _row_to_task(row: Sequence[Any]) -> Task:
         lease_token=row[21],
         lease_expires_at=from_ts(row[22]),
         worker_id=row[23],
-        error=_error_decoder.decode(error) if error is not None else None,
+        error=decode_error(error) if error is not None else None,
     )
 
 
@@ -147,7 +163,8 @@ def _enqueue_job(conn: Any, rows: list[tuple[Any, ...]]) -> list[str]:
 
 def _claim_job(conn: Any, queues: tuple[str, ...], limit: int, lease: float, worker_id: str) -> list[Any]:
     now = time.time()
-    return conn.execute(schema.claim_sql(len(queues)), (now + lease, now, worker_id, *queues, now, limit)).fetchall()  # type: ignore[no-any-return]
+    params = (now + lease, now, now, worker_id, *queues, now, limit)
+    return conn.execute(schema.claim_sql(len(queues)), params).fetchall()  # type: ignore[no-any-return]
 
 
 def _extend_job(conn: Any, pairs: list[tuple[str, str]], lease: float) -> set[str]:
@@ -210,7 +227,7 @@ def _recover_job(conn: Any) -> list[Task]:
     now = time.time()
     recovered = []
     for row in conn.execute(schema.SELECT_EXPIRED_LEASES, (now,)).fetchall():
-        task = _row_to_task(row)
+        task = _leased_row_to_task(row)
         if task.attempts >= task.max_attempts:
             error = lease_expired_error(task)
             conn.execute(schema.RECOVER_FAIL, (_encoder.encode(error), now, now, task.id, task.lease_token))
@@ -294,7 +311,7 @@ class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
         db = await self._database()
         rows = await db.write(_claim_job, tuple(dict.fromkeys(queues)), limit, lease, worker_id)
         rows.sort(key=_claim_order)  # RETURNING does not keep the subquery's order
-        return [_row_to_task(row) for row in rows]
+        return [_leased_row_to_task(row) for row in rows]
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Sleep until a hint arrives, the next scheduled task is due, or ``timeout`` passes."""
