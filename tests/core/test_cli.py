@@ -84,3 +84,45 @@ def test_load_app_accepts_dotted_paths_and_factories(tmp_path: Path, monkeypatch
     monkeypatch.syspath_prepend(str(tmp_path))
     assert load_app("myapp_for_cli.app").settings.backend == "memory"
     assert load_app("myapp_for_cli:make").settings.backend == "memory"
+
+
+FAST_APP = """\
+import time
+
+from omniq import OmniQ
+
+app = OmniQ()
+
+
+@app.task(name="double")
+def double(n: int) -> int:
+    return 2 * n
+
+
+@app.task(name="stuck", timeout=0.5, max_retries=0)
+def stuck() -> None:
+    time.sleep(60)
+"""
+
+
+def test_burst_of_fast_thread_tasks_exits_without_a_lingering_thread_warning(tmp_path: Path) -> None:
+    (tmp_path / "fastapp.py").write_text(FAST_APP)
+    env = _env(tmp_path)
+    for run_number in range(6):
+        with OmniQ(Settings(base_dir=tmp_path / "data")) as app:
+            app.enqueue_many("double", [(n,) for n in range(40)])
+        run = omniq("worker", "fastapp:app", "--burst", "--pool", "thread", "-c", "8", env=env, cwd=tmp_path)
+        output = run.stdout + run.stderr
+        assert run.returncode == 0, output
+        assert "40 task(s) processed" in output, output
+        assert "still running" not in output, f"run {run_number}:\n{output}"
+
+
+def test_a_timed_out_thread_task_is_reported_and_does_not_hold_the_exit(tmp_path: Path) -> None:
+    (tmp_path / "fastapp.py").write_text(FAST_APP)
+    with OmniQ(Settings(base_dir=tmp_path / "data")) as app:
+        app.enqueue("stuck", timeout=0.5, max_retries=0)  # a producer without the function: options explicit
+    run = omniq("worker", "fastapp:app", "--burst", "--pool", "thread", env=_env(tmp_path), cwd=tmp_path)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert "exiting with 1 task thread(s) still running" in output, output

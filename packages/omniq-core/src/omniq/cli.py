@@ -183,16 +183,21 @@ def _exit_despite_abandoned_threads(code: int) -> None:
     Python cannot stop a thread: a sync task that overran its timeout (or was
     cut off by shutdown) keeps its worker thread busy, and the interpreter
     would wait for it at exit. Its outcome was already recorded or released,
-    so the worker process exits without waiting.
+    so the worker process exits without waiting. Only threads inside a task
+    function are reported: idle pool threads that are still winding down are not.
     """
     import logging
     import threading
 
+    from omniq.worker.executors import threads_in_tasks
+
+    in_tasks = threads_in_tasks()
     lingering = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
-    if lingering:
+    if in_tasks:
         logging.getLogger("omniq.worker").warning(
-            "exiting with %d task thread(s) still running (timed out or cut off by shutdown)", len(lingering)
+            "exiting with %d task thread(s) still running (timed out or cut off by shutdown)", in_tasks
         )
+    if in_tasks or lingering:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

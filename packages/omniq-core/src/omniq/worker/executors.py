@@ -16,6 +16,7 @@ import functools
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -25,7 +26,26 @@ import anyio.to_thread
 
 from omniq.errors import TaskTimeoutError
 
-__all__ = ["Executor", "ProcessExecutor", "ThreadExecutor"]
+__all__ = ["Executor", "ProcessExecutor", "ThreadExecutor", "threads_in_tasks"]
+
+_in_tasks = 0  # threads inside a task function right now (a timed-out or cut-off one stays in)
+_in_tasks_lock = threading.Lock()
+
+
+def threads_in_tasks() -> int:
+    """How many threads are running a sync task function right now (idle pool threads are not counted)."""
+    return _in_tasks
+
+
+def _counted(call: Callable[[], Any]) -> Any:
+    global _in_tasks
+    with _in_tasks_lock:
+        _in_tasks += 1
+    try:
+        return call()
+    finally:
+        with _in_tasks_lock:
+            _in_tasks -= 1
 
 
 class Executor:
@@ -68,7 +88,9 @@ class Executor:
         self, name: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         return await anyio.to_thread.run_sync(
-            functools.partial(func, *args, **kwargs), limiter=self._limiter, abandon_on_cancel=True
+            functools.partial(_counted, functools.partial(func, *args, **kwargs)),
+            limiter=self._limiter,
+            abandon_on_cancel=True,
         )
 
 
