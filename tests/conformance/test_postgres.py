@@ -24,10 +24,31 @@ async def schema(postgres_url):
         await conn.close()
 
 
+#: a value per corruptible field that its column can hold but no task can have.
+_CORRUPT = {
+    "result_ttl": "'Infinity'::float8",
+    "error": """'"not an error"'::jsonb""",
+    "depends_on": """'{"a": 1}'::jsonb""",
+}
+
+
 class TestPostgresTaskQueue(TaskQueueSuite):
     @pytest.fixture
     def task_queue_factory(self, postgres_url, schema):
         return lambda: PostgresTaskQueue(postgres_url, schema=schema, min_size=1, max_size=4)
+
+    @pytest.fixture
+    def corrupt_record(self, postgres_url, schema):
+        async def corrupt(task_id, field):
+            if field not in _CORRUPT:
+                pytest.skip(f"a PostgreSQL column cannot hold a corrupted {field} (timestamptz is never naive)")
+            conn = await asyncpg.connect(postgres_url)
+            try:
+                await conn.execute(f'UPDATE "{schema}".tasks SET {field} = {_CORRUPT[field]} WHERE id = $1', task_id)
+            finally:
+                await conn.close()
+
+        return corrupt
 
     @pytest.fixture
     def fused_result_storage_factory(self, postgres_url, schema):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
 from omniq.testing import EventStorageSuite, ResultStorageSuite, TaskQueueSuite
-from omniq_redis import RedisEventStorage, RedisResultStorage, RedisTaskQueue
+from omniq_redis import RedisEventStorage, RedisResultStorage, RedisTaskQueue, keys
 
 pytestmark = pytest.mark.servers
 
@@ -27,10 +28,29 @@ async def prefix(redis_url):
         await client.aclose()
 
 
+#: a value per corruptible field that a task envelope can hold but no task can have
+#: (a naive datetime is what msgspec writes as a string without an offset).
+_CORRUPT = {"expires_at": "2030-01-01T00:00:00", "result_ttl": float("inf"), "error": "not an error", "depends_on": 7}
+
+
 class TestRedisTaskQueue(TaskQueueSuite):
     @pytest.fixture
     def task_queue_factory(self, redis_url, prefix):
         return lambda: RedisTaskQueue(redis_url, prefix=prefix)
+
+    @pytest.fixture
+    async def corrupt_record(self, redis_url, prefix):
+        """Rewrites a task's stored envelope (hash field ``b``) with one field corrupted."""
+        client = aioredis.Redis.from_url(redis_url)
+
+        async def corrupt(task_id, field):
+            key = keys.QueueKeys(prefix, "default").task(task_id)
+            fields = msgspec.msgpack.decode(await client.hget(key, "b"))
+            fields[field] = _CORRUPT[field]
+            await client.hset(key, "b", msgspec.msgpack.encode(fields))
+
+        yield corrupt
+        await client.aclose()
 
     @pytest.fixture
     def fused_result_storage_factory(self, redis_url, prefix):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from omniq.testing import EventStorageSuite, ResultStorageSuite, TaskQueueSuite
@@ -13,10 +15,22 @@ def db_url(tmp_path):
     return f"sqlite:///{tmp_path / 'omniq.db'}"
 
 
+#: a value per corruptible field that its column can hold but no task can have.
+_CORRUPT = {"expires_at": "not a time", "result_ttl": float("inf"), "error": b"\xc1", "depends_on": b"\xc1"}
+
+
 class TestSQLiteTaskQueue(TaskQueueSuite):
     @pytest.fixture
     def task_queue_factory(self, db_url):
         return lambda: SQLiteTaskQueue(db_url)
+
+    @pytest.fixture
+    def corrupt_record(self, db_url):
+        async def corrupt(task_id, field):
+            with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+                conn.execute(f"UPDATE omniq_tasks SET {field} = ? WHERE id = ?", (_CORRUPT[field], task_id))
+
+        return corrupt
 
     @pytest.fixture
     def fused_result_storage_factory(self, db_url):

@@ -17,3 +17,6 @@ EVENT_FLUSH_SECONDS = 0.25
 RESULT_WAIT_RECHECK_SECONDS = 1.0
 #: how often a worker deletes expired results and events (engines with native TTLs make this cheap).
 HOUSEKEEPING_SECONDS = 60.0
+#: the largest duration (seconds) a stored task may carry (timeout, interval, result ttl): a century.
+#: Well inside what ``now + timedelta`` can represent (year 9999), so no stored value can overflow it.
+MAX_DURATION_SECONDS = 100 * 365.25 * 86400

@@ -8,7 +8,12 @@ arguments are *not* part of the envelope's schema: they travel as
 and prefixed with its format tag, so a backend never needs the user's
 serializer and a corrupted payload is detected by the worker, not the engine.
 
-All datetimes are timezone-aware UTC.
+All datetimes are timezone-aware UTC. The field types say so to msgspec
+(:data:`AwareDatetime`, :data:`Seconds`), so decoding a stored record checks
+it in C for free: a naive datetime or a non-finite or absurd duration in a
+record is a corrupted record (:class:`~omniq.errors.SerializationError`),
+never a value that blows up later in a worker. See :mod:`omniq._records`
+for the checks of records built from columns.
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ import enum
 import random
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
+from omniq.constants import MAX_DURATION_SECONDS
 from omniq.errors import SerializationError
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "AwareDatetime",
+    "Seconds",
     "EventType",
     "Outcome",
     "OutcomeKind",
@@ -45,6 +53,11 @@ __all__ = [
 
 
 _random_bits = random.getrandbits
+
+#: a datetime with a timezone: msgspec refuses a naive one when it decodes a record.
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+#: a finite duration in seconds, at most a century either way (refuses nan and inf).
+Seconds = Annotated[float, msgspec.Meta(ge=-MAX_DURATION_SECONDS, le=MAX_DURATION_SECONDS)]
 
 
 def utcnow() -> datetime:
@@ -140,22 +153,22 @@ class Task(msgspec.Struct, kw_only=True, gc=False):
     priority: int = 0
     unique_key: str | None = None
     status: TaskStatus = TaskStatus.PENDING
-    eta: datetime | None = None
-    interval: float | None = None
+    eta: AwareDatetime | None = None
+    interval: Seconds | None = None
     cron: str | None = None
     paused: bool = False
     attempts: int = 0
     max_retries: int = 0
-    timeout: float | None = None
-    expires_at: datetime | None = None
-    result_ttl: float | None = None
+    timeout: Seconds | None = None
+    expires_at: AwareDatetime | None = None
+    result_ttl: Seconds | None = None
     depends_on: tuple[str, ...] = ()
-    created_at: datetime = msgspec.field(default_factory=utcnow)
-    updated_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: AwareDatetime = msgspec.field(default_factory=utcnow)
+    updated_at: AwareDatetime | None = None
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
     lease_token: str | None = None
-    lease_expires_at: datetime | None = None
+    lease_expires_at: AwareDatetime | None = None
     worker_id: str | None = None
     error: TaskError | None = None
 
@@ -185,9 +198,9 @@ class TaskResult(msgspec.Struct, kw_only=True):
     attempts: int = 0
     func: str = ""
     queue: str = "default"
-    started_at: datetime | None = None
-    finished_at: datetime = msgspec.field(default_factory=utcnow)
-    expires_at: datetime | None = None
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime = msgspec.field(default_factory=utcnow)
+    expires_at: AwareDatetime | None = None
     result: Any = msgspec.UNSET
 
     @property
@@ -217,8 +230,20 @@ class TaskResult(msgspec.Struct, kw_only=True):
             queue=task.queue,
             started_at=task.started_at,
             finished_at=now,
-            expires_at=now + timedelta(seconds=task.result_ttl) if task.result_ttl is not None else None,
+            expires_at=_expiry(now, task.result_ttl),
         )
+
+
+def _expiry(now: datetime, ttl: float | None) -> datetime | None:
+    """``now + ttl``; None (kept, no expiry) when the ttl cannot be added (a record built
+    from columns is not checked by msgspec: nan, inf, or past year 9999), so a failure's
+    result can always be built."""
+    if ttl is None:
+        return None
+    try:
+        return now + timedelta(seconds=ttl)
+    except (OverflowError, ValueError, TypeError):
+        return None
 
 
 class EventType(str, enum.Enum):
@@ -245,7 +270,7 @@ class TaskEvent(msgspec.Struct, kw_only=True, gc=False):
 
     task_id: str
     type: EventType
-    timestamp: datetime = msgspec.field(default_factory=utcnow)
+    timestamp: AwareDatetime = msgspec.field(default_factory=utcnow)
     queue: str = "default"
     func: str = ""
     attempt: int = 0

@@ -13,11 +13,21 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from omniq._records import msgpack_decoder, salvage_task
 from omniq.base import apply_outcome, lease_expired_error
 from omniq.errors import SerializationError
 from omniq.models import Task, TaskStatus, new_id
 
-__all__ = ["Record", "ack_sequence", "apply_outcome", "claimed", "decode_record", "encode_record", "expired"]
+__all__ = [
+    "Record",
+    "ack_sequence",
+    "apply_outcome",
+    "claimed",
+    "decode_record",
+    "encode_record",
+    "expired",
+    "leased_record",
+]
 
 
 class Record(msgspec.Struct, array_like=True):
@@ -29,7 +39,7 @@ class Record(msgspec.Struct, array_like=True):
 
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Record)
+_decode = msgpack_decoder(Record, "task record")
 
 
 def encode_record(record: Record) -> bytes:
@@ -38,15 +48,32 @@ def encode_record(record: Record) -> bytes:
 
 
 def decode_record(data: bytes) -> Record:
-    """Decode :func:`encode_record` output.
+    """Decode :func:`encode_record` output, strictly.
 
     Raises:
         omniq.errors.SerializationError: the bytes are not a record.
     """
+    return _decode(data)
+
+
+def leased_record(data: bytes) -> Record:
+    """:func:`decode_record` for a record a claim is about to lease: one whose task fails strict
+    decoding comes back salvaged (a CorruptTask the worker fails) instead of raising.
+
+    Raises:
+        omniq.errors.SerializationError: not even an ``[task, ack]`` array with the task's id.
+    """
     try:
-        return _decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise SerializationError(f"corrupted task record: {exc}") from exc
+        return _decode(data)
+    except SerializationError as exc:
+        try:
+            raw = msgspec.msgpack.decode(data)
+        except msgspec.DecodeError:
+            raise exc from None
+        if not isinstance(raw, list) or not raw or not isinstance(raw[0], dict):
+            raise
+        ack = raw[1] if len(raw) > 1 and isinstance(raw[1], str) else ""
+        return Record(salvage_task(raw[0], str(exc)), ack)
 
 
 def ack_sequence(reply: str) -> int:

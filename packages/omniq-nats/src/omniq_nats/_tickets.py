@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from omniq.models import TERMINAL_STATUSES, Task, TaskStatus
-from omniq_nats._records import Record, ack_sequence, claimed, decode_record, expired
+from omniq_nats._records import Record, ack_sequence, claimed, expired, leased_record
 
 if TYPE_CHECKING:
     from omniq_nats._connection import Entry
@@ -82,7 +82,7 @@ def decide(
     elif entry.deleted:
         return Decision(Action.DROP)
     else:
-        record, revision = decode_record(entry.value), entry.revision
+        record, revision = leased_record(entry.value), entry.revision
     task = record.task
     if task.status in TERMINAL_STATUSES:
         return Decision(Action.DROP)

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 from nats.js.api import StorageType, StreamConfig
 
+from omniq._records import msgpack_decoder
 from omniq.base import BaseEventStorage, Capability, map_exceptions
-from omniq.errors import BackendError, SerializationError
+from omniq.errors import BackendError
 from omniq.models import TaskEvent
 from omniq_nats import subjects as names
 from omniq_nats._connection import (
@@ -46,7 +47,7 @@ logger = logging.getLogger("omniq.nats")
 _CHUNK = 500  # publishes in flight per pipelined batch
 _SKEW = timedelta(minutes=5)  # how far a writer's clock may lead the server's
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(TaskEvent)
+_decode = msgpack_decoder(TaskEvent, "event")
 
 
 class NatsEventStorage(BaseEventStorage):
@@ -140,10 +141,7 @@ class NatsEventStorage(BaseEventStorage):
         subject = names.event_subject(self.prefix, task_id) if task_id else f"{self.prefix}.events.*"
         with self._errors():
             msgs = await scan(nc, self.stream, subject, start=None if since is None else since - _SKEW)
-        try:
-            return [(msg.metadata.sequence.stream, _decoder.decode(msg.data)) for msg in msgs]
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise SerializationError(f"corrupted event in {self.stream}: {exc}") from exc
+        return [(msg.metadata.sequence.stream, _decode(msg.data)) for msg in msgs]
 
     async def query(
         self,

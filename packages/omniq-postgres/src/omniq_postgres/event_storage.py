@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 
+from omniq._records import from_row
 from omniq.base import BaseEventStorage, Capability, map_exceptions
 from omniq.models import EventType, TaskEvent
 from omniq_postgres._batch import BatchColumns, uniform_mask
@@ -51,6 +52,10 @@ def _render_append(events: str, v: dict[str, str], unnest: str | None, *, id_blo
 
 
 def _from_row(row: asyncpg.Record) -> TaskEvent:
+    return from_row(_build_event, row, "event")
+
+
+def _build_event(row: asyncpg.Record) -> TaskEvent:
     return TaskEvent(
         task_id=row["task_id"],
         type=EventType(row["type"]),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anyio
 import msgspec
 
+from omniq._records import from_row, json_decoder
 from omniq.base import BaseResultStorage, Capability, map_exceptions
 from omniq.models import TaskError, TaskResult, TaskStatus
 from omniq_postgres._connection import ERRORS, Listener, PoolOwner
@@ -34,7 +35,7 @@ logger = logging.getLogger("omniq.postgres")
 
 RESULT_COLUMNS = "task_id, status, payload, error, attempts, func, queue, started_at, finished_at, expires_at"
 
-_error_decoder = msgspec.json.Decoder(TaskError)
+_decode_error = json_decoder(TaskError, "task error")
 _json_encoder = msgspec.json.Encoder()
 #: longest a waiter trusts NOTIFY alone before reading again (belt and braces).
 _BACKSTOP = 10.0
@@ -46,8 +47,8 @@ def encode_error(error: TaskError | None) -> str | None:
 
 
 def decode_error(text: str | None) -> TaskError | None:
-    """The inverse of :func:`encode_error`."""
-    return None if text is None else _error_decoder.decode(text)
+    """The inverse of :func:`encode_error` (SerializationError when the column is corrupted)."""
+    return None if text is None else _decode_error(text)
 
 
 def result_arrays(results: Sequence[TaskResult]) -> list[list[Any]]:
@@ -67,6 +68,10 @@ def result_arrays(results: Sequence[TaskResult]) -> list[list[Any]]:
 
 
 def _from_row(row: asyncpg.Record) -> TaskResult:
+    return from_row(_build_result, row, "result")
+
+
+def _build_result(row: asyncpg.Record) -> TaskResult:
     return TaskResult(
         task_id=row["task_id"],
         status=TaskStatus(row["status"]),

@@ -31,6 +31,7 @@ import anyio
 import asyncpg
 import msgspec
 
+from omniq._records import claimed_task, json_decoder, task_from_row
 from omniq.base import (
     BaseEventStorage,
     BaseResultStorage,
@@ -56,12 +57,23 @@ __all__ = ["PostgresTaskQueue"]
 logger = logging.getLogger("omniq.postgres")
 
 _json = msgspec.json.Encoder()
+_decode_deps = json_decoder(tuple[str, ...], "dependency list")
 _RECOVER_BATCH = 1000
 #: attempts to re-insert a task whose unique key was released between INSERT and lookup.
 _UNIQUE_RETRIES = 5
 
 
 def _task_from_row(row: asyncpg.Record) -> Task:
+    """The task of a row, strictly (SerializationError when a column is corrupted)."""
+    return task_from_row(_build_task, row)
+
+
+def _leased_task_from_row(row: asyncpg.Record) -> Task:
+    """The task of a row just claimed or recovered: a corrupted one comes back salvaged, for the worker to fail."""
+    return claimed_task(_build_task, row, dict)
+
+
+def _build_task(row: asyncpg.Record) -> Task:
     depends = row["depends_on"]
     return Task(
         id=row["id"],
@@ -80,7 +92,7 @@ def _task_from_row(row: asyncpg.Record) -> Task:
         timeout=row["timeout"],
         expires_at=row["expires_at"],
         result_ttl=row["result_ttl"],
-        depends_on=() if depends == "[]" else tuple(msgspec.json.decode(depends)),
+        depends_on=() if depends == "[]" else _decode_deps(depends),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         started_at=row["started_at"],
@@ -378,7 +390,7 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
         pool = await self._get_pool()
         with map_exceptions(ERRORS, url=self.url):
             rows = await pool.fetch(self._sql.claim, list(dict.fromkeys(queues)), limit, float(lease), worker_id)
-        pairs = [(_task_from_row(row), row) for row in rows]
+        pairs = [(_leased_task_from_row(row), row) for row in rows]
         pairs.sort(key=lambda pair: _claim_order(*pair))
         return [task for task, _ in pairs]
 
@@ -485,7 +497,7 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
                     rows = await conn.fetch(self._sql.recover_select, _RECOVER_BATCH)
                     if not rows:
                         break
-                    expired = [_task_from_row(row) for row in rows]
+                    expired = [_leased_task_from_row(row) for row in rows]
                     failed = [task.attempts >= task.max_attempts for task in expired]
                     updated = await conn.fetch(
                         self._sql.recover_update,
@@ -496,7 +508,7 @@ class PostgresTaskQueue(PoolOwner, BaseTaskQueue):
                             for t, dead in zip(expired, failed, strict=True)
                         ],
                     )
-                recovered.extend(_task_from_row(row) for row in updated)
+                recovered.extend(_leased_task_from_row(row) for row in updated)
                 if len(rows) < _RECOVER_BATCH:
                     break
         if recovered:

@@ -7,16 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from omniq.models import Outcome, Task, TaskError, TaskStatus, decode_task, encode_result, encode_task
+from omniq._records import claimed_task, decode_error, task_from_row as strict_task_from_row
+from omniq.models import Outcome, Task, TaskStatus, decode_task, encode_result, encode_task
 from omniq_redis._client import from_us, to_ms, to_us
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["enqueue_items", "enqueue_one_args", "finish_items", "task_from_row"]
+__all__ = ["enqueue_items", "enqueue_one_args", "finish_items", "leased_task_from_row", "task_from_row"]
 
 _error_encoder = msgspec.msgpack.Encoder()
-_error_decoder = msgspec.msgpack.Decoder(TaskError)
 _STATUSES = {status.value.encode(): status for status in TaskStatus}
 _EMPTY = msgspec.Raw(b"\xa0")
 #: this process's enqueue sequence: orders its tasks due in the same microsecond in READY.
@@ -117,6 +117,16 @@ def _str(value: bytes) -> str | None:
 
 
 def task_from_row(row: list[Any]) -> Task:
+    """The task of a script's ROW, strictly (SerializationError when the blob or a field is corrupted)."""
+    return strict_task_from_row(_build_task, row)
+
+
+def leased_task_from_row(row: list[Any]) -> Task:
+    """The task of a ROW just claimed or recovered: a corrupted one comes back salvaged, for the worker to fail."""
+    return claimed_task(_build_task, row, _raw_fields)
+
+
+def _build_task(row: list[Any]) -> Task:
     """Build a task from a script's ROW: the enqueued blob overlaid with the hash's mutable fields.
 
     A field that is absent (None) keeps the blob's value; an empty one means None.
@@ -143,5 +153,19 @@ def task_from_row(row: list[Any]) -> Task:
     if updated is not None:
         changes["updated_at"] = _dt(updated)
     if error is not None:
-        changes["error"] = _error_decoder.decode(error) if error else None
+        changes["error"] = decode_error(error) if error else None
     return msgspec.structs.replace(task, **changes)
+
+
+def _raw_fields(row: list[Any]) -> dict[str, Any]:
+    """What can be read of a corrupted ROW: the blob's map (if it is one) and the hash's lease fields."""
+    blob, status, _, _, attempts, token, _, worker, *_ = row
+    try:
+        fields = msgspec.msgpack.decode(blob)
+    except msgspec.DecodeError:
+        fields = None
+    fields = dict(fields) if isinstance(fields, dict) else {}
+    for name, value in (("status", status), ("attempts", attempts), ("lease_token", token), ("worker_id", worker)):
+        if value:
+            fields[name] = value.decode(errors="replace")
+    return fields

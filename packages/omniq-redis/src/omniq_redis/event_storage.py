@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
+from omniq._records import msgpack_decoder
 from omniq.base import BaseEventStorage, Capability
 from omniq.errors import redact_url
 from omniq.models import TaskEvent
@@ -39,7 +40,7 @@ _PAGE = 1000
 _APPEND_CHUNK = 1000
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(TaskEvent)
+_decode = msgpack_decoder(TaskEvent, "event")
 
 
 class RedisEventStorage(BaseEventStorage):
@@ -116,7 +117,7 @@ class RedisEventStorage(BaseEventStorage):
             while True:
                 page = await redis.xrange(self._key, min=start, max="+", count=_PAGE)
                 for _, fields in page:
-                    event = _decoder.decode(fields[b"d"])
+                    event = _decode(fields[b"d"])
                     if task_id is not None and event.task_id != task_id:
                         continue
                     if wanted is not None and event.type.value not in wanted:

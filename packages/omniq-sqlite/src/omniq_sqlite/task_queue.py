@@ -52,7 +52,7 @@ def _leased_row_to_task(row: Sequence[Any]) -> Task:
 
 
 def _raw_fields(row: Sequence[Any]) -> dict[str, Any]:
-    return dict(zip(_FIELDS, row))
+    return dict(zip(_FIELDS, row, strict=False))
 
 
 def _build_task(row: Sequence[Any]) -> Task:

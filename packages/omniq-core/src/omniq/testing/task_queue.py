@@ -5,7 +5,9 @@ Subclass :class:`TaskQueueSuite` in a class named ``Test...`` and provide a
 unconnected queue bound to one store that is private to the test. Optionally
 provide ``fused_result_storage_factory`` (result storages the queue can fuse
 with) to run the fused-results tests, and ``fused_event_storage_factory``
-(event storages it can fuse with) to run the fused-events tests.
+(event storages it can fuse with) to run the fused-events tests, and
+``corrupt_record`` (writes a corrupted field; see :mod:`omniq.testing._corrupt`)
+to run the corrupted-record tests.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 from omniq.base import BaseTaskQueue, Capability
 from omniq.models import Outcome, OutcomeKind, TaskStatus, utcnow
+from omniq.testing._corrupt import CorruptRecordTests
 from omniq.testing._fused import FusedPathTests
 from omniq.testing._queue_kit import (
     LONG,
@@ -44,7 +47,7 @@ __all__ = ["TaskQueueSuite"]
 QueueFactory = Callable[[], BaseTaskQueue]
 
 
-class TaskQueueSuite(FusedPathTests):
+class TaskQueueSuite(FusedPathTests, CorruptRecordTests):
     """Every behaviour of the task queue contract, against a real engine."""
 
     pytestmark = [pytest.mark.anyio]

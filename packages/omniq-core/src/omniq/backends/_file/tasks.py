@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from omniq._records import salvage_blob
 from omniq.backends._file import layout
 from omniq.base import apply_outcome, lease_expired_error
 from omniq.errors import SerializationError
@@ -79,23 +80,37 @@ class TaskFiles:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def _decode(self, path: str, data: bytes) -> Task | None:
+    def _decode(self, path: str, data: bytes, salvage: bool) -> Task | None:
+        """The task in a file; None once a file that is not even a task envelope is quarantined.
+
+        A valid envelope whose fields fail strict decoding (a naive datetime, a
+        non-finite duration) stays in place: with ``salvage`` (claim, finish,
+        recovery, purge) it comes back as a CorruptTask for the worker to fail,
+        otherwise (get, list) it raises SerializationError.
+        """
         try:
             return decode_task(data)
         except SerializationError as exc:
-            self._quarantine(path, exc)
-            return None
+            problem = f"the task file {path} is corrupted: {exc}"
+            try:
+                task = salvage_blob(data, problem)
+            except SerializationError:
+                self._quarantine(path, exc)
+                return None
+            if salvage:
+                return task
+            raise SerializationError(problem) from exc
 
     def _quarantine(self, path: str, exc: Exception) -> None:
         target = f"{layout.CORRUPT_DIR}/{path.replace('/', '__')}.{new_id()[:8]}"
         if self.store.rename(path, target):
             logger.error("moved the corrupted file %s to %s: %s", path, target, exc)
 
-    def _read(self, path: str, folder: str) -> _Found | None:
+    def _read(self, path: str, folder: str, salvage: bool = False) -> _Found | None:
         data = self.store.read(path)
         if data is None:
             return None
-        task = self._decode(path, data)
+        task = self._decode(path, data, salvage)
         return None if task is None else _Found(path, folder, _as_found(folder, task))
 
     def _pending_index(self) -> dict[str, str]:
@@ -109,18 +124,18 @@ class TaskFiles:
                     index[parsed[1]] = f"{folder}/{name}"
         return index
 
-    def _locate(self, task_id: str, pending: dict[str, str] | None = None) -> _Found | None:
+    def _locate(self, task_id: str, pending: dict[str, str] | None = None, salvage: bool = False) -> _Found | None:
         """Find a task wherever it is; ``pending`` is a prebuilt :meth:`_pending_index`."""
         for folder in (layout.DONE_DIR, layout.RUNNING_DIR, layout.PAUSED_DIR):
-            found = self._read(layout.task_file(folder, task_id), folder)
+            found = self._read(layout.task_file(folder, task_id), folder, salvage)
             if found is not None:
                 return found
         path = (self._pending_index() if pending is None else pending).get(task_id)
-        return None if path is None else self._read(path, layout.PENDING_DIR)
+        return None if path is None else self._read(path, layout.PENDING_DIR, salvage)
 
-    def _locate_locked(self, task_id: str) -> _Found | None:
+    def _locate_locked(self, task_id: str, salvage: bool = False) -> _Found | None:
         with self.store.lock(layout.task_lock(task_id)):
-            return self._locate(task_id)
+            return self._locate(task_id, salvage=salvage)
 
     def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
         """Return tasks by id; a lock-free pass, then a locked one for the ids caught mid-move."""
@@ -230,7 +245,7 @@ class TaskFiles:
         if data is None:
             return None
         holder = data.decode("utf-8", "replace")
-        found = self._locate_locked(holder)
+        found = self._locate_locked(holder, salvage=True)
         return holder if found is not None and found.task.status in _ACTIVE else None
 
     def _store_new(self, task: Task) -> str:
@@ -299,7 +314,7 @@ class TaskFiles:
             return None
         if not self.store.rename(source, running):
             return None  # gone after all (only possible without locks)
-        found = self._read(running, layout.RUNNING_DIR)
+        found = self._read(running, layout.RUNNING_DIR, salvage=True)
         if found is None:
             return None
         task = _replace(
@@ -318,7 +333,7 @@ class TaskFiles:
 
     def _held(self, task_id: str, token: str) -> _Found | None:
         """The running task if ``token`` still holds its lease (call under the task's lock)."""
-        found = self._read(layout.task_file(layout.RUNNING_DIR, task_id), layout.RUNNING_DIR)
+        found = self._read(layout.task_file(layout.RUNNING_DIR, task_id), layout.RUNNING_DIR, salvage=True)
         if found is None or found.task.status is not TaskStatus.RUNNING or found.task.lease_token != token:
             return None
         return found
@@ -416,7 +431,7 @@ class TaskFiles:
         doomed: list[_Found] = []
         for folder, paths in self._all_paths():
             for path in paths:
-                found = self._read(path, folder)
+                found = self._read(path, folder, salvage=True)
                 if found is None:
                     continue
                 task = found.task
@@ -452,7 +467,7 @@ class TaskFiles:
             task_id = layout.parse_task_file(name)
             if task_id is None:
                 continue
-            found = self._read(f"{layout.RUNNING_DIR}/{name}", layout.RUNNING_DIR)
+            found = self._read(f"{layout.RUNNING_DIR}/{name}", layout.RUNNING_DIR, salvage=True)
             if found is None or not _lease_over(found.task, now):
                 continue
             with self.store.lock(layout.task_lock(task_id)):
@@ -467,7 +482,7 @@ class TaskFiles:
         return recovered
 
     def _recover_one(self, task_id: str, now: datetime, freed: list[tuple[str, str]]) -> Task | None:
-        found = self._read(layout.task_file(layout.RUNNING_DIR, task_id), layout.RUNNING_DIR)
+        found = self._read(layout.task_file(layout.RUNNING_DIR, task_id), layout.RUNNING_DIR, salvage=True)
         if found is None or not _lease_over(found.task, now):
             return None  # finished or extended meanwhile
         if self.store.exists(layout.task_file(layout.DONE_DIR, task_id)):
