@@ -10,13 +10,41 @@ from pathlib import Path
 import pytest
 
 from omniq import OmniQ, OmniQError, Settings
+from omniq.errors import redact_url
 from omniq.cli import load_app
 
 
 def omniq(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the command with stdin not a terminal (even when pytest runs in one)."""
     return subprocess.run(
-        [sys.executable, "-m", "omniq", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "omniq", *args],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
+
+
+def omniq_on_terminal(*args: str, answer: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the command with a pseudo-terminal as stdin, on which ``answer`` is typed."""
+    master, slave = os.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "omniq", *args],
+            env=env,
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.write(master, answer.encode() + b"\n")  # the terminal holds the line until the command reads it
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        os.close(slave)
+        os.close(master)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -55,7 +83,8 @@ def test_status_inspect_and_purge(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "some.task" in run.stdout and "pending" in run.stdout
     assert omniq("inspect", "missing", env=env).returncode == 1
-    assert omniq("purge", env=env).returncode == 2  # refuses without --yes
+    refused = omniq("purge", env=env)
+    assert refused.returncode == 2 and "stdin is not a terminal" in refused.stderr  # refuses without --yes
     run = omniq("purge", "--yes", env=env)
     assert run.returncode == 0 and "purged 1 task(s)" in run.stdout
 
@@ -126,3 +155,45 @@ def test_a_timed_out_thread_task_is_reported_and_does_not_hold_the_exit(tmp_path
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
     assert "exiting with 1 task thread(s) still running" in output, output
+
+
+def test_version_names_core_and_every_installed_backend_distribution() -> None:
+    from importlib.metadata import version
+
+    run = omniq("--version")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == f"omniq-core {version('omniq-core')}"
+    assert f"omniq-sqlite {version('omniq-sqlite')}" in lines
+
+
+def test_status_names_the_backend_and_the_file_it_reads(tmp_path: Path) -> None:
+    run = omniq("status", env=_env(tmp_path), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == f"backend: sqlite at {tmp_path / 'data' / 'omniq.db'}"
+
+
+@pytest.mark.servers
+def test_status_names_a_server_by_its_redacted_url(redis_url: str, tmp_path: Path) -> None:
+    scheme, _, rest = redis_url.partition("://")
+    url = redis_url if "@" in rest else f"{scheme}://default:s3cr3t-pw@{rest}"  # a password to hide
+    env = _env(tmp_path) | {"OMNIQ_BACKEND": "redis", "OMNIQ_URL": url, "OMNIQ_KEY_PREFIX": "omniq_status_test"}
+    run = omniq("status", env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == f"backend: redis at {redact_url(url)} (prefix omniq_status_test)"
+    assert "s3cr3t-pw" not in run.stdout + run.stderr
+
+
+def test_purge_on_a_terminal_asks_first(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    with OmniQ(Settings(base_dir=tmp_path / "data")) as app:
+        app.enqueue_many("some.task", [(1,), (2,)])
+    declined = omniq_on_terminal("purge", answer="n", env=env)
+    assert declined.returncode == 1, declined.stderr
+    assert f"delete 2 task(s), with all results and events from backend: sqlite at {tmp_path}" in declined.stdout
+    assert "nothing purged" in declined.stdout
+    with OmniQ(Settings(base_dir=tmp_path / "data")) as app:
+        assert app.count_tasks() == 2
+    accepted = omniq_on_terminal("purge", "--status", "pending", answer="y", env=env)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "delete 2 task(s) (status pending)" in accepted.stdout and "purged 2 task(s)" in accepted.stdout

@@ -1,10 +1,16 @@
 """The ``omniq`` command: run workers and look at the queue.
 
+    omniq --version
     omniq worker app:omniq [--concurrency N] [--queues a,b] [--pool async|thread|process] [--burst]
     omniq backends
     omniq status [--app app:omniq]
     omniq inspect TASK_ID [--app app:omniq]
-    omniq purge [--queue Q] [--status S] --yes [--app app:omniq]
+    omniq purge [--queue Q] [--status S] [--yes] [--app app:omniq]
+
+``status`` and ``purge`` name the backend and the place they read (a redacted
+URL or a file path), so that a command run in the wrong directory or with the
+wrong settings is obvious. ``purge`` asks for confirmation on a terminal and
+refuses without ``--yes`` when stdin is not one.
 
 ``APP`` is ``module:attribute`` or ``module.attribute`` naming an OmniQ or
 AsyncOmniQ instance, or a callable (factory) returning one. Without
@@ -21,9 +27,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from omniq.app import AsyncOmniQ
-from omniq.errors import OmniQError
+from omniq.config import COMPONENTS
+from omniq.errors import OmniQError, redact_url
 from omniq.models import TaskStatus
 
 __all__ = ["load_app", "main"]
@@ -61,8 +69,36 @@ def load_app(spec: str) -> AsyncOmniQ:
     raise OmniQError(f"cannot load app {spec!r}: {type(target).__name__} is not an OmniQ or AsyncOmniQ")
 
 
+def versions() -> list[tuple[str, str]]:
+    """(distribution, version) of omniq-core and of every installed backend distribution."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from omniq.plugins import installed_backends
+
+    names = ["omniq-core", *sorted({spec.distribution for _, spec in installed_backends()} - {"omniq-core"})]
+    found = []
+    for name in names:
+        try:
+            found.append((name, version(name)))
+        except PackageNotFoundError:
+            found.append((name, "?"))
+    return found
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the versions are looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the versions of omniq-core and the backends")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print("\n".join(f"{name} {ver}" for name, ver in versions()))  # noqa: T201 - CLI output
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omniq", description="OmniQ task queue")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: $OMNIQ_LOG_LEVEL or INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -75,15 +111,22 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("backends", help="list installed backends")
 
-    for name, text in (("status", "count tasks by status"), ("inspect", "show one task"), ("purge", "delete tasks")):
-        command = sub.add_parser(name, help=text)
+    commands = (
+        ("status", "count tasks by status (and name the backend and place read)"),
+        ("inspect", "show one task"),
+        ("purge", "delete tasks; asks for confirmation on a terminal, needs --yes otherwise"),
+    )
+    for name, text in commands:
+        command = sub.add_parser(name, help=text, description=text)
         command.add_argument("--app", default=None, help="module:attribute of the app (default: from environment)")
         if name == "inspect":
             command.add_argument("task_id")
         if name == "purge":
             command.add_argument("--queue", default=None)
             command.add_argument("--status", action="append", default=None, choices=[s.value for s in TaskStatus])
-            command.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+            command.add_argument(
+                "--yes", action="store_true", help="do not ask for confirmation (required when stdin is not a terminal)"
+            )
     return parser
 
 
@@ -102,8 +145,38 @@ async def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _place(app: AsyncOmniQ, component: str) -> str:
+    """``<type> at <where>``: a file path (absolute) or a redacted URL, with the key prefix or schema."""
+    backend = getattr(app, component)
+    path = getattr(backend, "path", None)
+    url = getattr(backend, "url", None)
+    if path is not None:
+        where = os.path.abspath(path)
+    elif url and "://" in str(url):
+        where = redact_url(str(url))
+    elif url:
+        where = os.path.abspath(url)  # the file backend's root directory
+    else:
+        return f"{app.settings.component(component).type} (this process only)"
+    for detail in ("prefix", "schema"):
+        value = getattr(backend, detail, None)
+        if isinstance(value, str) and value:
+            where += f" ({detail} {value})"
+    return f"{app.settings.component(component).type} at {where}"
+
+
+def _places(app: AsyncOmniQ) -> list[str]:
+    """One line when the three components share a place, else one line per component."""
+    places = {component: _place(app, component) for component in COMPONENTS}
+    if len(set(places.values())) == 1:
+        return [f"backend: {places[COMPONENTS[0]]}"]
+    return [f"{component.replace('_', ' ')}: {place}" for component, place in places.items()]
+
+
 async def _status(args: argparse.Namespace) -> int:
     async with _app_from(args.app) as app:
+        for line in _places(app):
+            print(line)  # noqa: T201 - CLI output
         print(f"{'status':<10} {'tasks':>8}")  # noqa: T201 - CLI output
         for status in TaskStatus:
             print(f"{status.value:<10} {await app.count_tasks(status):>8}")  # noqa: T201 - CLI output
@@ -150,13 +223,31 @@ async def _inspect(args: argparse.Namespace) -> int:
 
 
 async def _purge(args: argparse.Namespace) -> int:
-    if not args.yes:
-        print("refusing to purge without --yes", file=sys.stderr)  # noqa: T201 - CLI output
+    if not args.yes and not sys.stdin.isatty():
+        print("refusing to purge without --yes: stdin is not a terminal to confirm on", file=sys.stderr)  # noqa: T201
         return 2
     async with _app_from(args.app) as app:
+        if not args.yes and not await _confirm_purge(app, args):
+            print("nothing purged")  # noqa: T201 - CLI output
+            return 1
         count = await app.purge(queue=args.queue, statuses=args.status)
     print(f"purged {count} task(s)")  # noqa: T201 - CLI output
     return 0
+
+
+async def _confirm_purge(app: AsyncOmniQ, args: argparse.Namespace) -> bool:
+    """Ask on the terminal; True only for an explicit yes."""
+    statuses = args.status or [None]
+    count = sum([await app.count_tasks(status, queue=args.queue) for status in statuses])
+    scope = [f"queue {args.queue}"] if args.queue else []
+    scope += [f"status {', '.join(args.status)}"] if args.status else []
+    what = f"{count} task(s)" + (f" ({'; '.join(scope)})" if scope else ", with all results and events")
+    question = f"delete {what} from {'; '.join(_places(app))}? [y/N] "
+    try:
+        answer = await anyio.to_thread.run_sync(input, question)
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _backends() -> int:
