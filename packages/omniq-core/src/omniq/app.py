@@ -12,6 +12,7 @@ import msgspec
 
 from omniq import plugins
 from omniq._events import EventBuffer
+from omniq._limits import check_options
 from omniq._tasks import EnqueueOptions, TaskFunction, task_name
 from omniq.config import Settings
 from omniq.constants import DEFAULT_QUEUE, EVENT_BATCH_SIZE, RESULT_WAIT_RECHECK_SECONDS
@@ -423,6 +424,7 @@ class AsyncOmniQ:
 
     def _resolve(self, opts: EnqueueOptions) -> _Resolved:
         """The options' part that does not depend on the time, validated and with defaults filled in."""
+        check_options(opts)  # bounds first: nothing out of range reaches a Task (or an OverflowError)
         settings = self.settings
         interval = to_seconds(opts.interval, "interval")
         if interval is not None and interval <= 0:

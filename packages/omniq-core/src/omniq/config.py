@@ -17,13 +17,17 @@ what it accepts. URLs are redacted in ``repr``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import os
 import re
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from omniq import _limits, _setting_values as v
+from omniq._setting_values import Parser
 from omniq.errors import ConfigurationError, redact_url
 
 __all__ = ["COMPONENTS", "BackendType", "ComponentSettings", "Settings", "WorkerType"]
@@ -60,132 +64,8 @@ class ComponentSettings:
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __repr__(self) -> str:
-        url = redact_url(self.url) if self.url else None
-        return f"ComponentSettings(type={self.type!r}, url={url!r}, options={dict(self.options)!r})"
-
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_NONE_WORDS = {"", "none", "null", "never", "off"}
-
-
-def _duration(value: Any, name: str, *, allow_none: bool) -> float | None:
-    """Parse seconds: a number, ``"30s"``, ``"5m"``, ``"1.5h"``, a timedelta, or none."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
-        if allow_none:
-            return None
-        raise ConfigurationError(f"{name} is required: expected a duration such as 30, '30s', '5m' or '1h'")
-    if hasattr(value, "total_seconds"):
-        value = value.total_seconds()
-    if isinstance(value, bool):
-        raise ConfigurationError(f"{name}={value!r} is not valid: expected a duration such as 30, '30s', '5m'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            accepted = "a duration such as 30, '30s', '5m', '1h'" + (" or 'none'" if allow_none else "")
-            raise ConfigurationError(f"{name}={value!r} is not valid: expected {accepted}")
-        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    if seconds < 0:
-        raise ConfigurationError(f"{name}={value!r} is not valid: a duration cannot be negative")
-    return seconds
-
-
-def _positive_int(value: Any, name: str) -> int:
-    try:
-        number = int(str(value).strip()) if not isinstance(value, int) or isinstance(value, bool) else value
-    except ValueError:
-        number = -1
-    if isinstance(value, bool) or number < 1:
-        raise ConfigurationError(f"{name}={value!r} is not valid: expected a positive integer")
-    return number
-
-
-def _non_negative_int(value: Any, name: str) -> int:
-    try:
-        number = int(str(value).strip()) if not isinstance(value, int) or isinstance(value, bool) else value
-    except ValueError:
-        number = -1
-    if isinstance(value, bool) or number < 0:
-        raise ConfigurationError(f"{name}={value!r} is not valid: expected an integer >= 0")
-    return number
-
-
-def _boolean(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigurationError(f"{name}={value!r} is not valid: expected one of true, false, 1, 0, yes, no")
-
-
-def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    text = str(value.value if isinstance(value, enum.Enum) else value).strip().lower()
-    if text not in choices:
-        raise ConfigurationError(f"{name}={value!r} is not valid: expected one of {', '.join(choices)}")
-    return text
-
-
-def _name(value: Any, name: str) -> str:
-    text = str(value.value if isinstance(value, enum.Enum) else value).strip().lower()
-    if not re.fullmatch(r"[a-z][a-z0-9_.-]*", text):
-        raise ConfigurationError(f"{name}={value!r} is not valid: expected a backend name such as sqlite, redis")
-    return text
-
-
-def _optional_str(value: Any, name: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str | os.PathLike):
-        raise ConfigurationError(f"{name} is not valid: expected a string, got {type(value).__name__}")
-    text = os.fspath(value).strip()
-    return text or None
-
-
-def _queues(value: Any, name: str) -> tuple[str, ...]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    queues = tuple(str(item).strip() for item in items if str(item).strip())
-    if not queues:
-        raise ConfigurationError(f"{name}={value!r} is not valid: expected a comma-separated list of queue names")
-    return queues
-
-
-def _options(value: Any, name: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        import json
-
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise ConfigurationError(f"{name} is not valid: expected a JSON object ({exc})") from exc
-    if not isinstance(value, Mapping):
-        raise ConfigurationError(f"{name} is not valid: expected a mapping of option names to values")
-    return dict(value)
-
-
-def _serializer(value: Any, name: str) -> str:
-    text = str(value).strip().lower()
-    if not re.fullmatch(r"[a-z][a-z0-9_-]*", text):
-        raise ConfigurationError(f"{name}={value!r} is not valid: expected a serializer name such as msgpack, json")
-    return text
-
-
-def _serializers(value: Any, name: str) -> tuple[str, ...]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(_serializer(item, name) for item in items if str(item).strip())
-
-
-def _log_level(value: Any, name: str) -> str:
-    return _choice(value, name, ("debug", "info", "warning", "error", "critical")).upper()
-
-
-Parser = Callable[[Any, str], Any]
+        url, options = _redacted(self.url), _redacted(dict(self.options))
+        return f"ComponentSettings(type={self.type!r}, url={url!r}, options={options!r})"
 
 
 def _field(default: Any, parser: Parser, doc: str, *, factory: bool = False) -> Any:
@@ -195,8 +75,8 @@ def _field(default: Any, parser: Parser, doc: str, *, factory: bool = False) -> 
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def _dur(allow_none: bool) -> Parser:
-    return lambda value, name: _duration(value, name, allow_none=allow_none)
+def _dur(allow_none: bool, positive: bool = False) -> Parser:
+    return lambda value, name: v.duration(value, name, allow_none=allow_none, positive=positive)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -207,50 +87,58 @@ class Settings:
     YAML key ``<field>``. Durations are seconds (``30``) or ``"30s"``, ``"5m"``.
     """
 
-    backend: str = _field("sqlite", _name, "default backend type for all three components")
-    url: str | None = _field(None, _optional_str, "default URL for all three components")
-    task_queue_type: str | None = _field(None, lambda v, n: None if v is None else _name(v, n), "task queue backend")
-    task_queue_url: str | None = _field(None, _optional_str, "task queue URL")
-    task_queue_options: dict[str, Any] = _field(dict, _options, "task queue options (JSON)", factory=True)
-    result_storage_type: str | None = _field(
-        None, lambda v, n: None if v is None else _name(v, n), "result storage backend"
-    )
-    result_storage_url: str | None = _field(None, _optional_str, "result storage URL")
-    result_storage_options: dict[str, Any] = _field(dict, _options, "result storage options (JSON)", factory=True)
-    event_storage_type: str | None = _field(
-        None, lambda v, n: None if v is None else _name(v, n), "event storage backend"
-    )
-    event_storage_url: str | None = _field(None, _optional_str, "event storage URL")
-    event_storage_options: dict[str, Any] = _field(dict, _options, "event storage options (JSON)", factory=True)
-    base_dir: Path = _field(Path(".omniq"), lambda v, n: Path(os.path.expanduser(str(v))), "directory for local data")
-    serializer: str = _field("msgpack", _serializer, "format for task arguments and results")
+    backend: str = _field("sqlite", v.backend_name, "default backend type for all three components")
+    url: str | None = _field(None, v.optional_str, "default URL for all three components")
+    task_queue_type: str | None = _field(None, v.optional_backend_name, "task queue backend")
+    task_queue_url: str | None = _field(None, v.optional_str, "task queue URL")
+    task_queue_options: dict[str, Any] = _field(dict, v.options, "task queue options (JSON)", factory=True)
+    result_storage_type: str | None = _field(None, v.optional_backend_name, "result storage backend")
+    result_storage_url: str | None = _field(None, v.optional_str, "result storage URL")
+    result_storage_options: dict[str, Any] = _field(dict, v.options, "result storage options (JSON)", factory=True)
+    event_storage_type: str | None = _field(None, v.optional_backend_name, "event storage backend")
+    event_storage_url: str | None = _field(None, v.optional_str, "event storage URL")
+    event_storage_options: dict[str, Any] = _field(dict, v.options, "event storage options (JSON)", factory=True)
+    base_dir: Path = _field(Path(".omniq"), v.directory, "directory for local data")
+    serializer: str = _field("msgpack", v.serializer, "format for task arguments and results")
     accept_serializers: tuple[str, ...] = _field(
-        (), _serializers, "extra formats a worker decodes (pickle-based ones must be listed or be `serializer`)"
+        (), v.serializers, "extra formats a worker decodes (pickle-based ones must be listed or be `serializer`)"
     )
-    log_level: str = _field("WARNING", _log_level, "level used by omniq.logging.configure()")
-    default_worker: str = _field("async", lambda v, n: _choice(v, n, tuple(w.value for w in WorkerType)), "pool kind")
-    max_workers: int = _field(10, _positive_int, "worker concurrency (tasks in flight)")
-    queues: tuple[str, ...] = _field(("default",), _queues, "queues a worker consumes (comma-separated)")
+    log_level: str = _field("WARNING", v.log_level, "level used by omniq.logging.configure()")
+    default_worker: str = _field("async", v.choice(tuple(w.value for w in WorkerType)), "pool kind")
+    max_workers: int = _field(10, v.positive_workers, "worker concurrency (tasks in flight)")
+    queues: tuple[str, ...] = _field(("default",), v.queues, "queues a worker consumes (comma-separated)")
     task_ttl: float | None = _field(None, _dur(True), "seconds a task may wait before it expires unrun")
     result_ttl: float | None = _field(86400.0, _dur(True), "seconds a result is kept")
     event_ttl: float | None = _field(7 * 86400.0, _dur(True), "seconds events are kept")
     default_timeout: float | None = _field(None, _dur(True), "per-task timeout")
-    default_max_retries: int = _field(3, _non_negative_int, "retries after the first attempt")
+    default_max_retries: int = _field(3, v.retries, "retries after the first attempt")
     retry_backoff: float = _field(1.0, _dur(False), "first retry delay; doubles each retry")
     retry_backoff_max: float = _field(300.0, _dur(False), "cap on the retry delay")
-    lease_duration: float = _field(30.0, _dur(False), "seconds a claim is held without a heartbeat")
-    heartbeat_interval: float = _field(10.0, _dur(False), "seconds between lease extensions")
-    sweep_interval: float = _field(5.0, _dur(False), "seconds between expired-lease recoveries")
-    poll_interval: float = _field(1.0, _dur(False), "longest idle wait between claims")
+    lease_duration: float = _field(30.0, _dur(False, True), "seconds a claim is held without a heartbeat")
+    heartbeat_interval: float = _field(10.0, _dur(False, True), "seconds between lease extensions")
+    sweep_interval: float = _field(5.0, _dur(False, True), "seconds between expired-lease recoveries")
+    poll_interval: float = _field(1.0, _dur(False, True), "longest idle wait between claims")
     shutdown_grace: float = _field(30.0, _dur(False), "seconds in-flight tasks get on shutdown")
-    events_enabled: bool = _field(True, _boolean, "record task events")
-    max_payload_size: int = _field(16 * 1024 * 1024, _positive_int, "largest serialized payload in bytes")
-    key_prefix: str = _field("omniq", lambda v, n: str(v).strip() or "omniq", "prefix for keys, subjects, tables")
+    events_enabled: bool = _field(True, v.boolean, "record task events")
+    max_payload_size: int = _field(16 * 1024 * 1024, v.payload_size, "largest serialized payload in bytes")
+    key_prefix: str = _field("omniq", v.key_prefix, "prefix for keys, subjects, tables")
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Settings:
+        # Before the dataclass's __init__ would raise a TypeError: an unknown name is a setting error.
+        unknown = set(kwargs) - set(cls.field_names())
+        if unknown:
+            raise _unknown_settings(unknown, "")
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             raw = getattr(self, field.name)
-            parsed = field.metadata["parser"](raw, field.name)
+            try:
+                parsed = field.metadata["parser"](raw, field.name)
+            except ConfigurationError:
+                raise
+            except (TypeError, ValueError, ArithmeticError, RecursionError):  # a parser missed a case: still typed
+                raise ConfigurationError(f"{field.name} is not valid: got {_limits.shown(raw)}") from None
             object.__setattr__(self, field.name, parsed)
         if self.heartbeat_interval >= self.lease_duration:
             raise ConfigurationError(
@@ -264,9 +152,7 @@ class Settings:
             value = getattr(self, field.name)
             if field.default is not dataclasses.MISSING and value == field.default:
                 continue
-            if isinstance(value, str) and "://" in value:
-                value = redact_url(value)
-            parts.append(f"{field.name}={value!r}")
+            parts.append(f"{field.name}={_redacted(value)!r}")
         return f"Settings({', '.join(parts)})"
 
     # -- derived ---------------------------------------------------------------------------------
@@ -300,7 +186,7 @@ class Settings:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> Settings:
         """Defaults < the YAML file < ``overrides`` (the environment is not read)."""
-        values = _read_yaml(Path(path))
+        values = _read_yaml(path)
         values.update(overrides)
         return cls(**values)
 
@@ -322,13 +208,12 @@ class Settings:
         env = os.environ if env is None else env
         unknown = set(overrides) - set(cls.field_names())
         if unknown:
-            raise ConfigurationError(
-                f"unknown setting(s) {', '.join(sorted(unknown))}: expected one of {', '.join(cls.field_names())}"
-            )
+            raise _unknown_settings(unknown, "")
+        _warn_unknown_variables(env)
         values: dict[str, Any] = {}
         path = config_file if config_file is not None else env.get("OMNIQ_CONFIG")
         if path:
-            values.update(_read_yaml(Path(path)))
+            values.update(_read_yaml(path))
         for name in cls.field_names():
             key = f"OMNIQ_{name.upper()}"
             if key in env:
@@ -355,23 +240,101 @@ class _EnvValue:
     variable: str
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+#: ``OMNIQ_*`` variables that are not settings: the config file, and test and CI tooling.
+NOT_SETTINGS = ("OMNIQ_CONFIG", "OMNIQ_REQUIRE_SERVERS")
+NOT_SETTINGS_PREFIXES = ("OMNIQ_TEST_", "OMNIQ_FUZZ_")
+
+
+def _redacted(value: Any) -> Any:
+    """``value`` with every string in it (options nest) passed through :func:`redact_url`."""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, Mapping):
+        return {_redacted(k): _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(map(_redacted, value)) if type(value) in (list, tuple) else value
+    return value
+
+
+def _closest(name: str, names: tuple[str, ...]) -> str:
+    match = difflib.get_close_matches(name, names, n=1)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def _unknown_settings(names: set[Any], where: str) -> ConfigurationError:
+    """The error for settings (YAML keys, arguments) that do not exist, each with the closest one."""
+    known = Settings.field_names()
+    described = sorted(
+        (name if _PLAIN_NAME.fullmatch(name) else _limits.shown(name)) + _closest(name.lower(), known)
+        if isinstance(name, str)
+        else _limits.shown(name)
+        for name in names
+    )
+    return ConfigurationError(f"{where}unknown setting(s) {', '.join(described)}; expected any of {', '.join(known)}")
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_]{1,60}")
+
+
+def _warn_unknown_variables(env: Mapping[str, str]) -> None:
+    """Warn about each ``OMNIQ_*`` variable that is no setting (a misspelt one is otherwise silently ignored)."""
+    variables = tuple(f"OMNIQ_{name.upper()}" for name in Settings.field_names())
+    for key in env:
+        if (
+            key.startswith("OMNIQ_")
+            and key not in variables
+            and key not in NOT_SETTINGS
+            and not key.startswith(NOT_SETTINGS_PREFIXES)
+        ):
+            shown = key if _PLAIN_NAME.fullmatch(key) else _limits.shown(key)
+            warnings.warn(
+                f"{shown} is not an OmniQ setting and is ignored{_closest(key.upper(), variables)}",
+                UserWarning,
+                stacklevel=4,
+            )
+
+
+def _read_yaml(location: Any) -> dict[str, Any]:
+    """The settings in a YAML file (its top level, or its ``omniq:`` mapping)."""
     import yaml
 
+    text = os.fspath(location) if isinstance(location, str | os.PathLike) else None
+    if not isinstance(text, str) or "\x00" in text:
+        raise ConfigurationError(f"OMNIQ_CONFIG={_limits.shown(location)} is not valid: expected a file path")
+    path = Path(text)
+    where = f"OMNIQ_CONFIG={redact_url(text)!r}"
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes())  # bytes: YAML's own UTF-8/16 detection, not the locale's
     except OSError as exc:
-        raise ConfigurationError(f"OMNIQ_CONFIG={str(path)!r} cannot be read: {exc.strerror}") from exc
+        raise ConfigurationError(f"{where} cannot be read: {exc.strerror}") from None
+    except yaml.reader.ReaderError as exc:
+        raise ConfigurationError(
+            f"{where} is not valid YAML: not UTF-8 or UTF-16 text (at byte {exc.position})"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigurationError(f"OMNIQ_CONFIG={str(path)!r} is not valid YAML: {exc}") from exc
+        raise ConfigurationError(f"{where} is not valid YAML{_yaml_position(exc)}") from None
+    except RecursionError:
+        raise ConfigurationError(f"{where} is not valid: it is nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigurationError(f"OMNIQ_CONFIG={str(path)!r} is not valid: expected a mapping of settings")
+        raise ConfigurationError(f"{where} is not valid: expected a mapping of settings")
     data = data.get("omniq", data) if isinstance(data.get("omniq"), dict) else data
     unknown = set(data) - set(Settings.field_names())
     if unknown:
-        raise ConfigurationError(
-            f"{path}: unknown setting(s) {', '.join(sorted(unknown))}; expected any of {', '.join(Settings.field_names())}"
-        )
+        raise _unknown_settings(unknown, f"{where}: ")
     return dict(data)
+
+
+def _yaml_position(exc: Any) -> str:
+    """Where a YAML error is, and what it is, without the text of the line (it may hold a password)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None)
+    if not isinstance(problem, str):
+        return where
+    # Problems quote tags, anchors and aliases from the text: keep only quoted single characters.
+    return f"{where}: " + _QUOTED.sub(lambda m: m[0] if len(m[0]) <= 6 else "'...'", problem)[:200]
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")

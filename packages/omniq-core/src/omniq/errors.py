@@ -22,23 +22,46 @@ __all__ = [
     "PayloadTooLargeError",
     "ResultTimeoutError",
     "SerializationError",
+    "TaskArgumentError",
     "TaskNotFoundError",
     "TaskTimeoutError",
     "UnknownTaskError",
     "redact_url",
 ]
 
-_PASSWORD_IN_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+#: where a URL's authority starts: ``://`` (urllib drops tabs and newlines first, so they may sit inside).
+_AUTHORITY_START = re.compile(r":[\t\r\n]*/[\t\r\n]*/")
+#: a URL with no scheme whose authority starts at once (urllib strips C0 controls and spaces in front).
+_LEADING_AUTHORITY = re.compile(r"[\x00-\x20]*/[\t\r\n]*/")
 _PASSWORD_IN_QUERY = re.compile(r"(?i)(?P<key>[?&](?:password|pass|pwd|secret|token)=)[^&\s]*")
 
 
 def redact_url(text: str) -> str:
     """Replace every password in URLs inside ``text`` with ``***``.
 
+    The password is what :func:`urllib.parse.urlsplit` calls one, and more
+    when in doubt: after each ``://`` (and a leading ``//``), everything
+    between the first ``:`` of ``user:`` and the *last* ``@`` before the next
+    URL is redacted, so a password holding ``@``, ``/`` or spaces never
+    survives. A ``password=``/``token=`` query parameter is redacted too.
+    Linear in the length of ``text``.
+
     >>> redact_url("redis://user:s3cret@host:6379/0")
     'redis://user:***@host:6379/0'
     """
-    text = _PASSWORD_IN_URL.sub(r"\g<scheme>\g<user>:***@", text)
+    starts = [match.end() for match in _AUTHORITY_START.finditer(text)]
+    leading = _LEADING_AUTHORITY.match(text)
+    if leading:
+        starts.insert(0, leading.end())
+    if starts:
+        pieces, done = [], 0
+        for start, end in zip(starts, [*starts[1:], len(text)], strict=True):
+            at = text.rfind("@", start, end)
+            colon = text.find(":", start, at) if at >= 0 else -1
+            if colon >= 0 and not any(c in text[start:colon] for c in "/?#"):
+                pieces += [text[done : colon + 1], "***"]
+                done = at
+        text = "".join([*pieces, text[done:]])
     return _PASSWORD_IN_QUERY.sub(r"\g<key>***", text)
 
 
@@ -72,6 +95,14 @@ class SerializationError(OmniQError, ValueError):
 
 class PayloadTooLargeError(SerializationError):
     """A serialized payload is larger than the configured ``max_payload_size``."""
+
+
+class TaskArgumentError(OmniQError, TypeError):
+    """A task's arguments do not fit its function: its signature, or a parameter's annotation.
+
+    Raised at enqueue (nothing is stored); on a worker, the task fails with
+    this error type and is not retried. The message names the task and the argument.
+    """
 
 
 class UnknownTaskError(OmniQError, LookupError):
