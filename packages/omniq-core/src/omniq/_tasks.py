@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from typing_extensions import ParamSpec
 
-from omniq.errors import ConfigurationError
+from omniq._typed import CallTypes, FunctionTypes, function_types
+from omniq.errors import ConfigurationError, TaskArgumentError
+from omniq.serialization import call_arguments
 
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
@@ -21,6 +23,8 @@ __all__ = ["EnqueueOptions", "TaskFunction", "task_name"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+_NEW_SHAPE: Any = object()
 
 #: option names accepted by enqueue, the decorator and TaskFunction.options().
 OPTION_NAMES = (
@@ -97,7 +101,9 @@ class TaskFunction(Generic[P, R]):
     """A registered task: call it to run it here, ``.enqueue`` to run it on a worker.
 
     ``await send_email.enqueue("a@example.com", subject="hi")`` type-checks
-    against ``send_email``'s own signature.
+    against ``send_email``'s own signature. Arguments of annotated
+    parameters are checked against their annotations at enqueue and reach
+    the function as the declared types (see ``omniq._typed``).
     """
 
     def __init__(self, app: AsyncOmniQ, func: Callable[P, R], name: str, options: EnqueueOptions) -> None:
@@ -110,30 +116,68 @@ class TaskFunction(Generic[P, R]):
             self.signature: inspect.Signature | None = inspect.signature(func)
         except (TypeError, ValueError):  # some builtins have no signature
             self.signature = None
-        self._good_shapes: set[object] = set()
+        # call shapes seen to bind -> their declared types (None: no typed argument)
+        self._shapes: dict[object, CallTypes | None] = {}
         functools.update_wrapper(self, func)  # type: ignore[arg-type]  # copies __doc__, __name__...
+
+    @functools.cached_property
+    def types(self) -> FunctionTypes | None:
+        """The function's decodable annotations (None: none), resolved at first use."""
+        return function_types(self.name, self.func, self.signature)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function directly, in this process."""
         return self.func(*args, **kwargs)
 
-    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Raise TypeError now if the call could never bind, rather than failing on a worker.
+    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any], payload: bytes | None = None) -> None:
+        """Raise TaskArgumentError now if a worker could not run the call, rather than failing there.
 
-        Whether a call binds depends only on its shape (how many positional
-        arguments, which keyword names), so each shape is checked once.
+        With the call's encoded ``payload``, the arguments of annotated
+        parameters are checked too: decoded as a worker will decode them,
+        each must fit its annotation.
+        """
+        call = self._call_types(args, kwargs)
+        if call is not None and payload is not None:
+            call.check(self.app.serializer, payload, args, kwargs)
+
+    def _call_types(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallTypes | None:
+        """The declared types of a call (None: no typed argument); TaskArgumentError if it cannot bind.
+
+        Both depend only on the call's shape (how many positional arguments,
+        which keyword names), so each shape is bound and typed once.
         """
         if self.signature is None:
-            return
+            return None
         shape = (len(args), frozenset(kwargs)) if kwargs else len(args)
-        if shape in self._good_shapes:
-            return
+        call = self._shapes.get(shape, _NEW_SHAPE)
+        if call is not _NEW_SHAPE:
+            return call  # type: ignore[no-any-return]
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise TypeError(f"bad arguments for task {self.name}: {exc}") from None
-        if len(self._good_shapes) < 64:
-            self._good_shapes.add(shape)
+            raise TaskArgumentError(f"bad arguments for task {self.name}: {exc}") from None
+        call = self.types.call(len(args), tuple(kwargs)) if self.types is not None else None
+        if len(self._shapes) < 64:
+            self._shapes[shape] = call
+        return call
+
+    def load_arguments(self, payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Decode a call's ``(args, kwargs)``, annotated parameters' arguments into their declared types.
+
+        Raises:
+            SerializationError: the payload is corrupted or not an ``(args, kwargs)`` pair.
+            TaskArgumentError: the arguments do not fit the signature or the annotations.
+        """
+        args, kwargs = call_arguments(self.app.serializer.loads(payload))
+        if self.types is None:  # untyped: as decoded, at no extra cost
+            return args, kwargs
+        call = self._call_types(args, kwargs)
+        return call.arguments(self.app.serializer, payload, (args, kwargs)) if call is not None else (args, kwargs)
+
+    def load_result(self, payload: bytes) -> Any:
+        """Decode a result, into the declared return type when there is one (as decoded if it does not fit)."""
+        value = self.app.serializer.loads(payload)
+        return self.types.result(self.app.serializer, payload, value) if self.types is not None else value
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[str]:
         """Enqueue a call with the decorator's options; returns the task id."""

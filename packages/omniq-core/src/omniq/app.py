@@ -30,7 +30,7 @@ from omniq.models import (
     utcnow,
 )
 from omniq.scheduling import next_cron_tick, resolve_eta, to_seconds, validate_cron
-from omniq.serialization import BUILTIN_SERIALIZERS, SerializerRegistry
+from omniq.serialization import BUILTIN_SERIALIZERS, SerializerRegistry, call_arguments
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec, Self
@@ -337,9 +337,9 @@ class AsyncOmniQ:
                 args, kwargs = (), dict(call)
             else:
                 args, kwargs = tuple(call), {}
+            payloads.append(payload := dumps((args, kwargs)))
             if handle is not None:
-                handle.check_arguments(args, kwargs)
-            payloads.append(dumps((args, kwargs)))
+                handle.check_arguments(args, kwargs, payload)
         tasks = [build(payload, task_id) for payload, task_id in zip(payloads, new_ids(len(payloads)), strict=True)]
         await self.connect()
         if self._fuse_events and self._events is not None and len(tasks) >= EVENT_BATCH_SIZE:
@@ -371,9 +371,9 @@ class AsyncOmniQ:
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions
     ) -> str:
         handle = self.functions.get(name)
-        if handle is not None:
-            handle.check_arguments(args, kwargs)
         task = self._build_task(name, args, kwargs, options)
+        if handle is not None:
+            handle.check_arguments(args, kwargs, task.payload)
         if not self._connected:  # (skips a coroutine per call on the hot path)
             await self.connect()
         task_id = await self.task_queue.enqueue(task)
@@ -488,9 +488,9 @@ class AsyncOmniQ:
         return await self.task_queue.get(task_id)
 
     def decode_args(self, task: Task) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Decode a task's arguments (raises SerializationError when corrupted)."""
-        args, kwargs = self.serializer.loads(task.payload)
-        return tuple(args), dict(kwargs)
+        """Decode a task's arguments, as its function declares them (raises SerializationError, TaskArgumentError)."""
+        handle = self.functions.get(task.func)
+        return handle.load_arguments(task.payload) if handle else call_arguments(self.serializer.loads(task.payload))
 
     async def get_result(self, task_id: str, wait: bool = False, timeout: float | None = None) -> TaskResult | None:
         """Return the task's result, or None while there is none.
@@ -544,7 +544,8 @@ class AsyncOmniQ:
         return TaskResult.from_task(task, finished_at=task.finished_at)
 
     def _decoded(self, result: TaskResult) -> TaskResult:
-        value = self.serializer.loads(result.payload) if result.payload else None
+        handle = self.functions.get(result.func)  # when registered, the value comes in its declared return type
+        value = (handle.load_result if handle else self.serializer.loads)(result.payload) if result.payload else None
         return msgspec.structs.replace(result, result=value)
 
     async def list_tasks(

@@ -9,14 +9,16 @@ application chose one as its ``serializer`` or listed it in
 ``accept_serializers``.
 
 msgspec MessagePack is the default: plain data, msgspec Structs,
-dataclasses, datetimes, UUIDs, Decimals, enums, sets.
+dataclasses, datetimes, UUIDs, Decimals, enums, sets. msgpack and json
+decode untyped, or into a given type (``typed_decoder``): a task's declared
+parameter and return types (see ``omniq._typed``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -31,6 +33,7 @@ __all__ = [
     "PickleSerializer",
     "Serializer",
     "SerializerRegistry",
+    "call_arguments",
     "get_serializer",
 ]
 
@@ -66,10 +69,11 @@ def _enc_hook(value: Any) -> Any:
 class MsgpackSerializer:
     """msgspec MessagePack (the default).
 
-    Round-trips plain data and datetimes as themselves. Structs and
-    dataclasses arrive as dicts, UUIDs and Decimals as strings, sets as
-    lists: MessagePack has no schema, and decoding untyped keeps the hot
-    path free of per-value hooks.
+    Decoded untyped, plain data and aware datetimes come back as
+    themselves; Structs and dataclasses as dicts, naive datetimes, dates,
+    UUIDs and Decimals as strings, sets and tuples as lists: MessagePack has
+    no schema. Decoded into a type (``typed_decoder``), each comes back as
+    that type.
     """
 
     name = "msgpack"
@@ -89,9 +93,13 @@ class MsgpackSerializer:
         """Decode MessagePack."""
         return self._decoder.decode(data)
 
+    def typed_decoder(self, type_: Any) -> Callable[[bytes], Any]:
+        """A function decoding MessagePack into ``type_`` (raises msgspec.ValidationError when it does not fit)."""
+        return msgspec.msgpack.Decoder(type_).decode
+
 
 class JSONSerializer:
-    """msgspec JSON: readable payloads; datetimes and UUIDs come back as strings."""
+    """msgspec JSON: readable payloads; decoded untyped, datetimes and UUIDs come back as strings."""
 
     name = "json"
 
@@ -109,6 +117,10 @@ class JSONSerializer:
     def loads(self, data: bytes) -> Any:
         """Decode JSON."""
         return self._decoder.decode(data)
+
+    def typed_decoder(self, type_: Any) -> Callable[[bytes], Any]:
+        """A function decoding JSON into ``type_`` (raises msgspec.ValidationError when it does not fit)."""
+        return msgspec.json.Decoder(type_).decode
 
 
 class PickleSerializer:
@@ -204,12 +216,13 @@ class SerializerRegistry:
             )
         return data
 
-    def loads(self, data: bytes) -> Any:
-        """Decode a tagged payload.
+    def split(self, data: bytes) -> tuple[str, memoryview]:
+        """A tagged payload's format name and body.
 
         Raises:
-            SerializationError: the payload is corrupted, has an unknown tag,
-                or uses a pickle-based format this application did not enable.
+            SerializationError: the payload has no valid tag, or uses a format
+                this application does not accept (pickle-based formats are
+                refused unless enabled).
         """
         if not data:
             raise SerializationError("empty payload")
@@ -224,14 +237,50 @@ class SerializerRegistry:
                     f"enable it with OMNIQ_SERIALIZER={name} or OMNIQ_ACCEPT_SERIALIZERS={name}"
                 )
             raise SerializationError(f"payload format {name!r} is not accepted here")
+        return name, memoryview(data)[1 + size :]
+
+    def loads(self, data: bytes) -> Any:
+        """Decode a tagged payload.
+
+        Raises:
+            SerializationError: the payload is corrupted, has an unknown tag,
+                or uses a pickle-based format this application did not enable.
+        """
+        name, body = self.split(data)
         try:
-            return self._get(name).loads(bytes(data[1 + size :]))
+            return self._get(name).loads(bytes(body))
         except SerializationError:
             raise
         except ConfigurationError as exc:
             raise SerializationError(str(exc)) from exc
         except Exception as exc:
             raise SerializationError(f"corrupted {name} payload: {exc}") from exc
+
+    def typed_decoder(self, name: str, type_: Any) -> Callable[[bytes], Any] | None:
+        """A function decoding bodies of format ``name`` into ``type_``; None if that format decodes only untyped."""
+        make = getattr(self._get(name), "typed_decoder", None)
+        return make(type_) if make is not None else None
+
+
+def call_arguments(decoded: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A decoded call payload as ``(args, kwargs)``.
+
+    Raises:
+        SerializationError: it is not a pair of an array of arguments and a
+            map of keyword arguments with string keys.
+    """
+    if type(decoded) in (list, tuple) and len(decoded) == 2:
+        args, kwargs = decoded
+        if type(args) in (list, tuple) and type(kwargs) is dict and all(type(key) is str for key in kwargs):
+            return tuple(args), kwargs
+    raise SerializationError(
+        f"corrupted payload: expected [args, kwargs] (an array and a map with string keys), got {_describe(decoded)}"
+    )
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _make_tag(name: str) -> bytes:
