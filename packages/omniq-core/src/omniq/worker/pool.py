@@ -34,6 +34,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import anyio
+import msgspec
 
 from omniq import plugins
 from omniq.config import WorkerType
@@ -41,7 +42,7 @@ from omniq.constants import HOUSEKEEPING_SECONDS
 from omniq.errors import ConfigurationError
 from omniq.models import EventType, Outcome, OutcomeKind, Task, TaskEvent, TaskResult, TaskStatus, utcnow
 from omniq.worker.executors import Executor, ProcessExecutor, ThreadExecutor
-from omniq.worker.runner import execute, outcome_event
+from omniq.worker.runner import execute, failed_outcome, outcome_event
 
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
@@ -54,6 +55,10 @@ logger = logging.getLogger("omniq.worker")
 BURST_CLOCK_MARGIN = timedelta(seconds=0.1)
 #: longest pause after a backend error before the loops try again.
 MAX_ERROR_BACKOFF = 5.0
+#: times one task's outcome may fail to be recorded on its own (not an outage) before it is dropped.
+MAX_FINISH_FAILURES = 3
+#: errors that mean the engine is away (retry the same call later), not that a record is bad.
+_TRANSIENT = (OSError, TimeoutError)  # BackendUnavailableError is a ConnectionError, an OSError
 
 
 class _Running:
@@ -116,6 +121,7 @@ class AsyncWorkerPool:
         self._hooks: frozenset[str] = frozenset()
         self._fuse = False
         self._finishing = 0  # outcome batches being sent to the queue right now
+        self._finish_failures: dict[str, int] = {}  # task id -> times its outcome alone failed to be recorded
         # burst mode keeps going until the retries and dependency re-checks it deferred are due.
         self._burst_deferred_until = utcnow()
         self.processed = 0
@@ -269,14 +275,12 @@ class AsyncWorkerPool:
             outcome = await execute(self.app, executor, task)
         except asyncio.CancelledError:
             pass  # shutdown or lost lease: decided below
-        except Exception as exc:  # a bug in the core or a backend, not in the task
-            logger.exception("worker error while running task %s", task.id)
+        except Exception as exc:  # execute() never raises: a bug in the core, or a lifecycle hook
+            # Not RELEASE: the same task would be claimed again at once, and fail the same way, for ever.
             from omniq.app import error_from_exception
 
-            error = error_from_exception(exc, task.attempts)
-            outcome = Outcome(
-                task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.RELEASE, error=error
-            )
+            error = msgspec.structs.replace(error_from_exception(exc, task.attempts), retryable=False)
+            outcome = failed_outcome(task, error, "the worker failed around it")
         if outcome is None and not running.cancelled:
             # Cancelled by shutdown: hand the task back without burning the attempt.
             outcome = Outcome(task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.RELEASE)
@@ -331,15 +335,67 @@ class AsyncWorkerPool:
                 with anyio.CancelScope(shield=True):
                     await self._finish_batch(batch)
                 errors = 0
+                if self._finish_failures:
+                    for task, _ in batch:
+                        self._finish_failures.pop(task.id, None)
             except Exception as exc:
-                errors += 1
-                # Keep the outcomes: the leases may survive the outage; if not, the tasks run again.
-                self._outcomes[:0] = batch
-                delay = min(MAX_ERROR_BACKOFF, 0.1 * 2**errors)
-                logger.warning("finishing %d task(s) failed (%s); retrying in %.1f s", len(batch), exc, delay)
-                await anyio.sleep(delay)
+                if isinstance(exc, _TRANSIENT):
+                    left, failure = batch, exc
+                elif len(batch) > 1:
+                    # Not the engine being away: the same batch would fail again. Send these
+                    # outcomes one at a time, so one that cannot be recorded holds back no other.
+                    left, failure = await self._finish_one_by_one(batch)
+                else:
+                    left, failure = self._keep(batch[0], exc), exc
+                if failure is not None:
+                    errors += 1
+                    # Keep the outcomes: the leases may survive the outage; if not, the tasks run again.
+                    self._outcomes[:0] = left
+                    delay = min(MAX_ERROR_BACKOFF, 0.1 * 2**errors)
+                    logger.warning("finishing %d task(s) failed (%s); retrying in %.1f s", len(left), failure, delay)
+                    await anyio.sleep(delay)
             finally:
                 self._finishing -= 1
+
+    async def _finish_one_by_one(
+        self, batch: list[tuple[Task, Outcome]]
+    ) -> tuple[list[tuple[Task, Outcome]], Exception | None]:
+        """Finish each outcome alone; return those to try again (all the rest after an outage) and the last error."""
+        left: list[tuple[Task, Outcome]] = []
+        failure: Exception | None = None
+        for index, item in enumerate(batch):
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._finish_batch([item])
+                self._finish_failures.pop(item[0].id, None)
+            except Exception as exc:  # noqa: PERF203 - the failure path: one outcome at a time is the point
+                failure = exc
+                if isinstance(exc, _TRANSIENT):
+                    return [*left, *batch[index:]], exc
+                left.extend(self._keep(item, exc))
+        return left, failure
+
+    def _keep(self, item: tuple[Task, Outcome], failure: Exception) -> list[tuple[Task, Outcome]]:
+        """``[item]`` if its outcome, which failed alone, deserves another try; ``[]`` once it has failed
+        ``MAX_FINISH_FAILURES`` times: dropped and logged, its lease expires and recovery takes over,
+        so a record that cannot be written never keeps the worker busy for ever."""
+        task, outcome = item
+        count = self._finish_failures[task.id] = self._finish_failures.get(task.id, 0) + 1
+        if count < MAX_FINISH_FAILURES:
+            return [item]
+        del self._finish_failures[task.id]
+        logger.error(
+            "task %s (%s, queue %s, attempt %s): its %s outcome could not be recorded %d times (%s); "
+            "dropped: its lease will expire and recovery takes over",
+            task.id,
+            task.func,
+            task.queue,
+            task.attempts,
+            outcome.kind.value,
+            count,
+            failure,
+        )
+        return []
 
     async def _finish_batch(self, batch: list[tuple[Task, Outcome]]) -> None:
         app = self.app

@@ -17,11 +17,14 @@ atomic step (``Capability.FUSED_RESULTS``) close that gap entirely.
 
 from __future__ import annotations
 
+import logging
+import traceback
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from omniq._records import CorruptTask
 from omniq.constants import DEPENDENCY_RECHECK_SECONDS
-from omniq.errors import SerializationError, UnknownTaskError
+from omniq.errors import BackendUnavailableError, SerializationError
 from omniq.models import (
     TERMINAL_STATUSES,
     EventType,
@@ -39,7 +42,9 @@ if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
     from omniq.worker.executors import Executor
 
-__all__ = ["check_dependencies", "execute", "outcome_event"]
+__all__ = ["check_dependencies", "execute", "failed_outcome", "outcome_event"]
+
+logger = logging.getLogger("omniq.worker")
 
 
 def _final(task: Task, kind: OutcomeKind, status: TaskStatus, error: TaskError | None, payload: bytes = b"") -> Outcome:
@@ -86,6 +91,92 @@ async def check_dependencies(app: AsyncOmniQ, task: Task) -> Outcome | None:
         return _final(task, OutcomeKind.FAILED, TaskStatus.FAILED, error)
     if all(dep is not None and dep.status is TaskStatus.SUCCEEDED for dep in tasks):
         return None
+    return _recheck_later(task)
+
+
+async def execute(app: AsyncOmniQ, executor: Executor, task: Task) -> Outcome:
+    """Run ``task`` (already claimed) and describe the outcome; never raises (but for cancellation).
+
+    The task's own exceptions follow its retry policy. Anything else that goes
+    wrong around it (a corrupted record, a value that overflows, arguments
+    that cannot be decoded, an outcome that cannot be built) cannot get better
+    by running it again: the task ends FAILED after this one attempt, so a
+    worker never hands the same broken task back and claims it for ever.
+    """
+    if isinstance(task, CorruptTask):
+        error = TaskError(type="CorruptRecord", message=task.problem, attempt=task.attempts, retryable=False)
+        return failed_outcome(task, error, "its stored record is corrupted")
+    stage = "preparing it"
+    try:
+        if task.expires_at is not None and utcnow() >= task.expires_at:
+            error = TaskError(type="TaskExpired", message="the task's ttl passed before it could run", retryable=False)
+            return _final(task, OutcomeKind.EXPIRED, TaskStatus.EXPIRED, error)
+        if task.depends_on:
+            stage = "checking its dependencies"
+            try:
+                pending = await check_dependencies(app, task)
+            except BackendUnavailableError:  # the engine, not the task: check again later
+                return _recheck_later(task)
+            if pending is not None:
+                return pending
+        stage = "decoding its arguments"
+        handle = app.resolve(task.func)
+        args, kwargs = app.decode_args(task)
+        stage = "running it"
+        try:
+            value = await executor.run(task.func, handle.func, handle.is_async, args, kwargs, task.timeout)
+        except Exception as exc:
+            from omniq.app import error_from_exception
+
+            return _failure(app, task, error_from_exception(exc, task.attempts))
+        stage = "storing its return value"
+        try:
+            payload = app.serializer.dumps(value) if value is not None else b""
+        except SerializationError as exc:
+            error = TaskError(
+                type=type(exc).__name__, message=f"the return value: {exc}", attempt=task.attempts, retryable=False
+            )
+            return _final(task, OutcomeKind.FAILED, TaskStatus.FAILED, error)
+        stage = "recording its outcome"
+        return _final(task, OutcomeKind.SUCCEEDED, TaskStatus.SUCCEEDED, None, payload)
+    except Exception as exc:
+        error = TaskError(
+            type=type(exc).__name__,
+            message=_text(exc),
+            traceback=traceback.format_exc(),
+            attempt=task.attempts,
+            retryable=False,
+        )
+        return failed_outcome(task, error, f"{stage} failed")
+
+
+def failed_outcome(task: Task, error: TaskError, why: str) -> Outcome:
+    """A FAILED outcome for ``task`` that can always be built, logged at ERROR.
+
+    Whatever the record holds (a ttl that overflows, a schedule that cannot
+    compute its next tick), the result falls back to the bare minimum rather
+    than raise: the worker must be able to record the failure.
+    """
+    logger.error(
+        "task %s (%s, queue %s, attempt %s) failed for good: %s: %s: %s",
+        task.id,
+        task.func,
+        task.queue,
+        task.attempts,
+        why,
+        error.type,
+        error.message,
+    )
+    try:
+        return _final(task, OutcomeKind.FAILED, TaskStatus.FAILED, error)
+    except Exception:
+        result = TaskResult(task_id=task.id, status=TaskStatus.FAILED, error=error, attempts=task.attempts)
+        return Outcome(
+            task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.FAILED, error=error, result=result
+        )
+
+
+def _recheck_later(task: Task) -> Outcome:
     return Outcome(
         task_id=task.id,
         lease_token=task.lease_token or "",
@@ -94,36 +185,12 @@ async def check_dependencies(app: AsyncOmniQ, task: Task) -> Outcome | None:
     )
 
 
-async def execute(app: AsyncOmniQ, executor: Executor, task: Task) -> Outcome:
-    """Run ``task`` (already claimed) and describe the outcome; never raises for task errors."""
-    if task.expires_at is not None and utcnow() >= task.expires_at:
-        error = TaskError(type="TaskExpired", message="the task's ttl passed before it could run", retryable=False)
-        return _final(task, OutcomeKind.EXPIRED, TaskStatus.EXPIRED, error)
-    if task.depends_on:
-        pending = await check_dependencies(app, task)
-        if pending is not None:
-            return pending
+def _text(exc: BaseException) -> str:
+    """``str(exc)``, or its type when even that fails (a broken ``__str__`` must not stop a failure)."""
     try:
-        handle = app.resolve(task.func)
-        args, kwargs = app.decode_args(task)
-    except (UnknownTaskError, SerializationError, ValueError, TypeError) as exc:
-        # Running it again cannot help: record it once and move on.
-        error = TaskError(type=type(exc).__name__, message=str(exc), attempt=task.attempts, retryable=False)
-        return _final(task, OutcomeKind.FAILED, TaskStatus.FAILED, error)
-    try:
-        value = await executor.run(task.func, handle.func, handle.is_async, args, kwargs, task.timeout)
-    except Exception as exc:
-        from omniq.app import error_from_exception
-
-        return _failure(app, task, error_from_exception(exc, task.attempts))
-    try:
-        payload = app.serializer.dumps(value) if value is not None else b""
-    except SerializationError as exc:
-        error = TaskError(
-            type=type(exc).__name__, message=f"the return value: {exc}", attempt=task.attempts, retryable=False
-        )
-        return _final(task, OutcomeKind.FAILED, TaskStatus.FAILED, error)
-    return _final(task, OutcomeKind.SUCCEEDED, TaskStatus.SUCCEEDED, None, payload)
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} with an unprintable message>"
 
 
 _EVENT_BY_KIND = {
