@@ -217,7 +217,7 @@ def test_registered_through_the_entry_point():
 
 def test_fsspec_url_without_fsspec_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "fsspec", None)  # makes `import fsspec` raise ImportError
-    with pytest.raises(ConfigurationError, match=r"pip install 'omniq-core\[file\]'"):
+    with pytest.raises(ConfigurationError, match=r"pip install '\./packages/omniq-core\[file\]'"):
         FileTaskQueue("memory://nope")
     FileTaskQueue(str(tmp_path))  # local directories never need fsspec
 

@@ -26,6 +26,7 @@ __all__ = [
     "KNOWN_BACKENDS",
     "block",
     "get_plugin_manager",
+    "install_command",
     "installed_backends",
     "register",
     "resolve_backend",
@@ -34,6 +35,17 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "omniq"
+
+def install_command(*distributions: str) -> str:
+    """The command that installs first-party distributions, run from the root of a clone of OmniQ.
+
+    OmniQ's distributions are not on a package index (an unrelated project is
+    published on PyPI as "omniq"), so every one is named by its path, omniq-core
+    included: pip would look for a dependency not named in the same call on the index.
+    """
+    names = dict.fromkeys(["omniq-core", *distributions])
+    return "pip install " + " ".join(f"./packages/{name}" for name in names)
+
 
 #: first-party backends, so an uninstalled one gets an install hint.
 KNOWN_BACKENDS = {
@@ -150,15 +162,18 @@ def resolve_backend(component: str, name: str) -> type[Any]:
         variable = f"OMNIQ_{component.upper()}_TYPE"
         message = f"unknown {component} type {name!r} ({variable} or OMNIQ_BACKEND); installed: {', '.join(installed) or 'none'}"
         if name in KNOWN_BACKENDS:
-            message += f". Install it with: pip install {KNOWN_BACKENDS[name]}"
+            command = install_command(KNOWN_BACKENDS[name])
+            message += f". Install it from the root of a clone of the OmniQ repository: {command}"
         raise BackendNotFoundError(message)
     module_name, _, attr = spec.path.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        how = f"reinstall {spec.distribution}"
+        if spec.distribution in KNOWN_BACKENDS.values():
+            how += f" from the root of a clone of the OmniQ repository: {install_command(spec.distribution)}"
         raise BackendNotFoundError(
-            f"the {component} backend {name!r} from {spec.distribution} cannot be imported ({exc}); "
-            f"reinstall it with: pip install {spec.distribution}"
+            f"the {component} backend {name!r} from {spec.distribution} cannot be imported ({exc}); {how}"
         ) from exc
     try:
         return getattr(module, attr)  # type: ignore[no-any-return]

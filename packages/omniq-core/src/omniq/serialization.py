@@ -135,7 +135,7 @@ class PickleSerializer:
             self._module = importlib.import_module(name)
         except ImportError as exc:
             raise ConfigurationError(
-                f"OMNIQ_SERIALIZER={name!r} needs the {name} package: pip install 'omniq-core[{name}]'"
+                f"OMNIQ_SERIALIZER={name!r} needs {name}: in OmniQ's clone, pip install './packages/omniq-core[{name}]'"
             ) from exc
 
     def dumps(self, value: Any) -> bytes:

@@ -8,7 +8,7 @@ task visible), and ``flock`` stripes serialise changes to one task. Leases
 expire like on every other engine, so a dead worker's tasks run again.
 
 Any other fsspec URL works too (``memory://name``, ``s3://bucket/prefix``)
-with ``pip install 'omniq-core[file]'``, but object stores have no atomic
+with ``pip install './packages/omniq-core[file]'``, but object stores have no atomic
 rename and no locks: one consumer process only (see
 :class:`~omniq.backends._file.store.FsspecStore`).
 

@@ -419,7 +419,8 @@ def open_store(url: str, *, fsync: bool = True, storage_options: Mapping[str, An
         import fsspec  # type: ignore[import-untyped]  # fsspec ships no type information
     except ImportError as exc:
         raise ConfigurationError(
-            f"the file backend needs fsspec for {redact_url(url)!r}: pip install 'omniq-core[file]'"
+            f"the file backend needs fsspec for {redact_url(url)!r}: "
+            "from a clone of OmniQ, pip install './packages/omniq-core[file]'"
         ) from exc
     try:
         fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
