@@ -347,7 +347,7 @@ class AsyncWorkerPool:
                     left, failure = await self._finish_one_by_one(batch)
                 else:
                     left, failure = self._keep(batch[0], exc), exc
-                if failure is not None:
+                if left:
                     errors += 1
                     # Keep the outcomes: the leases may survive the outage; if not, the tasks run again.
                     self._outcomes[:0] = left
