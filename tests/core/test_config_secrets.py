@@ -11,6 +11,7 @@ import traceback
 import urllib.parse
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,9 +107,7 @@ def test_a_url_given_as_the_config_path_is_not_echoed() -> None:
 
 
 def test_urls_anywhere_in_settings_are_redacted_in_repr() -> None:
-    settings = Settings(
-        task_queue_options={"sentinel": URL, "nodes": ["redis://u:SECRET\tpw@h2"]}, queues=(URL,), url=URL
-    )
+    settings = Settings(task_queue_options={"sentinel": URL, "nodes": ["redis://u:SECRET\tpw@h2"]}, url=URL)
     assert SECRET not in repr(settings)
     assert "redis://u:***@host" in repr(settings)
 
@@ -155,6 +154,17 @@ def test_redact_url_is_linear_on_long_text() -> None:
     redact_url("a" * 200_000 + ":" + "b" * 200_000)
     redact_url("redis://" * 50_000)
     assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize("value", [URL, "redis://u:SECRET,pw@host", (URL,)])
+def test_a_url_given_as_queue_names_is_refused_whole(value: Any) -> None:
+    # split at its commas, a password would have become queue names that every repr shows
+    with pytest.raises(ConfigurationError, match="queues") as info:
+        Settings(queues=value)
+    assert "SECRET" not in everything_shown(info.value)
+    with pytest.raises(ConfigurationError, match="OMNIQ_BASE_DIR") as info:
+        Settings.load(env={"OMNIQ_BASE_DIR": value if isinstance(value, str) else URL})  # Path() folds the //
+    assert "SECRET" not in everything_shown(info.value)
 
 
 # -- untyped exceptions ------------------------------------------------------------------------------------

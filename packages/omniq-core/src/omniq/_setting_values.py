@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from omniq._limits import MAX_PAYLOAD_SIZE, MAX_RETRIES, MAX_WORKERS, seconds, shown
-from omniq.errors import ConfigurationError
+from omniq.errors import ConfigurationError, redact_url
 
 Parser = Callable[[Any, str], Any]
 
@@ -125,8 +125,9 @@ def optional_str(value: Any, name: str) -> str | None:
 
 def directory(value: Any, name: str) -> Path:
     text = optional_str(value, name)
-    if text is None or "\x00" in text:
-        raise _invalid(name, value, "a directory path")
+    # A URL is refused: Path() would fold its // and hide its password from redaction.
+    if text is None or "\x00" in text or "://" in text or redact_url(text) != text:
+        raise _invalid(name, value, "a local directory path (URLs go in url or a component's _url)")
     return Path(os.path.expanduser(text))
 
 
@@ -137,14 +138,21 @@ def key_prefix(value: Any, name: str) -> str:
     return text
 
 
-def queues(value: Any, name: str) -> tuple[str, ...]:
+def _items(value: Any) -> list[Any] | None:
+    """The items of a comma-separated string or a YAML list; None for anything else."""
     if isinstance(value, str):
-        items: Any = value.split(",")
-    elif isinstance(value, list | tuple | set | frozenset):
-        items = value
-    else:
-        items = None
-    if items is None or not all(isinstance(item, str) for item in items):
+        return value.split(",")
+    return list(value) if isinstance(value, list | tuple | set | frozenset) else None
+
+
+def _holds_url(value: Any) -> bool:
+    return isinstance(value, str) and ("://" in value or redact_url(value) != value)
+
+
+def queues(value: Any, name: str) -> tuple[str, ...]:
+    items = _items(value)
+    # A URL is refused whole: split at its commas, its password would become queue names.
+    if items is None or _holds_url(value) or not all(isinstance(item, str) and not _holds_url(item) for item in items):
         raise _invalid(name, value, "a comma-separated list (or a YAML list) of queue names")
     names = tuple(item.strip() for item in items if item.strip())
     if not names:
@@ -179,13 +187,13 @@ def serializer(value: Any, name: str) -> str:
 def serializers(value: Any, name: str) -> tuple[str, ...]:
     if value is None:
         return ()
-    if isinstance(value, str):
-        items: Any = value.split(",")
-    elif isinstance(value, list | tuple | set | frozenset):
-        items = value
-    else:
-        raise _invalid(name, value, "a comma-separated list of serializer names")
-    return tuple(serializer(item, name) for item in items if not isinstance(item, str) or item.strip())
+    items = _items(value)
+    try:
+        if items is None:
+            raise ValueError
+        return tuple(serializer(item, name) for item in items if not isinstance(item, str) or item.strip())
+    except (ValueError, ConfigurationError):
+        raise _invalid(name, value, "a comma-separated list of serializer names such as msgpack, json") from None
 
 
 def log_level(value: Any, name: str) -> str:
