@@ -47,8 +47,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 #: what building a task from columns raises for a column of the wrong type or out of range
-#: (msgspec's DecodeError and ValidationError are ValueErrors).
-_COLUMN_ERRORS = (ValueError, TypeError, OverflowError, KeyError, IndexError)
+#: (msgspec's DecodeError and ValidationError are ValueErrors; OSError: fromtimestamp of a time out of range;
+#: RecursionError: a sub-record nested too deep).
+_COLUMN_ERRORS = (ValueError, TypeError, OverflowError, OSError, KeyError, IndexError, RecursionError)
 _LIMIT = MAX_DURATION_SECONDS
 
 
@@ -71,7 +72,7 @@ def msgpack_decoder(kind: type[T], what: str) -> Callable[[bytes], T]:
     def strict(data: bytes) -> T:
         try:
             return decode(data)
-        except msgspec.DecodeError as exc:  # ValidationError included
+        except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError included; RecursionError: nesting
             raise SerializationError(f"corrupted {what}: {exc}") from exc
 
     return strict
@@ -84,7 +85,7 @@ def json_decoder(kind: type[T], what: str) -> Callable[[bytes | str], T]:
     def strict(data: bytes | str) -> T:
         try:
             return decode(data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise SerializationError(f"corrupted {what}: {exc}") from exc
 
     return strict
@@ -161,7 +162,7 @@ def salvage_task(fields: Mapping[str, Any], problem: str) -> CorruptTask:
             continue
         try:
             kept[name] = msgspec.convert(value, kind, strict=False)
-        except msgspec.ValidationError:
+        except (msgspec.ValidationError, RecursionError):
             continue
     if "id" not in kept:
         raise SerializationError(f"{problem} (not even the task's id could be read)")
@@ -177,7 +178,7 @@ def salvage_blob(data: bytes, problem: str) -> CorruptTask:
     """
     try:
         fields = msgspec.msgpack.decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise SerializationError(f"{problem} (not MessagePack: {exc})") from exc
     if not isinstance(fields, dict):
         raise SerializationError(f"{problem} (not a MessagePack map)")

@@ -372,7 +372,7 @@ def decode_task(data: bytes) -> Task:
     """
     try:
         return _task_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError included; RecursionError: nesting
         raise SerializationError(f"corrupted task envelope: {exc}") from exc
 
 
@@ -391,5 +391,5 @@ def decode_result(data: bytes) -> TaskResult:
     """
     try:
         return _result_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError included; RecursionError: nesting
         raise SerializationError(f"corrupted result: {exc}") from exc
