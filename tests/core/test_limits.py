@@ -104,6 +104,15 @@ async def test_a_ten_year_result_ttl_records_the_result_once(make_app: Any) -> N
         assert result is not None and result.status is TaskStatus.SUCCEEDED and result.attempts == 1
 
 
+def test_retry_backoff_stays_finite_for_every_allowed_attempt() -> None:
+    from omniq.scheduling import backoff_delay
+
+    for attempt in (10, 1024, 1025, 5000, MAX_RETRIES + 1):  # the int power overflowed a float from 1025 on
+        assert 150 <= backoff_delay(attempt, 1.0, 300.0) <= 300
+        assert backoff_delay(attempt, MAX_DURATION, MAX_DURATION) <= MAX_DURATION
+        assert backoff_delay(attempt, 0.0, 300.0) == 0.0
+
+
 # -- at enqueue ----------------------------------------------------------------------------------------------
 
 NOW = datetime.now(timezone.utc)

@@ -290,7 +290,7 @@ def _warn_unknown_variables(env: Mapping[str, str]) -> None:
             warnings.warn(
                 f"{shown} is not an OmniQ setting and is ignored{_closest(key.upper(), variables)}",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=3,
             )
 
 

@@ -79,5 +79,7 @@ def backoff_delay(attempt: int, base: float, maximum: float, *, rng: random.Rand
     capped at ``maximum``: half fixed so retries do make progress, half jitter so a
     burst of failures does not retry in lock-step.
     """
-    ceiling = min(maximum, base * (2 ** max(0, attempt - 1)))
+    # A float power, its exponent capped: an int 2**1024 times a float raised OverflowError from the
+    # 1025th attempt on (max_retries allows a million), and the worker could never record the retry.
+    ceiling = min(maximum, base * 2.0 ** min(max(0, attempt - 1), 1023))
     return (rng or random).uniform(ceiling / 2, ceiling)
