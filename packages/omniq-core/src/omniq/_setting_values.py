@@ -91,7 +91,7 @@ def _word(value: Any) -> str | None:
 def choice(choices: tuple[str, ...]) -> Parser:
     def parse(value: Any, name: str) -> str:
         text = _word(value)
-        if text not in choices:
+        if text is None or text not in choices:
             raise _invalid(name, value, f"one of {', '.join(choices)}")
         return text
 

@@ -281,7 +281,8 @@ def _warn_unknown_variables(env: Mapping[str, str]) -> None:
     variables = tuple(f"OMNIQ_{name.upper()}" for name in Settings.field_names())
     for key in env:
         if (
-            key.startswith("OMNIQ_")
+            isinstance(key, str)
+            and key.startswith("OMNIQ_")
             and key not in variables
             and key not in NOT_SETTINGS
             and not key.startswith(NOT_SETTINGS_PREFIXES)

@@ -54,7 +54,8 @@ def redact_url(text: str) -> str:
     if leading:
         starts.insert(0, leading.end())
     if starts:
-        pieces, done = [], 0
+        pieces: list[str] = []
+        done = 0
         for start, end in zip(starts, [*starts[1:], len(text)], strict=True):
             at = text.rfind("@", start, end)
             colon = text.find(":", start, at) if at >= 0 else -1
