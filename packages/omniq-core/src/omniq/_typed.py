@@ -98,7 +98,7 @@ class CallTypes(_Typed):
     ) -> None:
         """Raise TaskArgumentError unless a worker will decode ``payload`` into the declared types."""
         if serializer.default.name not in PICKLE_FORMATS:  # (it wrote the payload) decode it as a worker will
-            self.arguments(serializer, payload)
+            self._decode_call(serializer, payload, _UNDECODED)
             return
         for slot, (label, type_) in self.labels.items():  # pickled values arrive as given: each must be its type
             value = args[slot] if isinstance(slot, int) else kwargs[slot]
@@ -115,8 +115,12 @@ class CallTypes(_Typed):
         self, serializer: SerializerRegistry, payload: bytes, untyped: Any = _UNDECODED
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``(args, kwargs)`` of ``payload`` in the declared types; raises TaskArgumentError naming the argument."""
+        args, kwargs = self._decode_call(serializer, payload, untyped)
+        return tuple(args), dict(kwargs)
+
+    def _decode_call(self, serializer: SerializerRegistry, payload: bytes, untyped: Any) -> Any:
         try:
-            args, kwargs = self.decode(serializer, payload, untyped)
+            return self.decode(serializer, payload, untyped)
         except msgspec.ValidationError as exc:
             message = str(exc)
             match = _ERROR_PATH.search(message)
@@ -127,7 +131,6 @@ class CallTypes(_Typed):
             if label is not None:  # "- at `$[0][6].x`" -> "- at `point.x`", or nothing when it is the argument itself
                 message = message[: match.start()] + (f" - at `{label}{match['rest']}`" if match["rest"] else "")
             raise self._error(label, message) from None
-        return tuple(args), dict(kwargs)
 
     def _error(self, label: str | None, message: str) -> TaskArgumentError:
         where = f"argument {label!r} does not match its annotation" if label is not None else "bad arguments"

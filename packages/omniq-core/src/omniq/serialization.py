@@ -224,6 +224,8 @@ class SerializerRegistry:
                 this application does not accept (pickle-based formats are
                 refused unless enabled).
         """
+        if data[: len(self._tag)] == self._tag:  # the usual case: written by this app's own format
+            return self.default.name, memoryview(data)[len(self._tag) :]
         if not data:
             raise SerializationError("empty payload")
         size = data[0]
@@ -271,7 +273,7 @@ def call_arguments(decoded: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """
     if type(decoded) in (list, tuple) and len(decoded) == 2:
         args, kwargs = decoded
-        if type(args) in (list, tuple) and type(kwargs) is dict and all(type(key) is str for key in kwargs):
+        if type(args) in (list, tuple) and type(kwargs) is dict and (not kwargs or all(type(k) is str for k in kwargs)):
             return tuple(args), kwargs
     raise SerializationError(
         f"corrupted payload: expected [args, kwargs] (an array and a map with string keys), got {_describe(decoded)}"
