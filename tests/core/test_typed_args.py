@@ -1,8 +1,9 @@
 """Arguments arrive, and results come back, as the types the task function declares.
 
 Every case goes through a real enqueue (the payload is stored encoded), a real
-in-process worker pool and ``get_result``, for msgpack, json and a pickle
-format. Real worker processes on SQLite and the servers: tests/faults/test_typed_args.py.
+in-process worker pool and ``get_result``, for msgpack, json, a pickle format
+and a plugin's format. Real worker processes on SQLite and the servers:
+tests/faults/test_typed_args.py.
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import json
+import types
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any, Optional, Union
 
 import msgspec
 import pytest
 
-from omniq import OmniQ, SerializationError, TaskArgumentError, TaskStatus
+from omniq import OmniQ, SerializationError, TaskArgumentError, TaskStatus, hookimpl, plugins
+from omniq.hookspecs import SerializerSpec
 from omniq.models import Task
 
 pytestmark = pytest.mark.anyio
@@ -86,7 +91,30 @@ CASES: dict[str, tuple[Any, Any]] = {
     "nested containers": (dict[str, list[tuple[uuid.UUID, Decimal]]], {"k": [(UID, Decimal("0.5"))]}),
 }
 
-SERIALIZERS = ["msgpack", "json", "cloudpickle"]
+SERIALIZERS = ["msgpack", "json", "cloudpickle", "plainjson"]
+
+
+class PlainJSON:
+    """A plugin's format with no typed decoding (stdlib json of plain data): its data is converted."""
+
+    name = "plainjson"
+
+    def dumps(self, value: Any) -> bytes:
+        return json.dumps(msgspec.to_builtins(value)).encode()
+
+    def loads(self, data: bytes) -> Any:
+        return json.loads(data)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _plainjson_plugin() -> Iterator[None]:
+    @hookimpl
+    def omniq_serializers() -> list[SerializerSpec]:
+        return [SerializerSpec(name="plainjson", path=f"{__name__}:PlainJSON", distribution="test")]
+
+    plugins.register(types.SimpleNamespace(omniq_serializers=omniq_serializers), name="plainjson-test")
+    yield
+    plugins.get_plugin_manager().unregister(name="plainjson-test")
 
 
 def typed(annotation: Any, sink: list[Any]) -> Any:
