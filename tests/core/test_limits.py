@@ -43,7 +43,7 @@ def test_the_documented_maxima() -> None:
         ("OMNIQ_HEARTBEAT_INTERVAL", "0"),
         ("OMNIQ_POLL_INTERVAL", "0"),
         ("OMNIQ_SWEEP_INTERVAL", "0s"),
-        ("OMNIQ_RETRY_BACKOFF_MAX", "87660h1"),
+        ("OMNIQ_RETRY_BACKOFF_MAX", "87661h"),
         ("OMNIQ_MAX_WORKERS", "1000000000"),
         ("OMNIQ_MAX_WORKERS", "9" * 5000),  # more digits than int() takes on 3.11+
         ("OMNIQ_DEFAULT_MAX_RETRIES", str(2**31)),
