@@ -35,7 +35,7 @@ from omniq_nats._connection import (
     mux,
     open_connection,
 )
-from omniq_nats._records import Record, decode_record, encode_record
+from omniq_nats._records import Record, decode_record, encode_record, leased_record
 from omniq_nats._tickets import Action, Decision, decide
 
 if TYPE_CHECKING:
@@ -505,7 +505,7 @@ class QueueCore(BaseTaskQueue):
             entries = await bucket.get_many([names.token(i) for i in missing]) if missing else []
             for task_id, entry in zip(missing, entries, strict=True):
                 known[task_id] = (
-                    None if entry is None or entry.deleted else (entry.revision, decode_record(entry.value))
+                    None if entry is None or entry.deleted else (entry.revision, leased_record(entry.value))
                 )
             now = await self._now()
             plans: list[tuple[str, Record, Record, int]] = []
@@ -535,8 +535,10 @@ class QueueCore(BaseTaskQueue):
             return 0
         return max(int((moment - now).total_seconds() * 1e9), 0)
 
-    async def _records(self) -> list[tuple[str, int, Record]]:
+    async def _records(self, salvage: bool = False) -> list[tuple[str, int, Record]]:
+        """Every record; a corrupted one raises SerializationError, or comes back salvaged with ``salvage``."""
         _, bucket, _ = await self._conn()
         with self._errors():
             entries = await bucket.entries()
-        return [(key, entry.revision, decode_record(entry.value)) for key, entry in entries if "." not in key]
+        decode = leased_record if salvage else decode_record
+        return [(key, entry.revision, decode(entry.value)) for key, entry in entries if "." not in key]

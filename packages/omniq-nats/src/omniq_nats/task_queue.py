@@ -48,7 +48,7 @@ from omniq_nats._queue_core import (
     _ticket_id,
     decode_record,
 )
-from omniq_nats._records import Record, apply_outcome, encode_record, expired
+from omniq_nats._records import Record, apply_outcome, encode_record, expired, leased_record
 from omniq_nats.subjects import KV_OPERATION
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ class NatsTaskQueue(QueueCore):
                 if await bucket.update(key, value, 0) is not None:
                     return
                 continue
-            if not entry.deleted and decode_record(entry.value).task.status in _ACTIVE:
+            if not entry.deleted and leased_record(entry.value).task.status in _ACTIVE:
                 return  # live (possibly created from our own ticket): re-enqueueing it is a no-op
             if await bucket.update(key, value, entry.revision) is not None:
                 # a fetcher may have dropped our ticket while the old state was there.
@@ -208,7 +208,7 @@ class NatsTaskQueue(QueueCore):
         if entry is None:
             # the holder's enqueue may still be writing its record.
             return since is not None and (await self._now() - since).total_seconds() < _UNIQUE_GRACE
-        return not entry.deleted and decode_record(entry.value).task.status in _ACTIVE
+        return not entry.deleted and leased_record(entry.value).task.status in _ACTIVE
 
     async def claim_ready(self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str) -> list[Task]:
         """Fetch tickets best priority first (one no-wait pull per non-empty subject) and claim their tasks."""
@@ -482,7 +482,7 @@ class NatsTaskQueue(QueueCore):
         """Count tasks filtered by status and queue (reads the whole bucket)."""
         return sum(
             1
-            for _, _, r in await self._records()
+            for _, _, r in await self._records(salvage=True)
             if (status is None or r.task.status is status) and (queue is None or r.task.queue == queue)
         )
 
@@ -534,7 +534,7 @@ class NatsTaskQueue(QueueCore):
     async def purge(self, *, queue: str | None = None, statuses: Sequence[TaskStatus] | None = None) -> int:
         """Delete tasks (tombstones, so their tickets are dropped when fetched); return how many."""
         nc, bucket, _ = await self._conn()
-        records = await self._records()
+        records = await self._records(salvage=True)
         wanted = None if statuses is None else frozenset(TaskStatus(s) for s in statuses)
         doomed = [
             (key, revision, record)

@@ -62,6 +62,22 @@ class CorruptRecordTests:
             await task_queue.list()
 
     @pytest.mark.parametrize("field", CORRUPTIBLE)
+    async def test_a_corrupted_record_is_counted_cancelled_and_purged(
+        self, task_queue: BaseTaskQueue, corrupt_record: Corrupter, field: str
+    ) -> None:
+        """Upkeep never stops at a corrupted record: it is counted, can be cancelled, and purged."""
+        bad, other = make_task(result_ttl=60.0), make_task()
+        await task_queue.enqueue_many([bad, other])
+        await corrupt_record(bad.id, field)
+        assert await task_queue.count() == 2
+        assert await task_queue.count(status=TaskStatus.PENDING) == 2
+        assert await task_queue.cancel(bad.id)
+        assert await task_queue.count(status=TaskStatus.CANCELLED) == 1
+        claimed = await task_queue.claim_ready(["default"], 10, lease=LONG, worker_id="w1")
+        assert [t.id for t in claimed] == [other.id]
+        assert await task_queue.purge() == 2
+
+    @pytest.mark.parametrize("field", CORRUPTIBLE)
     async def test_a_corrupted_record_is_claimed_for_failure_once(
         self, task_queue: BaseTaskQueue, corrupt_record: Corrupter, field: str
     ) -> None:

@@ -162,13 +162,17 @@ class TaskFiles:
             return [layout.queue_dir(queue)]
         return [f"{layout.PENDING_DIR}/{name}" for name in self.store.listdir(layout.PENDING_DIR)]
 
-    def _scan(self, status: TaskStatus | None, queue: str | None) -> Iterator[Task]:
-        """Every task matching the filters (reads the bodies it needs)."""
+    def _scan(self, status: TaskStatus | None, queue: str | None, salvage: bool = False) -> Iterator[Task]:
+        """Every task matching the filters (reads the bodies it needs; see :meth:`_decode` for ``salvage``)."""
         folders = []
         if status in (None, TaskStatus.PENDING):
             for qdir in self._pending_dirs(queue):
                 for name in self.store.listdir(qdir):
-                    found = self._read(f"{qdir}/{name}", layout.PENDING_DIR) if layout.parse_pending(name) else None
+                    found = (
+                        self._read(f"{qdir}/{name}", layout.PENDING_DIR, salvage)
+                        if layout.parse_pending(name)
+                        else None
+                    )
                     if found is not None:
                         yield found.task
             folders.append(layout.PAUSED_DIR)
@@ -177,7 +181,7 @@ class TaskFiles:
         if status is None or status in TERMINAL_STATUSES:
             folders.append(layout.DONE_DIR)
         for folder in folders:
-            for task in self._scan_folder(folder):
+            for task in self._scan_folder(folder, salvage):
                 if (queue is None or task.queue == queue) and (status is None or task.status is status):
                     yield task
 
@@ -193,14 +197,14 @@ class TaskFiles:
         if status is TaskStatus.PENDING:
             qdirs = self._pending_dirs(queue)
             ready = sum(1 for d in qdirs for n in self.store.listdir(d) if layout.parse_pending(n) is not None)
-            paused = sum(1 for t in self._scan_folder(layout.PAUSED_DIR) if queue is None or t.queue == queue)
+            paused = sum(1 for t in self._scan_folder(layout.PAUSED_DIR, True) if queue is None or t.queue == queue)
             return ready + paused
-        return sum(1 for _ in self._scan(status, queue))
+        return sum(1 for _ in self._scan(status, queue, salvage=True))  # a corrupted field elsewhere counts too
 
-    def _scan_folder(self, folder: str) -> Iterator[Task]:
+    def _scan_folder(self, folder: str, salvage: bool = False) -> Iterator[Task]:
         for name in self.store.listdir(folder):
             if layout.parse_task_file(name) is not None:
-                found = self._read(f"{folder}/{name}", folder)
+                found = self._read(f"{folder}/{name}", folder, salvage)
                 if found is not None:
                     yield found.task
 
@@ -404,7 +408,7 @@ class TaskFiles:
         """CANCELLED for a PENDING or RUNNING task; its lease, if any, is lost."""
         freed: list[tuple[str, str]] = []
         with self.store.lock(layout.task_lock(task_id)):
-            found = self._locate(task_id)
+            found = self._locate(task_id, salvage=True)
             if found is None or found.task.status not in _ACTIVE:
                 return False
             now = utcnow()
@@ -417,7 +421,7 @@ class TaskFiles:
     def set_paused(self, task_id: str, paused: bool) -> bool:
         """Pause or resume a task that is not terminal."""
         with self.store.lock(layout.task_lock(task_id)):
-            found = self._locate(task_id)
+            found = self._locate(task_id, salvage=True)
             if found is None or found.task.status in TERMINAL_STATUSES:
                 return False
             if found.task.paused != paused:
