@@ -248,9 +248,13 @@ class SerializerRegistry:
             SerializationError: the payload is corrupted, has an unknown tag,
                 or uses a pickle-based format this application did not enable.
         """
-        name, body = self.split(data)
+        if data[: len(self._tag)] == self._tag:  # the usual case, without split's views
+            name, body = self.default.name, data[len(self._tag) :]
+        else:
+            name, view = self.split(data)
+            body = bytes(view)
         try:
-            return self._get(name).loads(bytes(body))
+            return self._get(name).loads(body)
         except SerializationError:
             raise
         except ConfigurationError as exc:
