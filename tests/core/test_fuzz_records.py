@@ -26,7 +26,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from omniq._records import CorruptTask, claimed_task, salvage_blob
+from omniq.base import CorruptTask, claimed_task, salvage_blob
 from omniq.constants import MAX_DURATION_SECONDS
 from omniq.errors import SerializationError
 from omniq.models import Task, TaskError, TaskResult, TaskStatus, decode_result, decode_task, encode_result, encode_task

@@ -37,6 +37,17 @@ from typing import TYPE_CHECKING, ClassVar
 import anyio
 import msgspec
 
+from omniq._records import (
+    CorruptTask,
+    claimed_task,
+    decode_error,
+    from_row,
+    json_decoder,
+    msgpack_decoder,
+    salvage_blob,
+    salvage_task,
+    task_from_row,
+)
 from omniq.errors import BackendUnavailableError, OmniQError, redact_url
 from omniq.models import TERMINAL_STATUSES, Outcome, OutcomeKind, Task, TaskError, TaskEvent, TaskResult, TaskStatus
 
@@ -52,8 +63,17 @@ __all__ = [
     "BaseTaskQueue",
     "Capability",
     "Component",
+    "CorruptTask",
+    "claimed_task",
+    "decode_error",
+    "from_row",
+    "json_decoder",
     "lease_expired_error",
     "map_exceptions",
+    "msgpack_decoder",
+    "salvage_blob",
+    "salvage_task",
+    "task_from_row",
 ]
 
 
@@ -183,6 +203,9 @@ class BaseTaskQueue(Component):
 
         Each returned task is already RUNNING with ``attempts`` incremented,
         a fresh ``lease_token`` and ``lease_expires_at`` = engine now + ``lease``.
+        A record that fails strict decoding is leased like the others and
+        returned as a :class:`CorruptTask` (:func:`claimed_task`,
+        :func:`salvage_blob`), for the worker to fail: never raise for it, never drop it.
         """
 
     @abstractmethod
@@ -254,7 +277,12 @@ class BaseTaskQueue(Component):
 
     @abstractmethod
     async def get(self, task_id: str) -> Task | None:
-        """Return the task, or None if there is none with that id."""
+        """Return the task, or None if there is none with that id.
+
+        Raises:
+            omniq.errors.SerializationError: the stored record is corrupted
+                (as ``get_many`` and ``list`` do).
+        """
 
     async def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
         """Return several tasks, None for unknown ids (override for one round trip)."""

@@ -13,8 +13,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from omniq._records import msgpack_decoder, salvage_task
-from omniq.base import apply_outcome, lease_expired_error
+from omniq.base import apply_outcome, lease_expired_error, msgpack_decoder, salvage_task
 from omniq.errors import SerializationError
 from omniq.models import Task, TaskStatus, new_id
 

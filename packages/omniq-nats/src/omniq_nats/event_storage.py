@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 from nats.js.api import StorageType, StreamConfig
 
-from omniq._records import msgpack_decoder
-from omniq.base import BaseEventStorage, Capability, map_exceptions
+from omniq.base import BaseEventStorage, Capability, map_exceptions, msgpack_decoder
 from omniq.errors import BackendError
 from omniq.models import TaskEvent
 from omniq_nats import subjects as names

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 
-from omniq._records import from_row
-from omniq.base import BaseEventStorage, Capability, map_exceptions
+from omniq.base import BaseEventStorage, Capability, from_row, map_exceptions
 from omniq.models import EventType, TaskEvent
 from omniq_postgres._batch import BatchColumns, uniform_mask
 from omniq_postgres._connection import ERRORS, PoolOwner

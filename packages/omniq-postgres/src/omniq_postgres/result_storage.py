@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anyio
 import msgspec
 
-from omniq._records import from_row, json_decoder
-from omniq.base import BaseResultStorage, Capability, map_exceptions
+from omniq.base import BaseResultStorage, Capability, from_row, json_decoder, map_exceptions
 from omniq.models import TaskError, TaskResult, TaskStatus
 from omniq_postgres._connection import ERRORS, Listener, PoolOwner
 from omniq_postgres.schema import DEFAULT_SCHEMA

@@ -31,14 +31,16 @@ import anyio
 import asyncpg
 import msgspec
 
-from omniq._records import claimed_task, json_decoder, task_from_row
 from omniq.base import (
     BaseEventStorage,
     BaseResultStorage,
     BaseTaskQueue,
     Capability,
+    claimed_task,
+    json_decoder,
     lease_expired_error,
     map_exceptions,
+    task_from_row,
 )
 from omniq.models import Outcome, Task, TaskEvent, TaskStatus
 from omniq_postgres._batch import uniform_mask

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from omniq._records import claimed_task, decode_error, task_from_row as strict_task_from_row
+from omniq.base import claimed_task, decode_error, task_from_row as strict_task_from_row
 from omniq.models import Outcome, Task, TaskStatus, decode_task, encode_result, encode_task
 from omniq_redis._client import from_us, to_ms, to_us
 

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-from omniq._records import msgpack_decoder
-from omniq.base import BaseEventStorage, Capability
+from omniq.base import BaseEventStorage, Capability, msgpack_decoder
 from omniq.errors import redact_url
 from omniq.models import TaskEvent
 from omniq_redis import keys

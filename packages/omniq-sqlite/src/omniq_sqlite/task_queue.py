@@ -16,8 +16,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from omniq._records import claimed_task, decode_error, msgpack_decoder, task_from_row
-from omniq.base import BaseResultStorage, BaseTaskQueue, Capability, lease_expired_error
+from omniq.base import (
+    BaseResultStorage,
+    BaseTaskQueue,
+    Capability,
+    claimed_task,
+    decode_error,
+    lease_expired_error,
+    msgpack_decoder,
+    task_from_row,
+)
 from omniq.models import Outcome, OutcomeKind, Task, TaskStatus, encode_result
 from omniq_sqlite import schema
 from omniq_sqlite._component import SQLiteComponent, chunks, from_ts, to_ts

@@ -22,8 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from omniq._records import CorruptTask
-from omniq.base import BaseTaskQueue
+from omniq.base import BaseTaskQueue, CorruptTask
 from omniq.errors import SerializationError
 from omniq.models import Outcome, OutcomeKind, TaskError, TaskStatus
 from omniq.testing._queue_kit import LONG

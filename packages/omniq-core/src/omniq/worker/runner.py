@@ -22,7 +22,7 @@ import traceback
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from omniq._records import CorruptTask
+from omniq.base import CorruptTask
 from omniq.constants import DEPENDENCY_RECHECK_SECONDS
 from omniq.errors import BackendUnavailableError, SerializationError
 from omniq.models import (

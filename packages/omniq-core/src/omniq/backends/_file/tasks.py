@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from omniq._records import salvage_blob
 from omniq.backends._file import layout
-from omniq.base import apply_outcome, lease_expired_error
+from omniq.base import apply_outcome, lease_expired_error, salvage_blob
 from omniq.errors import SerializationError
 from omniq.models import (
     TERMINAL_STATUSES,
