@@ -127,6 +127,7 @@ def _install_and_check(args: str, workdir: Path) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # seven fresh venvs; about 90 s on an idle machine, several minutes on a busy one
 def test_every_readme_install_line_works_in_a_fresh_venv(tmp_path: Path) -> None:
     commands = list(dict.fromkeys(install_commands((ROOT / "README.md").read_text())))
     assert len(commands) >= 5  # the demo and test commands, the default install, and a line per server backend
