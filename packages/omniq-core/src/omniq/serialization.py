@@ -216,7 +216,7 @@ class SerializerRegistry:
             )
         return data
 
-    def split(self, data: bytes) -> tuple[str, memoryview]:
+    def split(self, data: bytes) -> tuple[str, bytes]:
         """A tagged payload's format name and body.
 
         Raises:
@@ -224,8 +224,8 @@ class SerializerRegistry:
                 this application does not accept (pickle-based formats are
                 refused unless enabled).
         """
-        if data[: len(self._tag)] == self._tag:  # the usual case: written by this app's own format
-            return self.default.name, memoryview(data)[len(self._tag) :]
+        if data[: len(self._tag)] == self._tag:  # the usual case: written in this app's own format
+            return self.default.name, data[len(self._tag) :]
         if not data:
             raise SerializationError("empty payload")
         size = data[0]
@@ -239,7 +239,7 @@ class SerializerRegistry:
                     f"enable it with OMNIQ_SERIALIZER={name} or OMNIQ_ACCEPT_SERIALIZERS={name}"
                 )
             raise SerializationError(f"payload format {name!r} is not accepted here")
-        return name, memoryview(data)[1 + size :]
+        return name, bytes(data[1 + size :])
 
     def loads(self, data: bytes) -> Any:
         """Decode a tagged payload.
@@ -248,11 +248,7 @@ class SerializerRegistry:
             SerializationError: the payload is corrupted, has an unknown tag,
                 or uses a pickle-based format this application did not enable.
         """
-        if data[: len(self._tag)] == self._tag:  # the usual case, without split's views
-            name, body = self.default.name, data[len(self._tag) :]
-        else:
-            name, view = self.split(data)
-            body = bytes(view)
+        name, body = self.split(data)
         try:
             return self._get(name).loads(body)
         except SerializationError:
