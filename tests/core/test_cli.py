@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from omniq import OmniQ, OmniQError, Settings
-from omniq.errors import redact_url
 from omniq.cli import load_app
+from omniq.errors import redact_url
 
 
 def omniq(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

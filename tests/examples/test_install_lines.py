@@ -55,11 +55,12 @@ def _files(patterns: list[str]) -> list[Path]:
 
 
 def test_no_install_command_shown_to_users_asks_an_index_for_omniq() -> None:
-    offenders = []
-    for path in _files(DOCS + SOURCES):
-        for args in install_commands(path.read_text()):
-            if registry_names(args):
-                offenders.append(f"{path.relative_to(ROOT)}: pip install {args}")
+    offenders = [
+        f"{path.relative_to(ROOT)}: pip install {args}"
+        for path in _files(DOCS + SOURCES)
+        for args in install_commands(path.read_text())
+        if registry_names(args)
+    ]
     # the hint for an uninstalled first-party backend is built, not written out: check what it builds
     for distribution in sorted(set(KNOWN_BACKENDS.values())):
         command = install_command(distribution)
@@ -132,5 +133,7 @@ def test_every_readme_install_line_works_in_a_fresh_venv(tmp_path: Path) -> None
     commands = list(dict.fromkeys(install_commands((ROOT / "README.md").read_text())))
     assert len(commands) >= 5  # the demo and test commands, the default install, and a line per server backend
     with ThreadPoolExecutor(max_workers=3) as pool:
-        problems = list(pool.map(lambda item: _install_and_check(item[1], tmp_path / str(item[0])), enumerate(commands)))
+        problems = list(
+            pool.map(lambda item: _install_and_check(item[1], tmp_path / str(item[0])), enumerate(commands))
+        )
     assert [p for p in problems if p] == []

@@ -37,12 +37,19 @@ def slow(n: int, seconds: float) -> int:
 @app.task(name="held_once")
 async def held_once(n: int, seconds: float) -> int:
     """Sleeps ``seconds`` on its first run only (a marker file beside $FAULT_LOG remembers), then records."""
-    marker = f"{os.environ['FAULT_LOG']}.held-{n}"
-    if not os.path.exists(marker):
-        open(marker, "w").close()
+    if await asyncio.to_thread(_first_run, f"{os.environ['FAULT_LOG']}.held-{n}"):
         await asyncio.sleep(seconds)
     _record(n)
     return n
+
+
+def _first_run(marker: str) -> bool:
+    """Create ``marker``; False if it already existed."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 @app.task(name="suicide", max_retries=1)

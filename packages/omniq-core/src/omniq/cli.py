@@ -69,20 +69,21 @@ def load_app(spec: str) -> AsyncOmniQ:
     raise OmniQError(f"cannot load app {spec!r}: {type(target).__name__} is not an OmniQ or AsyncOmniQ")
 
 
-def versions() -> list[tuple[str, str]]:
-    """(distribution, version) of omniq-core and of every installed backend distribution."""
+def _version(distribution: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "?"
+
+
+def versions() -> list[tuple[str, str]]:
+    """(distribution, version) of omniq-core and of every installed backend distribution."""
     from omniq.plugins import installed_backends
 
     names = ["omniq-core", *sorted({spec.distribution for _, spec in installed_backends()} - {"omniq-core"})]
-    found = []
-    for name in names:
-        try:
-            found.append((name, version(name)))
-        except PackageNotFoundError:
-            found.append((name, "?"))
-    return found
+    return [(name, _version(name)) for name in names]
 
 
 class _VersionAction(argparse.Action):
@@ -251,8 +252,6 @@ async def _confirm_purge(app: AsyncOmniQ, args: argparse.Namespace) -> bool:
 
 
 def _backends() -> int:
-    from importlib.metadata import PackageNotFoundError, version
-
     from omniq.plugins import installed_backends
 
     rows: dict[tuple[str, str], list[str]] = {}
@@ -260,11 +259,7 @@ def _backends() -> int:
         rows.setdefault((spec.name, spec.distribution), []).append(component)
     print(f"{'name':<10} {'distribution':<16} {'version':<9} components")  # noqa: T201 - CLI output
     for (name, dist), components in sorted(rows.items()):
-        try:
-            ver = version(dist)
-        except PackageNotFoundError:
-            ver = "?"
-        print(f"{name:<10} {dist:<16} {ver:<9} {', '.join(components)}")  # noqa: T201 - CLI output
+        print(f"{name:<10} {dist:<16} {_version(dist):<9} {', '.join(components)}")  # noqa: T201 - CLI output
     return 0
 
 

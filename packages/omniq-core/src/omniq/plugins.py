@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "omniq"
 
+
 def install_command(*distributions: str) -> str:
     """The command that installs first-party distributions, run from the root of a clone of OmniQ.
 
