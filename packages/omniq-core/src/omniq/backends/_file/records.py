@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from omniq.backends._file import layout
+from omniq.base import msgpack_decoder
 from omniq.errors import SerializationError
 from omniq.models import TaskEvent, TaskResult, decode_result, encode_result, new_id, utcnow
 
@@ -30,7 +31,7 @@ __all__ = ["EventFiles", "ResultFiles"]
 logger = logging.getLogger("omniq.file")
 
 _events_encoder = msgspec.msgpack.Encoder()
-_events_decoder = msgspec.msgpack.Decoder(list[TaskEvent])
+_decode_events = msgpack_decoder(list[TaskEvent], "event file")
 
 
 class ResultFiles:
@@ -155,8 +156,8 @@ class EventFiles:
         if data is None:
             return []  # purged meanwhile
         try:
-            return _events_decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return _decode_events(data)
+        except SerializationError as exc:
             logger.error("skipped the corrupted event file %s: %s", info.path, exc)
             return []
 
