@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import anyio
@@ -143,6 +144,17 @@ async def test_a_queue_keeps_its_keys_in_one_cluster_slot(queue, raw, prefix):
 async def test_queue_names_with_braces_are_refused(queue):
     with pytest.raises(ValueError, match="braces"):
         await queue.enqueue(make_task(queue="bad{name}"))
+
+
+async def test_an_unreadable_envelope_is_left_out_of_a_claim_not_fatal(queue, raw, prefix, caplog):
+    """Not even salvageable (no id to report on): logged, the rest of the batch is claimed."""
+    good = make_task()
+    await queue.enqueue_many([make_task(id="broken", priority=5), good])
+    await raw.hset(keys.QueueKeys(prefix, "default").task("broken"), "b", b"\xc1 not msgpack")
+    with caplog.at_level(logging.ERROR, logger="omniq.redis"):
+        claimed = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
+    assert [t.id for t in claimed] == [good.id]
+    assert "unreadable" in caplog.text
 
 
 async def test_corrupted_envelope_is_a_serialization_error(queue, raw, prefix):

@@ -9,6 +9,7 @@ import threading
 import anyio
 import pytest
 
+from omniq.base import CorruptTask
 from omniq.config import Settings
 from omniq.errors import BackendError, BackendUnavailableError, ConfigurationError
 from omniq.models import Outcome, OutcomeKind, Task, TaskResult, TaskStatus
@@ -379,3 +380,16 @@ async def test_a_fork_waits_until_no_database_thread_is_inside_sqlite(db_path):
         assert await forked.outcome() == (True, 0)
         await queue.enqueue(Task(id="after", func="f", payload=b""))  # the parent's locks were released
         assert await queue.count() == 1
+
+
+@pytest.mark.anyio
+async def test_a_claim_with_a_corrupted_eta_column_hands_it_back_for_failure(db_path):
+    """Text in the REAL eta column once made sorting the claimed rows raise TypeError: the whole batch lost."""
+    async with SQLiteTaskQueue(f"sqlite:///{db_path}") as queue:
+        bad, good = Task(id="b" * 32, func="f"), Task(id="g" * 32, func="f")
+        await queue.enqueue_many([bad, good])
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("UPDATE omniq_tasks SET eta = 'not a time' WHERE id = ?", (bad.id,))
+        claimed = {t.id: t for t in await queue.claim_ready(["default"], 10, lease=30, worker_id="w")}
+        assert set(claimed) == {bad.id, good.id}
+        assert isinstance(claimed[bad.id], CorruptTask) and type(claimed[good.id]) is Task

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from omniq.base import claimed_task, decode_error, task_from_row as strict_task_from_row
+from omniq.errors import SerializationError
 from omniq.models import Outcome, Task, TaskStatus, decode_task, encode_result, encode_task
 from omniq_redis._client import from_us, to_ms, to_us
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["enqueue_items", "enqueue_one_args", "finish_items", "leased_task_from_row", "task_from_row"]
+__all__ = ["enqueue_items", "enqueue_one_args", "finish_items", "leased_task_from_row", "leased_tasks", "task_from_row"]
+
+logger = logging.getLogger("omniq.redis")
 
 _error_encoder = msgspec.msgpack.Encoder()
 _STATUSES = {status.value.encode(): status for status in TaskStatus}
@@ -124,6 +128,24 @@ def task_from_row(row: list[Any]) -> Task:
 def leased_task_from_row(row: list[Any]) -> Task:
     """The task of a ROW just claimed or recovered: a corrupted one comes back salvaged, for the worker to fail."""
     return claimed_task(_build_task, row, _raw_fields)
+
+
+def leased_tasks(rows: Sequence[list[Any]]) -> list[Task]:
+    """The tasks of the ROWs a claim or a recovery returned; never raises for one row.
+
+    A row that cannot even be salvaged (its blob is not a MessagePack map with
+    an id, so no worker could report on it) is logged and left out: the script
+    has already leased (or requeued) it, so its lease expires, recovery requeues
+    it, and once its attempts are used up fails it (LeaseExpired); it never
+    fails the batch it came in.
+    """
+    tasks = []
+    for row in rows:
+        try:
+            tasks.append(leased_task_from_row(row))
+        except SerializationError as exc:  # noqa: PERF203 - the failure path of one row
+            logger.error("left out a task whose stored envelope is unreadable: %s", exc)
+    return tasks
 
 
 def _build_task(row: list[Any]) -> Task:

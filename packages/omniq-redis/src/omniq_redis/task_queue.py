@@ -28,7 +28,7 @@ from omniq.errors import BackendUnavailableError, redact_url
 from omniq.models import Outcome, Task, TaskStatus
 from omniq_redis import keys
 from omniq_redis._client import DEFAULT_URL, RedisClient
-from omniq_redis._codec import enqueue_items, enqueue_one_args, finish_items, leased_task_from_row, task_from_row
+from omniq_redis._codec import enqueue_items, enqueue_one_args, finish_items, leased_tasks, task_from_row
 from omniq_redis.scripts import SCRIPTS
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ class RedisTaskQueue(BaseTaskQueue):
         """Decode a claim script's reply and note when the queue's next delayed task is due."""
         rows, next_in = reply
         self._next_due[queue] = anyio.current_time() + (next_in / 1_000_000 if next_in >= 0 else _NO_DUE)
-        return [leased_task_from_row(row) for row in rows]
+        return leased_tasks(rows)
 
     def _claim_args(self, queue: str, limit: int, lease: float, worker_id: str) -> list[Any]:
         return [self.prefix, queue, limit, max(int(lease * 1_000_000), 1), worker_id, secrets.token_hex(8) + "-"]
@@ -310,7 +310,7 @@ class RedisTaskQueue(BaseTaskQueue):
         for queue in await self._queues():
             while True:
                 rows = await self._client.run("recover", [self.prefix, queue, _RECOVER_CHUNK])
-                recovered.extend(leased_task_from_row(row) for row in rows)
+                recovered.extend(leased_tasks(rows))
                 if len(rows) < _RECOVER_CHUNK:
                     break
         return recovered

@@ -318,7 +318,10 @@ class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
             return []
         db = await self._database()
         rows = await db.write(_claim_job, tuple(dict.fromkeys(queues)), limit, lease, worker_id)
-        rows.sort(key=_claim_order)  # RETURNING does not keep the subquery's order
+        try:
+            rows.sort(key=_claim_order)  # RETURNING does not keep the subquery's order
+        except TypeError:  # a corrupted eta (text in a REAL column): that batch keeps the engine's order
+            pass
         return [_leased_row_to_task(row) for row in rows]
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
