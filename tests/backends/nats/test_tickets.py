@@ -6,7 +6,8 @@ from datetime import timedelta
 import anyio
 import pytest
 
-from omniq.models import Outcome, OutcomeKind, TaskStatus, encode_task, utcnow
+from omniq.base import CorruptTask
+from omniq.models import Outcome, OutcomeKind, TaskError, TaskStatus, encode_task, utcnow
 from omniq.testing import make_task
 from omniq_nats import subjects as names
 
@@ -153,3 +154,20 @@ async def test_queue_names_that_are_not_subject_tokens(make_queue):
         await q.enqueue(task)
         [claimed] = await q.claim_ready([task.queue], 1, lease=30, worker_id="w")
         assert claimed.id == task.id and claimed.queue == task.queue
+
+
+async def test_an_unreadable_record_is_claimed_from_its_ticket_for_failure(make_queue, raw, prefix):
+    """A task record that is not even MessagePack used to fail the whole claim; its ticket still names the task."""
+    async with make_queue() as q:
+        bad, good = make_task(priority=5), make_task()
+        await q.enqueue_many([bad, good])
+        bucket = await raw.jetstream().key_value(names.tasks_bucket(prefix))
+        await bucket.put(names.token(bad.id), b"\xc1 not msgpack")
+        claimed = {t.id: t for t in await q.claim_ready(["default"], 10, lease=30, worker_id="w")}
+        assert set(claimed) == {bad.id, good.id}
+        held = claimed[bad.id]
+        assert isinstance(held, CorruptTask) and held.func == bad.func and held.attempts == 1
+        error = TaskError(type="CorruptRecord", message=held.problem, attempt=1, retryable=False)
+        failed = Outcome(task_id=bad.id, lease_token=held.lease_token, kind=OutcomeKind.FAILED, error=error)
+        assert await q.finish([failed]) == [True]
+        assert (await q.get(bad.id)).status is TaskStatus.FAILED

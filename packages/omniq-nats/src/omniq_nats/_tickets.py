@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from omniq.base import salvage_task
+from omniq.errors import SerializationError
 from omniq.models import TERMINAL_STATUSES, Task, TaskStatus
 from omniq_nats._records import Record, ack_sequence, claimed, expired, leased_record
 
@@ -52,6 +54,14 @@ def _ns(later: datetime, now: datetime) -> int:
     return max(int((later - now).total_seconds() * 1e9), 0)
 
 
+def _leased(ticket: Task, data: bytes) -> Record:
+    """The record a claim reads; one not even salvageable is rebuilt from its ticket's envelope (a CorruptTask)."""
+    try:
+        return leased_record(data)
+    except SerializationError as exc:
+        return Record(salvage_task(msgspec.structs.asdict(ticket), f"corrupted task record: {exc}"))
+
+
 def decide(
     ticket: Task,
     reply: str,
@@ -82,7 +92,7 @@ def decide(
     elif entry.deleted:
         return Decision(Action.DROP)
     else:
-        record, revision = leased_record(entry.value), entry.revision
+        record, revision = _leased(ticket, entry.value), entry.revision
     task = record.task
     if task.status in TERMINAL_STATUSES:
         return Decision(Action.DROP)
