@@ -27,7 +27,12 @@ from omniq.serialization import SerializerRegistry
 
 #: examples per test; raise it for a long run (also read by the settings fuzzing).
 EXAMPLES = int(os.environ.get("OMNIQ_FUZZ_EXAMPLES", "200"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 TAGS = [b"msgpack", b"json", b"dill", b"cloudpickle", b"pickle", b"nope", b"", b"\xff\xfe", b"msg pack"]
 

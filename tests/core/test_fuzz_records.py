@@ -32,7 +32,12 @@ from omniq.errors import SerializationError
 from omniq.models import Task, TaskError, TaskResult, TaskStatus, decode_result, decode_task, encode_result, encode_task
 
 EXAMPLES = int(os.environ.get("OMNIQ_FUZZ_EXAMPLES", "200"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 TIMES = ("eta", "expires_at", "created_at", "updated_at", "started_at", "finished_at", "lease_expires_at")
 DURATIONS = ("interval", "timeout", "result_ttl")
