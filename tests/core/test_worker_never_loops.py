@@ -9,6 +9,7 @@ re-claiming the same task for ever.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ import anyio
 import msgspec
 import pytest
 
-from omniq import AsyncOmniQ
+from omniq import AsyncOmniQ, Settings
 from omniq.models import EventType, Task, TaskStatus, utcnow
 
 pytestmark = pytest.mark.anyio
@@ -121,3 +122,23 @@ async def test_any_exception_from_decoding_arguments_fails_once(make_app: Any, m
         assert stored is not None and stored.status is TaskStatus.FAILED and stored.attempts == 1
         assert stored.error is not None and stored.error.type == "_Odd"
         assert (await app.get_result(good)).status is TaskStatus.SUCCEEDED  # type: ignore[union-attr]
+
+
+async def test_a_corrupted_recurring_record_ends_its_schedule(tmp_path: Any) -> None:
+    """A record corrupted in storage (SQLite here) fails once; its schedule ends instead of failing at every tick."""
+    from tests.core.conftest import FAST
+
+    async with AsyncOmniQ(Settings(backend="sqlite", base_dir=str(tmp_path), **FAST)) as app:
+        app.register(lambda: 1, name="f")
+        task_id = await app.enqueue("f", interval=60)
+        with sqlite3.connect(app.task_queue.path) as conn:  # type: ignore[attr-defined]
+            conn.execute("UPDATE omniq_tasks SET result_ttl = ?, eta = NULL WHERE id = ?", (float("inf"), task_id))
+        await _burst(app)
+        with sqlite3.connect(app.task_queue.path) as conn:  # type: ignore[attr-defined]
+            status, attempts = conn.execute(
+                "SELECT status, attempts FROM omniq_tasks WHERE id = ?", (task_id,)
+            ).fetchone()
+        assert (status, attempts) == ("failed", 1)
+        result = await app.get_result(task_id)
+        assert result is not None and result.status is TaskStatus.FAILED
+        assert result.error is not None and result.error.type == "CorruptRecord"

@@ -105,7 +105,7 @@ async def execute(app: AsyncOmniQ, executor: Executor, task: Task) -> Outcome:
     """
     if isinstance(task, CorruptTask):
         error = TaskError(type="CorruptRecord", message=task.problem, attempt=task.attempts, retryable=False)
-        return failed_outcome(task, error, "its stored record is corrupted")
+        return failed_outcome(task, error, "its stored record is corrupted", end_schedule=True)
     stage = "preparing it"
     try:
         if task.expires_at is not None and utcnow() >= task.expires_at:
@@ -150,12 +150,14 @@ async def execute(app: AsyncOmniQ, executor: Executor, task: Task) -> Outcome:
         return failed_outcome(task, error, f"{stage} failed")
 
 
-def failed_outcome(task: Task, error: TaskError, why: str) -> Outcome:
+def failed_outcome(task: Task, error: TaskError, why: str, *, end_schedule: bool = False) -> Outcome:
     """A FAILED outcome for ``task`` that can always be built, logged at ERROR.
 
     Whatever the record holds (a ttl that overflows, a schedule that cannot
     compute its next tick), the result falls back to the bare minimum rather
-    than raise: the worker must be able to record the failure.
+    than raise: the worker must be able to record the failure. A recurring
+    task's schedule goes on (its next tick), unless ``end_schedule`` (a
+    corrupted record would only fail again at every tick).
     """
     logger.error(
         "task %s (%s, queue %s, attempt %s) failed for good: %s: %s: %s",
@@ -168,12 +170,14 @@ def failed_outcome(task: Task, error: TaskError, why: str) -> Outcome:
         error.message,
     )
     try:
-        return _final(task, OutcomeKind.FAILED, TaskStatus.FAILED, error)
+        if not end_schedule:
+            return _final(task, OutcomeKind.FAILED, TaskStatus.FAILED, error)
+        result = TaskResult.from_task(task, TaskStatus.FAILED, error=error)
     except Exception:
         result = TaskResult(task_id=task.id, status=TaskStatus.FAILED, error=error, attempts=task.attempts)
-        return Outcome(
-            task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.FAILED, error=error, result=result
-        )
+    return Outcome(
+        task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.FAILED, error=error, result=result
+    )
 
 
 def _recheck_later(task: Task) -> Outcome:
