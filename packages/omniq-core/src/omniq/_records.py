@@ -18,6 +18,8 @@ built, and a worker that hands such a task back loops on it for ever. So:
   not fail the claim: :func:`salvage_task` keeps every field that is still
   valid and returns a :class:`CorruptTask`, which the worker ends FAILED
   after that one attempt (``get`` / ``list`` raise SerializationError).
+
+Backends import these names from :mod:`omniq.base`, beside the contract they serve.
 """
 
 from __future__ import annotations
