@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import enum
 import inspect
 import logging
+import math
 import re
 import types
 import typing
@@ -52,6 +54,24 @@ _NATIVE = (datetime.datetime, datetime.date, datetime.time, datetime.timedelta, 
 
 #: where a validation error points: ``$[0][i]...`` (positional i) or ``$[1].name...`` (keyword).
 _ERROR_PATH = re.compile(r" - at `\$\[(?:0\]\[(?P<index>\d+)\]|1\]\.(?P<key>[^.\[`]+))(?P<rest>[^`]*)`$")
+
+#: classes whose instances always decode back as themselves: a value of exactly such an annotated
+#: class needs no decoding, at enqueue or on a worker (floats only when finite: json writes nan and inf as null).
+_LEAVES = frozenset(
+    (
+        int,
+        float,
+        str,
+        bool,
+        bytes,
+        datetime.datetime,
+        datetime.date,
+        datetime.time,
+        datetime.timedelta,
+        uuid.UUID,
+        decimal.Decimal,
+    )
+)
 
 _UNDECODED = object()
 
@@ -92,11 +112,27 @@ class CallTypes(_Typed):
         super().__init__(tuple[tuple[positional] if positional else tuple[()], kwargs_type])  # type: ignore[valid-type]
         self.task = task
         self.labels = labels
+        # when every typed argument is of a leaf class, values of exactly those classes are checked by type alone
+        self._leaves = tuple((slot, type_) for slot, (_, type_) in labels.items())
+        if not all(type_ in _LEAVES or _is_enum(type_) for _, type_ in self._leaves):
+            self._leaves = ()
+
+    def _exact(self, args: Any, kwargs: Any) -> bool:
+        """Whether every typed argument is exactly its (leaf) annotated class: nothing to decode or check."""
+        if not self._leaves:
+            return False
+        for slot, type_ in self._leaves:
+            value = args[slot] if type(slot) is int else kwargs[slot]
+            if type(value) is not type_ or (type_ is float and not math.isfinite(value)):
+                return False
+        return True
 
     def check(
         self, serializer: SerializerRegistry, payload: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         """Raise TaskArgumentError unless a worker will decode ``payload`` into the declared types."""
+        if self._exact(args, kwargs):
+            return
         if serializer.default.name not in PICKLE_FORMATS:  # (it wrote the payload) decode it as a worker will
             self._decode_call(serializer, payload, _UNDECODED)
             return
@@ -115,6 +151,8 @@ class CallTypes(_Typed):
         self, serializer: SerializerRegistry, payload: bytes, untyped: Any = _UNDECODED
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``(args, kwargs)`` of ``payload`` in the declared types; raises TaskArgumentError naming the argument."""
+        if untyped is not _UNDECODED and self._exact(*untyped):  # decoded untyped, they are already their types
+            return untyped  # type: ignore[no-any-return]
         args, kwargs = self._decode_call(serializer, payload, untyped)
         return tuple(args), dict(kwargs)
 
@@ -236,6 +274,10 @@ def _decodable(type_: Any, task: str, name: str) -> bool:
         logger.debug("annotation %r of task %s is not decodable (%s): left untyped", name, task, exc)
         return False
     return not isinstance(info, msgspec.inspect.AnyType) and not _has_custom(info, set())
+
+
+def _is_enum(type_: Any) -> bool:
+    return isinstance(type_, type) and issubclass(type_, enum.Enum)
 
 
 def _has_custom(node: msgspec.inspect.Type, seen: set[int]) -> bool:
