@@ -15,7 +15,9 @@ value, and uses them in three places:
 
 msgpack and json payloads are decoded by a typed msgspec decoder, made once
 per call shape (how many positional arguments, which keywords) and format:
-one decode, no per-value hook. Pickle payloads already restore their types:
+one decode, no per-value hook; and none at all when every typed argument
+already is exactly its annotated leaf class (``int``, ``str``, ``datetime``,
+``UUID``...). Pickle payloads already restore their types:
 they are checked at enqueue, strictly, on the Python values, and passed
 through untouched. Formats from plugins are converted from their decoded
 data with ``msgspec.convert``.
