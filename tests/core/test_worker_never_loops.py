@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from contextlib import closing
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -131,10 +132,10 @@ async def test_a_corrupted_recurring_record_ends_its_schedule(tmp_path: Any) -> 
     async with AsyncOmniQ(Settings(backend="sqlite", base_dir=str(tmp_path), **FAST)) as app:
         app.register(lambda: 1, name="f")
         task_id = await app.enqueue("f", interval=60)
-        with sqlite3.connect(app.task_queue.path) as conn:  # type: ignore[attr-defined]
+        with closing(sqlite3.connect(app.task_queue.path, isolation_level=None)) as conn:  # type: ignore[attr-defined]
             conn.execute("UPDATE omniq_tasks SET result_ttl = ?, eta = NULL WHERE id = ?", (float("inf"), task_id))
         await _burst(app)
-        with sqlite3.connect(app.task_queue.path) as conn:  # type: ignore[attr-defined]
+        with closing(sqlite3.connect(app.task_queue.path, isolation_level=None)) as conn:  # type: ignore[attr-defined]
             status, attempts = conn.execute(
                 "SELECT status, attempts FROM omniq_tasks WHERE id = ?", (task_id,)
             ).fetchone()

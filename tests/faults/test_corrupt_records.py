@@ -11,6 +11,7 @@ engine's reads and claims of such records; here a whole worker process runs).
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import msgspec
@@ -36,7 +37,7 @@ def _corrupt(backend: str, app: OmniQ, task_id: str, field: str) -> None:
     queue = app.async_app.task_queue
     value = CORRUPT[backend][field]
     if backend == "sqlite":
-        with sqlite3.connect(queue.path) as conn:  # type: ignore[attr-defined]
+        with closing(sqlite3.connect(queue.path, isolation_level=None)) as conn:  # type: ignore[attr-defined]
             conn.execute(f"UPDATE omniq_tasks SET {field} = ? WHERE id = ?", (value, task_id))
         return
     folder = Path(queue.url) / layout.queue_dir("default")  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from contextlib import closing
 
 import anyio
 import pytest
@@ -388,7 +389,7 @@ async def test_a_claim_with_a_corrupted_eta_column_hands_it_back_for_failure(db_
     async with SQLiteTaskQueue(f"sqlite:///{db_path}") as queue:
         bad, good = Task(id="b" * 32, func="f"), Task(id="g" * 32, func="f")
         await queue.enqueue_many([bad, good])
-        with sqlite3.connect(db_path) as conn:
+        with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
             conn.execute("UPDATE omniq_tasks SET eta = 'not a time' WHERE id = ?", (bad.id,))
         claimed = {t.id: t for t in await queue.claim_ready(["default"], 10, lease=30, worker_id="w")}
         assert set(claimed) == {bad.id, good.id}
