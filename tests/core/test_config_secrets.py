@@ -81,6 +81,14 @@ def test_a_url_given_in_code_is_never_echoed(key: str) -> None:
     assert SECRET not in everything_shown(info.value)
 
 
+@pytest.mark.parametrize("name", ["nats:'//:SECRETpw@h,redis://h", "x:/u:SECRETpw://h"])
+def test_text_before_a_damaged_url_is_not_shown_as_its_scheme(name: str) -> None:
+    # a fuzzing find: "<a URL: " + the text before "://" showed the password of a URL damaged before it
+    with pytest.raises(ConfigurationError, match="unknown setting") as info:
+        Settings.load(env={}, **{name: 1})
+    assert SECRET not in everything_shown(info.value)
+
+
 def test_a_yaml_syntax_error_names_file_line_and_column_but_not_the_line(tmp_path: Path) -> None:
     config = tmp_path / "omniq.yaml"
     config.write_text(f"backend: redis\nurl: '{URL}\n")  # the quote is never closed

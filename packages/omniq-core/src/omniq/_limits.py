@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,7 @@ MAX_PAYLOAD_SIZE = 512 * 1024 * 1024
 PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
 
 _SHOWN_LENGTH = 60
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,19}")
 
 
 def shown(value: Any) -> str:
@@ -58,8 +60,8 @@ def shown(value: Any) -> str:
         return repr(value) if abs(value) < 10**20 else f"<an integer of {value.bit_length()} bits>"
     if isinstance(value, str):
         scheme, sep, _ = value.partition("://")
-        if sep:
-            return f"<a URL: {scheme.strip()[-20:]}://...>"
+        if sep:  # the scheme only if it is one: text before a damaged URL may end in its password
+            return f"<a URL: {scheme}://...>" if _SCHEME.fullmatch(scheme) else "<a URL>"
         if len(value) > _SHOWN_LENGTH or not value.isprintable() or any(c in value for c in ":@/\\"):
             return f"<{len(value)} characters>"
         return repr(value)
