@@ -293,10 +293,10 @@ def _exit_despite_abandoned_threads(code: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``omniq`` command; returns the exit code."""
     args = _parser().parse_args(argv)
-    from omniq import logging as omniq_logging
+    from omniq import logs as omniq_logs
 
     try:
-        omniq_logging.configure(args.log_level or os.environ.get("OMNIQ_LOG_LEVEL") or "INFO")
+        omniq_logs.configure(args.log_level or os.environ.get("OMNIQ_LOG_LEVEL") or "INFO")
         if args.command == "backends":
             return _backends()
         handler = {"worker": _worker, "status": _status, "inspect": _inspect, "purge": _purge}[args.command]

@@ -103,7 +103,7 @@ class Settings:
     accept_serializers: tuple[str, ...] = _field(
         (), v.serializers, "extra formats a worker decodes (pickle-based ones must be listed or be `serializer`)"
     )
-    log_level: str = _field("WARNING", v.log_level, "level used by omniq.logging.configure()")
+    log_level: str = _field("WARNING", v.log_level, "level used by omniq.logs.configure()")
     default_worker: str = _field("async", v.choice(tuple(w.value for w in WorkerType)), "pool kind")
     max_workers: int = _field(10, v.positive_workers, "worker concurrency (tasks in flight)")
     queues: tuple[str, ...] = _field(("default",), v.queues, "queues a worker consumes (comma-separated)")
