@@ -1,3 +1,5 @@
+"""``python -m omniq``: the ``omniq`` command."""
+
 import sys
 
 from omniq.cli import main

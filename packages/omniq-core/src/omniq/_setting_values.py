@@ -197,4 +197,5 @@ def serializers(value: Any, name: str) -> tuple[str, ...]:
 
 
 def log_level(value: Any, name: str) -> str:
-    return choice(("debug", "info", "warning", "error", "critical"))(value, name).upper()
+    level: str = choice(("debug", "info", "warning", "error", "critical"))(value, name)
+    return level.upper()

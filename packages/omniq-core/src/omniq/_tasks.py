@@ -118,7 +118,7 @@ class TaskFunction(Generic[P, R]):
             self.signature = None
         # call shapes seen to bind -> their declared types (None: no typed argument)
         self._shapes: dict[object, CallTypes | None] = {}
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]  # copies __doc__, __name__...
+        functools.update_wrapper(self, func)  # copies __doc__, __name__...
 
     @functools.cached_property
     def types(self) -> FunctionTypes | None:

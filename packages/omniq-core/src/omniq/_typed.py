@@ -76,6 +76,9 @@ _LEAVES = frozenset(
 )
 
 _UNDECODED = object()
+# The decoding types are built at run time from a signature, which a type checker cannot follow.
+_TypedDict: Any = typing.TypedDict
+_tuple: Any = tuple
 
 
 class _Typed:
@@ -110,8 +113,8 @@ class CallTypes(_Typed):
     def __init__(self, task: str, labels: dict[int | str, tuple[str, Any]], n_args: int, keys: tuple[str, ...]) -> None:
         positional = tuple(labels[i][1] if i in labels else Any for i in range(n_args))
         keywords = {key: labels[key][1] if key in labels else Any for key in keys}
-        kwargs_type = typing.TypedDict("Kwargs", keywords) if keywords else dict[str, Any]  # type: ignore[misc]
-        super().__init__(tuple[tuple[positional] if positional else tuple[()], kwargs_type])  # type: ignore[valid-type]
+        kwargs_type = _TypedDict("Kwargs", keywords) if keywords else dict[str, Any]
+        super().__init__(_tuple[_tuple[positional] if positional else _tuple[()], kwargs_type])
         self.task = task
         self.labels = labels
         # when every typed argument is of a leaf class, values of exactly those classes are checked by type alone
@@ -198,6 +201,7 @@ class FunctionTypes:
     def call(self, n_args: int, keys: tuple[str, ...]) -> CallTypes | None:
         """The types of a call with ``n_args`` positional arguments and ``keys`` (one that binds), or None if untyped."""
         labels: dict[int | str, tuple[str, Any]] = {}
+        name: str | None
         for i in range(n_args):
             if i < len(self.positional):
                 name, label = self.positional[i], self.positional[i]

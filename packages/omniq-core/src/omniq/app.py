@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     P = ParamSpec("P")
 
 R = TypeVar("R")
+_C = TypeVar("_C")
 
 __all__ = ["AsyncOmniQ"]
 
@@ -144,7 +145,7 @@ class AsyncOmniQ:
         return self._require(self._event_storage, "event_storage")
 
     @staticmethod
-    def _require(component: Any, name: str) -> Any:
+    def _require(component: _C | None, name: str) -> _C:
         if component is None:
             raise RuntimeError(f"the {name} is not connected yet: use 'async with app:' or 'await app.connect()'")
         return component
@@ -283,20 +284,26 @@ class AsyncOmniQ:
 
         Args:
             func: a registered task, a callable (registered on the fly) or a registered name.
-            eta / delay: run at that time / after that many seconds.
-            interval / cron: run repeatedly (a timedelta or seconds / a cron
-                expression); the returned id is the schedule id.
+            *args: the task's positional arguments.
+            eta: run at that time (an aware datetime).
+            delay: run after that many seconds (or a timedelta).
+            interval: run repeatedly, every that many seconds (or a timedelta);
+                the returned id is the schedule id.
+            cron: run repeatedly, at the ticks of this cron expression; the
+                returned id is the schedule id.
             max_retries: retries after the first attempt: ``max_retries=2`` runs
                 the task at most 3 times.
             timeout: seconds one attempt may run.
             ttl: seconds the task may wait; if it has not started by then it is
                 recorded EXPIRED and never runs.
             result_ttl: seconds the result is kept.
-            queue, priority: where it goes; higher priority runs first.
+            queue: the queue it goes to (default ``"default"``).
+            priority: higher runs first among ready tasks of a queue (default 0).
             unique_key: while a task with this key is pending or running, enqueue
                 returns that task's id instead of adding another.
             depends_on: task ids that must succeed first; if one fails, this
                 task fails with a DependencyFailed error.
+            **kwargs: the task's keyword arguments.
         """
         depends = (depends_on,) if isinstance(depends_on, str) else tuple(depends_on) if depends_on else None
         options = EnqueueOptions(
@@ -661,6 +668,8 @@ class AsyncOmniQ:
             pool: ``async`` (coroutines on the loop, sync functions in threads),
                 ``thread`` or ``process`` (default ``settings.default_worker``).
             burst: drain the ready tasks, then return.
+            worker_id: the name its leases and events carry (default
+                ``<host>:<pid>:<suffix>``).
         """
         from omniq.worker.pool import AsyncWorkerPool
 

@@ -130,7 +130,7 @@ class Component(ABC):  # noqa: B024 - abstract by intent; its hooks are optional
         options = dict(component.options)
         for option, attribute in cls.settings_options.items():
             options.setdefault(option, getattr(settings, attribute))
-        return cls(url=component.url, **options)
+        return cls(url=component.url, **options)  # type: ignore[call-arg]  # every backend's constructor takes url=
 
     async def connect(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Open connections and create schema; called once before use."""
@@ -427,7 +427,7 @@ def apply_outcome(task: Task, outcome: Outcome, now: datetime) -> Task | None:
             changes.update(attempts=max(task.attempts - 1, 0), started_at=None, worker_id=None)
         elif outcome.kind is OutcomeKind.RESCHEDULE:
             changes["attempts"] = 0
-    return msgspec.structs.replace(task, **changes)  # type: ignore[arg-type]  # field names checked above
+    return msgspec.structs.replace(task, **changes)
 
 
 def lease_expired_error(task: Task) -> TaskError:

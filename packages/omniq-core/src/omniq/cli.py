@@ -214,10 +214,10 @@ async def _inspect(args: argparse.Namespace) -> int:
         result = await app.result_storage.get(task.id)
         if result is not None and result.payload:
             try:
-                value: Any = app.serializer.loads(result.payload)
+                decoded: Any = app.serializer.loads(result.payload)
             except OmniQError as exc:
-                value = f"<undecodable: {exc}>"
-            print(f"{'result':<12} {value!r}")  # noqa: T201 - CLI output
+                decoded = f"<undecodable: {exc}>"
+            print(f"{'result':<12} {decoded!r}")  # noqa: T201 - CLI output
         for event in await app.get_events(task.id):
             print(f"  {event.timestamp.isoformat()} {event.type.value:<10} attempt={event.attempt} {event.message}")  # noqa: T201
     return 0

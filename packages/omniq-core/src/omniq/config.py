@@ -124,6 +124,7 @@ class Settings:
     key_prefix: str = _field("omniq", v.key_prefix, "prefix for keys, subjects, tables")
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Settings:
+        """Refuse unknown setting names with a ConfigurationError that names them."""
         # Before the dataclass's __init__ would raise a TypeError: an unknown name is a setting error.
         unknown = set(kwargs) - set(cls.field_names())
         if unknown:

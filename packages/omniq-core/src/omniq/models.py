@@ -235,9 +235,11 @@ class TaskResult(msgspec.Struct, kw_only=True):
 
 
 def _expiry(now: datetime, ttl: float | None) -> datetime | None:
-    """``now + ttl``; None (kept, no expiry) when the ttl cannot be added (a record built
-    from columns is not checked by msgspec: nan, inf, or past year 9999), so a failure's
-    result can always be built."""
+    """``now + ttl``, or None (kept, no expiry) when the ttl cannot be added.
+
+    A record built from columns is not checked by msgspec (nan, inf, or past year 9999):
+    returning None then means a failure's result can always be built.
+    """
     if ttl is None:
         return None
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
@@ -37,6 +37,7 @@ __all__ = ["OmniQ", "SyncTaskFunction", "SyncWorkerPool"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+_T = TypeVar("_T")
 
 
 class _Portal:
@@ -64,7 +65,7 @@ class SyncTaskFunction(Generic[P, R]):
         self.handle = handle
         self.name = handle.name
         self.func = handle.func
-        functools.update_wrapper(self, handle.func)  # type: ignore[arg-type]  # copies __doc__, __name__...
+        functools.update_wrapper(self, handle.func)  # copies __doc__, __name__...
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function directly, in this process."""
@@ -162,7 +163,7 @@ class OmniQ:
         # Runs on close(), on garbage collection, or at interpreter exit, whichever comes first.
         self._finalizer = weakref.finalize(self, _shutdown, self.async_app, self._portal)
 
-    def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(self, func: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:
         if self._portal.closed:
             raise RuntimeError("this OmniQ is closed")
         return self._portal.portal.call(functools.partial(func, *args, **kwargs))

@@ -28,6 +28,8 @@ nobody runs ``recover``.
 
 from __future__ import annotations
 
+import builtins
+import functools
 import logging
 import time
 from datetime import datetime, timedelta
@@ -46,9 +48,8 @@ from omniq_nats._queue_core import (
     _UNIQUE_GRACE,
     QueueCore,
     _ticket_id,
-    decode_record,
 )
-from omniq_nats._records import Record, apply_outcome, encode_record, expired, leased_record
+from omniq_nats._records import Record, apply_outcome, decode_record, encode_record, expired, leased_record
 from omniq_nats.subjects import KV_OPERATION
 
 if TYPE_CHECKING:
@@ -463,7 +464,7 @@ class NatsTaskQueue(QueueCore):
         """Return several tasks in one pipelined round of direct gets."""
         _, bucket, _ = await self._conn()
         with self._errors():
-            entries = await self._chunked([lambda i=i: bucket.get(names.token(i)) for i in task_ids])
+            entries = await self._chunked([functools.partial(bucket.get, names.token(i)) for i in task_ids])
         return [None if e is None or e.deleted else decode_record(e.value).task for e in entries]
 
     async def list(
@@ -549,11 +550,11 @@ class NatsTaskQueue(QueueCore):
                 await self._unique.clear()
                 self._cache.clear()
                 return len(doomed)
-            deleted = await self._chunked([lambda k=k, r=r: bucket.delete(k, r) for k, r, _ in doomed])
+            deleted = await self._chunked([functools.partial(bucket.delete, k, r) for k, r, _ in doomed])
             count = sum(1 for revision in deleted if revision is not None)
             await self._chunked(
                 [
-                    lambda a=rec.ack: self._reply(nc, a, b"+ACK")
+                    functools.partial(self._reply, nc, rec.ack, b"+ACK")
                     for (_, _, rec), rev in zip(doomed, deleted, strict=True)
                     if rev
                 ]
@@ -565,7 +566,7 @@ class NatsTaskQueue(QueueCore):
                 self._cache.pop(record.task.id, None)
         return count
 
-    async def recover(self) -> list[Task]:
+    async def recover(self) -> builtins.list[Task]:  # `list` in this class is the method
         """Requeue (or fail) RUNNING tasks whose deadline passed, reading only due lease-index seconds."""
         nc, _, _ = await self._conn()
         stream = names.leases_stream(self.prefix)

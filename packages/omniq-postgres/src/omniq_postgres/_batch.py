@@ -72,7 +72,7 @@ class BatchColumns:
     def __init__(self, columns: Sequence[tuple[str, str]], render: Callable[[dict[str, str], str | None], str]) -> None:
         self.columns = tuple(columns)
         self._render = render
-        self._cache: dict[tuple[bool, ...], str] = {}
+        self._cache: dict[tuple[int, ...], str] = {}
 
     def sql(self, kinds: tuple[int, ...]) -> str:
         """The statement where ``kinds[k]`` says how column k travels (SCALAR, ARRAY or PACKED).

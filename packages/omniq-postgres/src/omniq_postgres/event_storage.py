@@ -120,7 +120,7 @@ class PostgresEventStorage(PoolOwner, BaseEventStorage):
     def insert_statement(self, events: Sequence[TaskEvent]) -> list[Any]:
         """The INSERT of ``events`` and its parameters, for ``execute(*statement)``."""
         types = [e.type for e in events]
-        columns = [
+        columns: list[list[Any]] = [
             [e.task_id for e in events],
             types,
             [e.timestamp for e in events],

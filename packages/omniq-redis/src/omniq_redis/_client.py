@@ -136,7 +136,7 @@ class _LaneProtocol(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.reader.feed(self._buffer, 0, nbytes)  # hiredis copies what it keeps
+        self.reader.feed(self._buffer, 0, nbytes)  # type: ignore[arg-type]  # hiredis reads any buffer (its stub says bytes); it copies what it keeps
         while (reply := self.reader.gets()) is not False:
             if not self.waiting:
                 self._fail(ConnectionError("Redis sent a reply nobody asked for"))

@@ -122,7 +122,7 @@ class RedisTaskQueue(BaseTaskQueue):
         with self._registering():
             if register or task.unique_key or task.eta or task.paused or task.attempts:
                 args = [self.prefix, queue, enqueue_items([task]), "1" if register else "0"]
-                reply = await self._client.run("enqueue", args)
+                reply: list[bytes] = await self._client.run("enqueue", args)
                 self._registered.add(queue)
                 return reply[0].decode()
             # the common case, with a script of its own (see scripts._ENQUEUE_ONE)

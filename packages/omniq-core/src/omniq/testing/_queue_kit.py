@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 from omniq.base import BaseTaskQueue
 from omniq.models import Task, TaskError
 
@@ -24,8 +22,7 @@ def token(task: Task) -> str:
 
 
 async def recover(q: BaseTaskQueue) -> list[Task]:
-    # base.py annotates recover() after defining a method named ``list``, which mypy misreads.
-    return cast("list[Task]", await q.recover())
+    return await q.recover()
 
 
 async def claim_one(q: BaseTaskQueue, queue: str = "default", *, lease: float = LONG, worker: str = "w1") -> Task:

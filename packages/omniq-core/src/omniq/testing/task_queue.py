@@ -135,8 +135,11 @@ class TaskQueueSuite(FusedPathTests, CorruptRecordTests):
         assert [t.payload for t in claimed] == [bytes([i]) for i in range(20)]
 
     async def test_single_and_batch_enqueues_agree(self, task_queue: BaseTaskQueue) -> None:
-        """A backend may store a lone enqueue by a path of its own: it must keep every field and
-        the one claim order (priority, then FIFO) with tasks enqueued in batches."""
+        """A lone enqueue and a batch's keep the same fields and the one claim order.
+
+        A backend may store a lone enqueue by a path of its own: it must keep every field and
+        the one claim order (priority, then FIFO) with tasks enqueued in batches.
+        """
         tasks = [make_task(priority=i % 2, max_retries=i, timeout=1.5, result_ttl=3.0) for i in range(6)]
         for task in tasks[:2]:
             assert await task_queue.enqueue(task) == task.id
@@ -590,8 +593,11 @@ class TaskQueueSuite(FusedPathTests, CorruptRecordTests):
     # -- fork safety ----------------------------------------------------------------------------------
 
     async def test_a_forked_child_enqueues_through_the_inherited_queue(self, task_queue: BaseTaskQueue) -> None:
-        """A process-pool task that enqueues runs in a forked child holding the worker's connected
-        queue: the child's enqueue and close must work, and the parent's connections must too."""
+        """A forked child enqueues through the queue it inherited, and the parent's queue still works.
+
+        A process-pool task that enqueues runs in a forked child holding the worker's connected
+        queue: the child's enqueue and close must work, and the parent's connections must too.
+        """
         if Capability.FORK_SAFE not in type(task_queue).capabilities:
             pytest.skip(f"{type(task_queue).__name__} lacks the {Capability.FORK_SAFE} capability")
         first, from_child, last = make_task(), make_task(), make_task()

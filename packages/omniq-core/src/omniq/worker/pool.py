@@ -339,6 +339,7 @@ class AsyncWorkerPool:
                     for task, _ in batch:
                         self._finish_failures.pop(task.id, None)
             except Exception as exc:
+                failure: Exception | None
                 if isinstance(exc, _TRANSIENT):
                     left, failure = batch, exc
                 elif len(batch) > 1:
@@ -376,9 +377,11 @@ class AsyncWorkerPool:
         return left, failure
 
     def _keep(self, item: tuple[Task, Outcome], failure: Exception) -> list[tuple[Task, Outcome]]:
-        """``[item]`` if its outcome, which failed alone, deserves another try; ``[]`` once it has failed
-        ``MAX_FINISH_FAILURES`` times: dropped and logged, its lease expires and recovery takes over,
-        so a record that cannot be written never keeps the worker busy for ever."""
+        """``[item]`` if its outcome, which failed alone, deserves another try, else ``[]``.
+
+        Once it has failed ``MAX_FINISH_FAILURES`` times it is dropped and logged: its lease expires
+        and recovery takes over, so a record that cannot be written never keeps the worker busy for ever.
+        """
         task, outcome = item
         count = self._finish_failures[task.id] = self._finish_failures.get(task.id, 0) + 1
         if count < MAX_FINISH_FAILURES:
