@@ -40,7 +40,9 @@ class TestNatsTaskQueue(TaskQueueSuite):
 
         async def corrupt(task_id, field):
             key = subjects.token(task_id)
-            record = msgspec.msgpack.decode((await bucket.get(key)).value)
+            entry = await bucket.get(key)
+            assert entry is not None and entry.value is not None
+            record = msgspec.msgpack.decode(entry.value)
             record[0][field] = _CORRUPT[field]
             await bucket.put(key, msgspec.msgpack.encode(record))
 

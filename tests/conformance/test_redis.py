@@ -45,7 +45,9 @@ class TestRedisTaskQueue(TaskQueueSuite):
 
         async def corrupt(task_id, field):
             key = keys.QueueKeys(prefix, "default").task(task_id)
-            fields = msgspec.msgpack.decode(await client.hget(key, "b"))
+            raw = await client.hget(key, "b")
+            assert isinstance(raw, bytes)
+            fields = msgspec.msgpack.decode(raw)
             fields[field] = _CORRUPT[field]
             await client.hset(key, "b", msgspec.msgpack.encode(fields))
 

@@ -10,7 +10,7 @@ import pytest
 from omniq import AsyncOmniQ, Settings
 
 #: fast timings for tests: short leases and sweeps, near-instant retries.
-FAST = {
+FAST: dict[str, Any] = {
     "lease_duration": 2.0,
     "heartbeat_interval": 0.5,
     "sweep_interval": 0.2,

@@ -64,8 +64,8 @@ async def test_enqueue_by_registered_name_and_many(make_app: Any) -> None:
         one = await app.enqueue("double", 21)
         many = await app.enqueue_many("double", [(1,), (2,), {"x": 3}, [4]])
         await app.worker(burst=True).start()
-        assert (await app.get_result(one)).result == 42  # type: ignore[union-attr]
-        assert [(await app.get_result(i)).result for i in many] == [2, 4, 6, 8]  # type: ignore[union-attr]
+        assert (await app.get_result(one)).result == 42
+        assert [(await app.get_result(i)).result for i in many] == [2, 4, 6, 8]
 
 
 async def test_get_result_waits_for_a_running_worker(make_app: Any) -> None:
@@ -159,7 +159,7 @@ async def test_corrupted_payload_fails_once_with_a_deserialization_error(make_ap
         assert result is not None and result.status is TaskStatus.FAILED
         assert result.error is not None and result.error.type == "SerializationError"
         assert result.attempts == 1
-        assert (await app.get_result(good)).status is TaskStatus.SUCCEEDED  # type: ignore[union-attr]
+        assert (await app.get_result(good)).status is TaskStatus.SUCCEEDED
 
 
 async def test_bad_input_at_enqueue_raises_and_stores_nothing(make_app: Any) -> None:
@@ -212,8 +212,8 @@ async def test_thread_timeout_releases_the_slot(make_app: Any) -> None:
         quick_id = await quick.enqueue()
         await app.worker(concurrency=1, pool="thread", burst=True).start()
         release.set()
-        assert (await app.get_result(slow_id)).error.type == "TaskTimeoutError"  # type: ignore[union-attr]
-        assert (await app.get_result(quick_id)).result == 7  # type: ignore[union-attr]
+        assert (await app.get_result(slow_id)).error.type == "TaskTimeoutError"
+        assert (await app.get_result(quick_id)).result == 7
 
 
 async def test_eta_delay_and_priority(make_app: Any) -> None:
@@ -257,7 +257,7 @@ async def test_task_ttl_expires_unrun_tasks(make_app: Any) -> None:
         assert ran == []
         result = await app.get_result(task_id)
         assert result is not None and result.status is TaskStatus.EXPIRED
-        assert (await app.get_task(task_id)).status is TaskStatus.EXPIRED  # type: ignore[union-attr]
+        assert (await app.get_task(task_id)).status is TaskStatus.EXPIRED
 
 
 async def test_result_ttl(make_app: Any) -> None:
@@ -289,7 +289,7 @@ async def test_dependencies_wait_and_failures_propagate(make_app: Any) -> None:
         orphan = await step.options(depends_on=bad).enqueue("orphan")
         await app.worker(burst=True).start()
         assert order == ["first", "then"]
-        assert (await app.get_result(then)).status is TaskStatus.SUCCEEDED  # type: ignore[union-attr]
+        assert (await app.get_result(then)).status is TaskStatus.SUCCEEDED
         failed = await app.get_result(orphan)
         assert failed is not None and failed.status is TaskStatus.FAILED
         assert failed.error is not None and failed.error.type == "DependencyFailed" and bad in failed.error.message
@@ -307,7 +307,7 @@ async def test_cancel_pending_and_running(make_app: Any) -> None:
         pending = await long.options(delay=60).enqueue()
         assert await app.cancel(pending) is True
         assert await app.cancel(pending) is False
-        assert (await app.get_result(pending)).status is TaskStatus.CANCELLED  # type: ignore[union-attr]
+        assert (await app.get_result(pending)).status is TaskStatus.CANCELLED
 
         running = await long.enqueue()
         pool = app.worker()
@@ -320,7 +320,7 @@ async def test_cancel_pending_and_running(make_app: Any) -> None:
                 while pool._running:
                     await anyio.sleep(0.05)
             await pool.stop()
-        assert (await app.get_task(running)).status is TaskStatus.CANCELLED  # type: ignore[union-attr]
+        assert (await app.get_task(running)).status is TaskStatus.CANCELLED
 
 
 async def test_interval_schedule_runs_repeatedly_and_can_be_paused(make_app: Any) -> None:
@@ -354,7 +354,7 @@ async def test_interval_schedule_runs_repeatedly_and_can_be_paused(make_app: Any
                     await anyio.sleep(0.05)
             assert await app.cancel_schedule(schedule_id)
             await pool.stop()
-        assert (await app.get_schedule(schedule_id)).status is TaskStatus.CANCELLED  # type: ignore[union-attr]
+        assert (await app.get_schedule(schedule_id)).status is TaskStatus.CANCELLED
 
 
 async def test_interval_fires_once_per_tick_with_many_workers(make_app: Any) -> None:
@@ -416,7 +416,7 @@ async def test_events_can_be_disabled(make_app: Any) -> None:
         app.register(lambda: 1, name="f")
         task_id = await app.enqueue("f")
         await app.worker(burst=True).start()
-        assert (await app.get_result(task_id)).status is TaskStatus.SUCCEEDED  # type: ignore[union-attr]
+        assert (await app.get_result(task_id)).status is TaskStatus.SUCCEEDED
         assert await app.get_events(task_id) == []
 
 
@@ -458,7 +458,7 @@ async def test_lifecycle_hooks_reach_observers_and_their_errors_are_contained(ma
             app.register(lambda: 1, name="f")
             task_id = await app.enqueue("f")
             await app.worker(burst=True).start()
-            assert (await app.get_result(task_id)).status is TaskStatus.SUCCEEDED  # type: ignore[union-attr]
+            assert (await app.get_result(task_id)).status is TaskStatus.SUCCEEDED
     finally:
         plugins.get_plugin_manager().unregister(name="test-recorder")
     assert recorder.seen == ["enqueued", "started", "succeeded"]
@@ -535,7 +535,7 @@ async def test_workers_delete_expired_results_and_old_events(make_app: Any) -> N
         app.register(lambda: 1, name="f")
         task_id = await app.enqueue("f", result_ttl=0.2)
         await app.worker(burst=True).start()
-        store = app.result_storage.store  # type: ignore[attr-defined]
+        store = app.result_storage.store
         assert task_id in store.results
         await anyio.sleep(0.3)
         pool = app.worker()

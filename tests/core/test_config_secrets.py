@@ -71,13 +71,14 @@ def test_a_url_in_a_yaml_setting_that_is_not_a_url_is_never_echoed(tmp_path: Pat
 
 @pytest.mark.parametrize("key", ["backend", "result_ttl", "max_workers", "events_enabled", "serializer"])
 def test_a_url_given_in_code_is_never_echoed(key: str) -> None:
-    for build in (lambda: Settings(**{key: URL}), lambda: Settings.load(env={}, **{key: URL})):
+    given: dict[str, Any] = {key: URL}
+    for build in (lambda: Settings(**given), lambda: Settings.load(env={}, **given)):
         with pytest.raises(ConfigurationError) as info:
             build()
         assert key in str(info.value)
         assert SECRET not in everything_shown(info.value)
     with pytest.raises(ConfigurationError) as info:
-        AsyncOmniQ(**{key: URL})
+        AsyncOmniQ(**given)
     assert SECRET not in everything_shown(info.value)
 
 
@@ -85,7 +86,7 @@ def test_a_url_given_in_code_is_never_echoed(key: str) -> None:
 def test_text_before_a_damaged_url_is_not_shown_as_its_scheme(name: str) -> None:
     # a fuzzing find: "<a URL: " + the text before "://" showed the password of a URL damaged before it
     with pytest.raises(ConfigurationError, match="unknown setting") as info:
-        Settings.load(env={}, **{name: 1})
+        Settings.load(env={}, **dict[str, Any]({name: 1}))
     assert SECRET not in everything_shown(info.value)
 
 

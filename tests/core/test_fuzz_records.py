@@ -237,4 +237,4 @@ def test_a_corrupted_redis_row_reads_strictly_or_raises(task: Task, blob: bytes 
 
 def test_salvage_needs_an_id() -> None:
     with pytest.raises(SerializationError, match="id"):
-        claimed_task(lambda row: row["boom"], {}, dict)
+        claimed_task(lambda row: row["boom"], dict[str, Any](), dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
+from typing import Any
 
 import msgspec
 import pytest
@@ -61,7 +62,7 @@ def test_a_row_with_a_non_finite_duration_or_a_bad_column_is_a_serialization_err
     with pytest.raises(SerializationError, match="OverflowError"):
         task_from_row(lambda row: make_task(eta=datetime.fromtimestamp(row, timezone.utc)), 1e20)
     with pytest.raises(SerializationError, match="corrupted result: KeyError"):
-        from_row(lambda row: TaskResult(task_id=row["id"], status=TaskStatus.FAILED), {}, "result")
+        from_row(lambda row: TaskResult(task_id=row["id"], status=TaskStatus.FAILED), dict[str, Any](), "result")
 
 
 def test_sub_record_decoders_raise_serialization_error() -> None:

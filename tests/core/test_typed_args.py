@@ -178,7 +178,7 @@ async def test_unannotated_and_any_parameters_arrive_as_decoded(make_app: Any) -
     async with make_app() as app:
 
         @app.task
-        def plain(a, b: Any, c: object, d: int) -> None:  # type: ignore[no-untyped-def]
+        def plain(a, b: Any, c: object, d: int) -> None:
             received.extend([a, b, c, d])
 
         await plain.enqueue(Point(1, 2), {1, 2}, UID, 4)
@@ -187,7 +187,7 @@ async def test_unannotated_and_any_parameters_arrive_as_decoded(make_app: Any) -
         assert plain.types is not None and set(plain.types.params) == {"d"}
 
         @app.task
-        def untyped(a, b=None):  # type: ignore[no-untyped-def]
+        def untyped(a, b=None):
             return a
 
         @app.task
@@ -210,7 +210,7 @@ async def test_wrong_types_are_refused_at_enqueue_and_nothing_is_stored(make_app
             return None
 
         with pytest.raises(TaskArgumentError, match=r"task add: argument 'a' does not match its annotation") as info:
-            await add.enqueue("x", "y")  # type: ignore[arg-type]
+            await add.enqueue("x", "y")
         assert isinstance(info.value, TypeError) and "Expected `int`, got `str`" in str(info.value)
         with pytest.raises(TaskArgumentError, match="argument 'b'"):
             await app.enqueue("add", 1, b="y")
@@ -221,11 +221,11 @@ async def test_wrong_types_are_refused_at_enqueue_and_nothing_is_stored(make_app
         with pytest.raises(TaskArgumentError, match=r"argument 'shape'.*at `shape.corners\[0\].x`"):
             await draw.enqueue(Shape("s", [Point("0", 0)], NAIVE), NAIVE)  # type: ignore[arg-type]
         with pytest.raises(TaskArgumentError, match=r"argument '\*extra\[1\]'"):
-            await draw.enqueue(Shape("s", [], NAIVE), NAIVE, Decimal(1), [1])  # type: ignore[arg-type]
+            await draw.enqueue(Shape("s", [], NAIVE), NAIVE, Decimal(1), [1])
         with pytest.raises(TaskArgumentError, match="argument 'colour'"):
-            await draw.enqueue(Shape("s", [], NAIVE), NAIVE, colour="green")  # type: ignore[arg-type]
+            await draw.enqueue(Shape("s", [], NAIVE), NAIVE, colour="green")
         with pytest.raises(TaskArgumentError, match="bad arguments for task add"):
-            await add.enqueue(1)  # type: ignore[call-arg]
+            await add.enqueue(1)
         assert await app.count_tasks() == 0
         # the same calls, well typed, are taken
         await add.enqueue(1, b=2)

@@ -58,7 +58,7 @@ async def test_a_naive_expiry_fails_the_task_once(make_app: Any, caplog: Any) ->
         result = await app.get_result(task.id)
         assert result is not None and result.status is TaskStatus.FAILED
         assert await _runs(app, task.id) == 1
-        assert (await app.get_result(good)).status is TaskStatus.SUCCEEDED  # type: ignore[union-attr]
+        assert (await app.get_result(good)).status is TaskStatus.SUCCEEDED
         [record] = [r for r in caplog.records if task.id in r.getMessage()]
         assert record.levelno == logging.ERROR
         assert all(part in record.getMessage() for part in ("f", "queue default", "attempt 1"))
@@ -122,14 +122,14 @@ async def test_any_exception_from_decoding_arguments_fails_once(make_app: Any, m
         stored = await app.get_task(bad.id)
         assert stored is not None and stored.status is TaskStatus.FAILED and stored.attempts == 1
         assert stored.error is not None and stored.error.type == "_Odd"
-        assert (await app.get_result(good)).status is TaskStatus.SUCCEEDED  # type: ignore[union-attr]
+        assert (await app.get_result(good)).status is TaskStatus.SUCCEEDED
 
 
 async def test_a_corrupted_recurring_record_ends_its_schedule(tmp_path: Any) -> None:
     """A record corrupted in storage (SQLite here) fails once; its schedule ends instead of failing at every tick."""
     from tests.core.conftest import FAST
 
-    async with AsyncOmniQ(Settings(backend="sqlite", base_dir=str(tmp_path), **FAST)) as app:
+    async with AsyncOmniQ(Settings(backend="sqlite", base_dir=tmp_path, **FAST)) as app:
         app.register(lambda: 1, name="f")
         task_id = await app.enqueue("f", interval=60)
         with closing(sqlite3.connect(app.task_queue.path, isolation_level=None)) as conn:  # type: ignore[attr-defined]

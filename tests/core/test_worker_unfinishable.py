@@ -68,7 +68,7 @@ async def test_an_outcome_that_cannot_be_recorded_is_dropped_after_a_few_tries(
         with caplog.at_level(logging.WARNING, logger="omniq"), anyio.fail_after(15):
             await app.worker(burst=True, concurrency=10).start()
         for task_id in good:
-            assert (await app.get_result(task_id)).status is TaskStatus.SUCCEEDED  # type: ignore[union-attr]
+            assert (await app.get_result(task_id)).status is TaskStatus.SUCCEEDED
         tries = [ids for ids in poisoned_backend.calls if poisoned in ids]
         alone = [ids for ids in tries if ids == [poisoned]]
         assert len(alone) == MAX_FINISH_FAILURES, tries  # tried alone a few times, then dropped

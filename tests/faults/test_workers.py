@@ -93,7 +93,7 @@ def test_task_that_kills_its_process_ends_failed_instead_of_looping(cluster: Clu
             assert task is not None
             if task.status is TaskStatus.FAILED:
                 break
-        assert task.status is TaskStatus.FAILED
+        assert task is not None and task.status is TaskStatus.FAILED
         assert task.attempts == 2
         assert task.error is not None and task.error.type == "LeaseExpired"
         result = app.get_result(task_id)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import anyio
 import pytest
@@ -121,7 +122,7 @@ async def test_a_killed_workers_tasks_run_again_after_their_lease(tmp_path):
             proc.wait(timeout=10)
         assert await queue.claim_ready(["default"], 10, lease=30, worker_id="w") == []
 
-        recovered: list = []
+        recovered: list[Any] = []
         with anyio.fail_after(10):
             while len(recovered) < len(tasks):
                 recovered += await queue.recover()

@@ -168,6 +168,7 @@ async def test_an_unreadable_record_is_claimed_from_its_ticket_for_failure(make_
         held = claimed[bad.id]
         assert isinstance(held, CorruptTask) and held.func == bad.func and held.attempts == 1
         error = TaskError(type="CorruptRecord", message=held.problem, attempt=1, retryable=False)
+        assert held.lease_token is not None
         failed = Outcome(task_id=bad.id, lease_token=held.lease_token, kind=OutcomeKind.FAILED, error=error)
         assert await q.finish([failed]) == [True]
         assert (await q.get(bad.id)).status is TaskStatus.FAILED

@@ -1,6 +1,7 @@
 """The fast paths of enqueue and of an idle claimer: pipelined writes, hinted claims, idle proofs."""
 
 import time
+from typing import Any
 
 import anyio
 import pytest
@@ -29,7 +30,7 @@ async def test_idle_claim_wakes_on_a_publication_and_claims_it(make_queue):
         assert await waiter.claim(["default"], 5, lease=30, worker_id="w", wait=0.2) == []
         task = make_task()
         async with anyio.create_task_group() as tg:
-            got: list = []
+            got: list[Any] = []
 
             async def wait_for_it() -> None:
                 got.extend(await waiter.claim(["default"], 5, lease=30, worker_id="w", wait=20))

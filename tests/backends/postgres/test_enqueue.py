@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import asyncpg
 import pytest
@@ -29,7 +31,13 @@ def test_uniform_mask_sends_shared_columns_as_scalars():
 
 async def test_a_batch_mixing_shared_and_per_task_values_round_trips(make_queue):
     error = TaskError(type="ValueError", message="boom", traceback="tb", attempt=1)
-    shared = {"func": "app:send", "queue": "mail", "max_retries": 2, "result_ttl": 30.0, "payload": b"\x00same"}
+    shared: dict[str, Any] = {
+        "func": "app:send",
+        "queue": "mail",
+        "max_retries": 2,
+        "result_ttl": 30.0,
+        "payload": b"\x00same",
+    }
     tasks = [
         make_task(**shared),
         make_task(**shared),

@@ -23,6 +23,7 @@ UNREACHABLE = "redis://omniq:hunter2-not-real@127.0.0.1:1/0"
 async def _policy(admin: aioredis.Redis) -> str:
     reply = await admin.config_get("maxmemory-policy")
     value = {k.decode() if isinstance(k, bytes) else k: v for k, v in reply.items()}["maxmemory-policy"]
+    assert isinstance(value, (bytes, str))
     return value.decode() if isinstance(value, bytes) else value
 
 

@@ -34,7 +34,8 @@ async def test_the_lane_uses_the_database_of_the_url(redis_url, prefix):
             task_id = await queue.enqueue(make_task())
             assert [key async for key in raw7.scan_iter(match=f"*{prefix}*{task_id}*")]
             assert not [key async for key in raw_default.scan_iter(match=f"*{prefix}*{task_id}*")]
-            assert (await queue.get(task_id)).id == task_id
+            stored = await queue.get(task_id)
+            assert stored is not None and stored.id == task_id
             await queue.purge()
     finally:
         await raw7.aclose()
@@ -53,7 +54,8 @@ async def test_a_reply_that_never_comes_fails_within_the_socket_timeout_and_the_
                     await queue.enqueue(make_task())
             proxy.stalled = False
             task_id = await queue.enqueue(make_task())
-            assert (await queue.get(task_id)).id == task_id
+            stored = await queue.get(task_id)
+            assert stored is not None and stored.id == task_id
             await queue.purge()
     finally:
         await proxy.stop()

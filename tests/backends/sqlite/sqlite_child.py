@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -68,7 +69,12 @@ async def wait_result(url: str, task_id: str) -> None:
     print(json.dumps({"elapsed": time.monotonic() - start, "found": result is not None}), flush=True)
 
 
-COMMANDS = {"claim": claim, "migrate": migrate, "wait_work": wait_work, "wait_result": wait_result}
+COMMANDS: dict[str, Callable[..., Awaitable[None]]] = {
+    "claim": claim,
+    "migrate": migrate,
+    "wait_work": wait_work,
+    "wait_result": wait_result,
+}
 
 if __name__ == "__main__":
     anyio.run(COMMANDS[sys.argv[1]], *sys.argv[2:])
