@@ -16,24 +16,16 @@ test take 1-5 minutes each on the 2-core box; ``--timeout=0`` lifts the suite's 
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 from omniq import AsyncOmniQ, Settings
 from omniq.errors import SerializationError, TaskArgumentError
 from omniq.models import Task
 from omniq.serialization import SerializerRegistry
+from tests.core.fuzzing import fuzz_settings
 
-#: examples per test; raise it for a long run (also read by the settings fuzzing).
-EXAMPLES = int(os.environ.get("OMNIQ_FUZZ_EXAMPLES", "200"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(200)
 
 TAGS = [b"msgpack", b"json", b"dill", b"cloudpickle", b"pickle", b"nope", b"", b"\xff\xfe", b"msg pack"]
 

@@ -18,26 +18,20 @@ Bounded for CI; ``OMNIQ_FUZZ_EXAMPLES`` raises the number of examples (see
 from __future__ import annotations
 
 import math
-import os
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 from omniq.base import CorruptTask, claimed_task, salvage_blob
 from omniq.constants import MAX_DURATION_SECONDS
 from omniq.errors import SerializationError
 from omniq.models import Task, TaskError, TaskResult, TaskStatus, decode_result, decode_task, encode_result, encode_task
+from tests.core.fuzzing import fuzz_settings
 
-EXAMPLES = int(os.environ.get("OMNIQ_FUZZ_EXAMPLES", "200"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(200)
 
 TIMES = ("eta", "expires_at", "created_at", "updated_at", "started_at", "finished_at", "lease_expires_at")
 DURATIONS = ("interval", "timeout", "result_ttl")

@@ -17,7 +17,6 @@ lifts the suite's 300 s per-test limit, ``--hypothesis-show-statistics`` counts 
 
 from __future__ import annotations
 
-import os
 import string
 import traceback
 import urllib.parse
@@ -29,20 +28,14 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, strategies as st
 
 from omniq import ConfigurationError
 from omniq.config import COMPONENTS, Settings
 from omniq.errors import redact_url
+from tests.core.fuzzing import fuzz_settings
 
-#: inputs per test; raise it for a long run (see the module docstring).
-EXAMPLES = int(os.environ.get("OMNIQ_FUZZ_EXAMPLES", "100"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-)
+FUZZ = fuzz_settings(100, HealthCheck.filter_too_much)
 
 FIELDS = Settings.field_names()
 VARIABLES = tuple(f"OMNIQ_{name.upper()}" for name in FIELDS)
