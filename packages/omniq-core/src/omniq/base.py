@@ -28,9 +28,8 @@ See ``docs/backends.md`` for the guide to writing a backend.
 from __future__ import annotations
 
 import builtins
-import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
@@ -48,7 +47,7 @@ from omniq._records import (
     salvage_task,
     task_from_row,
 )
-from omniq.errors import BackendUnavailableError, OmniQError, redact_url
+from omniq.connection import CONNECTION_ERRORS, map_exceptions
 from omniq.models import TERMINAL_STATUSES, Outcome, OutcomeKind, Task, TaskError, TaskEvent, TaskResult, TaskStatus
 
 if TYPE_CHECKING:
@@ -63,6 +62,7 @@ __all__ = [
     "BaseTaskQueue",
     "Capability",
     "Component",
+    "CONNECTION_ERRORS",
     "CorruptTask",
     "claimed_task",
     "decode_error",
@@ -438,35 +438,3 @@ def lease_expired_error(task: Task) -> TaskError:
         attempt=task.attempts,
         retryable=False,
     )
-
-
-@contextlib.contextmanager
-def map_exceptions(
-    mapping: Mapping[type[BaseException], type[OmniQError]], *, url: str | None = None
-) -> Iterator[None]:
-    """Translate driver exceptions into OmniQ errors at a backend's boundary.
-
-    Usage::
-
-        with map_exceptions({redis.ConnectionError: BackendUnavailableError}, url=self.url):
-            await self._redis.ping()
-
-    The message is redacted so URLs never leak passwords.
-    """
-    try:
-        yield
-    except OmniQError:
-        raise
-    except Exception as exc:
-        for source, target in mapping.items():
-            if isinstance(exc, source):
-                where = f" ({redact_url(url)})" if url else ""
-                raise target(f"{type(exc).__name__}{where}: {redact_url(str(exc))}") from exc
-        raise
-
-
-#: the exception map most backends start from.
-CONNECTION_ERRORS: dict[type[BaseException], type[OmniQError]] = {
-    ConnectionError: BackendUnavailableError,
-    OSError: BackendUnavailableError,
-}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = [
     "get_plugin_manager",
     "install_command",
     "installed_backends",
+    "lazy_exports",
     "register",
     "resolve_backend",
 ]
@@ -35,6 +36,29 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "omniq"
+
+
+def lazy_exports(package: str, exports: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports each exported name from its module on first use.
+
+    A backend's ``__init__`` uses it so that loading the entry point (which
+    imports the package) never imports the driver; the registry imports the
+    class only when settings select the backend::
+
+        __getattr__ = lazy_exports(__name__, {"RedisTaskQueue": "omniq_redis.task_queue"})
+
+    Args:
+        package: the package's ``__name__``, for the error on a missing name.
+        exports: public name -> module that defines it.
+    """
+
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(module), name)
+
+    return __getattr__
 
 
 def install_command(*distributions: str) -> str:
