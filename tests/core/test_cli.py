@@ -53,13 +53,18 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_backends_lists_installed_backends_with_distribution_and_version() -> None:
+def test_backends_lists_each_component_with_distribution_version_and_capabilities() -> None:
     run = omniq("backends")
     assert run.returncode == 0, run.stderr
-    rows = {line.split()[0]: line.split() for line in run.stdout.splitlines()[1:]}
-    assert rows["memory"][1] == "omniq-core"
-    assert rows["sqlite"][1] == "omniq-sqlite"
-    assert "task_queue" in rows["sqlite"][-1]
+    header, *lines = run.stdout.splitlines()
+    assert header.split() == ["name", "distribution", "version", "component", "capabilities"]
+    rows = {(line.split()[0], line.split()[3]): line for line in lines}
+    assert rows["memory", "task_queue"].split()[1] == "omniq-core"
+    assert rows["sqlite", "event_storage"].split()[1] == "omniq-sqlite"
+    # the capabilities column is what the class declares, component by component
+    assert "fused_results" in rows["sqlite", "task_queue"]
+    assert "fused_results" not in rows["sqlite", "event_storage"]
+    assert rows["memory", "event_storage"].split()[-1] == "-"
 
 
 def test_unknown_backend_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:

@@ -125,3 +125,26 @@ def test_plugin_serializers_are_found_by_name() -> None:
             AsyncOmniQ(Settings(backend="memory", serializer="nosuchformat"))
     finally:
         plugins.get_plugin_manager().unregister(name="serializer-test")
+
+
+def test_capabilities_are_declared_once_on_the_class() -> None:
+    # First-party plugins leave BackendSpec.capabilities (deprecated) empty; the class is the truth.
+    for component, spec in plugins.installed_backends():
+        if spec.distribution.startswith("omniq-"):
+            assert spec.capabilities == frozenset(), f"{spec.name} {component} declares capabilities in its spec"
+        declared = plugins.backend_capabilities(component, spec.name)
+        assert declared == plugins.resolve_backend(component, spec.name).capabilities
+
+
+def test_a_third_party_spec_with_capabilities_still_loads() -> None:
+    @hookimpl
+    def omniq_task_queue_types() -> list[BackendSpec]:
+        spec = BackendSpec("legacy", "omniq.backends.memory:MemoryTaskQueue", "legacy-dist", frozenset({"durable"}))
+        return [spec]
+
+    plugins.register(types.SimpleNamespace(omniq_task_queue_types=omniq_task_queue_types), name="legacy-test")
+    try:
+        assert plugins.backend_capabilities("task_queue", "legacy") == MemoryTaskQueue.capabilities
+    finally:
+        plugins.get_plugin_manager().unregister(name="legacy-test")
+        plugins._invalidate()

@@ -34,7 +34,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
 import anyio
-import msgspec
 
 from omniq._records import (
     CorruptTask,
@@ -48,7 +47,8 @@ from omniq._records import (
     task_from_row,
 )
 from omniq.connection import CONNECTION_ERRORS, map_exceptions
-from omniq.models import TERMINAL_STATUSES, Outcome, OutcomeKind, Task, TaskError, TaskEvent, TaskResult, TaskStatus
+from omniq.lease import apply_outcome, lease_expired_error
+from omniq.models import Outcome, Task, TaskEvent, TaskResult, TaskStatus
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -110,7 +110,8 @@ class Component(ABC):  # noqa: B024 - abstract by intent; its hooks are optional
     ``async with component:`` does both.
     """
 
-    #: what the backend can do; see :class:`Capability`.
+    #: what the backend can do; see :class:`Capability`. The one declaration: the
+    #: registry, ``omniq backends`` and the conformance suite all read it here.
     capabilities: ClassVar[frozenset[str]] = frozenset()
     #: the registered backend name (``"redis"``); set by the backend class.
     backend_name: ClassVar[str] = ""
@@ -392,49 +393,14 @@ class BaseEventStorage(Component):
         until: datetime | None = None,
         limit: int = 1000,
     ) -> list[TaskEvent]:
-        """Return events matching all filters, oldest first (ties in append order)."""
+        """Return events matching all filters, oldest first (ties in append order).
+
+        The time filter is half-open: ``since <= event.at < until``. An event
+        at exactly ``until`` belongs to the next window, so consecutive windows
+        never count an event twice. The core passes ``types`` as a tuple of
+        strings (or None) and aware datetimes.
+        """
 
     @abstractmethod
     async def purge(self, *, before: datetime | None = None) -> int:
         """Delete events older than ``before`` (all when None); return how many."""
-
-
-def apply_outcome(task: Task, outcome: Outcome, now: datetime) -> Task | None:
-    """The task after ``outcome`` is accepted, or None when its lease is not the one held.
-
-    The lease state machine's finish step for backends that store whole task
-    envelopes (memory, files, KV stores); SQL and script backends express the
-    same rules in their statements. RETRY / RELEASE / RESCHEDULE without an
-    eta keep the task's old eta, so it is ready at once and keeps its place.
-    """
-    if task.status is not TaskStatus.RUNNING or task.lease_token != outcome.lease_token:
-        return None
-    status = outcome.status
-    changes: dict[str, object] = {
-        "status": status,
-        "lease_token": None,
-        "lease_expires_at": None,
-        "updated_at": now,
-        "error": outcome.error,
-    }
-    if status in TERMINAL_STATUSES:
-        changes["finished_at"] = now
-    else:
-        if outcome.eta is not None:
-            changes["eta"] = outcome.eta
-        if outcome.kind is OutcomeKind.RELEASE:
-            # Handed back unrun: nobody holds or started it any more.
-            changes.update(attempts=max(task.attempts - 1, 0), started_at=None, worker_id=None)
-        elif outcome.kind is OutcomeKind.RESCHEDULE:
-            changes["attempts"] = 0
-    return msgspec.structs.replace(task, **changes)
-
-
-def lease_expired_error(task: Task) -> TaskError:
-    """The error recorded when a task's last attempt lost its lease."""
-    return TaskError(
-        type="LeaseExpired",
-        message=f"the worker holding attempt {task.attempts} stopped renewing its lease",
-        attempt=task.attempts,
-        retryable=False,
-    )

@@ -252,14 +252,17 @@ async def _confirm_purge(app: AsyncOmniQ, args: argparse.Namespace) -> bool:
 
 
 def _backends() -> int:
-    from omniq.plugins import installed_backends
+    from omniq.errors import OmniQError
+    from omniq.plugins import backend_capabilities, installed_backends
 
-    rows: dict[tuple[str, str], list[str]] = {}
-    for component, spec in installed_backends():
-        rows.setdefault((spec.name, spec.distribution), []).append(component)
-    print(f"{'name':<10} {'distribution':<16} {'version':<9} components")  # noqa: T201 - CLI output
-    for (name, dist), components in sorted(rows.items()):
-        print(f"{name:<10} {dist:<16} {_version(dist):<9} {', '.join(components)}")  # noqa: T201 - CLI output
+    print(f"{'name':<10} {'distribution':<16} {'version':<9} {'component':<15} capabilities")  # noqa: T201 - CLI output
+    for component, spec in sorted(installed_backends(), key=lambda item: (item[1].name, item[0])):
+        try:
+            declared = ", ".join(sorted(backend_capabilities(component, spec.name))) or "-"
+        except OmniQError as exc:  # a driver missing or broken: say so, list the rest
+            declared = f"(does not import: {exc})"
+        version = _version(spec.distribution)
+        print(f"{spec.name:<10} {spec.distribution:<16} {version:<9} {component:<15} {declared}")  # noqa: T201
     return 0
 
 

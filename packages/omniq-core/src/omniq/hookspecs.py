@@ -44,7 +44,10 @@ class BackendSpec:
         path: ``"package.module:ClassName"`` of the implementation.
         distribution: the distribution that provides it (``"omniq-redis"``),
             shown by ``omniq backends`` and in error messages.
-        capabilities: see :class:`omniq.base.Capability`.
+        capabilities: deprecated and ignored: a backend declares its
+            capabilities once, in its class's ``capabilities`` attribute
+            (:class:`omniq.base.Component`), which ``omniq backends`` prints.
+            Kept so that plugins written before that still load.
     """
 
     name: str

@@ -27,6 +27,7 @@ __all__ = [
     "block",
     "get_plugin_manager",
     "install_command",
+    "backend_capabilities",
     "installed_backends",
     "lazy_exports",
     "register",
@@ -170,6 +171,15 @@ def installed_backends(component: str | None = None) -> list[tuple[str, BackendS
     """List ``(component, spec)`` for every registered backend, sorted by name."""
     items = sorted(_get_registry().items(), key=lambda item: (item[0][1], item[0][0]))
     return [(comp, spec) for (comp, _), spec in items if component is None or comp == component]
+
+
+def backend_capabilities(component: str, name: str) -> frozenset[str]:
+    """The capabilities the class registered as ``name`` declares (importing it).
+
+    Raises:
+        BackendNotFoundError: not installed, or its module does not import.
+    """
+    return frozenset(resolve_backend(component, name).capabilities)
 
 
 def resolve_backend(component: str, name: str) -> type[Any]:
