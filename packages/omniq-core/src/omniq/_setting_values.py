@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from omniq._limits import MAX_PAYLOAD_SIZE, MAX_RETRIES, MAX_WORKERS, seconds, shown
+from omniq.constants import DEFAULT_PREFIX
 from omniq.errors import ConfigurationError, redact_url
 
 Parser = Callable[[Any, str], Any]
@@ -132,7 +133,7 @@ def directory(value: Any, name: str) -> Path:
 
 
 def key_prefix(value: Any, name: str) -> str:
-    text = optional_str(value, name) or "omniq"
+    text = optional_str(value, name) or DEFAULT_PREFIX
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", text):  # each backend checks its own, stricter rules
         raise _invalid(name, value, "at most 64 letters, digits, '_', '-', '.' or ':', such as omniq or myapp")
     return text

@@ -28,6 +28,7 @@ from typing import Any
 
 from omniq import _limits, _setting_values as v
 from omniq._setting_values import Parser
+from omniq.constants import DEFAULT_PREFIX
 from omniq.errors import ConfigurationError, redact_url
 
 __all__ = ["COMPONENTS", "BackendType", "ComponentSettings", "Settings", "WorkerType"]
@@ -121,7 +122,7 @@ class Settings:
     shutdown_grace: float = _field(30.0, _dur(False), "seconds in-flight tasks get on shutdown")
     events_enabled: bool = _field(True, v.boolean, "record task events")
     max_payload_size: int = _field(16 * 1024 * 1024, v.payload_size, "largest serialized payload in bytes")
-    key_prefix: str = _field("omniq", v.key_prefix, "prefix for keys, subjects, tables")
+    key_prefix: str = _field(DEFAULT_PREFIX, v.key_prefix, "prefix for keys, subjects, tables")
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Settings:
         """Refuse unknown setting names with a ConfigurationError that names them."""
