@@ -1,0 +1,123 @@
+"""Lua helpers the scripts share: a script carries only the ones it names (see :mod:`omniq_redis.scripts`)."""
+
+from __future__ import annotations
+
+__all__ = ["HELPERS"]
+
+#: Helpers a script may use, in definition order: (name, Lua). A script carries only those its
+#: body names (and what they name in turn): each EVALSHA runs its whole chunk, so an unused helper
+#: (a closure, the ROW table) is work on every call.
+HELPERS: list[tuple[str, str]] = [
+    (
+        "P",
+        r"""
+local P = ARGV[1]
+""",
+    ),
+    (
+        "IDX",
+        r"""
+local IDX = '{' .. P .. '}:$INDEX'
+""",
+    ),
+    (
+        "UNIQ",
+        r"""
+local UNIQ = '{' .. P .. '}:$UNIQUE'
+""",
+    ),
+    (
+        "qtag",
+        r"""
+local function qtag(q) return '{' .. P .. ':' .. q .. '}' end
+""",
+    ),
+    (
+        "fmt",
+        r"""
+local function fmt(n) return string.format('%.0f', n) end
+""",
+    ),
+    (
+        "now_us",
+        r"""
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+""",
+    ),
+    (
+        "ROW",
+        r"""
+local ROW = {$ROW}
+""",
+    ),
+    (
+        "row",
+        r"""
+local function row(h) return redis.call('HMGET', h, unpack(ROW)) end
+""",
+    ),
+    (
+        "member",
+        r"""
+-- the READY member "<ready time:016><seq:012>:<id>" of a task the server requeues at t µs (a retry,
+-- an expired lease). The sequence number only orders tasks due in the same microsecond; enqueue
+-- takes the member its client built, with the client's own sequence.
+local function member(tag, t, id)
+  if t < 0 then t = 0 end
+  local seq = redis.call('INCR', tag .. ':$SEQ')
+  return string.format('%016.0f%012d:', t, seq % 1000000000000) .. id
+end
+""",
+    ),
+    (
+        "signal",
+        r"""
+-- leave up to n wake-up tokens, keeping at most $SIGNAL_CAP: a list already full is left alone
+-- (checking its length is cheaper than pushing and trimming)
+local function signal(tag, n)
+  if n <= 0 then return end
+  local sig = tag .. ':$SIGNAL'
+  local room = $SIGNAL_CAP - redis.call('LLEN', sig)
+  if room <= 0 then return end
+  if n == 1 then
+    redis.call('LPUSH', sig, '1')
+    return
+  end
+  local toks = {}
+  for j = 1, math.min(n, room) do toks[j] = '1' end
+  redis.call('LPUSH', sig, unpack(toks))
+end
+""",
+    ),
+    (
+        "release_unique",
+        r"""
+local function release_unique(uk, id)
+  if uk and uk ~= '' and redis.call('HGET', UNIQ, uk) == id then redis.call('HDEL', UNIQ, uk) end
+end
+""",
+    ),
+    (
+        "make_ready",
+        r"""
+-- put a PENDING task where claim finds it: READY when due, DELAYED when its eta is ahead.
+-- Returns the wake-up tokens it is worth: 1 when ready, and 1 when it moves the queue's next
+-- eta earlier (an idle worker blocks only until the next eta it was told of, so it must wake
+-- to learn the new one); else 0.
+local function make_ready(tag, id, rm, pr, t, now)
+  if t > now then
+    local delayed = tag .. ':$DELAYED'
+    local head = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+    redis.call('ZADD', delayed, t, id)
+    if head[2] == nil or t < tonumber(head[2]) then return 1 end
+    return 0
+  end
+  redis.call('ZADD', tag .. ':$READY', -tonumber(pr), rm)
+  return 1
+end
+""",
+    ),
+]
