@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from omniq.plugins import lazy_exports
 
 if TYPE_CHECKING:
     from omniq_redis.event_storage import RedisEventStorage
@@ -11,18 +13,13 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisEventStorage", "RedisResultStorage", "RedisTaskQueue"]
 
-_LAZY = {
-    "RedisEventStorage": "omniq_redis.event_storage",
-    "RedisResultStorage": "omniq_redis.result_storage",
-    "RedisTaskQueue": "omniq_redis.task_queue",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # Imported lazily: the entry point loads omniq_redis.plugin, which imports this package first,
-    # and the driver must not be imported until settings select this backend.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'omniq_redis' has no attribute {name!r}")
+# The entry point loads omniq_redis.plugin, which imports this package first: the driver is
+# imported only when settings select this backend.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "RedisEventStorage": "omniq_redis.event_storage",
+        "RedisResultStorage": "omniq_redis.result_storage",
+        "RedisTaskQueue": "omniq_redis.task_queue",
+    },
+)
