@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from omniq.plugins import lazy_exports
 
 if TYPE_CHECKING:
     from omniq_postgres.event_storage import PostgresEventStorage
@@ -11,18 +13,12 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresEventStorage", "PostgresResultStorage", "PostgresTaskQueue"]
 
-_LAZY = {
-    "PostgresEventStorage": "omniq_postgres.event_storage",
-    "PostgresResultStorage": "omniq_postgres.result_storage",
-    "PostgresTaskQueue": "omniq_postgres.task_queue",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # Imported lazily: the entry point loads omniq_postgres.plugin, which imports this package first,
-    # and the driver must not be imported until settings select this backend.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'omniq_postgres' has no attribute {name!r}")
+# The entry point imports this package (for omniq_postgres.plugin): asyncpg waits until settings select it.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "PostgresEventStorage": "omniq_postgres.event_storage",
+        "PostgresResultStorage": "omniq_postgres.result_storage",
+        "PostgresTaskQueue": "omniq_postgres.task_queue",
+    },
+)

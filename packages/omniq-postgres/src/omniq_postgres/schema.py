@@ -13,6 +13,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from omniq.constants import DEFAULT_PREFIX
 from omniq.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ __all__ = [
 
 logger = logging.getLogger("omniq.postgres")
 
-DEFAULT_SCHEMA = "omniq"  # schema used when neither the URL options nor settings name one
+DEFAULT_SCHEMA = DEFAULT_PREFIX  # schema used when neither the options nor settings (key_prefix) name one
 TASKS_TABLE = "tasks"  # one row per task; claim, lease and outcome state live here
 RESULTS_TABLE = "results"  # final result of each task, with its own expiry
 EVENTS_TABLE = "events"  # append-only task history
@@ -230,7 +231,7 @@ def _migration_3(n: Names) -> list[str]:
         f"DROP INDEX IF EXISTS {s}.{EVENTS_TASK_INDEX}",
         f"CREATE INDEX {EVENTS_TASK_INDEX} ON {n.events} USING hash (task_id)",
         # An enqueue statement reserves a block of seq values with one nextval and numbers its rows
-        # inside it (see _sql._render_insert); a per-row nextval costs more than an index entry.
+        # inside it (see omniq_postgres.enqueue._render_insert); a per-row nextval costs more than an index entry.
         f"ALTER TABLE {n.tasks} ALTER COLUMN seq SET INCREMENT BY {SEQ_BLOCK}",
         f"ALTER TABLE {n.events} ALTER COLUMN id SET INCREMENT BY {SEQ_BLOCK}",
         # The enqueue statement NOTIFYs its queues itself: the statement trigger copied every new
