@@ -31,7 +31,7 @@ import anyio.to_thread
 
 from omniq.app import AsyncOmniQ
 from omniq.config import COMPONENTS
-from omniq.errors import OmniQError, redact_url
+from omniq.errors import ConfigurationError, OmniQError, redact_url
 from omniq.models import TaskStatus
 
 __all__ = ["load_app", "main"]
@@ -109,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", "-q", default=None, help="comma-separated queues (default: settings.queues)")
     worker.add_argument("--pool", choices=("async", "thread", "process"), default=None)
     worker.add_argument("--burst", action="store_true", help="drain the ready tasks, then exit")
+    worker.add_argument(
+        "--processes",
+        default="1",
+        metavar="N",
+        help="worker processes to run under one supervisor (default 1; 'auto' = the CPUs available)",
+    )
 
     sub.add_parser("backends", help="list installed backends")
 
@@ -135,7 +141,42 @@ def _app_from(spec: str | None) -> AsyncOmniQ:
     return load_app(spec) if spec else AsyncOmniQ.from_env()
 
 
+def _supervise(args: argparse.Namespace, count: int) -> int:
+    """``--processes N`` (N > 1): run N ordinary workers under a supervisor."""
+    from omniq.worker.supervisor import Supervisor
+
+    load_app(args.app)  # a wrong APP fails here, once, rather than in every child
+    command = [sys.executable, "-m", "omniq"]
+    if args.log_level:
+        command += ["--log-level", args.log_level]
+    command += ["worker", args.app]
+    for option, value in (("--concurrency", args.concurrency), ("--queues", args.queues), ("--pool", args.pool)):
+        if value is not None:
+            command += [option, str(value)]
+    if args.burst:
+        command.append("--burst")
+    return Supervisor(command, count, burst=args.burst).run()
+
+
+def _stop_when_orphaned() -> None:
+    """In a supervised child: stop gracefully (SIGTERM to itself) if the supervisor dies."""
+    import signal
+    import threading
+    import time
+
+    supervisor = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="omniq-orphan-watch", daemon=True).start()
+
+
 async def _worker(args: argparse.Namespace) -> int:
+    if os.environ.get("OMNIQ_WORKER_PROCESS"):
+        _stop_when_orphaned()
     app = load_app(args.app)
     pool = app.worker(args.concurrency, queues=args.queues, pool=args.pool, burst=args.burst)
     try:
@@ -302,6 +343,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         omniq_logs.configure(args.log_level or os.environ.get("OMNIQ_LOG_LEVEL") or "INFO")
         if args.command == "backends":
             return _backends()
+        if args.command == "worker":
+            from omniq.worker.supervisor import resolve_processes
+
+            try:
+                processes = resolve_processes(args.processes)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
+            if processes > 1:
+                return _supervise(args, processes)
         handler = {"worker": _worker, "status": _status, "inspect": _inspect, "purge": _purge}[args.command]
         code = int(anyio.run(handler, args))
         if args.command == "worker":

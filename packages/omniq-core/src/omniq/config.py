@@ -242,8 +242,9 @@ class _EnvValue:
     variable: str
 
 
-#: ``OMNIQ_*`` variables that are not settings: the config file, and test and CI tooling.
-NOT_SETTINGS = ("OMNIQ_CONFIG", "OMNIQ_REQUIRE_SERVERS")
+#: ``OMNIQ_*`` variables that are not settings: the config file, the worker slot a supervisor gives
+#: each of its processes (``omniq worker --processes``), and test and CI tooling.
+NOT_SETTINGS = ("OMNIQ_CONFIG", "OMNIQ_WORKER_PROCESS", "OMNIQ_REQUIRE_SERVERS")
 NOT_SETTINGS_PREFIXES = ("OMNIQ_TEST_", "OMNIQ_FUZZ_")
 
 
