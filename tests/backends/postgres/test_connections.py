@@ -62,12 +62,12 @@ async def test_committed_transaction_enqueues_and_wakes_only_on_commit(make_queu
 async def test_task_listener_survives_pg_terminate_backend(make_queue, admin):
     async with connected(make_queue, 2) as (worker, producer):
         await worker.wait_for_work(["kill"], 0.01)  # starts the listener
-        pid = worker._listener.backend_pid()
+        pid = worker._wakeups.listener.backend_pid()
         assert pid is not None
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
 
         async def gone():
-            return not worker._listener.connected
+            return not worker._wakeups.listener.connected
 
         await wait_until(gone)
         task = make_task(queue="kill")
@@ -83,7 +83,7 @@ async def test_task_listener_survives_pg_terminate_backend(make_queue, admin):
                 await anyio.sleep(0.5)
                 await producer.enqueue(task)
         assert [t.id for t in claimed] == [task.id]
-        assert worker._listener.backend_pid() not in (None, pid)
+        assert worker._wakeups.listener.backend_pid() not in (None, pid)
 
 
 async def test_result_listener_survives_pg_terminate_backend(make_results, admin):
@@ -134,7 +134,8 @@ async def test_wait_for_work_on_unreachable_server_raises_instead_of_spinning():
 async def test_killed_idle_pool_connection_is_replaced(make_queue, admin):
     async with connected(lambda: make_queue(min_size=1, max_size=1)) as (queue,):
         await queue.count()
-        async with queue._pool.acquire() as conn:
+        pool = await queue._connection.client()
+        async with pool.acquire() as conn:
             pid = conn.get_server_pid()
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
         await anyio.sleep(0.2)

@@ -10,8 +10,8 @@ import pytest
 
 from omniq.models import TaskError, TaskStatus
 from omniq.testing import connected, make_task, now_ms
-from omniq_postgres._batch import uniform_mask
 from omniq_postgres.schema import DUE_INDEX
+from omniq_postgres.sql import uniform_mask
 
 pytestmark = [pytest.mark.anyio, pytest.mark.servers]
 
@@ -167,7 +167,7 @@ async def test_an_app_bulk_enqueue_has_written_its_events_when_it_returns(postgr
 async def test_enqueue_order_holds_across_seq_blocks_per_row_seqs_and_plain_sql_rows(
     make_queue, admin, schema, monkeypatch
 ):
-    import omniq_postgres.task_queue as module
+    import omniq_postgres.enqueue as module
 
     at = now_ms(-10)  # one ready_at for all: only enqueue order separates them
 

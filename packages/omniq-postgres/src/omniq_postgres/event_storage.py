@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 
-from omniq.base import BaseEventStorage, Capability, from_row, map_exceptions
+from omniq.base import BaseEventStorage, Capability
 from omniq.models import EventType, TaskEvent
-from omniq_postgres._batch import BatchColumns, uniform_mask
-from omniq_postgres._connection import ERRORS, PoolOwner
-from omniq_postgres.schema import DEFAULT_SCHEMA, SEQ_BLOCK
+from omniq_postgres.connection import normalize_url, pool_connection
+from omniq_postgres.records import event_from_row
+from omniq_postgres.schema import DEFAULT_SCHEMA, SEQ_BLOCK, Names
+from omniq_postgres.sql import BatchColumns, uniform_mask
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Sequence
     from datetime import datetime
 
@@ -50,24 +52,7 @@ def _render_append(events: str, v: dict[str, str], unnest: str | None, *, id_blo
     return f"INSERT INTO {events} (id, {_COLUMNS}) OVERRIDING SYSTEM VALUE SELECT {first}, {values} FROM {source}"
 
 
-def _from_row(row: asyncpg.Record) -> TaskEvent:
-    return from_row(_build_event, row, "event")
-
-
-def _build_event(row: asyncpg.Record) -> TaskEvent:
-    return TaskEvent(
-        task_id=row["task_id"],
-        type=EventType(row["type"]),
-        timestamp=row["ts"],
-        queue=row["queue"],
-        func=row["func"],
-        attempt=row["attempt"],
-        worker_id=row["worker_id"],
-        message=row["message"],
-    )
-
-
-class PostgresEventStorage(PoolOwner, BaseEventStorage):
+class PostgresEventStorage(BaseEventStorage):
     """Task history in ``<schema>.events``.
 
     Args:
@@ -84,7 +69,10 @@ class PostgresEventStorage(PoolOwner, BaseEventStorage):
     def __init__(
         self, url: str | None = None, *, schema: str = DEFAULT_SCHEMA, ttl: float | None = None, **pool_options: Any
     ) -> None:
-        self._init_pool_owner(url, schema, pool_options)
+        self.url = normalize_url(url)
+        self.names = Names(schema)
+        self.schema = schema
+        self._connection = pool_connection(self.url, self.names, pool_options)
         self._ttl = ttl
         self._next_expiry = 0.0
         events = self.names.events
@@ -104,20 +92,52 @@ class PostgresEventStorage(PoolOwner, BaseEventStorage):
     def __repr__(self) -> str:
         return f"PostgresEventStorage(schema={self.schema!r})"
 
+    async def connect(self) -> None:
+        """Open the pool and migrate the schema (idempotent)."""
+        await self._connection.connect()
+
     async def close(self) -> None:
         """Close the pool (idempotent)."""
-        await self._close_pool()
+        await self._connection.close()
 
     async def append(self, events: Sequence[TaskEvent]) -> None:
         """Insert a batch of events with one ``INSERT ... SELECT FROM unnest``."""
         if not events:
             return
-        pool = await self._get_pool()
-        with map_exceptions(ERRORS, url=self.url):
-            await pool.execute(*self.insert_statement(events))
-            await self.expire_now_and_then(pool)
+        pool = await self._connection.client()
+        with self._connection.errors():
+            await pool.execute(*self._insert_statement(events))
+            await self._expire_now_and_then(pool)
 
-    def insert_statement(self, events: Sequence[TaskEvent]) -> list[Any]:
+    async def append_once_decided(
+        self, events: Sequence[TaskEvent], decision: asyncio.Future[bool], acquired: asyncio.Event
+    ) -> bool:
+        """Insert ``events`` in a transaction, commit it if ``decision`` comes out True; return whether it did.
+
+        A bulk enqueue writes its events this way, beside the tasks' INSERT (see
+        :meth:`PostgresTaskQueue.enqueue_recorded <omniq_postgres.task_queue.PostgresTaskQueue.enqueue_recorded>`).
+        ``acquired`` is set once a connection is in hand (at once when the pool has an idle one).
+        """
+        pool = await self._connection.client()
+        with self._connection.errors():
+            async with pool.acquire() as conn:
+                acquired.set()
+                transaction = conn.transaction()
+                await transaction.start()
+                try:
+                    await conn.execute(*self._insert_statement(events))
+                    commit = await decision
+                except BaseException:
+                    await transaction.rollback()
+                    raise
+                if not commit:
+                    await transaction.rollback()
+                    return False
+                await transaction.commit()
+                await self._expire_now_and_then(conn)
+        return True
+
+    def _insert_statement(self, events: Sequence[TaskEvent]) -> list[Any]:
         """The INSERT of ``events`` and its parameters, for ``execute(*statement)``."""
         types = [e.type for e in events]
         columns: list[list[Any]] = [
@@ -136,7 +156,7 @@ class PostgresEventStorage(PoolOwner, BaseEventStorage):
         sql, args = append.bind(columns, mask)
         return [sql, *args]
 
-    async def expire_now_and_then(self, executor: asyncpg.Pool | asyncpg.Connection) -> None:
+    async def _expire_now_and_then(self, executor: asyncpg.Pool | asyncpg.Connection) -> None:
         """Delete events older than ``ttl``, at most once per ``_EXPIRE_EVERY`` seconds."""
         if self._ttl is not None and anyio.current_time() >= self._next_expiry:
             self._next_expiry = anyio.current_time() + _EXPIRE_EVERY
@@ -170,15 +190,15 @@ class PostgresEventStorage(PoolOwner, BaseEventStorage):
         args.append(int(limit))
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT {_COLUMNS} FROM {self._events}{where} ORDER BY ts, id LIMIT ${len(args)}"
-        pool = await self._get_pool()
-        with map_exceptions(ERRORS, url=self.url):
+        pool = await self._connection.client()
+        with self._connection.errors():
             rows = await pool.fetch(sql, *args)
-        return [_from_row(row) for row in rows]
+        return [event_from_row(row) for row in rows]
 
     async def purge(self, *, before: datetime | None = None) -> int:
         """Delete events older than ``before`` (all when None); return how many."""
-        pool = await self._get_pool()
-        with map_exceptions(ERRORS, url=self.url):
+        pool = await self._connection.client()
+        with self._connection.errors():
             if before is None:
                 status = await pool.execute(f"DELETE FROM {self._events}")
             else:

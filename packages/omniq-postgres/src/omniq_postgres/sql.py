@@ -1,25 +1,157 @@
-"""The task queue's DML, one statement per operation, rendered once per schema.
+"""The backend's SQL: every statement, rendered once per schema, and how bulk parameters travel.
 
-Every hot-path statement is a single round trip for a whole batch: arrays
-go in through ``unnest`` and asyncpg prepares and caches each statement. The
-enqueue INSERT sends a column that is the same on every row as one scalar
-(:mod:`omniq_postgres._batch`).
+Every hot-path statement is a single round trip for a whole batch: arrays go
+in through ``unnest`` and asyncpg prepares and caches each statement.
+
+**Batch parameters** (:class:`BatchColumns`): a column whose value is the same
+on every row goes in as one scalar. Arrays are costly at both ends: asyncpg
+encodes every element and the server decodes every element again before the
+statement runs. In a typical batch most columns hold one value on every row
+(one function, one queue, the same options, NULL for the unset ones), so an
+``enqueue_many`` with shared options sends 2 or 3 arrays (id, created_at,
+payload when the arguments differ) instead of 18, which halves the
+statement's time. A text array (the ids of a bulk enqueue, the task ids of an
+event batch) goes in as one string joined by a separator the server splits on
+(``string_to_array``) whenever that splits back into exactly the values:
+asyncpg encodes a text[] element by element in Python (~4 ms per 10k ids,
+measured), while a join is one C call and ``string_to_array`` is cheaper for
+the server than decoding the array. Each combination of scalar, array and
+packed columns is its own statement text, built once and cached (asyncpg
+prepares each text once per connection); real workloads use a handful.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omniq.models import TaskStatus
-from omniq_postgres._batch import BatchColumns
-from omniq_postgres.schema import SEQ_BLOCK
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from omniq_postgres.schema import Names
 
-__all__ = ["INSERT_COLUMNS", "SEQ_BLOCK", "TASK_COLUMNS", "TaskSQL"]
+__all__ = [
+    "ACTIVE",
+    "ARRAY",
+    "PACKED",
+    "RESULT_COLUMNS",
+    "SCALAR",
+    "TASK_COLUMNS",
+    "BatchColumns",
+    "TaskSQL",
+    "upsert_results",
+    "uniform_mask",
+]
+
+# -- batch parameters -----------------------------------------------------------------------------
+
+#: rendered statements kept per column list.
+_MAX_CACHED = 256
+
+#: how a column travels: one value for every row, an array, or a text array packed into one string.
+SCALAR, ARRAY, PACKED = 0, 1, 2
+#: the packed separator (ASCII unit separator): a value containing it is sent as a plain array.
+_SEP = "\x1f"
+
+
+def uniform_mask(columns: Sequence[list[Any]], *, vary_first: bool) -> tuple[bool, ...]:
+    """One flag per column: True when it must go in as an array (its values differ).
+
+    Args:
+        columns: the column value lists, all of one length.
+        vary_first: keep the first column an array whenever there are
+            several rows, so the ``unnest`` has a row source (the key column).
+    """
+    rows = len(columns[0])
+    if rows <= 1:
+        return (False,) * len(columns)
+    # list.count compares by identity first, so a column of one shared object is a cheap C loop.
+    checked = columns[1:] if vary_first else columns
+    mask = tuple(column.count(column[0]) != rows for column in checked)
+    return (True, *mask) if vary_first else mask
+
+
+class BatchColumns:
+    """Renders and caches the statement for each scalar/array combination of a column list.
+
+    Args:
+        columns: ``(name, PostgreSQL type)`` of each parameter, in parameter order.
+        render: ``render(values, unnest)`` returns the statement, where
+            ``values[name]`` is the SQL expression of that column's value on
+            a row (``$3::text`` or ``i.func``; an array column's whole array is
+            ``values[name + "[]"]``) and ``unnest`` is the FROM item
+            (``unnest(...) WITH ORDINALITY AS i(..., ord)``) or None when every
+            column is a scalar (a single row).
+    """
+
+    def __init__(self, columns: Sequence[tuple[str, str]], render: Callable[[dict[str, str], str | None], str]) -> None:
+        self.columns = tuple(columns)
+        self._render = render
+        self._cache: dict[tuple[int, ...], str] = {}
+
+    def sql(self, kinds: tuple[int, ...]) -> str:
+        """The statement where ``kinds[k]`` says how column k travels (SCALAR, ARRAY or PACKED).
+
+        A mask of bools (True: an array) works too.
+        """
+        sql = self._cache.get(kinds)
+        if sql is None:
+            if len(self._cache) >= _MAX_CACHED:  # a bound, not an LRU: real workloads use a handful
+                self._cache.clear()
+            sql = self._cache[kinds] = self._build(kinds)
+        return sql
+
+    def bind(self, columns: Sequence[list[Any]], mask: tuple[bool, ...]) -> tuple[str, list[Any]]:
+        """The statement and its parameters, text arrays packed where they split back exactly.
+
+        Args:
+            columns: the column value lists, all of one length.
+            mask: from :func:`uniform_mask` (True: the column's values differ).
+        """
+        kinds: list[int] = []
+        args: list[Any] = []
+        for (_, pg_type), column, is_array in zip(self.columns, columns, mask, strict=True):
+            if not is_array:
+                kinds.append(SCALAR)
+                args.append(column[0])
+            elif pg_type == "text" and (packed := _packed(column)) is not None:
+                kinds.append(PACKED)
+                args.append(packed)
+            else:
+                kinds.append(ARRAY)
+                args.append(column)
+        return self.sql(tuple(kinds)), args
+
+    def _build(self, kinds: tuple[int, ...]) -> str:
+        values: dict[str, str] = {}
+        arrays: list[str] = []
+        names: list[str] = []
+        for number, ((name, pg_type), kind) in enumerate(zip(self.columns, kinds, strict=True), 1):
+            if kind == SCALAR:
+                values[name] = f"${number}::{pg_type}"
+                continue
+            array = f"string_to_array(${number}::text, E'\\x1f')" if kind == PACKED else f"${number}::{pg_type}[]"
+            arrays.append(array)
+            names.append(name)
+            values[name] = f"i.{name}"
+            values[f"{name}[]"] = array  # the whole column, for a statement that needs it apart
+        unnest = None
+        if arrays:
+            unnest = f"unnest({', '.join(arrays)}) WITH ORDINALITY AS i({', '.join(names)}, ord)"
+        return self._render(values, unnest)
+
+
+def _packed(values: list[Any]) -> str | None:
+    """The values joined by the separator, or None when they would not split back into themselves."""
+    try:
+        joined = _SEP.join(values)
+    except TypeError:  # a NULL (None) among them: string_to_array has no way to say it
+        return None
+    return joined if joined.count(_SEP) == len(values) - 1 else None
+
+
+# -- the task queue's statements ---------------------------------------------------------------
 
 #: columns read back into a :class:`omniq.models.Task`, in this order.
 TASK_COLUMNS = (
@@ -30,79 +162,8 @@ TASK_COLUMNS = (
 
 _T_COLUMNS = ", ".join(f"t.{name.strip()}" for name in TASK_COLUMNS.split(","))
 
-_ACTIVE = "('pending', 'running')"
-
-#: the parameters of the enqueue INSERT, in order: (column, PostgreSQL type). JSON columns go in as text.
-INSERT_COLUMNS = (
-    ("id", "text"),
-    ("func", "text"),
-    ("payload", "bytea"),
-    ("queue", "text"),
-    ("priority", "int4"),
-    ("unique_key", "text"),
-    ("paused", "bool"),
-    ("eta", "timestamptz"),
-    ("interval_seconds", "float8"),
-    ("cron", "text"),
-    ("attempts", "int4"),
-    ("max_retries", "int4"),
-    ("timeout", "float8"),
-    ("expires_at", "timestamptz"),
-    ("result_ttl", "float8"),
-    ("depends_on", "text"),
-    ("created_at", "timestamptz"),
-    ("error", "text"),
-)
-
-
-def _render_insert(
-    names: Names, v: dict[str, str], unnest: str | None, *, skipping: bool = False, seq_block: bool = True
-) -> str:
-    """The enqueue statement for one scalar/array combination (see :mod:`omniq_postgres._batch`).
-
-    A task without eta is ready at once and sorts by its creation time;
-    ``least(..., now())`` keeps a client clock that runs ahead from delaying it.
-
-    Enqueue order (``seq``) costs one nextval per statement, not per row: the statement takes
-    one value and numbers its rows from it, inside the block of ``SEQ_BLOCK`` values that the
-    identity's increment leaves free after each value, so rows given a default (a per-row nextval)
-    still sort after them.
-
-    The statement also NOTIFYs each queue it wrote to, delivered on commit (of the caller's
-    transaction too), instead of an insert trigger collecting every new row to find them.
-    ``skipping`` leaves out rows whose id or unique key is taken and returns the ids it inserted.
-    """
-    tasks = names.tasks
-    seq_column, overriding, seq_value, sources = "", "", "", []
-    if seq_block:
-        sequence = f"pg_get_serial_sequence('{tasks}', 'seq')"
-        sources.append(f"(SELECT nextval({sequence}) AS base) AS s")
-        seq_column, overriding = "seq, ", " OVERRIDING SYSTEM VALUE"
-        seq_value = "s.base + i.ord - 1, " if unnest else "s.base, "
-    if unnest:
-        sources.append(unnest)
-    source = f" FROM {', '.join(sources)}" if sources else ""
-    insert = f"""
-            INSERT INTO {tasks} ({seq_column}id, func, payload, queue, priority, unique_key, status, paused, eta,
-                                 ready_at, interval_seconds, cron, attempts, max_retries, timeout, expires_at,
-                                 result_ttl, depends_on, created_at, updated_at, error){overriding}
-            SELECT {seq_value}{v["id"]}, {v["func"]}, {v["payload"]}, {v["queue"]}, {v["priority"]},
-                   {v["unique_key"]}, 'pending', {v["paused"]}, {v["eta"]},
-                   coalesce({v["eta"]}, least({v["created_at"]}, now())),
-                   {v["interval_seconds"]}, {v["cron"]}, {v["attempts"]}, {v["max_retries"]}, {v["timeout"]},
-                   {v["expires_at"]}, {v["result_ttl"]}, {v["depends_on"]}::jsonb, {v["created_at"]}, now(),
-                   {v["error"]}::jsonb{source}{" ORDER BY i.ord" if unnest and not seq_block else ""}"""
-    channel = "'" + names.tasks_channel.replace("'", "''") + "'"
-    if v["queue"].startswith("i."):  # one queue per row: notify each distinct one
-        notify = f"SELECT count(pg_notify({channel}, q)) FROM (SELECT DISTINCT unnest({v['queue[]']})) AS d(q)"
-    else:
-        notify = f"SELECT pg_notify({channel}, {v['queue']})"
-    if not skipping:
-        return f"WITH ins AS ({insert}) {notify}"
-    return f"""WITH ins AS ({insert}
-            ON CONFLICT DO NOTHING
-            RETURNING id)
-            SELECT (SELECT array_agg(id) FROM ins), ({notify})"""
+#: the statuses of a task that is not finished (holds its unique key).
+ACTIVE = "('pending', 'running')"
 
 
 def _status_filter(statuses: Sequence[str]) -> str:
@@ -132,25 +193,6 @@ class TaskSQL:
 
     def __init__(self, names: Names) -> None:
         tasks = names.tasks
-        # Plain: every row must be new (a collision fails the whole statement). Skipping: rows whose
-        # id or unique key is taken are left out, and RETURNING tells which went in.
-        self.insert = BatchColumns(INSERT_COLUMNS, lambda values, unnest: _render_insert(names, values, unnest))
-        self.insert_skipping = BatchColumns(
-            INSERT_COLUMNS, lambda values, unnest: _render_insert(names, values, unnest, skipping=True)
-        )
-        # Batches past one seq block: one nextval per row (the column's default).
-        self.insert_large = BatchColumns(
-            INSERT_COLUMNS, lambda values, unnest: _render_insert(names, values, unnest, seq_block=False)
-        )
-        self.insert_skipping_large = BatchColumns(
-            INSERT_COLUMNS,
-            lambda values, unnest: _render_insert(names, values, unnest, skipping=True, seq_block=False),
-        )
-        # Who already holds a unique key, or an id, that an INSERT above skipped.
-        self.delete_finished = f"DELETE FROM {tasks} WHERE id = ANY($1::text[]) AND status NOT IN {_ACTIVE}"
-        self.existing = f"""
-            SELECT id, unique_key, status IN {_ACTIVE} AS active FROM {tasks}
-             WHERE id = ANY($1::text[]) OR (unique_key = ANY($2::text[]) AND status IN {_ACTIVE})"""
         # One index walk per queue (tasks_claim_idx gives the order, so the cost
         # is O(limit), not O(backlog)), merged and cut to the limit. With several
         # queues, up to limit rows per queue are locked for the statement's few ms.
@@ -237,34 +279,18 @@ class TaskSQL:
             UPDATE {tasks}
                SET status = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
                    finished_at = now(), updated_at = now()
-             WHERE id = $1 AND status IN {_ACTIVE}
+             WHERE id = $1 AND status IN {ACTIVE}
             RETURNING id"""
         self.set_paused = f"""
             UPDATE {tasks} SET paused = $2, updated_at = now()
-             WHERE id = $1 AND status IN {_ACTIVE}
+             WHERE id = $1 AND status IN {ACTIVE}
             RETURNING id"""
         self._tasks = tasks
 
     def finish_fused(self, results_table: str) -> str:
         """The finish statement that also upserts accepted results into ``results_table``."""
-        return f"""{self._finish_fused_head}
-            res AS (
-                INSERT INTO {results_table} (task_id, status, payload, error, attempts, func, queue,
-                                             started_at, finished_at, expires_at)
-                SELECT r.task_id, r.status, r.payload, r.error::jsonb, r.attempts, r.func, r.queue,
-                       r.started_at, r.finished_at, r.expires_at
-                  FROM unnest($7::int8[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::int4[],
-                              $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[])
-                       AS r(ord, task_id, status, payload, error, attempts, func, queue, started_at,
-                            finished_at, expires_at)
-                  JOIN upd ON upd.ord = r.ord
-                ON CONFLICT (task_id) DO UPDATE
-                   SET status = EXCLUDED.status, payload = EXCLUDED.payload, error = EXCLUDED.error,
-                       attempts = EXCLUDED.attempts, func = EXCLUDED.func, queue = EXCLUDED.queue,
-                       started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
-                       expires_at = EXCLUDED.expires_at
-                RETURNING 1)
-            SELECT ord FROM upd"""
+        upsert = upsert_results(results_table, 7, accepted="upd")
+        return f"{self._finish_fused_head} res AS ({upsert} RETURNING 1) SELECT ord FROM upd"
 
     def filtered(self, head: str, statuses: Sequence[str] | None, queue: str | None) -> tuple[str, list[object]]:
         """``head`` (``SELECT ... FROM {tasks}`` / ``DELETE FROM {tasks}``) with optional status/queue filters."""
@@ -279,3 +305,32 @@ class TaskSQL:
             )  # the claim index's key
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return f"{head.format(tasks=self._tasks)}{where}", args
+
+
+# -- results --------------------------------------------------------------------------------------
+
+#: the results table's columns, in the order of :func:`omniq_postgres.records.result_arrays`.
+RESULT_COLUMNS = "task_id, status, payload, error, attempts, func, queue, started_at, finished_at, expires_at"
+_RESULT_TYPES = ("text", "text", "bytea", "text", "int4", "text", "text", "timestamptz", "timestamptz", "timestamptz")
+
+
+def upsert_results(table: str, first: int = 1, *, accepted: str | None = None) -> str:
+    """INSERT results from one array parameter per column, ``$first`` on; a stored result is replaced.
+
+    Args:
+        table: the results table.
+        first: the number of the first array parameter.
+        accepted: the name of a CTE of accepted outcomes (``ord``): the arrays then start with
+            each result's outcome number, and only results of accepted outcomes are written.
+    """
+    columns = RESULT_COLUMNS.split(", ")
+    names, types = (["ord", *columns], ("int8", *_RESULT_TYPES)) if accepted else (columns, _RESULT_TYPES)
+    arrays = ", ".join(f"${number}::{pg_type}[]" for number, pg_type in enumerate(types, first))
+    values = ", ".join("r.error::jsonb" if column == "error" else f"r.{column}" for column in columns)
+    join = f" JOIN {accepted} ON {accepted}.ord = r.ord" if accepted else ""
+    replace = ", ".join(f"{column} = EXCLUDED.{column}" for column in columns[1:])
+    return f"""
+        INSERT INTO {table} ({RESULT_COLUMNS})
+        SELECT {values}
+          FROM unnest({arrays}) AS r({", ".join(names)}){join}
+        ON CONFLICT (task_id) DO UPDATE SET {replace}"""
