@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import sys
+
 import anyio
 import asyncpg
 import pytest
@@ -141,3 +145,35 @@ async def test_killed_idle_pool_connection_is_replaced(make_queue, admin):
         await anyio.sleep(0.2)
         await queue.enqueue(make_task())
         assert await queue.count() == 1
+
+
+def _child_enqueues_through_inherited_components(queue, task, parent_pid, out):
+    async def main():
+        await queue.enqueue(task)  # the parent's pool is not used: the child opens its own
+        await queue.wait_for_work(["fork"], 0.01)  # and LISTENs on a connection of its own
+        pid = queue._wakeups.listener.backend_pid()
+        await queue.close()
+        return pid not in (None, parent_pid)
+
+    out.send(asyncio.run(main()))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+async def test_a_forked_child_uses_its_own_pool_and_listener_and_leaves_the_parents_open(make_queue):
+    async with connected(make_queue) as (queue,):
+        await queue.wait_for_work(["fork"], 0.01)  # starts the parent's listener
+        parent_pid = queue._wakeups.listener.backend_pid()
+        task = make_task(queue="fork")
+        context = multiprocessing.get_context("fork")
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(
+            target=_child_enqueues_through_inherited_components, args=(queue, task, parent_pid, sender)
+        )
+        child.start()
+        assert await anyio.to_thread.run_sync(receiver.poll, 30)
+        assert receiver.recv() is True
+        await anyio.to_thread.run_sync(child.join, 30)
+        assert child.exitcode == 0
+        assert queue._wakeups.listener.backend_pid() == parent_pid  # the child closed only its own
+        claimed = await queue.claim_ready(["fork"], 5, lease=30, worker_id="w")
+        assert [t.id for t in claimed] == [task.id]
