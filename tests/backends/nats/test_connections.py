@@ -65,7 +65,7 @@ async def test_workers_starting_together_all_read_the_engine_clock(make_queue):
     for queue in queues:
         await queue.connect()
     try:
-        clocks = [queue._clock for queue in queues]
+        clocks = [(await queue._connection.client()).clock for queue in queues]
         async with anyio.create_task_group() as group:
             for clock in clocks * 10:
                 group.start_soon(clock.sync)

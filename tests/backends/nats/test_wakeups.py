@@ -10,7 +10,8 @@ from omniq.errors import OmniQError
 from omniq.models import Outcome, OutcomeKind, TaskStatus
 from omniq.testing import make_task
 from omniq_nats import subjects as names
-from omniq_nats._connection import pull
+from omniq_nats.claiming import consumer, take
+from omniq_nats.jetstream import pull
 
 pytestmark = [pytest.mark.anyio, pytest.mark.servers]
 
@@ -67,13 +68,11 @@ async def test_an_early_read_never_drops_a_ticket(make_queue, raw, prefix):
         [held] = await q.claim_ready(["default"], 1, lease=30, worker_id="w")
         done = Outcome(task_id=held.id, lease_token=held.lease_token, kind=OutcomeKind.SUCCEEDED)
         assert await q.finish([done]) == [True]
-        _, bucket, _ = await q._conn()
-        stale = await bucket.get(names.token(task.id))  # SUCCEEDED
+        client = await q._connection.client()
+        stale = await client.tasks.get(names.token(task.id))  # SUCCEEDED
         await q.enqueue(task)  # the finished id is replaced: PENDING again, with a new ticket
-        nc, _, _ = await q._conn()
-        consumer = await q._consumer(nc, "default", 0)
-        msgs = await pull(nc, names.work_stream(prefix), consumer, 5)
-        claimed = await q._take(nc, msgs, 30, "w", {task.id: stale})
+        msgs = await pull(client.nc, names.work_stream(prefix), await consumer(client, "default", 0), 5)
+        claimed = await take(client, msgs, 30, "w", {task.id: stale})
         assert [t.id for t in claimed] == [task.id] and claimed[0].attempts == 1
 
 
@@ -83,11 +82,12 @@ async def test_a_draining_claimer_skips_the_stream_look_but_not_a_better_ticket(
     async with make_queue() as worker, make_queue() as producer:
         await producer.enqueue_many([make_task(priority=0) for _ in range(20)])
         first = await worker.claim(["default"], 5, lease=30, worker_id="w", wait=1.0)
-        assert len(first) == 5 and worker._busy is not None  # the drain fast path is armed
-        signals = worker._signals
+        wake = (await worker._connection.client()).wake
+        assert len(first) == 5 and wake.busy is not None  # the drain fast path is armed
+        signals = wake.signals
         await producer.enqueue(make_task(id="urgent", priority=9))
         with anyio.fail_after(10):
-            while worker._signals == signals:  # the publication reached the worker's subscription
+            while wake.signals == signals:  # the publication reached the worker's subscription
                 await anyio.sleep(0.005)
         second = await worker.claim(["default"], 5, lease=30, worker_id="w", wait=1.0)
         assert second[0].id == "urgent" and len(second) == 5
@@ -97,15 +97,16 @@ async def test_a_watching_claimer_claims_announced_records_without_reading_them(
     """An enqueue announces the revisions of the records it created; a watcher claims on them directly."""
     async with make_queue() as worker, make_queue() as producer:
         assert await worker.claim(["default"], 5, lease=30, worker_id="w") == []  # now watching
+        revisions = (await worker._connection.client()).wake.revisions
         tasks = [make_task() for _ in range(3)]
         await producer.enqueue_many(tasks)
         with anyio.fail_after(10):
-            while len(worker._revisions) < len(tasks):
+            while len(revisions) < len(tasks):
                 await anyio.sleep(0.01)
         claimed = await worker.claim_ready(["default"], 5, lease=30, worker_id="w")
         assert sorted(t.id for t in claimed) == sorted(t.id for t in tasks)
         assert all(t.status is TaskStatus.RUNNING and t.attempts == 1 for t in claimed)
-        assert worker._revisions == {}
+        assert revisions == {}
 
 
 async def test_a_stale_announced_revision_costs_a_read_not_the_claim(make_queue):
@@ -114,13 +115,13 @@ async def test_a_stale_announced_revision_costs_a_read_not_the_claim(make_queue)
     async with make_queue() as q:
         task = make_task()
         await q.enqueue(task)
-        _, bucket, _ = await q._conn()
-        first = (await bucket.get(names.token(task.id))).revision
+        client = await q._connection.client()
+        first = (await client.tasks.get(names.token(task.id))).revision
         [held] = await q.claim_ready(["default"], 1, lease=30, worker_id="w")
         done = Outcome(task_id=held.id, lease_token=held.lease_token, kind=OutcomeKind.SUCCEEDED)
         assert await q.finish([done]) == [True]
         await q.enqueue(task)  # the finished id is replaced: PENDING again, with a new ticket
-        q._revisions[task.id] = first  # what a late announcement of the first enqueue would say
+        client.wake.revisions[task.id] = first  # what a late announcement of the first enqueue would say
         claimed = await q.claim_ready(["default"], 5, lease=30, worker_id="w")
         assert [t.id for t in claimed] == [task.id] and claimed[0].attempts == 1
         assert (await q.get(task.id)).status is TaskStatus.RUNNING

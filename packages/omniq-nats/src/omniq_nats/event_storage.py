@@ -2,46 +2,35 @@
 
 ``query(task_id=...)`` reads only that task's subject; time filters start
 the read at ``since`` (minus a clock-skew margin: an event is stored after it
-happened). Results are sorted by the events' own timestamps, ties in append
-order, because batches from several writers arrive out of order.
+happened) and keep the half-open range ``since <= at < until``. Results are
+sorted by the events' own timestamps, ties in append order, because batches
+from several writers arrive out of order.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
-from contextlib import contextmanager
+import functools
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
-from nats.js.api import StorageType, StreamConfig
 
-from omniq.base import BaseEventStorage, Capability, map_exceptions, msgpack_decoder
+from omniq.base import BaseEventStorage, Capability, msgpack_decoder
+from omniq.connection import Connection
+from omniq.constants import DEFAULT_PREFIX
 from omniq.errors import BackendError
 from omniq.models import TaskEvent
 from omniq_nats import subjects as names
-from omniq_nats._connection import (
-    DEFAULT_URL,
-    NATS_ERRORS,
-    answered,
-    api,
-    ensure_stream,
-    gather,
-    mux,
-    open_connection,
-    scan,
-)
+from omniq_nats.connection import DEFAULT_URL, ERRORS, close_connection, open_events
+from omniq_nats.jetstream import answered, api, gather, mux, scan
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Mapping, Sequence
 
     from nats.aio.client import Client
 
 
 __all__ = ["NatsEventStorage"]
-
-logger = logging.getLogger("omniq.nats")
 
 _CHUNK = 500  # publishes in flight per pipelined batch
 _SKEW = timedelta(minutes=5)  # how far a writer's clock may lead the server's
@@ -56,9 +45,10 @@ class NatsEventStorage(BaseEventStorage):
     capabilities: ClassVar[frozenset[str]] = frozenset(
         {Capability.MULTI_PROCESS, Capability.MULTI_HOST, Capability.DURABLE}
     )
+    settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ttl": "event_ttl"}
 
     def __init__(
-        self, url: str | None = None, *, prefix: str = "omniq", ttl: float | None = None, **options: Any
+        self, url: str | None = None, *, prefix: str = DEFAULT_PREFIX, ttl: float | None = None, **options: Any
     ) -> None:
         """Create an unconnected storage.
 
@@ -71,61 +61,31 @@ class NatsEventStorage(BaseEventStorage):
         self.url = url or DEFAULT_URL
         self.prefix = names.check_prefix(prefix)
         self.ttl = ttl
-        self._options = options
-        self._nc: Client | None = None
-
-    settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ttl": "event_ttl"}
+        self._connection: Connection[Client] = Connection(
+            self.url,
+            open=functools.partial(open_events, self.url, self.prefix, ttl, options),
+            close=close_connection,
+            errors=ERRORS,
+        )
 
     @property
     def stream(self) -> str:
         """Name of the events stream."""
         return names.events_stream(self.prefix)
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        with map_exceptions(NATS_ERRORS, url=self.url):
-            yield
-
     async def connect(self) -> None:
         """Connect and create the stream (idempotent)."""
-        if self._nc is not None:
-            return
-        nc = await open_connection(self.url, "omniq-event-storage", **self._options)
-        config = StreamConfig(
-            name=self.stream,
-            subjects=[f"{self.prefix}.events.*"],
-            max_age=self.ttl,
-            storage=StorageType.FILE,
-            num_replicas=1,
-        )
-        try:
-            with self._errors():
-                await ensure_stream(nc, config)
-        except BaseException:
-            await nc.close()
-            raise
-        self._nc = nc
+        await self._connection.connect()
 
     async def close(self) -> None:
         """Close the connection (idempotent)."""
-        nc, self._nc = self._nc, None
-        if nc is not None:
-            try:
-                await nc.close()
-            except Exception:
-                logger.debug("error while closing the NATS connection", exc_info=True)
-
-    async def _conn(self) -> Client:
-        if self._nc is None:
-            await self.connect()
-        assert self._nc is not None
-        return self._nc
+        await self._connection.close()
 
     async def append(self, events: Sequence[TaskEvent]) -> None:
         """Publish a batch of events, pipelined, and wait for the stream to store them."""
-        nc = await self._conn()
+        nc = await self._connection.client()
         requests = mux(nc)
-        with self._errors():
+        with self._connection.errors():
             for start in range(0, len(events), _CHUNK):
                 chunk = events[start : start + _CHUNK]
                 answers = await requests.request_many(
@@ -136,9 +96,9 @@ class NatsEventStorage(BaseEventStorage):
                         raise BackendError(f"event rejected: {reply.data.decode(errors='replace')}")
 
     async def _read(self, task_id: str | None, since: datetime | None) -> list[tuple[int, TaskEvent]]:
-        nc = await self._conn()
+        nc = await self._connection.client()
         subject = names.event_subject(self.prefix, task_id) if task_id else f"{self.prefix}.events.*"
-        with self._errors():
+        with self._connection.errors():
             msgs = await scan(nc, self.stream, subject, start=None if since is None else since - _SKEW)
         return [(msg.metadata.sequence.stream, _decode(msg.data)) for msg in msgs]
 
@@ -151,7 +111,7 @@ class NatsEventStorage(BaseEventStorage):
         until: datetime | None = None,
         limit: int = 1000,
     ) -> list[TaskEvent]:
-        """Return events matching all filters, oldest first (ties in append order)."""
+        """Return events matching all filters (``since <= timestamp < until``), oldest first (ties in append order)."""
         wanted = None if types is None else {str(getattr(t, "value", t)) for t in types}
         events = [
             event
@@ -165,8 +125,8 @@ class NatsEventStorage(BaseEventStorage):
 
     async def purge(self, *, before: datetime | None = None) -> int:
         """Delete events older than ``before`` (all when None); return how many."""
-        nc = await self._conn()
-        with self._errors():
+        nc = await self._connection.client()
+        with self._connection.errors():
             if before is None:
                 answer = await api(nc, f"STREAM.PURGE.{self.stream}", {})
                 return int(answer.get("purged", 0))

@@ -11,27 +11,25 @@ a result whose own ``expires_at`` passed is invisible and removed by ``purge``.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
-from contextlib import contextmanager
+import functools
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 
-from omniq.base import BaseResultStorage, Capability, map_exceptions
+from omniq.base import BaseResultStorage, Capability
+from omniq.connection import Connection
+from omniq.constants import DEFAULT_PREFIX
 from omniq.models import TaskResult, decode_result, encode_result, utcnow
 from omniq_nats import subjects as names
-from omniq_nats._connection import DEFAULT_URL, NATS_ERRORS, Bucket, ensure_kv, gather, open_connection
+from omniq_nats.connection import DEFAULT_URL, ERRORS, close_results, open_results
+from omniq_nats.jetstream import gather
+from omniq_nats.kv import Bucket
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
-
-    from nats.aio.client import Client
+    from collections.abc import Mapping, Sequence
 
 
 __all__ = ["NatsResultStorage"]
-
-logger = logging.getLogger("omniq.nats")
 
 _CHUNK = 500  # writes in flight per pipelined batch
 
@@ -49,9 +47,10 @@ class NatsResultStorage(BaseResultStorage):
     capabilities: ClassVar[frozenset[str]] = frozenset(
         {Capability.MULTI_PROCESS, Capability.MULTI_HOST, Capability.BLOCKING_WAIT, Capability.DURABLE}
     )
+    settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ttl": "result_ttl"}
 
     def __init__(
-        self, url: str | None = None, *, prefix: str = "omniq", ttl: float | None = None, **options: Any
+        self, url: str | None = None, *, prefix: str = DEFAULT_PREFIX, ttl: float | None = None, **options: Any
     ) -> None:
         """Create an unconnected storage.
 
@@ -64,44 +63,20 @@ class NatsResultStorage(BaseResultStorage):
         self.url = url or DEFAULT_URL
         self.prefix = names.check_prefix(prefix)
         self.ttl = ttl
-        self._options = options
-        self._nc: Client | None = None
-        self._bucket: Bucket | None = None
-
-    settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ttl": "result_ttl"}
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        with map_exceptions(NATS_ERRORS, url=self.url):
-            yield
+        self._connection: Connection[Bucket] = Connection(
+            self.url,
+            open=functools.partial(open_results, self.url, self.prefix, ttl, options),
+            close=close_results,
+            errors=ERRORS,
+        )
 
     async def connect(self) -> None:
         """Connect and create the bucket (idempotent)."""
-        if self._nc is not None:
-            return
-        nc = await open_connection(self.url, "omniq-result-storage", **self._options)
-        try:
-            with self._errors():
-                bucket = await ensure_kv(nc, names.results_bucket(self.prefix), ttl=self.ttl)
-        except BaseException:
-            await nc.close()
-            raise
-        self._nc, self._bucket = nc, bucket
+        await self._connection.connect()
 
     async def close(self) -> None:
         """Close the connection (idempotent)."""
-        nc, self._nc = self._nc, None
-        if nc is not None:
-            try:
-                await nc.close()
-            except Exception:
-                logger.debug("error while closing the NATS connection", exc_info=True)
-
-    async def _conn(self) -> tuple[Client, Bucket]:
-        if self._nc is None:
-            await self.connect()
-        assert self._nc is not None and self._bucket is not None
-        return self._nc, self._bucket
+        await self._connection.close()
 
     async def set(self, result: TaskResult) -> None:
         """Store (or replace) one result."""
@@ -109,16 +84,16 @@ class NatsResultStorage(BaseResultStorage):
 
     async def set_many(self, results: Sequence[TaskResult]) -> None:
         """Store several results, pipelined."""
-        _, bucket = await self._conn()
-        with self._errors():
+        bucket = await self._connection.client()
+        with self._connection.errors():
             for start in range(0, len(results), _CHUNK):
                 chunk = results[start : start + _CHUNK]
                 await bucket.put_many([(names.token(r.task_id), encode_result(r)) for r in chunk])
 
     async def get(self, task_id: str) -> TaskResult | None:
         """Return the result, or None (also when it expired)."""
-        _, bucket = await self._conn()
-        with self._errors():
+        bucket = await self._connection.client()
+        with self._connection.errors():
             entry = await bucket.get(names.token(task_id))
         if entry is None or entry.deleted:
             return None
@@ -126,8 +101,9 @@ class NatsResultStorage(BaseResultStorage):
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for the result on its key's subject; None after ``timeout`` s."""
-        nc, bucket = await self._conn()
-        with self._errors():
+        bucket = await self._connection.client()
+        nc = bucket.nc
+        with self._connection.errors():
             sub = await nc.subscribe(bucket.subject(names.token(task_id)))
             try:
                 await nc.flush()  # subscribed before we look, so no write falls in between
@@ -148,14 +124,14 @@ class NatsResultStorage(BaseResultStorage):
 
     async def delete(self, task_id: str) -> bool:
         """Delete a result (no tombstone is left); True if there was one."""
-        _, bucket = await self._conn()
-        with self._errors():
+        bucket = await self._connection.client()
+        with self._connection.errors():
             return await bucket.remove(names.token(task_id)) > 0
 
     async def purge(self, *, expired_only: bool = True) -> int:
         """Delete expired results (or all); return how many."""
-        _, bucket = await self._conn()
-        with self._errors():
+        bucket = await self._connection.client()
+        with self._connection.errors():
             entries = await bucket.entries()
             if not expired_only:
                 await bucket.clear()

@@ -12,6 +12,7 @@ import re
 
 __all__ = [
     "CLOCK_KEY",
+    "JS_API",
     "KV_OPERATION",
     "check_prefix",
     "consumer_name",
@@ -36,6 +37,9 @@ __all__ = [
 
 _SAFE = re.compile(r"[A-Za-z0-9-][A-Za-z0-9_-]*")
 _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+#: subject prefix of JetStream's API.
+JS_API = "$JS.API"
 
 #: header JetStream KV puts on delete / purge markers (value "DEL" or "PURGE").
 KV_OPERATION = "KV-Operation"

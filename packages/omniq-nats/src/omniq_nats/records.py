@@ -10,14 +10,23 @@ what lets ``recover`` and ``cancel`` release a ticket held by a dead worker.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from omniq.base import apply_outcome, lease_expired_error, msgpack_decoder, salvage_task
 from omniq.errors import SerializationError
 from omniq.models import Task, TaskStatus, new_id
+from omniq_nats import subjects as names
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from omniq_nats.connection import QueueClient
 
 __all__ = [
+    "ACTIVE",
+    "CAS_ROUNDS",
     "Record",
     "ack_sequence",
     "apply_outcome",
@@ -26,7 +35,14 @@ __all__ = [
     "encode_record",
     "expired",
     "leased_record",
+    "read_all",
+    "transition",
 ]
+
+#: the statuses of a live task (one whose ticket matters).
+ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
+#: compare-and-set retries before a contended change is given up (a contended ticket is handed back).
+CAS_ROUNDS = 5
 
 
 class Record(msgspec.Struct, array_like=True):
@@ -56,8 +72,10 @@ def decode_record(data: bytes) -> Record:
 
 
 def leased_record(data: bytes) -> Record:
-    """:func:`decode_record` for a record a claim is about to lease: one whose task fails strict
-    decoding comes back salvaged (a CorruptTask the worker fails) instead of raising.
+    """:func:`decode_record` for a record a claim is about to lease, salvaging a broken task.
+
+    A record whose task fails strict decoding comes back salvaged (a
+    CorruptTask the worker fails) instead of raising.
 
     Raises:
         omniq.errors.SerializationError: not even an ``[task, ack]`` array with the task's id.
@@ -109,3 +127,69 @@ def expired(task: Task, now: datetime) -> Task:
             task, status=TaskStatus.FAILED, error=lease_expired_error(task), finished_at=now, **cleared
         )
     return msgspec.structs.replace(task, status=TaskStatus.PENDING, eta=now, **cleared)
+
+
+# -- changes by compare-and-set ----------------------------------------------------------------------
+
+
+async def transition(
+    client: QueueClient,
+    ids: Sequence[str],
+    change: Callable[[Record, datetime], Record | None],
+    *,
+    use_cache: bool = True,
+) -> dict[str, tuple[Record, Record, int]]:
+    """Apply ``change`` to each task's record by compare-and-set, retrying lost races.
+
+    ``change`` gets the current record and the engine time and returns the
+    new record, or None to leave it. With ``use_cache`` a record this
+    connection wrote last (``client.cache``) is tried at its revision first,
+    and read only when the compare-and-set says it moved.
+
+    Returns:
+        id -> (old record, new record, new revision) for every change written.
+    """
+    bucket = client.tasks
+    done: dict[str, tuple[Record, Record, int]] = {}
+    known: dict[str, tuple[int, Record] | None] = {}
+    if use_cache:
+        known = {i: client.cache[i] for i in ids if i in client.cache}
+    todo = list(dict.fromkeys(ids))
+    for _ in range(CAS_ROUNDS):
+        if not todo:
+            break
+        missing = [i for i in todo if known.get(i) is None]
+        entries = await bucket.get_many([names.token(i) for i in missing]) if missing else []
+        for task_id, entry in zip(missing, entries, strict=True):
+            known[task_id] = None if entry is None or entry.deleted else (entry.revision, leased_record(entry.value))
+        now = await client.clock.now()
+        plans: list[tuple[str, Record, Record, int]] = []
+        for task_id in todo:
+            current = known.get(task_id)
+            if current is None:
+                continue
+            new = change(current[1], now)
+            if new is not None:
+                plans.append((task_id, current[1], new, current[0]))
+        revisions = await bucket.update_many([(names.token(i), encode_record(new), rev) for i, _, new, rev in plans])
+        todo = []
+        for (task_id, old, new, _), revision in zip(plans, revisions, strict=True):
+            if revision is None:
+                known[task_id] = None  # moved under us: re-read and decide again
+                client.cache.pop(task_id, None)
+                todo.append(task_id)
+            else:
+                done[task_id] = (old, new, revision)
+    return done
+
+
+async def read_all(client: QueueClient, *, salvage: bool = False) -> list[tuple[str, int, Record]]:
+    """Every record as (key, revision, record).
+
+    Raises:
+        SerializationError: a corrupted record, unless ``salvage`` (then it
+            comes back salvaged, as a claim would read it).
+    """
+    entries = await client.tasks.entries()
+    decode = leased_record if salvage else decode_record
+    return [(key, entry.revision, decode(entry.value)) for key, entry in entries if "." not in key]

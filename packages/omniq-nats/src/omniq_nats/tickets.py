@@ -12,6 +12,7 @@ nak-delayed until its eta), so no task is ever lost.
 from __future__ import annotations
 
 import enum
+import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -19,13 +20,34 @@ import msgspec
 
 from omniq.base import salvage_task
 from omniq.errors import SerializationError
-from omniq.models import TERMINAL_STATUSES, Task, TaskStatus
-from omniq_nats._records import Record, ack_sequence, claimed, expired, leased_record
+from omniq.models import TERMINAL_STATUSES, Task, TaskStatus, decode_task, encode_task
+from omniq_nats import subjects as names
+from omniq_nats.jetstream import answered
+from omniq_nats.records import Record, ack_sequence, claimed, expired, leased_record
 
 if TYPE_CHECKING:
-    from omniq_nats._connection import Entry
+    from collections.abc import Sequence
 
-__all__ = ["Action", "Decision", "decide"]
+    from nats.aio.msg import Msg
+
+    from omniq_nats.connection import QueueClient
+    from omniq_nats.kv import Entry
+
+__all__ = [
+    "Action",
+    "Decision",
+    "check_ticket",
+    "decide",
+    "decode_ticket",
+    "nak",
+    "publish_tickets",
+    "reply",
+    "reply_many",
+    "ticket_id",
+    "ticket_request",
+]
+
+logger = logging.getLogger("omniq.nats")
 
 #: an eta this close is due: instances estimate the engine clock independently, a few ms apart.
 _SLACK = timedelta(milliseconds=50)
@@ -111,3 +133,81 @@ def decide(
     if task.eta is not None and task.eta > now + _SLACK:
         return Decision(Action.LATER, delay_ns=_ns(task.eta, now), due=task.eta)
     return Decision(Action.CLAIM, Record(claimed(task, now=now, lease=lease, worker_id=worker_id), reply), revision)
+
+
+# -- tickets on the wire -----------------------------------------------------------------------------
+
+
+class _TicketId(msgspec.Struct):
+    """Just the id of a ticket's envelope (what a wake-up needs)."""
+
+    id: str
+
+
+_ticket_id_decoder = msgspec.msgpack.Decoder(_TicketId)
+
+
+def ticket_id(data: bytes) -> str | None:
+    """The task id a ticket carries, read without decoding the whole envelope (None: not a ticket)."""
+    try:
+        return _ticket_id_decoder.decode(data).id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def decode_ticket(msg: Msg) -> Task | None:
+    """The envelope a fetched ticket carries (None, logged, when it cannot be decoded)."""
+    try:
+        return decode_task(msg.data)
+    except SerializationError:
+        logger.error("terminating an undecodable ticket on %s", msg.subject)
+        return None
+
+
+def nak(delay_ns: int) -> bytes:
+    """The body of a nak that redelivers after ``delay_ns``.
+
+    A plain NAK redelivers at once; any delay (even 0) goes through the
+    server's redelivery timer.
+    """
+    return b'-NAK {"delay": %d}' % delay_ns if delay_ns > 0 else b"-NAK"
+
+
+def ticket_request(prefix: str, task: Task) -> tuple[str, bytes, None]:
+    """The request that publishes ``task``'s ticket (answered by the work stream)."""
+    return names.work_subject(prefix, task.queue, task.priority), encode_task(task), None
+
+
+def check_ticket(task: Task, answer: Msg) -> None:
+    """Raise when the work stream refused ``task``'s ticket.
+
+    Raises:
+        SerializationError: the stream answered with an error.
+        nats.errors.NoRespondersError: no stream listens on the subject.
+    """
+    if b'"error"' in answered(answer).data:
+        raise SerializationError(f"ticket for task {task.id} rejected: {answer.data.decode(errors='replace')}")
+
+
+async def publish_tickets(client: QueueClient, tasks: Sequence[Task]) -> None:
+    """Publish a ticket per task, pipelined, and check every answer."""
+    answers = await client.mux.request_many([ticket_request(client.prefix, t) for t in tasks])
+    for task, answer in zip(tasks, answers, strict=True):
+        check_ticket(task, answer)
+
+
+async def reply(client: QueueClient, subject: str, body: bytes) -> None:
+    """Ack / nak / term a ticket and wait until the server has applied it."""
+    await reply_many(client, [(subject, body)])
+
+
+async def reply_many(client: QueueClient, replies: Sequence[tuple[str, bytes]]) -> None:
+    """:func:`reply` for several tickets, pipelined (an empty subject, no known ticket, is skipped)."""
+    requests: list[tuple[str, bytes, None]] = []
+    for subject, body in replies:
+        if not subject:
+            continue
+        if body == b"-NAK":
+            client.wake.requeued_one()
+        requests.append((subject, body, None))
+    await client.mux.request_many(requests)

@@ -1,0 +1,309 @@
+"""Claiming: fetch tickets best priority first and turn them into leases by compare-and-set.
+
+One durable pull consumer per (queue, priority) work subject. A claim asks
+the stream which subjects hold tickets (or, right after a wake-up, pulls only
+where tickets were published; while draining, pulls the best subject again),
+pulls, reads each ticket's record and decides it (:func:`~omniq_nats.tickets.decide`):
+claim (a compare-and-set write, so no task has two live leases), drop, or nak
+for later. A claimer with ``wait`` sleeps on ticket publications between
+looks (:mod:`omniq_nats.wakeups`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from omniq_nats import subjects as names
+from omniq_nats.jetstream import api, gather, pull
+from omniq_nats.leases import index_leases
+from omniq_nats.records import CAS_ROUNDS, Record, encode_record
+from omniq_nats.tickets import Action, Decision, decide, decode_ticket, nak, reply, reply_many, ticket_id
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Mapping, Sequence
+
+    from nats.aio.msg import Msg
+
+    from omniq.models import Task
+    from omniq_nats.connection import QueueClient
+    from omniq_nats.kv import Entry
+
+__all__ = ["claim", "claim_ready", "take", "wait_for_work"]
+
+
+def _best_first(tasks: list[Task]) -> list[Task]:
+    tasks.sort(key=lambda t: (-t.priority, t.eta or t.created_at))
+    return tasks
+
+
+async def _ready(client: QueueClient, queues: Sequence[str]) -> list[tuple[int, str]]:
+    """(priority, queue) pairs that have tickets, best first."""
+    stream = names.work_stream(client.prefix)
+    infos = await gather(
+        api(client.nc, f"STREAM.INFO.{stream}", {"subjects_filter": names.work_subjects(client.prefix, q)})
+        for q in queues
+    )
+    found: list[tuple[int, int, str]] = []
+    for index, (queue, info) in enumerate(zip(queues, infos, strict=True)):
+        subjects = (info.get("state") or {}).get("subjects") or {}
+        found.extend((-names.parse_priority(s.rsplit(".", 1)[1]), index, queue) for s in subjects)
+    found.sort()
+    return [(-neg, queue) for neg, _, queue in found]
+
+
+async def consumer(client: QueueClient, queue: str, priority: int) -> str:
+    """The durable pull consumer of (queue, priority), created on first use."""
+    name = names.consumer_name(queue, priority)
+    if name not in client.consumers:
+        stream = names.work_stream(client.prefix)
+        config = {
+            "durable_name": name,
+            "filter_subject": names.work_subject(client.prefix, queue, priority),
+            "deliver_policy": "all",
+            "ack_policy": "explicit",
+            "ack_wait": int(client.ack_wait * 1e9),
+            "max_deliver": -1,
+            "max_ack_pending": -1,
+            "replay_policy": "instant",
+        }
+        await api(client.nc, f"CONSUMER.DURABLE.CREATE.{stream}.{name}", {"stream_name": stream, "config": config})
+        client.consumers.add(name)
+    return name
+
+
+async def _pull(client: QueueClient, queue: str, priority: int, batch: int) -> list[Msg]:
+    return await pull(client.nc, names.work_stream(client.prefix), await consumer(client, queue, priority), batch)
+
+
+async def take(
+    client: QueueClient, msgs: list[Msg], lease: float, worker_id: str, read: Mapping[str, Entry | None] | None = None
+) -> list[Task]:
+    """Turn fetched tickets into claims (or drops / naks), with compare-and-set retries.
+
+    ``read`` holds records already read (by task id), each read after its
+    ticket was published. They save the first round its reads, but only
+    a claim is decided on them (its compare-and-set proves the record
+    unchanged); a ticket they would drop or nak is looked at again.
+    """
+    prefetched: dict[str, Entry | tuple[Record, int] | None] = dict(read or {})
+    todo: list[tuple[Msg, Task]] = []
+    announced = client.wake.revisions
+    for msg in msgs:
+        ticket = decode_ticket(msg)
+        if ticket is None:
+            await reply(client, msg.reply, b"+TERM")
+            continue
+        todo.append((msg, ticket))
+        revision = announced.pop(ticket.id, None) if announced else None
+        if revision is not None and ticket.id not in prefetched:
+            # the enqueue created the record at ``revision`` from this very envelope (a stale
+            # announcement only costs a failed compare-and-set and a read).
+            prefetched[ticket.id] = (Record(ticket), revision)
+    won: list[Task] = []
+    for _ in range(CAS_ROUNDS):
+        if not todo:
+            break
+        decided, retry = await _decide(client, todo, prefetched, lease, worker_id)
+        prefetched.clear()
+        writes: list[tuple[str, bytes, int]] = []
+        for _, ticket, decision in decided:
+            if decision.action in (Action.CLAIM, Action.FAIL):
+                assert decision.record is not None
+                writes.append((names.token(ticket.id), encode_record(decision.record), decision.revision))
+        written = iter(await client.tasks.update_many(writes) if writes else [])
+        replies: list[tuple[str, bytes]] = []
+        fresh: list[Task] = []
+        for msg, ticket, decision in decided:
+            if decision.action is Action.DROP:
+                replies.append((msg.reply, b"+ACK"))
+            elif decision.action is Action.LATER:
+                client.remember_due(decision.due)
+                replies.append((msg.reply, nak(decision.delay_ns)))
+            else:
+                revision = next(written)
+                if revision is None:
+                    retry.append((msg, ticket))
+                    continue
+                assert decision.record is not None
+                task = decision.record.task
+                if decision.action is Action.FAIL:
+                    replies.append((msg.reply, b"+TERM"))
+                    continue
+                client.cache[task.id] = (revision, decision.record)
+                fresh.append(task)
+                won.append(msgspec.structs.replace(task))
+        await gather([reply_many(client, replies), *index_leases(client, fresh)])
+        todo = retry
+    # still contended: let the tickets come back
+    await reply_many(client, [(msg.reply, nak(0)) for msg, _ in todo])
+    return won
+
+
+async def _decide(
+    client: QueueClient,
+    todo: Sequence[tuple[Msg, Task]],
+    read: Mapping[str, Entry | tuple[Record, int] | None],
+    lease: float,
+    worker_id: str,
+) -> tuple[list[tuple[Msg, Task, Decision]], list[tuple[Msg, Task]]]:
+    """Read the records (those not in ``read``) and decide each ticket; early reads decide only claims."""
+    unread = list(dict.fromkeys(t.id for _, t in todo if t.id not in read))
+    entries = await client.tasks.get_many([names.token(i) for i in unread]) if unread else []
+    fresh = dict(zip(unread, entries, strict=True))
+    now = await client.clock.now()
+    decided: list[tuple[Msg, Task, Decision]] = []
+    retry: list[tuple[Msg, Task]] = []
+    for msg, ticket in todo:
+        early = ticket.id not in fresh
+        entry = read[ticket.id] if early else fresh[ticket.id]
+        decision = decide(
+            ticket, msg.reply, entry, now=now, lease=lease, worker_id=worker_id, pause_recheck=client.pause_recheck
+        )
+        if early and decision.action not in (Action.CLAIM, Action.FAIL):
+            # only a write's compare-and-set proves an early read current: read again.
+            retry.append((msg, ticket))
+        else:
+            decided.append((msg, ticket, decision))
+    return decided, retry
+
+
+async def claim_ready(
+    client: QueueClient, queues: Sequence[str], limit: int, lease: float, worker_id: str
+) -> list[Task]:
+    """Fetch tickets best priority first (one no-wait pull per non-empty subject) and claim their tasks."""
+    wake = client.wake
+    # publications from now on are hints for the next wake-up; this look may prove the rest idle.
+    watched = wake.watched(queues)
+    hints = wake.take_hints()
+    began, requeued, wake.idle = (tuple(queues), wake.signals, time.monotonic()), wake.requeued, None
+    claimed: list[Task] = []
+    best = wake.busy_subject(queues, hints) if watched else None
+    if best is not None:
+        # Draining: the best subject filled the last pull, so pull it again without asking
+        # the stream which subjects hold tickets (a round trip per batch).
+        msgs = await _pull(client, best[1], best[0], limit)
+        if msgs:
+            claimed.extend(await take(client, msgs, lease, worker_id))
+        if len(msgs) == limit:
+            return _best_first(claimed)
+    wake.busy = None
+    drained = True
+    for priority, queue in await _ready(client, queues):
+        need = limit - len(claimed)
+        if need <= 0:
+            drained = False
+            break
+        msgs = await _pull(client, queue, priority, need)
+        if need == limit and len(msgs) == need:
+            wake.busy = (tuple(queues), priority, queue, time.monotonic())
+        drained = drained and len(msgs) < need
+        if msgs:
+            claimed.extend(await take(client, msgs, lease, worker_id))
+    if watched and drained and wake.requeued == requeued:
+        wake.idle = began
+    return _best_first(claimed)
+
+
+async def _claim_hinted(
+    client: QueueClient,
+    queues: Sequence[str],
+    hints: Mapping[str, Sequence[str]],
+    began: tuple[tuple[str, ...], int, float],
+    limit: int,
+    lease: float,
+    worker_id: str,
+) -> list[Task]:
+    """Claim right after a wake-up: pull only where tickets were published, reading their records meanwhile.
+
+    The publications name the subjects (so no stream info is needed) and
+    the task ids (so each record is read in the same round trip as the
+    pull). Only called while the last look proved every other subject
+    empty; when each hinted subject is drained too, that proof is renewed.
+    """
+    wake = client.wake
+    by_token = {names.token(q): q for q in queues}
+    plan: list[tuple[int, str, Sequence[str]]] = []
+    for subject, ids in hints.items():
+        parts = subject.split(".")
+        queue = by_token.get(parts[2]) if len(parts) == 4 else None
+        if queue is not None:
+            plan.append((names.parse_priority(parts[3]), queue, ids))
+    plan.sort(key=lambda p: -p[0])
+    requeued, wake.idle = wake.requeued, None
+    left = limit
+    batches: list[int] = []
+    pulls: list[Awaitable[list[Any]]] = []
+    wanted: list[str] = []
+    for priority, queue, ids in plan:
+        if left <= 0:
+            break
+        batch = left if len(plan) == 1 else min(left, len(ids))
+        left -= batch
+        batches.append(batch)
+        pulls.append(_pull(client, queue, priority, batch))
+        wanted.extend(ids)
+    # a record whose revision was announced needs no read (see take).
+    wanted = [i for i in dict.fromkeys(wanted) if i not in wake.revisions]
+    answers = await gather([*pulls, client.tasks.get_many([names.token(i) for i in wanted])])
+    fetched: list[list[Msg]] = answers[: len(pulls)]
+    msgs = [msg for got in fetched for msg in got]
+    claimed = await take(client, msgs, lease, worker_id, dict(zip(wanted, answers[-1], strict=True)))
+    # drained: every hinted subject pulled short, and every hinted ticket was among what came
+    # (one missing may be taken by another worker, or not stored yet: no proof then).
+    seen = {i for m in msgs if (i := ticket_id(m.data)) is not None}
+    if (
+        len(pulls) == len(plan)
+        and all(len(got) < batch for got, batch in zip(fetched, batches, strict=True))
+        and seen.issuperset(wanted)
+        and wake.requeued == requeued
+    ):
+        wake.idle = began
+    return _best_first(claimed)
+
+
+async def claim(
+    client: QueueClient, queues: Sequence[str], limit: int, lease: float, worker_id: str, wait: float
+) -> list[Task]:
+    """Claim, and while nothing is ready sleep on ticket publications (or known etas) up to ``wait`` s."""
+    wake = client.wake
+    # Watched even without a wait (a burst worker): the publications keep the drain's
+    # fast path in priority order (see Wakeups.busy_subject).
+    await wake.watch(queues)
+    if wait <= 0:
+        return await claim_ready(client, queues, limit, lease, worker_id)
+    deadline = time.monotonic() + wait
+    while True:
+        tasks: list[Task] = []
+        look = True
+        if wake.idle_for(queues, wait) is not None:
+            # everything was empty at the last look: only where tickets were published since can hold one.
+            look = wake.signals != wake.hints_from
+            if look:
+                began = (tuple(queues), wake.signals, time.monotonic())
+                hints = wake.take_hints()
+                if hints is not None:
+                    tasks = await _claim_hinted(client, queues, hints, began, limit, lease, worker_id)
+        if look and not tasks and wake.idle_for(queues, wait) is None:
+            # no proof of idleness, or hinted tickets went elsewhere (or were not stored yet): look everywhere.
+            tasks = await claim_ready(client, queues, limit, lease, worker_id)
+        left = deadline - time.monotonic()
+        if tasks or left <= 0:
+            return tasks
+        idle = wake.idle_for(queues, wait)
+        await wake.sleep(wake.hints_from, left if idle is None else min(left, idle))
+
+
+async def wait_for_work(client: QueueClient, queues: Sequence[str], timeout: float) -> None:
+    """Return when a ticket is waiting in ``queues`` or one is published, at most ``timeout`` s."""
+    wake = client.wake
+    await wake.watch(queues)
+    seen = wake.signals
+    stream = names.work_stream(client.prefix)
+    for priority, queue in await _ready(client, queues):
+        info = await api(client.nc, f"CONSUMER.INFO.{stream}.{await consumer(client, queue, priority)}")
+        if int(info.get("num_pending", 0)) > 0:
+            return
+    await wake.sleep(seen, timeout)
