@@ -49,8 +49,8 @@ async def main(calls: int, rounds: int) -> None:
         await app.purge()
         await noop.enqueue()  # registers the queue
         queue = app.task_queue
-        client = queue._client  # the components' own connection: the path enqueue takes
-        lane = client._lane
+        client = queue._connection.current  # the components' own connection: the path enqueue takes
+        lane = client.lane
         assert lane is not None, "this configuration has no lane (credential provider or RESP3)"
         redis = client.redis
         empty = await redis.script_load("return 1")

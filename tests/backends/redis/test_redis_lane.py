@@ -1,4 +1,4 @@
-"""The lane: the Redis components' own connection for sequential calls (omniq_redis._client._Lane).
+"""The lane: the Redis components' own connection for sequential calls (omniq_redis.lane.Lane).
 
 It bypasses redis-py's connection, so what redis-py would do for it is checked
 here against the real server: the URL's database, a reply that never comes,
@@ -30,7 +30,7 @@ async def test_the_lane_uses_the_database_of_the_url(redis_url, prefix):
     raw_default = aioredis.Redis.from_url(redis_url)
     try:
         async with RedisTaskQueue(url, prefix=prefix) as queue:
-            assert queue._client._lane is not None, "sequential calls go through the lane"
+            assert queue._connection.current.lane is not None, "sequential calls go through the lane"
             task_id = await queue.enqueue(make_task())
             assert [key async for key in raw7.scan_iter(match=f"*{prefix}*{task_id}*")]
             assert not [key async for key in raw_default.scan_iter(match=f"*{prefix}*{task_id}*")]
@@ -63,7 +63,7 @@ async def test_a_reply_that_never_comes_fails_within_the_socket_timeout_and_the_
 
 async def test_a_call_cancelled_before_its_reply_never_hands_that_reply_to_the_next_call(redis_url, prefix, raw):
     async with RedisTaskQueue(redis_url, prefix=prefix) as queue:
-        blocking = queue._blocking
+        blocking = queue._blocking.current
         signal = f"{prefix}:lane-test"
         with anyio.move_on_after(0.2):
             await blocking.pipeline([("BLPOP", signal, 5)], timeout=10)
@@ -73,10 +73,11 @@ async def test_a_call_cancelled_before_its_reply_never_hands_that_reply_to_the_n
 
 
 async def test_an_error_reply_raises_and_keeps_the_connection(queue):
-    lane = queue._client._lane
+    lane = queue._connection.current.lane
+    assert lane is not None
     await queue.enqueue(make_task())
     protocol = lane._protocol
     with pytest.raises(BackendError, match="ERR"):
-        await queue._client.run("get", [], keys=["a", "b"])  # no prefix argument: the script fails, an error reply
+        await queue._run("get", [], ["a", "b"])  # no prefix argument: the script fails, an error reply
     assert lane._protocol is protocol and protocol.transport is not None
     assert await queue.count() == 1

@@ -14,7 +14,7 @@ from omniq.errors import SerializationError
 from omniq.models import Outcome, OutcomeKind, TaskStatus
 from omniq.testing import make_task, now_ms
 from omniq_redis import RedisTaskQueue, keys
-from omniq_redis._client import RedisClient
+from omniq_redis.connection import close_client, open_client
 from omniq_redis.scripts import SCRIPTS, Script
 
 pytestmark = [pytest.mark.servers, pytest.mark.anyio]
@@ -169,14 +169,13 @@ async def test_lost_scripts_are_loaded_again(redis_url, prefix, monkeypatch):
     # Scripts the server has never seen (their source names this test's unique prefix).
     monkeypatch.setitem(SCRIPTS, "probe1", Script("probe1", f"return '1{prefix}'"))
     monkeypatch.setitem(SCRIPTS, "probe2", Script("probe2", f"return '2{prefix}'"))
-    client = RedisClient(redis_url)
-    await client.connect(load_scripts=False)
+    client = await open_client(redis_url, {}, scripts=False)
     try:
         assert await client.run("probe1", [prefix]) == f"1{prefix}".encode()
         replies = await client.run_many([("probe2", [prefix]), ("probe1", [prefix])])
         assert replies == [f"2{prefix}".encode(), f"1{prefix}".encode()]
     finally:
-        await client.close()
+        await close_client(client)
 
 
 def test_stored_microsecond_times_read_back_exactly():
@@ -184,7 +183,7 @@ def test_stored_microsecond_times_read_back_exactly():
     import random
     from datetime import datetime, timedelta, timezone
 
-    from omniq_redis._client import from_us, to_us
+    from omniq_redis._codec import from_us, to_us
 
     rng = random.Random(7)
     start = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -215,13 +214,20 @@ async def test_a_reconnected_client_registers_its_queue_again(queue, raw, prefix
 async def test_the_single_enqueue_script_stores_what_the_general_one_does(queue, raw, prefix, monkeypatch):
     """A plain enqueue() on a registered queue runs enqueue_one; enqueue_many the general script."""
     ran: list[str] = []
-    run = queue._client.run
+    run = queue._run
 
-    async def recording_run(name, args, keys=()):
+    async def recording_run(name, args, script_keys=()):
         ran.append(name)
-        return await run(name, args, keys)
+        return await run(name, args, script_keys)
 
-    monkeypatch.setattr(queue._client, "run", recording_run)
+    run_many = queue._run_many
+
+    async def recording_run_many(calls):
+        ran.extend(name for name, _ in calls)
+        return await run_many(calls)
+
+    monkeypatch.setattr(queue, "_run", recording_run)
+    monkeypatch.setattr(queue, "_run_many", recording_run_many)
     await queue.enqueue(make_task())  # the queue's first: general script, registers it
     created = now_ms()
     fast = make_task(priority=3, max_retries=2, created_at=created)

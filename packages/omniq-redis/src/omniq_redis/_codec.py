@@ -1,9 +1,10 @@
-"""Turning tasks into script arguments and script rows back into tasks."""
+"""Turning tasks into script arguments and script rows back into tasks; times as the scripts store them."""
 
 from __future__ import annotations
 
 import itertools
 import logging
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -11,12 +12,21 @@ import msgspec
 from omniq.base import claimed_task, decode_error, task_from_row as strict_task_from_row
 from omniq.errors import SerializationError
 from omniq.models import Outcome, Task, TaskStatus, decode_task, encode_result, encode_task
-from omniq_redis._client import from_us, to_ms, to_us
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["enqueue_items", "enqueue_one_args", "finish_items", "leased_task_from_row", "leased_tasks", "task_from_row"]
+__all__ = [
+    "enqueue_items",
+    "enqueue_one_args",
+    "finish_items",
+    "from_us",
+    "leased_task_from_row",
+    "leased_tasks",
+    "task_from_row",
+    "to_ms",
+    "to_us",
+]
 
 logger = logging.getLogger("omniq.redis")
 
@@ -26,6 +36,37 @@ _EMPTY = msgspec.Raw(b"\xa0")
 #: this process's enqueue sequence: orders its tasks due in the same microsecond in READY.
 _sequence = itertools.count(1)
 _SEQUENCE_WRAP = 10**12  # 12 digits in the READY member
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICRO = timedelta(microseconds=1)
+_FLOAT_EXACT_US = 2**32 * 1_000_000
+
+
+def to_us(value: datetime) -> int:
+    """Return a datetime as integer microseconds since the epoch (naive means UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return (value - _EPOCH) // _MICRO
+
+
+def to_ms(value: datetime) -> int:
+    """Return a datetime as integer milliseconds since the epoch, rounded up."""
+    return -(-to_us(value) // 1000)
+
+
+def from_us(value: bytes | str | int) -> datetime:
+    """Inverse of :func:`to_us`.
+
+    Through a float when that is exact, about 40% cheaper than adding a
+    timedelta (claimed rows carry several timestamps): before 2106 (2**32
+    seconds) a double's error on the seconds is under half a microsecond,
+    and ``fromtimestamp`` rounds to the nearest one.
+    """
+    micros = int(value)
+    if 0 <= micros < _FLOAT_EXACT_US:
+        return datetime.fromtimestamp(micros / 1_000_000, timezone.utc)
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 def _lua_bytes(data: bytes) -> msgspec.Raw:

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from omniq.base import BaseEventStorage, Capability, msgpack_decoder
+from omniq.constants import DEFAULT_PREFIX
 from omniq.errors import redact_url
 from omniq.models import TaskEvent
 from omniq_redis import keys
-from omniq_redis._client import DEFAULT_URL, RedisClient, to_us
+from omniq_redis._codec import to_us
+from omniq_redis.connection import check_url, redis_connection
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -60,16 +62,16 @@ class RedisEventStorage(BaseEventStorage):
         self,
         url: str | None = None,
         *,
-        prefix: str = keys.DEFAULT_PREFIX,
+        prefix: str = DEFAULT_PREFIX,
         max_events: int = DEFAULT_MAX_EVENTS,
         ttl: float | None = None,
         **options: Any,
     ) -> None:
-        self.url = url or DEFAULT_URL
+        self.url = check_url(url)
         self.prefix = keys.validate_prefix(prefix)
         self.max_events = max_events
         self.ttl = ttl
-        self._client = RedisClient(self.url, **options)
+        self._connection = redis_connection(self.url, options)
         self._key = keys.events_key(self.prefix)
 
     settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ttl": "event_ttl"}
@@ -79,11 +81,11 @@ class RedisEventStorage(BaseEventStorage):
 
     async def connect(self) -> None:
         """Open the connection pool and load the append script."""
-        await self._client.connect()
+        await self._connection.connect()
 
     async def close(self) -> None:
         """Close the connection pool (idempotent)."""
-        await self._client.close()
+        await self._connection.close()
 
     async def append(self, events: Sequence[TaskEvent]) -> None:
         """Append a batch of events in one script call (per 1,000 events)."""
@@ -94,7 +96,9 @@ class RedisEventStorage(BaseEventStorage):
             args: list[Any] = [self.prefix, self.max_events, min_id]
             for event in events[start : start + _APPEND_CHUNK]:
                 args.extend((max(to_us(event.timestamp) // 1000, 1), _encoder.encode(event)))
-            await self._client.run("append_events", args, keys=[self._key])
+            client = await self._connection.client()
+            with self._connection.errors():
+                await client.run("append_events", args, [self._key])
 
     async def query(
         self,
@@ -105,14 +109,14 @@ class RedisEventStorage(BaseEventStorage):
         until: datetime | None = None,
         limit: int = 1000,
     ) -> list[TaskEvent]:
-        """Return matching events, oldest first (ties in append order)."""
+        """Return matching events (``since <= timestamp < until``), oldest first (ties in append order)."""
         if limit <= 0:
             return []
         wanted = None if types is None else {getattr(kind, "value", kind) for kind in types}
         start = "-" if since is None else str(max(to_us(since) // 1000, 0))
         matches: list[TaskEvent] = []
-        redis = self._client.redis
-        with self._client.errors():
+        redis = (await self._connection.client()).redis
+        with self._connection.errors():
             while True:
                 page = await redis.xrange(self._key, min=start, max="+", count=_PAGE)
                 for _, fields in page:
@@ -122,9 +126,9 @@ class RedisEventStorage(BaseEventStorage):
                     if wanted is not None and event.type.value not in wanted:
                         continue
                     if (since is not None and event.timestamp < since) or (
-                        until is not None and event.timestamp > until
+                        until is not None and event.timestamp >= until
                     ):
-                        continue
+                        continue  # half-open: since <= timestamp < until
                     matches.append(event)
                 if len(page) < _PAGE:
                     break
@@ -134,8 +138,8 @@ class RedisEventStorage(BaseEventStorage):
 
     async def purge(self, *, before: datetime | None = None) -> int:
         """Delete events older than ``before`` (all when None); return how many."""
-        redis = self._client.redis
-        with self._client.errors():
+        redis = (await self._connection.client()).redis
+        with self._connection.errors():
             if before is None:
                 async with redis.pipeline(transaction=True) as pipe:
                     pipe.xlen(self._key)

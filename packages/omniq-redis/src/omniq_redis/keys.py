@@ -1,6 +1,6 @@
 """Every Redis key, field and channel name the backend uses.
 
-Layout, for prefix ``P`` (``Settings.key_prefix``, default ``"omniq"``) and
+Layout, for prefix ``P`` (``Settings.key_prefix``, default :data:`omniq.constants.DEFAULT_PREFIX`) and
 queue ``q``. Everything about one queue carries the hash tag ``{P:q}``, so a
 queue's keys share one cluster slot and each per-queue script touches a
 single slot. Lookups by task id go through the global ``{P}:idx`` hash
@@ -16,7 +16,6 @@ from __future__ import annotations
 from omniq.errors import ConfigurationError
 
 __all__ = [
-    "DEFAULT_PREFIX",
     "SIGNAL_CAP",
     "TASK_FIELDS",
     "QueueKeys",
@@ -27,9 +26,6 @@ __all__ = [
     "result_index_key",
     "result_key",
 ]
-
-#: default key prefix (``Settings.key_prefix``).
-DEFAULT_PREFIX = "omniq"
 
 # -- per-queue keys: "{P:q}:<suffix>" ------------------------------------------------------------
 

@@ -16,10 +16,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omniq.base import BaseResultStorage, Capability
+from omniq.constants import DEFAULT_PREFIX
 from omniq.errors import redact_url
 from omniq.models import TaskResult, decode_result, encode_result, utcnow
 from omniq_redis import keys
-from omniq_redis._client import DEFAULT_URL, RedisClient, to_ms
+from omniq_redis._codec import to_ms
+from omniq_redis.connection import check_url, redis_connection
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -47,10 +49,10 @@ class RedisResultStorage(BaseResultStorage):
         {Capability.MULTI_PROCESS, Capability.MULTI_HOST, Capability.BLOCKING_WAIT, Capability.DURABLE}
     )
 
-    def __init__(self, url: str | None = None, *, prefix: str = keys.DEFAULT_PREFIX, **options: Any) -> None:
-        self.url = url or DEFAULT_URL
+    def __init__(self, url: str | None = None, *, prefix: str = DEFAULT_PREFIX, **options: Any) -> None:
+        self.url = check_url(url)
         self.prefix = keys.validate_prefix(prefix)
-        self._client = RedisClient(self.url, **options)
+        self._connection = redis_connection(self.url, options, scripts=False)
         self._index = keys.result_index_key(self.prefix)
 
     settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix"}
@@ -60,11 +62,15 @@ class RedisResultStorage(BaseResultStorage):
 
     async def connect(self) -> None:
         """Open the connection pool."""
-        await self._client.connect(load_scripts=False)
+        await self._connection.connect()
 
     async def close(self) -> None:
         """Close the connection pool (idempotent)."""
-        await self._client.close()
+        await self._connection.close()
+
+    async def _redis(self) -> Any:
+        """The connected pool (see :attr:`RedisClient.redis`), opened on first use."""
+        return (await self._connection.client()).redis
 
     async def set(self, result: TaskResult) -> None:
         """Store a result and wake its waiters."""
@@ -74,8 +80,9 @@ class RedisResultStorage(BaseResultStorage):
         """Store results in one pipelined round trip."""
         if not results:
             return
-        with self._client.errors():
-            async with self._client.redis.pipeline(transaction=False) as pipe:
+        redis = await self._redis()
+        with self._connection.errors():
+            async with redis.pipeline(transaction=False) as pipe:
                 for result in results:
                     key = keys.result_key(self.prefix, result.task_id)
                     if result.expires_at is None:
@@ -90,8 +97,9 @@ class RedisResultStorage(BaseResultStorage):
 
     async def get(self, task_id: str) -> TaskResult | None:
         """Return the result, or None (never stored, deleted or expired)."""
-        with self._client.errors():
-            data = await self._client.redis.get(keys.result_key(self.prefix, task_id))
+        redis = await self._redis()
+        with self._connection.errors():
+            data = await redis.get(keys.result_key(self.prefix, task_id))
         if data is None:
             return None
         result = decode_result(data)
@@ -102,8 +110,9 @@ class RedisResultStorage(BaseResultStorage):
     async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for a result on its pub/sub channel (subscribe first, then read)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._client.errors():
-            pubsub = self._client.redis.pubsub(ignore_subscribe_messages=True)
+        redis = await self._redis()
+        with self._connection.errors():
+            pubsub = redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(keys.result_channel(self.prefix, task_id))
                 while True:
@@ -120,8 +129,9 @@ class RedisResultStorage(BaseResultStorage):
 
     async def delete(self, task_id: str) -> bool:
         """Delete a result; True if there was one."""
-        with self._client.errors():
-            async with self._client.redis.pipeline(transaction=False) as pipe:
+        redis = await self._redis()
+        with self._connection.errors():
+            async with redis.pipeline(transaction=False) as pipe:
                 pipe.delete(keys.result_key(self.prefix, task_id))
                 pipe.zrem(self._index, task_id)
                 deleted, _ = await pipe.execute()
@@ -129,10 +139,10 @@ class RedisResultStorage(BaseResultStorage):
 
     async def purge(self, *, expired_only: bool = True) -> int:
         """Delete expired results (or all of them); return how many."""
-        redis = self._client.redis
+        redis = await self._redis()
         max_score: float | str = time.time() * 1000 if expired_only else "+inf"
         removed = 0
-        with self._client.errors():
+        with self._connection.errors():
             while True:
                 ids = await redis.zrangebyscore(self._index, "-inf", max_score, start=0, num=_PURGE_CHUNK)
                 if not ids:

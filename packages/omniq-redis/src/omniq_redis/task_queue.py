@@ -24,11 +24,13 @@ import anyio
 from redis import exceptions as rexc
 
 from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
+from omniq.constants import DEFAULT_PREFIX
 from omniq.errors import BackendUnavailableError, redact_url
 from omniq.models import Outcome, Task, TaskStatus
 from omniq_redis import keys
-from omniq_redis._client import DEFAULT_URL, RedisClient
 from omniq_redis._codec import enqueue_items, enqueue_one_args, finish_items, leased_tasks, task_from_row
+from omniq_redis.connection import check_url, redis_connection
+from omniq_redis.reads import block_time, count_members, newest_members
 from omniq_redis.scripts import SCRIPTS
 
 if TYPE_CHECKING:
@@ -73,12 +75,12 @@ class RedisTaskQueue(BaseTaskQueue):
         }
     )
 
-    def __init__(self, url: str | None = None, *, prefix: str = keys.DEFAULT_PREFIX, **options: Any) -> None:
-        self.url = url or DEFAULT_URL
+    def __init__(self, url: str | None = None, *, prefix: str = DEFAULT_PREFIX, **options: Any) -> None:
+        self.url = check_url(url)
         self.prefix = keys.validate_prefix(prefix)
-        self._client = RedisClient(self.url, **options)
+        self._connection = redis_connection(self.url, options)
         # Blocking BLPOPs get their own pool so they never starve the scripts of connections.
-        self._blocking = RedisClient(self.url, blocking=True, **options)
+        self._blocking = redis_connection(self.url, options, blocking=True, scripts=False)
         self._queue_keys: dict[str, keys.QueueKeys] = {}
         # queue -> when (anyio clock) its next delayed task is due, as of this client's last claim
         self._next_due: dict[str, float] = {}
@@ -96,15 +98,27 @@ class RedisTaskQueue(BaseTaskQueue):
 
     async def connect(self) -> None:
         """Open the connection pools, load the scripts and check the eviction policy."""
-        await self._client.connect()
-        await self._blocking.connect(load_scripts=False)
-        await self._client.check_eviction_policy()
+        client = await self._connection.connect()
+        await self._blocking.connect()
+        await client.check_eviction_policy()
 
     async def close(self) -> None:
         """Close both pools (idempotent)."""
         self._registered.clear()
         await self._blocking.close()
-        await self._client.close()
+        await self._connection.close()
+
+    async def _run(self, name: str, args: Sequence[Any], script_keys: Sequence[str] = ()) -> Any:
+        """Run one script, driver errors translated."""
+        client = await self._connection.client()
+        with self._connection.errors():
+            return await client.run(name, args, script_keys)
+
+    async def _run_many(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Run scripts in one pipelined round trip, driver errors translated."""
+        client = await self._connection.client()
+        with self._connection.errors():
+            return await client.run_many(calls)
 
     def _keys(self, queue: str) -> keys.QueueKeys:
         found = self._queue_keys.get(queue)
@@ -122,12 +136,12 @@ class RedisTaskQueue(BaseTaskQueue):
         with self._registering():
             if register or task.unique_key or task.eta or task.paused or task.attempts:
                 args = [self.prefix, queue, enqueue_items([task]), "1" if register else "0"]
-                reply: list[bytes] = await self._client.run("enqueue", args)
+                reply: list[bytes] = await self._run("enqueue", args)
                 self._registered.add(queue)
                 return reply[0].decode()
             # the common case, with a script of its own (see scripts._ENQUEUE_ONE)
             task_keys = (self._index_key, qk.task(task.id), qk.pending, qk.ready, qk.signal)
-            await self._client.run("enqueue_one", enqueue_one_args(task), keys=task_keys)
+            await self._run("enqueue_one", enqueue_one_args(task), task_keys)
             return task.id
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
@@ -147,7 +161,7 @@ class RedisTaskQueue(BaseTaskQueue):
                 calls.append(("enqueue", [self.prefix, queue, items, "0" if queue in self._registered else "1"]))
                 order.append(chunk)
         with self._registering():
-            replies = await self._client.run_many(calls)
+            replies = await self._run_many(calls)
         self._registered.update(groups)
         ids: list[str] = [""] * len(tasks)
         for chunk, reply in zip(order, replies, strict=True):
@@ -179,7 +193,7 @@ class RedisTaskQueue(BaseTaskQueue):
                 break
             self._keys(queue)
             args = self._claim_args(queue, wanted, lease, worker_id)
-            claimed.extend(self._claimed(queue, await self._client.run("claim", args)))
+            claimed.extend(self._claimed(queue, await self._run("claim", args)))
         return claimed
 
     async def claim(
@@ -207,7 +221,7 @@ class RedisTaskQueue(BaseTaskQueue):
             block = min(deadline - now, due - now) if due is not None else 0.0
             args = self._claim_args(queue, limit, lease, worker_id)
             if block < 0.001:
-                tasks = self._claimed(queue, await self._client.run("claim", args))
+                tasks = self._claimed(queue, await self._run("claim", args))
             else:
                 tasks = await self._block_then_claim(queue, block, args)
             if tasks or anyio.current_time() >= deadline:
@@ -215,14 +229,16 @@ class RedisTaskQueue(BaseTaskQueue):
 
     async def _block_then_claim(self, queue: str, block: float, args: list[Any]) -> list[Task]:
         """BLPOP the queue's signal list, then run the claim script, in one round trip."""
-        _, reply = await self._blocking.pipeline(
-            [("BLPOP", self._keys(queue).signal, block), ("EVALSHA", SCRIPTS["claim"].sha, 0, *args)],
-            timeout=block + _BLOCK_MARGIN,
-        )
+        blocking = await self._blocking.client()
+        with self._blocking.errors():
+            _, reply = await blocking.pipeline(
+                [("BLPOP", self._keys(queue).signal, block), ("EVALSHA", SCRIPTS["claim"].sha, 0, *args)],
+                timeout=block + _BLOCK_MARGIN,
+            )
         if isinstance(reply, rexc.NoScriptError):  # the server restarted: the pool reloads the script
-            reply = await self._client.run("claim", args)
+            reply = await self._run("claim", args)
         elif isinstance(reply, Exception):
-            with self._client.errors():
+            with self._connection.errors():
                 raise reply
         return self._claimed(queue, reply)
 
@@ -240,37 +256,19 @@ class RedisTaskQueue(BaseTaskQueue):
         block = await self._block_for(queues, timeout)
         if block is not None:
             signals = [self._keys(queue).signal for queue in queues]
-            (reply,) = await self._blocking.pipeline([("BLPOP", *signals, block)], timeout=block + _BLOCK_MARGIN)
-            if isinstance(reply, Exception):
-                with self._blocking.errors():
+            blocking = await self._blocking.client()
+            with self._blocking.errors():
+                (reply,) = await blocking.pipeline([("BLPOP", *signals, block)], timeout=block + _BLOCK_MARGIN)
+                if isinstance(reply, Exception):
                     raise reply
 
     async def _block_for(self, queues: Sequence[str], timeout: float) -> float | None:
-        """How long to block on the signal lists: None when work is ready (or no wait is due).
-
-        One round trip reads the server clock, the READY sizes and the next delayed eta of each queue.
-        """
+        """How long to block on the signal lists (one round trip): None when work is ready or no wait is due."""
         if timeout <= 0 or not queues:
             return None
-        queue_keys = [self._keys(queue) for queue in queues]
-        redis = self._client.redis
-        with self._client.errors():
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.time()
-                for qk in queue_keys:
-                    pipe.zcard(qk.ready)
-                    pipe.zrange(qk.delayed, 0, 0, withscores=True)
-                replies = await pipe.execute()
-        seconds, micros = replies[0]
-        now_us = seconds * 1_000_000 + micros
-        block = timeout
-        for index in range(len(queue_keys)):
-            if replies[1 + 2 * index]:
-                return None  # work is ready already (claimed by someone else meanwhile, or just arrived)
-            earliest = replies[2 + 2 * index]
-            if earliest:
-                block = min(block, (earliest[0][1] - now_us) / 1_000_000)
-        return None if block < 0.001 else block
+        redis = (await self._connection.client()).redis
+        with self._connection.errors():
+            return await block_time(redis, [self._keys(queue) for queue in queues], timeout)
 
     # -- leases ------------------------------------------------------------------------------------
 
@@ -281,7 +279,7 @@ class RedisTaskQueue(BaseTaskQueue):
         args: list[Any] = [self.prefix, max(int(lease * 1_000_000), 1)]
         for task_id, token in leases.items():
             args.extend((task_id, token))
-        return {task_id.decode() for task_id in await self._client.run("extend", args)}
+        return {task_id.decode() for task_id in await self._run("extend", args)}
 
     def can_fuse_results(self, results: BaseResultStorage) -> bool:
         """True for a :class:`RedisResultStorage` on the same server and database."""
@@ -300,7 +298,7 @@ class RedisTaskQueue(BaseTaskQueue):
             items = finish_items(outcomes[start : start + _FINISH_CHUNK], fused)
             calls.append(("finish", [self.prefix, result_prefix, items]))
         flags: list[bool] = []
-        for reply in await self._client.run_many(calls):
+        for reply in await self._run_many(calls):
             flags.extend(flag == 1 for flag in reply)
         return flags
 
@@ -309,7 +307,7 @@ class RedisTaskQueue(BaseTaskQueue):
         recovered: list[Task] = []
         for queue in await self._queues():
             while True:
-                rows = await self._client.run("recover", [self.prefix, queue, _RECOVER_CHUNK])
+                rows = await self._run("recover", [self.prefix, queue, _RECOVER_CHUNK])
                 recovered.extend(leased_tasks(rows))
                 if len(rows) < _RECOVER_CHUNK:
                     break
@@ -319,11 +317,11 @@ class RedisTaskQueue(BaseTaskQueue):
 
     async def cancel(self, task_id: str) -> bool:
         """Cancel a PENDING or RUNNING task (its lease, if any, is lost)."""
-        return bool(await self._client.run("cancel", [self.prefix, task_id]))
+        return bool(await self._run("cancel", [self.prefix, task_id]))
 
     async def set_paused(self, task_id: str, paused: bool) -> bool:
         """Pause or resume a task that is not terminal."""
-        return bool(await self._client.run("set_paused", [self.prefix, task_id, "1" if paused else "0"]))
+        return bool(await self._run("set_paused", [self.prefix, task_id, "1" if paused else "0"]))
 
     # -- inspection --------------------------------------------------------------------------------
 
@@ -335,18 +333,19 @@ class RedisTaskQueue(BaseTaskQueue):
         """Return several tasks in one round trip."""
         if not task_ids:
             return []
-        rows = await self._client.run("get", [self.prefix, *task_ids])
+        rows = await self._run("get", [self.prefix, *task_ids])
         return [task_from_row(row) if row != 0 else None for row in rows]
 
     async def _queues(self) -> list[str]:
-        with self._client.errors():
-            members = await self._client.redis.smembers(self._queues_key)
+        redis = (await self._connection.client()).redis
+        with self._connection.errors():
+            members = await redis.smembers(self._queues_key)
         return sorted(member.decode() for member in members)
 
-    def _index_keys(self, queue: str, status: TaskStatus | None) -> list[str]:
-        """The per-status zsets holding ``queue``'s tasks of ``status`` (all of them for None)."""
-        qk = self._keys(queue)
-        return [qk.status(s.value) for s in (TaskStatus if status is None else (status,))]
+    def _index_keys(self, queues: Sequence[str], status: TaskStatus | None) -> list[str]:
+        """The per-status zsets holding the queues' tasks of ``status`` (all of them for None)."""
+        statuses = TaskStatus if status is None else (status,)
+        return [self._keys(queue).status(s.value) for queue in queues for s in statuses]
 
     async def list(
         self, *, status: TaskStatus | None = None, queue: str | None = None, limit: int = 25, offset: int = 0
@@ -357,15 +356,9 @@ class RedisTaskQueue(BaseTaskQueue):
         queues = [queue] if queue is not None else await self._queues()
         if not queues:
             return []
-        with self._client.errors():
-            async with self._client.redis.pipeline(transaction=False) as pipe:
-                for name in queues:
-                    for key in self._index_keys(name, status):
-                        pipe.zrevrange(key, 0, offset + limit - 1, withscores=True)
-                replies = await pipe.execute()
-        entries = [(score, member) for reply in replies for member, score in reply]
-        entries.sort(key=lambda entry: (entry[0], entry[1]), reverse=True)
-        ids = [member.decode() for _, member in entries[offset : offset + limit]]
+        redis = (await self._connection.client()).redis
+        with self._connection.errors():
+            ids = await newest_members(redis, self._index_keys(queues, status), limit, offset)
         return [task for task in await self.get_many(ids) if task is not None]
 
     async def count(self, *, status: TaskStatus | None = None, queue: str | None = None) -> int:
@@ -373,12 +366,9 @@ class RedisTaskQueue(BaseTaskQueue):
         queues = [queue] if queue is not None else await self._queues()
         if not queues:
             return 0
-        with self._client.errors():
-            async with self._client.redis.pipeline(transaction=False) as pipe:
-                for name in queues:
-                    for key in self._index_keys(name, status):
-                        pipe.zcard(key)
-                return sum(await pipe.execute())
+        redis = (await self._connection.client()).redis
+        with self._connection.errors():
+            return await count_members(redis, self._index_keys(queues, status))
 
     async def purge(self, *, queue: str | None = None, statuses: Sequence[TaskStatus] | None = None) -> int:
         """Delete tasks by queue and status, in batches of a few hundred per script call."""
@@ -389,7 +379,7 @@ class RedisTaskQueue(BaseTaskQueue):
         for name in [queue] if queue is not None else await self._queues():
             self._keys(name)
             while True:
-                count = int(await self._client.run("purge", [self.prefix, name, _PURGE_CHUNK, *names]))
+                count = int(await self._run("purge", [self.prefix, name, _PURGE_CHUNK, *names]))
                 deleted += count
                 if count == 0:
                     break

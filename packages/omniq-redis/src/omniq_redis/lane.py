@@ -1,110 +1,43 @@
-"""Connection handling shared by the three Redis components.
+"""The lane: one connection of the components' own, beside redis-py's pool, for sequential calls.
 
-Builds the ``redis.asyncio`` client (lazily, in ``connect``), translates
-driver errors into OmniQ errors, runs the Lua scripts by SHA with a reload
-on NOSCRIPT, and converts datetimes to the integer microseconds the scripts
-store.
+Why it stays (issue 14 asked for 15 % on a hot path against redis-py's own API): measured with
+``benchmarks/redis_lane_vs_pipeline.py --rounds 9 --single 4000`` (A/B interleaved in one process, a 2-core box
+shared with other work; median [range] over the rounds), the same components with the lane on and
+switched off (every call through redis-py's ``evalsha`` / ``execute_command`` / ``pipeline``):
+
+=========================  ======================  =======================  ===========
+figure (2026-12-05)        lane                    redis-py                lane better
+=========================  ======================  =======================  ===========
+AsyncOmniQ.enqueue, wall   75.0 µs [65.7-296.9]    181.4 µs [136.3-373.9]  +142 %
+AsyncOmniQ.enqueue, CPU    43.6 µs [40.6-67.0]     111.1 µs [99.6-149.3]   +155 %
+drain (burst worker)       8,853/s [5,394-14,418]  7,502/s [4,405-9,874]   +18 %
+=========================  ======================  =======================  ===========
+
+Five earlier runs (5-9 rounds, two of them before the lane moved here; wall time only) gave the
+enqueue +3 % to +101 % (median of the runs +40 %) and the drain -2 % to +48 % (median +17 %): the
+machine's load swings the wall figures, while the client's CPU per enqueue (the Python the lane
+saves: pool checkout, stream reader layers, per-read timeouts) fell by 40-73 % in every round.
+The drain gains less because a worker's calls overlap: the lane takes one call at a time and the
+others go through the pool anyway.
+
+:class:`omniq_redis.connection.RedisClient` sends a call here when the lane is free and through the
+pool otherwise (concurrent callers, pub/sub, configurations the lane cannot speak for).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 from collections import deque
-from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
-from omniq.base import map_exceptions
-from omniq.errors import BackendError, BackendUnavailableError, ConfigurationError, OmniQError, redact_url
-from omniq_redis.scripts import SCRIPTS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
-__all__ = ["DEFAULT_URL", "RedisClient", "from_us", "to_ms", "to_us"]
-
-logger = logging.getLogger("omniq.redis")
-
-#: URL used when none is configured.
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
-
-# Order matters: the first matching class wins, so connection problems come before RedisError.
-_ERRORS: dict[type[BaseException], type[OmniQError]] = {
-    rexc.ConnectionError: BackendUnavailableError,
-    rexc.TimeoutError: BackendUnavailableError,
-    ConnectionError: BackendUnavailableError,
-    OSError: BackendUnavailableError,
-    rexc.RedisError: BackendError,
-}
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICRO = timedelta(microseconds=1)
-_FLOAT_EXACT_US = 2**32 * 1_000_000
-
-
-def to_us(value: datetime) -> int:
-    """Return a datetime as integer microseconds since the epoch (naive means UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return (value - _EPOCH) // _MICRO
-
-
-def to_ms(value: datetime) -> int:
-    """Return a datetime as integer milliseconds since the epoch, rounded up."""
-    return -(-to_us(value) // 1000)
-
-
-def from_us(value: bytes | str | int) -> datetime:
-    """Inverse of :func:`to_us`.
-
-    Through a float when that is exact, about 40% cheaper than adding a
-    timedelta (claimed rows carry several timestamps): before 2106 (2**32
-    seconds) a double's error on the seconds is under half a microsecond,
-    and ``fromtimestamp`` rounds to the nearest one.
-    """
-    micros = int(value)
-    if 0 <= micros < _FLOAT_EXACT_US:
-        return datetime.fromtimestamp(micros / 1_000_000, timezone.utc)
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-def _pool_health_options() -> dict[str, Any]:
-    """Keep redis-py's stale-connection check on.
-
-    redis-py 8 skips the pool's check for connections the server closed while
-    maintenance notifications are "auto" (its default); with retries off, the
-    first command on such a connection would fail although the server is back.
-    """
-    try:
-        from redis.maint_notifications import MaintNotificationsConfig
-    except ImportError:  # redis-py < 8 always checks
-        return {}
-    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
-
-
-#: bumped in a forked child (a process-pool task that enqueues through the components it
-#: inherited). Connections opened before the fork belong to the parent: their sockets, and the
-#: parent event loop's epoll registrations, are shared with it, so the child must neither use
-#: nor close them.
-_fork_generation = 0
-
-
-def _after_fork_in_child() -> None:
-    global _fork_generation  # one counter for the whole process, by design
-    _fork_generation += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
+__all__ = ["Lane"]
 
 #: the lane's receive buffer, one per connection.
 _READ_BUFFER = 256 * 1024
@@ -185,7 +118,7 @@ def _pack(args: Sequence[Any]) -> bytes:
     return b"".join(out)
 
 
-class _Lane:
+class Lane:
     """One connection of its own, outside redis-py, for one command at a time.
 
     Sequential script calls (a producer's enqueue loop, a worker's claims and
@@ -214,7 +147,6 @@ class _Lane:
         if issubclass(connection_class, aioredis.SSLConnection):
             self._ssl = connection_class(**kwargs).ssl_context.get()
         self._protocol: _LaneProtocol | None = None
-        self._generation = _fork_generation  # the process the protocol's connection belongs to
         self._busy = False
         self._sent_at = 0.0
         self._limit: float | None = None
@@ -299,9 +231,6 @@ class _Lane:
             raise RuntimeError("the lane runs one call at a time: check free first")
         self._busy = True
         protocol = self._protocol
-        if self._generation != _fork_generation:
-            protocol = self._protocol = self._watchdog = None  # the parent's: leave it be
-            self._generation = _fork_generation
         if protocol is None or protocol.transport is None:
             self._protocol = None
             return None
@@ -349,164 +278,10 @@ class _Lane:
             self._busy = False
 
     def close(self) -> None:
+        """Drop the connection (the next call opens a new one)."""
         protocol, self._protocol = self._protocol, None
         watchdog, self._watchdog = self._watchdog, None
-        if self._generation != _fork_generation:
-            return  # opened by the parent process: closing it here would unhook it there
         if protocol is not None and protocol.transport is not None:
             protocol.transport.abort()
         if watchdog is not None:
             watchdog.cancel()
-
-
-class RedisClient:
-    """A lazily connected ``redis.asyncio`` client plus script runner.
-
-    Args:
-        url: ``redis://`` or ``rediss://`` URL (password allowed; never logged).
-        blocking: build the client for long blocking calls (no socket timeout).
-        options: extra keyword arguments for ``redis.asyncio.Redis.from_url``.
-    """
-
-    def __init__(self, url: str, *, blocking: bool = False, **options: Any) -> None:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigurationError(f"url={redact_url(url)!r} is not valid: expected a redis:// or rediss:// URL")
-        self.url = url
-        self._options: dict[str, Any] = {
-            "socket_connect_timeout": 5.0,
-            "socket_timeout": None if blocking else 30.0,
-            # Scripts are not idempotent: a blind retry after a lost reply could apply one twice.
-            # Failures surface as BackendUnavailableError and the worker backs off instead.
-            "retry": Retry(NoBackoff(), 0),
-            **_pool_health_options(),
-            **options,
-        }
-        self._redis: aioredis.Redis | None = None
-        self._blocking = blocking
-        self._lane: _Lane | None = None
-        self._generation = _fork_generation
-
-    @property
-    def redis(self) -> Any:
-        """The connected client (``redis.asyncio.Redis`` with ``decode_responses=False``).
-
-        Typed ``Any`` on purpose: redis-py annotates every reply as a union of
-        the bytes and str (and sync and async) variants, while this client
-        always returns bytes.
-        """
-        if self._redis is None:
-            raise BackendError("the Redis component is not connected: call connect() first")
-        return self._redis
-
-    @contextmanager
-    def errors(self) -> Iterator[None]:
-        """Translate driver errors raised inside the block."""
-        with map_exceptions(_ERRORS, url=self.url):
-            yield
-
-    async def connect(self, *, load_scripts: bool = True) -> None:
-        """Open the pool, check the server answers and load the scripts."""
-        if self._redis is not None:
-            return
-        client = aioredis.Redis.from_url(self.url, decode_responses=False, **self._options)
-        try:
-            with self.errors():
-                await client.ping()
-                if load_scripts:
-                    async with client.pipeline(transaction=False) as pipe:
-                        for script in SCRIPTS.values():
-                            pipe.script_load(script.source)
-                        await pipe.execute()
-        except BaseException:
-            await client.aclose()
-            raise
-        self._redis = client
-        self._generation = _fork_generation
-        pool = client.connection_pool
-        if _Lane.supports(pool.connection_kwargs):
-            self._lane = _Lane(pool.connection_kwargs, pool.connection_class)
-
-    async def close(self) -> None:
-        """Close the pool; safe to call twice."""
-        client, self._redis = self._redis, None
-        lane, self._lane = self._lane, None
-        if lane is not None:
-            lane.close()
-        if client is not None and self._generation == _fork_generation:
-            await client.aclose()  # (a forked child leaves the parent's pool alone)
-
-    async def run(self, name: str, args: Sequence[Any], keys: Sequence[str] = ()) -> Any:
-        """Run a script by SHA, loading it again when the server lost it (restart, SCRIPT FLUSH).
-
-        Sequential callers (a producer's enqueue loop, a worker's claims and
-        finishes) go through the lane; concurrent ones through the pool.
-        """
-        script = SCRIPTS[name]
-        lane = self._lane
-        if lane is not None and lane.free:
-            try:
-                return await lane.call("EVALSHA", script.sha, len(keys), *keys, *args)
-            except rexc.NoScriptError:
-                pass  # the script did not run: the pool path below loads it and runs it
-            except Exception:
-                with self.errors():
-                    raise
-        client = self.redis
-        with self.errors():
-            try:
-                return await client.evalsha(script.sha, len(keys), *keys, *args)
-            except rexc.NoScriptError:
-                await client.script_load(script.source)
-                return await client.evalsha(script.sha, len(keys), *keys, *args)
-
-    async def pipeline(self, commands: Sequence[Sequence[Any]], *, timeout: float | None) -> list[Any]:
-        """Run raw commands in one round trip; replies in order, error replies as exception objects.
-
-        On the lane when it is free, else on a pooled connection. ``timeout``
-        bounds the lane's wait for the replies (give blocking commands their
-        own block time plus a margin).
-        """
-        lane = self._lane
-        with self.errors():
-            if lane is not None and lane.free:
-                return await lane.call_many(commands, timeout)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for command in commands:
-                    pipe.execute_command(*command)
-                return list(await pipe.execute(raise_on_error=False))
-
-    async def run_many(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
-        """Run several scripts (without KEYS) in one pipelined round trip; results in order."""
-        if len(calls) == 1:
-            return [await self.run(calls[0][0], calls[0][1])]
-        client = self.redis
-        with self.errors():
-            async with client.pipeline(transaction=False) as pipe:
-                for name, args in calls:
-                    pipe.evalsha(SCRIPTS[name].sha, 0, *args)
-                results = await pipe.execute(raise_on_error=False)
-            for index, result in enumerate(results):
-                if isinstance(result, rexc.NoScriptError):
-                    # That call did not run, so running it again is safe.
-                    results[index] = await self.run(calls[index][0], calls[index][1])
-                elif isinstance(result, Exception):
-                    raise result
-        return list(results)
-
-    async def check_eviction_policy(self) -> None:
-        """Warn when Redis may evict keys (tasks could silently disappear)."""
-        try:
-            with self.errors():
-                reply = await self.redis.config_get("maxmemory-policy")
-        except BackendError:
-            return  # CONFIG is often disabled on managed Redis; the check is advisory.
-        policy = reply.get(b"maxmemory-policy", reply.get("maxmemory-policy"))
-        if isinstance(policy, bytes):
-            policy = policy.decode()
-        if policy and policy != "noeviction":
-            logger.warning(
-                "Redis at %s has maxmemory-policy=%s: under memory pressure it may evict tasks; "
-                "set maxmemory-policy noeviction",
-                redact_url(self.url),
-                policy,
-            )
