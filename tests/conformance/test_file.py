@@ -6,8 +6,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from omniq.backends._file import layout
-from omniq.backends.file import FileEventStorage, FileResultStorage, FileTaskQueue
+from omniq.backends.file import FileEventStorage, FileResultStorage, FileTaskQueue, layout
 from omniq.testing import EventStorageSuite, ResultStorageSuite, TaskQueueSuite
 
 

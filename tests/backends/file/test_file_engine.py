@@ -10,8 +10,7 @@ import time
 import anyio
 import pytest
 
-from omniq.backends._file import layout
-from omniq.backends.file import FileEventStorage, FileResultStorage, FileTaskQueue
+from omniq.backends.file import FileEventStorage, FileResultStorage, FileTaskQueue, layout
 from omniq.config import Settings
 from omniq.errors import BackendUnavailableError, ConfigurationError, SerializationError
 from omniq.models import Outcome, OutcomeKind, TaskStatus, encode_task
@@ -203,7 +202,7 @@ async def test_from_settings_defaults_to_base_dir(tmp_path):
     settings = Settings(backend="file", base_dir=tmp_path / "data", task_queue_options={"fsync": False})
     queue = FileTaskQueue.from_settings(settings.component("task_queue"), settings)
     assert queue.url == str(tmp_path / "data" / "files")
-    assert queue.fsync is False
+    assert queue.root.fsync is False
     async with queue:
         await queue.enqueue(make_task())
     assert (tmp_path / "data" / "files" / layout.PENDING_DIR).is_dir()
@@ -239,5 +238,5 @@ async def test_unusable_root_is_backend_unavailable(tmp_path):
 
 def test_only_local_roots_are_multi_process(tmp_path):
     pytest.importorskip("fsspec")
-    assert FileTaskQueue(str(tmp_path)).multi_process
-    assert not FileTaskQueue("memory://omniq-multi-process-check").multi_process
+    assert FileTaskQueue(str(tmp_path)).root.multi_process
+    assert not FileTaskQueue("memory://omniq-multi-process-check").root.multi_process

@@ -14,8 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from omniq.backends._file import layout
-from omniq.backends.file import FileTaskQueue
+from omniq.backends.file import FileTaskQueue, layout
 from omniq.models import TaskStatus
 from omniq.testing import make_task
 

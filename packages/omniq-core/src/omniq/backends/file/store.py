@@ -1,47 +1,35 @@
-"""Storage drivers of the file backend: a local directory, or any fsspec URL.
+"""The storage driver interface of the file backend, and the local-directory driver.
 
-Both expose the same small synchronous interface over paths relative to the
+:class:`Store` is a small synchronous interface over paths relative to a
 root. :class:`LocalStore` gives the guarantees the queue relies on for
 several processes: every write goes to a temp file, is fsynced and renamed
 into place (a crash never leaves a half-written file visible), a rename is
 atomic and fails when the source is gone (so two claimers cannot both take a
-task), and ``flock`` stripes serialise read-modify-write of one task.
-:class:`FsspecStore` has none of that across processes (object stores have
-no atomic rename), so it serialises everything behind one lock per root
-inside this process: one consumer process only.
+task), and ``flock`` stripes serialise read-modify-write of one task. The
+driver for any other fsspec URL is :mod:`omniq.backends.file.fsspec_store`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 import time
 import uuid
-import weakref
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING
 
-import anyio
-
-from omniq.backends._file.layout import ALL_DIRS, LOCKS_DIR, TMP_DIR
-from omniq.errors import ConfigurationError, redact_url
+from omniq.backends.file.layout import ALL_DIRS, LOCKS_DIR, TMP_DIR
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Iterator
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no flock, one process only
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["FsspecStore", "LocalStore", "Notifier", "Store", "is_local_url", "open_store"]
-
-logger = logging.getLogger("omniq.file")
-
-_LOCAL_SCHEMES = {"", "file", "local"}
+__all__ = ["LocalStore", "Store"]
 
 
 class Store(ABC):
@@ -277,7 +265,7 @@ class LocalStore(Store):
                 lock.release()
 
     def flush(self) -> None:
-        """fsync every folder this thread renamed into or out of since the last flush."""
+        """Fsync (make durable) every folder this thread renamed into or out of since the last flush."""
         dirty: set[str] | None = getattr(self._dirty, "dirs", None)
         self._dirty.dirs = set()
         for folder in dirty or ():
@@ -289,190 +277,3 @@ class LocalStore(Store):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-
-
-_FSSPEC_LOCKS: dict[str, threading.RLock] = {}
-_FSSPEC_LOCKS_GUARD = threading.Lock()
-
-
-class FsspecStore(Store):
-    """Any fsspec file system (``memory://``, ``s3://``, ...): one consumer process only.
-
-    Object stores have no atomic rename (``mv`` is copy + delete) and no
-    locks, so this store serialises every operation on a root behind one
-    re-entrant lock shared by all instances in this process. Several
-    processes sharing such a root may run a task twice or lose updates.
-    Writes are a single ``pipe_file`` (an object PUT is atomic; other fsspec
-    file systems may expose a partial file after a crash).
-    """
-
-    multi_process = False
-
-    def __init__(self, fs: Any, root: str) -> None:
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        self.fs = fs
-        self.root = root.rstrip("/")
-        super().__init__(f"{protocol}:{self.root}")
-        with _FSSPEC_LOCKS_GUARD:
-            self._lock = _FSSPEC_LOCKS.setdefault(self.key, threading.RLock())
-
-    def _path(self, rel: str) -> str:
-        return f"{self.root}/{rel}"
-
-    def makedirs(self, rel: str) -> None:
-        """Create a folder (a no-op on object stores)."""
-        self.fs.makedirs(self._path(rel), exist_ok=True)
-
-    def listdir(self, rel: str) -> list[str]:
-        """Names in a folder; empty when it does not exist."""
-        try:
-            entries: Iterable[str] = self.fs.ls(self._path(rel), detail=False)
-        except FileNotFoundError:
-            return []
-        return [entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries]
-
-    def read(self, rel: str) -> bytes | None:
-        """The file's bytes, or None."""
-        try:
-            data: bytes = self.fs.cat_file(self._path(rel))
-        except FileNotFoundError:
-            return None
-        return data
-
-    def write(self, rel: str, data: bytes) -> None:
-        """One ``pipe_file`` call."""
-        self.fs.pipe_file(self._path(rel), data)
-
-    def create_exclusive(self, rel: str, data: bytes) -> bool:
-        """Create unless it exists (atomic only thanks to the in-process lock)."""
-        with self._lock:
-            if self.fs.exists(self._path(rel)):
-                return False
-            self.fs.pipe_file(self._path(rel), data)
-            return True
-
-    def rename(self, src: str, dst: str) -> bool:
-        """``mv`` (copy + delete on object stores); False when ``src`` is gone."""
-        try:
-            self.fs.mv(self._path(src), self._path(dst))
-        except FileNotFoundError:
-            return False
-        return True
-
-    def unlink(self, rel: str) -> bool:
-        """Delete a file; False when it did not exist."""
-        try:
-            self.fs.rm_file(self._path(rel))
-        except FileNotFoundError:
-            return False
-        return True
-
-    def exists(self, rel: str) -> bool:
-        """Whether the file exists."""
-        return bool(self.fs.exists(self._path(rel)))
-
-    def age(self, rel: str) -> float | None:
-        """Seconds since modification when the file system reports it, else 0."""
-        try:
-            modified = self.fs.modified(self._path(rel))
-        except FileNotFoundError:
-            return None
-        except (NotImplementedError, OSError):
-            return 0.0
-        return time.time() - float(modified.timestamp())
-
-    def session(self) -> contextlib.AbstractContextManager[object]:
-        """The root's in-process lock: one batch operation at a time."""
-        return self._lock
-
-    @contextlib.contextmanager
-    def lock(self, name: str, *, blocking: bool = True) -> Iterator[bool]:
-        """Every lock is the root's single in-process lock (re-entrant, so nesting is fine)."""
-        acquired = self._lock.acquire(blocking)
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                self._lock.release()
-
-
-def is_local_url(url: str) -> bool:
-    """Whether ``url`` names a local directory (a plain path, ``file://`` or ``local://``)."""
-    if os.path.isabs(url) or "://" not in url:
-        return True
-    return urlsplit(url).scheme.lower() in _LOCAL_SCHEMES
-
-
-def open_store(url: str, *, fsync: bool = True, storage_options: Mapping[str, Any] | None = None) -> Store:
-    """Build the store for ``url``: :class:`LocalStore` for paths, :class:`FsspecStore` otherwise.
-
-    Raises:
-        ConfigurationError: the URL is empty, or fsspec is needed but missing,
-            or fsspec does not know the protocol.
-    """
-    if not url.strip():
-        raise ConfigurationError("the file backend needs a directory or an fsspec URL, got an empty string")
-    if is_local_url(url):
-        path = unquote(urlsplit(url).path) if "://" in url else url
-        return LocalStore(os.path.expanduser(path), fsync=fsync)
-    try:
-        import fsspec  # ships no type information: pyproject.toml's mypy section skips it
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"the file backend needs fsspec for {redact_url(url)!r}: "
-            "from a clone of OmniQ, pip install './packages/omniq-core[file]'"
-        ) from exc
-    try:
-        fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-    except (ValueError, ImportError) as exc:
-        raise ConfigurationError(f"fsspec cannot open {redact_url(url)!r}: {redact_url(str(exc))}") from exc
-    return FsspecStore(fs, root)
-
-
-class Notifier:
-    """In-process wake-ups on one root: ``wait_for_work`` and result waiters.
-
-    A waiter is woken only from its own thread (its event loop); waiters on
-    other threads and in other processes fall back to polling.
-    """
-
-    # Weak: the notifier of a root lives as long as some component on that root does.
-    _by_key: weakref.WeakValueDictionary[str, Notifier] = weakref.WeakValueDictionary()
-    _guard = threading.Lock()
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiters: dict[str, set[tuple[anyio.Event, int]]] = {}
-
-    @classmethod
-    def for_store(cls, store: Store) -> Notifier:
-        """The notifier shared by every component on ``store``'s root."""
-        with cls._guard:
-            notifier = cls._by_key.get(store.key)
-            if notifier is None:
-                notifier = cls._by_key[store.key] = cls()
-            return notifier
-
-    @contextlib.contextmanager
-    def watch(self, channel: str) -> Iterator[anyio.Event]:
-        """Register an event set by :meth:`notify` on ``channel`` (from this thread)."""
-        entry = (anyio.Event(), threading.get_ident())
-        with self._lock:
-            self._waiters.setdefault(channel, set()).add(entry)
-        try:
-            yield entry[0]
-        finally:
-            with self._lock:
-                waiters = self._waiters.get(channel)
-                if waiters is not None:
-                    waiters.discard(entry)
-                    if not waiters:
-                        del self._waiters[channel]
-
-    def notify(self, channels: Iterable[str]) -> None:
-        """Wake this thread's waiters on ``channels``."""
-        me = threading.get_ident()
-        with self._lock:
-            woken = [event for channel in channels for event, ident in self._waiters.get(channel, ()) if ident == me]
-        for event in woken:
-            event.set()

@@ -1,0 +1,215 @@
+"""The lease state machine over task files: claim, extend, finish, recover (synchronous).
+
+A claim is an atomic rename of a due task's file from its queue folder into
+``tasks/running/``; extend, finish and recovery rewrite that file under the
+task's lock, after checking the lease token it holds (see :mod:`.task_files`
+for the rules that keep several processes honest).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from omniq.backends.file import layout
+from omniq.backends.file.task_files import CLEAR_LEASE
+from omniq.lease import apply_outcome, lease_expired_error
+from omniq.models import Outcome, Task, TaskStatus, encode_task, new_id, utcnow
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from omniq.backends.file.result_files import ResultFiles
+    from omniq.backends.file.task_files import Found, TaskFiles
+
+__all__ = ["claim", "extend", "finish", "recover"]
+
+logger = logging.getLogger("omniq.file")
+
+_replace = msgspec.structs.replace
+#: a due task found by listing: (file name, queue folder, id); names sort in claim order.
+_Candidate = tuple[str, str, str]
+
+
+def claim(files: TaskFiles, queues: Sequence[str], limit: int, lease: float, worker_id: str) -> list[Task]:
+    """Lease up to ``limit`` due tasks, best first across ``queues``."""
+    if limit <= 0:
+        return []
+    store = files.store
+    now = utcnow()
+    due = layout.micros(now)
+    candidates: list[_Candidate] = []
+    for queue in dict.fromkeys(queues):
+        qdir = layout.queue_dir(queue)
+        for name in store.listdir(qdir):
+            parsed = layout.parse_pending(name)
+            if parsed is not None and parsed[0] <= due:
+                candidates.append((name, qdir, parsed[1]))
+    candidates.sort()
+    deadline = now + timedelta(seconds=lease)
+    claimed: list[Task] = []
+    busy: list[_Candidate] = []
+    for candidate in candidates:
+        if len(claimed) >= limit:
+            break
+        # Skip a task whose lock is busy (another claimer is on it) rather than queue behind it.
+        with store.lock(layout.task_lock(candidate[2]), blocking=False) as acquired:
+            task = _claim_one(files, candidate, now, deadline, worker_id) if acquired else None
+        if not acquired:
+            busy.append(candidate)
+        elif task is not None:
+            claimed.append(task)
+    for candidate in busy:  # a stripe can be busy for an unrelated task: try those again, waiting
+        if len(claimed) >= limit:
+            break
+        with store.lock(layout.task_lock(candidate[2])):
+            task = _claim_one(files, candidate, now, deadline, worker_id)
+        if task is not None:
+            claimed.append(task)
+    store.flush()
+    return claimed
+
+
+def _claim_one(
+    files: TaskFiles, candidate: _Candidate, now: datetime, deadline: datetime, worker_id: str
+) -> Task | None:
+    store = files.store
+    name, qdir, task_id = candidate
+    source = f"{qdir}/{name}"
+    running = layout.task_file(layout.RUNNING_DIR, task_id)
+    if not store.exists(source):
+        return None  # another process claimed it since our listing
+    if store.exists(running) or store.exists(layout.task_file(layout.DONE_DIR, task_id)):
+        # The same id enqueued twice while PENDING (enqueue checks only running/ and paused/,
+        # so it never lists a queue): the first copy ran or runs, this one is the duplicate.
+        logger.warning("task %s was enqueued again while live; dropped the duplicate %s", task_id, source)
+        store.unlink(source)
+        return None
+    if not store.rename(source, running):
+        return None  # gone after all (only possible without locks)
+    found = files.read(running, layout.RUNNING_DIR, salvage=True)
+    if found is None:
+        return None
+    task = _replace(
+        found.task,
+        status=TaskStatus.RUNNING,
+        attempts=found.task.attempts + 1,
+        lease_token=new_id(),
+        lease_expires_at=deadline,
+        started_at=now,
+        updated_at=now,
+        worker_id=worker_id,
+        paused=False,
+    )
+    store.write(running, encode_task(task))
+    return task
+
+
+def _held(files: TaskFiles, task_id: str, token: str) -> Found | None:
+    """The running task if ``token`` still holds its lease (call under the task's lock)."""
+    found = files.read(layout.task_file(layout.RUNNING_DIR, task_id), layout.RUNNING_DIR, salvage=True)
+    if found is None or found.task.status is not TaskStatus.RUNNING or found.task.lease_token != token:
+        return None
+    return found
+
+
+def extend(files: TaskFiles, leases: Mapping[str, str], lease: float) -> set[str]:
+    """Push back the deadline of every lease still held."""
+    now = utcnow()
+    deadline = now + timedelta(seconds=lease)
+    extended: set[str] = set()
+    for task_id, token in leases.items():
+        with files.store.lock(layout.task_lock(task_id)):
+            found = _held(files, task_id, token)
+            if found is not None:
+                task = _replace(found.task, lease_expires_at=deadline, updated_at=now)
+                files.store.write(found.path, encode_task(task))
+                extended.add(task_id)
+    files.store.flush()
+    return extended
+
+
+def finish(files: TaskFiles, outcomes: Sequence[Outcome], results: ResultFiles | None) -> list[bool]:
+    """Apply token-checked outcomes; with ``results``, write accepted results first (fused)."""
+    now = utcnow()
+    accepted: list[bool] = []
+    freed: list[tuple[str, str]] = []
+    for outcome in outcomes:
+        with files.store.lock(layout.task_lock(outcome.task_id)):
+            found = _held(files, outcome.task_id, outcome.lease_token)
+            if found is not None:
+                if results is not None and outcome.result is not None:
+                    results.write(outcome.result)  # before the outcome: a waiter never misses it
+                updated = apply_outcome(found.task, outcome, now)
+                assert updated is not None  # the token was checked above, under the lock
+                files.move(found, updated, freed)
+        accepted.append(found is not None)
+    files.free_unique(freed)
+    files.store.flush()
+    return accepted
+
+
+def recover(files: TaskFiles) -> list[Task]:
+    """Requeue (or fail, out of attempts) running tasks whose lease passed; repair crash leftovers."""
+    store = files.store
+    now = utcnow()
+    recovered: list[Task] = []
+    freed: list[tuple[str, str]] = []
+    for name in store.listdir(layout.RUNNING_DIR):
+        task_id = layout.parse_task_file(name)
+        if task_id is None:
+            continue
+        found = files.read(f"{layout.RUNNING_DIR}/{name}", layout.RUNNING_DIR, salvage=True)
+        if found is None or not _lease_over(found.task, now):
+            continue
+        with store.lock(layout.task_lock(task_id)):
+            task = _recover_one(files, task_id, now, freed)
+        if task is not None:
+            recovered.append(task)
+    files.free_unique(freed)
+    _sweep_tmp(files)
+    store.flush()
+    if recovered:
+        logger.info("recovered %d task(s) whose lease expired", len(recovered))
+    return recovered
+
+
+def _recover_one(files: TaskFiles, task_id: str, now: datetime, freed: list[tuple[str, str]]) -> Task | None:
+    found = files.read(layout.task_file(layout.RUNNING_DIR, task_id), layout.RUNNING_DIR, salvage=True)
+    if found is None or not _lease_over(found.task, now):
+        return None  # finished or extended meanwhile
+    if files.store.exists(layout.task_file(layout.DONE_DIR, task_id)):
+        files.store.unlink(found.path)  # a finish that crashed after writing done/
+        return None
+    task = found.task
+    if task.status is not TaskStatus.RUNNING:
+        # A claim that crashed between its rename and its rewrite: the attempt never started.
+        task = _replace(task, status=TaskStatus.PENDING, **CLEAR_LEASE)
+    elif task.attempts >= task.max_attempts:
+        error = lease_expired_error(task)
+        task = _replace(task, status=TaskStatus.FAILED, error=error, finished_at=now, updated_at=now, **CLEAR_LEASE)
+    else:
+        task = _replace(task, status=TaskStatus.PENDING, eta=now, updated_at=now, **CLEAR_LEASE)
+    files.move(found, task, freed)
+    return task
+
+
+def _lease_over(task: Task, now: datetime) -> bool:
+    """Whether a file in running/ needs recovery: lease past, or not RUNNING at all (a crashed claim)."""
+    if task.status is not TaskStatus.RUNNING:
+        return True
+    return task.lease_expires_at is None or task.lease_expires_at <= now
+
+
+def _sweep_tmp(files: TaskFiles) -> None:
+    """Delete temp files older than :data:`~.layout.TMP_MAX_AGE`: what crashed writers left."""
+    store = files.store
+    for name in store.listdir(layout.TMP_DIR):
+        path = f"{layout.TMP_DIR}/{name}"
+        age = store.age(path)
+        if age is not None and age > layout.TMP_MAX_AGE:
+            store.unlink(path)
+            logger.info("deleted the temp file %s left by a crashed writer", path)
