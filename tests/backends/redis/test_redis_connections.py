@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import multiprocessing
+import sys
 
 import anyio
 import pytest
@@ -135,3 +138,37 @@ async def test_a_script_call_right_after_the_server_closed_idle_connections_succ
     finally:
         await queue.purge()
         await queue.close()
+
+
+def _child_enqueues_through_inherited_components(queue, task, out):
+    async def main():
+        inherited = queue._connection._client
+        await queue.enqueue(task)  # the parent's client (pool and lane) is not used: the child opens its own
+        own = queue._connection.current
+        await queue.close()
+        return own is not inherited
+
+    out.send(asyncio.run(main()))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+async def test_a_forked_child_uses_a_client_of_its_own_and_leaves_the_parents_open(queue):
+    await queue.enqueue(make_task(queue="fork"))  # the parent's lane is connected
+    client = queue._connection.current
+    assert client.lane is not None
+    protocol = client.lane._protocol
+    task = make_task(queue="fork")
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_child_enqueues_through_inherited_components, args=(queue, task, sender))
+    child.start()
+    assert await anyio.to_thread.run_sync(receiver.poll, 30)
+    assert receiver.recv() is True
+    await anyio.to_thread.run_sync(child.join, 30)
+    assert child.exitcode == 0
+    assert queue._connection.current is client, "the child closed only its own client"
+    assert client.lane._protocol is protocol and protocol is not None and protocol.transport is not None
+    await queue.enqueue(make_task(queue="fork"))  # through the parent's lane, still open
+    assert client.lane._protocol is protocol
+    claimed = await queue.claim_ready(["fork"], 5, lease=30, worker_id="w")
+    assert task.id in {t.id for t in claimed} and len(claimed) == 3
