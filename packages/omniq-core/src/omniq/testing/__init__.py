@@ -13,6 +13,12 @@ fixture per component (see ``docs/backends.md``)::
             store = MemoryStore()
             return lambda: MemoryTaskQueue(store=store)
 
+The task queue suite is split by area of the contract (enqueue, unique keys,
+claiming, scheduling, pausing, waiting, leases, finishing, cancelling,
+listing, fork safety, corrupted records, the fused paths): one module each in
+:mod:`omniq.testing.task_queue`. Tests that need a capability skip with a
+reason through :func:`requires`.
+
 The pytest plugin :mod:`omniq.testing.plugin` provides ``anyio_backend`` and
 the server URL fixtures; load it with ``-p omniq.testing.plugin``.
 """
@@ -20,7 +26,16 @@ the server URL fixtures; load it with ``-p omniq.testing.plugin``.
 from __future__ import annotations
 
 from omniq.testing.event_storage import EventStorageSuite
-from omniq.testing.fixtures import ForkedChild, connected, make_event, make_result, make_task, now_ms, wait_until
+from omniq.testing.fixtures import (
+    ForkedChild,
+    connected,
+    make_event,
+    make_result,
+    make_task,
+    now_ms,
+    requires,
+    wait_until,
+)
 from omniq.testing.result_storage import ResultStorageSuite
 from omniq.testing.task_queue import TaskQueueSuite
 
@@ -34,5 +49,6 @@ __all__ = [
     "make_result",
     "make_task",
     "now_ms",
+    "requires",
     "wait_until",
 ]

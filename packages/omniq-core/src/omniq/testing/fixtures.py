@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import functools
+import inspect
 import multiprocessing
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
+import pytest
 
+from omniq.base import Component
 from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus, new_id, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
-
-    from omniq.base import Component
 
 __all__ = [
     "GARBAGE_PAYLOAD",
@@ -28,10 +30,12 @@ __all__ = [
     "make_result",
     "make_task",
     "now_ms",
+    "requires",
     "wait_until",
 ]
 
 C = TypeVar("C", bound="Component")
+F = TypeVar("F", bound="Callable[..., Any]")
 T = TypeVar("T")
 
 #: opaque payload bytes: a format tag, NUL, invalid UTF-8 and every byte value once.
@@ -72,6 +76,52 @@ def make_event(task_id: str | None = None, type: EventType = EventType.ENQUEUED,
     """Build an event for ``task_id`` (a fresh id when None) at a millisecond timestamp."""
     fields.setdefault("timestamp", now_ms())
     return TaskEvent(task_id=task_id or new_id(), type=type, **fields)
+
+
+def requires(*capabilities: str) -> Callable[[F], F]:
+    """Skip a suite test (or fixture) unless the component under test declares every capability.
+
+    The component under test is the first argument of the test that is a
+    component (``task_queue``, ``result_storage``, ``event_storage``); the skip
+    reason names its class and the capability it lacks. This is the one way the
+    suites skip on a capability (see :class:`~omniq.base.Capability`)::
+
+        @requires(Capability.FORK_SAFE)
+        async def test_a_forked_child_enqueues(self, task_queue: BaseTaskQueue) -> None: ...
+
+    Put it under ``@pytest.fixture`` to skip every test that uses a fixture.
+    """
+
+    def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        component = next((a for a in (*args, *kwargs.values()) if isinstance(a, Component)), None)
+        if component is None:
+            raise TypeError(f"@requires{capabilities}: the test takes no component to read the capabilities of")
+        for capability in capabilities:
+            if capability not in type(component).capabilities:
+                pytest.skip(f"{type(component).__name__} lacks the {capability} capability")
+
+    def decorate(fn: F) -> F:
+        if inspect.isasyncgenfunction(fn):
+
+            @functools.wraps(fn)
+            async def generator(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+                check(args, kwargs)
+                async with contextlib.aclosing(fn(*args, **kwargs)) as values:
+                    async for value in values:
+                        yield value
+
+            return cast("F", generator)
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def coroutine(*args: Any, **kwargs: Any) -> Any:
+                check(args, kwargs)
+                return await fn(*args, **kwargs)
+
+            return cast("F", coroutine)
+        raise TypeError(f"@requires decorates async tests and fixtures, not {fn!r}")
+
+    return decorate
 
 
 @contextlib.asynccontextmanager

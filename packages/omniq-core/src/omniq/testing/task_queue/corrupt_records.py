@@ -1,4 +1,4 @@
-"""The corrupted-record part of the task queue conformance suite (see :class:`TaskQueueSuite`).
+"""Corrupted records: reading one is a typed error; claiming one fails it once; upkeep goes on.
 
 A stored record can go bad behind the queue's back (a hand edit, a bug in an
 older version, a disk): a naive datetime, a duration that is not a finite
@@ -16,6 +16,8 @@ a ``corrupt_record`` fixture from the test class: an async callable
 cannot hold). Without it they skip with a reason.
 """
 
+# ruff: noqa: D102 - each test's name says what it checks
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -25,8 +27,8 @@ import pytest
 from omniq.base import BaseTaskQueue, CorruptTask
 from omniq.errors import SerializationError
 from omniq.models import Outcome, OutcomeKind, TaskError, TaskStatus
-from omniq.testing._queue_kit import LONG
 from omniq.testing.fixtures import make_task
+from omniq.testing.task_queue.kit import LONG, QueueTests
 
 __all__ = ["CORRUPTIBLE", "CorruptRecordTests", "Corrupter"]
 
@@ -38,8 +40,8 @@ CORRUPTIBLE = ("expires_at", "result_ttl", "error", "depends_on")
 Corrupter = Callable[[str, str], Awaitable[None]]
 
 
-class CorruptRecordTests:
-    """Corrupted stored records; mixed into :class:`~omniq.testing.TaskQueueSuite`."""
+class CorruptRecordTests(QueueTests):
+    """Corrupted stored records; run when the test class provides ``corrupt_record``."""
 
     @pytest.fixture
     def corrupt_record(self) -> Corrupter:

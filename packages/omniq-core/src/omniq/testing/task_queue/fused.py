@@ -1,14 +1,16 @@
-"""The fused-path part of the task queue conformance suite (see :class:`TaskQueueSuite`).
+"""The fused paths: a queue that writes results, or enqueue events, in the same atomic step.
 
 Fused results and fused events are capabilities: each test skips itself unless
-the backend declares the capability and the test class provides the factory
-fixture of the component to fuse with.
+the task queue declares the capability (see :func:`~omniq.testing.requires`)
+and the test class provides the factory fixture of the component to fuse with
+(``fused_result_storage_factory``, ``fused_event_storage_factory``).
 """
+
+# ruff: noqa: D102 - each test's name says what it checks
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -16,39 +18,35 @@ import pytest
 
 from omniq.base import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability
 from omniq.models import EventType, Outcome, OutcomeKind, Task, TaskEvent, TaskStatus
-from omniq.testing._queue_kit import LONG, claim_one as _claim_one, error as _error, token as _tok
-from omniq.testing.fixtures import GARBAGE_PAYLOAD, connected, make_event, make_result, make_task
+from omniq.testing.fixtures import GARBAGE_PAYLOAD, connected, make_event, make_result, make_task, requires
+from omniq.testing.task_queue.kit import LONG, QueueTests, claim_one, error, token
 
-__all__ = ["FusedPathTests"]
+__all__ = ["FusedEventTests", "FusedResultTests"]
 
 
-@contextlib.asynccontextmanager
-async def _fused(
-    task_queue: BaseTaskQueue, request: pytest.FixtureRequest, capability: str, factory_fixture: str
-) -> AsyncIterator[Any]:
-    """The connected component a fused-path test needs: skips unless the backend declares
-    ``capability`` and the test class provides the ``factory_fixture`` that makes it."""
-    if capability not in type(task_queue).capabilities:
-        pytest.skip(f"{type(task_queue).__name__} lacks the {capability} capability")
+def _factory(request: pytest.FixtureRequest, name: str) -> Callable[[], Any]:
+    """The test class's ``name`` factory fixture; skips when the class provides none."""
     try:
-        factory = request.getfixturevalue(factory_fixture)
+        factory: Callable[[], Any] = request.getfixturevalue(name)
     except pytest.FixtureLookupError:
-        pytest.skip(f"the test class provides no {factory_fixture} fixture")
-    async with connected(factory) as (component,):
-        yield component
+        pytest.skip(f"the test class provides no {name} fixture")
+    return factory
 
 
-class FusedPathTests:
-    """Fused results and fused events; mixed into :class:`~omniq.testing.TaskQueueSuite`."""
+def _enqueued(task: Task) -> TaskEvent:
+    return make_event(task.id, EventType.ENQUEUED, queue=task.queue, func=task.func)
 
-    # -- fused results --------------------------------------------------------------------------------
+
+class FusedResultTests(QueueTests):
+    """``finish(outcomes, results=...)`` storing accepted results in the queue's own atomic step."""
 
     @pytest.fixture
+    @requires(Capability.FUSED_RESULTS)
     async def fused_result_storage(
         self, task_queue: BaseTaskQueue, request: pytest.FixtureRequest
     ) -> AsyncIterator[BaseResultStorage]:
         """A connected result storage the queue fuses with; skips when the backend has none."""
-        async with _fused(task_queue, request, Capability.FUSED_RESULTS, "fused_result_storage_factory") as storage:
+        async with connected(_factory(request, "fused_result_storage_factory")) as (storage,):
             assert task_queue.can_fuse_results(storage)
             yield storage
 
@@ -60,7 +58,7 @@ class FusedPathTests:
         ok = make_result(a.id, payload=GARBAGE_PAYLOAD, attempts=1, started_at=a.started_at)
         lost = make_result(b.id)
         outcomes = [
-            Outcome(task_id=a.id, lease_token=_tok(a), kind=OutcomeKind.SUCCEEDED, result=ok),
+            Outcome(task_id=a.id, lease_token=token(a), kind=OutcomeKind.SUCCEEDED, result=ok),
             Outcome(task_id=b.id, lease_token="stale", kind=OutcomeKind.SUCCEEDED, result=lost),
         ]
         assert await task_queue.finish(outcomes, results=fused_result_storage) == [True, False]
@@ -72,30 +70,35 @@ class FusedPathTests:
         self, task_queue: BaseTaskQueue, fused_result_storage: BaseResultStorage
     ) -> None:
         await task_queue.enqueue(make_task())
-        held = await _claim_one(task_queue)
+        held = await claim_one(task_queue)
         got: list[Any] = []
 
         async def wait() -> None:
             got.append(await fused_result_storage.wait(held.id, 60))
 
-        error = _error()
-        failed = make_result(held.id, status=TaskStatus.FAILED, error=error, payload=b"")
-        outcome = Outcome(task_id=held.id, lease_token=_tok(held), kind=OutcomeKind.FAILED, error=error, result=failed)
+        failure = error()
+        failed = make_result(held.id, status=TaskStatus.FAILED, error=failure, payload=b"")
+        outcome = Outcome(
+            task_id=held.id, lease_token=token(held), kind=OutcomeKind.FAILED, error=failure, result=failed
+        )
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(wait)
                 await anyio.sleep(0.3)
                 assert await task_queue.finish([outcome], results=fused_result_storage) == [True]
-        assert got[0] is not None and got[0].status is TaskStatus.FAILED and got[0].error == error
+        assert got[0] is not None and got[0].status is TaskStatus.FAILED and got[0].error == failure
 
-    # -- fused events ---------------------------------------------------------------------------------
+
+class FusedEventTests(QueueTests):
+    """``enqueue_recorded``: a bulk enqueue's events written beside the tasks, each exactly once."""
 
     @pytest.fixture
+    @requires(Capability.FUSED_EVENTS)
     async def fused_event_storage(
         self, task_queue: BaseTaskQueue, request: pytest.FixtureRequest
     ) -> AsyncIterator[BaseEventStorage]:
         """A connected event storage the queue fuses with; skips when the backend has none."""
-        async with _fused(task_queue, request, Capability.FUSED_EVENTS, "fused_event_storage_factory") as storage:
+        async with connected(_factory(request, "fused_event_storage_factory")) as (storage,):
             assert task_queue.can_fuse_events(storage)
             yield storage
 
@@ -123,7 +126,3 @@ class FusedPathTests:
         assert ids == [fresh.id, held.id]
         written = await fused_event_storage.query()
         assert [e.task_id for e in [*written, *unwritten]] == [fresh.id]
-
-
-def _enqueued(task: Task) -> TaskEvent:
-    return make_event(task.id, EventType.ENQUEUED, queue=task.queue, func=task.func)

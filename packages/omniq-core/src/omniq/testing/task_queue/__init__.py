@@ -1,0 +1,69 @@
+"""Conformance tests for :class:`~omniq.base.BaseTaskQueue`, one module per area of the contract.
+
+Subclass :class:`TaskQueueSuite` in a class named ``Test...`` and provide a
+``task_queue_factory`` fixture: a zero-argument callable returning a new,
+unconnected queue bound to one store that is private to the test. Optionally
+provide ``fused_result_storage_factory`` (result storages the queue can fuse
+with) to run the fused-results tests, ``fused_event_storage_factory`` (event
+storages it can fuse with) to run the fused-events tests, and
+``corrupt_record`` (writes a corrupted field; see
+:mod:`omniq.testing.task_queue.corrupt_records`) to run the corrupted-record
+tests.
+
+Each area is a class of its own (sharing only :mod:`.kit`), so a backend that
+is still growing may subclass some areas alone; :class:`TaskQueueSuite` lists
+them all.
+"""
+
+from __future__ import annotations
+
+from omniq.testing.task_queue.cancelling import CancelTests
+from omniq.testing.task_queue.claiming import ClaimingTests
+from omniq.testing.task_queue.corrupt_records import CorruptRecordTests
+from omniq.testing.task_queue.enqueue import EnqueueTests
+from omniq.testing.task_queue.finishing import FinishingTests
+from omniq.testing.task_queue.fork_safety import ForkSafetyTests
+from omniq.testing.task_queue.fused import FusedEventTests, FusedResultTests
+from omniq.testing.task_queue.leases import LeaseTests
+from omniq.testing.task_queue.listing import ListingTests
+from omniq.testing.task_queue.pausing import PauseTests
+from omniq.testing.task_queue.scheduling import SchedulingTests
+from omniq.testing.task_queue.unique_keys import UniqueKeyTests
+from omniq.testing.task_queue.waiting import WaitingTests
+
+__all__ = [
+    "CancelTests",
+    "ClaimingTests",
+    "CorruptRecordTests",
+    "EnqueueTests",
+    "FinishingTests",
+    "ForkSafetyTests",
+    "FusedEventTests",
+    "FusedResultTests",
+    "LeaseTests",
+    "ListingTests",
+    "PauseTests",
+    "SchedulingTests",
+    "TaskQueueSuite",
+    "UniqueKeyTests",
+    "WaitingTests",
+]
+
+
+class TaskQueueSuite(
+    EnqueueTests,
+    UniqueKeyTests,
+    ClaimingTests,
+    SchedulingTests,
+    PauseTests,
+    WaitingTests,
+    LeaseTests,
+    FinishingTests,
+    CancelTests,
+    ListingTests,
+    ForkSafetyTests,
+    CorruptRecordTests,
+    FusedResultTests,
+    FusedEventTests,
+):
+    """Every behaviour of the task queue contract, against a real engine: the areas above, in order."""
