@@ -1,0 +1,69 @@
+"""The ``omniq`` command: run workers and look at the queue.
+
+    omniq --version
+    omniq worker APP [--concurrency N] [--queues a,b] [--pool async|thread|process] [--burst] [--processes N|auto]
+    omniq backends [--json]
+    omniq status [--queue Q] [--json]
+    omniq tasks [--status S] [--queue Q] [--name N] [--limit K] [--json]
+    omniq inspect TASK_ID [--json]
+    omniq cancel TASK_ID...
+    omniq schedules [--json] | omniq schedules pause|resume|cancel SCHEDULE_ID
+    omniq purge [--queue Q] [--status S] [--yes]
+
+Every command but ``worker`` and ``backends`` takes ``--app APP``; without it
+the app is built from the environment. ``status`` and ``purge`` name the
+backend and the place they read (a redacted URL or a file path), so that a
+command run in the wrong directory or with the wrong settings is obvious.
+``purge`` asks for confirmation on a terminal and refuses without ``--yes``
+when stdin is not one.
+
+``APP`` is ``module:attribute`` or ``module.attribute`` naming an OmniQ or
+AsyncOmniQ instance, or a callable (factory) returning one.
+
+One module per group of commands: :mod:`~omniq.cli.worker`,
+:mod:`~omniq.cli.tasks`, :mod:`~omniq.cli.schedules`,
+:mod:`~omniq.cli.backends`; each adds its parsers and names its handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import sys
+from collections.abc import Sequence
+
+from omniq.cli import backends, schedules, tasks, worker
+from omniq.cli.apps import load_app
+from omniq.errors import OmniQError
+
+__all__ = ["load_app", "main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omniq", description="OmniQ task queue")
+    parser.add_argument("--version", action=backends.VersionAction)
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: $OMNIQ_LOG_LEVEL or INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in (worker, backends, tasks, schedules):
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``omniq`` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    from omniq import logs as omniq_logs
+
+    try:
+        omniq_logs.configure(args.log_level or os.environ.get("OMNIQ_LOG_LEVEL") or "INFO")
+        if inspect.iscoroutinefunction(args.handler):
+            import anyio
+
+            return int(anyio.run(args.handler, args))
+        return int(args.handler(args))
+    except OmniQError as exc:
+        print(f"omniq: error: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 2
+    except KeyboardInterrupt:
+        return 130
