@@ -46,6 +46,7 @@ from omniq._records import (
     salvage_task,
     task_from_row,
 )
+from omniq.capabilities import Capability
 from omniq.connection import CONNECTION_ERRORS, map_exceptions
 from omniq.lease import apply_outcome, lease_expired_error
 from omniq.models import Outcome, Task, TaskEvent, TaskResult, TaskStatus
@@ -75,31 +76,6 @@ __all__ = [
     "salvage_task",
     "task_from_row",
 ]
-
-
-class Capability:
-    """Names a backend puts in ``capabilities`` to say what it can do.
-
-    The conformance suite and the core read them; unknown names are ignored.
-    """
-
-    #: several processes on one host may share the engine (SQLite, files, servers).
-    MULTI_PROCESS = "multi_process"
-    #: several hosts may share the engine (Redis, PostgreSQL, NATS).
-    MULTI_HOST = "multi_host"
-    #: ``wait_for_work`` / ``wait`` wake on a signal instead of polling.
-    BLOCKING_WAIT = "blocking_wait"
-    #: ``finish(outcomes, results=...)`` writes results in the same atomic step
-    #: when the result storage lives on the same engine (see ``can_fuse_results``).
-    FUSED_RESULTS = "fused_results"
-    #: ``enqueue_recorded`` writes a bulk enqueue's events alongside the tasks
-    #: (see ``can_fuse_events``), instead of after them through the event buffer.
-    FUSED_EVENTS = "fused_events"
-    #: data survives a restart of the process (not ``memory``).
-    DURABLE = "durable"
-    #: a forked child (a process-pool task that enqueues) may use a task queue connected before
-    #: the fork: it gets connections of its own and leaves the parent's working.
-    FORK_SAFE = "fork_safe"
 
 
 class Component(ABC):  # noqa: B024 - abstract by intent; its hooks are optional

@@ -1,0 +1,35 @@
+"""The names a backend puts in its classes' ``capabilities`` to say what it can do.
+
+Declared once, on each component class (``capabilities: ClassVar[frozenset[str]]``);
+the conformance suite skips what a class does not claim, the core uses the
+fused paths only where claimed, and ``omniq backends`` prints them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Capability"]
+
+
+class Capability:
+    """Names a backend puts in ``capabilities`` to say what it can do.
+
+    The conformance suite and the core read them; unknown names are ignored.
+    """
+
+    #: several processes on one host may share the engine (SQLite, files, servers).
+    MULTI_PROCESS = "multi_process"
+    #: several hosts may share the engine (Redis, PostgreSQL, NATS).
+    MULTI_HOST = "multi_host"
+    #: ``wait_for_work`` / ``wait`` wake on a signal instead of polling.
+    BLOCKING_WAIT = "blocking_wait"
+    #: ``finish(outcomes, results=...)`` writes results in the same atomic step
+    #: when the result storage lives on the same engine (see ``can_fuse_results``).
+    FUSED_RESULTS = "fused_results"
+    #: ``enqueue_recorded`` writes a bulk enqueue's events alongside the tasks
+    #: (see ``can_fuse_events``), instead of after them through the event buffer.
+    FUSED_EVENTS = "fused_events"
+    #: data survives a restart of the process (not ``memory``).
+    DURABLE = "durable"
+    #: a forked child (a process-pool task that enqueues) may use a task queue connected before
+    #: the fork: it gets connections of its own and leaves the parent's working.
+    FORK_SAFE = "fork_safe"
