@@ -1,7 +1,9 @@
-"""The backend's SQL: every statement, rendered once per schema, and how bulk parameters travel.
+"""The task queue's statements and the result upsert, rendered once per schema, and how bulk parameters travel.
 
 Every hot-path statement is a single round trip for a whole batch: arrays go
-in through ``unnest`` and asyncpg prepares and caches each statement.
+in through ``unnest`` and asyncpg prepares and caches each statement. The
+enqueue INSERT lives with the enqueue path (:mod:`omniq_postgres.enqueue`),
+the storages' one-line reads and deletes in their classes.
 
 **Batch parameters** (:class:`BatchColumns`): a column whose value is the same
 on every row goes in as one scalar. Arrays are costly at both ends: asyncpg
