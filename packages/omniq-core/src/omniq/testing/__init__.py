@@ -25,8 +25,19 @@ the server URL fixtures; load it with ``-p omniq.testing.plugin``.
 
 from __future__ import annotations
 
-from omniq.testing.event_storage import EventStorageSuite
-from omniq.testing.fixtures import (
+import pytest
+
+# The suites' asserts are the contract: pytest rewrites them, as it does a test module's, so a
+# failing check shows the values compared. This must run before the suite modules are imported.
+pytest.register_assert_rewrite(
+    "omniq.testing.event_storage",
+    "omniq.testing.fixtures",
+    "omniq.testing.result_storage",
+    "omniq.testing.task_queue",
+)
+
+from omniq.testing.event_storage import EventStorageSuite  # noqa: E402
+from omniq.testing.fixtures import (  # noqa: E402
     ForkedChild,
     connected,
     make_event,
@@ -36,8 +47,8 @@ from omniq.testing.fixtures import (
     requires,
     wait_until,
 )
-from omniq.testing.result_storage import ResultStorageSuite
-from omniq.testing.task_queue import TaskQueueSuite
+from omniq.testing.result_storage import ResultStorageSuite  # noqa: E402
+from omniq.testing.task_queue import TaskQueueSuite  # noqa: E402
 
 __all__ = [
     "EventStorageSuite",

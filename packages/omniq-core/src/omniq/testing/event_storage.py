@@ -4,14 +4,16 @@ Subclass :class:`EventStorageSuite` in a class named ``Test...`` and provide an
 ``event_storage_factory`` fixture: a zero-argument callable returning a new,
 unconnected storage bound to one store that is private to the test.
 
-Time filters are half-open: ``since <= timestamp < until``; the tests keep
-events well away from the boundaries.
+Time filters are half-open: ``since <= timestamp < until``. The edge tests
+put events exactly on ``since`` and ``until`` (millisecond timestamps, which
+every engine keeps exactly); the others keep events well away from them.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
@@ -22,6 +24,9 @@ from omniq.testing.fixtures import connected, make_event, now_ms
 __all__ = ["EventStorageSuite"]
 
 StorageFactory = Callable[[], BaseEventStorage]
+
+#: ``(t1, t2, [1 ms before t1, at t1, between, at t2, 1 ms after t2])``, for the time-filter edges.
+Edges = tuple[datetime, datetime, list[TaskEvent]]
 
 
 def _ids(events: list[TaskEvent]) -> list[tuple[str, EventType]]:
@@ -60,6 +65,21 @@ class EventStorageSuite:
             for i, (task_id, kind) in enumerate(steps)
         ]
 
+    @pytest.fixture
+    def edges(self) -> Edges:
+        """Events on and beside two instants one second apart, each of its own task, oldest first."""
+        t1 = now_ms(-30)
+        t2 = t1 + timedelta(seconds=1)
+        moments = [
+            t1 - timedelta(milliseconds=1),
+            t1,
+            t1 + timedelta(milliseconds=500),
+            t2,
+            t2 + timedelta(milliseconds=1),
+        ]
+        events = [make_event(f"{i:032x}", EventType.STARTED, timestamp=at) for i, at in enumerate(moments)]
+        return t1, t2, events
+
     async def test_round_trip_keeps_every_field(self, event_storage: BaseEventStorage) -> None:
         event = make_event(
             type=EventType.RETRYING, queue="mail", func="app:send", attempt=2, worker_id="w-1", message="retry in 4s"
@@ -93,6 +113,37 @@ class EventStorageSuite:
         assert _ids(await event_storage.query(until=until)) == _ids(history[:4])
         assert _ids(await event_storage.query(since=since, until=until)) == _ids(history[2:4])
         assert await event_storage.query(since=now_ms(60)) == []
+
+    async def test_since_is_inclusive(self, event_storage: BaseEventStorage, edges: Edges) -> None:
+        t1, _, events = edges
+        before, at_t1, between, at_t2, after = events
+        await event_storage.append(events)
+        assert _ids(await event_storage.query(since=t1)) == _ids([at_t1, between, at_t2, after])
+
+    async def test_until_is_exclusive(self, event_storage: BaseEventStorage, edges: Edges) -> None:
+        _, t2, events = edges
+        before, at_t1, between, at_t2, after = events
+        await event_storage.append(events)
+        assert _ids(await event_storage.query(until=t2)) == _ids([before, at_t1, between])
+
+    async def test_since_and_until_together_are_half_open(self, event_storage: BaseEventStorage, edges: Edges) -> None:
+        t1, t2, events = edges
+        before, at_t1, between, at_t2, after = events
+        await event_storage.append(events)
+        assert _ids(await event_storage.query(since=t1, until=t2)) == _ids([at_t1, between])
+        assert await event_storage.query(since=t1, until=t1) == []
+        assert _ids(await event_storage.query(since=t2, until=after.timestamp)) == _ids([at_t2])
+
+    async def test_consecutive_windows_hold_each_event_once(
+        self, event_storage: BaseEventStorage, edges: Edges
+    ) -> None:
+        """Windows that meet at an event's instant: the event is in the later one only."""
+        t1, t2, events = edges
+        before, at_t1, between, at_t2, after = events
+        await event_storage.append(events)
+        bounds = [t1 - timedelta(seconds=1), t1, between.timestamp, t2, t2 + timedelta(seconds=1)]
+        windows = [await event_storage.query(since=a, until=b) for a, b in pairwise(bounds)]
+        assert [_ids(w) for w in windows] == [_ids([before]), _ids([at_t1]), _ids([between]), _ids([at_t2, after])]
 
     async def test_query_limit_keeps_the_oldest(
         self, event_storage: BaseEventStorage, history: list[TaskEvent]
