@@ -112,7 +112,7 @@ class NatsEventStorage(BaseEventStorage):
         limit: int = 1000,
     ) -> list[TaskEvent]:
         """Return events matching all filters (``since <= timestamp < until``), oldest first (ties in append order)."""
-        wanted = None if types is None else {str(getattr(t, "value", t)) for t in types}
+        wanted = None if types is None else frozenset(types)  # strings: the core normalises them
         events = [
             event
             for _, event in await self._read(task_id, since)
