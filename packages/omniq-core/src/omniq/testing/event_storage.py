@@ -41,12 +41,8 @@ class EventStorageSuite:
     @pytest.fixture
     async def event_storage(self, event_storage_factory: StorageFactory) -> AsyncIterator[BaseEventStorage]:
         """A connected event storage from the backend's factory."""
-        storage = event_storage_factory()
-        await storage.connect()
-        try:
+        async with connected(event_storage_factory) as (storage,):
             yield storage
-        finally:
-            await storage.close()
 
     @pytest.fixture
     def history(self) -> list[TaskEvent]:

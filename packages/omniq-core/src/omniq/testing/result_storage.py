@@ -32,12 +32,8 @@ class ResultStorageSuite:
     @pytest.fixture
     async def result_storage(self, result_storage_factory: StorageFactory) -> AsyncIterator[BaseResultStorage]:
         """A connected result storage from the backend's factory."""
-        storage = result_storage_factory()
-        await storage.connect()
-        try:
+        async with connected(result_storage_factory) as (storage,):
             yield storage
-        finally:
-            await storage.close()
 
     async def test_set_get_round_trip(self, result_storage: BaseResultStorage) -> None:
         error = TaskError(type="KeyError", message="'x'", traceback="Traceback...\n", attempt=3, retryable=False)

@@ -14,7 +14,7 @@ import pytest
 
 from omniq.base import BaseTaskQueue
 from omniq.models import Task, TaskError
-from omniq.testing.fixtures import make_task, now_ms
+from omniq.testing.fixtures import connected, make_task, now_ms
 
 __all__ = ["LONG", "SHORT", "QueueFactory", "QueueTests", "claim_one", "error", "populate", "recover", "token"]
 
@@ -36,12 +36,8 @@ class QueueTests:
     @pytest.fixture
     async def task_queue(self, task_queue_factory: QueueFactory) -> AsyncIterator[BaseTaskQueue]:
         """A connected queue from the backend's factory."""
-        queue = task_queue_factory()
-        await queue.connect()
-        try:
+        async with connected(task_queue_factory) as (queue,):
             yield queue
-        finally:
-            await queue.close()
 
 
 def error(message: str = "boom", attempt: int = 1) -> TaskError:
