@@ -17,8 +17,8 @@ from omniq.models import Outcome, OutcomeKind, Task, TaskResult, TaskStatus
 from omniq.plugins import installed_backends, resolve_backend
 from omniq.testing import ForkedChild
 from omniq_sqlite import SQLiteEventStorage, SQLiteResultStorage, SQLiteTaskQueue
-from omniq_sqlite._db import resolve_path
 from omniq_sqlite._wake import wake_dir
+from omniq_sqlite.connection import resolve_path
 from omniq_sqlite.schema import LATEST_VERSION, SCHEMA_VERSION, migrate
 
 
@@ -119,7 +119,7 @@ async def test_from_settings_url_and_options(tmp_path):
     )
     queue = SQLiteTaskQueue.from_settings(settings.component("task_queue"), settings)
     results = SQLiteResultStorage.from_settings(settings.component("result_storage"), settings)
-    assert queue.path == str(tmp_path / "a.db") and queue.busy_timeout == 5
+    assert queue.path == str(tmp_path / "a.db") and queue.options.busy_timeout == 5
     assert results.path == str(tmp_path / "b.db")
     assert not queue.can_fuse_results(results)  # different files: the core writes results separately
 
@@ -177,10 +177,10 @@ async def test_components_share_one_connection_and_close_cleanly(db_path):
     url = f"sqlite:///{db_path}"
     q, r = SQLiteTaskQueue(url), SQLiteResultStorage(url)
     async with q, r:
-        assert q._db is r._db
+        assert q._connection.current is r._connection.current
         await q.wait_for_work(["default"], 0.01)  # binds a hint socket
         assert os.listdir(wake_dir(str(db_path)))
-    assert q._db is None and r._db is None
+    assert not q._connection.connected and not r._connection.connected
     assert os.listdir(wake_dir(str(db_path))) == []  # our sockets are removed on close
     async with SQLiteTaskQueue(url) as again:  # a fresh connection after the last close
         assert await again.count() == 0
@@ -212,7 +212,7 @@ async def test_group_commit_isolates_a_failing_write(db_path):
     # Writes queued behind a busy database thread share one transaction; one that fails
     # must roll back alone while the others commit (and the queue stays usable).
     async with SQLiteTaskQueue(f"sqlite:///{db_path}") as q:
-        db = await q._database()
+        db = await q._connection.client()
         await db.write(lambda conn: conn.execute("CREATE TABLE probe (n INTEGER PRIMARY KEY)"))
         blocker = hold_write_lock(db_path, 0.5)  # the writes below queue up behind the lock
 
@@ -242,14 +242,14 @@ async def test_group_commit_isolates_a_failing_write(db_path):
         assert (await q.get(task_id)) is not None
 
 
-# -- small writes on the caller's thread (Database.write_small) --------------------------------------
+# -- small writes on the caller's thread (Database.write_small) ------------------------------------
 
 
 @pytest.mark.anyio
 async def test_single_enqueue_runs_inline_and_is_committed_when_it_returns(db_path):
     async with SQLiteTaskQueue(f"sqlite:///{db_path}") as q:
-        db = await q._database()
-        assert db._inline is not None  # WAL + synchronous=NORMAL: small writes may skip the hop
+        db = await q._connection.client()
+        assert db.inline  # WAL + synchronous=NORMAL: small writes may skip the hop
         threads: list[int] = []
         original = db._try_inline
 
@@ -319,8 +319,8 @@ async def test_sequential_enqueues_yield_to_the_event_loop(db_path):
 @pytest.mark.anyio
 async def test_synchronous_full_keeps_every_write_on_the_database_thread(db_path):
     async with SQLiteTaskQueue(f"sqlite:///{db_path}", synchronous="FULL") as q:
-        db = await q._database()
-        assert db._inline is None  # an fsync per commit must not run on the event loop
+        db = await q._connection.client()
+        assert not db.inline  # an fsync per commit must not run on the event loop
         assert await q.enqueue(Task(id="t1", func="noop")) == "t1"
         assert (await q.get("t1")) is not None
 
@@ -339,10 +339,10 @@ async def test_a_forked_child_opens_its_own_database(db_path):
     """A process-pool child inherits connected components: it must not use the parent's
     database thread (absent there) nor its SQLite connections (never valid across a fork)."""
 
-    def child(queue: SQLiteTaskQueue) -> bool:
+    def child(queue: SQLiteTaskQueue, parents: object) -> bool:
         async def enqueue() -> bool:
             await queue.enqueue(Task(id="from-child", func="f", payload=b""))
-            own = queue._db is not None and queue._db.pid == os.getpid()
+            own = queue._connection.current is not parents
             await queue.close()
             return own
 
@@ -350,7 +350,7 @@ async def test_a_forked_child_opens_its_own_database(db_path):
 
     async with SQLiteTaskQueue(db_path) as queue:
         await queue.enqueue(Task(id="from-parent", func="f", payload=b""))
-        assert await ForkedChild(child, queue).outcome() == (True, 0)
+        assert await ForkedChild(child, queue, queue._connection.current).outcome() == (True, 0)
         assert {t.id for t in await queue.list()} == {"from-parent", "from-child"}
         await queue.enqueue(Task(id="after", func="f", payload=b""))  # the parent's database still works
         assert await queue.count() == 3
@@ -371,7 +371,7 @@ async def test_a_fork_waits_until_no_database_thread_is_inside_sqlite(db_path):
         job_done = True
 
     async with SQLiteTaskQueue(db_path) as queue:
-        db = await queue._database()
+        db = await queue._connection.client()
         async with anyio.create_task_group() as tg:
             tg.start_soon(db.read, long_job)
             assert await anyio.to_thread.run_sync(started.wait, 30)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from omniq.plugins import lazy_exports
 
 if TYPE_CHECKING:
     from omniq_sqlite.event_storage import SQLiteEventStorage
@@ -11,17 +13,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SQLiteEventStorage", "SQLiteResultStorage", "SQLiteTaskQueue"]
 
-_LAZY = {
-    "SQLiteEventStorage": "omniq_sqlite.event_storage",
-    "SQLiteResultStorage": "omniq_sqlite.result_storage",
-    "SQLiteTaskQueue": "omniq_sqlite.task_queue",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # Imported lazily so that loading the plugin module (entry point) stays cheap.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'omniq_sqlite' has no attribute {name!r}")
+# Imported on first use, so that loading the plugin module (the entry point) never imports aiosqlite.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "SQLiteEventStorage": "omniq_sqlite.event_storage",
+        "SQLiteResultStorage": "omniq_sqlite.result_storage",
+        "SQLiteTaskQueue": "omniq_sqlite.task_queue",
+    },
+)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from omniq.base import BaseEventStorage, Capability
 from omniq.models import EventType, TaskEvent
 from omniq_sqlite import schema
-from omniq_sqlite._component import SQLiteComponent, from_ts
+from omniq_sqlite.connection import SETTINGS_OPTIONS, sqlite_connection
+from omniq_sqlite.records import from_ts
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -43,10 +45,29 @@ def _to_event(row: Sequence[Any]) -> TaskEvent:
     )
 
 
-class SQLiteEventStorage(SQLiteComponent, BaseEventStorage):
+class SQLiteEventStorage(BaseEventStorage):
     """Task events in one SQLite file; purge(before=...) implements the event TTL."""
 
     capabilities = frozenset({Capability.MULTI_PROCESS, Capability.DURABLE})
+
+    backend_name = "sqlite"
+    settings_options = SETTINGS_OPTIONS
+
+    def __init__(self, url: str | os.PathLike[str] | None = None, **options: Any) -> None:
+        """Build unconnected; ``options``: see :class:`omniq_sqlite.connection.Options`."""
+        self.options, self._connection = sqlite_connection(url, **options)
+        self.path, self.url = self.options.path, self.options.url
+
+    def __repr__(self) -> str:
+        return f"SQLiteEventStorage({self.url!r})"
+
+    async def connect(self) -> None:
+        """Join the database on the file that the queue opened, or open it."""
+        await self._connection.connect()
+
+    async def close(self) -> None:
+        """Leave the database; the process's last user of the file closes it."""
+        await self._connection.close()
 
     async def append(self, events: Sequence[TaskEvent]) -> None:
         """Store a batch of events in one transaction."""
@@ -65,7 +86,7 @@ class SQLiteEventStorage(SQLiteComponent, BaseEventStorage):
             )
             for event in events
         ]
-        db = await self._database()
+        db = await self._connection.client()
         await db.write(_append_job, rows)
 
     async def query(
@@ -96,13 +117,13 @@ class SQLiteEventStorage(SQLiteComponent, BaseEventStorage):
             params.append(until.timestamp())
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
         sql = f"SELECT {schema.EVENT_COLUMNS} FROM {schema.EVENTS}{where} ORDER BY timestamp, seq LIMIT ?"
-        db = await self._database()
+        db = await self._connection.client()
         rows = await db.read(_fetch_job, sql, [*params, limit])
         return [_to_event(row) for row in rows]
 
     async def purge(self, *, before: datetime | None = None) -> int:
         """Delete events older than ``before`` (all when None)."""
-        db = await self._database()
+        db = await self._connection.client()
         if before is None:
             return int(await db.write(_rowcount_job, f"DELETE FROM {schema.EVENTS}", ()))
         return int(

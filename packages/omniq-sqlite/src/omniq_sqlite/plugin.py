@@ -3,36 +3,22 @@
 from __future__ import annotations
 
 from omniq import hookimpl
-from omniq.base import Capability
 from omniq.hookspecs import BackendSpec
 
 _DISTRIBUTION = "omniq-sqlite"
-_COMMON = frozenset({Capability.MULTI_PROCESS, Capability.DURABLE})
 
 
 @hookimpl
 def omniq_task_queue_types() -> list[BackendSpec]:
     """The SQLite task queue."""
-    return [
-        BackendSpec(
-            name="sqlite",
-            path="omniq_sqlite.task_queue:SQLiteTaskQueue",
-            distribution=_DISTRIBUTION,
-            capabilities=_COMMON | {Capability.BLOCKING_WAIT, Capability.FUSED_RESULTS, Capability.FORK_SAFE},
-        )
-    ]
+    return [BackendSpec(name="sqlite", path="omniq_sqlite.task_queue:SQLiteTaskQueue", distribution=_DISTRIBUTION)]
 
 
 @hookimpl
 def omniq_result_storage_types() -> list[BackendSpec]:
     """The SQLite result storage."""
     return [
-        BackendSpec(
-            name="sqlite",
-            path="omniq_sqlite.result_storage:SQLiteResultStorage",
-            distribution=_DISTRIBUTION,
-            capabilities=_COMMON | {Capability.BLOCKING_WAIT, Capability.FUSED_RESULTS},
-        )
+        BackendSpec(name="sqlite", path="omniq_sqlite.result_storage:SQLiteResultStorage", distribution=_DISTRIBUTION)
     ]
 
 
@@ -40,10 +26,5 @@ def omniq_result_storage_types() -> list[BackendSpec]:
 def omniq_event_storage_types() -> list[BackendSpec]:
     """The SQLite event storage."""
     return [
-        BackendSpec(
-            name="sqlite",
-            path="omniq_sqlite.event_storage:SQLiteEventStorage",
-            distribution=_DISTRIBUTION,
-            capabilities=_COMMON,
-        )
+        BackendSpec(name="sqlite", path="omniq_sqlite.event_storage:SQLiteEventStorage", distribution=_DISTRIBUTION)
     ]

@@ -9,6 +9,7 @@ hints from other processes, with a slow poll as the safety net.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +18,9 @@ import anyio
 from omniq.base import BaseResultStorage, Capability
 from omniq.models import TaskResult, decode_result, encode_result
 from omniq_sqlite import schema
-from omniq_sqlite._component import SQLiteComponent, to_ts
 from omniq_sqlite._wake import RESULTS
+from omniq_sqlite.connection import SETTINGS_OPTIONS, sqlite_connection
+from omniq_sqlite.records import to_ts
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,12 +47,31 @@ def _row(result: TaskResult) -> tuple[Any, ...]:
     return (result.task_id, encode_result(result), to_ts(result.expires_at))
 
 
-class SQLiteResultStorage(SQLiteComponent, BaseResultStorage):
+class SQLiteResultStorage(BaseResultStorage):
     """Task results in one SQLite file, with TTL (``expires_at``) and cross-process wake-ups."""
 
     capabilities = frozenset(
         {Capability.MULTI_PROCESS, Capability.BLOCKING_WAIT, Capability.FUSED_RESULTS, Capability.DURABLE}
     )
+
+    backend_name = "sqlite"
+    settings_options = SETTINGS_OPTIONS
+
+    def __init__(self, url: str | os.PathLike[str] | None = None, **options: Any) -> None:
+        """Build unconnected; ``options`` (``wait_poll`` among them): see :class:`omniq_sqlite.connection.Options`."""
+        self.options, self._connection = sqlite_connection(url, **options)
+        self.path, self.url = self.options.path, self.options.url
+
+    def __repr__(self) -> str:
+        return f"SQLiteResultStorage({self.url!r})"
+
+    async def connect(self) -> None:
+        """Join the queue's database on the file (or open it, when the results live in a file of their own)."""
+        await self._connection.connect()
+
+    async def close(self) -> None:
+        """Leave the database (the last component of the process on the file closes it)."""
+        await self._connection.close()
 
     async def set(self, result: TaskResult) -> None:
         """Store (or replace) one result and wake its waiters."""
@@ -60,19 +81,19 @@ class SQLiteResultStorage(SQLiteComponent, BaseResultStorage):
         """Store several results in one transaction."""
         if not results:
             return
-        db = await self._database()
+        db = await self._connection.client()
         await db.write(_set_job, [_row(result) for result in results])
         db.notify(RESULTS, [result.task_id for result in results])
 
     async def get(self, task_id: str) -> TaskResult | None:
         """Return the result, or None when there is none or it expired."""
-        db = await self._database()
+        db = await self._connection.client()
         data = await db.read(_get_job, task_id)
         return decode_result(data) if data is not None else None
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for the result: woken by hints, re-checking at least every ``wait_poll`` seconds."""
-        db = await self._database()
+        db = await self._connection.client()
         waiter = db.hub.add_waiter(RESULTS, task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -81,7 +102,7 @@ class SQLiteResultStorage(SQLiteComponent, BaseResultStorage):
                 result = await self.get(task_id)
                 if result is not None:
                     return result
-                delay = self.wait_poll
+                delay = self.options.wait_poll
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -94,12 +115,12 @@ class SQLiteResultStorage(SQLiteComponent, BaseResultStorage):
 
     async def delete(self, task_id: str) -> bool:
         """Delete a result; True if there was one."""
-        db = await self._database()
+        db = await self._connection.client()
         return bool(await db.write(_rowcount_job, schema.DELETE_RESULT, (task_id,)))
 
     async def purge(self, *, expired_only: bool = True) -> int:
         """Delete expired results (or all of them)."""
-        db = await self._database()
+        db = await self._connection.client()
         if expired_only:
             return int(await db.write(_rowcount_job, schema.PURGE_RESULTS_EXPIRED, (time.time(),)))
         return int(await db.write(_rowcount_job, schema.PURGE_RESULTS_ALL, ()))

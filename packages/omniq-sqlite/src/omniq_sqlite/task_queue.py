@@ -1,6 +1,6 @@
 """SQLiteTaskQueue: the embedded default task queue.
 
-Each public method is one hop to the database thread running one
+Each public method is one hop to the database (aiosqlite's thread) running one
 transaction: a batch claim is a single ``UPDATE ... WHERE seq IN (SELECT ...
 ORDER BY priority DESC, ready_at, seq LIMIT ?) RETURNING`` under ``BEGIN
 IMMEDIATE``; a batch finish is one SELECT of the current leases plus
@@ -9,27 +9,30 @@ IMMEDIATE``; a batch finish is one SELECT of the current leases plus
 
 from __future__ import annotations
 
+import os
 import time
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
-from omniq.base import (
-    BaseResultStorage,
-    BaseTaskQueue,
-    Capability,
-    claimed_task,
-    decode_error,
-    lease_expired_error,
-    msgpack_decoder,
-    task_from_row,
-)
+from omniq.base import BaseResultStorage, BaseTaskQueue, Capability, lease_expired_error
 from omniq.models import Outcome, OutcomeKind, Task, TaskStatus, encode_result
 from omniq_sqlite import schema
-from omniq_sqlite._component import SQLiteComponent, chunks, from_ts, to_ts
 from omniq_sqlite._wake import RESULTS, WORK
+from omniq_sqlite.connection import SETTINGS_OPTIONS, sqlite_connection
+from omniq_sqlite.records import (
+    build_task as _build_task,  # noqa: F401 - benchmarks/record_decode_cost.py
+    chunks,
+    claim_order,
+    encoder,
+    from_ts,
+    leased_row_to_task as _leased_row_to_task,
+    row_to_task as _row_to_task,
+    task_params as _task_params,
+    to_ts,
+    where,
+)
 
 if TYPE_CHECKING:
     import builtins
@@ -37,118 +40,13 @@ if TYPE_CHECKING:
 
 __all__ = ["SQLiteTaskQueue"]
 
-_encoder = msgspec.msgpack.Encoder()
-_decode_deps = msgpack_decoder(tuple[str, ...], "dependency list")
-#: Task field names in schema.TASK_COLUMNS order (a salvaged row keeps the valid ones).
-_FIELDS = tuple(name.strip() for name in schema.TASK_COLUMNS.split(","))
-_STATUS = {status.value: status for status in TaskStatus}
 _TERMINAL_KINDS = {OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.EXPIRED}
-_SEQ = 25  # index of seq in schema.TASK_COLUMNS
 _ETA_MARGIN = 0.005  # seconds wait_for_work oversleeps a due eta, so the task is claimable when it returns
 #: enqueue batches up to this size may run on the caller's thread when the database is idle (Database.write_small).
 _SMALL_BATCH = 16
 
 
-def _row_to_task(row: Sequence[Any]) -> Task:
-    """The task of a row, strictly (SerializationError when a column is corrupted)."""
-    return task_from_row(_build_task, row)
-
-
-def _leased_row_to_task(row: Sequence[Any]) -> Task:
-    """The task of a row just claimed or recovered: a corrupted one comes back salvaged, for the worker to fail."""
-    return claimed_task(_build_task, row, _raw_fields)
-
-
-def _raw_fields(row: Sequence[Any]) -> dict[str, Any]:
-    return dict(zip(_FIELDS, row, strict=False))
-
-
-def _build_task(row: Sequence[Any]) -> Task:
-    error, deps = row[24], row[16]
-    return Task(
-        id=row[0],
-        func=row[1],
-        payload=row[2],
-        queue=row[3],
-        priority=row[4],
-        unique_key=row[5],
-        status=_STATUS[row[6]],
-        eta=from_ts(row[7]),
-        interval=row[8],
-        cron=row[9],
-        paused=bool(row[10]),
-        attempts=row[11],
-        max_retries=row[12],
-        timeout=row[13],
-        expires_at=from_ts(row[14]),
-        result_ttl=row[15],
-        depends_on=_decode_deps(deps) if deps is not None else (),
-        created_at=datetime.fromtimestamp(row[17], timezone.utc),
-        updated_at=from_ts(row[18]),
-        started_at=from_ts(row[19]),
-        finished_at=from_ts(row[20]),
-        lease_token=row[21],
-        lease_expires_at=from_ts(row[22]),
-        worker_id=row[23],
-        error=decode_error(error) if error is not None else None,
-    )
-
-
-def _claim_order(row: Sequence[Any]) -> tuple[int, float, int]:
-    return (-row[4], row[7] if row[7] is not None else row[17], row[_SEQ])
-
-
-def _task_params(task: Task) -> tuple[Any, ...]:
-    created = task.created_at.timestamp()
-    eta = to_ts(task.eta)
-    return (
-        task.id,
-        task.func,
-        task.payload,
-        task.queue,
-        task.priority,
-        task.unique_key,
-        "pending",
-        eta,
-        eta if eta is not None else created,
-        task.interval,
-        task.cron,
-        int(task.paused),
-        task.attempts,
-        task.max_retries,
-        task.timeout,
-        to_ts(task.expires_at),
-        task.result_ttl,
-        _encoder.encode(task.depends_on) if task.depends_on else None,
-        created,
-        to_ts(task.updated_at),
-        to_ts(task.started_at),
-        to_ts(task.finished_at),
-        None,
-        None,
-        task.worker_id,
-        _encoder.encode(task.error) if task.error is not None else None,
-    )
-
-
-def _where(
-    status: TaskStatus | None, queue: str | None, statuses: Sequence[TaskStatus] | None = None
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if status is not None:
-        clauses.append("status = ?")
-        params.append(TaskStatus(status).value)
-    if statuses is not None:
-        clauses.append(f"status IN {schema.placeholders(len(statuses))}")
-        params.extend(TaskStatus(s).value for s in statuses)
-    if queue is not None:
-        clauses.append("queue = ?")
-        params.append(queue)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-# -- jobs run on the database thread ---------------------------------------------------------------
+# -- jobs, run on the database's thread ---------------------------------------------------------------
 
 
 def _enqueue_job(conn: Any, rows: list[tuple[Any, ...]]) -> list[str]:
@@ -238,7 +136,7 @@ def _recover_job(conn: Any) -> list[Task]:
         task = _leased_row_to_task(row)
         if task.attempts >= task.max_attempts:
             error = lease_expired_error(task)
-            conn.execute(schema.RECOVER_FAIL, (_encoder.encode(error), now, now, task.id, task.lease_token))
+            conn.execute(schema.RECOVER_FAIL, (encoder.encode(error), now, now, task.id, task.lease_token))
             task = msgspec.structs.replace(
                 task,
                 status=TaskStatus.FAILED,
@@ -283,7 +181,7 @@ def _next_ready_job(conn: Any, queues: tuple[str, ...]) -> float | None:
     return conn.execute(schema.next_ready_sql(len(queues)), queues).fetchone()[0]  # type: ignore[no-any-return]
 
 
-class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
+class SQLiteTaskQueue(BaseTaskQueue):
     """Task queue in one SQLite file, safe for many worker and producer processes on one host."""
 
     capabilities = frozenset(
@@ -296,6 +194,25 @@ class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
         }
     )
 
+    backend_name = "sqlite"
+    settings_options = SETTINGS_OPTIONS
+
+    def __init__(self, url: str | os.PathLike[str] | None = None, **options: Any) -> None:
+        """Build unconnected; ``options``: see :class:`omniq_sqlite.connection.Options`."""
+        self.options, self._connection = sqlite_connection(url, **options)
+        self.path, self.url = self.options.path, self.options.url
+
+    def __repr__(self) -> str:
+        return f"SQLiteTaskQueue({self.url!r})"
+
+    async def connect(self) -> None:
+        """Open this process's database on the file (or join it); the first to open migrates the schema."""
+        await self._connection.connect()
+
+    async def close(self) -> None:
+        """Leave the database; the last component of the process on the file closes it."""
+        await self._connection.close()
+
     async def enqueue(self, task: Task) -> str:
         """Store a PENDING task (or return the id of the live task with its unique_key)."""
         return (await self.enqueue_many([task]))[0]
@@ -304,7 +221,7 @@ class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
         """Store many tasks in one transaction (``executemany`` when none has a unique_key)."""
         if not tasks:
             return []
-        db = await self._database()
+        db = await self._connection.client()
         rows = [_task_params(task) for task in tasks]
         if len(rows) <= _SMALL_BATCH:
             return await db.write_small(_enqueue_job, rows, notify=WORK)
@@ -316,17 +233,17 @@ class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
         """Lease up to ``limit`` ready tasks with one UPDATE ... RETURNING under BEGIN IMMEDIATE."""
         if limit <= 0 or not queues:
             return []
-        db = await self._database()
+        db = await self._connection.client()
         rows = await db.write(_claim_job, tuple(dict.fromkeys(queues)), limit, lease, worker_id)
         try:
-            rows.sort(key=_claim_order)  # RETURNING does not keep the subquery's order
+            rows.sort(key=claim_order)  # RETURNING does not keep the subquery's order
         except TypeError:  # a corrupted eta (text in a REAL column): that batch keeps the engine's order
             pass
         return [_leased_row_to_task(row) for row in rows]
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Sleep until a hint arrives, the next scheduled task is due, or ``timeout`` passes."""
-        db = await self._database()
+        db = await self._connection.client()
         waiter = db.hub.add_waiter(WORK)
         try:
             # Registered first, checked second: a task enqueued in between is seen either way.
@@ -346,7 +263,7 @@ class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
         """Push back every lease still held, in one statement per 500 leases."""
         if not leases:
             return set()
-        db = await self._database()
+        db = await self._connection.client()
         return await db.write(_extend_job, list(leases.items()), lease)
 
     def can_fuse_results(self, results: BaseResultStorage) -> bool:
@@ -362,13 +279,13 @@ class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
         fuse = results is not None and self.can_fuse_results(results)
         prepared = []
         for outcome in outcomes:
-            error = _encoder.encode(outcome.error) if outcome.error is not None else None
+            error = encoder.encode(outcome.error) if outcome.error is not None else None
             result_row = None
             if fuse and outcome.result is not None:
                 result = outcome.result
                 result_row = (result.task_id, encode_result(result), to_ts(result.expires_at))
             prepared.append((outcome, error, result_row))
-        db = await self._database()
+        db = await self._connection.client()
         flags = await db.write(_finish_job, prepared)
         if any(flag and o.kind not in _TERMINAL_KINDS for flag, o in zip(flags, outcomes, strict=True)):
             db.notify(WORK)
@@ -386,7 +303,7 @@ class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
         """Return several tasks in one hop."""
         if not task_ids:
             return []
-        db = await self._database()
+        db = await self._connection.client()
         found = await db.read(_select_many_job, list(dict.fromkeys(task_ids)))
         return [found.get(task_id) for task_id in task_ids]
 
@@ -394,31 +311,31 @@ class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
         self, *, status: TaskStatus | None = None, queue: str | None = None, limit: int = 25, offset: int = 0
     ) -> list[Task]:
         """Return tasks filtered by status and queue, newest first."""
-        where, params = _where(status, queue)
+        where_sql, params = where(status, queue)
         sql = (
-            f"SELECT {schema.TASK_COLUMNS} FROM {schema.TASKS}{where} "
+            f"SELECT {schema.TASK_COLUMNS} FROM {schema.TASKS}{where_sql} "
             "ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?"
         )
-        db = await self._database()
+        db = await self._connection.client()
         rows = await db.read(_fetch_job, sql, [*params, limit, offset])
         return [_row_to_task(row) for row in rows]
 
     async def count(self, *, status: TaskStatus | None = None, queue: str | None = None) -> int:
         """Count tasks filtered by status and queue."""
-        where, params = _where(status, queue)
-        db = await self._database()
-        rows = await db.read(_fetch_job, f"SELECT count(*) FROM {schema.TASKS}{where}", params)
+        where_sql, params = where(status, queue)
+        db = await self._connection.client()
+        rows = await db.read(_fetch_job, f"SELECT count(*) FROM {schema.TASKS}{where_sql}", params)
         return int(rows[0][0])
 
     async def cancel(self, task_id: str) -> bool:
         """Cancel a PENDING or RUNNING task (its holder loses the lease)."""
         now = time.time()
-        db = await self._database()
+        db = await self._connection.client()
         return bool(await db.write(_rowcount_job, schema.CANCEL_TASK, (now, now, task_id)))
 
     async def set_paused(self, task_id: str, paused: bool) -> bool:
         """Pause or resume a task that is not terminal."""
-        db = await self._database()
+        db = await self._connection.client()
         changed = bool(await db.write(_rowcount_job, schema.SET_PAUSED, (int(paused), time.time(), task_id)))
         if changed and not paused:
             db.notify(WORK)
@@ -428,13 +345,13 @@ class SQLiteTaskQueue(SQLiteComponent, BaseTaskQueue):
         """Delete tasks (all by default, else those of ``queue`` and/or ``statuses``)."""
         if statuses is not None and not statuses:
             return 0
-        where, params = _where(None, queue, statuses)
-        db = await self._database()
-        return int(await db.write(_rowcount_job, f"DELETE FROM {schema.TASKS}{where}", params))
+        where_sql, params = where(None, queue, statuses)
+        db = await self._connection.client()
+        return int(await db.write(_rowcount_job, f"DELETE FROM {schema.TASKS}{where_sql}", params))
 
     async def recover(self) -> builtins.list[Task]:  # `list` is a method name in this class
         """Requeue (or fail, when out of attempts) RUNNING tasks whose lease deadline is past."""
-        db = await self._database()
+        db = await self._connection.client()
         recovered = await db.write(_recover_job)
         if any(task.status is TaskStatus.PENDING for task in recovered):
             db.notify(WORK)

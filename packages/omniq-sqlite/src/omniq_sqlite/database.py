@@ -1,0 +1,392 @@
+"""Database: one SQLite file in one process, on one aiosqlite connection, with group commit.
+
+Every job (a claim, a finish, an ``executemany`` insert) is one function run
+on the aiosqlite connection's thread: one hop per batch, not one per
+statement. Writes run under ``BEGIN IMMEDIATE`` (a deferred transaction that
+later upgrades to a write is not covered by the busy timeout) and are retried
+while another process holds the lock, so "database is locked" never reaches
+the caller: after ``busy_timeout`` seconds it becomes
+:class:`~omniq.errors.BackendUnavailableError`.
+
+Group commit: writes wait in a queue of ours, and one job on the thread
+commits everything queued (a worker's claim, finish and event batches, the
+writes of concurrent producers) in one transaction, each under its own
+savepoint, so one failing write rolls back alone.
+
+Small writes on an idle database (a single enqueue) skip the hop
+(:meth:`Database.write_small`): they run on the caller's thread, under the
+lock the connection's thread holds while inside SQLite, so the process still
+has one writer at a time; such a write never waits for another process's
+lock (the connection's busy timeout is 0) and anything that stops it hands
+the job to the thread, which retries as above.
+
+Checkpoints (the only fsyncs under ``synchronous=NORMAL``) run on a second
+aiosqlite connection's thread, at most every 0.2 s while writes keep coming,
+so neither the writer thread nor a caller's event loop waits on the disk.
+
+aiosqlite has no public way to run a function on its thread; we use its job
+queue (``_execute`` / ``_tx``) as SQLAlchemy's aiosqlite adapter does, in
+:func:`run`, :func:`submit`, :func:`idle` and :func:`raw` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+
+from omniq.errors import BackendError, BackendUnavailableError, OmniQError
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+    from omniq_sqlite._wake import WakeHub
+
+__all__ = ["Database", "idle", "raw", "run", "submit", "translate"]
+
+logger = logging.getLogger("omniq.sqlite")
+
+T = TypeVar("T")
+
+#: most write jobs committed together in one transaction (group commit).
+_MAX_GROUP = 64
+_BUSY_CODES = {5, 6, 261, 517}  # SQLITE_BUSY, SQLITE_LOCKED, BUSY_RECOVERY, BUSY_SNAPSHOT
+#: seconds between checkpoints while writes keep coming (one fsync covers many commits).
+_CHECKPOINT_PERIOD = 0.2
+#: returned by Database._try_inline when the job must go to the connection's thread.
+_MISS = object()
+
+_Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+
+
+# -- aiosqlite's job queue -----------------------------------------------------------------------
+
+
+async def run(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args)`` on the connection's thread and return its result."""
+    return await conn._execute(fn, *args)  # type: ignore[no-any-return,no-untyped-call]
+
+
+def submit(conn: aiosqlite.Connection, fn: Callable[[], object]) -> None:
+    """Queue ``fn()`` on the connection's thread without waiting for it."""
+    conn._tx.put_nowait((None, fn))
+
+
+def idle(conn: aiosqlite.Connection) -> bool:
+    """Whether the connection's thread has nothing queued."""
+    return conn._tx.empty()
+
+
+def raw(conn: aiosqlite.Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under aiosqlite's (use it on that thread, or under the database's lock)."""
+    return conn._conn
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code in _BUSY_CODES
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
+def translate(exc: sqlite3.Error, path: str) -> OmniQError:
+    """Map a sqlite3 exception to an OmniQ error (never the raw "database is locked")."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return BackendUnavailableError(f"SQLite database {path} is unavailable: {exc}")
+    return BackendError(f"SQLite database {path} failed: {type(exc).__name__}: {exc}")
+
+
+class Database:
+    """One file's connection in one process: jobs on aiosqlite's thread, group commit, checkpoints.
+
+    Built by :func:`omniq_sqlite.connection.open_database`; components reach it
+    through their :class:`omniq.connection.Connection`.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        conn: aiosqlite.Connection,
+        checkpointer: aiosqlite.Connection | None,
+        *,
+        busy_timeout: float,
+        inline: bool,
+        hub: WakeHub,
+    ) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.hub = hub
+        #: whether small writes may run on the caller's thread (WAL, no fsync on commit, a checkpointer).
+        self.inline = inline
+        self._conn = conn
+        self._checkpointer = checkpointer
+        # Held by whichever thread is inside SQLite on the connection (its own, or a caller's inline
+        # write): one writer per process at a time, and the fork guard waits on it.
+        self._lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
+        self._pending: deque[_Job] = deque()
+        self._pending_lock = threading.Lock()
+        self._draining = False  # a drain job is queued or running on the thread
+        self._dirty = False  # commits since the last checkpoint started
+        self._checkpointing = False  # a checkpoint loop is queued or running
+        self._dirty_lock = threading.Lock()
+        self._closing = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"<Database {self.path!r}>"
+
+    @property
+    def locks(self) -> tuple[threading.Lock, ...]:
+        """The locks held while a thread of ours is inside SQLite (the fork guard takes them)."""
+        return (self._lock, self._checkpoint_lock)
+
+    # -- callers' side ---------------------------------------------------------------------------
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on the connection's thread, outside a transaction."""
+        with anyio.CancelScope(shield=True):
+            result: T = await run(self._conn, self._read, fn, args)
+        return result
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` inside ``BEGIN IMMEDIATE ... COMMIT``, grouped with other queued writes.
+
+        ``fn`` may run more than once (it is retried while the database is
+        locked by another process), so it must only touch the database. The
+        wait is shielded: a committed result is never dropped by a cancel.
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        with self._pending_lock:
+            self._pending.append((fn, args, future))
+            start = not self._draining
+            self._draining = True
+        if start:
+            submit(self._conn, self._drain)
+        with anyio.CancelScope(shield=True):
+            result = await future
+        return result
+
+    async def write_small(self, fn: Callable[..., T], *args: Any, notify: str | None = None) -> T:
+        """Like :meth:`write`, but run ``fn`` on the calling thread when the database is idle.
+
+        For short jobs only (a handful of rows): an inline run blocks the
+        caller's event loop for one small transaction (tens of microseconds,
+        no fsync), which is cheaper than the two thread wake-ups of a hop. It
+        yields to the event loop first, so a producer loop never starves other
+        tasks. When the thread is busy, another process holds the write lock,
+        or anything fails, the job goes through :meth:`write`; ``fn`` may
+        therefore run more than once.
+
+        ``notify``: a wake-up channel to hint after the commit (see :meth:`notify`).
+        """
+        result: Any = _MISS
+        if self.inline:
+            await asyncio.sleep(0)  # asyncio directly: anyio's backend lookup costs more than the yield
+            result = self._try_inline(fn, args)
+        if result is _MISS:
+            result = await self.write(fn, *args)
+        if notify is not None:
+            # From here either way: a hint queued on the thread would make the next small write miss.
+            self.notify(notify, here=True)
+        return result  # type: ignore[no-any-return]
+
+    def notify(self, kind: str, keys: Iterable[str] | None = None, *, here: bool = False) -> None:
+        """Wake local waiters now and hint other processes (call after the commit).
+
+        The datagrams go out from the connection's thread, or from the calling
+        thread when ``here`` is true (a few non-blocking syscalls; used after
+        an inline write, so that a sequential producer does not wake the
+        thread for every call).
+        """
+        key_list = list(keys) if keys is not None else None
+        self.hub.notify_local(kind, key_list)
+        if self.hub.cross_process:
+            if here:
+                self._broadcast(kind, key_list)
+            else:
+                submit(self._conn, partial(self._broadcast, kind, key_list))
+
+    async def close(self) -> None:
+        """Stop the checkpointer, close both connections and the wake-up hub."""
+        self.inline = False
+        self.hub.close()
+        self._closing.set()
+        with anyio.CancelScope(shield=True):
+            if self._checkpointer is not None:
+                await _close(self._checkpointer, self._checkpoint_lock)
+            await _close(self._conn, self._lock)
+
+    def _broadcast(self, kind: str, keys: list[str] | None) -> None:
+        try:
+            self.hub.send_remote(kind, keys)
+        except OSError as exc:
+            logger.debug("SQLite wake-up hint failed: %s", exc)
+
+    def _try_inline(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """Run a write job on this thread if the connection's thread is idle; ``_MISS`` when it must go there."""
+        if self._draining or not idle(self._conn) or not self._lock.acquire(blocking=False):
+            return _MISS
+        try:
+            if not self.inline:
+                return _MISS
+            conn = raw(self._conn)
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # busy timeout 0: fails at once while another process writes
+                result = fn(conn, *args)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    logger.debug("SQLite inline write on %s handed to the connection's thread: %s", self.path, exc)
+                    return _MISS
+                raise
+        finally:
+            self._lock.release()
+        self._committed()
+        return result
+
+    # -- the connection's thread -----------------------------------------------------------------
+
+    def _read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        return self._retrying(lambda conn: fn(conn, *args), write=False)
+
+    def _drain(self) -> None:
+        """Commit the queued writes (up to _MAX_GROUP) in one transaction; queue itself again if more wait."""
+        with self._pending_lock:
+            group = [self._pending.popleft() for _ in range(min(len(self._pending), _MAX_GROUP))]
+        try:
+            if len(group) == 1:
+                fn, args, _ = group[0]
+                outcomes: list[tuple[Any, BaseException | None]] = [(self._retrying(partial(_call, fn, args)), None)]
+            else:
+                outcomes = []
+                self._retrying(partial(_run_group, group, outcomes, self.path))
+        except BaseException as exc:
+            outcomes = [(None, exc)] * len(group)
+        for (*_, future), (value, error) in zip(group, outcomes, strict=True):
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone
+                future.get_loop().call_soon_threadsafe(_resolve, future, value, error)
+        with self._pending_lock:
+            if self._pending:
+                submit(self._conn, self._drain)  # behind what was queued meanwhile (reads, hints)
+            else:
+                self._draining = False
+
+    def _retrying(self, body: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+        """Run ``body`` (in ``BEGIN IMMEDIATE ... COMMIT`` when writing), retrying while another process is busy."""
+        conn = raw(self._conn)
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                with self._lock:
+                    if not write:
+                        return body(conn)
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = body(conn)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                self._committed()
+                return result
+            except sqlite3.Error as exc:  # noqa: PERF203 - the loop exists to retry this very error
+                if not _is_busy(exc):
+                    raise translate(exc, self.path) from exc
+                if time.monotonic() >= deadline:
+                    raise BackendUnavailableError(
+                        f"SQLite database {self.path} stayed locked by another connection for "
+                        f"{self.busy_timeout:g} s (busy_timeout); retry later"
+                    ) from exc
+                logger.debug("SQLite database %s is busy; retrying in %.3f s", self.path, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    # -- checkpoints (on the checkpointer connection's thread) -----------------------------------
+
+    def _committed(self) -> None:
+        """Note a commit: start the checkpoint loop unless it runs already."""
+        if self._dirty or self._checkpointer is None:
+            return  # the running loop sees it
+        with self._dirty_lock:
+            self._dirty = True
+            if self._checkpointing:
+                return
+            self._checkpointing = True
+        submit(self._checkpointer, self._checkpoint_loop)
+
+    def _checkpoint_loop(self) -> None:
+        assert self._checkpointer is not None
+        conn = raw(self._checkpointer)
+        while True:
+            with self._dirty_lock:
+                if not self._dirty or self._closing.is_set():
+                    self._checkpointing = False
+                    return
+                self._dirty = False
+            with self._checkpoint_lock:
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:
+                    logger.debug("SQLite checkpoint of %s skipped: %s", self.path, exc)
+            self._closing.wait(_CHECKPOINT_PERIOD)  # let writes accumulate: one fsync covers many commits
+
+
+def _call(fn: Callable[..., T], args: tuple[Any, ...], conn: sqlite3.Connection) -> T:
+    return fn(conn, *args)
+
+
+def _run_group(
+    group: list[_Job], outcomes: list[tuple[Any, BaseException | None]], path: str, conn: sqlite3.Connection
+) -> None:
+    """Several write jobs in one transaction, each under its own savepoint (one that raises rolls back alone)."""
+    outcomes.clear()  # the whole group may be retried while the database is busy
+    for fn, args, _ in group:
+        conn.execute("SAVEPOINT omniq_job")
+        try:
+            value = fn(conn, *args)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO omniq_job")
+            conn.execute("RELEASE omniq_job")
+            outcomes.append((None, translate(exc, path) if isinstance(exc, sqlite3.Error) else exc))
+        else:
+            conn.execute("RELEASE omniq_job")
+            outcomes.append((value, None))
+
+
+async def _close(conn: aiosqlite.Connection, lock: threading.Lock) -> None:
+    """Close the sqlite3 connection on its thread under ``lock`` (the fork guard), then stop the thread."""
+
+    def close_raw() -> None:
+        with lock:
+            raw(conn).close()
+
+    with contextlib.suppress(sqlite3.Error, ValueError):
+        await run(conn, close_raw)
+    await conn.close()
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

@@ -1,0 +1,161 @@
+"""Task rows: a Task as the parameters of its INSERT, a row of ``schema.TASK_COLUMNS`` as a Task.
+
+Rows are read strictly (SerializationError when a column is corrupted),
+except a row just claimed or recovered, which comes back salvaged
+(:class:`~omniq.base.CorruptTask`) for the worker to fail.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from omniq.base import claimed_task, decode_error, msgpack_decoder, task_from_row
+from omniq.models import Task, TaskStatus
+from omniq_sqlite import schema
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "build_task",
+    "chunks",
+    "claim_order",
+    "encoder",
+    "from_ts",
+    "leased_row_to_task",
+    "row_to_task",
+    "task_params",
+    "to_ts",
+    "where",
+]
+
+_UTC = timezone.utc
+#: SQLite accepts 32766 host parameters since 3.32; stay well below for IN lists.
+CHUNK = 500
+encoder = msgspec.msgpack.Encoder()
+_decode_deps = msgpack_decoder(tuple[str, ...], "dependency list")
+#: Task field names in schema.TASK_COLUMNS order (a salvaged row keeps the valid ones).
+_FIELDS = tuple(name.strip() for name in schema.TASK_COLUMNS.split(","))
+_STATUS = {status.value: status for status in TaskStatus}
+_SEQ = 25  # index of seq in schema.TASK_COLUMNS
+
+
+def to_ts(value: datetime | None) -> float | None:
+    """Datetime -> epoch seconds (REAL column)."""
+    return None if value is None else value.timestamp()
+
+
+def from_ts(value: float | None) -> datetime | None:
+    """Epoch seconds -> aware UTC datetime."""
+    return None if value is None else datetime.fromtimestamp(value, _UTC)
+
+
+def chunks(items: list[Any], size: int = CHUNK) -> list[list[Any]]:
+    """Split ``items`` into lists of at most ``size``."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def row_to_task(row: Sequence[Any]) -> Task:
+    """The task of a row, strictly (SerializationError when a column is corrupted)."""
+    return task_from_row(build_task, row)
+
+
+def leased_row_to_task(row: Sequence[Any]) -> Task:
+    """The task of a row just claimed or recovered: a corrupted one comes back salvaged, for the worker to fail."""
+    return claimed_task(build_task, row, _raw_fields)
+
+
+def _raw_fields(row: Sequence[Any]) -> dict[str, Any]:
+    return dict(zip(_FIELDS, row, strict=False))
+
+
+def build_task(row: Sequence[Any]) -> Task:
+    """The task of a row, unchecked (a corrupted column raises whatever it raises)."""
+    error, deps = row[24], row[16]
+    return Task(
+        id=row[0],
+        func=row[1],
+        payload=row[2],
+        queue=row[3],
+        priority=row[4],
+        unique_key=row[5],
+        status=_STATUS[row[6]],
+        eta=from_ts(row[7]),
+        interval=row[8],
+        cron=row[9],
+        paused=bool(row[10]),
+        attempts=row[11],
+        max_retries=row[12],
+        timeout=row[13],
+        expires_at=from_ts(row[14]),
+        result_ttl=row[15],
+        depends_on=_decode_deps(deps) if deps is not None else (),
+        created_at=datetime.fromtimestamp(row[17], _UTC),
+        updated_at=from_ts(row[18]),
+        started_at=from_ts(row[19]),
+        finished_at=from_ts(row[20]),
+        lease_token=row[21],
+        lease_expires_at=from_ts(row[22]),
+        worker_id=row[23],
+        error=decode_error(error) if error is not None else None,
+    )
+
+
+def claim_order(row: Sequence[Any]) -> tuple[int, float, int]:
+    """Sort key of claimed rows: priority first, then ready time, then arrival."""
+    return (-row[4], row[7] if row[7] is not None else row[17], row[_SEQ])
+
+
+def task_params(task: Task) -> tuple[Any, ...]:
+    """The parameters of ``schema.INSERT_TASK`` for a new PENDING task."""
+    created = task.created_at.timestamp()
+    eta = to_ts(task.eta)
+    return (
+        task.id,
+        task.func,
+        task.payload,
+        task.queue,
+        task.priority,
+        task.unique_key,
+        "pending",
+        eta,
+        eta if eta is not None else created,
+        task.interval,
+        task.cron,
+        int(task.paused),
+        task.attempts,
+        task.max_retries,
+        task.timeout,
+        to_ts(task.expires_at),
+        task.result_ttl,
+        encoder.encode(task.depends_on) if task.depends_on else None,
+        created,
+        to_ts(task.updated_at),
+        to_ts(task.started_at),
+        to_ts(task.finished_at),
+        None,
+        None,
+        task.worker_id,
+        encoder.encode(task.error) if task.error is not None else None,
+    )
+
+
+def where(
+    status: TaskStatus | None, queue: str | None, statuses: Sequence[TaskStatus] | None = None
+) -> tuple[str, list[Any]]:
+    """A WHERE clause (or "") and its parameters for status / queue filters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(TaskStatus(status).value)
+    if statuses is not None:
+        clauses.append(f"status IN {schema.placeholders(len(statuses))}")
+        params.extend(TaskStatus(s).value for s in statuses)
+    if queue is not None:
+        clauses.append("queue = ?")
+        params.append(queue)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
