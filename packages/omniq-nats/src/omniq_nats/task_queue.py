@@ -66,6 +66,7 @@ class NatsTaskQueue(BaseTaskQueue):
             Capability.BLOCKING_WAIT,
             Capability.FUSED_RESULTS,
             Capability.DURABLE,
+            Capability.FORK_SAFE,  # omniq.connection.Connection: a forked child opens its own client
         }
     )
     settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ack_wait": "lease_duration"}
