@@ -98,7 +98,7 @@ class SQLiteEventStorage(BaseEventStorage):
         until: datetime | None = None,
         limit: int = 1000,
     ) -> list[TaskEvent]:
-        """Return matching events, oldest first, ties in append order."""
+        """Return matching events (``since <= timestamp < until``), oldest first, ties in append order."""
         clauses: list[str] = []
         params: list[Any] = []
         if task_id is not None:
@@ -113,7 +113,7 @@ class SQLiteEventStorage(BaseEventStorage):
             clauses.append("timestamp >= ?")
             params.append(since.timestamp())
         if until is not None:
-            clauses.append("timestamp <= ?")
+            clauses.append("timestamp < ?")  # half-open: since <= at < until
             params.append(until.timestamp())
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
         sql = f"SELECT {schema.EVENT_COLUMNS} FROM {schema.EVENTS}{where} ORDER BY timestamp, seq LIMIT ?"
