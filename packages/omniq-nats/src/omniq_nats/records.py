@@ -1,10 +1,14 @@
-"""What the task KV bucket stores, and the pure lease-state transitions on it.
+"""What the task KV bucket stores, the lease-state transitions on it, and how they are written.
 
 A record is the task plus the reply subject of the JetStream delivery that
 currently represents it (``ack``): the ticket a worker holds while the task
 is RUNNING, or the nak-delayed ticket of a PENDING retry. Acking, naking or
 ``+WPI``-ing that subject acts on the ticket from any connection, which is
 what lets ``recover`` and ``cancel`` release a ticket held by a dead worker.
+
+Every change of a record is a compare-and-set on the key's revision
+(:func:`transition`), so the lease token check is real and no task has two
+live leases.
 """
 
 from __future__ import annotations

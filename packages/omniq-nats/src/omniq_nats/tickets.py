@@ -7,6 +7,9 @@ however many tickets for it are around. Extra tickets are harmless (they are
 dropped when fetched); the invariant kept everywhere is the other way round:
 a PENDING task always has at least one live ticket (un-acked, possibly
 nak-delayed until its eta), so no task is ever lost.
+
+Below :func:`decide`: the ticket on the wire (publishing one, reading its
+id or envelope, the ack / nak / term replies to a fetched one).
 """
 
 from __future__ import annotations
