@@ -98,7 +98,9 @@ def requires(*capabilities: str) -> Callable[[F], F]:
             raise TypeError(f"@requires{capabilities}: the test takes no component to read the capabilities of")
         for capability in capabilities:
             if capability not in type(component).capabilities:
-                pytest.skip(f"{type(component).__name__} lacks the {capability} capability")
+                # Reported at the test, not here (what pytest itself does for a skip raised in a fixture).
+                reason = f"{type(component).__name__} lacks the {capability} capability"
+                raise pytest.skip.Exception(reason, _use_item_location=True)
 
     def decorate(fn: F) -> F:
         if inspect.isasyncgenfunction(fn):
