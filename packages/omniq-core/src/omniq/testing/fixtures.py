@@ -89,7 +89,7 @@ def requires(*capabilities: str) -> Callable[[F], F]:
         @requires(Capability.FORK_SAFE)
         async def test_a_forked_child_enqueues(self, task_queue: BaseTaskQueue) -> None: ...
 
-    Put it under ``@pytest.fixture`` to skip every test that uses a fixture.
+    Put it under ``@pytest.fixture`` to skip every test that uses the fixture.
     """
 
     def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
