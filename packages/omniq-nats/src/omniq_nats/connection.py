@@ -14,6 +14,7 @@ client is:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,7 +23,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
-from omniq.connection import map_exceptions
+from omniq.connection import Connection, map_exceptions
 from omniq.errors import BackendError, BackendUnavailableError, OmniQError, PayloadTooLargeError
 from omniq_nats import subjects as names
 from omniq_nats.clock import EngineClock
@@ -47,10 +48,14 @@ __all__ = [
     "close_queue",
     "close_results",
     "drop_prefix",
+    "events_connection",
+    "normalize_url",
     "open_connection",
     "open_events",
     "open_queue",
     "open_results",
+    "queue_connection",
+    "results_connection",
 ]
 
 logger = logging.getLogger("omniq.nats")
@@ -80,6 +85,11 @@ ERRORS: dict[type[BaseException], type[OmniQError]] = {
 
 _FIRST_CONNECT_ATTEMPTS = 2  # retries of the very first connect before BackendUnavailableError
 _STREAM_NOT_FOUND = 10059  # JSStreamNotFoundErr
+
+
+def normalize_url(url: str | None) -> str:
+    """The URL to use: ``url``, or :data:`DEFAULT_URL` when none is given."""
+    return url or DEFAULT_URL
 
 
 async def open_connection(url: str, name: str, **options: Any) -> Client:
@@ -182,6 +192,18 @@ class QueueClient:
             self.wake.remember_due(self.clock.local(moment))
 
 
+def queue_connection(
+    url: str, prefix: str, ack_wait: float, pause_recheck: float, options: dict[str, Any]
+) -> Connection[QueueClient]:
+    """The task queue's connection: opens a :class:`QueueClient` on first use (see :func:`open_queue`)."""
+    return Connection(
+        url,
+        open=functools.partial(open_queue, url, prefix, ack_wait, pause_recheck, options),
+        close=close_queue,
+        errors=ERRORS,
+    )
+
+
 async def open_queue(
     url: str, prefix: str, ack_wait: float, pause_recheck: float, options: dict[str, Any]
 ) -> QueueClient:
@@ -221,6 +243,13 @@ async def close_queue(client: QueueClient) -> None:
 # -- the result and event storages ------------------------------------------------------------------
 
 
+def results_connection(url: str, prefix: str, ttl: float | None, options: dict[str, Any]) -> Connection[Bucket]:
+    """The result storage's connection: opens the results bucket on first use."""
+    return Connection(
+        url, open=functools.partial(open_results, url, prefix, ttl, options), close=close_results, errors=ERRORS
+    )
+
+
 async def open_results(url: str, prefix: str, ttl: float | None, options: dict[str, Any]) -> Bucket:
     """Connect and create the results bucket (max_age ``ttl``)."""
 
@@ -233,6 +262,13 @@ async def open_results(url: str, prefix: str, ttl: float | None, options: dict[s
 async def close_results(bucket: Bucket) -> None:
     """Close the result storage's connection."""
     await close_connection(bucket.nc)
+
+
+def events_connection(url: str, prefix: str, ttl: float | None, options: dict[str, Any]) -> Connection[Client]:
+    """The event storage's connection: opens a client, its events stream created, on first use."""
+    return Connection(
+        url, open=functools.partial(open_events, url, prefix, ttl, options), close=close_connection, errors=ERRORS
+    )
 
 
 async def open_events(url: str, prefix: str, ttl: float | None, options: dict[str, Any]) -> Client:
@@ -269,7 +305,7 @@ async def drop_prefix(url: str | None, prefix: str) -> int:
         names.kv_stream(names.unique_bucket(prefix)),
         names.kv_stream(names.results_bucket(prefix)),
     ]
-    url = url or DEFAULT_URL
+    url = normalize_url(url)
     nc = await open_connection(url, "omniq-admin")
     deleted = 0
     try:

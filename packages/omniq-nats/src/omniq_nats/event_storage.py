@@ -9,25 +9,21 @@ from several writers arrive out of order.
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
 from omniq.base import BaseEventStorage, Capability, msgpack_decoder
-from omniq.connection import Connection
 from omniq.constants import DEFAULT_PREFIX
 from omniq.errors import BackendError
 from omniq.models import TaskEvent
 from omniq_nats import subjects as names
-from omniq_nats.connection import DEFAULT_URL, ERRORS, close_connection, open_events
+from omniq_nats.connection import events_connection, normalize_url
 from omniq_nats.jetstream import answered, api, gather, mux, scan
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-
-    from nats.aio.client import Client
 
 
 __all__ = ["NatsEventStorage"]
@@ -58,15 +54,10 @@ class NatsEventStorage(BaseEventStorage):
             ttl: the stream's max_age in seconds (None: events stay until purged).
             **options: passed to :func:`nats.connect`.
         """
-        self.url = url or DEFAULT_URL
+        self.url = normalize_url(url)
         self.prefix = names.check_prefix(prefix)
         self.ttl = ttl
-        self._connection: Connection[Client] = Connection(
-            self.url,
-            open=functools.partial(open_events, self.url, self.prefix, ttl, options),
-            close=close_connection,
-            errors=ERRORS,
-        )
+        self._connection = events_connection(self.url, self.prefix, ttl, options)
 
     @property
     def stream(self) -> str:

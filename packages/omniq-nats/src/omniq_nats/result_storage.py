@@ -11,19 +11,16 @@ a result whose own ``expires_at`` passed is invisible and removed by ``purge``.
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 
 from omniq.base import BaseResultStorage, Capability
-from omniq.connection import Connection
 from omniq.constants import DEFAULT_PREFIX
 from omniq.models import TaskResult, decode_result, encode_result, utcnow
 from omniq_nats import subjects as names
-from omniq_nats.connection import DEFAULT_URL, ERRORS, close_results, open_results
+from omniq_nats.connection import normalize_url, results_connection
 from omniq_nats.jetstream import gather
-from omniq_nats.kv import Bucket
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -60,15 +57,10 @@ class NatsResultStorage(BaseResultStorage):
             ttl: the bucket's max_age in seconds (None: results stay until purged).
             **options: passed to :func:`nats.connect`.
         """
-        self.url = url or DEFAULT_URL
+        self.url = normalize_url(url)
         self.prefix = names.check_prefix(prefix)
         self.ttl = ttl
-        self._connection: Connection[Bucket] = Connection(
-            self.url,
-            open=functools.partial(open_results, self.url, self.prefix, ttl, options),
-            close=close_results,
-            errors=ERRORS,
-        )
+        self._connection = results_connection(self.url, self.prefix, ttl, options)
 
     async def connect(self) -> None:
         """Connect and create the bucket (idempotent)."""

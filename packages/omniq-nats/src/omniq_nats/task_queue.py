@@ -38,11 +38,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
-from omniq.connection import Connection
 from omniq.constants import DEFAULT_PREFIX
 from omniq.models import TERMINAL_STATUSES, Outcome, Task, TaskStatus
 from omniq_nats import claiming, enqueueing, subjects as names
-from omniq_nats.connection import DEFAULT_URL, ERRORS, QueueClient, close_queue, open_queue
+from omniq_nats.connection import normalize_url, queue_connection
 from omniq_nats.jetstream import api, chunked, gather
 from omniq_nats.leases import index_leases, recover
 from omniq_nats.records import ACTIVE, Record, apply_outcome, decode_record, read_all, transition
@@ -90,16 +89,11 @@ class NatsTaskQueue(BaseTaskQueue):
             pause_recheck: seconds between looks at a paused task's ticket.
             **options: passed to :func:`nats.connect`.
         """
-        self.url = url or DEFAULT_URL
+        self.url = normalize_url(url)
         self.prefix = names.check_prefix(prefix)
         self.ack_wait = ack_wait
         self.pause_recheck = pause_recheck
-        self._connection: Connection[QueueClient] = Connection(
-            self.url,
-            open=functools.partial(open_queue, self.url, self.prefix, ack_wait, pause_recheck, options),
-            close=close_queue,
-            errors=ERRORS,
-        )
+        self._connection = queue_connection(self.url, self.prefix, ack_wait, pause_recheck, options)
 
     async def connect(self) -> None:
         """Connect and create the streams and buckets (idempotent)."""
