@@ -43,7 +43,7 @@ from omniq.models import TERMINAL_STATUSES, Outcome, Task, TaskStatus
 from omniq_nats import claiming, enqueueing, subjects as names
 from omniq_nats.connection import normalize_url, queue_connection
 from omniq_nats.jetstream import api, chunked, gather
-from omniq_nats.leases import index_leases, recover
+from omniq_nats.leases import index_leases, recover as recover_leases
 from omniq_nats.records import ACTIVE, Record, apply_outcome, decode_record, read_all, transition
 from omniq_nats.tickets import nak, publish_tickets, reply, reply_many
 
@@ -333,4 +333,4 @@ class NatsTaskQueue(BaseTaskQueue):
         """Requeue (or fail) RUNNING tasks whose deadline passed, reading only due lease-index seconds."""
         client = await self._connection.client()
         with self._connection.errors():
-            return await recover(client)
+            return await recover_leases(client)
