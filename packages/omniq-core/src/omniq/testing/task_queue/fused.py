@@ -10,6 +10,7 @@ and the test class provides the factory fixture of the component to fuse with
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,13 +25,19 @@ from omniq.testing.task_queue.kit import LONG, QueueTests, claim_one, error, tok
 __all__ = ["FusedEventTests", "FusedResultTests"]
 
 
-def _factory(request: pytest.FixtureRequest, name: str) -> Callable[[], Any]:
-    """The test class's ``name`` factory fixture; skips when the class provides none."""
+@contextlib.asynccontextmanager
+async def _fused(request: pytest.FixtureRequest, name: str, can_fuse: Callable[[Any], bool]) -> AsyncIterator[Any]:
+    """A connected component from the test class's ``name`` factory fixture, which the queue fuses with.
+
+    Skips when the test class provides no such fixture.
+    """
     try:
         factory: Callable[[], Any] = request.getfixturevalue(name)
     except pytest.FixtureLookupError:
         pytest.skip(f"the test class provides no {name} fixture")
-    return factory
+    async with connected(factory) as (component,):
+        assert can_fuse(component), f"the queue cannot fuse with what {name} makes"
+        yield component
 
 
 def _enqueued(task: Task) -> TaskEvent:
@@ -46,8 +53,7 @@ class FusedResultTests(QueueTests):
         self, task_queue: BaseTaskQueue, request: pytest.FixtureRequest
     ) -> AsyncIterator[BaseResultStorage]:
         """A connected result storage the queue fuses with; skips when the backend has none."""
-        async with connected(_factory(request, "fused_result_storage_factory")) as (storage,):
-            assert task_queue.can_fuse_results(storage)
+        async with _fused(request, "fused_result_storage_factory", task_queue.can_fuse_results) as storage:
             yield storage
 
     async def test_fused_finish_stores_accepted_results(
@@ -98,8 +104,7 @@ class FusedEventTests(QueueTests):
         self, task_queue: BaseTaskQueue, request: pytest.FixtureRequest
     ) -> AsyncIterator[BaseEventStorage]:
         """A connected event storage the queue fuses with; skips when the backend has none."""
-        async with connected(_factory(request, "fused_event_storage_factory")) as (storage,):
-            assert task_queue.can_fuse_events(storage)
+        async with _fused(request, "fused_event_storage_factory", task_queue.can_fuse_events) as storage:
             yield storage
 
     async def test_enqueue_recorded_stores_the_tasks_and_each_event_once(
