@@ -1,7 +1,5 @@
 """Cancelling: a PENDING or RUNNING task becomes CANCELLED; a running one's lease is lost."""
 
-# ruff: noqa: D102 - each test's name says what it checks
-
 from __future__ import annotations
 
 from omniq.base import BaseTaskQueue

@@ -1,7 +1,5 @@
 """Claiming: the lease a claim takes, its limit and queue filter, the order, concurrent claimers."""
 
-# ruff: noqa: D102 - each test's name says what it checks
-
 from __future__ import annotations
 
 from collections import Counter

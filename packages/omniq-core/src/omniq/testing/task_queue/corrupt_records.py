@@ -16,8 +16,6 @@ a ``corrupt_record`` fixture from the test class: an async callable
 cannot hold). Without it they skip with a reason.
 """
 
-# ruff: noqa: D102 - each test's name says what it checks
-
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable

@@ -1,7 +1,5 @@
 """Enqueue and read back: every field kept, batches in order, stored copies."""
 
-# ruff: noqa: D102 - each test's name says what it checks
-
 from __future__ import annotations
 
 from datetime import timedelta

@@ -1,7 +1,5 @@
 """Finishing: each outcome kind, one token check per outcome, one accepted finish per lease."""
 
-# ruff: noqa: D102 - each test's name says what it checks
-
 from __future__ import annotations
 
 import anyio

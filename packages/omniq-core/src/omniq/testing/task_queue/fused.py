@@ -6,8 +6,6 @@ and the test class provides the factory fixture of the component to fuse with
 (``fused_result_storage_factory``, ``fused_event_storage_factory``).
 """
 
-# ruff: noqa: D102 - each test's name says what it checks
-
 from __future__ import annotations
 
 import contextlib

@@ -1,7 +1,5 @@
 """Leases: heartbeats extend them, expired ones are recovered, and a lost lease's outcome is refused."""
 
-# ruff: noqa: D102 - each test's name says what it checks
-
 from __future__ import annotations
 
 from datetime import timedelta

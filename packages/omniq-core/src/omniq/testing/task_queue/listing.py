@@ -1,7 +1,5 @@
 """Listing, counting and purging tasks by status and queue."""
 
-# ruff: noqa: D102 - each test's name says what it checks
-
 from __future__ import annotations
 
 from omniq.base import BaseTaskQueue

@@ -1,7 +1,5 @@
 """Pausing: a paused task stays PENDING and is skipped by claims until it is resumed."""
 
-# ruff: noqa: D102 - each test's name says what it checks
-
 from __future__ import annotations
 
 from omniq.base import BaseTaskQueue

@@ -1,7 +1,5 @@
 """Scheduling: a task with a future eta (a delay, a retry's backoff) is claimed at its eta, not before."""
 
-# ruff: noqa: D102 - each test's name says what it checks
-
 from __future__ import annotations
 
 from datetime import timedelta

@@ -1,7 +1,5 @@
 """Unique keys: one live task per key; a fresh task once the holder is done."""
 
-# ruff: noqa: D102 - each test's name says what it checks
-
 from __future__ import annotations
 
 from typing import Any

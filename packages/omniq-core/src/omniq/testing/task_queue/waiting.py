@@ -1,7 +1,5 @@
 """Waiting for work: an idle worker wakes on an enqueue from another connection, and times out."""
 
-# ruff: noqa: D102 - each test's name says what it checks
-
 from __future__ import annotations
 
 from typing import Any
