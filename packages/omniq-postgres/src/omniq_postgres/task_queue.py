@@ -82,6 +82,7 @@ class PostgresTaskQueue(BaseTaskQueue):
             Capability.FUSED_RESULTS,
             Capability.FUSED_EVENTS,
             Capability.DURABLE,
+            Capability.FORK_SAFE,
         }
     )
 
