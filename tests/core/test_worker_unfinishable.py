@@ -22,7 +22,7 @@ from omniq.base import BaseResultStorage
 from omniq.errors import SerializationError
 from omniq.hookspecs import BackendSpec
 from omniq.models import Outcome, TaskStatus
-from omniq.worker.pool import MAX_FINISH_FAILURES
+from omniq.worker.finisher import MAX_FINISH_FAILURES
 
 pytestmark = pytest.mark.anyio
 

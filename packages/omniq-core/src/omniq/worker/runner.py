@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
     from omniq.worker.executors import Executor
 
-__all__ = ["check_dependencies", "execute", "failed_outcome", "outcome_event"]
+__all__ = ["check_dependencies", "error_from_exception", "execute", "failed_outcome", "outcome_event"]
 
 logger = logging.getLogger("omniq.worker")
 
@@ -126,8 +126,6 @@ async def execute(app: AsyncOmniQ, executor: Executor, task: Task) -> Outcome:
         try:
             value = await executor.run(task.func, handle.func, handle.is_async, args, kwargs, task.timeout)
         except Exception as exc:
-            from omniq.app import error_from_exception
-
             return _failure(app, task, error_from_exception(exc, task.attempts))
         stage = "storing its return value"
         try:
@@ -177,6 +175,17 @@ def failed_outcome(task: Task, error: TaskError, why: str, *, end_schedule: bool
         result = TaskResult(task_id=task.id, status=TaskStatus.FAILED, error=error, attempts=task.attempts)
     return Outcome(
         task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.FAILED, error=error, result=result
+    )
+
+
+def error_from_exception(exc: BaseException, attempt: int, *, retryable: bool = True) -> TaskError:
+    """Describe an exception raised by a task as a TaskError (its type name, message and traceback)."""
+    return TaskError(
+        type=type(exc).__name__,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        attempt=attempt,
+        retryable=retryable,
     )
 
 

@@ -1,0 +1,196 @@
+"""Recording outcomes: the runners' outcomes go to the queue in batches, then results, events and hooks follow.
+
+The finisher sends whatever accumulated while the previous batch was in
+flight, in one token-checked ``finish`` call (the commit point, see
+``runner.py``), then writes results and events for the outcomes the queue
+accepted. A failure is sorted by cause:
+
+* the engine is away (an ``OSError`` / ``TimeoutError``): keep the batch and
+  send it again after a back-off; the leases may survive the outage, and if
+  they do not, the tasks run again;
+* anything else (a record the engine refuses): the same batch would fail
+  again, so its outcomes are sent one at a time, and one that keeps failing
+  alone is dropped after ``MAX_FINISH_FAILURES`` tries (logged): its lease
+  expires and recovery takes over, so it never holds back the others or
+  keeps the worker busy for ever.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+
+from omniq import plugins
+from omniq.models import EventType, Outcome, OutcomeKind, Task, TaskEvent, TaskResult, utcnow
+from omniq.worker.runner import outcome_event
+
+if TYPE_CHECKING:
+    from omniq.app import AsyncOmniQ
+
+__all__ = ["MAX_ERROR_BACKOFF", "MAX_FINISH_FAILURES", "Finisher"]
+
+logger = logging.getLogger("omniq.worker")
+
+#: longest pause after a backend error before the loops try again.
+MAX_ERROR_BACKOFF = 5.0
+#: times one task's outcome may fail to be recorded on its own (not an outage) before it is dropped.
+MAX_FINISH_FAILURES = 3
+#: errors that mean the engine is away (retry the same call later), not that a record is bad.
+_TRANSIENT = (OSError, TimeoutError)  # BackendUnavailableError is a ConnectionError, an OSError
+
+_Item = tuple[Task, Outcome]
+
+
+class Finisher:
+    """Collects a pool's outcomes and records them in batches."""
+
+    def __init__(self, app: AsyncOmniQ, worker_id: str, *, fuse: bool, hooks: frozenset[str]) -> None:
+        self.app = app
+        self.worker_id = worker_id
+        self.fuse = fuse  # the queue writes the results in its finish (Capability.FUSED_RESULTS)
+        self.hooks = hooks
+        self.outcomes: list[_Item] = []
+        self._ready = anyio.Event()
+        self.finishing = 0  # outcome batches being sent to the queue right now
+        self.processed = 0
+        # burst mode keeps going until the retries and dependency re-checks it deferred are due.
+        self.deferred_until = utcnow()
+        self._failures: dict[str, int] = {}  # task id -> times its outcome alone failed to be recorded
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits to be recorded and nothing is being recorded."""
+        return not self.outcomes and not self.finishing
+
+    def add(self, task: Task, outcome: Outcome) -> None:
+        """Queue a runner's outcome; the next batch takes it."""
+        self.outcomes.append((task, outcome))
+        self._ready.set()
+
+    async def run(self) -> None:
+        """Record outcomes as they come, for ever (the pool cancels it once it has flushed the last ones)."""
+        while True:
+            await self._ready.wait()
+            self._ready = anyio.Event()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Record every queued outcome, retrying after outages; returns once none is left."""
+        errors = 0
+        while self.outcomes:
+            batch, self.outcomes = self.outcomes, []
+            self.finishing += 1
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._finish_batch(batch)
+                errors = 0
+                if self._failures:
+                    for task, _ in batch:
+                        self._failures.pop(task.id, None)
+            except Exception as exc:
+                failure: Exception | None
+                if isinstance(exc, _TRANSIENT):
+                    left, failure = batch, exc
+                elif len(batch) > 1:
+                    # Not the engine being away: the same batch would fail again. Send these
+                    # outcomes one at a time, so one that cannot be recorded holds back no other.
+                    left, failure = await self._finish_one_by_one(batch)
+                else:
+                    left, failure = self._keep(batch[0], exc), exc
+                if left:
+                    errors += 1
+                    # Keep the outcomes: the leases may survive the outage; if not, the tasks run again.
+                    self.outcomes[:0] = left
+                    delay = min(MAX_ERROR_BACKOFF, 0.1 * 2**errors)
+                    logger.warning("finishing %d task(s) failed (%s); retrying in %.1f s", len(left), failure, delay)
+                    await anyio.sleep(delay)
+            finally:
+                self.finishing -= 1
+
+    async def _finish_one_by_one(self, batch: list[_Item]) -> tuple[list[_Item], Exception | None]:
+        """Finish each outcome alone; return those to try again (all the rest after an outage) and the last error."""
+        left: list[_Item] = []
+        failure: Exception | None = None
+        for index, item in enumerate(batch):
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._finish_batch([item])
+                self._failures.pop(item[0].id, None)
+            except Exception as exc:  # noqa: PERF203 - the failure path: one outcome at a time is the point
+                failure = exc
+                if isinstance(exc, _TRANSIENT):
+                    return [*left, *batch[index:]], exc
+                left.extend(self._keep(item, exc))
+        return left, failure
+
+    def _keep(self, item: _Item, failure: Exception) -> list[_Item]:
+        """``[item]`` if its outcome, which failed alone, deserves another try, else ``[]``.
+
+        Once it has failed ``MAX_FINISH_FAILURES`` times it is dropped and logged: its lease expires
+        and recovery takes over, so a record that cannot be written never keeps the worker busy for ever.
+        """
+        task, outcome = item
+        count = self._failures[task.id] = self._failures.get(task.id, 0) + 1
+        if count < MAX_FINISH_FAILURES:
+            return [item]
+        del self._failures[task.id]
+        logger.error(
+            "task %s (%s, queue %s, attempt %s): its %s outcome could not be recorded %d times (%s); "
+            "dropped: its lease will expire and recovery takes over",
+            task.id,
+            task.func,
+            task.queue,
+            task.attempts,
+            outcome.kind.value,
+            count,
+            failure,
+        )
+        return []
+
+    async def _finish_batch(self, batch: list[_Item]) -> None:
+        app = self.app
+        outcomes = [outcome for _, outcome in batch]
+        fused = app.result_storage if self.fuse else None
+        accepted = await app.task_queue.finish(outcomes, results=fused)
+        results: list[TaskResult] = []
+        events: list[TaskEvent] = []
+        now = utcnow()
+        for (task, outcome), ok in zip(batch, accepted, strict=True):
+            if not ok:
+                logger.warning("lease lost on task %s (attempt %d): outcome not recorded", task.id, task.attempts)
+                continue
+            if outcome.kind is not OutcomeKind.RELEASE:
+                self.processed += 1  # a released task was handed back, not processed
+            if outcome.kind in (OutcomeKind.RELEASE, OutcomeKind.RETRY) and outcome.eta is not None:
+                self.deferred_until = max(self.deferred_until, outcome.eta)
+            if outcome.result is not None:
+                results.append(outcome.result)
+            event_type = outcome_event(outcome)
+            events.append(
+                TaskEvent(
+                    task_id=task.id,
+                    type=event_type,
+                    timestamp=now,
+                    queue=task.queue,
+                    func=task.func,
+                    attempt=task.attempts,
+                    worker_id=self.worker_id,
+                    message=outcome.error.message if outcome.error else "",
+                )
+            )
+            if self.hooks:
+                self._call_outcome_hooks(task, outcome, event_type)
+        if results and fused is None:
+            await app.result_storage.set_many(results)
+        app.record_events(events)
+
+    def _call_outcome_hooks(self, task: Task, outcome: Outcome, event_type: EventType) -> None:
+        hooks, worker_id = self.hooks, self.worker_id
+        if event_type is EventType.SUCCEEDED and "omniq_task_succeeded" in hooks and outcome.result:
+            plugins.call_lifecycle("omniq_task_succeeded", task=task, result=outcome.result, worker_id=worker_id)
+        elif event_type is EventType.FAILED and "omniq_task_failed" in hooks and outcome.error:
+            plugins.call_lifecycle("omniq_task_failed", task=task, error=outcome.error, worker_id=worker_id)
+        elif event_type is EventType.RETRYING and "omniq_task_retried" in hooks and outcome.error:
+            plugins.call_lifecycle("omniq_task_retried", task=task, error=outcome.error, worker_id=worker_id)
