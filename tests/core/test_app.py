@@ -14,6 +14,7 @@ from omniq import (
     EventType,
     PayloadTooLargeError,
     SerializationError,
+    TaskNotFoundError,
     TaskStatus,
     hookimpl,
     plugins,
@@ -83,8 +84,12 @@ async def test_get_result_waits_for_a_running_worker(make_app: Any) -> None:
             task_id = await slow.enqueue()
             result = await app.get_result(task_id, wait=True, timeout=10)
             assert result is not None and result.result == "done"
-            assert await app.get_result("no-such-task", wait=True, timeout=0.3) is None
             await pool.stop()
+        # No task and no result under this id: nothing could end the wait (TaskNotFoundError);
+        # read without waiting, an unknown id is None, as an unfinished task's result is.
+        with pytest.raises(TaskNotFoundError):
+            await app.get_result("no-such-task", wait=True, timeout=0.3)
+        assert await app.get_result("no-such-task") is None
 
 
 async def test_max_retries_means_retries_after_the_first_attempt(make_app: Any) -> None:

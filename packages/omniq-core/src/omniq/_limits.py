@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from omniq.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from omniq._tasks import EnqueueOptions
+    from omniq._options import EnqueueOptions
 
 __all__ = [
     "MAX_DURATION",

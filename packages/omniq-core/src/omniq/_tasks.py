@@ -1,84 +1,35 @@
-"""Task functions: the registry of callables a worker may run, and the typed handle ``@app.task`` returns."""
+"""Task functions: the registry of callables a worker may run, and the typed handles ``@app.task`` returns.
+
+A handle enqueues through its app's public seam, ``AsyncOmniQ.enqueue_call``.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+import importlib
 import inspect
 import sys
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import msgspec
 from typing_extensions import ParamSpec
 
+from omniq._options import EnqueueOptions
 from omniq._typed import CallTypes, FunctionTypes, function_types
-from omniq.errors import ConfigurationError, TaskArgumentError
+from omniq.errors import ConfigurationError, TaskArgumentError, UnknownTaskError
 from omniq.serialization import call_arguments
 
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
+    from omniq.models import Task, TaskResult
 
-__all__ = ["EnqueueOptions", "TaskFunction", "task_name"]
+__all__ = ["BoundTask", "TaskFunction", "TaskRegistry", "task_name"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 _NEW_SHAPE: Any = object()
-
-#: option names accepted by enqueue, the decorator and TaskFunction.options().
-OPTION_NAMES = (
-    "eta",
-    "delay",
-    "interval",
-    "cron",
-    "max_retries",
-    "timeout",
-    "ttl",
-    "result_ttl",
-    "queue",
-    "priority",
-    "unique_key",
-    "depends_on",
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class EnqueueOptions:
-    """Per-task options; None means "use the next default" (decorator, then settings)."""
-
-    eta: datetime | None = None
-    delay: float | timedelta | None = None
-    interval: float | timedelta | None = None
-    cron: str | None = None
-    max_retries: int | None = None
-    timeout: float | timedelta | None = None
-    ttl: float | timedelta | None = None
-    result_ttl: float | timedelta | None = None
-    queue: str | None = None
-    priority: int | None = None
-    unique_key: str | None = None
-    depends_on: tuple[str, ...] | None = None
-
-    def merged(self, other: EnqueueOptions) -> EnqueueOptions:
-        """Options of ``self`` overridden by the ones ``other`` sets."""
-        changes = {
-            f.name: getattr(other, f.name) for f in dataclasses.fields(other) if getattr(other, f.name) is not None
-        }
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def from_kwargs(cls, options: dict[str, Any]) -> EnqueueOptions:
-        """Build from a dict, rejecting unknown names with a clear error."""
-        unknown = set(options) - set(OPTION_NAMES)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown task option(s) {', '.join(sorted(unknown))}: expected any of {', '.join(OPTION_NAMES)}"
-            )
-        depends = options.get("depends_on")
-        if depends is not None:
-            options = {**options, "depends_on": (depends,) if isinstance(depends, str) else tuple(depends)}
-        return cls(**options)
 
 
 def task_name(func: Callable[..., Any]) -> str:
@@ -181,7 +132,7 @@ class TaskFunction(Generic[P, R]):
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[str]:
         """Enqueue a call with the decorator's options; returns the task id."""
-        return self.app._enqueue_call(self.name, args, kwargs, self.default_options)
+        return self.app.enqueue_call(self.name, args, kwargs, self.default_options)
 
     def options(self, **options: Any) -> BoundTask[P]:
         """Return a handle whose ``enqueue`` uses extra options (``delay``, ``queue``, ...)."""
@@ -200,4 +151,75 @@ class BoundTask(Generic[P]):
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[str]:
         """Enqueue a call with these options; returns the task id."""
-        return self._task.app._enqueue_call(self._task.name, args, kwargs, self._options)
+        return self._task.app.enqueue_call(self._task.name, args, kwargs, self._options)
+
+
+class TaskRegistry:
+    """The tasks an app knows by name: those registered, and those it may import from ``allowed_modules``."""
+
+    def __init__(self, app: AsyncOmniQ, allowed_modules: Sequence[str]) -> None:
+        self.app = app
+        self.allowed_modules = tuple(allowed_modules)
+        self.functions: dict[str, TaskFunction[Any, Any]] = {}
+
+    def register(
+        self, func: Callable[..., Any], name: str | None = None, options: EnqueueOptions | None = None
+    ) -> TaskFunction[Any, Any]:
+        """Register ``func`` under ``name`` (default ``module.qualname``) and return its handle."""
+        if isinstance(func, TaskFunction):
+            func = func.func
+        key = name or task_name(func)
+        existing = self.functions.get(key)
+        if existing is not None and existing.func is not func:
+            raise ConfigurationError(f"a different function is already registered as task {key!r}")
+        handle = TaskFunction(self.app, func, key, options or EnqueueOptions())
+        self.functions[key] = handle
+        return handle
+
+    def resolve(self, name: str) -> TaskFunction[Any, Any]:
+        """Return the registered task ``name``; import it only from ``allowed_modules``.
+
+        Raises:
+            UnknownTaskError: nothing is registered under ``name``.
+        """
+        handle = self.functions.get(name)
+        if handle is not None:
+            return handle
+        module_name, _, attr = name.rpartition(".")
+        if module_name and any(module_name == m or module_name.startswith(m + ".") for m in self.allowed_modules):
+            try:
+                target = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as exc:
+                raise UnknownTaskError(f"task {name!r} cannot be imported: {exc}") from exc
+            return self.register(target, name=name)
+        raise UnknownTaskError(
+            f"no task is registered as {name!r} in this worker; "
+            f"registered: {', '.join(sorted(self.functions)) or 'none'}"
+        )
+
+    def name_and_defaults(self, func: Callable[..., Any] | str) -> tuple[str, EnqueueOptions]:
+        """The task name of what enqueue was given (registering a new callable) and its default options."""
+        if isinstance(func, str):
+            handle = self.functions.get(func)
+            return func, handle.default_options if handle else EnqueueOptions()
+        if isinstance(func, TaskFunction):
+            return func.name, func.default_options
+        handle = self.functions.get(task_name(func))
+        if handle is None or handle.func is not func:
+            handle = self.register(func)
+        return handle.name, handle.default_options
+
+    def decode_args(self, task: Task) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """A task's arguments, as its function declares them (raises SerializationError, TaskArgumentError)."""
+        handle = self.functions.get(task.func)
+        if handle is not None:
+            return handle.load_arguments(task.payload)
+        return call_arguments(self.app.serializer.loads(task.payload))
+
+    def decode_result(self, result: TaskResult) -> TaskResult:
+        """``result`` with its value decoded, in the declared return type of a task registered here."""
+        handle = self.functions.get(result.func)
+        value = (
+            (handle.load_result if handle else self.app.serializer.loads)(result.payload) if result.payload else None
+        )
+        return msgspec.structs.replace(result, result=value)

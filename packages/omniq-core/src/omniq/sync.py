@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from typing_extensions import ParamSpec
 
-from omniq._tasks import EnqueueOptions, TaskFunction
+from omniq._options import EnqueueOptions
+from omniq._tasks import TaskFunction
 from omniq.app import AsyncOmniQ
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class SyncTaskFunction(Generic[P, R]):
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Enqueue a call with the decorator's options; returns the task id."""
-        return self.app._call(self.handle.enqueue, *args, **kwargs)
+        return self.app.enqueue_call(self.name, args, kwargs, self.handle.default_options)
 
     def options(self, **options: Any) -> _SyncBound[P]:
         """Return a handle whose ``enqueue`` uses extra options (``delay``, ``queue``, ...)."""
@@ -88,7 +89,7 @@ class _SyncBound(Generic[P]):
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Enqueue a call with these options; returns the task id."""
-        return self._app._call(self._handle.app._enqueue_call, self._handle.name, args, kwargs, self._options)
+        return self._app.enqueue_call(self._handle.name, args, kwargs, self._options)
 
 
 class SyncWorkerPool:
@@ -278,6 +279,10 @@ class OmniQ:
             func = func.handle
         return self._call(self.async_app.enqueue_many, func, calls, **options)
 
+    def enqueue_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions) -> str:
+        """See :meth:`AsyncOmniQ.enqueue_call` (the seam sync task handles call)."""
+        return self._call(self.async_app.enqueue_call, name, args, kwargs, options)
+
     def get_result(self, task_id: str, wait: bool = False, timeout: float | None = None) -> TaskResult | None:
         """See :meth:`AsyncOmniQ.get_result`."""
         return self._call(self.async_app.get_result, task_id, wait, timeout)
@@ -300,7 +305,7 @@ class OmniQ:
         self,
         task_id: str | None = None,
         *,
-        types: Sequence[EventType | str] | None = None,
+        types: EventType | str | Sequence[EventType | str] | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 1000,
@@ -328,7 +333,12 @@ class OmniQ:
         """See :meth:`AsyncOmniQ.cancel_schedule`."""
         return self._call(self.async_app.cancel_schedule, schedule_id)
 
-    def purge(self, *, queue: str | None = None, statuses: Sequence[TaskStatus | str] | None = None) -> int:
+    def purge(
+        self,
+        *,
+        queue: str | None = None,
+        statuses: TaskStatus | str | Sequence[TaskStatus | str] | None = None,
+    ) -> int:
         """See :meth:`AsyncOmniQ.purge`."""
         return self._call(self.async_app.purge, queue=queue, statuses=statuses)
 

@@ -1,0 +1,96 @@
+"""The enqueue options, declared once.
+
+``EnqueueOptions`` is the one declaration of the twelve options a call can
+carry: its fields' names, types and meaning. Everything else derives from
+it: ``OPTION_NAMES`` (what ``@app.task(...)``, ``handle.options(...)`` and
+``enqueue_many(..., **options)`` accept, checked by :meth:`from_kwargs`),
+and the keyword parameters of ``AsyncOmniQ.enqueue`` and ``OmniQ.enqueue``.
+
+Those two keep their keyword parameters written out, because ``enqueue``'s
+``**kwargs`` are the task's own arguments (a ``**options: Unpack[...]``
+cannot share them) and mypy and IDEs must see each option with its type.
+``tests/core/test_options.py`` holds them to this declaration: the same
+names, in the same order, with the same annotations and a ``None`` default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from omniq.errors import ConfigurationError
+
+__all__ = ["OPTION_NAMES", "EnqueueOptions", "depends_tuple"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EnqueueOptions:
+    """Per-task options; None means "use the next default" (the decorator's, then the settings').
+
+    Attributes:
+        eta: run at that time (an aware datetime; a naive one is local time).
+        delay: run after that many seconds (or a timedelta).
+        interval: run repeatedly, every that many seconds (or a timedelta);
+            the id enqueue returns is the schedule id.
+        cron: run repeatedly, at the ticks of this cron expression; the id
+            enqueue returns is the schedule id.
+        max_retries: retries after the first attempt: ``max_retries=2`` runs
+            the task at most 3 times.
+        timeout: seconds one attempt may run.
+        ttl: seconds the task may wait; if it has not started by then it is
+            recorded EXPIRED and never runs.
+        result_ttl: seconds the result is kept.
+        queue: the queue it goes to (default ``"default"``).
+        priority: higher runs first among ready tasks of a queue (default 0).
+        unique_key: while a task with this key is pending or running, enqueue
+            returns that task's id instead of adding another.
+        depends_on: task ids that must succeed first (one id or several); if
+            one fails, this task fails with a DependencyFailed error. Kept as
+            a tuple.
+    """
+
+    eta: datetime | None = None
+    delay: float | timedelta | None = None
+    interval: float | timedelta | None = None
+    cron: str | None = None
+    max_retries: int | None = None
+    timeout: float | timedelta | None = None
+    ttl: float | timedelta | None = None
+    result_ttl: float | timedelta | None = None
+    queue: str | None = None
+    priority: int | None = None
+    unique_key: str | None = None
+    depends_on: str | Iterable[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.depends_on is not None and not isinstance(self.depends_on, tuple):
+            # a tuple keeps the options hashable (the app caches what it resolved per option set)
+            object.__setattr__(self, "depends_on", depends_tuple(self.depends_on))
+
+    def merged(self, other: EnqueueOptions) -> EnqueueOptions:
+        """Options of ``self`` overridden by the ones ``other`` sets."""
+        changes = {name: getattr(other, name) for name in OPTION_NAMES if getattr(other, name) is not None}
+        return dataclasses.replace(self, **changes) if changes else self
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> EnqueueOptions:
+        """Build from a dict, rejecting unknown names with a clear error."""
+        unknown = set(options) - set(OPTION_NAMES)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown task option(s) {', '.join(sorted(unknown))}: expected any of {', '.join(OPTION_NAMES)}"
+            )
+        return cls(**options)
+
+
+#: option names accepted by enqueue, the decorator, ``options()`` and ``enqueue_many``, in declaration order.
+OPTION_NAMES: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(EnqueueOptions))
+
+
+def depends_tuple(depends_on: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``depends_on`` as a tuple of ids: one id, several, or none."""
+    if depends_on is None:
+        return ()
+    return (depends_on,) if isinstance(depends_on, str) else tuple(depends_on)

@@ -1,0 +1,207 @@
+"""Producing tasks: a call and its options become Task records, written to the queue with their events.
+
+The options are validated and resolved against the settings once per
+option set (an app uses a handful), so a single enqueue only serializes its
+arguments, fills in the time-dependent fields and makes one queue call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from omniq import plugins
+from omniq._limits import check_options
+from omniq._options import EnqueueOptions, depends_tuple
+from omniq.constants import DEFAULT_QUEUE, EVENT_BATCH_SIZE
+from omniq.errors import ConfigurationError
+from omniq.models import EventType, Task, TaskEvent, new_id, new_ids, utcnow
+from omniq.scheduling import next_cron_tick, resolve_eta, to_seconds, validate_cron
+
+if TYPE_CHECKING:
+    from omniq._components import Components
+    from omniq._tasks import TaskFunction
+    from omniq.config import Settings
+    from omniq.serialization import SerializerRegistry
+
+__all__ = ["Producer"]
+
+#: option sets whose time-independent part a producer keeps resolved.
+_RESOLVED_CACHE = 256
+
+
+class _Resolved(NamedTuple):
+    """The part of a task's options that does not depend on when it is enqueued, resolved."""
+
+    interval: float | None
+    cron: str | None
+    ttl: float | None
+    max_retries: int
+    timeout: float | None
+    result_ttl: float | None
+    queue: str
+    priority: int
+    unique_key: str | None
+    depends_on: tuple[str, ...]
+
+
+class Producer:
+    """Builds tasks from calls and enqueues them, one or many, with their events and lifecycle hooks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        serializer: SerializerRegistry,
+        functions: Mapping[str, TaskFunction[Any, Any]],
+        components: Components,
+    ) -> None:
+        self.settings = settings
+        self.serializer = serializer
+        self.functions = functions
+        self.components = components
+        # options -> their time-independent part, resolved (see builder)
+        self._resolved: dict[EnqueueOptions, _Resolved] = {}
+
+    async def enqueue(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions) -> str:
+        """Enqueue one call of the task ``name``; return its id (an existing task's, for a taken unique key)."""
+        handle = self.functions.get(name)
+        task = self.build(name, args, kwargs, options)
+        if handle is not None:
+            handle.check_arguments(args, kwargs, task.payload)
+        components = self.components
+        if not components.connected:  # (skips a coroutine per call on the hot path)
+            await components.connect()
+        task_id = await components.task_queue.enqueue(task)
+        if task_id == task.id:
+            self._after_enqueue([task])
+        return task_id
+
+    async def enqueue_many(
+        self, name: str, calls: Iterable[Sequence[Any] | Mapping[str, Any]], options: EnqueueOptions
+    ) -> list[str]:
+        """Enqueue many calls of the task ``name`` in one round trip; return their ids."""
+        handle = self.functions.get(name)
+        build = self.builder(name, options)  # options are resolved once for the whole batch
+        dumps = self.serializer.dumps
+        payloads = []
+        for call in calls:
+            if type(call) is tuple:  # the usual shape; spares the Mapping ABC check
+                args, kwargs = call, {}
+            elif isinstance(call, Mapping):
+                args, kwargs = (), dict(call)
+            else:
+                args, kwargs = tuple(call), {}
+            payloads.append(payload := dumps((args, kwargs)))
+            if handle is not None:
+                handle.check_arguments(args, kwargs, payload)
+        tasks = [build(payload, task_id) for payload, task_id in zip(payloads, new_ids(len(payloads)), strict=True)]
+        components = self.components
+        await components.connect()
+        events = components.events
+        if components.fuse_events and events is not None and len(tasks) >= EVENT_BATCH_SIZE:
+            # A batch this large would be flushed at once anyway: the backend writes it beside
+            # the tasks (in parallel, committed after them) instead of after them.
+            ids, unwritten = await components.task_queue.enqueue_recorded(tasks, enqueue_events(tasks), events.storage)
+            events.extend(unwritten)
+            if "omniq_task_enqueued" in components.hooks_in_use:
+                self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i], events=False)
+            return ids
+        ids = await components.task_queue.enqueue_many(tasks)
+        self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i])
+        return ids
+
+    def _after_enqueue(self, tasks: Sequence[Task], *, events: bool = True) -> None:
+        components = self.components
+        if events and components.events is not None:
+            components.events.extend(enqueue_events(tasks))
+        if "omniq_task_enqueued" in components.hooks_in_use:
+            for task in tasks:
+                plugins.call_lifecycle("omniq_task_enqueued", task=task)
+
+    # -- building ------------------------------------------------------------------------------------
+
+    def build(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions) -> Task:
+        """The Task record of one call (validated; not enqueued)."""
+        return self.builder(name, options)(self.serializer.dumps((args, kwargs)))
+
+    def builder(self, name: str, options: EnqueueOptions) -> Callable[..., Task]:
+        """Validate and resolve ``options`` once; the returned function makes a task per payload."""
+        now = utcnow()
+        try:
+            fixed = self._resolved.get(options)
+        except TypeError:  # an option value that cannot be hashed: resolve it every time
+            fixed = self._resolve(options)
+        else:
+            if fixed is None:
+                fixed = self._resolve(options)
+                if len(self._resolved) < _RESOLVED_CACHE:  # a bound: apps use a handful of option sets
+                    self._resolved[options] = fixed
+        eta = resolve_eta(options.eta, options.delay, now)
+        if fixed.cron is not None and eta is None:
+            eta = next_cron_tick(fixed.cron, now)
+        expires_at = (eta or now) + timedelta(seconds=fixed.ttl) if fixed.ttl is not None else None
+
+        def build(payload: bytes, task_id: str | None = None) -> Task:
+            return Task(
+                id=task_id or new_id(),
+                func=name,
+                payload=payload,
+                queue=fixed.queue,
+                priority=fixed.priority,
+                unique_key=fixed.unique_key,
+                eta=eta,
+                interval=fixed.interval,
+                cron=fixed.cron,
+                max_retries=fixed.max_retries,
+                timeout=fixed.timeout,
+                expires_at=expires_at,
+                result_ttl=fixed.result_ttl,
+                depends_on=fixed.depends_on,
+                created_at=now,
+            )
+
+        return build
+
+    def _resolve(self, opts: EnqueueOptions) -> _Resolved:
+        """The options' part that does not depend on the time, validated and with defaults filled in."""
+        check_options(opts)  # bounds first: nothing out of range reaches a Task (or an OverflowError)
+        settings = self.settings
+        interval = to_seconds(opts.interval, "interval")
+        if interval is not None and interval <= 0:
+            raise ConfigurationError(f"interval={opts.interval!r} is not valid: it must be positive")
+        cron = validate_cron(opts.cron) if opts.cron is not None else None
+        if interval is not None and cron is not None:
+            raise ConfigurationError("give either interval or cron, not both")
+        max_retries = opts.max_retries if opts.max_retries is not None else settings.default_max_retries
+        if max_retries < 0:
+            raise ConfigurationError(f"max_retries={max_retries} is not valid: expected an integer >= 0")
+        return _Resolved(
+            interval=interval,
+            cron=cron,
+            ttl=to_seconds(opts.ttl, "ttl") if opts.ttl is not None else settings.task_ttl,
+            max_retries=max_retries,
+            timeout=to_seconds(opts.timeout, "timeout") if opts.timeout is not None else settings.default_timeout,
+            result_ttl=(
+                to_seconds(opts.result_ttl, "result_ttl") if opts.result_ttl is not None else settings.result_ttl
+            ),
+            queue=opts.queue or DEFAULT_QUEUE,
+            priority=opts.priority or 0,
+            unique_key=opts.unique_key,
+            depends_on=depends_tuple(opts.depends_on),
+        )
+
+
+def enqueue_events(tasks: Sequence[Task]) -> list[TaskEvent]:
+    """The ENQUEUED (or, with a future ETA, SCHEDULED) event of each task."""
+    now = utcnow()
+    return [
+        TaskEvent(
+            task_id=t.id,
+            type=EventType.SCHEDULED if t.eta is not None and t.eta > now else EventType.ENQUEUED,
+            timestamp=now,
+            queue=t.queue,
+            func=t.func,
+        )
+        for t in tasks
+    ]
