@@ -143,7 +143,7 @@ class Database:
         self._dirty = False  # commits since the last checkpoint started
         self._checkpointing = False  # a checkpoint loop is queued or running
         self._dirty_lock = threading.Lock()
-        self._closing = threading.Event()
+        self._closing = threading.Event()  # set by close(): no new jobs, the checkpoint loop ends
 
     def __repr__(self) -> str:
         return f"<Database {self.path!r}>"
@@ -157,6 +157,7 @@ class Database:
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` on the connection's thread, outside a transaction."""
+        self._check_open()
         with anyio.CancelScope(shield=True):
             result: T = await run(self._conn, self._read, fn, args)
         return result
@@ -168,6 +169,7 @@ class Database:
         locked by another process), so it must only touch the database. The
         wait is shielded: a committed result is never dropped by a cancel.
         """
+        self._check_open()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         with self._pending_lock:
             self._pending.append((fn, args, future))
@@ -228,6 +230,10 @@ class Database:
             if self._checkpointer is not None:
                 await _close(self._checkpointer, self._checkpoint_lock)
             await _close(self._conn, self._lock)
+
+    def _check_open(self) -> None:
+        if self._closing.is_set():
+            raise BackendError(f"SQLite database {self.path} is closed")
 
     def _broadcast(self, kind: str, keys: list[str] | None) -> None:
         try:
