@@ -28,6 +28,10 @@ ASYNC_ONLY = {
 }
 
 
+#: return types the sync façade wraps in its own sync twin.
+SYNC_RETURNS = {"TaskFunction[Any, Any]": "SyncTaskFunction[Any, Any]", "AsyncWorkerPool": "SyncWorkerPool"}
+
+
 def _public_methods(cls: type) -> dict[str, Any]:
     return {name: member for name, member in vars(cls).items() if not name.startswith("_") and callable(member)}
 
@@ -41,6 +45,11 @@ def test_sync_surface_matches_async_surface() -> None:
         a_params = list(inspect.signature(async_methods[name]).parameters.values())
         s_params = list(inspect.signature(sync_methods[name]).parameters.values())
         assert [(p.name, p.kind, p.default) for p in a_params] == [(p.name, p.kind, p.default) for p in s_params], name
+        # the typed signature too: what mypy and IDEs show for the sync method is the async one's
+        assert [p.annotation for p in a_params] == [p.annotation for p in s_params], name
+        a_return = inspect.signature(async_methods[name]).return_annotation
+        s_return = inspect.signature(sync_methods[name]).return_annotation
+        assert SYNC_RETURNS.get(a_return, a_return) == s_return, name
         assert not inspect.iscoroutinefunction(sync_methods[name]), name
 
 

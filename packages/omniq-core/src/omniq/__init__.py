@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
+from omniq._options import EnqueueOptions
 from omniq.app import AsyncOmniQ
 from omniq.config import BackendType, Settings
 from omniq.errors import (
@@ -11,10 +14,8 @@ from omniq.errors import (
     BackendNotFoundError,
     BackendUnavailableError,
     ConfigurationError,
-    LeaseLostError,
     OmniQError,
     PayloadTooLargeError,
-    ResultTimeoutError,
     SerializationError,
     TaskArgumentError,
     TaskNotFoundError,
@@ -24,6 +25,30 @@ from omniq.errors import (
 from omniq.hookspecs import hookimpl
 from omniq.models import EventType, Schedule, Task, TaskError, TaskEvent, TaskResult, TaskStatus
 from omniq.sync import OmniQ
+
+if TYPE_CHECKING:
+    from omniq.errors import LeaseLostError as LeaseLostError, ResultTimeoutError as ResultTimeoutError  # deprecated
+else:
+
+    def __getattr__(name: str) -> Any:
+        """``LeaseLostError`` and ``ResultTimeoutError``: deprecated (never raised), importable with a warning."""
+        if name in _DEPRECATED_ERRORS:
+            warnings.warn(
+                f"omniq.{name} is deprecated and never raised: {_DEPRECATED_ERRORS[name]}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            from omniq import errors
+
+            return getattr(errors, name)
+        raise AttributeError(f"module 'omniq' has no attribute {name!r}")
+
+
+#: exported by the seed project, never raised: why each is gone.
+_DEPRECATED_ERRORS = {
+    "LeaseLostError": "a worker that loses a lease drops that attempt's outcome and logs it",
+    "ResultTimeoutError": "get_result(wait=True, timeout=...) returns None when the time runs out",
+}
 
 try:
     __version__ = version("omniq-core")
@@ -39,11 +64,10 @@ __all__ = [
     "BackendNotFoundError",
     "BackendUnavailableError",
     "ConfigurationError",
+    "EnqueueOptions",
     "EventType",
-    "LeaseLostError",
     "OmniQError",
     "PayloadTooLargeError",
-    "ResultTimeoutError",
     "Schedule",
     "SerializationError",
     "Task",

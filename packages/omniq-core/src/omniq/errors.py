@@ -17,10 +17,8 @@ __all__ = [
     "BackendNotFoundError",
     "BackendUnavailableError",
     "ConfigurationError",
-    "LeaseLostError",
     "OmniQError",
     "PayloadTooLargeError",
-    "ResultTimeoutError",
     "SerializationError",
     "TaskArgumentError",
     "TaskNotFoundError",
@@ -87,7 +85,13 @@ class BackendUnavailableError(BackendError, ConnectionError):
 
 
 class LeaseLostError(OmniQError):
-    """The worker's lease on a task expired or was taken over; its outcome was not recorded."""
+    """Deprecated, never raised: a lost lease is the worker's business, not the caller's.
+
+    A worker whose lease expired or was taken over drops the attempt's outcome
+    (the queue's ``finish`` reports it as not accepted) and logs it; nothing
+    reaches user code. Kept importable (``omniq.LeaseLostError`` warns) so that
+    code written against the seed project still runs; no longer exported.
+    """
 
 
 class SerializationError(OmniQError, ValueError):
@@ -111,7 +115,11 @@ class UnknownTaskError(OmniQError, LookupError):
 
 
 class TaskNotFoundError(OmniQError, LookupError):
-    """No task with that id exists."""
+    """No task with that id exists.
+
+    Raised by ``get_result(task_id, wait=True)`` when there is neither a
+    result nor a task with that id, since nothing could end the wait.
+    """
 
 
 class TaskTimeoutError(OmniQError, TimeoutError):
@@ -119,4 +127,9 @@ class TaskTimeoutError(OmniQError, TimeoutError):
 
 
 class ResultTimeoutError(OmniQError, TimeoutError):
-    """Waiting for a result took longer than the caller allowed."""
+    """Deprecated, never raised: ``get_result(wait=True, timeout=...)`` returns None when the time runs out.
+
+    That is the documented behaviour (README, ``AsyncOmniQ.get_result``), so
+    it stays. Kept importable (``omniq.ResultTimeoutError`` warns) so that
+    code written against the seed project still runs; no longer exported.
+    """
