@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import anyio.to_thread
+from typing_extensions import TypeVarTuple, Unpack
 
 from omniq.backends.file.fsspec_store import FsspecStore
 from omniq.backends.file.store import LocalStore, Store
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_Args = TypeVarTuple("_Args")
 
 #: folder under ``base_dir`` (``settings.base_dir``) used when no URL is given.
 DEFAULT_SUBDIR = "files"
@@ -151,7 +153,7 @@ class FileRoot:
         """Whether ``other`` is the same root in this process (so one lock covers both)."""
         return other.store.key == self.store.key
 
-    async def run(self, func: Callable[..., _T], *args: Any) -> _T:
+    async def run(self, func: Callable[[Unpack[_Args]], _T], *args: Unpack[_Args]) -> _T:
         """Run one batch operation in a worker thread (the folders created first), translating OS errors."""
         store = await self.connection.client()
 
