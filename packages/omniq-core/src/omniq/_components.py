@@ -13,9 +13,11 @@ receive):
   ``eta`` is) -> an aware UTC datetime.
 
 A value that is none of these is a ``ConfigurationError`` naming the
-argument, raised before any backend call. The worker pool talks to the task
-queue directly (claim, extend, finish, recover): those calls carry records
-the backends made themselves, with nothing to normalise.
+argument, raised before any backend call. Producing (``_producer``) and
+reading results (``_results``) reach the backends through this object too;
+they take no user value a backend would need normalised. The worker pool
+talks to the task queue directly (claim, extend, finish, recover): those
+calls carry records the backends made themselves.
 """
 
 from __future__ import annotations
@@ -201,6 +203,10 @@ class Components:
         return await self.event_storage.query(task_id=task_id, types=wanted, since=since, until=until, limit=limit)
 
     # -- tasks ---------------------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task | None:
+        """The task record, or None."""
+        return await self.task_queue.get(task_id)
 
     async def list_tasks(
         self, task_status: TaskStatus | str | None, queue: str | None, limit: int, offset: int

@@ -259,7 +259,7 @@ class AsyncOmniQ:
     async def get_task(self, task_id: str) -> Task | None:
         """Return the task record, or None."""
         await self.connect()
-        return await self.task_queue.get(task_id)
+        return await self._components.get_task(task_id)
 
     def decode_args(self, task: Task) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Decode a task's arguments, as its function declares them (raises SerializationError, TaskArgumentError)."""
