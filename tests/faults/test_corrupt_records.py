@@ -18,7 +18,7 @@ import msgspec
 import pytest
 
 from omniq import OmniQ, TaskStatus
-from omniq.backends._file import layout
+from omniq.backends.file import layout
 
 from .conftest import Cluster
 

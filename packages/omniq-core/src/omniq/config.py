@@ -28,7 +28,7 @@ from typing import Any
 
 from omniq import _limits, _setting_values as v
 from omniq._setting_values import Parser
-from omniq.constants import DEFAULT_PREFIX
+from omniq.constants import DEFAULT_BASE_DIR, DEFAULT_PREFIX
 from omniq.errors import ConfigurationError, redact_url
 
 __all__ = ["COMPONENTS", "BackendType", "ComponentSettings", "Settings", "WorkerType"]
@@ -99,7 +99,7 @@ class Settings:
     event_storage_type: str | None = _field(None, v.optional_backend_name, "event storage backend")
     event_storage_url: str | None = _field(None, v.optional_str, "event storage URL")
     event_storage_options: dict[str, Any] = _field(dict, v.options, "event storage options (JSON)", factory=True)
-    base_dir: Path = _field(Path(".omniq"), v.directory, "directory for local data")
+    base_dir: Path = _field(Path(DEFAULT_BASE_DIR), v.directory, "directory for local data")
     serializer: str = _field("msgpack", v.serializer, "format for task arguments and results")
     accept_serializers: tuple[str, ...] = _field(
         (), v.serializers, "extra formats a worker decodes (pickle-based ones must be listed or be `serializer`)"

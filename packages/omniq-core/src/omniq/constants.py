@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+#: directory of local data (SQLite file, file backend root) when settings do not name one.
+DEFAULT_BASE_DIR = ".omniq"
 #: queue used when none is given.
 DEFAULT_QUEUE = "default"
 #: prefix of keys, subjects, streams and table schemas (Settings.key_prefix overrides it).

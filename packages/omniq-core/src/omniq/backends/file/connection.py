@@ -25,6 +25,7 @@ from omniq.backends.file.fsspec_store import FsspecStore
 from omniq.backends.file.store import LocalStore, Store
 from omniq.backends.file.wakeups import Notifier
 from omniq.connection import CONNECTION_ERRORS, Connection
+from omniq.constants import DEFAULT_BASE_DIR
 from omniq.errors import ConfigurationError, redact_url
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ class FileRoot:
         self,
         url: str | None = None,
         *,
-        base_dir: str | os.PathLike[str] = ".omniq",
+        base_dir: str | os.PathLike[str] = DEFAULT_BASE_DIR,
         fsync: bool = True,
         poll_interval: float = 0.2,
         storage_options: Mapping[str, Any] | None = None,
