@@ -1,24 +1,29 @@
 """The twelve enqueue options are declared once (``omniq.EnqueueOptions``); every surface that takes them agrees.
 
-``AsyncOmniQ.enqueue`` and ``OmniQ.enqueue`` write the options out as typed
-keyword parameters (their ``**kwargs`` are the task's own arguments, and
-mypy and IDEs must see each option with its type), so these tests hold them
-to the declaration: same names, same order, same annotations, default None.
-The decorator, ``handle.options()`` and ``enqueue_many`` take the options
-through ``EnqueueOptions.from_kwargs`` and so accept exactly the declared names.
+Two typed views are written out, because mypy and IDEs cannot see a
+signature derived at run time: ``AsyncOmniQ.enqueue`` and ``OmniQ.enqueue``
+take the options as keyword parameters (their ``**kwargs`` are the task's
+own arguments), and ``TaskOptions`` (a TypedDict) types every ``**options``
+through ``Unpack``. These tests hold both to the declaration: same names,
+same order, same types, default None. At run time the decorator,
+``handle.options()`` and ``enqueue_many`` go through
+``EnqueueOptions.from_kwargs`` and so accept exactly the declared names.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from omniq import AsyncOmniQ, ConfigurationError, EnqueueOptions, OmniQ
-from omniq._options import OPTION_NAMES
+from omniq._options import OPTION_NAMES, TaskOptions
+from omniq._tasks import TaskFunction
+from omniq.sync import SyncTaskFunction
 
 pytestmark = pytest.mark.anyio
 
@@ -36,6 +41,38 @@ def _options_of(method: Callable[..., Any]) -> list[tuple[str, Any]]:
 def test_there_are_twelve_options_and_the_names_derive_from_the_declaration() -> None:
     assert len(DECLARED) == 12
     assert OPTION_NAMES == tuple(name for name, _ in DECLARED)
+
+
+def test_the_typed_dict_of_options_is_the_declaration() -> None:
+    hints = typing.get_type_hints(EnqueueOptions)
+    assert list(typing.get_type_hints(TaskOptions).items()) == [(name, hints[name]) for name, _ in DECLARED]
+    assert TaskOptions.__required_keys__ == frozenset()
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        AsyncOmniQ.task,
+        AsyncOmniQ.enqueue_many,
+        OmniQ.task,
+        OmniQ.enqueue_many,
+        TaskFunction.options,
+        SyncTaskFunction.options,
+    ],
+    ids=lambda method: method.__qualname__,
+)
+def test_every_options_parameter_is_typed_by_the_typed_dict(method: Callable[..., Any]) -> None:
+    (options,) = [p for p in inspect.signature(method).parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    assert options.annotation == "Unpack[TaskOptions]"
+
+
+def _type_checked_calls(app: AsyncOmniQ, sync: OmniQ, handle: TaskFunction[[int], int]) -> None:
+    """Never run: mypy checks it (and warns about an ignore that no longer matches an error)."""
+    app.task(queue="q", priority=1, depends_on=["a"])
+    sync.task(delay=1.5, cron=None)
+    handle.options(eta=None, ttl=3)
+    app.task(colour="red")  # type: ignore[call-overload]
+    handle.options(priority="high")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("method", [AsyncOmniQ.enqueue, OmniQ.enqueue], ids=["AsyncOmniQ", "OmniQ"])

@@ -6,23 +6,28 @@ it: ``OPTION_NAMES`` (what ``@app.task(...)``, ``handle.options(...)`` and
 ``enqueue_many(..., **options)`` accept, checked by :meth:`from_kwargs`),
 and the keyword parameters of ``AsyncOmniQ.enqueue`` and ``OmniQ.enqueue``.
 
-Those two keep their keyword parameters written out, because ``enqueue``'s
-``**kwargs`` are the task's own arguments (a ``**options: Unpack[...]``
-cannot share them) and mypy and IDEs must see each option with its type.
-``tests/core/test_options.py`` holds them to this declaration: the same
-names, in the same order, with the same annotations and a ``None`` default.
+Python cannot derive a signature from a class in a way mypy and IDEs see,
+so two typed views are written out, and ``tests/core/test_options.py``
+holds both to this declaration (the same names, in the same order, with the
+same types, default None):
+
+* the keyword parameters of ``enqueue`` (async and sync), written out
+  because ``enqueue``'s ``**kwargs`` are the task's own arguments;
+* ``TaskOptions``, the same fields as a TypedDict, which types every
+  ``**options`` (``@app.task(...)``, ``handle.options(...)``,
+  ``enqueue_many(...)``) through ``Unpack``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from omniq.errors import ConfigurationError
 
-__all__ = ["OPTION_NAMES", "EnqueueOptions", "depends_tuple"]
+__all__ = ["OPTION_NAMES", "EnqueueOptions", "TaskOptions", "depends_tuple"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +80,7 @@ class EnqueueOptions:
         return dataclasses.replace(self, **changes) if changes else self
 
     @classmethod
-    def from_kwargs(cls, options: dict[str, Any]) -> EnqueueOptions:
+    def from_kwargs(cls, options: Mapping[str, Any]) -> EnqueueOptions:
         """Build from a dict, rejecting unknown names with a clear error."""
         unknown = set(options) - set(OPTION_NAMES)
         if unknown:
@@ -83,6 +88,23 @@ class EnqueueOptions:
                 f"unknown task option(s) {', '.join(sorted(unknown))}: expected any of {', '.join(OPTION_NAMES)}"
             )
         return cls(**options)
+
+
+class TaskOptions(TypedDict, total=False):
+    """:class:`EnqueueOptions` as keyword arguments: the type of every ``**options`` (``Unpack[TaskOptions]``)."""
+
+    eta: datetime | None
+    delay: float | timedelta | None
+    interval: float | timedelta | None
+    cron: str | None
+    max_retries: int | None
+    timeout: float | timedelta | None
+    ttl: float | timedelta | None
+    result_ttl: float | timedelta | None
+    queue: str | None
+    priority: int | None
+    unique_key: str | None
+    depends_on: str | Iterable[str] | None
 
 
 #: option names accepted by enqueue, the decorator, ``options()`` and ``enqueue_many``, in declaration order.

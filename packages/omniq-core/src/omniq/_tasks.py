@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
-from typing_extensions import ParamSpec
+from typing_extensions import ParamSpec, Unpack
 
-from omniq._options import EnqueueOptions
+from omniq._options import EnqueueOptions, TaskOptions
 from omniq._typed import CallTypes, FunctionTypes, function_types
 from omniq.errors import ConfigurationError, TaskArgumentError, UnknownTaskError
 from omniq.serialization import call_arguments
@@ -134,7 +134,7 @@ class TaskFunction(Generic[P, R]):
         """Enqueue a call with the decorator's options; returns the task id."""
         return self.app.enqueue_call(self.name, args, kwargs, self.default_options)
 
-    def options(self, **options: Any) -> BoundTask[P]:
+    def options(self, **options: Unpack[TaskOptions]) -> BoundTask[P]:
         """Return a handle whose ``enqueue`` uses extra options (``delay``, ``queue``, ...)."""
         return BoundTask(self, self.default_options.merged(EnqueueOptions.from_kwargs(options)))
 
@@ -175,6 +175,14 @@ class TaskRegistry:
         handle = TaskFunction(self.app, func, key, options or EnqueueOptions())
         self.functions[key] = handle
         return handle
+
+    def decorate(self, func: Callable[..., Any] | None, name: str | None, options: EnqueueOptions) -> Any:
+        """``func`` registered with ``options`` as its defaults; without ``func``, a decorator that does that."""
+
+        def register(fn: Callable[..., Any]) -> TaskFunction[Any, Any]:
+            return self.register(fn, name, options)
+
+        return register(func) if func is not None else register
 
     def resolve(self, name: str) -> TaskFunction[Any, Any]:
         """Return the registered task ``name``; import it only from ``allowed_modules``.

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from omniq import plugins
 from omniq._components import Components
-from omniq._options import EnqueueOptions
+from omniq._options import EnqueueOptions, TaskOptions
 from omniq._producer import Producer
 from omniq._results import read_result, wait_for_result
 from omniq._tasks import TaskFunction, TaskRegistry
@@ -25,7 +25,7 @@ from omniq.models import EventType, Schedule, Task, TaskEvent, TaskResult, TaskS
 from omniq.serialization import BUILTIN_SERIALIZERS, SerializerRegistry
 
 if TYPE_CHECKING:
-    from typing_extensions import ParamSpec, Self
+    from typing_extensions import ParamSpec, Self, Unpack
 
     from omniq._events import EventBuffer
     from omniq.base import BaseEventStorage, BaseResultStorage, BaseTaskQueue
@@ -132,20 +132,17 @@ class AsyncOmniQ:
 
     @overload
     def task(
-        self, func: None = None, /, *, name: str | None = None, **options: Any
+        self, func: None = None, /, *, name: str | None = None, **options: Unpack[TaskOptions]
     ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
-    def task(self, func: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any) -> Any:
+    def task(
+        self, func: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Unpack[TaskOptions]
+    ) -> Any:
         """Register a task function; use as ``@app.task`` or ``@app.task(queue="mail", max_retries=5)``.
 
         The options (see :meth:`enqueue`) become the task's defaults.
         """
-        defaults = EnqueueOptions.from_kwargs(options)
-
-        def register(fn: Callable[..., Any]) -> TaskFunction[Any, Any]:
-            return self.register(fn, name=name, options=defaults)
-
-        return register(func) if func is not None else register
+        return self._registry.decorate(func, name, EnqueueOptions.from_kwargs(options))
 
     def register(
         self, func: Callable[..., Any], *, name: str | None = None, options: EnqueueOptions | None = None
@@ -221,7 +218,11 @@ class AsyncOmniQ:
         return await self._producer.enqueue(name, args, kwargs, defaults.merged(options))
 
     async def enqueue_many(
-        self, func: Callable[..., Any] | str, calls: Iterable[Sequence[Any] | Mapping[str, Any]], /, **options: Any
+        self,
+        func: Callable[..., Any] | str,
+        calls: Iterable[Sequence[Any] | Mapping[str, Any]],
+        /,
+        **options: Unpack[TaskOptions],
     ) -> list[str]:
         """Enqueue many calls of one task in one round trip.
 
@@ -235,11 +236,7 @@ class AsyncOmniQ:
     async def enqueue_call(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions
     ) -> str:
-        """Enqueue ``name(*args, **kwargs)`` with ``options`` as they are; return the task id.
-
-        The seam task handles (``handle.enqueue``, ``handle.options(...).enqueue``)
-        call: ``options`` are complete (a handle merged its defaults already).
-        """
+        """Enqueue ``name(*args, **kwargs)`` with complete ``options``; the seam task handles enqueue through."""
         return await self._producer.enqueue(name, args, kwargs, options)
 
     def _build_task(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], opts: EnqueueOptions) -> Task:

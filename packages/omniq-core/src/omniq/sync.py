@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from typing_extensions import ParamSpec
 
-from omniq._options import EnqueueOptions
+from omniq._options import EnqueueOptions, TaskOptions
 from omniq._tasks import TaskFunction
 from omniq.app import AsyncOmniQ
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing_extensions import Self, Unpack
 
     from omniq.config import Settings
     from omniq.models import EventType, Schedule, Task, TaskEvent, TaskResult, TaskStatus
@@ -76,7 +76,7 @@ class SyncTaskFunction(Generic[P, R]):
         """Enqueue a call with the decorator's options; returns the task id."""
         return self.app.enqueue_call(self.name, args, kwargs, self.handle.default_options)
 
-    def options(self, **options: Any) -> _SyncBound[P]:
+    def options(self, **options: Unpack[TaskOptions]) -> _SyncBound[P]:
         """Return a handle whose ``enqueue`` uses extra options (``delay``, ``queue``, ...)."""
         return _SyncBound(
             self.app, self.handle, self.handle.default_options.merged(EnqueueOptions.from_kwargs(options))
@@ -207,10 +207,12 @@ class OmniQ:
 
     @overload
     def task(
-        self, func: None = None, /, *, name: str | None = None, **options: Any
+        self, func: None = None, /, *, name: str | None = None, **options: Unpack[TaskOptions]
     ) -> Callable[[Callable[P, R]], SyncTaskFunction[P, R]]: ...
 
-    def task(self, func: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any) -> Any:
+    def task(
+        self, func: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Unpack[TaskOptions]
+    ) -> Any:
         """Register a task function (see :meth:`AsyncOmniQ.task`)."""
         register = self.async_app.task(name=name, **options)
         if func is not None:
@@ -272,7 +274,11 @@ class OmniQ:
         )
 
     def enqueue_many(
-        self, func: Callable[..., Any] | str, calls: Iterable[Sequence[Any] | Mapping[str, Any]], /, **options: Any
+        self,
+        func: Callable[..., Any] | str,
+        calls: Iterable[Sequence[Any] | Mapping[str, Any]],
+        /,
+        **options: Unpack[TaskOptions],
     ) -> list[str]:
         """See :meth:`AsyncOmniQ.enqueue_many`."""
         if isinstance(func, SyncTaskFunction):
