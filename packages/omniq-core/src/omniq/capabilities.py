@@ -33,3 +33,6 @@ class Capability:
     #: a forked child (a process-pool task that enqueues) may use a task queue connected before
     #: the fork: it gets connections of its own and leaves the parent's working.
     FORK_SAFE = "fork_safe"
+    #: workers register in the engine (``register_worker``), so ``list_workers`` sees every
+    #: process and host; without it the default registry shows this process's workers only.
+    WORKER_REGISTRY = "worker_registry"

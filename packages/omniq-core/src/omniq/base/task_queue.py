@@ -1,126 +1,32 @@
-"""The contract: what a task queue, a result storage and an event storage do.
-
-These three abstract classes are the whole interface a backend implements.
-They are written against five engines at once (Redis, PostgreSQL, SQLite,
-NATS JetStream, files), so every method is *batch-shaped*: a worker claims
-up to N tasks, extends all its leases, and finishes a batch of outcomes in
-one call, and each engine can do that in one round trip with its own fast
-primitive (a Lua script, ``UPDATE ... FOR UPDATE SKIP LOCKED``, ``BEGIN
-IMMEDIATE``, a JetStream pull fetch, an atomic rename).
-
-The lease state machine, shared by every engine:
-
-* **claim** a PENDING, unpaused task whose ``eta`` has passed: status
-  RUNNING, ``attempts += 1``, a fresh ``lease_token``, ``lease_expires_at``
-  = engine clock + lease, ``started_at`` and ``worker_id`` set; atomically,
-  for the whole batch; no task is ever handed to two claimers.
-* **extend** (heartbeat): push ``lease_expires_at`` forward where id and token
-  still match.
-* **finish**: apply an :class:`~omniq.models.Outcome` where id and token still
-  match; a mismatch means the lease was lost and nothing is recorded.
-* **recover**: RUNNING tasks whose own ``lease_expires_at`` is past (engine
-  clock) go back to PENDING, or to FAILED with a ``LeaseExpired`` error when
-  their attempts are used up. No table of live workers is consulted.
-
-See ``docs/backends.md`` for the guide to writing a backend.
-"""
+"""The task queue's contract: storing tasks and handing them to workers under leases."""
 
 from __future__ import annotations
 
 import builtins
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import anyio
 
-from omniq._records import (
-    CorruptTask,
-    claimed_task,
-    decode_error,
-    from_row,
-    json_decoder,
-    msgpack_decoder,
-    salvage_blob,
-    salvage_task,
-    task_from_row,
+from omniq.base.component import Component
+from omniq.models import Outcome, Task, TaskEvent, TaskStatus, utcnow
+from omniq.monitoring import (
+    LOCAL_WORKERS,
+    RETRYABLE_STATUSES,
+    QueueStats,
+    TaskQuery,
+    WorkerInfo,
+    reset_for_retry,
+    scan_tasks,
+    select_page,
+    stats_of,
 )
-from omniq.capabilities import Capability
-from omniq.connection import CONNECTION_ERRORS, map_exceptions
-from omniq.lease import apply_outcome, lease_expired_error
-from omniq.models import Outcome, Task, TaskEvent, TaskResult, TaskStatus
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from omniq.base.storage import BaseEventStorage, BaseResultStorage
 
-    from omniq.config import ComponentSettings, Settings
-
-__all__ = [
-    "BaseEventStorage",
-    "apply_outcome",
-    "BaseResultStorage",
-    "BaseTaskQueue",
-    "Capability",
-    "Component",
-    "CONNECTION_ERRORS",
-    "CorruptTask",
-    "claimed_task",
-    "decode_error",
-    "from_row",
-    "json_decoder",
-    "lease_expired_error",
-    "map_exceptions",
-    "msgpack_decoder",
-    "salvage_blob",
-    "salvage_task",
-    "task_from_row",
-]
-
-
-class Component(ABC):  # noqa: B024 - abstract by intent; its hooks are optional
-    """Shared life cycle of the three components.
-
-    Components are created unconnected; :meth:`connect` opens connections and
-    creates schema, :meth:`close` releases everything. Both are idempotent.
-    ``async with component:`` does both.
-    """
-
-    #: what the backend can do; see :class:`Capability`. The one declaration: the
-    #: registry, ``omniq backends`` and the conformance suite all read it here.
-    capabilities: ClassVar[frozenset[str]] = frozenset()
-    #: the registered backend name (``"redis"``); set by the backend class.
-    backend_name: ClassVar[str] = ""
-
-    #: constructor option -> ``Settings`` attribute used when the component's options
-    #: do not give it (e.g. ``{"prefix": "key_prefix", "ttl": "event_ttl"}``).
-    settings_options: ClassVar[Mapping[str, str]] = {}
-
-    @classmethod
-    def from_settings(cls, component: ComponentSettings, settings: Settings) -> Self:
-        """Build the component from resolved settings.
-
-        The default passes ``url``, the component's ``options``, and for each
-        entry of :attr:`settings_options` not among them, the named setting.
-        Override only to derive something else (a default URL from ``base_dir``).
-        """
-        options = dict(component.options)
-        for option, attribute in cls.settings_options.items():
-            options.setdefault(option, getattr(settings, attribute))
-        return cls(url=component.url, **options)  # type: ignore[call-arg]  # every backend's constructor takes url=
-
-    async def connect(self) -> None:  # noqa: B027 - optional hook, empty by design
-        """Open connections and create schema; called once before use."""
-
-    async def close(self) -> None:  # noqa: B027 - optional hook, empty by design
-        """Release connections; the component may not be used afterwards."""
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+__all__ = ["BaseTaskQueue"]
 
 
 class BaseTaskQueue(Component):
@@ -311,72 +217,57 @@ class BaseTaskQueue(Component):
             the recovered tasks as they are now.
         """
 
+    # -- operations: optional, each with a default built on the methods above ------------------------
 
-class BaseResultStorage(Component):
-    """Keeps the final result of each task until its expiry."""
+    async def list_page(self, query: TaskQuery) -> builtins.list[Task]:
+        """A page of tasks matching ``query``, newest first, paged by key (see :class:`TaskQuery`).
 
-    @abstractmethod
-    async def set(self, result: TaskResult) -> None:
-        """Store (or replace) the result of ``result.task_id`` and wake waiters.
-
-        ``result.expires_at`` (when set) is when the result may disappear.
+        The default reads every task through :meth:`list` and selects in
+        Python: correct, slow on a large queue. Engines override it with one
+        query over ``(created_at, id)``.
         """
+        return select_page(await scan_tasks(self), query)
 
-    async def set_many(self, results: Sequence[TaskResult]) -> None:
-        """Store several results (override for one round trip)."""
-        for result in results:
-            await self.set(result)
+    async def queue_stats(self) -> builtins.list[QueueStats]:
+        """Per queue: counts by status, the oldest ready task's age, completions per minute.
 
-    @abstractmethod
-    async def get(self, task_id: str) -> TaskResult | None:
-        """Return the result, or None when there is none (or it expired)."""
-
-    @abstractmethod
-    async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
-        """Wait until the result exists; None when ``timeout`` seconds pass first.
-
-        ``timeout=None`` waits indefinitely. Engines with a signal (pub/sub,
-        NOTIFY, KV watch, in-process events) must use it instead of polling.
+        One entry per queue that holds at least one task, sorted by name; see
+        :class:`QueueStats`. The default reads every task (slow; override).
         """
+        return stats_of(await scan_tasks(self), utcnow())
 
-    @abstractmethod
-    async def delete(self, task_id: str) -> bool:
-        """Delete a result; True if there was one."""
+    async def retry(self, task_id: str) -> Task | None:
+        """Run a FAILED, CANCELLED or EXPIRED task again, with a fresh attempt budget.
 
-    @abstractmethod
-    async def purge(self, *, expired_only: bool = True) -> int:
-        """Delete expired results (or all); return how many."""
+        The task becomes PENDING and ready now (``eta`` None, ``paused``
+        False) with ``attempts`` 0, and ``error``, ``started_at``,
+        ``finished_at``, ``worker_id`` and the lease cleared; its id, arguments
+        and options stay, so its event history continues. A task in any other
+        status (or unknown) is left alone. Engines do it atomically; the
+        default reads the task and stores the reset copy through
+        :meth:`enqueue`'s replacement of a terminal id.
 
-
-class BaseEventStorage(Component):
-    """Keeps the history of tasks for inspection.
-
-    Writers call :meth:`append` with batches; the core buffers events off the
-    hot path, so a slow event store never slows tasks down.
-    """
-
-    @abstractmethod
-    async def append(self, events: Sequence[TaskEvent]) -> None:
-        """Store a batch of events."""
-
-    @abstractmethod
-    async def query(
-        self,
-        *,
-        task_id: str | None = None,
-        types: Sequence[str] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 1000,
-    ) -> list[TaskEvent]:
-        """Return events matching all filters, oldest first (ties in append order).
-
-        The time filter is half-open: ``since <= event.at < until``. An event
-        at exactly ``until`` belongs to the next window, so consecutive windows
-        never count an event twice. The core passes ``types`` as a tuple of
-        strings (or None) and aware datetimes.
+        Returns:
+            the task as it is now, or None when it was unknown or not retryable.
         """
+        task = await self.get(task_id)
+        if task is None or task.status not in RETRYABLE_STATUSES:
+            return None
+        fresh = reset_for_retry(task, utcnow())
+        return fresh if await self.enqueue(fresh) == task_id else None
 
-    @abstractmethod
-    async def purge(self, *, before: datetime | None = None) -> int:
-        """Delete events older than ``before`` (all when None); return how many."""
+    async def register_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        """Store or refresh ``worker`` (by id), to expire ``ttl`` seconds from now (engine clock).
+
+        Engines with :attr:`Capability.WORKER_REGISTRY` keep it in the engine,
+        where every process sees it. The default keeps it in this process only.
+        """
+        LOCAL_WORKERS.register(worker, ttl)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker that stopped; unknown ids are ignored."""
+        LOCAL_WORKERS.unregister(worker_id)
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        """Workers registered and not expired, oldest ``started_at`` first."""
+        return LOCAL_WORKERS.live()
