@@ -142,7 +142,7 @@ class Task(msgspec.Struct, kw_only=True, gc=False):
     """
 
     # gc=False: a task holds only plain values (strings, bytes, numbers, datetimes, a tuple of ids,
-    # a TaskError), so it can never be part of a reference cycle; untracked, the thousands a bulk
+    # a TaskError, a dict of strings), so it can never be part of a reference cycle; untracked, the thousands a bulk
     # enqueue or a claim creates trigger no garbage collections (a full one costs a bulk enqueue
     # of 10k tasks ~15 ms).
 
@@ -171,6 +171,8 @@ class Task(msgspec.Struct, kw_only=True, gc=False):
     lease_expires_at: AwareDatetime | None = None
     worker_id: str | None = None
     error: TaskError | None = None
+    #: small string metadata carried with the task (a W3C ``traceparent``); None when there is none.
+    headers: dict[str, str] | None = None
 
     @property
     def recurring(self) -> bool:
