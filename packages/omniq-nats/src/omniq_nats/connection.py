@@ -169,6 +169,7 @@ class QueueClient:
         wake: ticket publications seen, idle proofs, announced revisions.
         consumers: durable consumers known to exist.
         cache: task id -> (revision, record) as this connection last wrote it.
+        workers: the worker registry's bucket, once a registry call created it.
     """
 
     def __init__(
@@ -185,6 +186,7 @@ class QueueClient:
         self.wake = Wakeups(nc, prefix)
         self.consumers: set[str] = set()
         self.cache: dict[str, tuple[int, Record]] = {}
+        self.workers: Bucket | None = None
 
     def remember_due(self, moment: datetime | None) -> None:
         """A nak-delayed ticket comes back at ``moment`` (engine time): an idle claimer looks again then."""
@@ -303,6 +305,7 @@ async def drop_prefix(url: str | None, prefix: str) -> int:
         names.events_stream(prefix),
         names.kv_stream(names.tasks_bucket(prefix)),
         names.kv_stream(names.unique_bucket(prefix)),
+        names.kv_stream(names.workers_bucket(prefix)),
         names.kv_stream(names.results_bucket(prefix)),
     ]
     url = normalize_url(url)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from omniq_nats.connection import QueueClient
 
-__all__ = ["enqueue_many"]
+__all__ = ["enqueue_many", "take_unique"]
 
 logger = logging.getLogger("omniq.nats")
 
@@ -43,7 +43,7 @@ async def enqueue_many(client: QueueClient, tasks: Sequence[Task]) -> list[str]:
         task = msgspec.structs.replace(original, status=TaskStatus.PENDING)
         key = task.unique_key
         if key is not None:
-            holder = taken.get(key) or await _take_unique(client, task)
+            holder = taken.get(key) or await take_unique(client, task)
             if holder is not None:
                 taken[key] = holder
                 ids.append(holder)
@@ -119,7 +119,7 @@ async def _replace_existing(client: QueueClient, task: Task, key: str, value: by
             return
 
 
-async def _take_unique(client: QueueClient, task: Task) -> str | None:
+async def take_unique(client: QueueClient, task: Task) -> str | None:
     """Take the task's unique key; return the id of a live holder instead when there is one."""
     assert task.unique_key is not None
     unique = client.unique

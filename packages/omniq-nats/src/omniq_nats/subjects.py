@@ -33,6 +33,7 @@ __all__ = [
     "work_stream",
     "work_subject",
     "work_subjects",
+    "workers_bucket",
 ]
 
 _SAFE = re.compile(r"[A-Za-z0-9-][A-Za-z0-9_-]*")
@@ -109,6 +110,11 @@ def tasks_bucket(prefix: str) -> str:
 def unique_bucket(prefix: str) -> str:
     """KV bucket: unique key -> id of the task that last took it."""
     return f"{prefix}_unique"
+
+
+def workers_bucket(prefix: str) -> str:
+    """KV bucket: worker id -> its registration (:mod:`omniq_nats.workers`)."""
+    return f"{prefix}_workers"
 
 
 def leases_stream(prefix: str) -> str:

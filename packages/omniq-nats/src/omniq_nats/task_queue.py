@@ -25,7 +25,9 @@ nobody runs ``recover``.
 The class states the contract and delegates: enqueueing (:mod:`~omniq_nats.enqueueing`),
 claiming (:mod:`~omniq_nats.claiming`), what a fetched ticket means
 (:mod:`~omniq_nats.tickets`), compare-and-set changes of records
-(:mod:`~omniq_nats.records`), the lease index (:mod:`~omniq_nats.leases`).
+(:mod:`~omniq_nats.records`), the lease index (:mod:`~omniq_nats.leases`),
+the operator's pages, statistics and retry (:mod:`~omniq_nats.operations`),
+the worker registry in ``<prefix>_workers`` (:mod:`~omniq_nats.workers`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import msgspec
 from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
 from omniq.constants import DEFAULT_PREFIX
 from omniq.models import TERMINAL_STATUSES, Outcome, Task, TaskStatus
-from omniq_nats import claiming, enqueueing, subjects as names
+from omniq_nats import claiming, enqueueing, operations, subjects as names, workers
 from omniq_nats.connection import normalize_url, queue_connection
 from omniq_nats.jetstream import api, chunked, gather
 from omniq_nats.leases import index_leases, recover as recover_leases
@@ -49,6 +51,8 @@ from omniq_nats.tickets import nak, publish_tickets, reply, reply_many
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping, Sequence
+
+    from omniq.monitoring import QueueStats, TaskQuery, WorkerInfo
 
 
 __all__ = ["NatsTaskQueue"]
@@ -66,6 +70,7 @@ class NatsTaskQueue(BaseTaskQueue):
             Capability.FUSED_RESULTS,
             Capability.DURABLE,
             Capability.FORK_SAFE,  # omniq.connection.Connection: a forked child opens its own client
+            Capability.WORKER_REGISTRY,  # omniq_nats.workers
         }
     )
     settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ack_wait": "lease_duration"}
@@ -334,3 +339,41 @@ class NatsTaskQueue(BaseTaskQueue):
         client = await self._connection.client()
         with self._connection.errors():
             return await recover_leases(client)
+
+    # -- operations (omniq_nats.operations, omniq_nats.workers) -----------------------------------
+
+    async def list_page(self, query: TaskQuery) -> builtins.list[Task]:
+        """A page of tasks, newest first, after ``query.after`` (one scan of the tasks bucket)."""
+        client = await self._connection.client()
+        with self._connection.errors():
+            return await operations.list_page(client, query)
+
+    async def queue_stats(self) -> builtins.list[QueueStats]:
+        """Per-queue counts, oldest ready age and completions per minute (one scan of the tasks bucket)."""
+        client = await self._connection.client()
+        with self._connection.errors():
+            return await operations.queue_stats(client)
+
+    async def retry(self, task_id: str) -> Task | None:
+        """Make a FAILED, CANCELLED or EXPIRED task PENDING with a fresh attempt budget, and ticket it."""
+        client = await self._connection.client()
+        with self._connection.errors():
+            return await operations.retry(client, task_id)
+
+    async def register_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        """Store or refresh the worker's record, live ``ttl`` s from the engine's time stamp of it."""
+        client = await self._connection.client()
+        with self._connection.errors():
+            await workers.register_worker(client, worker, ttl)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker's record."""
+        client = await self._connection.client()
+        with self._connection.errors():
+            await workers.unregister_worker(client, worker_id)
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        """Live workers, oldest first (expired records are purged as they are found)."""
+        client = await self._connection.client()
+        with self._connection.errors():
+            return await workers.list_workers(client)

@@ -1,0 +1,97 @@
+"""What an operator does to the queue: pages of tasks, per-queue statistics, and retrying a task.
+
+The task records live in one KV bucket keyed by task id, and JetStream
+keeps no secondary index over their fields, so :func:`list_page` and
+:func:`queue_stats` read the bucket once (one ephemeral ordered consumer
+over ``$KV.<prefix>_tasks.>``, pulled in batches of 1,000: about one round
+trip per 1,000 tasks, every record decoded) and select in Python. Neither
+adds anything to enqueue, claim or finish: the completions per minute are
+counted from the records' ``finished_at``, not from counters kept on the
+hot path.
+
+:func:`retry` is a compare-and-set on the task's record like every other
+transition, then a fresh ticket (which wakes waiting workers as an enqueue
+does).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from omniq.models import TaskStatus
+from omniq.monitoring import RETRYABLE_STATUSES, reset_for_retry, select_page, stats_of
+from omniq_nats.enqueueing import take_unique
+from omniq_nats.records import Record, read_all, transition
+from omniq_nats.tickets import publish_tickets
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from omniq.models import Task
+    from omniq.monitoring import QueueStats, TaskQuery
+    from omniq_nats.connection import QueueClient
+
+__all__ = ["list_page", "queue_stats", "retry"]
+
+logger = logging.getLogger("omniq.nats")
+
+
+async def list_page(client: QueueClient, query: TaskQuery) -> list[Task]:
+    """``query``'s page: one scan of the tasks bucket, filtered, ordered and cut by its cursor."""
+    return select_page([record.task for _, _, record in await read_all(client, salvage=True)], query)
+
+
+async def queue_stats(client: QueueClient) -> list[QueueStats]:
+    """Per-queue counts, oldest ready age and completions per minute: one scan, judged at engine time."""
+    records = await read_all(client, salvage=True)
+    return stats_of([record.task for _, _, record in records], await client.clock.now())
+
+
+async def retry(client: QueueClient, task_id: str) -> Task | None:
+    """Make a FAILED, CANCELLED or EXPIRED task PENDING again with a fresh attempt budget.
+
+    The record is made PENDING first (compare-and-set), before its unique key
+    is taken and before any ticket exists, so no worker can claim it yet and
+    an enqueue racing for the key already sees it live. If another live task
+    holds the key, the record is put back as it was and None returned. Only
+    then is the ticket published, which hands the task to workers.
+
+    Round trips: a read and a compare-and-set of the record, the engine clock
+    (cached), the unique key's take when the task has one (a compare-and-set,
+    more under contention), and the ticket's publish.
+    """
+
+    def reset(record: Record, now: datetime) -> Record | None:
+        if record.task.status not in RETRYABLE_STATUSES:
+            return None
+        return Record(reset_for_retry(record.task, now), "")
+
+    done = await transition(client, [task_id], reset, use_cache=False)
+    if task_id not in done:
+        return None
+    old, new, _ = done[task_id]
+    client.cache.pop(task_id, None)
+    task = new.task
+    if task.unique_key is not None and await take_unique(client, task) is not None:
+        await _restore(client, task_id, old)
+        return None
+    try:
+        await publish_tickets(client, [task])
+    except BaseException:
+        await _restore(client, task_id, old)  # no PENDING record may stay without a ticket
+        raise
+    return task
+
+
+async def _restore(client: QueueClient, task_id: str, old: Record) -> None:
+    """Put a retried record back as it was, if it is still the untouched PENDING copy (nothing claimed it)."""
+
+    def undo(record: Record, now: datetime) -> Record | None:
+        task = record.task
+        return old if task.status is TaskStatus.PENDING and task.lease_token is None else None
+
+    try:
+        await transition(client, [task_id], undo, use_cache=False)
+    except Exception as exc:  # the caller's own outcome (None or the error) matters more
+        logger.warning("could not restore task %s after a refused retry: %s", task_id, exc)
