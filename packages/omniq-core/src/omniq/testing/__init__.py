@@ -15,7 +15,8 @@ fixture per component (see ``docs/backends.md``)::
 
 The task queue suite is split by area of the contract (enqueue, unique keys,
 claiming, scheduling, pausing, waiting, leases, finishing, cancelling,
-listing, fork safety, corrupted records, the fused paths): one module each in
+listing, the operations (pages, statistics, retry, headers), the worker registry,
+fork safety, corrupted records, the fused paths): one module each in
 :mod:`omniq.testing.task_queue`. Tests that need a capability skip with a
 reason through :func:`requires`.
 

@@ -26,10 +26,12 @@ from omniq.testing.task_queue.fork_safety import ForkSafetyTests
 from omniq.testing.task_queue.fused import FusedEventTests, FusedResultTests
 from omniq.testing.task_queue.leases import LeaseTests
 from omniq.testing.task_queue.listing import ListingTests
+from omniq.testing.task_queue.operations import HeaderTests, ListPageTests, QueueStatsTests, RetryTests
 from omniq.testing.task_queue.pausing import PauseTests
 from omniq.testing.task_queue.scheduling import SchedulingTests
 from omniq.testing.task_queue.unique_keys import UniqueKeyTests
 from omniq.testing.task_queue.waiting import WaitingTests
+from omniq.testing.task_queue.workers import WorkerRegistryTests
 
 __all__ = [
     "CancelTests",
@@ -40,13 +42,18 @@ __all__ = [
     "ForkSafetyTests",
     "FusedEventTests",
     "FusedResultTests",
+    "HeaderTests",
     "LeaseTests",
+    "ListPageTests",
     "ListingTests",
     "PauseTests",
+    "QueueStatsTests",
+    "RetryTests",
     "SchedulingTests",
     "TaskQueueSuite",
     "UniqueKeyTests",
     "WaitingTests",
+    "WorkerRegistryTests",
 ]
 
 
@@ -61,6 +68,11 @@ class TaskQueueSuite(
     FinishingTests,
     CancelTests,
     ListingTests,
+    ListPageTests,
+    QueueStatsTests,
+    RetryTests,
+    HeaderTests,
+    WorkerRegistryTests,
     ForkSafetyTests,
     CorruptRecordTests,
     FusedResultTests,
