@@ -265,9 +265,7 @@ class EventType(str, enum.Enum):
     RECOVERED = "recovered"
     PAUSED = "paused"
     RESUMED = "resumed"
-    #: an operator ran a FAILED, CANCELLED or EXPIRED task again (``app.retry``): a fresh attempt
-    #: budget; the events before it are the old attempts' history (RETRYING is the worker's own retry).
-    REQUEUED = "requeued"
+    REQUEUED = "requeued"  # app.retry ran a FAILED/CANCELLED/EXPIRED task again (RETRYING: a worker's retry)
 
 
 class TaskEvent(msgspec.Struct, kw_only=True, gc=False):
