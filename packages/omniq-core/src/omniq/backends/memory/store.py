@@ -9,6 +9,8 @@ loop, and wake-ups use :class:`anyio.Event` instead of polling.
 Data structures:
 
 * ``tasks``: id -> :class:`~omniq.models.Task`, the source of truth.
+* ``workers``: the worker registry of everyone on this store (entries expire
+  on the monotonic clock, checked at read).
 * a ready heap per queue keyed ``(-priority, eta or created_at, seq)``, a
   delayed heap keyed ``(eta, seq)`` for tasks not yet due, and a lease heap
   keyed ``(lease deadline, seq)`` for recovery. Heaps are lazy: an entry is
@@ -31,6 +33,7 @@ import anyio
 import msgspec
 
 from omniq.models import TERMINAL_STATUSES, Task, TaskEvent, TaskResult, TaskStatus, utcnow
+from omniq.monitoring import LocalWorkers
 
 __all__ = ["DEFAULT_STORE_NAME", "MemoryStore", "copy_result", "copy_task"]
 
@@ -74,6 +77,7 @@ class MemoryStore:
         self.results: dict[str, TaskResult] = {}
         self.result_waiters: dict[str, set[anyio.Event]] = {}
         self.events: list[tuple[float, int, TaskEvent]] = []  # sorted by (timestamp, append seq)
+        self.workers = LocalWorkers()  # the registry of every component on this store
         self._seq = itertools.count()
 
     @classmethod

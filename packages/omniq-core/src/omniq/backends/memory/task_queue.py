@@ -3,10 +3,13 @@
 Every method mutates the store without awaiting, so each is one atomic step
 on the store's event loop; ``wait_for_work`` sleeps on an :class:`anyio.Event`
 set by the enqueue (or the timer of the next delayed task), never polls.
+The operations are the reference of the contract: exact scans of the store
+with the helpers of :mod:`omniq.monitoring`, and a worker registry per store.
 """
 
 from __future__ import annotations
 
+import builtins  # MemoryTaskQueue.list shadows ``list`` in the annotations after it
 import heapq
 import logging
 from datetime import datetime, timedelta
@@ -21,10 +24,12 @@ from omniq.backends.memory.store import MemoryStore, copy_task
 from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
 from omniq.lease import apply_outcome, lease_expired_error
 from omniq.models import TERMINAL_STATUSES, Outcome, Task, TaskStatus, new_id, utcnow
+from omniq.monitoring import RETRYABLE_STATUSES, reset_for_retry, select_page, stats_of
 
 if TYPE_CHECKING:
-    import builtins  # MemoryTaskQueue.list shadows ``list`` in the annotations after it
     from collections.abc import Mapping, Sequence
+
+    from omniq.monitoring import QueueStats, TaskQuery, WorkerInfo
 
 __all__ = ["MemoryTaskQueue"]
 
@@ -43,7 +48,10 @@ class MemoryTaskQueue(BaseTaskQueue):
     """
 
     backend_name: ClassVar[str] = "memory"
-    capabilities: ClassVar[frozenset[str]] = frozenset({Capability.BLOCKING_WAIT, Capability.FUSED_RESULTS})
+    #: WORKER_REGISTRY: every component on the store (the memory engine's "everyone") sees the workers.
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {Capability.BLOCKING_WAIT, Capability.FUSED_RESULTS, Capability.WORKER_REGISTRY}
+    )
 
     def __init__(self, url: str | None = None, *, store: MemoryStore | None = None) -> None:
         self.url = url
@@ -284,3 +292,43 @@ class MemoryTaskQueue(BaseTaskQueue):
         if recovered:
             logger.info("recovered %d task(s) whose lease expired", len(recovered))
         return recovered
+
+    # -- operations --------------------------------------------------------------------------------
+
+    async def list_page(self, query: TaskQuery) -> builtins.list[Task]:
+        """A page of tasks, newest first, after ``query.after`` (a scan of the store)."""
+        await anyio.lowlevel.checkpoint()
+        return [copy_task(task) for task in select_page(builtins.list(self.store.tasks.values()), query)]
+
+    async def queue_stats(self) -> builtins.list[QueueStats]:
+        """Counts, oldest ready age and completions per minute of every queue (a scan of the store)."""
+        await anyio.lowlevel.checkpoint()
+        return stats_of(builtins.list(self.store.tasks.values()), utcnow())
+
+    async def retry(self, task_id: str) -> Task | None:
+        """PENDING again with a fresh attempt budget, unless another live task holds its unique key."""
+        await anyio.lowlevel.checkpoint()
+        store = self.store
+        task = store.tasks.get(task_id)
+        if task is None or task.status not in RETRYABLE_STATUSES:
+            return None
+        if task.unique_key is not None and store.unique.get(task.unique_key, task_id) != task_id:
+            return None
+        fresh = reset_for_retry(task, utcnow())
+        store.put(fresh)  # pushes it onto its queue's ready heap and wakes the waiters
+        return copy_task(fresh)
+
+    async def register_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        """Store or refresh ``worker`` in the store's registry for ``ttl`` seconds."""
+        await anyio.lowlevel.checkpoint()
+        self.store.workers.register(_replace(worker), ttl)  # a copy: the caller keeps its own
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Forget a worker."""
+        await anyio.lowlevel.checkpoint()
+        self.store.workers.unregister(worker_id)
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        """The store's live workers, oldest first."""
+        await anyio.lowlevel.checkpoint()
+        return [_replace(worker) for worker in self.store.workers.live()]
