@@ -1,4 +1,4 @@
-"""What an operator does to the queue: pages of tasks, per-queue statistics, and retrying a task.
+"""What an operator does to the queue: pages of tasks, per-queue statistics, retrying and purging tasks.
 
 The task records live in one KV bucket keyed by task id, and JetStream
 keeps no secondary index over their fields, so :func:`list_page` and
@@ -11,28 +11,33 @@ hot path.
 
 :func:`retry` is a compare-and-set on the task's record like every other
 transition, then a fresh ticket (which wakes waiting workers as an enqueue
-does).
+does). :func:`purge` deletes records (tombstones, so their tickets are
+dropped when fetched), or whole streams when everything goes.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING
 
 from omniq.models import TaskStatus
 from omniq.monitoring import RETRYABLE_STATUSES, reset_for_retry, select_page, stats_of
+from omniq_nats import subjects as names
 from omniq_nats.enqueueing import take_unique
+from omniq_nats.jetstream import api, chunked
 from omniq_nats.records import Record, read_all, transition
-from omniq_nats.tickets import publish_tickets
+from omniq_nats.tickets import publish_tickets, reply
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
     from omniq.models import Task
     from omniq.monitoring import QueueStats, TaskQuery
     from omniq_nats.connection import QueueClient
 
-__all__ = ["list_page", "queue_stats", "retry"]
+__all__ = ["list_page", "purge", "queue_stats", "retry"]
 
 logger = logging.getLogger("omniq.nats")
 
@@ -95,3 +100,34 @@ async def _restore(client: QueueClient, task_id: str, old: Record) -> None:
         await transition(client, [task_id], undo, use_cache=False)
     except Exception as exc:  # the caller's own outcome (None or the error) matters more
         logger.warning("could not restore task %s after a refused retry: %s", task_id, exc)
+
+
+async def purge(client: QueueClient, queue: str | None, statuses: Sequence[TaskStatus] | None) -> int:
+    """Delete the tasks of ``queue`` in ``statuses`` (None: any); return how many.
+
+    Everything: the work, lease and tasks streams and the unique bucket are
+    purged whole. Otherwise each record is deleted by compare-and-set and the
+    ticket it holds is acked; a whole queue also purges its work subjects.
+    """
+    nc, bucket, prefix = client.nc, client.tasks, client.prefix
+    wanted = None if statuses is None else frozenset(TaskStatus(s) for s in statuses)
+    doomed = [
+        (key, revision, record)
+        for key, revision, record in await read_all(client, salvage=True)
+        if (queue is None or record.task.queue == queue) and (wanted is None or record.task.status in wanted)
+    ]
+    if queue is None and wanted is None:
+        for stream in (names.work_stream(prefix), names.leases_stream(prefix), bucket.stream):
+            await api(nc, f"STREAM.PURGE.{stream}", {})
+        await client.unique.clear()
+        client.cache.clear()
+        return len(doomed)
+    deleted = await chunked([functools.partial(bucket.delete, k, r) for k, r, _ in doomed])
+    count = sum(1 for revision in deleted if revision is not None)
+    acks = [(rec.ack, b"+ACK") for (_, _, rec), rev in zip(doomed, deleted, strict=True) if rev]
+    await chunked([functools.partial(reply, client, subject, body) for subject, body in acks])
+    if queue is not None and wanted is None:
+        await api(nc, f"STREAM.PURGE.{names.work_stream(prefix)}", {"filter": names.work_subjects(prefix, queue)})
+    for _, _, record in doomed:
+        client.cache.pop(record.task.id, None)
+    return count

@@ -44,7 +44,7 @@ from omniq.constants import DEFAULT_PREFIX
 from omniq.models import TERMINAL_STATUSES, Outcome, Task, TaskStatus
 from omniq_nats import claiming, enqueueing, operations, subjects as names, workers
 from omniq_nats.connection import normalize_url, queue_connection
-from omniq_nats.jetstream import api, chunked, gather
+from omniq_nats.jetstream import chunked, gather
 from omniq_nats.leases import index_leases, recover as recover_leases
 from omniq_nats.records import ACTIVE, Record, apply_outcome, decode_record, read_all, transition
 from omniq_nats.tickets import nak, publish_tickets, reply, reply_many
@@ -308,31 +308,8 @@ class NatsTaskQueue(BaseTaskQueue):
     async def purge(self, *, queue: str | None = None, statuses: Sequence[TaskStatus] | None = None) -> int:
         """Delete tasks (tombstones, so their tickets are dropped when fetched); return how many."""
         client = await self._connection.client()
-        nc, bucket = client.nc, client.tasks
-        records = await self._records(salvage=True)
-        wanted = None if statuses is None else frozenset(TaskStatus(s) for s in statuses)
-        doomed = [
-            (key, revision, record)
-            for key, revision, record in records
-            if (queue is None or record.task.queue == queue) and (wanted is None or record.task.status in wanted)
-        ]
         with self._connection.errors():
-            if queue is None and wanted is None:
-                for stream in (names.work_stream(self.prefix), names.leases_stream(self.prefix), bucket.stream):
-                    await api(nc, f"STREAM.PURGE.{stream}", {})
-                await client.unique.clear()
-                client.cache.clear()
-                return len(doomed)
-            deleted = await chunked([functools.partial(bucket.delete, k, r) for k, r, _ in doomed])
-            count = sum(1 for revision in deleted if revision is not None)
-            acks = [(rec.ack, b"+ACK") for (_, _, rec), rev in zip(doomed, deleted, strict=True) if rev]
-            await chunked([functools.partial(reply, client, subject, body) for subject, body in acks])
-            if queue is not None and wanted is None:
-                stream = names.work_stream(self.prefix)
-                await api(nc, f"STREAM.PURGE.{stream}", {"filter": names.work_subjects(self.prefix, queue)})
-            for _, _, record in doomed:
-                client.cache.pop(record.task.id, None)
-        return count
+            return await operations.purge(client, queue, statuses)
 
     async def recover(self) -> builtins.list[Task]:  # `list` in this class is the method
         """Requeue (or fail) RUNNING tasks whose deadline passed, reading only due lease-index seconds."""
