@@ -14,9 +14,10 @@ from omniq.errors import SerializationError
 from omniq.models import Outcome, Task, TaskStatus, decode_task, encode_result, encode_task
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Sequence, Set
 
 __all__ = [
+    "enqueue_calls",
     "enqueue_items",
     "enqueue_one_args",
     "finish_items",
@@ -90,6 +91,28 @@ def enqueue_items(tasks: Sequence[Task]) -> bytes:
     large ones lossily when a script passes them on.
     """
     return _error_encoder.encode([_enqueue_item(task) for task in tasks])
+
+
+def enqueue_calls(
+    prefix: str, tasks: Sequence[Task], registered: Set[str], chunk_size: int
+) -> tuple[list[tuple[str, list[Any]]], list[list[int]]]:
+    """The enqueue script calls storing ``tasks``: one per queue and per ``chunk_size`` tasks.
+
+    Returns the calls and, per call, the indexes in ``tasks`` of the tasks it carries. A queue not
+    in ``registered`` is registered in QUEUES by its calls.
+    """
+    groups: dict[str, list[int]] = {}
+    for index, task in enumerate(tasks):
+        groups.setdefault(task.queue, []).append(index)
+    calls: list[tuple[str, list[Any]]] = []
+    order: list[list[int]] = []
+    for queue, indexes in groups.items():
+        for start in range(0, len(indexes), chunk_size):
+            chunk = indexes[start : start + chunk_size]
+            items = enqueue_items([tasks[index] for index in chunk])
+            calls.append(("enqueue", [prefix, queue, items, "0" if queue in registered else "1"]))
+            order.append(chunk)
+    return calls, order
 
 
 def _enqueue_item(task: Task) -> tuple[Any, ...]:

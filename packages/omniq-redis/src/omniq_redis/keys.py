@@ -16,6 +16,7 @@ from __future__ import annotations
 from omniq.errors import ConfigurationError
 
 __all__ = [
+    "DONE_TTL",
     "SIGNAL_CAP",
     "TASK_FIELDS",
     "QueueKeys",
@@ -47,6 +48,10 @@ SEQ = "seq"
 STATUS = "st"
 #: prefix of the task hashes "{P:q}:t:<id>" (fields below).
 TASK = "t"
+#: prefix of the completion counters "{P:q}:done:<minute>" (minute = server µs // 60,000,000): tasks
+#: that reached SUCCEEDED or FAILED in that minute, INCRBY'd once per finish batch, expiring after
+#: DONE_TTL (queue_stats reads the last hour's).
+DONE = "done"
 
 # -- global keys: "{P}:<suffix>" -------------------------------------------------------------------
 
@@ -54,6 +59,10 @@ TASK = "t"
 INDEX = "idx"
 #: hash unique_key -> id of the PENDING/RUNNING task holding it.
 UNIQUE = "uniq"
+#: hash worker id -> msgpack WorkerInfo of the registered workers.
+WORKERS = "workers"
+#: zset worker id -> expiry (µs, server clock); list_workers drops the expired entries.
+WORKER_EXPIRY = "workers:exp"
 #: set of queue names ever used (list/count/purge/recover iterate it); added by the enqueue that
 #: takes the queue's first SEQ number, so neither key is ever deleted (purge keeps both).
 QUEUES = "queues"
@@ -79,6 +88,9 @@ EVENTS = "events"
 TASK_FIELDS = ("b", "s", "e", "p", "a", "k", "l", "w", "sa", "fa", "ua", "er")
 # Index fields only the scripts read: c created_at µs, pr priority, mr max_retries,
 # uk unique key, rm the task's member in READY.
+
+#: seconds a completion counter lives: the hour queue_stats shows, and a margin.
+DONE_TTL = 3900
 
 #: most wake-up tokens kept in a SIGNAL list (a burst wakes at most this many idle workers).
 SIGNAL_CAP = 64

@@ -101,6 +101,18 @@ end
 """,
     ),
     (
+        "count_done",
+        r"""
+-- add n tasks that reached SUCCEEDED or FAILED at now µs to the queue's counter of that minute
+-- (one INCRBY per queue and batch; the EXPIRE only when the counter is new)
+local function count_done(tag, n, now)
+  if n <= 0 then return end
+  local k = tag .. ':$DONE:' .. fmt(math.floor(now / 60000000))
+  if redis.call('INCRBY', k, n) == n then redis.call('EXPIRE', k, $DONE_TTL) end
+end
+""",
+    ),
+    (
         "make_ready",
         r"""
 -- put a PENDING task where claim finds it: READY when due, DELAYED when its eta is ahead.

@@ -72,12 +72,14 @@ return out
 """
 
 # ARGV: P, result prefix ('' = results not fused), msgpack array of [id, token, kind, eta µs or '',
-# error blob or '', result blob or '', result expiry ms or '']. Returns 1/0 per outcome.
+# error blob or '', result blob or '', result expiry ms or '']. Returns 1/0 per outcome. Tasks that
+# reach SUCCEEDED or FAILED are counted per queue and minute (count_done, for queue_stats).
 FINISH = r"""
 local now = now_us()
 local RP = ARGV[2]
 local out = {}
 local wake = {}
+local done = {}
 for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
   local id, tok, kind, eta, err, res, pxat = unpack(it)
   local ok = 0
@@ -94,6 +96,7 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
         redis.call('HSET', h, 's', kind, 'k', '', 'l', '', 'fa', fmt(now), 'ua', fmt(now), 'er', err)
         redis.call('ZADD', tag .. ':$STATUS:' .. kind, f[3], id)
         release_unique(f[4], id)
+        if kind ~= 'expired' then done[tag] = (done[tag] or 0) + 1 end
       else
         local t = now
         if eta ~= '' then t = tonumber(eta) end
@@ -116,6 +119,7 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
   out[#out + 1] = ok
 end
 for tag, n in pairs(wake) do signal(tag, n) end
+for tag, n in pairs(done) do count_done(tag, n, now) end
 return out
 """
 
@@ -127,6 +131,7 @@ local leases = tag .. ':$LEASES'
 local ids = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 local nready = 0
+local nfailed = 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', leases, id)
   local h = tag .. ':$TASK:' .. id
@@ -140,6 +145,7 @@ for _, id in ipairs(ids) do
       redis.call('HSET', h, 's', 'failed', 'k', '', 'l', '', 'fa', fmt(now), 'ua', fmt(now), 'er', err)
       redis.call('ZADD', tag .. ':$STATUS:failed', f[4], id)
       release_unique(f[5], id)
+      nfailed = nfailed + 1
     else
       local rm = member(tag, now, id)
       redis.call('HSET', h, 's', 'pending', 'k', '', 'l', '', 'e', fmt(now), 'ua', fmt(now), 'rm', rm)
@@ -150,5 +156,6 @@ for _, id in ipairs(ids) do
   end
 end
 signal(tag, nready)
+count_done(tag, nfailed, now)
 return out
 """

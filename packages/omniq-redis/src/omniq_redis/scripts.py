@@ -9,8 +9,9 @@ task's own data). ``ARGV[1]`` is the key prefix, and key names come from
 paths (``enqueue_one``, ``append_events``) take their keys in ``KEYS``
 instead, built by the client.
 
-Round trips: enqueue_many, claim (per queue), extend, finish, cancel and
-set_paused are one script call each; a batch spanning several queues runs
+Round trips: enqueue_many, claim (per queue), extend, finish, cancel,
+set_paused, retry, list_page, queue_stats and the worker registry's calls
+are one script call each; a batch spanning several queues runs
 one call per queue in one pipeline.
 """
 
@@ -26,6 +27,8 @@ from omniq_redis.lua_control import CANCEL, GET, PURGE, SET_PAUSED
 from omniq_redis.lua_enqueue import ENQUEUE, ENQUEUE_ONE
 from omniq_redis.lua_events import APPEND_EVENTS
 from omniq_redis.lua_lease import CLAIM, EXTEND, FINISH, RECOVER
+from omniq_redis.lua_operations import LIST_PAGE, QUEUE_STATS, RETRY
+from omniq_redis.lua_workers import LIST_WORKERS, REGISTER_WORKER, UNREGISTER_WORKER
 
 __all__ = ["SCRIPTS", "Script"]
 
@@ -40,6 +43,10 @@ _NAMES = {
     "SEQ": keys.SEQ,
     "STATUS": keys.STATUS,
     "TASK": keys.TASK,
+    "DONE": keys.DONE,
+    "DONE_TTL": str(keys.DONE_TTL),
+    "WORKERS": keys.WORKERS,
+    "WORKER_EXPIRY": keys.WORKER_EXPIRY,
     "RESULT": keys.RESULT,
     "RESULT_INDEX": keys.RESULT_INDEX,
     "RESULT_CHANNEL": keys.RESULT_CHANNEL,
@@ -88,5 +95,11 @@ SCRIPTS: dict[str, Script] = {
         "get": GET,
         "purge": PURGE,
         "append_events": APPEND_EVENTS,
+        "list_page": LIST_PAGE,
+        "queue_stats": QUEUE_STATS,
+        "retry": RETRY,
+        "register_worker": REGISTER_WORKER,
+        "unregister_worker": UNREGISTER_WORKER,
+        "list_workers": LIST_WORKERS,
     }.items()
 }

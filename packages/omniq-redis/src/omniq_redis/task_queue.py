@@ -16,6 +16,7 @@ script pipelined behind the BLPOP when one queue is served.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -27,8 +28,9 @@ from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
 from omniq.constants import DEFAULT_PREFIX
 from omniq.errors import BackendUnavailableError, redact_url
 from omniq.models import Outcome, Task, TaskStatus
-from omniq_redis import keys
-from omniq_redis._codec import enqueue_items, enqueue_one_args, finish_items, leased_tasks, task_from_row
+from omniq.monitoring import QueueStats, TaskQuery, WorkerInfo
+from omniq_redis import keys, operations, workers
+from omniq_redis._codec import enqueue_calls, enqueue_items, enqueue_one_args, finish_items, leased_tasks, task_from_row
 from omniq_redis.connection import check_url, redis_connection
 from omniq_redis.reads import block_time, count_members, newest_members
 from omniq_redis.scripts import SCRIPTS
@@ -49,8 +51,6 @@ _ENQUEUE_CHUNK = 1000
 _FINISH_CHUNK = 1000
 #: expired leases handled per recover script call.
 _RECOVER_CHUNK = 500
-#: tasks deleted per purge script call.
-_PURGE_CHUNK = 500
 
 
 class RedisTaskQueue(BaseTaskQueue):
@@ -72,6 +72,7 @@ class RedisTaskQueue(BaseTaskQueue):
             Capability.FUSED_RESULTS,
             Capability.DURABLE,
             Capability.FORK_SAFE,
+            Capability.WORKER_REGISTRY,
         }
     )
 
@@ -148,21 +149,12 @@ class RedisTaskQueue(BaseTaskQueue):
         """Store tasks in one round trip: one script call per queue and per 1,000 tasks."""
         if not tasks:
             return []
-        groups: dict[str, list[int]] = {}
-        for index, task in enumerate(tasks):
+        for task in tasks:
             self._keys(task.queue)  # validates the queue name
-            groups.setdefault(task.queue, []).append(index)
-        calls: list[tuple[str, list[Any]]] = []
-        order: list[list[int]] = []
-        for queue, indexes in groups.items():
-            for start in range(0, len(indexes), _ENQUEUE_CHUNK):
-                chunk = indexes[start : start + _ENQUEUE_CHUNK]
-                items = enqueue_items([tasks[index] for index in chunk])
-                calls.append(("enqueue", [self.prefix, queue, items, "0" if queue in self._registered else "1"]))
-                order.append(chunk)
+        calls, order = enqueue_calls(self.prefix, tasks, self._registered, _ENQUEUE_CHUNK)
         with self._registering():
             replies = await self._run_many(calls)
-        self._registered.update(groups)
+        self._registered.update(task.queue for task in tasks)
         ids: list[str] = [""] * len(tasks)
         for chunk, reply in zip(order, replies, strict=True):
             for index, task_id in zip(chunk, reply, strict=True):
@@ -342,45 +334,58 @@ class RedisTaskQueue(BaseTaskQueue):
             members = await redis.smembers(self._queues_key)
         return sorted(member.decode() for member in members)
 
-    def _index_keys(self, queues: Sequence[str], status: TaskStatus | None) -> list[str]:
-        """The per-status zsets holding the queues' tasks of ``status`` (all of them for None)."""
+    async def _zsets(self, queue: str | None, status: TaskStatus | None) -> list[str]:
+        """The per-status zsets of ``queue``'s (every queue's) tasks of ``status`` (all of them for None)."""
+        queues = [queue] if queue is not None else await self._queues()
         statuses = TaskStatus if status is None else (status,)
-        return [self._keys(queue).status(s.value) for queue in queues for s in statuses]
+        return [self._keys(name).status(s.value) for name in queues for s in statuses]
 
     async def list(
         self, *, status: TaskStatus | None = None, queue: str | None = None, limit: int = 25, offset: int = 0
     ) -> list[Task]:
         """Return tasks newest first (by created_at), merged across queues and statuses."""
-        if limit <= 0:
-            return []
-        queues = [queue] if queue is not None else await self._queues()
-        if not queues:
+        zsets = await self._zsets(queue, status) if limit > 0 else []
+        if not zsets:
             return []
         redis = (await self._connection.client()).redis
         with self._connection.errors():
-            ids = await newest_members(redis, self._index_keys(queues, status), limit, offset)
+            ids = await newest_members(redis, zsets, limit, offset)
         return [task for task in await self.get_many(ids) if task is not None]
 
     async def count(self, *, status: TaskStatus | None = None, queue: str | None = None) -> int:
         """Count tasks by status and queue (ZCARD of the per-status zsets)."""
-        queues = [queue] if queue is not None else await self._queues()
-        if not queues:
-            return 0
+        zsets = await self._zsets(queue, status)
         redis = (await self._connection.client()).redis
         with self._connection.errors():
-            return await count_members(redis, self._index_keys(queues, status))
+            return await count_members(redis, zsets) if zsets else 0
 
     async def purge(self, *, queue: str | None = None, statuses: Sequence[TaskStatus] | None = None) -> int:
         """Delete tasks by queue and status, in batches of a few hundred per script call."""
-        names = [TaskStatus(status).value for status in (statuses if statuses is not None else list(TaskStatus))]
-        if not names:
-            return 0
-        deleted = 0
-        for name in [queue] if queue is not None else await self._queues():
-            self._keys(name)
-            while True:
-                count = int(await self._run("purge", [self.prefix, name, _PURGE_CHUNK, *names]))
-                deleted += count
-                if count == 0:
-                    break
-        return deleted
+        queues = [queue] if queue is not None else await self._queues()
+        return await operations.purge(self._run, self.prefix, queues, statuses)
+
+    # -- operations: one script each (see omniq_redis.operations and omniq_redis.workers) ----------
+
+    async def list_page(self, query: TaskQuery) -> builtins.list[Task]:
+        """A page of tasks, newest first, paged by key."""
+        return await operations.list_page(self._run, self.prefix, query)
+
+    async def queue_stats(self) -> builtins.list[QueueStats]:
+        """Per queue: counts by status, the oldest ready task's age, completions per minute."""
+        return await operations.queue_stats(self._run, self.prefix)
+
+    async def retry(self, task_id: str) -> Task | None:
+        """Run a FAILED, CANCELLED or EXPIRED task again, with a fresh attempt budget."""
+        return await operations.retry(self._run, self.prefix, task_id)
+
+    async def register_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        """Store or refresh a worker, expiring ``ttl`` seconds from now (server clock)."""
+        await workers.register_worker(self._run, self.prefix, worker, ttl)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker."""
+        await workers.unregister_worker(self._run, self.prefix, worker_id)
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        """The live workers, oldest first."""
+        return await workers.list_workers(self._run, self.prefix)
