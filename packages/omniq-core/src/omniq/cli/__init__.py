@@ -9,6 +9,7 @@
     omniq cancel TASK_ID...
     omniq schedules [--json] | omniq schedules pause|resume|cancel SCHEDULE_ID
     omniq purge [--queue Q] [--status S] [--yes]
+    omniq dashboard [APP] [--host H] [--port P] [--auth USER:PASSWORD] [--read-only]
 
 Every command but ``worker`` and ``backends`` takes ``--app APP``; without it
 the app is built from the environment. ``status`` and ``purge`` name the
@@ -33,7 +34,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from omniq.cli import backends, schedules, tasks, worker
+from omniq.cli import backends, dashboard, schedules, tasks, worker
 from omniq.cli.apps import load_app
 from omniq.errors import OmniQError
 
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=backends.VersionAction)
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: $OMNIQ_LOG_LEVEL or INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (worker, backends, tasks, schedules):
+    for group in (worker, backends, tasks, schedules, dashboard):
         group.register(sub)
     return parser
 
