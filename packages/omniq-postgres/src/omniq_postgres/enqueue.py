@@ -50,6 +50,7 @@ INSERT_COLUMNS = (
     ("depends_on", "text"),
     ("created_at", "timestamptz"),
     ("error", "text"),
+    ("headers", "text"),
 )
 
 
@@ -83,13 +84,13 @@ def _render_insert(
     insert = f"""
             INSERT INTO {tasks} ({seq_column}id, func, payload, queue, priority, unique_key, status, paused, eta,
                                  ready_at, interval_seconds, cron, attempts, max_retries, timeout, expires_at,
-                                 result_ttl, depends_on, created_at, updated_at, error){overriding}
+                                 result_ttl, depends_on, created_at, updated_at, error, headers){overriding}
             SELECT {seq_value}{v["id"]}, {v["func"]}, {v["payload"]}, {v["queue"]}, {v["priority"]},
                    {v["unique_key"]}, 'pending', {v["paused"]}, {v["eta"]},
                    coalesce({v["eta"]}, least({v["created_at"]}, now())),
                    {v["interval_seconds"]}, {v["cron"]}, {v["attempts"]}, {v["max_retries"]}, {v["timeout"]},
                    {v["expires_at"]}, {v["result_ttl"]}, {v["depends_on"]}::jsonb, {v["created_at"]}, now(),
-                   {v["error"]}::jsonb{source}{" ORDER BY i.ord" if unnest and not seq_block else ""}"""
+                   {v["error"]}::jsonb, {v["headers"]}::jsonb{source}{" ORDER BY i.ord" if unnest and not seq_block else ""}"""
     channel = "'" + names.tasks_channel.replace("'", "''") + "'"
     if v["queue"].startswith("i."):  # one queue per row: notify each distinct one
         notify = f"SELECT count(pg_notify({channel}, q)) FROM (SELECT DISTINCT unnest({v['queue[]']})) AS d(q)"

@@ -35,6 +35,7 @@ __all__ = [
 _json = msgspec.json.Encoder()
 _decode_error = json_decoder(TaskError, "task error")
 _decode_deps = json_decoder(tuple[str, ...], "dependency list")
+_decode_headers = json_decoder(dict[str, str], "task headers")
 
 
 def encode_error(error: TaskError | None) -> str | None:
@@ -93,6 +94,7 @@ def _build_task(row: asyncpg.Record) -> Task:
         lease_expires_at=row["lease_expires_at"],
         worker_id=row["worker_id"],
         error=decode_error(row["error"]),
+        headers=None if (headers := row["headers"]) is None else _decode_headers(headers),
     )
 
 
@@ -120,11 +122,16 @@ def insert_columns(tasks: Sequence[Task]) -> list[list[Any]]:
         _encoded(depends, _encode_depends),
         [t.created_at for t in tasks],
         _encoded(errors, encode_error),
+        _encoded([t.headers for t in tasks], _encode_headers),
     ]
 
 
 def _encode_depends(depends: tuple[str, ...]) -> str:
     return "[]" if not depends else _json.encode(list(depends)).decode()
+
+
+def _encode_headers(headers: dict[str, str] | None) -> str | None:
+    return None if headers is None else _json.encode(headers).decode()
 
 
 def _encoded(values: list[Any], encode: Callable[[Any], Any]) -> list[Any]:

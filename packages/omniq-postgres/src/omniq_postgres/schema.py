@@ -26,6 +26,7 @@ __all__ = [
     "RESULTS_TABLE",
     "TASKS_TABLE",
     "VERSION_TABLE",
+    "WORKERS_TABLE",
     "Names",
     "migrate",
 ]
@@ -37,6 +38,7 @@ TASKS_TABLE = "tasks"  # one row per task; claim, lease and outcome state live h
 RESULTS_TABLE = "results"  # final result of each task, with its own expiry
 EVENTS_TABLE = "events"  # append-only task history
 VERSION_TABLE = "schema_version"  # one row per applied migration
+WORKERS_TABLE = "workers"  # the worker registry: one row per live worker process, with its expiry (migration 4)
 CLAIM_INDEX = "tasks_claim_idx"  # pending tasks in claim order (SKIP LOCKED claims; counts of pending tasks)
 UNIQUE_INDEX = "tasks_unique_key_idx"  # one PENDING/RUNNING task per unique_key
 DUE_INDEX = "tasks_due_idx"  # earliest ready_at per queue (migration 1; dropped by 2: next_due uses CLAIM_INDEX)
@@ -45,6 +47,8 @@ STATUS_INDEX = "tasks_status_queue_idx"  # count()/list()/purge() filters on the
 RESULTS_EXPIRY_INDEX = "results_expires_idx"  # purge of expired results
 EVENTS_TASK_INDEX = "events_task_idx"  # query(task_id=...) (a hash index from migration 3)
 EVENTS_TS_INDEX = "events_ts_idx"  # query by time and purge(before)
+CREATED_INDEX = "tasks_created_idx"  # list_page: newest first, keyset paging on created_at (migration 4)
+WORKERS_EXPIRY_INDEX = "workers_expires_idx"  # the registry's cleanup of expired workers
 NOTIFY_TASKS_FN = "notify_tasks_inserted"  # statement trigger fn: NOTIFY each queue that got pending rows (to 3)
 NOTIFY_REQUEUE_FN = "notify_task_requeued"  # row trigger fn: NOTIFY a queue when a task becomes claimable again
 NOTIFY_RESULTS_FN = "notify_results_written"  # statement trigger fn: NOTIFY each task id whose result was written
@@ -84,6 +88,7 @@ class Names:
         self.results = f"{self.q_schema}.{RESULTS_TABLE}"
         self.events = f"{self.q_schema}.{EVENTS_TABLE}"
         self.version = f"{self.q_schema}.{VERSION_TABLE}"
+        self.workers = f"{self.q_schema}.{WORKERS_TABLE}"
         self.tasks_channel = _channel(schema, TASKS_CHANNEL_SUFFIX)
         self.results_channel = _channel(schema, RESULTS_CHANNEL_SUFFIX)
         self.lock_key = int.from_bytes(hashlib.sha1(schema.encode()).digest()[:4], "big", signed=True)
@@ -241,8 +246,27 @@ def _migration_3(n: Names) -> list[str]:
     ]
 
 
+def _migration_4(n: Names) -> list[str]:
+    # The operations (issue 15): task headers (small string metadata such as a W3C traceparent,
+    # NULL for a task without), pages of tasks newest first, and the worker registry.
+    return [
+        f"ALTER TABLE {n.tasks} ADD COLUMN IF NOT EXISTS headers jsonb",
+        # created_at alone (8 bytes; ids break ties after an incremental sort): a new task's entry
+        # lands on the rightmost leaf, the cheapest insert a btree has.
+        f"CREATE INDEX IF NOT EXISTS {CREATED_INDEX} ON {n.tasks} (created_at)",
+        f"""
+        CREATE TABLE IF NOT EXISTS {n.workers} (
+            id         text PRIMARY KEY,
+            info       jsonb NOT NULL,
+            started_at timestamptz NOT NULL,
+            expires_at timestamptz NOT NULL
+        )""",
+        f"CREATE INDEX IF NOT EXISTS {WORKERS_EXPIRY_INDEX} ON {n.workers} (expires_at)",
+    ]
+
+
 #: (version, builder of its statements); append only, never edit a released entry.
-MIGRATIONS = ((1, _migration_1), (2, _migration_2), (3, _migration_3))
+MIGRATIONS = ((1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

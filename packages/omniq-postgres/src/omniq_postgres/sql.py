@@ -42,6 +42,7 @@ __all__ = [
     "TASK_COLUMNS",
     "BatchColumns",
     "TaskSQL",
+    "status_filter",
     "upsert_results",
     "uniform_mask",
 ]
@@ -159,7 +160,7 @@ def _packed(values: list[Any]) -> str | None:
 TASK_COLUMNS = (
     "id, seq, func, payload, queue, priority, unique_key, status, eta, ready_at, interval_seconds, cron, paused, "
     "attempts, max_retries, timeout, expires_at, result_ttl, depends_on, created_at, updated_at, started_at, "
-    "finished_at, lease_token, lease_expires_at, worker_id, error"
+    "finished_at, lease_token, lease_expires_at, worker_id, error, headers"
 )
 
 _T_COLUMNS = ", ".join(f"t.{name.strip()}" for name in TASK_COLUMNS.split(","))
@@ -168,7 +169,7 @@ _T_COLUMNS = ", ".join(f"t.{name.strip()}" for name in TASK_COLUMNS.split(","))
 ACTIVE = "('pending', 'running')"
 
 
-def _status_filter(statuses: Sequence[str]) -> str:
+def status_filter(statuses: Sequence[str]) -> str:
     """A status condition the planner can match to the partial indexes.
 
     Pending tasks are in the claim index only, the others in the status index; an index
@@ -299,7 +300,7 @@ class TaskSQL:
         clauses: list[str] = []
         args: list[object] = []
         if statuses is not None:
-            clauses.append(_status_filter(statuses))
+            clauses.append(status_filter(statuses))
         if queue is not None:
             args.append(queue)
             clauses.append(
