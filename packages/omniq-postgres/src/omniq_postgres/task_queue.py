@@ -22,6 +22,7 @@ reconnect of the listener wakes all waiters once.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -33,6 +34,7 @@ from omniq.models import Outcome, Task, TaskEvent, TaskStatus
 from omniq_postgres.connection import QueueWakeups, dsn_identity, normalize_url, pool_connection
 from omniq_postgres.enqueue import TaskInserts
 from omniq_postgres.event_storage import PostgresEventStorage
+from omniq_postgres.operations import TaskOperations
 from omniq_postgres.records import (
     claim_order,
     encode_error,
@@ -43,9 +45,12 @@ from omniq_postgres.records import (
 from omniq_postgres.result_storage import PostgresResultStorage
 from omniq_postgres.schema import DEFAULT_SCHEMA, Names
 from omniq_postgres.sql import TASK_COLUMNS, TaskSQL
+from omniq_postgres.workers import WorkerRegistry
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+    from omniq.monitoring import QueueStats, TaskQuery, WorkerInfo
 
 
 __all__ = ["PostgresTaskQueue"]
@@ -83,6 +88,7 @@ class PostgresTaskQueue(BaseTaskQueue):
             Capability.FUSED_EVENTS,
             Capability.DURABLE,
             Capability.FORK_SAFE,
+            Capability.WORKER_REGISTRY,
         }
     )
 
@@ -97,6 +103,8 @@ class PostgresTaskQueue(BaseTaskQueue):
         self._inserts = TaskInserts(self.names)
         self._fused_sql: dict[str, str] = {}
         self._wakeups = QueueWakeups(self.url, self.names.tasks_channel, poll_interval)
+        self._operations = TaskOperations(self.names, self._connection)
+        self._workers = WorkerRegistry(self.names, self._connection)
 
     settings_options: ClassVar[Mapping[str, str]] = {"schema": "key_prefix", "poll_interval": "poll_interval"}
 
@@ -351,3 +359,29 @@ class PostgresTaskQueue(BaseTaskQueue):
         with self._connection.errors():
             status = await pool.execute(sql, *args)
         return int(status.split()[-1])
+
+    # -- operations (omniq_postgres.operations, omniq_postgres.workers) ---------------------------
+
+    async def list_page(self, query: TaskQuery) -> builtins.list[Task]:
+        """A page of tasks, newest first, keyset-paged (one query on ``tasks_created_idx``)."""
+        return await self._operations.list_page(query)
+
+    async def queue_stats(self) -> builtins.list[QueueStats]:
+        """Per queue: counts by status, oldest ready age, completions per minute (one scan)."""
+        return await self._operations.queue_stats()
+
+    async def retry(self, task_id: str) -> Task | None:
+        """Run a FAILED, CANCELLED or EXPIRED task again with a fresh attempt budget (one UPDATE)."""
+        return await self._operations.retry(task_id)
+
+    async def register_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        """Store or refresh ``worker`` in ``<schema>.workers`` until ``ttl`` seconds from now."""
+        await self._workers.register(worker, ttl)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker from the registry."""
+        await self._workers.unregister(worker_id)
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        """Registered workers not expired (database clock), oldest first."""
+        return await self._workers.live()
