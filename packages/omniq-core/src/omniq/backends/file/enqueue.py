@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from omniq.backends.file.task_files import TaskFiles
 
-__all__ = ["enqueue_many"]
+__all__ = ["enqueue_many", "unique_holder"]
 
 
 def enqueue_many(files: TaskFiles, tasks: Sequence[Task]) -> list[str]:
@@ -34,7 +34,7 @@ def _enqueue(files: TaskFiles, task: Task) -> str:
     store = files.store
     marker = layout.unique_file(key)
     with store.lock(layout.unique_lock(key)):
-        holder = _unique_holder(files, marker)
+        holder = unique_holder(files, marker)
         if holder is not None:
             return holder
         # Marker first: a crash before the task is written leaves a stale marker (detected
@@ -44,7 +44,7 @@ def _enqueue(files: TaskFiles, task: Task) -> str:
         return _store_new(files, task)
 
 
-def _unique_holder(files: TaskFiles, marker: str) -> str | None:
+def unique_holder(files: TaskFiles, marker: str) -> str | None:
     """The id named by a unique marker if that task is still PENDING or RUNNING (else the marker is stale)."""
     data = files.store.read(marker)
     if data is None:

@@ -6,6 +6,7 @@ A task lives in exactly one place, and the place says what it is waiting for::
     tasks/paused/<id>.task                                       PENDING but paused
     tasks/running/<id>.task                                      leased (token and deadline inside)
     tasks/done/<id>.task                                         terminal
+    workers/<worker id>.worker                                   a live worker (expiry inside)
 
 Pending names are fixed-width, so a sorted directory listing is claim order:
 inverted priority first, then the ready time (``eta`` or ``created_at``, in
@@ -41,6 +42,8 @@ RESULTS_DIR = "results"
 EVENTS_DIR = "events"
 #: flock stripes guarding read-modify-write of tasks (``t###``), unique keys (``u###``) and events (``events``).
 LOCKS_DIR = "locks"
+#: one file per registered worker, its expiry inside (checked at read, removed once expired).
+WORKERS_DIR = "workers"
 #: temp files are written here, fsynced, then renamed into place; leftovers are crash debris.
 TMP_DIR = "tmp"
 #: undecodable files are moved here (never deleted) so one bad file cannot stall a queue.
@@ -55,6 +58,7 @@ ALL_DIRS = (
     UNIQUE_DIR,
     RESULTS_DIR,
     EVENTS_DIR,
+    WORKERS_DIR,
     LOCKS_DIR,
     TMP_DIR,
     CORRUPT_DIR,
@@ -66,6 +70,10 @@ TASK_SUFFIX = ".task"
 RESULT_SUFFIX = ".res"
 #: suffix of event batch files.
 EVENT_SUFFIX = ".evt"
+#: suffix of worker files.
+WORKER_SUFFIX = ".worker"
+#: name of the lock serialising changes to worker files.
+WORKERS_LOCK = "workers"
 #: prefix of a queue's pending folder (keeps "." and ".." queue names harmless).
 QUEUE_PREFIX = "q_"
 #: number of lock files per kind; ids hash onto them.
@@ -142,6 +150,16 @@ def parse_task_file(name: str) -> str | None:
     if not name.endswith(TASK_SUFFIX) or len(name) == len(TASK_SUFFIX):
         return None
     return unquote(name[: -len(TASK_SUFFIX)])
+
+
+def queue_of(qdir: str) -> str:
+    """The queue whose pending folder is named ``qdir`` (the inverse of :func:`queue_dir`'s last part)."""
+    return unquote(qdir.removeprefix(QUEUE_PREFIX))
+
+
+def worker_file(worker_id: str) -> str:
+    """Path of a registered worker's file."""
+    return f"{WORKERS_DIR}/{file_id(worker_id)}{WORKER_SUFFIX}"
 
 
 def unique_file(key: str) -> str:

@@ -1,4 +1,4 @@
-"""What an operator does to tasks by id or in bulk: cancel, pause and resume, purge (synchronous)."""
+"""What an operator does to tasks by id or in bulk: cancel, pause and resume, retry, purge (synchronous)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from omniq.backends.file import layout
+from omniq.backends.file.enqueue import unique_holder
 from omniq.backends.file.task_files import CLEAR_LEASE
-from omniq.models import TERMINAL_STATUSES, TaskStatus, utcnow
+from omniq.models import TERMINAL_STATUSES, Task, TaskStatus, utcnow
+from omniq.monitoring import RETRYABLE_STATUSES, reset_for_retry
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from omniq.backends.file.task_files import Found, TaskFiles
 
-__all__ = ["cancel", "purge", "set_paused"]
+__all__ = ["cancel", "purge", "retry", "set_paused"]
 
 _replace = msgspec.structs.replace
 
@@ -45,6 +47,44 @@ def set_paused(files: TaskFiles, task_id: str, paused: bool) -> bool:
             files.move(found, _replace(found.task, paused=paused, updated_at=utcnow()), [])
     files.store.flush()
     return True
+
+
+def retry(files: TaskFiles, task_id: str) -> Task | None:
+    """PENDING again with a fresh attempt budget, for a FAILED, CANCELLED or EXPIRED task.
+
+    A task with a unique key takes the key's marker first (the unique lock,
+    then the task lock, as an enqueue does), and is left alone when another
+    live task holds the key.
+    """
+    found = files.locate(task_id, salvage=True)
+    if found is None or found.task.status not in RETRYABLE_STATUSES:
+        return None
+    key = found.task.unique_key
+    if key is None:
+        return _reset(files, task_id, None)
+    marker = layout.unique_file(key)
+    with files.store.lock(layout.unique_lock(key)):
+        holder = unique_holder(files, marker)
+        if holder is not None and holder != task_id:
+            return None
+        # Marker first, as an enqueue writes it: a crash before the move leaves a stale marker.
+        files.store.write(marker, task_id.encode())
+        fresh = _reset(files, task_id, key)
+        if fresh is None:  # not retried after all (it changed meanwhile): drop the marker written above
+            files.store.unlink(marker)
+    return fresh
+
+
+def _reset(files: TaskFiles, task_id: str, key: str | None) -> Task | None:
+    """Move a retryable task back to its queue, reset; None when it changed since it was read."""
+    with files.store.lock(layout.task_lock(task_id)):
+        found = files.locate(task_id, salvage=True)
+        if found is None or found.task.status not in RETRYABLE_STATUSES or found.task.unique_key != key:
+            return None
+        fresh = reset_for_retry(found.task, utcnow())
+        files.move(found, fresh, [])
+    files.store.flush()
+    return fresh
 
 
 def purge(files: TaskFiles, queue: str | None, statuses: Sequence[TaskStatus] | None) -> int:

@@ -2,8 +2,9 @@
 
 Each method is one batch operation run in a worker thread (one thread hop per
 batch, see :meth:`~.connection.FileRoot.run`); the operations themselves
-live by concept in :mod:`.enqueue`, :mod:`.leases`, :mod:`.management` and
-:mod:`.task_files`.
+live by concept in :mod:`.enqueue`, :mod:`.leases`, :mod:`.management`,
+:mod:`.overview` (pages and statistics), :mod:`.workers` (the worker
+registry) and :mod:`.task_files`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import anyio
 
-from omniq.backends.file import enqueue, leases as lease_steps, management
+from omniq.backends.file import enqueue, leases as lease_steps, management, overview, workers
 from omniq.backends.file.connection import SETTINGS_OPTIONS, FileRoot, RootOptions
 from omniq.backends.file.result_files import ResultFiles
 from omniq.backends.file.result_storage import FileResultStorage
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from typing_extensions import Unpack
+
+    from omniq.monitoring import QueueStats, TaskQuery, WorkerInfo
 
 
 __all__ = ["FileTaskQueue"]
@@ -44,7 +47,7 @@ class FileTaskQueue(BaseTaskQueue):
 
     backend_name: ClassVar[str] = "file"
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {Capability.DURABLE, Capability.MULTI_PROCESS, Capability.FUSED_RESULTS}
+        {Capability.DURABLE, Capability.MULTI_PROCESS, Capability.FUSED_RESULTS, Capability.WORKER_REGISTRY}
     )
 
     settings_options: ClassVar[Mapping[str, str]] = SETTINGS_OPTIONS
@@ -149,6 +152,35 @@ class FileTaskQueue(BaseTaskQueue):
         if any(task.status is TaskStatus.PENDING for task in recovered):
             self.root.notify(WORK)
         return recovered
+
+    # -- operations: scans of the folders (see :mod:`.overview`) and files under workers/ ---------------
+
+    async def list_page(self, query: TaskQuery) -> list[Task]:
+        """A page of tasks, newest first, after ``query.after`` (reads the bodies the filters select)."""
+        return await self.root.run(overview.list_page, self._files, query)
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Per queue: counts, oldest ready age (from the pending names), completions per minute."""
+        return await self.root.run(overview.queue_stats, self._files)
+
+    async def retry(self, task_id: str) -> Task | None:
+        """A FAILED, CANCELLED or EXPIRED task back to its queue with a fresh attempt budget."""
+        task = await self.root.run(management.retry, self._files, task_id)
+        if task is not None:
+            self.root.notify(WORK)
+        return task
+
+    async def register_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        """Store or refresh ``worker``'s file, to expire ``ttl`` seconds from now."""
+        await self.root.run(workers.register_worker, self.root.store, worker, ttl)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker's file."""
+        await self.root.run(workers.unregister_worker, self.root.store, worker_id)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Every process's live workers, oldest first (expired files are removed)."""
+        return await self.root.run(workers.list_workers, self.root.store)
 
     # Last in the class: from here on the name ``list`` is this method, not the builtin.
     async def list(
