@@ -9,8 +9,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from omniq.models import Outcome, OutcomeKind, TaskStatus
-from omniq.monitoring import TaskQuery, WorkerInfo, page_cursor
+from omniq.monitoring import TaskQuery, page_cursor
 from omniq.testing import make_task, now_ms
+from omniq.testing.task_queue.workers import make_worker
 from omniq_redis import RedisTaskQueue, keys
 
 pytestmark = [pytest.mark.servers, pytest.mark.anyio]
@@ -92,23 +93,8 @@ async def test_completions_are_counted_per_minute_with_an_expiry(
 async def test_expired_workers_are_cleaned_from_the_engine(
     queue: RedisTaskQueue, raw: aioredis.Redis, prefix: str
 ) -> None:
-    now = now_ms()
-
-    def worker(worker_id: str) -> WorkerInfo:
-        return WorkerInfo(
-            id=worker_id,
-            hostname="h",
-            pid=1,
-            queues=("default",),
-            pool="async",
-            concurrency=1,
-            version="0",
-            started_at=now,
-            heartbeat_at=now,
-        )
-
-    await queue.register_worker(worker("short"), 0.05)
-    await queue.register_worker(worker("long"), 60)
+    await queue.register_worker(make_worker(id="short"), 0.05)
+    await queue.register_worker(make_worker(id="long"), 60)
     await anyio.sleep(0.1)
     assert [w.id for w in await queue.list_workers()] == ["long"]
     assert await raw.hkeys(keys.global_key(prefix, keys.WORKERS)) == [b"long"]

@@ -108,7 +108,7 @@ def queue_tag(prefix: str, queue: str) -> str:
 
 
 def global_key(prefix: str, suffix: str) -> str:
-    """Return a global key ``{P}:<suffix>`` (INDEX, UNIQUE, QUEUES)."""
+    """Return a global key ``{P}:<suffix>`` (INDEX, UNIQUE, QUEUES, WORKERS...)."""
     return "{" + prefix + "}:" + suffix
 
 

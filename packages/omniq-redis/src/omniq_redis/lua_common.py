@@ -93,6 +93,32 @@ end
 """,
     ),
     (
+        "task_at",
+        r"""
+-- the queue tag and the hash of task id; nil when the id is unknown
+local function task_at(id)
+  local q = redis.call('HGET', IDX, id)
+  if not q then return nil end
+  local tag = qtag(q)
+  return tag, tag .. ':$TASK:' .. id
+end
+""",
+    ),
+    (
+        "unique_holder",
+        r"""
+-- the id of the PENDING or RUNNING task holding unique key uk, or nil
+local function unique_holder(uk)
+  local other = redis.call('HGET', UNIQ, uk)
+  if not other then return nil end
+  local oq = redis.call('HGET', IDX, other)
+  local st = oq and redis.call('HGET', qtag(oq) .. ':$TASK:' .. other, 's')
+  if st == 'pending' or st == 'running' then return other end
+  return nil
+end
+""",
+    ),
+    (
         "release_unique",
         r"""
 local function release_unique(uk, id)

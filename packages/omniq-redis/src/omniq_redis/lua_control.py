@@ -12,10 +12,8 @@ __all__ = ["CANCEL", "GET", "PURGE", "SET_PAUSED"]
 CANCEL = r"""
 local now = now_us()
 local id = ARGV[2]
-local q = redis.call('HGET', IDX, id)
-if not q then return 0 end
-local tag = qtag(q)
-local h = tag .. ':$TASK:' .. id
+local tag, h = task_at(id)
+if not tag then return 0 end
 local f = redis.call('HMGET', h, 's', 'rm', 'c', 'uk')
 if f[1] ~= 'pending' and f[1] ~= 'running' then return 0 end
 redis.call('ZREM', tag .. ':$READY', f[2])
@@ -32,10 +30,8 @@ return 1
 SET_PAUSED = r"""
 local now = now_us()
 local id = ARGV[2]
-local q = redis.call('HGET', IDX, id)
-if not q then return 0 end
-local tag = qtag(q)
-local h = tag .. ':$TASK:' .. id
+local tag, h = task_at(id)
+if not tag then return 0 end
 local f = redis.call('HMGET', h, 's', 'p', 'rm', 'pr', 'e')
 if f[1] ~= 'pending' and f[1] ~= 'running' then return 0 end
 redis.call('HSET', h, 'p', ARGV[3], 'ua', fmt(now))

@@ -29,15 +29,11 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
   -- claims the id in the index (id -> queue) and detects a duplicate id in one call
   local dup = redis.call('HSETNX', IDX, id, q) == 0
   if not dup and uk ~= '' then
-    local other = redis.call('HGET', UNIQ, uk)
+    local other = unique_holder(uk)
     if other then
-      local oq = redis.call('HGET', IDX, other)
-      local st = oq and redis.call('HGET', qtag(oq) .. ':$TASK:' .. other, 's')
-      if st == 'pending' or st == 'running' then
-        dup = true
-        result = other
-        redis.call('HDEL', IDX, id)  -- not stored after all
-      end
+      dup = true
+      result = other
+      redis.call('HDEL', IDX, id)  -- not stored after all
     end
   end
   if not dup then

@@ -131,20 +131,13 @@ return out
 RETRY = r"""
 local now = now_us()
 local id = ARGV[2]
-local q = redis.call('HGET', IDX, id)
-if not q then return 0 end
-local tag = qtag(q)
-local h = tag .. ':$TASK:' .. id
+local tag, h = task_at(id)
+if not tag then return 0 end
 local f = redis.call('HMGET', h, 's', 'c', 'uk', 'pr')
 if f[1] ~= 'failed' and f[1] ~= 'cancelled' and f[1] ~= 'expired' then return 0 end
 local uk = f[3]
 if uk and uk ~= '' then
-  local other = redis.call('HGET', UNIQ, uk)
-  if other and other ~= id then
-    local oq = redis.call('HGET', IDX, other)
-    local st = oq and redis.call('HGET', qtag(oq) .. ':$TASK:' .. other, 's')
-    if st == 'pending' or st == 'running' then return 0 end
-  end
+  if unique_holder(uk) then return 0 end  -- not this task: it is not live
   redis.call('HSET', UNIQ, uk, id)
 end
 local rm = member(tag, tonumber(f[2]), id)
