@@ -126,8 +126,13 @@ async def test_retry_keeps_one_live_task_per_unique_key(make_queue):
         assert await q.retry(first.id) is None
         assert (await q.get(first.id)).status is TaskStatus.CANCELLED  # left as it was
         await q.cancel(second.id)
-        assert (await q.retry(first.id)).status is TaskStatus.PENDING
+        retried = await q.retry(first.id)
+        assert retried.status is TaskStatus.PENDING and not retried.paused  # the reservation is lifted
         assert await q.enqueue(make_task(unique_key="k")) == first.id
+        # first's ticket from before its cancel is still in the stream, beside the retry's: one claim only.
+        claimed = await q.claim_ready(["default"], 10, lease=30, worker_id="w")
+        assert [t.id for t in claimed] == [first.id]
+        assert await q.claim_ready(["default"], 10, lease=30, worker_id="w") == []
 
 
 async def test_worker_registry_is_shared_refreshed_and_expires(make_queue, prefix, raw):

@@ -21,6 +21,8 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from omniq.models import TaskStatus
 from omniq.monitoring import RETRYABLE_STATUSES, reset_for_retry, select_page, stats_of
 from omniq_nats import subjects as names
@@ -56,21 +58,26 @@ async def queue_stats(client: QueueClient) -> list[QueueStats]:
 async def retry(client: QueueClient, task_id: str) -> Task | None:
     """Make a FAILED, CANCELLED or EXPIRED task PENDING again with a fresh attempt budget.
 
-    The record is made PENDING first (compare-and-set), before its unique key
-    is taken and before any ticket exists, so no worker can claim it yet and
-    an enqueue racing for the key already sees it live. If another live task
-    holds the key, the record is put back as it was and None returned. Only
-    then is the ticket published, which hands the task to workers.
+    The record is made PENDING first (compare-and-set), before any ticket is
+    published. A task with a unique key is made PENDING *paused* at first: an
+    enqueue racing for the key already sees it live, and a ticket left over
+    from before (a task cancelled before its first fetch keeps one) cannot
+    claim it while the key is being taken. If another live task holds the
+    key, the record is put back as it was and None returned; otherwise it is
+    unpaused. Only then is the ticket published, which hands the task to workers.
 
     Round trips: a read and a compare-and-set of the record, the engine clock
-    (cached), the unique key's take when the task has one (a compare-and-set,
-    more under contention), and the ticket's publish.
+    (cached), then the ticket's publish; with a unique key also its take (a
+    compare-and-set, more under contention) and the unpausing compare-and-set.
     """
 
     def reset(record: Record, now: datetime) -> Record | None:
         if record.task.status not in RETRYABLE_STATUSES:
             return None
-        return Record(reset_for_retry(record.task, now), "")
+        task = reset_for_retry(record.task, now)
+        if task.unique_key is not None:
+            task = msgspec.structs.replace(task, paused=True)  # reserved until the key is ours
+        return Record(task, "")
 
     done = await transition(client, [task_id], reset, use_cache=False)
     if task_id not in done:
@@ -78,15 +85,27 @@ async def retry(client: QueueClient, task_id: str) -> Task | None:
     old, new, _ = done[task_id]
     client.cache.pop(task_id, None)
     task = new.task
-    if task.unique_key is not None and await take_unique(client, task) is not None:
-        await _restore(client, task_id, old)
-        return None
+    if task.unique_key is not None:
+        if await take_unique(client, task) is not None:
+            await _restore(client, task_id, old)
+            return None
+        released = await transition(client, [task_id], _unpause, use_cache=False)
+        if task_id in released:
+            task = released[task_id][1].task
     try:
         await publish_tickets(client, [task])
     except BaseException:
         await _restore(client, task_id, old)  # no PENDING record may stay without a ticket
         raise
     return task
+
+
+def _unpause(record: Record, now: datetime) -> Record | None:
+    """The reserved retry made ready, unless something else changed it meanwhile."""
+    task = record.task
+    if task.status is not TaskStatus.PENDING or not task.paused or task.lease_token is not None:
+        return None
+    return Record(msgspec.structs.replace(task, paused=False, updated_at=now), record.ack)
 
 
 async def _restore(client: QueueClient, task_id: str, old: Record) -> None:
