@@ -6,8 +6,8 @@ import anyio
 import pytest
 
 from omniq.models import Outcome, OutcomeKind, TaskError, TaskStatus, utcnow
-from omniq.monitoring import TaskQuery, WorkerInfo, page_cursor
-from omniq.testing import make_task
+from omniq.monitoring import TaskQuery, page_cursor
+from omniq.testing import make_task, make_worker
 from omniq_nats import subjects as names
 
 pytestmark = [pytest.mark.anyio, pytest.mark.servers]
@@ -20,20 +20,6 @@ async def _fail(q, task_id):
     error = TaskError(type="ValueError", message="boom")
     outcome = Outcome(task_id=task.id, lease_token=task.lease_token, kind=OutcomeKind.FAILED, error=error)
     assert await q.finish([outcome]) == [True]
-
-
-def _worker(worker_id, started_at):
-    return WorkerInfo(
-        id=worker_id,
-        hostname="h",
-        pid=1,
-        queues=("default",),
-        pool="async",
-        concurrency=4,
-        version="0",
-        started_at=started_at,
-        heartbeat_at=started_at,
-    )
 
 
 async def test_headers_survive_every_read_path(make_queue):
@@ -137,18 +123,15 @@ async def test_retry_keeps_one_live_task_per_unique_key(make_queue):
 
 async def test_worker_registry_is_shared_refreshed_and_expires(make_queue, prefix, raw):
     async with make_queue() as a, make_queue() as b:
-        now = utcnow()
-        await a.register_worker(_worker("w2", now), ttl=60)
-        await a.register_worker(_worker("w1", now - timedelta(seconds=5)), ttl=1)
+        await a.register_worker(make_worker(id="w2"), ttl=60)
+        await a.register_worker(make_worker(-5, id="w1"), ttl=1)
         assert [w.id for w in await b.list_workers()] == ["w1", "w2"]  # another connection sees them
         await anyio.sleep(1.5)
         assert [w.id for w in await b.list_workers()] == ["w2"]
         js = raw.jetstream()
         info = await js.stream_info(names.kv_stream(names.workers_bucket(prefix)))
         assert info.state.messages == 1  # the expired record was purged
-        refreshed = _worker("w2", now)
-        refreshed.processed = 7
-        await b.register_worker(refreshed, ttl=60)
+        await b.register_worker(make_worker(id="w2", processed=7), ttl=60)
         assert [w.processed for w in await a.list_workers()] == [7]
         await a.unregister_worker("w2")
         await a.unregister_worker("unknown")
