@@ -20,6 +20,7 @@ from omniq.monitoring import (
     select_page,
     stats_of,
 )
+from omniq.testing import make_worker
 
 NOW = datetime(2026, 12, 5, 12, 30, 45, 500000, tzinfo=timezone.utc)
 
@@ -30,18 +31,7 @@ def task(task_id: str, seconds_ago: float = 0.0, **fields: Any) -> Task:
 
 
 def worker(worker_id: str, started_ago: float) -> WorkerInfo:
-    started = NOW - timedelta(seconds=started_ago)
-    return WorkerInfo(
-        id=worker_id,
-        hostname="h",
-        pid=1,
-        queues=("default",),
-        pool="async",
-        concurrency=1,
-        version="0",
-        started_at=started,
-        heartbeat_at=NOW,
-    )
+    return make_worker(id=worker_id, started_at=NOW - timedelta(seconds=started_ago))
 
 
 # -- the cursor ----------------------------------------------------------------------------------------

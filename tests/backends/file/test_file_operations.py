@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from omniq.backends.file import FileTaskQueue, layout
 from omniq.models import Outcome, OutcomeKind, TaskStatus
 from omniq.monitoring import WorkerInfo
-from omniq.testing import make_task
+from omniq.testing import make_task, make_worker
 from omniq.testing.fixtures import now_ms
 
 pytestmark = pytest.mark.anyio
@@ -35,17 +34,7 @@ def names(folder: Path) -> list[str]:
 
 
 def worker(worker_id: str) -> WorkerInfo:
-    return WorkerInfo(
-        id=worker_id,
-        hostname="h",
-        pid=os.getpid(),
-        queues=("default",),
-        pool="async",
-        concurrency=2,
-        version="0",
-        started_at=now_ms(-1),
-        heartbeat_at=now_ms(),
-    )
+    return make_worker(-1, id=worker_id)
 
 
 async def test_retry_moves_the_task_from_done_back_to_its_queue_folder(queue: Any, root: Path) -> None:

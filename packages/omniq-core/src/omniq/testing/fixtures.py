@@ -10,6 +10,7 @@ import faulthandler
 import functools
 import inspect
 import multiprocessing
+import os
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -18,6 +19,7 @@ import pytest
 
 from omniq.base import Component
 from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus, new_id, utcnow
+from omniq.monitoring import WorkerInfo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +31,7 @@ __all__ = [
     "make_event",
     "make_result",
     "make_task",
+    "make_worker",
     "now_ms",
     "requires",
     "wait_until",
@@ -76,6 +79,29 @@ def make_event(task_id: str | None = None, type: EventType = EventType.ENQUEUED,
     """Build an event for ``task_id`` (a fresh id when None) at a millisecond timestamp."""
     fields.setdefault("timestamp", now_ms())
     return TaskEvent(task_id=task_id or new_id(), type=type, **fields)
+
+
+def make_worker(started: float = 0.0, **fields: Any) -> WorkerInfo:
+    """Build a worker with a fresh id, started ``started`` seconds from now (millisecond times).
+
+    Any :class:`~omniq.monitoring.WorkerInfo` field can be overridden:
+    ``make_worker(-60, hostname="host-2", queues=("mail",))``.
+    """
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "hostname": "host-1",
+        "pid": os.getpid(),
+        "queues": ("default", "mail"),
+        "pool": "async",
+        "concurrency": 8,
+        "version": "1.2.3",
+        "started_at": now_ms(started),
+        "heartbeat_at": now_ms(),
+        "in_flight": 2,
+        "processed": 40,
+        "failed": 3,
+    }
+    return WorkerInfo(**{**values, **fields})
 
 
 def requires(*capabilities: str) -> Callable[[F], F]:

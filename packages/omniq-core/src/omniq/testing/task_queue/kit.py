@@ -7,16 +7,28 @@ helpers in engine-specific tests too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
+import anyio
 import pytest
 
 from omniq.base import BaseTaskQueue
 from omniq.models import Task, TaskError
 from omniq.testing.fixtures import connected, make_task, now_ms
 
-__all__ = ["LONG", "SHORT", "QueueFactory", "QueueTests", "claim_one", "error", "populate", "recover", "token"]
+__all__ = [
+    "LONG",
+    "SHORT",
+    "QueueFactory",
+    "QueueTests",
+    "claim_during",
+    "claim_one",
+    "error",
+    "populate",
+    "recover",
+    "token",
+]
 
 QueueFactory = Callable[[], BaseTaskQueue]
 
@@ -61,6 +73,23 @@ async def claim_one(q: BaseTaskQueue, queue: str = "default", *, lease: float = 
     claimed = await q.claim_ready([queue], 1, lease=lease, worker_id=worker)
     assert len(claimed) == 1, f"expected one ready task in {queue!r}, claimed {len(claimed)}"
     return claimed[0]
+
+
+async def claim_during(
+    claimer: BaseTaskQueue, queue: str, action: Callable[[], Awaitable[object]], *, wait: float = 9.0
+) -> list[Task]:
+    """What a claim waiting up to ``wait`` s on ``queue`` takes while ``action`` runs (once the claim waits)."""
+    claimed: list[Task] = []
+
+    async def claim() -> None:
+        claimed.extend(await claimer.claim([queue], 5, lease=LONG, worker_id="w1", wait=wait))
+
+    with anyio.fail_after(wait + 1):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claim)
+            await anyio.sleep(0.3)
+            await action()
+    return claimed
 
 
 async def populate(q: BaseTaskQueue) -> dict[str, list[str]]:

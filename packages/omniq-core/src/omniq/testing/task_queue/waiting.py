@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 
 from omniq.base import BaseTaskQueue
 from omniq.testing.fixtures import connected, make_task
-from omniq.testing.task_queue.kit import LONG, QueueFactory, QueueTests
+from omniq.testing.task_queue.kit import LONG, QueueFactory, QueueTests, claim_during
 
 __all__ = ["WaitingTests"]
 
@@ -44,16 +42,7 @@ class WaitingTests(QueueTests):
     async def test_claim_with_wait_picks_up_task_enqueued_meanwhile(self, task_queue_factory: QueueFactory) -> None:
         async with connected(task_queue_factory, 2) as (claimer, producer):
             task = make_task(queue="later")
-            claimed: list[Any] = []
-
-            async def claim() -> None:
-                claimed.extend(await claimer.claim(["later"], 5, lease=LONG, worker_id="w1", wait=9))
-
-            with anyio.fail_after(10):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(claim)
-                    await anyio.sleep(0.3)
-                    await producer.enqueue(task)
+            claimed = await claim_during(claimer, "later", lambda: producer.enqueue(task))
             assert [t.id for t in claimed] == [task.id]
 
     async def test_claim_with_wait_returns_empty_after_wait(self, task_queue: BaseTaskQueue) -> None:

@@ -10,38 +10,17 @@ look at the workers they registered themselves.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import anyio
 import msgspec
 import pytest
 
 from omniq.base import BaseTaskQueue, Capability
-from omniq.models import new_id
 from omniq.monitoring import LOCAL_WORKERS, WorkerInfo
-from omniq.testing.fixtures import ForkedChild, connected, now_ms, requires, wait_until
+from omniq.testing.fixtures import ForkedChild, connected, make_worker, now_ms, requires, wait_until
 from omniq.testing.task_queue.kit import LONG, QueueFactory, QueueTests
 
-__all__ = ["WorkerRegistryTests", "make_worker"]
-
-
-def make_worker(started: float = 0.0, **fields: Any) -> WorkerInfo:
-    """A worker with a fresh id, started ``started`` seconds from now (millisecond times)."""
-    fields.setdefault("id", new_id())
-    values: dict[str, Any] = {
-        "hostname": "host-1",
-        "pid": os.getpid(),
-        "queues": ("default", "mail"),
-        "pool": "async",
-        "concurrency": 8,
-        "version": "1.2.3",
-        "started_at": now_ms(started),
-        "heartbeat_at": now_ms(),
-        "in_flight": 2,
-        "processed": 40,
-        "failed": 3,
-    }
-    return WorkerInfo(**{**values, **fields})
+__all__ = ["WorkerRegistryTests", "make_worker"]  # make_worker: also omniq.testing.make_worker
 
 
 async def listed(q: BaseTaskQueue, *workers: WorkerInfo) -> list[WorkerInfo]:
