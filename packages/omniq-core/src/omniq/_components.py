@@ -31,6 +31,7 @@ import anyio
 from omniq import plugins
 from omniq._events import EventBuffer
 from omniq.errors import ConfigurationError
+from omniq.lifecycle import Lifecycle
 from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class Components:
         #: whether a large bulk enqueue writes its events beside the tasks (see ``base.can_fuse_events``).
         self.fuse_events = False
         #: the lifecycle hooks some plugin implements (read once, at connect).
-        self.hooks_in_use: frozenset[str] = frozenset()
+        self.lifecycle = Lifecycle.empty()
         self.connected = False
         self._connect_lock: anyio.Lock | None = None
 
@@ -157,7 +158,7 @@ class Components:
             if self.event_storage_or_none is not None and events_enabled:
                 self.events = EventBuffer(self.event_storage_or_none)
                 self.fuse_events = self.task_queue.can_fuse_events(self.event_storage_or_none)
-            self.hooks_in_use = plugins.lifecycle_hooks_in_use()
+            self.lifecycle = Lifecycle()
             self.connected = True
 
     async def close(self) -> None:
@@ -229,6 +230,8 @@ class Components:
         await self.result_storage.set(TaskResult.from_task(task, TaskStatus.CANCELLED))
         if self.events is not None:
             self.events.add(TaskEvent(task_id=task_id, type=EventType.CANCELLED, queue=task.queue, func=task.func))
+        if self.lifecycle.task_cancelled is not None:
+            self.lifecycle.task_cancelled(task=task)
         return True
 
     async def set_paused(self, task_id: str, paused: bool) -> bool:

@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from omniq import plugins
 from omniq._limits import check_options
 from omniq._options import EnqueueOptions, depends_tuple
 from omniq.constants import DEFAULT_QUEUE, EVENT_BATCH_SIZE
 from omniq.errors import ConfigurationError
+from omniq.lifecycle import merge_headers
 from omniq.models import EventType, Task, TaskEvent, new_id, new_ids, utcnow
 from omniq.scheduling import next_cron_tick, resolve_eta, to_seconds, validate_cron
 
@@ -72,6 +72,8 @@ class Producer:
         components = self.components
         if not components.connected:  # (skips a coroutine per call on the hot path)
             await components.connect()
+        if components.lifecycle.task_headers is not None:
+            merge_headers(task, components.lifecycle)
         task_id = await components.task_queue.enqueue(task)
         if task_id == task.id:
             self._after_enqueue([task])
@@ -98,13 +100,16 @@ class Producer:
         tasks = [build(payload, task_id) for payload, task_id in zip(payloads, new_ids(len(payloads)), strict=True)]
         components = self.components
         await components.connect()
+        if components.lifecycle.task_headers is not None:
+            for task in tasks:
+                merge_headers(task, components.lifecycle)
         events = components.events
         if components.fuse_events and events is not None and len(tasks) >= EVENT_BATCH_SIZE:
             # A batch this large would be flushed at once anyway: the backend writes it beside
             # the tasks (in parallel, committed after them) instead of after them.
             ids, unwritten = await components.task_queue.enqueue_recorded(tasks, enqueue_events(tasks), events.storage)
             events.extend(unwritten)
-            if "omniq_task_enqueued" in components.hooks_in_use:
+            if components.lifecycle.task_enqueued is not None:
                 self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i], events=False)
             return ids
         ids = await components.task_queue.enqueue_many(tasks)
@@ -115,9 +120,10 @@ class Producer:
         components = self.components
         if events and components.events is not None:
             components.events.extend(enqueue_events(tasks))
-        if "omniq_task_enqueued" in components.hooks_in_use:
+        notify = components.lifecycle.task_enqueued
+        if notify is not None:
             for task in tasks:
-                plugins.call_lifecycle("omniq_task_enqueued", task=task)
+                notify(task=task)
 
     # -- building ------------------------------------------------------------------------------------
 

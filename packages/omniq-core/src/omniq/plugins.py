@@ -104,6 +104,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
             manager.add_hookspecs(hookspecs)
             for name in _blocked:
                 manager.set_blocked(name)
+            _register_builtin_observers(manager)
             manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
             manager.check_pending()
             _manager = manager
@@ -248,23 +249,31 @@ def plugin_serializers(names: Iterable[str]) -> list[Any]:
     return instances
 
 
+def _register_builtin_observers(manager: pluggy.PluginManager) -> None:
+    """The core's own lifecycle observers, registered like any plugin (and blockable by name)."""
+    from omniq.worker import task_log
+
+    if not manager.is_blocked(task_log.PLUGIN_NAME):
+        manager.register(task_log, name=task_log.PLUGIN_NAME)
+
+
 def lifecycle_hooks_in_use() -> frozenset[str]:
-    """Names of lifecycle hooks that at least one plugin implements (checked once per worker)."""
-    manager = get_plugin_manager()
-    names = (
-        "omniq_task_enqueued",
-        "omniq_task_started",
-        "omniq_task_succeeded",
-        "omniq_task_failed",
-        "omniq_task_retried",
-        "omniq_worker_started",
-        "omniq_worker_stopped",
-    )
-    return frozenset(name for name in names if getattr(manager.hook, name).get_hookimpls())
+    """Names of lifecycle hooks that at least one plugin implements (``omniq_`` + an event of :data:`omniq.lifecycle.EVENTS`).
+
+    Deprecated: the core dispatches through :class:`omniq.lifecycle.Lifecycle`,
+    which decides this once when built; kept for callers written before it.
+    """
+    hook = get_plugin_manager().hook
+    names = [name for name in dir(hookspecs) if name.startswith(("omniq_task_", "omniq_worker_"))]
+    return frozenset(name for name in names if getattr(hook, name).get_hookimpls())
 
 
 def call_lifecycle(name: str, **kwargs: Any) -> None:
-    """Call a lifecycle hook, logging (never raising) an observer's exception."""
+    """Call a lifecycle hook by its name, logging (never raising) an observer's exception.
+
+    Deprecated: the core calls hooks through :class:`omniq.lifecycle.Lifecycle`;
+    kept for callers written before it.
+    """
     try:
         getattr(get_plugin_manager().hook, name)(**kwargs)
     except Exception:

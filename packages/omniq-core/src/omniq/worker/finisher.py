@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from omniq import plugins
 from omniq.models import EventType, Outcome, OutcomeKind, Task, TaskEvent, TaskResult, utcnow
 from omniq.worker.runner import outcome_event
 
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
+    from omniq.lifecycle import Lifecycle
 
 __all__ = ["MAX_ERROR_BACKOFF", "MAX_FINISH_FAILURES", "Finisher"]
 
@@ -42,19 +42,26 @@ _TRANSIENT = (OSError, TimeoutError)  # BackendUnavailableError is a ConnectionE
 
 _Item = tuple[Task, Outcome]
 
+#: the events the finisher reports through the lifecycle seam.
+_OUTCOME_EVENTS = frozenset(
+    {"task_succeeded", "task_failed", "task_retried", "task_released", "task_expired", "task_lease_lost"}
+)
+
 
 class Finisher:
     """Collects a pool's outcomes and records them in batches."""
 
-    def __init__(self, app: AsyncOmniQ, worker_id: str, *, fuse: bool, hooks: frozenset[str]) -> None:
+    def __init__(self, app: AsyncOmniQ, worker_id: str, *, fuse: bool, lifecycle: Lifecycle) -> None:
         self.app = app
         self.worker_id = worker_id
         self.fuse = fuse  # the queue writes the results in its finish (Capability.FUSED_RESULTS)
-        self.hooks = hooks
+        self.lifecycle = lifecycle
+        self.observed = bool(lifecycle.names & _OUTCOME_EVENTS)  # else the per-task notify is skipped
         self.outcomes: list[_Item] = []
         self._ready = anyio.Event()
         self.finishing = 0  # outcome batches being sent to the queue right now
         self.processed = 0
+        self.failed = 0  # tasks that failed for good (a retried attempt is not counted)
         # burst mode keeps going until the retries and dependency re-checks it deferred are due.
         self.deferred_until = utcnow()
         self._failures: dict[str, int] = {}  # task id -> times its outcome alone failed to be recorded
@@ -157,9 +164,11 @@ class Finisher:
         results: list[TaskResult] = []
         events: list[TaskEvent] = []
         now = utcnow()
+        observed = self.observed
         for (task, outcome), ok in zip(batch, accepted, strict=True):
             if not ok:
-                logger.warning("lease lost on task %s (attempt %d): outcome not recorded", task.id, task.attempts)
+                if self.lifecycle.task_lease_lost is not None:
+                    self.lifecycle.task_lease_lost(task=task, worker_id=self.worker_id)
                 continue
             if outcome.kind is not OutcomeKind.RELEASE:
                 self.processed += 1  # a released task was handed back, not processed
@@ -168,6 +177,8 @@ class Finisher:
             if outcome.result is not None:
                 results.append(outcome.result)
             event_type = outcome_event(outcome)
+            if event_type is EventType.FAILED:
+                self.failed += 1
             events.append(
                 TaskEvent(
                     task_id=task.id,
@@ -180,17 +191,27 @@ class Finisher:
                     message=outcome.error.message if outcome.error else "",
                 )
             )
-            if self.hooks:
-                self._call_outcome_hooks(task, outcome, event_type)
+            if observed:
+                self._notify(task, outcome, event_type)
         if results and fused is None:
             await app.result_storage.set_many(results)
         app.record_events(events)
 
-    def _call_outcome_hooks(self, task: Task, outcome: Outcome, event_type: EventType) -> None:
-        hooks, worker_id = self.hooks, self.worker_id
-        if event_type is EventType.SUCCEEDED and "omniq_task_succeeded" in hooks and outcome.result:
-            plugins.call_lifecycle("omniq_task_succeeded", task=task, result=outcome.result, worker_id=worker_id)
-        elif event_type is EventType.FAILED and "omniq_task_failed" in hooks and outcome.error:
-            plugins.call_lifecycle("omniq_task_failed", task=task, error=outcome.error, worker_id=worker_id)
-        elif event_type is EventType.RETRYING and "omniq_task_retried" in hooks and outcome.error:
-            plugins.call_lifecycle("omniq_task_retried", task=task, error=outcome.error, worker_id=worker_id)
+    def _notify(self, task: Task, outcome: Outcome, event_type: EventType) -> None:
+        """Report an accepted outcome to the observers (through the lifecycle seam)."""
+        lifecycle, worker_id = self.lifecycle, self.worker_id
+        if event_type is EventType.SUCCEEDED:
+            if lifecycle.task_succeeded is not None and outcome.result is not None:
+                lifecycle.task_succeeded(task=task, result=outcome.result, worker_id=worker_id)
+        elif event_type is EventType.FAILED:
+            if lifecycle.task_failed is not None and outcome.error is not None:
+                lifecycle.task_failed(task=task, error=outcome.error, worker_id=worker_id)
+        elif event_type is EventType.RETRYING:
+            if lifecycle.task_retried is not None and outcome.error is not None:
+                delay = max(0.0, (outcome.eta - utcnow()).total_seconds()) if outcome.eta is not None else 0.0
+                lifecycle.task_retried(task=task, error=outcome.error, worker_id=worker_id, delay=delay)
+        elif event_type is EventType.RELEASED:
+            if lifecycle.task_released is not None:
+                lifecycle.task_released(task=task, worker_id=worker_id)
+        elif event_type is EventType.EXPIRED and lifecycle.task_expired is not None:
+            lifecycle.task_expired(task=task)

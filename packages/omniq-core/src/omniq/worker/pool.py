@@ -8,7 +8,12 @@ One pool is four cooperating loops on one event loop:
 * finisher (``finisher.py``): sends the runners' outcomes to the queue in
   batches, then writes results and events for the accepted ones;
 * heartbeat and sweeper (``upkeep.py``): extend held leases and stop runners
-  whose lease was lost; recover tasks whose worker died, and clean up.
+  whose lease was lost; recover tasks whose worker died, and clean up;
+* registry (``registry.py``): the pool's entry in the worker registry,
+  refreshed at the heartbeat interval.
+
+Every lifecycle event goes through one dispatcher (``omniq.lifecycle``),
+built when the pool starts.
 
 Shutdown (``stop()``, SIGTERM, SIGINT): stop claiming, give in-flight tasks
 ``shutdown_grace`` seconds, cancel the rest and RELEASE them so another
@@ -33,13 +38,14 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
-from omniq import plugins
 from omniq.config import WorkerType
 from omniq.constants import HOUSEKEEPING_SECONDS
 from omniq.errors import ConfigurationError
+from omniq.lifecycle import Lifecycle
 from omniq.models import EventType, Outcome, OutcomeKind, Task, TaskEvent, utcnow
 from omniq.worker.executors import Executor, ProcessExecutor, ThreadExecutor
 from omniq.worker.finisher import MAX_ERROR_BACKOFF, Finisher
+from omniq.worker.registry import Registration
 from omniq.worker.runner import error_from_exception, execute, failed_outcome
 from omniq.worker.upkeep import Upkeep
 
@@ -110,7 +116,7 @@ class AsyncWorkerPool:
         self._stopped = anyio.Event()
         self._started = anyio.Event()
         self._stop_requested = threading.Event()
-        self._hooks: frozenset[str] = frozenset()
+        self._lifecycle = Lifecycle.empty()  # built at start, with the plugins registered then
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -138,19 +144,32 @@ class AsyncWorkerPool:
         await app.connect()
         executor = self._make_executor()
         await executor.start()
-        self._hooks = plugins.lifecycle_hooks_in_use()
+        lifecycle = self._lifecycle = Lifecycle()
         fuse = app.task_queue.can_fuse_results(app.result_storage)
-        finisher = self._finisher = Finisher(app, self.worker_id, fuse=fuse, hooks=self._hooks)
+        finisher = self._finisher = Finisher(app, self.worker_id, fuse=fuse, lifecycle=lifecycle)
         upkeep = Upkeep(
             app,
             self._running,
+            lifecycle=lifecycle,
+            worker_id=self.worker_id,
             lease=self.lease,
             heartbeat_interval=self.heartbeat_interval,
             sweep_interval=self.sweep_interval,
             housekeeping_interval=self.housekeeping_interval,
         )
-        if "omniq_worker_started" in self._hooks:
-            plugins.call_lifecycle("omniq_worker_started", worker_id=self.worker_id, queues=self.queues)
+        registration = Registration(
+            app.task_queue,
+            lifecycle,
+            lambda: (len(self._running), finisher.processed, finisher.failed),
+            worker_id=self.worker_id,
+            queues=self.queues,
+            pool=self.pool_kind,
+            concurrency=self.concurrency,
+            heartbeat_interval=self.heartbeat_interval,
+        )
+        await registration.register()
+        if lifecycle.worker_started is not None:
+            lifecycle.worker_started(worker_id=self.worker_id, queues=self.queues)
         logger.info(
             "worker %s started: queues=%s concurrency=%d pool=%s",
             self.worker_id,
@@ -163,6 +182,7 @@ class AsyncWorkerPool:
                 services.start_soon(finisher.run)
                 services.start_soon(upkeep.heartbeat)
                 services.start_soon(upkeep.sweep)
+                services.start_soon(registration.run)
                 if handle_signals:
                     services.start_soon(self._watch_signals)
                 self._started.set()
@@ -174,10 +194,11 @@ class AsyncWorkerPool:
                 services.cancel_scope.cancel()
         finally:
             await executor.close()
+            await registration.unregister()
             await app.flush_events()
             self._stopped.set()
-            if "omniq_worker_stopped" in self._hooks:
-                plugins.call_lifecycle("omniq_worker_stopped", worker_id=self.worker_id)
+            if lifecycle.worker_stopped is not None:
+                lifecycle.worker_stopped(worker_id=self.worker_id)
             logger.info("worker %s stopped after %d tasks", self.worker_id, self.processed)
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -245,6 +266,8 @@ class AsyncWorkerPool:
             now = utcnow()
             events = []
             for task in tasks:
+                if task.started_at is None:  # engines set it at claim; observers rely on it
+                    task.started_at = now
                 running = _Running(task)
                 self._running[task.id] = running
                 events.append(
@@ -269,10 +292,11 @@ class AsyncWorkerPool:
     async def _run(self, running: _Running, executor: Executor, finisher: Finisher) -> None:
         task = running.task
         outcome: Outcome | None = None
+        lifecycle = self._lifecycle
         try:
-            if "omniq_task_started" in self._hooks:
-                plugins.call_lifecycle("omniq_task_started", task=task, worker_id=self.worker_id)
-            outcome = await execute(self.app, executor, task)
+            if lifecycle.task_started is not None:
+                lifecycle.task_started(task=task, worker_id=self.worker_id)
+            outcome = await execute(self.app, executor, task, lifecycle.task_run, self.worker_id)
         except asyncio.CancelledError:
             pass  # shutdown or lost lease: decided below
         except Exception as exc:  # execute() never raises: a bug in the core, or a lifecycle hook
@@ -292,9 +316,15 @@ class AsyncWorkerPool:
         outcomes = [Outcome(task_id=t.id, lease_token=t.lease_token or "", kind=OutcomeKind.RELEASE) for t in tasks]
         try:
             with anyio.CancelScope(shield=True):
-                await self.app.task_queue.finish(outcomes)
+                accepted = await self.app.task_queue.finish(outcomes)
         except Exception as exc:
             logger.warning("handing back %d unstarted task(s) failed (%s); their leases will expire", len(tasks), exc)
+            return
+        notify = self._lifecycle.task_released
+        if notify is not None:
+            for task, ok in zip(tasks, accepted, strict=True):
+                if ok:
+                    notify(task=task, worker_id=self.worker_id)
 
     async def _drain(self) -> None:
         """Give in-flight tasks the grace period, then cancel and release the rest."""

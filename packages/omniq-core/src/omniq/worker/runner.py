@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from omniq.base import CorruptTask
 from omniq.constants import DEPENDENCY_RECHECK_SECONDS
 from omniq.errors import BackendUnavailableError, SerializationError
+from omniq.lifecycle import run_context
 from omniq.models import (
     TERMINAL_STATUSES,
     EventType,
@@ -40,6 +41,7 @@ from omniq.scheduling import backoff_delay, next_run
 
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
+    from omniq.lifecycle import Collect
     from omniq.worker.executors import Executor
 
 __all__ = ["check_dependencies", "error_from_exception", "execute", "failed_outcome", "outcome_event"]
@@ -94,8 +96,15 @@ async def check_dependencies(app: AsyncOmniQ, task: Task) -> Outcome | None:
     return _recheck_later(task)
 
 
-async def execute(app: AsyncOmniQ, executor: Executor, task: Task) -> Outcome:
+async def execute(
+    app: AsyncOmniQ, executor: Executor, task: Task, run_hooks: Collect | None = None, worker_id: str = ""
+) -> Outcome:
     """Run ``task`` (already claimed) and describe the outcome; never raises (but for cancellation).
+
+    ``run_hooks`` is the lifecycle's ``task_run`` (None when no plugin
+    implements it): the context managers it returns wrap the function's run,
+    entered here, in the task's own asyncio task, so that a thread pool's
+    copied context and a process pool's parent see them too.
 
     The task's own exceptions follow its retry policy. Anything else that goes
     wrong around it (a corrupted record, a value that overflows, arguments
@@ -124,7 +133,11 @@ async def execute(app: AsyncOmniQ, executor: Executor, task: Task) -> Outcome:
         args, kwargs = app.decode_args(task)
         stage = "running it"
         try:
-            value = await executor.run(task.func, handle.func, handle.is_async, args, kwargs, task.timeout)
+            if run_hooks is None:
+                value = await executor.run(task.func, handle.func, handle.is_async, args, kwargs, task.timeout)
+            else:
+                with run_context(run_hooks(task=task, worker_id=worker_id)):
+                    value = await executor.run(task.func, handle.func, handle.is_async, args, kwargs, task.timeout)
         except Exception as exc:
             return _failure(app, task, error_from_exception(exc, task.attempts))
         stage = "storing its return value"
@@ -149,7 +162,10 @@ async def execute(app: AsyncOmniQ, executor: Executor, task: Task) -> Outcome:
 
 
 def failed_outcome(task: Task, error: TaskError, why: str, *, end_schedule: bool = False) -> Outcome:
-    """A FAILED outcome for ``task`` that can always be built, logged at ERROR.
+    """A FAILED outcome for ``task`` that can always be built; ``why`` logged at DEBUG.
+
+    The failure itself is logged once, at ERROR, by the task log observer
+    (``task_log.py``) when the queue accepted it; this line adds where it happened.
 
     Whatever the record holds (a ttl that overflows, a schedule that cannot
     compute its next tick), the result falls back to the bare minimum rather
@@ -157,7 +173,7 @@ def failed_outcome(task: Task, error: TaskError, why: str, *, end_schedule: bool
     task's schedule goes on (its next tick), unless ``end_schedule`` (a
     corrupted record would only fail again at every tick).
     """
-    logger.error(
+    logger.debug(
         "task %s (%s, queue %s, attempt %s) failed for good: %s: %s: %s",
         task.id,
         task.func,

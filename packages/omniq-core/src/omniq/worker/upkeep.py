@@ -28,6 +28,7 @@ from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus, utc
 
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
+    from omniq.lifecycle import Lifecycle
 
 __all__ = ["Upkeep"]
 
@@ -52,6 +53,8 @@ class Upkeep:
         app: AsyncOmniQ,
         held: Mapping[str, Held],
         *,
+        lifecycle: Lifecycle,
+        worker_id: str,
         lease: float,
         heartbeat_interval: float,
         sweep_interval: float,
@@ -59,6 +62,8 @@ class Upkeep:
     ) -> None:
         self.app = app
         self.held = held  # the pool's running tasks by id, read at every heartbeat
+        self.lifecycle = lifecycle
+        self.worker_id = worker_id
         self.lease = lease
         self.heartbeat_interval = heartbeat_interval
         self.sweep_interval = sweep_interval
@@ -80,9 +85,10 @@ class Upkeep:
             for task_id in set(leases) - kept:
                 held = self.held.get(task_id)
                 if held is not None:
-                    logger.warning("lease lost on task %s (cancelled or expired): stopping it", task_id)
                     held.cancelled = True
                     held.cancel()
+                    if self.lifecycle.task_lease_lost is not None:
+                        self.lifecycle.task_lease_lost(task=held.task, worker_id=self.worker_id)
 
     async def sweep(self) -> None:
         """Recover expired leases every ``sweep_interval``, and clean up now and then."""
