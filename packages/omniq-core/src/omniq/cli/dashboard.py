@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import os
 
-from omniq.cli.apps import app_from, places
+from omniq.cli.apps import app_from
 from omniq.errors import ConfigurationError
 from omniq.plugins import install_command
 
@@ -73,7 +73,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     mode = ", read-only" if args.read_only else ""
     mode += ", HTTP Basic auth" if credentials else ""
-    logger.info("OmniQ dashboard on http://%s:%d/ (%s%s)", host, args.port, "; ".join(places(app)), mode)
+    logger.info("OmniQ dashboard on http://%s:%d/%s", host, args.port, f" ({mode[2:]})" if mode else "")
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(app, config),

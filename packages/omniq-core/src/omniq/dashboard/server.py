@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from omniq.app import AsyncOmniQ
+from omniq.cli.apps import places
 from omniq.dashboard import views
 from omniq.dashboard.data import age, when
 from omniq.dashboard.security import SECURITY_HEADERS, Credentials, is_loopback
@@ -120,6 +121,7 @@ def create_app(app: AsyncOmniQ, config: DashboardConfig | None = None) -> Starle
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if config.manage_app:
             await app.connect()
+            logger.info("dashboard of %s", "; ".join(places(app)))  # URLs redacted
         try:
             yield
         finally:
