@@ -37,6 +37,7 @@ _UTC = timezone.utc
 CHUNK = 500
 encoder = msgspec.msgpack.Encoder()
 _decode_deps = msgpack_decoder(tuple[str, ...], "dependency list")
+_decode_headers = msgpack_decoder(dict[str, str], "task headers")
 #: Task field names in schema.TASK_COLUMNS order (a salvaged row keeps the valid ones).
 _FIELDS = tuple(name.strip() for name in schema.TASK_COLUMNS.split(","))
 _STATUS = {status.value: status for status in TaskStatus}
@@ -74,7 +75,7 @@ def _raw_fields(row: Sequence[Any]) -> dict[str, Any]:
 
 def build_task(row: Sequence[Any]) -> Task:
     """The task of a row, unchecked (a corrupted column raises whatever it raises)."""
-    error, deps = row[24], row[16]
+    error, deps, headers = row[24], row[16], row[26]
     return Task(
         id=row[0],
         func=row[1],
@@ -101,6 +102,7 @@ def build_task(row: Sequence[Any]) -> Task:
         lease_expires_at=from_ts(row[22]),
         worker_id=row[23],
         error=decode_error(error) if error is not None else None,
+        headers=_decode_headers(headers) if headers is not None else None,
     )
 
 
@@ -140,6 +142,7 @@ def task_params(task: Task) -> tuple[Any, ...]:
         None,
         task.worker_id,
         encoder.encode(task.error) if task.error is not None else None,
+        encoder.encode(task.headers) if task.headers is not None else None,
     )
 
 

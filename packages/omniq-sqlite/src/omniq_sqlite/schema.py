@@ -28,6 +28,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TASKS",
     "TASK_COLUMNS",
+    "WORKERS",
     "claim_sql",
     "migrate",
 ]
@@ -42,6 +43,8 @@ TASKS = "omniq_tasks"
 RESULTS = "omniq_results"
 #: append-only task history.
 EVENTS = "omniq_events"
+#: one row per registered worker process (the worker registry), msgpack-encoded WorkerInfo.
+WORKERS = "omniq_workers"
 #: claim order among ready tasks of a queue (partial: only claimable rows).
 IDX_TASKS_CLAIM = "omniq_tasks_claim"
 #: at most one PENDING/RUNNING task per unique_key, enforced atomically.
@@ -56,6 +59,10 @@ IDX_RESULTS_EXPIRES = "omniq_results_expires"
 IDX_EVENTS_TASK = "omniq_events_task"
 #: events by time, for query(since/until) and purge(before).
 IDX_EVENTS_TIME = "omniq_events_time"
+#: tasks newest first, for list_page's keyset walk (created_at, id).
+IDX_TASKS_CREATED = "omniq_tasks_created"
+#: workers by expiry, for the registry's cleanup.
+IDX_WORKERS_EXPIRES = "omniq_workers_expires"
 
 # -- migrations ------------------------------------------------------------------------------------
 
@@ -116,8 +123,21 @@ _V1 = (
     f"CREATE INDEX {IDX_EVENTS_TIME} ON {EVENTS} (timestamp)",
 )
 
+#: issue 15: Task.headers (msgpack map, NULL without), pages of tasks by (created_at, id), the worker registry.
+_V2 = (
+    f"ALTER TABLE {TASKS} ADD COLUMN headers BLOB",
+    f"CREATE INDEX {IDX_TASKS_CREATED} ON {TASKS} (created_at, id)",
+    f"""CREATE TABLE {WORKERS} (
+        id TEXT PRIMARY KEY,
+        info BLOB NOT NULL,
+        started_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+    f"CREATE INDEX {IDX_WORKERS_EXPIRES} ON {WORKERS} (expires_at)",
+)
+
 #: (version, statements), applied in order; append new versions, never edit old ones.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1),)
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
@@ -163,14 +183,14 @@ def migrate(conn: sqlite3.Connection) -> int:
 TASK_COLUMNS = (
     "id, func, payload, queue, priority, unique_key, status, eta, interval, cron, paused, attempts, "
     "max_retries, timeout, expires_at, result_ttl, depends_on, created_at, updated_at, started_at, "
-    "finished_at, lease_token, lease_expires_at, worker_id, error, seq"
+    "finished_at, lease_token, lease_expires_at, worker_id, error, seq, headers"
 )
 
 INSERT_TASK = (
     f"INSERT OR IGNORE INTO {TASKS} (id, func, payload, queue, priority, unique_key, status, eta, ready_at, "
     "interval, cron, paused, attempts, max_retries, timeout, expires_at, result_ttl, depends_on, created_at, "
-    "updated_at, started_at, finished_at, lease_token, lease_expires_at, worker_id, error) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "updated_at, started_at, finished_at, lease_token, lease_expires_at, worker_id, error, headers) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SELECT_ID_BY_UNIQUE_KEY = f"SELECT id FROM {TASKS} WHERE unique_key = ? AND status IN ('pending', 'running')"
 SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM {TASKS} WHERE id = ?"

@@ -21,6 +21,7 @@ from omniq.models import Outcome, OutcomeKind, Task, TaskStatus, encode_result
 from omniq_sqlite import schema
 from omniq_sqlite._wake import RESULTS, WORK
 from omniq_sqlite.connection import SETTINGS_OPTIONS, sqlite_connection
+from omniq_sqlite.operations import TaskOperations
 from omniq_sqlite.records import (
     build_task as _build_task,  # noqa: F401 - benchmarks/record_decode_cost.py
     chunks,
@@ -33,10 +34,13 @@ from omniq_sqlite.records import (
     to_ts,
     where,
 )
+from omniq_sqlite.workers import WorkerRegistry
 
 if TYPE_CHECKING:
     import builtins
     from collections.abc import Mapping, Sequence
+
+    from omniq.monitoring import QueueStats, TaskQuery, WorkerInfo
 
 __all__ = ["SQLiteTaskQueue"]
 
@@ -191,6 +195,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
             Capability.FUSED_RESULTS,
             Capability.DURABLE,
             Capability.FORK_SAFE,
+            Capability.WORKER_REGISTRY,
         }
     )
 
@@ -201,6 +206,8 @@ class SQLiteTaskQueue(BaseTaskQueue):
         """Build unconnected; ``options``: see :class:`omniq_sqlite.connection.Options`."""
         self.options, self._connection = sqlite_connection(url, **options)
         self.path, self.url = self.options.path, self.options.url
+        self._operations = TaskOperations(self._connection)
+        self._workers = WorkerRegistry(self._connection)
 
     def __repr__(self) -> str:
         return f"SQLiteTaskQueue({self.url!r})"
@@ -356,3 +363,29 @@ class SQLiteTaskQueue(BaseTaskQueue):
         if any(task.status is TaskStatus.PENDING for task in recovered):
             db.notify(WORK)
         return recovered
+
+    # -- operations (omniq_sqlite.operations, omniq_sqlite.workers) ------------------------------
+
+    async def list_page(self, query: TaskQuery) -> builtins.list[Task]:
+        """A page of tasks, newest first, by key: one walk of the (created_at, id) index."""
+        return await self._operations.list_page(query)
+
+    async def queue_stats(self) -> builtins.list[QueueStats]:
+        """Per queue: counts by status, oldest ready age, completions per minute (one scan)."""
+        return await self._operations.queue_stats()
+
+    async def retry(self, task_id: str) -> Task | None:
+        """Run a FAILED, CANCELLED or EXPIRED task again with a fresh attempt budget (one UPDATE)."""
+        return await self._operations.retry(task_id)
+
+    async def register_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        """Store or refresh ``worker`` in ``omniq_workers`` until ``ttl`` seconds from now."""
+        await self._workers.register(worker, ttl)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker's row; an unknown id is ignored."""
+        await self._workers.unregister(worker_id)
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        """Registered workers not expired (host clock), oldest first."""
+        return await self._workers.live()
