@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib
 import io
+import json
 import logging
 import sys
 
 import pytest
 
-from omniq import ConfigurationError, logs as omniq_logs
+from omniq import ConfigurationError, Settings, logs as omniq_logs
 
 
 def test_importing_configures_nothing() -> None:
@@ -55,3 +56,47 @@ def test_the_old_module_name_is_a_deprecated_alias(monkeypatch: pytest.MonkeyPat
     assert old.bind_task is omniq_logs.bind_task
     assert old.get_logger is omniq_logs.get_logger
     assert old.TaskLoggerAdapter is omniq_logs.TaskLoggerAdapter
+
+
+def test_json_format_writes_one_object_a_line_with_the_task_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMNIQ_LOG_FORMAT", raising=False)
+    stream = io.StringIO()
+    logger = omniq_logs.configure("INFO", stream=stream, log_format="json")
+    try:
+        fields = {"task_id": "abc", "task": "send", "queue": "mail", "attempt": 2, "runtime": 0.5}
+        logging.getLogger("omniq.worker.tasks").info("task abc succeeded", extra={"omniq": fields})
+        try:
+            raise ValueError("bad")
+        except ValueError:
+            logging.getLogger("omniq.worker").exception("it broke")
+        first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+        assert first["level"] == "INFO" and first["logger"] == "omniq.worker.tasks"
+        assert first["message"] == "task abc succeeded" and first["time"].endswith("+00:00")
+        assert {key: first[key] for key in fields} == fields
+        assert second["level"] == "ERROR" and "ValueError: bad" in second["exception"]
+    finally:
+        _remove_handler(logger)
+
+
+def test_the_format_comes_from_the_environment_and_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNIQ_LOG_FORMAT", "json")
+    stream = io.StringIO()
+    logger = omniq_logs.configure("INFO", stream=stream)
+    try:
+        logging.getLogger("omniq").info("hello")
+        assert json.loads(stream.getvalue())["message"] == "hello"
+    finally:
+        _remove_handler(logger)
+    monkeypatch.setenv("OMNIQ_LOG_FORMAT", "xml")
+    with pytest.raises(ConfigurationError, match="OMNIQ_LOG_FORMAT"):
+        omniq_logs.configure("INFO", stream=stream)
+    assert Settings.from_env({"OMNIQ_LOG_FORMAT": "JSON"}).log_format == "json"
+    with pytest.raises(ConfigurationError, match="OMNIQ_LOG_FORMAT"):
+        Settings.from_env({"OMNIQ_LOG_FORMAT": "xml"})
+
+
+def _remove_handler(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        if getattr(handler, "_omniq_default", False):
+            logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)

@@ -200,3 +200,8 @@ def serializers(value: Any, name: str) -> tuple[str, ...]:
 def log_level(value: Any, name: str) -> str:
     level: str = choice(("debug", "info", "warning", "error", "critical"))(value, name)
     return level.upper()
+
+
+def log_format(value: Any, name: str) -> str:
+    text: str = choice(("text", "json"))(value, name)
+    return text

@@ -105,6 +105,9 @@ class Settings:
         (), v.serializers, "extra formats a worker decodes (pickle-based ones must be listed or be `serializer`)"
     )
     log_level: str = _field("WARNING", v.log_level, "level used by omniq.logs.configure()")
+    log_format: str = _field(
+        "text", v.log_format, "log line format of `omniq worker`: text or json (one JSON object a line)"
+    )
     default_worker: str = _field("async", v.choice(tuple(w.value for w in WorkerType)), "pool kind")
     max_workers: int = _field(10, v.positive_workers, "worker concurrency (tasks in flight)")
     queues: tuple[str, ...] = _field(("default",), v.queues, "queues a worker consumes (comma-separated)")

@@ -31,6 +31,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="worker processes to run under one supervisor (default 1; 'auto' = the CPUs available)",
     )
+    worker.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="log lines as text, or one JSON object each (default: setting log_format / $OMNIQ_LOG_FORMAT, text)",
+    )
     worker.set_defaults(handler=run)
 
 
@@ -65,6 +71,8 @@ def _supervise(args: argparse.Namespace, count: int) -> int:
             command += [option, str(value)]
     if args.burst:
         command.append("--burst")
+    if args.log_format:
+        command += ["--log-format", args.log_format]
     return Supervisor(command, count, burst=args.burst).run()
 
 
@@ -84,6 +92,7 @@ async def _work(args: argparse.Namespace) -> int:
     if os.environ.get("OMNIQ_WORKER_PROCESS"):
         _stop_when_orphaned()
     app = load_app(args.app)
+    _set_log_format(args.log_format or app.settings.log_format)
     pool = app.worker(args.concurrency, queues=args.queues, pool=args.pool, burst=args.burst)
     try:
         await pool.start(handle_signals=True)
@@ -91,6 +100,14 @@ async def _work(args: argparse.Namespace) -> int:
         await app.close()
     emit(f"worker stopped: {pool.processed} task(s) processed")
     return 0
+
+
+def _set_log_format(log_format: str) -> None:
+    """Write the worker's log lines as text or JSON (the level stays as the command set it)."""
+    from omniq import logs as omniq_logs
+
+    level = logging.getLogger(omniq_logs.ROOT).level or logging.WARNING
+    omniq_logs.configure(level, log_format=log_format)
 
 
 def _exit_despite_abandoned_threads(code: int) -> None:

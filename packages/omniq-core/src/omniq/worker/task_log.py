@@ -13,7 +13,7 @@ event                     level    line
 succeeded                 INFO     ``task <id> (<name>, queue <q>, attempt <n>) succeeded in 0.012s``
 failed (timeout too)      ERROR    ``... failed: <ErrorType>: <message>`` (the traceback on a DEBUG
                                    line, and in the JSON record)
-retried                   WARNING  ``... failed: <ErrorType>: <message>; retrying in 2.0s``
+retried                   WARNING  ``... failed: <ErrorType>: <message>; retrying in 2.00s``
 expired                   WARNING  ``... expired: its ttl passed before it ran``
 lease lost                WARNING  ``... lost its lease (cancelled, or expired): outcome discarded``
 released                  INFO     ``... released: handed back to the queue``
@@ -105,7 +105,7 @@ def omniq_task_retried(task: Task, error: TaskError, worker_id: str, delay: floa
         return
     fields = _fields(task, worker_id, delay=delay, **_error_fields(error))
     logger.warning(
-        "%s failed: %s: %s; retrying in %.1fs",
+        "%s failed: %s: %s; retrying in %.2fs",
         _head(task),
         error.type,
         error.message,
