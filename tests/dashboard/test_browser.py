@@ -77,7 +77,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[str, OmniQ]]:
     env.update(OMNIQ_POLL_INTERVAL="0.2", OMNIQ_HEARTBEAT_INTERVAL="1")
     port = free_port()
     omniq = [sys.executable, "-m", "omniq"]
-    worker = Process([*omniq, "worker", "flaky:app", "--concurrency", "2"], env, cwd=tmp_path)
+    worker = Process([*omniq, "worker", "flaky:app", "--queues", "default,media,mail"], env, cwd=tmp_path)
     dashboard = Process([*omniq, "dashboard", "flaky:app", "--port", str(port), "--poll", "1"], env, cwd=tmp_path)
     with worker, dashboard, OmniQ(Settings(base_dir=tmp_path / "data")) as app:
         url = f"http://127.0.0.1:{port}"

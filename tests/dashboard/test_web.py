@@ -218,3 +218,28 @@ async def test_the_dashboard_names_its_backend_without_the_password() -> None:
     async with app, client(app) as http:
         page = (await http.get("/")).text
     assert "hunter2" not in page and "***" in page
+
+
+async def test_a_huge_argument_is_clipped(omniq_app: AsyncOmniQ) -> None:
+    from omniq.dashboard.data import SHOWN_CHARS
+
+    task_id = await omniq_app.enqueue("echo", "y" * (SHOWN_CHARS * 2))
+    async with client(omniq_app) as http:
+        page = (await http.get(f"/tasks/{task_id}")).text
+    assert "more characters)" in page and "y" * (SHOWN_CHARS * 2) not in page
+
+
+def test_the_throughput_chart_scales_to_its_peak_and_labels_each_minute() -> None:
+    from datetime import datetime, timezone
+
+    from omniq.dashboard.charts import HEIGHT, throughput_chart
+
+    now = datetime(2026, 1, 2, 3, 4, 30, tzinfo=timezone.utc)
+    chart = throughput_chart([0] * 57 + [2, 4, 1], now)
+    assert len(chart.bars) == 60 and chart.peak == 4 and chart.total == 7
+    assert chart.bars[-2].height == HEIGHT - 2 and chart.bars[-1].height == (HEIGHT - 2) / 4
+    assert chart.bars[0].height == 0 and chart.bars[0].label == "02:05 UTC: 0 completed"
+    assert chart.bars[-1].label == "03:04 UTC: 1 completed"
+    assert (chart.first, chart.last) == ("02:05", "03:04")
+    assert chart.summary == "7 completed in the last hour, peak 4/min"
+    assert throughput_chart([0] * 60, now).summary == "0 completed in the last hour"

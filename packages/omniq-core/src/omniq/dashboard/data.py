@@ -8,7 +8,7 @@ messages) passes through here as it is.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from omniq.app import AsyncOmniQ
@@ -21,16 +21,20 @@ from omniq.monitoring import RETRYABLE_STATUSES, QueueStats, WorkerInfo, page_cu
 
 __all__ = [
     "PAGE_SIZE",
+    "SHOWN_CHARS",
     "STATUSES",
     "Overview",
     "TaskDetail",
     "TaskFilters",
     "TaskPage",
+    "age",
+    "clipped",
     "overview",
     "purge_count",
     "schedules",
     "task_detail",
     "task_page",
+    "when",
     "workers",
 ]
 
@@ -39,6 +43,15 @@ PAGE_SIZE = 50
 #: every status value, in the contract's order (the columns of the overview).
 STATUSES = [status.value for status in TaskStatus]
 _CANCELLABLE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
+#: the longest argument list or result shown (a page stays readable with a large payload).
+SHOWN_CHARS = 20_000
+
+
+def clipped(text: str) -> str:
+    """``text``, cut at :data:`SHOWN_CHARS` with a note saying how much was left out."""
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}... ({len(text) - SHOWN_CHARS} more characters)"
 
 
 @dataclass
@@ -144,7 +157,7 @@ def _call(app: AsyncOmniQ, task: Task) -> str:
     except OmniQError as exc:
         return f"<undecodable: {exc}>"
     parts = [repr(arg) for arg in args] + [f"{key}={value!r}" for key, value in kwargs.items()]
-    return f"({', '.join(parts)})"
+    return clipped(f"({', '.join(parts)})")
 
 
 async def task_detail(app: AsyncOmniQ, task_id: str) -> TaskDetail | None:
@@ -159,7 +172,7 @@ async def task_detail(app: AsyncOmniQ, task_id: str) -> TaskDetail | None:
     except OmniQError as exc:
         result, result_error = None, f"<undecodable: {exc}>"
     if result is not None and result.status is TaskStatus.SUCCEEDED:
-        shown_result = repr(result.result)
+        shown_result = clipped(repr(result.result))
     events = await app.get_events(task_id)
     facts: list[tuple[str, Any]] = [
         ("name", task.func),
@@ -225,4 +238,4 @@ def when(value: datetime | None) -> str:
     """A time in UTC to the second (``2026-01-02 03:04:05``); ``-`` for None."""
     if value is None:
         return "-"
-    return value.astimezone(utcnow().tzinfo).strftime("%Y-%m-%d %H:%M:%S")
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
