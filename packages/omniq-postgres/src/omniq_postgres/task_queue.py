@@ -363,7 +363,7 @@ class PostgresTaskQueue(BaseTaskQueue):
     # -- operations (omniq_postgres.operations, omniq_postgres.workers) ---------------------------
 
     async def list_page(self, query: TaskQuery) -> builtins.list[Task]:
-        """A page of tasks, newest first, keyset-paged (one query on ``tasks_created_idx``)."""
+        """A page of tasks, newest first, keyset-paged (one query; a top-N sort of the matching tasks)."""
         return await self._operations.list_page(query)
 
     async def queue_stats(self) -> builtins.list[QueueStats]:
