@@ -69,9 +69,10 @@ def chromium() -> str:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[str, OmniQ]]:
-    """A worker and a dashboard process on one SQLite store, and an app on it for the test."""
+def stack(tmp_path: Path) -> Iterator[tuple[str, OmniQ, str]]:
+    """Chromium's path, a worker and a dashboard process on one SQLite store, and an app on it."""
     require("starlette", "uvicorn", "jinja2", "playwright", why="the browser test needs omniq-core[dashboard]")
+    executable = chromium()
     (tmp_path / "flaky.py").write_text(FLAKY_APP)
     env = dashboard_env(tmp_path)
     env.update(OMNIQ_POLL_INTERVAL="0.2", OMNIQ_HEARTBEAT_INTERVAL="1")
@@ -86,7 +87,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[str, OmniQ]]:
         except OSError:
             pytest.fail(f"the dashboard did not start:\n{dashboard.output}")
         assert status == 200, dashboard.output
-        yield url, app
+        yield url, app, executable
         assert worker.alive(), worker.output
         assert dashboard.alive(), dashboard.output
 
@@ -101,9 +102,8 @@ def wait_status(app: OmniQ, task_id: str, status: TaskStatus, timeout: float = 6
         time.sleep(0.1)
 
 
-def test_retry_in_the_browser_runs_a_failed_task_again(stack: tuple[str, OmniQ], tmp_path: Path) -> None:
-    executable = chromium()
-    url, app = stack
+def test_retry_in_the_browser_runs_a_failed_task_again(stack: tuple[str, OmniQ, str], tmp_path: Path) -> None:
+    url, app, executable = stack
     sync_api: Any = pytest.importorskip("playwright.sync_api")
     expect = sync_api.expect
 
