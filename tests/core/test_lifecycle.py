@@ -371,3 +371,36 @@ async def test_a_worker_is_in_the_registry_while_it_runs(engine_app: Any) -> Non
             assert info.queues == ("default",) and info.pool == "async" and info.pid > 0 and info.version
             assert info.heartbeat_at >= info.started_at
         assert pool.worker_id not in [w.id for w in await app.task_queue.list_workers()]
+
+
+def test_an_implementation_gets_the_arguments_it_names_in_any_order() -> None:
+    """Call sites pass the hookspec's arguments by position; each implementation gets what it names."""
+    seen: list[Any] = []
+
+    class Subset:
+        @hookimpl
+        def omniq_task_retried(self, delay: float, task: Task) -> None:
+            seen.append((delay, task.id))
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def omniq_task_headers(self, task: Task) -> Any:
+            results = yield
+            seen.append(("wrapped", task.id))
+            return results
+
+    bare = pluggy.PluginManager("omniq")
+    bare.add_hookspecs(hookspecs)
+    bare.register(Subset())
+    bare.register(Recorder())
+    task = Task(id="t1", func="f")
+    lifecycle = Lifecycle(bare)
+    assert lifecycle.task_retried is not None and lifecycle.task_headers is not None
+    lifecycle.task_retried(task, TaskError(type="E", message="m"), "w", 1.5)
+    assert seen == [(1.5, "t1")]
+    assert lifecycle.task_headers(task) == [{"traceparent": "00-t1-01"}]
+    bare.register(Wrapper())  # a wrapper: the hook is called through pluggy, with the same results
+    lifecycle = Lifecycle(bare)
+    assert lifecycle.task_headers is not None
+    assert lifecycle.task_headers(task) == [{"traceparent": "00-t1-01"}]
+    assert seen[-1] == ("wrapped", "t1")

@@ -231,7 +231,7 @@ class Components:
         if self.events is not None:
             self.events.add(TaskEvent(task_id=task_id, type=EventType.CANCELLED, queue=task.queue, func=task.func))
         if self.lifecycle.task_cancelled is not None:
-            self.lifecycle.task_cancelled(task=task)
+            self.lifecycle.task_cancelled(task)
         return True
 
     async def set_paused(self, task_id: str, paused: bool) -> bool:

@@ -123,7 +123,7 @@ class Producer:
         notify = components.lifecycle.task_enqueued
         if notify is not None:
             for task in tasks:
-                notify(task=task)
+                notify(task)
 
     # -- building ------------------------------------------------------------------------------------
 

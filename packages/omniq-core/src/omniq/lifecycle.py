@@ -5,12 +5,14 @@ producer, the app and the worker each hold a :class:`Lifecycle`, built once
 (at connect, at worker start), and call its attribute for the event::
 
     if (notify := lifecycle.task_started) is not None:
-        notify(task=task, worker_id=worker_id)
+        notify(task, worker_id)
 
 Each attribute is None when no plugin implements that hook, so an event
 nobody observes costs one attribute read and a comparison. Otherwise it is a
-function that calls each implementation directly (in pluggy's order: the
-last registered first, ``tryfirst``/``trylast`` respected) with the arguments
+function of the hook's arguments, passed by position in the order of the
+hookspec (a positional call is about 1 µs cheaper per event than keywords),
+that calls each implementation directly (in pluggy's order: the last
+registered first, ``tryfirst``/``trylast`` respected) with the arguments
 it asks for, and logs and swallows an implementation's exception, so one
 broken observer neither fails a task nor keeps the others from seeing the
 event. A plugin using pluggy's wrappers is called through pluggy instead
@@ -65,9 +67,10 @@ class Lifecycle:
     """The lifecycle hooks the registered plugins implement, decided once when built.
 
     Attributes (one per event in :data:`EVENTS`): None when no plugin
-    implements the hook, else a function taking the hook's arguments as
-    keywords. ``task_headers`` and ``task_run`` return the list of
-    non-None results; the others return None.
+    implements the hook, else a function taking the hook's arguments by
+    position, in the hookspec's order (``task_retried(task, error,
+    worker_id, delay)``). ``task_headers`` and ``task_run`` return the list
+    of non-None results; the others return None.
     """
 
     __slots__ = (*EVENTS, "names")
@@ -121,16 +124,17 @@ class Lifecycle:
 def _dispatcher(event: str, hook: Any, impls: Sequence[Any]) -> Callable[..., Any]:
     collect = event in _COLLECTING
     if any(impl.hookwrapper or impl.wrapper for impl in impls):
-        return _through_pluggy(event, hook, collect)
+        return _through_pluggy(event, hook, collect, tuple(hook.spec.argnames))
     # pluggy calls the last registered first; get_hookimpls() lists them the other way round.
-    calls = tuple((impl.function, impl.argnames, impl.plugin_name) for impl in reversed(impls))
+    spec_args = tuple(hook.spec.argnames) if hook.spec is not None else ()
+    calls = tuple((_taking_positions(impl, spec_args), impl.plugin_name) for impl in reversed(impls))
     if collect:
 
-        def gather(**kwargs: Any) -> list[Any]:
+        def gather(*args: Any) -> list[Any]:
             results = []
-            for function, argnames, plugin in calls:
+            for function, plugin in calls:
                 try:
-                    value = function(*[kwargs[name] for name in argnames])
+                    value = function(*args)
                 except Exception:
                     _log_failure(event, plugin)
                     continue
@@ -141,30 +145,49 @@ def _dispatcher(event: str, hook: Any, impls: Sequence[Any]) -> Callable[..., An
         return gather
 
     if len(calls) == 1:  # the usual case: one observer (the built-in worker log, say)
-        ((function, argnames, plugin),) = calls
+        ((function, plugin),) = calls
 
-        def notify_one(**kwargs: Any) -> None:
+        def notify_one(*args: Any) -> None:
             try:
-                function(*[kwargs[name] for name in argnames])
+                function(*args)
             except Exception:
                 _log_failure(event, plugin)
 
         return notify_one
 
-    def notify(**kwargs: Any) -> None:
-        for function, argnames, plugin in calls:
+    def notify(*args: Any) -> None:
+        for function, plugin in calls:
             try:
-                function(*[kwargs[name] for name in argnames])
+                function(*args)
             except Exception:  # noqa: PERF203 - each observer on its own: one failing must not silence the rest
                 _log_failure(event, plugin)
 
     return notify
 
 
-def _through_pluggy(event: str, hook: Any, collect: bool) -> Callable[..., Any]:
-    def call(**kwargs: Any) -> Any:
+def _taking_positions(impl: Any, spec_args: tuple[str, ...]) -> Callable[..., Any]:
+    """The implementation as a function of every argument of the hook, by position in the hookspec's order.
+
+    An implementation that takes them all in that order (the usual case) is
+    called as it is, on the hot path; one that takes fewer, or in another
+    order, gets only those, by name (as pluggy does).
+    """
+    function: Callable[..., Any] = impl.function
+    wanted = tuple(impl.argnames)
+    if wanted == spec_args:
+        return function
+    positions = [spec_args.index(name) for name in wanted]
+
+    def some(*args: Any) -> Any:
+        return function(*[args[i] for i in positions])
+
+    return some
+
+
+def _through_pluggy(event: str, hook: Any, collect: bool, spec_args: tuple[str, ...]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
         try:
-            results = hook(**kwargs)
+            results = hook(**dict(zip(spec_args, args, strict=True)))
         except Exception:
             _log_failure(event, "a wrapper")
             return [] if collect else None
@@ -183,7 +206,7 @@ def merge_headers(task: Task, lifecycle: Lifecycle) -> Task:
     if gather is None:
         return task
     extra: dict[str, str] = {}
-    for headers in gather(task=task):
+    for headers in gather(task):
         if isinstance(headers, dict):
             extra.update(headers)
         else:

@@ -168,7 +168,7 @@ class Finisher:
         for (task, outcome), ok in zip(batch, accepted, strict=True):
             if not ok:
                 if self.lifecycle.task_lease_lost is not None:
-                    self.lifecycle.task_lease_lost(task=task, worker_id=self.worker_id)
+                    self.lifecycle.task_lease_lost(task, self.worker_id)
                 continue
             if outcome.kind is not OutcomeKind.RELEASE:
                 self.processed += 1  # a released task was handed back, not processed
@@ -202,16 +202,16 @@ class Finisher:
         lifecycle, worker_id = self.lifecycle, self.worker_id
         if event_type is EventType.SUCCEEDED:
             if lifecycle.task_succeeded is not None and outcome.result is not None:
-                lifecycle.task_succeeded(task=task, result=outcome.result, worker_id=worker_id)
+                lifecycle.task_succeeded(task, outcome.result, worker_id)
         elif event_type is EventType.FAILED:
             if lifecycle.task_failed is not None and outcome.error is not None:
-                lifecycle.task_failed(task=task, error=outcome.error, worker_id=worker_id)
+                lifecycle.task_failed(task, outcome.error, worker_id)
         elif event_type is EventType.RETRYING:
             if lifecycle.task_retried is not None and outcome.error is not None:
                 delay = max(0.0, (outcome.eta - utcnow()).total_seconds()) if outcome.eta is not None else 0.0
-                lifecycle.task_retried(task=task, error=outcome.error, worker_id=worker_id, delay=delay)
+                lifecycle.task_retried(task, outcome.error, worker_id, delay)
         elif event_type is EventType.RELEASED:
             if lifecycle.task_released is not None:
-                lifecycle.task_released(task=task, worker_id=worker_id)
+                lifecycle.task_released(task, worker_id)
         elif event_type is EventType.EXPIRED and lifecycle.task_expired is not None:
-            lifecycle.task_expired(task=task)
+            lifecycle.task_expired(task)

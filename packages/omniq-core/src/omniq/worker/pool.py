@@ -169,7 +169,7 @@ class AsyncWorkerPool:
         )
         await registration.register()
         if lifecycle.worker_started is not None:
-            lifecycle.worker_started(worker_id=self.worker_id, queues=self.queues)
+            lifecycle.worker_started(self.worker_id, self.queues)
         logger.info(
             "worker %s started: queues=%s concurrency=%d pool=%s",
             self.worker_id,
@@ -198,7 +198,7 @@ class AsyncWorkerPool:
             await app.flush_events()
             self._stopped.set()
             if lifecycle.worker_stopped is not None:
-                lifecycle.worker_stopped(worker_id=self.worker_id)
+                lifecycle.worker_stopped(self.worker_id)
             logger.info("worker %s stopped after %d tasks", self.worker_id, self.processed)
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -295,7 +295,7 @@ class AsyncWorkerPool:
         lifecycle = self._lifecycle
         try:
             if lifecycle.task_started is not None:
-                lifecycle.task_started(task=task, worker_id=self.worker_id)
+                lifecycle.task_started(task, self.worker_id)
             outcome = await execute(self.app, executor, task, lifecycle.task_run, self.worker_id)
         except asyncio.CancelledError:
             pass  # shutdown or lost lease: decided below
@@ -324,7 +324,7 @@ class AsyncWorkerPool:
         if notify is not None:
             for task, ok in zip(tasks, accepted, strict=True):
                 if ok:
-                    notify(task=task, worker_id=self.worker_id)
+                    notify(task, self.worker_id)
 
     async def _drain(self) -> None:
         """Give in-flight tasks the grace period, then cancel and release the rest."""

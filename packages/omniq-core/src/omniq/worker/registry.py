@@ -118,7 +118,7 @@ class Registration:
             await self.register()
             notify = self.lifecycle.worker_heartbeat
             if notify is not None:
-                notify(worker=self.info)
+                notify(self.info)
 
     async def unregister(self) -> None:
         """Remove the entry (the pool stopped); a failure is logged, the entry then expires by itself."""

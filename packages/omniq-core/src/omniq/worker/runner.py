@@ -136,7 +136,7 @@ async def execute(
             if run_hooks is None:
                 value = await executor.run(task.func, handle.func, handle.is_async, args, kwargs, task.timeout)
             else:
-                with run_context(run_hooks(task=task, worker_id=worker_id)):
+                with run_context(run_hooks(task, worker_id)):
                     value = await executor.run(task.func, handle.func, handle.is_async, args, kwargs, task.timeout)
         except Exception as exc:
             return _failure(app, task, error_from_exception(exc, task.attempts))

@@ -88,7 +88,7 @@ class Upkeep:
                     held.cancelled = True
                     held.cancel()
                     if self.lifecycle.task_lease_lost is not None:
-                        self.lifecycle.task_lease_lost(task=held.task, worker_id=self.worker_id)
+                        self.lifecycle.task_lease_lost(held.task, self.worker_id)
 
     async def sweep(self) -> None:
         """Recover expired leases every ``sweep_interval``, and clean up now and then."""
