@@ -243,3 +243,12 @@ def test_the_throughput_chart_scales_to_its_peak_and_labels_each_minute() -> Non
     assert (chart.first, chart.last) == ("02:05", "03:04")
     assert chart.summary == "7 completed in the last hour, peak 4/min"
     assert throughput_chart([0] * 60, now).summary == "0 completed in the last hour"
+
+
+async def test_no_page_shows_a_url_password_even_in_user_data(omniq_app: AsyncOmniQ) -> None:
+    task_id = await failed_task(omniq_app, "redis://worker:hunter2@cache:6379/0")
+    async with client(omniq_app) as http:
+        page = (await http.get(f"/tasks/{task_id}")).text
+        listing = (await http.get("/tasks")).text
+    assert "hunter2" not in page and "hunter2" not in listing
+    assert "redis://worker:***@cache:6379/0" in page

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -29,6 +30,7 @@ from omniq.cli.apps import places
 from omniq.dashboard import views
 from omniq.dashboard.data import age, when
 from omniq.dashboard.security import SECURITY_HEADERS, Credentials, is_loopback
+from omniq.errors import redact_url
 
 __all__ = ["DashboardConfig", "create_app", "metrics_route"]
 
@@ -58,10 +60,21 @@ class DashboardConfig:
     manage_app: bool = True
 
 
+def _shown(value: Any) -> Any:
+    """Every value a template prints: a URL's password hidden (an error message may hold one).
+
+    Markup (a macro's output) is left alone: its own values went through here already.
+    """
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return redact_url(value)
+    return value
+
+
 def _templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True,  # every template is HTML; task arguments and errors are user data
+        finalize=_shown,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
