@@ -252,3 +252,14 @@ async def test_no_page_shows_a_url_password_even_in_user_data(omniq_app: AsyncOm
         listing = (await http.get("/tasks")).text
     assert "hunter2" not in page and "hunter2" not in listing
     assert "redis://worker:***@cache:6379/0" in page
+
+
+async def test_a_backend_error_is_a_page_that_keeps_polling() -> None:
+    pytest.importorskip("omniq_redis")
+    from omniq import Settings
+
+    app = AsyncOmniQ(Settings(backend="redis", url="redis://:hunter2@127.0.0.1:1/0"))  # nothing listens there
+    async with client(app) as http:
+        page = await http.get("/")
+    assert page.status_code == 503 and 'id="live"' in page.text
+    assert "BackendUnavailableError" in page.text and "hunter2" not in page.text

@@ -30,7 +30,7 @@ from omniq.cli.apps import places
 from omniq.dashboard import views
 from omniq.dashboard.data import age, when
 from omniq.dashboard.security import SECURITY_HEADERS, Credentials, is_loopback
-from omniq.errors import redact_url
+from omniq.errors import OmniQError, redact_url
 
 __all__ = ["DashboardConfig", "create_app", "metrics_route"]
 
@@ -150,7 +150,7 @@ def create_app(app: AsyncOmniQ, config: DashboardConfig | None = None) -> Starle
         routes=routes,
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=_guard(config))],
         lifespan=lifespan,
-        exception_handlers={404: views.not_found},
+        exception_handlers={404: views.not_found, OmniQError: views.backend_error},
     )
     web.state.omniq = app
     web.state.config = config

@@ -22,7 +22,7 @@ from omniq.app import AsyncOmniQ
 from omniq.dashboard import data
 from omniq.dashboard.security import CSRF_COOKIE, CSRF_FIELD, new_token, origin_matches, tokens_match
 
-__all__ = ["LIVE_HEADER", "not_found", "routes"]
+__all__ = ["LIVE_HEADER", "backend_error", "not_found", "routes"]
 
 #: the header of a live refresh (the reply is the page's live block only).
 LIVE_HEADER = "X-OmniQ-Live"
@@ -229,6 +229,12 @@ async def purge_action(request: Request) -> Response:
 async def not_found(request: Request, exc: Exception) -> Response:
     """An unknown page (404) as a page of the dashboard."""
     return render(request, "missing.html", {"title": "Not found", "what": f"page {request.url.path}"}, 404)
+
+
+async def backend_error(request: Request, exc: Exception) -> Response:
+    """An error from OmniQ (the backend away, say) as a page, with status 503; the page polls on."""
+    context = {"title": "Backend error", "message": f"{type(exc).__name__}: {exc}"}
+    return render(request, "failure.html", context, 503)
 
 
 def routes() -> list[Route]:
