@@ -23,7 +23,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``dashboard`` to the command's subparsers."""
     text = "serve the web dashboard: queues, tasks, workers, schedules; retry, cancel, purge"
     command = sub.add_parser("dashboard", help=text, description=text)
-    command.add_argument("app", nargs="?", default=None, metavar="APP", help="module:attribute of the app")
+    command.add_argument(
+        "app",
+        nargs="?",
+        default=None,
+        metavar="APP",
+        help="module:attribute of the app (default: built from the environment)",
+    )
     command.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     command.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     command.add_argument(
@@ -36,7 +42,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--insecure", action="store_true", help="serve a non-loopback address without auth (not recommended)"
     )
     command.add_argument("--read-only", action="store_true", help="hide every action and refuse every POST")
-    command.add_argument("--poll", type=float, default=3.0, help="seconds between a page's live refreshes (default 3)")
+    command.add_argument(
+        "--poll", type=float, default=3.0, metavar="SECONDS", help="seconds between a page's live refreshes (default 3)"
+    )
     command.set_defaults(handler=_dashboard)
 
 
