@@ -57,7 +57,7 @@ TIMINGS = {
 class Worker:
     """An ``omniq worker logapp:app`` process whose output goes to a file."""
 
-    def __init__(self, tmp_path: Path, *args: str) -> None:
+    def __init__(self, tmp_path: Path, *args: str, level: str | None = "DEBUG") -> None:
         (tmp_path / "logapp.py").write_text(APP)
         self.base_dir = tmp_path / "data"
         self.env = {
@@ -68,6 +68,7 @@ class Worker:
             "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
         }
         self.args = args
+        self.level = ["--log-level", level] if level is not None else []
         self.tmp_path = tmp_path
         self.output = tmp_path / "worker.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -77,7 +78,7 @@ class Worker:
         return OmniQ(Settings.load(env={}, **overrides))
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "omniq", "--log-level", "DEBUG", "worker", "logapp:app", *self.args]
+        command = [sys.executable, "-m", "omniq", *self.level, "worker", "logapp:app", *self.args]
         with self.output.open("wb") as out:
             self.process = subprocess.Popen(command, env=self.env, cwd=self.tmp_path, stdout=out, stderr=out)
 
@@ -168,3 +169,17 @@ def test_json_lines_parse_and_carry_the_task_fields(tmp_path: Path) -> None:
     [failure] = [r for r in records if r.get("task_id") == boom and r["level"] == "ERROR"]
     assert failure["error_type"] == "ValueError" and failure["error"] == "kaput"
     assert 'raise ValueError("kaput")' in failure["traceback"]
+
+
+def test_by_default_a_worker_logs_failures_but_not_each_success(tmp_path: Path) -> None:
+    """Without --log-level the task lines stop at WARNING: a success line per task costs too much by default."""
+    worker = Worker(tmp_path, "--burst", level=None)
+    with worker.producer() as app:
+        ok = app.enqueue("ok")
+        boom = app.enqueue("boom", max_retries=0)
+    worker.start()
+    assert worker.process is not None and worker.process.wait(30) == 0
+    text = worker.text()
+    assert " ERROR " in _line(text, f"task {boom} (boom, queue default, attempt 1) failed: ValueError: kaput")
+    assert ok not in text
+    assert "started: queues=default" in text  # the worker's own INFO lines stay

@@ -19,7 +19,15 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``worker`` to the command's subparsers."""
-    worker = sub.add_parser("worker", help="run a worker pool")
+    worker = sub.add_parser(
+        "worker",
+        help="run a worker pool",
+        description=(
+            "Run a worker pool. It logs each task's failure, retry, timeout, expiry and lost lease; "
+            "its success and release lines (INFO, with the run time) need an explicit --log-level INFO "
+            "or DEBUG (or $OMNIQ_LOG_LEVEL): a line per task costs about a fifth of a no-op task's drain."
+        ),
+    )
     worker.add_argument("app", help="module:attribute of the OmniQ app (or a factory)")
     worker.add_argument("--concurrency", "-c", type=int, default=None, help="tasks in flight")
     worker.add_argument("--queues", "-q", default=None, help="comma-separated queues (default: settings.queues)")
@@ -92,7 +100,7 @@ async def _work(args: argparse.Namespace) -> int:
     if os.environ.get("OMNIQ_WORKER_PROCESS"):
         _stop_when_orphaned()
     app = load_app(args.app)
-    _set_log_format(args.log_format or app.settings.log_format)
+    _configure_logs(args.log_format or app.settings.log_format, explicit_level=bool(args.log_level))
     pool = app.worker(args.concurrency, queues=args.queues, pool=args.pool, burst=args.burst)
     try:
         await pool.start(handle_signals=True)
@@ -102,12 +110,21 @@ async def _work(args: argparse.Namespace) -> int:
     return 0
 
 
-def _set_log_format(log_format: str) -> None:
-    """Write the worker's log lines as text or JSON (the level stays as the command set it)."""
+def _configure_logs(log_format: str, *, explicit_level: bool) -> None:
+    """Write the worker's log lines as text or JSON (the level stays as the command set it).
+
+    Unless a level was asked for (``--log-level``, ``$OMNIQ_LOG_LEVEL``), the
+    per-task lines stop at WARNING (failures, retries, expiries, lost leases):
+    a success line per task would slow a drain of no-op tasks by about 20 %
+    (benchmarks/drain_compare.py), more than the 5 % a default may cost.
+    """
     from omniq import logs as omniq_logs
+    from omniq.worker.task_log import logger as task_logger
 
     level = logging.getLogger(omniq_logs.ROOT).level or logging.WARNING
     omniq_logs.configure(level, log_format=log_format)
+    if not explicit_level and not os.environ.get("OMNIQ_LOG_LEVEL"):
+        task_logger.setLevel(max(level, logging.WARNING))
 
 
 def _exit_despite_abandoned_threads(code: int) -> None:
