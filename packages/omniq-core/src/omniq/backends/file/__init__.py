@@ -21,7 +21,9 @@ Modules: :mod:`.connection` (URLs, errors, the root a component holds),
 :mod:`.fsspec_store` (the storage drivers), :mod:`.wakeups`, and the
 synchronous operations the components run in a worker thread:
 :mod:`.task_files`, :mod:`.enqueue`, :mod:`.leases`, :mod:`.management`,
-:mod:`.result_files`, :mod:`.event_files`.
+:mod:`.overview` (pages of tasks, queue statistics), :mod:`.workers` (the
+worker registry: ``workers/<id>.worker``), :mod:`.result_files`,
+:mod:`.event_files`.
 """
 
 from __future__ import annotations
