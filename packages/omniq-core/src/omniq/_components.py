@@ -10,7 +10,12 @@ receive):
 * event types: one type or a sequence of them, each an ``EventType`` or its
   string value -> a tuple of strings, or None for "any";
 * times: an aware datetime, or a naive one taken as local time (as an
-  ``eta`` is) -> an aware UTC datetime.
+  ``eta`` is) -> an aware UTC datetime;
+* a page of tasks: the filters, a positive limit and a checked cursor ->
+  a ``TaskQuery`` (``omniq.monitoring``).
+
+Each call the app makes connects the components first (idempotent), so the
+app's methods are one line each.
 
 A value that is none of these is a ``ConfigurationError`` naming the
 argument, raised before any backend call. Producing (``_producer``) and
@@ -22,6 +27,7 @@ calls carry records the backends made themselves.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,9 +36,11 @@ import anyio
 
 from omniq import plugins
 from omniq._events import EventBuffer
+from omniq.capabilities import Capability
 from omniq.errors import ConfigurationError
 from omniq.lifecycle import Lifecycle
 from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus
+from omniq.monitoring import RETRYABLE_STATUSES, QueueStats, TaskQuery, WorkerInfo, decode_cursor
 
 if TYPE_CHECKING:
     from omniq.base import BaseEventStorage, BaseResultStorage, BaseTaskQueue
@@ -41,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["Components", "aware_time", "event_types", "status", "statuses"]
 
 _C = TypeVar("_C")
+
+logger = logging.getLogger("omniq.app")
 
 _STATUS_VALUES = ", ".join(s.value for s in TaskStatus)
 _EVENT_VALUES = ", ".join(e.value for e in EventType)
@@ -113,6 +123,7 @@ class Components:
         self.lifecycle = Lifecycle.empty()
         self.connected = False
         self._connect_lock: anyio.Lock | None = None
+        self._said_local_registry = False
 
     # -- the components ------------------------------------------------------------------------------
 
@@ -130,6 +141,9 @@ class Components:
     def event_storage(self) -> BaseEventStorage:
         """The event storage (available after :meth:`connect`)."""
         return _require(self.event_storage_or_none, "event_storage")
+
+    def _type(self, name: str) -> str:
+        return self.settings.component(name).type
 
     def _build(self, name: str) -> Any:
         component = self.settings.component(name)
@@ -196,6 +210,7 @@ class Components:
         limit: int,
     ) -> list[TaskEvent]:
         """Recorded events matching the filters (buffered ones flushed first); [] when events are disabled."""
+        await self.connect()
         wanted = event_types(types)
         since, until = aware_time(since, "since"), aware_time(until, "until")
         if self.events is None:
@@ -207,20 +222,53 @@ class Components:
 
     async def get_task(self, task_id: str) -> Task | None:
         """The task record, or None."""
+        await self.connect()
         return await self.task_queue.get(task_id)
 
     async def list_tasks(
-        self, task_status: TaskStatus | str | None, queue: str | None, limit: int, offset: int
+        self,
+        task_status: TaskStatus | str | None,
+        queue: str | None,
+        limit: int,
+        offset: int,
+        name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: str | None = None,
     ) -> list[Task]:
-        """Tasks filtered by status and queue, newest first."""
-        return await self.task_queue.list(status=status(task_status), queue=queue, limit=limit, offset=offset)
+        """Tasks newest first: by offset through ``list``, or with any key-page filter through ``list_page``.
+
+        ``list_page`` takes a ``TaskQuery``: the cursor is checked and the
+        times made aware here, before any backend call.
+        """
+        await self.connect()
+        if name is None and since is None and until is None and after is None:
+            return await self.task_queue.list(status=status(task_status), queue=queue, limit=limit, offset=offset)
+        if offset:
+            raise ConfigurationError("offset= pages by position: with name, since, until or after, page with after=")
+        if limit < 1:
+            raise ConfigurationError(f"limit={limit!r} is not valid: expected at least 1")
+        if after is not None:
+            decode_cursor(after)
+        query = TaskQuery(
+            status=status(task_status),
+            queue=queue,
+            func=name,
+            since=aware_time(since, "since"),
+            until=aware_time(until, "until"),
+            limit=limit,
+            after=after,
+        )
+        return await self.task_queue.list_page(query)
 
     async def count_tasks(self, task_status: TaskStatus | str | None, queue: str | None) -> int:
         """The number of tasks of that status and queue."""
+        await self.connect()
         return await self.task_queue.count(status=status(task_status), queue=queue)
 
     async def cancel(self, task_id: str) -> bool:
         """Cancel the task, store its CANCELLED result (waiters wake) and record the event; False if unknown or finished."""
+        await self.connect()
         if not await self.task_queue.cancel(task_id):
             return False
         # Read back after the cancel: the record is CANCELLED now (purged concurrently: None).
@@ -236,15 +284,62 @@ class Components:
 
     async def set_paused(self, task_id: str, paused: bool) -> bool:
         """Pause or resume a task that is not terminal, recording the event; False if unknown or terminal."""
+        await self.connect()
         changed = await self.task_queue.set_paused(task_id, paused)
         if changed and self.events is not None:
             self.events.add(TaskEvent(task_id=task_id, type=EventType.PAUSED if paused else EventType.RESUMED))
         return changed
 
+    async def retry(self, task_id: str) -> bool:
+        """Run a FAILED, CANCELLED or EXPIRED task again: its old result goes, a REQUEUED event is recorded.
+
+        The result is deleted before the task is reset, so a new run's result
+        can never be the one deleted; a reader in between (or after a retry
+        that was refused) still gets the outcome, made from the terminal record.
+        """
+        await self.connect()
+        task = await self.task_queue.get(task_id)
+        if task is None or task.status not in RETRYABLE_STATUSES:
+            return False
+        await self.result_storage.delete(task_id)
+        fresh = await self.task_queue.retry(task_id)
+        if fresh is None:
+            return False
+        if self.events is not None:
+            note = f"requeued from {task.status.value} after {task.attempts} attempt(s)"
+            self.events.add(
+                TaskEvent(task_id=task_id, type=EventType.REQUEUED, queue=fresh.queue, func=fresh.func, message=note)
+            )
+        return True
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Per queue: counts by status, the oldest ready task's age, completions per minute."""
+        await self.connect()
+        return await self.task_queue.queue_stats()
+
+    @property
+    def shared_worker_registry(self) -> bool:
+        """Whether the task queue class declares ``Capability.WORKER_REGISTRY`` (known before connecting)."""
+        queue = self.task_queue_or_none
+        cls = type(queue) if queue is not None else plugins.resolve_backend("task_queue", self._type("task_queue"))
+        return Capability.WORKER_REGISTRY in cls.capabilities
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Live workers; without a shared registry, this process's only (said once in the log)."""
+        await self.connect()
+        if not self.shared_worker_registry and not self._said_local_registry:
+            self._said_local_registry = True
+            logger.warning(
+                "the %s task queue has no shared worker registry: list_workers shows this process's workers only",
+                type(self.task_queue).__name__,
+            )
+        return await self.task_queue.list_workers()
+
     async def purge(
         self, queue: str | None, task_statuses: TaskStatus | str | Sequence[TaskStatus | str] | None
     ) -> int:
         """Delete tasks (all, or by queue / statuses) and, when purging everything, results and events."""
+        await self.connect()
         wanted = statuses(task_statuses)
         count = await self.task_queue.purge(queue=queue, statuses=wanted)
         if queue is None and wanted is None:

@@ -1,11 +1,10 @@
 """AsyncOmniQ: the one implementation of the OmniQ API (``OmniQ`` wraps it for sync code).
 
-The app is registration, the public methods and their documentation. What
-they stand on lives beside it, one concept per module: ``_components``
-(the backends, and the one seam where the app's arguments are normalised
-before a backend sees them), ``_producer`` (calls and options become task
-records), ``_results`` (reading and waiting for results), ``_options``
-(the enqueue options, declared once) and ``_tasks`` (task handles).
+The app is registration, the public methods and their documentation. What they stand on lives beside it,
+one concept per module: ``_components`` (the backends, and the one seam where the app's arguments are
+normalised and the components connected before a backend sees them), ``_producer`` (calls and options become
+task records), ``_results`` (reading and waiting for results), ``_options`` (the enqueue options, declared
+once), ``_tasks`` (task handles) and ``omniq.monitoring`` (what the operator methods return).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
 
     from omniq._events import EventBuffer
     from omniq.base import BaseEventStorage, BaseResultStorage, BaseTaskQueue
+    from omniq.monitoring import QueueStats, WorkerInfo
     from omniq.worker.pool import AsyncWorkerPool
 
     P = ParamSpec("P")
@@ -179,26 +179,11 @@ class AsyncOmniQ:
         depends_on: str | Iterable[str] | None = None,
         **kwargs: Any,
     ) -> str:
-        """Enqueue ``func(*args, **kwargs)`` and return the task id.
+        """Enqueue ``func(*args, **kwargs)`` and return the task id (with ``interval``/``cron``: the schedule id).
 
-        Args:
-            func: a registered task, a callable (registered on the fly) or a registered name.
-            *args: the task's positional arguments.
-            eta: run at that time (aware; a naive one is local time).
-            delay: run after that many seconds (or a timedelta).
-            interval: run every that many seconds (or a timedelta); the id returned is the schedule id.
-            cron: run at the ticks of this cron expression; the id returned is the schedule id.
-            max_retries: retries after the first attempt (``2``: at most 3 runs).
-            timeout: seconds one attempt may run.
-            ttl: seconds the task may wait to start; past it, it is recorded EXPIRED and never runs.
-            result_ttl: seconds the result is kept.
-            queue: the queue it goes to (default ``"default"``).
-            priority: higher runs first among ready tasks of a queue (default 0).
-            unique_key: while a task with this key is pending or running, its id is returned instead.
-            depends_on: task id(s) that must succeed first; if one fails, so does this task.
-            **kwargs: the task's keyword arguments.
-
-        The options are declared once, in :class:`~omniq.EnqueueOptions`; None takes the decorator's default.
+        ``func`` is a registered task, a callable (registered on the fly) or a registered name; ``*args`` and
+        ``**kwargs`` are the task's arguments. The options are declared and documented once, in
+        :class:`~omniq.EnqueueOptions`; None takes the decorator's default.
         """
         options = EnqueueOptions(
             eta=eta,
@@ -255,7 +240,6 @@ class AsyncOmniQ:
 
     async def get_task(self, task_id: str) -> Task | None:
         """Return the task record, or None."""
-        await self.connect()
         return await self._components.get_task(task_id)
 
     def decode_args(self, task: Task) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -265,19 +249,17 @@ class AsyncOmniQ:
     async def get_result(self, task_id: str, wait: bool = False, timeout: float | None = None) -> TaskResult | None:
         """Return the task's result, or None while there is none.
 
-        With ``wait=True`` wait for it, at most ``timeout`` seconds (None:
-        no limit), and return None if the time runs out first (running out of
-        time is an answer, not an error). A waiter rides out a reconnect, and
-        raises BackendUnavailableError only if the backend is still away when
-        the time is up. It never waits for ever for a finished task: one that
-        is terminal without a result (its worker died between the two writes)
-        gets a result made from its record.
+        With ``wait=True`` wait for it, at most ``timeout`` seconds (None: no
+        limit); None if the time runs out first (an answer, not an error). A
+        waiter rides out a reconnect (BackendUnavailableError only if the
+        backend is still away when the time is up), and never waits for ever
+        for a task that is terminal without a result (its worker died between
+        the two writes): it gets a result made from the record.
 
         Raises:
             TaskNotFoundError: with ``wait=True``, when there is neither a
-                result nor a task with this id (unknown, or purged), since
-                nothing could ever end the wait. Without ``wait`` an unknown
-                id reads as None, like a task that has not finished.
+                result nor a task with this id (unknown, or purged). Without
+                ``wait`` an unknown id reads as None, like an unfinished task.
         """
         await self.connect()
         if wait:
@@ -287,15 +269,27 @@ class AsyncOmniQ:
         return self._registry.decode_result(result) if result is not None else None
 
     async def list_tasks(
-        self, status: TaskStatus | str | None = None, limit: int = 25, *, queue: str | None = None, offset: int = 0
+        self,
+        status: TaskStatus | str | None = None,
+        limit: int = 25,
+        *,
+        queue: str | None = None,
+        offset: int = 0,
+        name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: str | None = None,
     ) -> list[Task]:
-        """List tasks, newest first, optionally filtered by status (a TaskStatus or its value) and queue."""
-        await self.connect()
-        return await self._components.list_tasks(status, queue, limit, offset)
+        """List tasks, newest first, filtered by status, queue, task name and ``since <= created_at < until``.
+
+        Page with ``after=omniq.monitoring.page_cursor(last.created_at, last.id)`` of the previous page's last
+        task: such pages never skip or repeat a task as others come and go. ``offset`` (kept for compatibility)
+        combines with ``status`` and ``queue`` only.
+        """
+        return await self._components.list_tasks(status, queue, limit, offset, name, since, until, after)
 
     async def count_tasks(self, status: TaskStatus | str | None = None, *, queue: str | None = None) -> int:
         """Count tasks, optionally filtered by status (a TaskStatus or its value) and queue."""
-        await self.connect()
         return await self._components.count_tasks(status, queue)
 
     async def get_events(
@@ -309,27 +303,28 @@ class AsyncOmniQ:
     ) -> list[TaskEvent]:
         """Query recorded events, oldest first (buffered ones are flushed first).
 
-        Args:
-            task_id: only this task's events.
-            types: one event type or several (``EventType`` members or their values).
-            since: events at or after this time (aware; a naive one is local time).
-            until: events before this time, not at it: ``since <= at < until``.
-            limit: at most this many events.
+        Filters: ``task_id``; ``types``, one event type or several (``EventType`` members or their values);
+        ``since <= at < until`` (aware; a naive one is local time); at most ``limit`` events.
         """
-        await self.connect()
         return await self._components.query_events(task_id, types, since, until, limit)
 
     # -- control -----------------------------------------------------------------------------------
 
     async def cancel(self, task_id: str) -> bool:
-        """Cancel a pending or running task (a recurring one stops recurring).
+        """Cancel a pending or running task (a recurring one stops recurring); False if unknown or finished.
 
-        A running task's worker loses its lease: its outcome is not recorded
-        and it stops the task at its next heartbeat. Waiters on the result
-        receive a CANCELLED result. Returns False if the task was unknown or finished.
+        A running task's worker loses its lease: its outcome is not recorded and it stops the task at its
+        next heartbeat. Waiters on the result receive a CANCELLED result.
         """
-        await self.connect()
         return await self._components.cancel(task_id)
+
+    async def retry(self, task_id: str) -> bool:
+        """Run a FAILED, CANCELLED or EXPIRED task again with a fresh attempt budget; False if not retried.
+
+        Its old result is deleted (``get_result(wait=True)`` waits for the new run) and a REQUEUED event
+        follows the old attempts' events. Refused when another live task holds its ``unique_key``.
+        """
+        return await self._components.retry(task_id)
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
         """Return the schedule of a recurring task (its id is the schedule id)."""
@@ -338,12 +333,10 @@ class AsyncOmniQ:
 
     async def pause_schedule(self, schedule_id: str) -> bool:
         """Stop a recurring task from running until :meth:`resume_schedule`; False if unknown or ended."""
-        await self.connect()
         return await self._components.set_paused(schedule_id, True)
 
     async def resume_schedule(self, schedule_id: str) -> bool:
         """Let a paused recurring task run again; False if unknown or ended."""
-        await self.connect()
         return await self._components.set_paused(schedule_id, False)
 
     async def cancel_schedule(self, schedule_id: str) -> bool:
@@ -351,14 +344,23 @@ class AsyncOmniQ:
         return await self.cancel(schedule_id)
 
     async def purge(
-        self,
-        *,
-        queue: str | None = None,
-        statuses: TaskStatus | str | Sequence[TaskStatus | str] | None = None,
+        self, *, queue: str | None = None, statuses: TaskStatus | str | Sequence[TaskStatus | str] | None = None
     ) -> int:
         """Delete tasks (all, or by queue / statuses) and, when purging everything, results and events."""
-        await self.connect()
         return await self._components.purge(queue, statuses)
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Per queue holding tasks: counts by status, oldest ready age, completions per minute (QueueStats)."""
+        return await self._components.queue_stats()
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Live worker processes, oldest first; this process's only without ``Capability.WORKER_REGISTRY``."""
+        return await self._components.list_workers()
+
+    @property
+    def shared_worker_registry(self) -> bool:
+        """True when workers register in the engine, seen by every process and host; False: this process's only."""
+        return self._components.shared_worker_registry
 
     # -- workers -----------------------------------------------------------------------------------
 

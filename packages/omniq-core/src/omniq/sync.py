@@ -15,15 +15,15 @@ import functools
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from typing_extensions import ParamSpec
 
 from omniq._options import EnqueueOptions, TaskOptions
+from omniq._sync_handles import SyncTaskFunction, SyncWorkerPool
 from omniq._tasks import TaskFunction
 from omniq.app import AsyncOmniQ
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from omniq.config import Settings
     from omniq.models import EventType, Schedule, Task, TaskEvent, TaskResult, TaskStatus
-    from omniq.worker.pool import AsyncWorkerPool
+    from omniq.monitoring import QueueStats, WorkerInfo
 
 __all__ = ["OmniQ", "SyncTaskFunction", "SyncWorkerPool"]
 
@@ -56,86 +56,6 @@ class _Portal:
                 return
             self.closed = True
         self._cm.__exit__(None, None, None)
-
-
-class SyncTaskFunction(Generic[P, R]):
-    """A registered task for sync code: ``.enqueue(...)`` blocks and returns the task id."""
-
-    def __init__(self, app: OmniQ, handle: TaskFunction[P, R]) -> None:
-        self.app = app
-        self.handle = handle
-        self.name = handle.name
-        self.func = handle.func
-        functools.update_wrapper(self, handle.func)  # copies __doc__, __name__...
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the function directly, in this process."""
-        return self.handle.func(*args, **kwargs)
-
-    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        """Enqueue a call with the decorator's options; returns the task id."""
-        return self.app.enqueue_call(self.name, args, kwargs, self.handle.default_options)
-
-    def options(self, **options: Unpack[TaskOptions]) -> _SyncBound[P]:
-        """Return a handle whose ``enqueue`` uses extra options (``delay``, ``queue``, ...)."""
-        return _SyncBound(
-            self.app, self.handle, self.handle.default_options.merged(EnqueueOptions.from_kwargs(options))
-        )
-
-
-class _SyncBound(Generic[P]):
-    def __init__(self, app: OmniQ, handle: TaskFunction[P, Any], options: EnqueueOptions) -> None:
-        self._app, self._handle, self._options = app, handle, options
-
-    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        """Enqueue a call with these options; returns the task id."""
-        return self._app.enqueue_call(self._handle.name, args, kwargs, self._options)
-
-
-class SyncWorkerPool:
-    """A worker pool driven from sync code.
-
-    ``start()`` returns once the pool runs in the background (on the app's
-    loop thread); ``stop(timeout)`` stops it gracefully and waits; ``run()``
-    blocks until it stops. ``threading.Thread(target=pool.start)`` works too.
-    """
-
-    def __init__(self, app: OmniQ, pool: AsyncWorkerPool) -> None:
-        self._app = app
-        self.pool = pool
-        self._future: Future[None] | None = None
-
-    def start(self) -> None:
-        """Start the pool in the background and return once it is claiming."""
-        if self._future is None:
-            self._future = self._app._portal.portal.start_task_soon(self.pool.start)
-            self._app._call(self.pool.wait_started)
-
-    def run(self) -> None:
-        """Start the pool and block until it stops (burst mode: until drained)."""
-        self.start()
-        assert self._future is not None
-        self._future.result()
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop claiming, let in-flight tasks finish (up to ``timeout``), release the rest, wait."""
-        self.pool.request_stop()
-        if timeout is not None:
-            self.pool.shutdown_grace = timeout
-        if self._future is not None:
-            self._future.result()
-
-    @property
-    def running(self) -> bool:
-        """Whether the pool is running."""
-        return self.pool.running
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 class OmniQ:
@@ -298,10 +218,29 @@ class OmniQ:
         return self._call(self.async_app.get_task, task_id)
 
     def list_tasks(
-        self, status: TaskStatus | str | None = None, limit: int = 25, *, queue: str | None = None, offset: int = 0
+        self,
+        status: TaskStatus | str | None = None,
+        limit: int = 25,
+        *,
+        queue: str | None = None,
+        offset: int = 0,
+        name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: str | None = None,
     ) -> list[Task]:
         """See :meth:`AsyncOmniQ.list_tasks`."""
-        return self._call(self.async_app.list_tasks, status, limit, queue=queue, offset=offset)
+        return self._call(
+            self.async_app.list_tasks,
+            status,
+            limit,
+            queue=queue,
+            offset=offset,
+            name=name,
+            since=since,
+            until=until,
+            after=after,
+        )
 
     def count_tasks(self, status: TaskStatus | str | None = None, *, queue: str | None = None) -> int:
         """See :meth:`AsyncOmniQ.count_tasks`."""
@@ -322,6 +261,10 @@ class OmniQ:
     def cancel(self, task_id: str) -> bool:
         """See :meth:`AsyncOmniQ.cancel`."""
         return self._call(self.async_app.cancel, task_id)
+
+    def retry(self, task_id: str) -> bool:
+        """See :meth:`AsyncOmniQ.retry`."""
+        return self._call(self.async_app.retry, task_id)
 
     def get_schedule(self, schedule_id: str) -> Schedule | None:
         """See :meth:`AsyncOmniQ.get_schedule`."""
@@ -347,6 +290,19 @@ class OmniQ:
     ) -> int:
         """See :meth:`AsyncOmniQ.purge`."""
         return self._call(self.async_app.purge, queue=queue, statuses=statuses)
+
+    def queue_stats(self) -> list[QueueStats]:
+        """See :meth:`AsyncOmniQ.queue_stats`."""
+        return self._call(self.async_app.queue_stats)
+
+    def list_workers(self) -> list[WorkerInfo]:
+        """See :meth:`AsyncOmniQ.list_workers`."""
+        return self._call(self.async_app.list_workers)
+
+    @property
+    def shared_worker_registry(self) -> bool:
+        """See :attr:`AsyncOmniQ.shared_worker_registry`."""
+        return self.async_app.shared_worker_registry
 
     def flush_events(self) -> None:
         """See :meth:`AsyncOmniQ.flush_events`."""
