@@ -72,6 +72,9 @@ class QueueStats(msgspec.Struct, kw_only=True):
         completed_per_minute: tasks that reached SUCCEEDED or FAILED (by
             ``finished_at``) in each of the last :data:`THROUGHPUT_MINUTES`
             minutes, oldest first; the last entry is the current minute so far.
+            An operator's gauge, not an audit: an engine may count from the
+            tasks' current state (a task retried or purged since drops out of
+            its minute) or from counters kept at finish (its count stays).
     """
 
     queue: str

@@ -242,7 +242,9 @@ class BaseTaskQueue(Component):
         The task becomes PENDING and ready now (``eta`` None, ``paused``
         False) with ``attempts`` 0, and ``error``, ``started_at``,
         ``finished_at``, ``worker_id`` and the lease cleared; its id, arguments
-        and options stay, so its event history continues. A task in any other
+        and options stay, so its event history continues; it keeps its
+        ``created_at``, so among ready tasks of its priority it takes the place
+        its creation gave it (as a retry after a failure does). A task in any other
         status (or unknown) is left alone. Engines do it atomically; the
         default reads the task and stores the reset copy through
         :meth:`enqueue`'s replacement of a terminal id.
