@@ -1,4 +1,4 @@
-"""The operator commands (tasks, inspect --json, cancel, schedules, status --json), in a subprocess."""
+"""The operator commands (tasks, inspect, cancel, retry, queues, workers, schedules, status), in a subprocess."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from omniq import OmniQ, Settings
 from tests.core.test_cli import omniq
@@ -124,3 +125,138 @@ def test_status_and_backends_as_json(tmp_path: Path) -> None:
     rows = json.loads(omniq("backends", "--json", env=env).stdout)
     sqlite_queue = next(r for r in rows if r["name"] == "sqlite" and r["component"] == "task_queue")
     assert "fused_results" in sqlite_queue["capabilities"] and sqlite_queue["distribution"] == "omniq-sqlite"
+
+
+FLAKY_APP = """\
+import os
+
+from omniq import OmniQ
+
+app = OmniQ()
+
+
+@app.task(name="flaky", max_retries=0)
+def flaky(n: int) -> int:
+    marker = os.path.join(os.path.dirname(__file__), f"ran-{n}")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError(f"first run of {n} fails")
+    return n
+"""
+
+
+def _failed_flaky_tasks(tmp_path: Path, env: dict[str, str], count: int, **options: Any) -> list[str]:
+    """``count`` flaky tasks, run once by a burst worker: each FAILED now, and succeeds when run again."""
+    (tmp_path / "flakyapp.py").write_text(FLAKY_APP)
+    with _app(tmp_path) as app:
+        ids = [app.enqueue("flaky", n, max_retries=0, **options) for n in range(count)]
+    queues = ["--queues", options["queue"]] if "queue" in options else []
+    worker = omniq("worker", "flakyapp:app", "--burst", *queues, env=env, cwd=tmp_path)
+    assert worker.returncode == 0, worker.stderr
+    return ids
+
+
+def _statuses(tmp_path: Path, ids: list[str]) -> list[str]:
+    with _app(tmp_path) as app:
+        return [task.status.value for task in (app.get_task(task_id) for task_id in ids) if task is not None]
+
+
+def test_retry_runs_failed_tasks_again_and_says_which_it_could_not(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    first, second = _failed_flaky_tasks(tmp_path, env, 2)
+    assert _statuses(tmp_path, [first, second]) == ["failed", "failed"]
+    run = omniq("retry", first, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == f"retried {first}"
+    again = omniq("retry", first, "no-such-task", env=env)  # pending now, and unknown
+    assert again.returncode == 1
+    assert f"not retried {first}" in again.stderr and "not retried no-such-task" in again.stderr
+    assert _statuses(tmp_path, [first, second]) == ["pending", "failed"]
+    assert omniq("worker", "flakyapp:app", "--burst", env=env, cwd=tmp_path).returncode == 0
+    assert _statuses(tmp_path, [first, second]) == ["succeeded", "failed"]
+    details = json.loads(omniq("inspect", first, "--json", env=env).stdout)
+    types = [event["type"] for event in details["events"]]
+    assert "failed" in types[: types.index("requeued")] and types[-1] == "succeeded"
+    assert omniq("retry", env=env).returncode == 2  # neither ids nor --all-failed
+    assert omniq("retry", first, "--all-failed", env=env).returncode == 2
+    assert omniq("retry", first, "--queue", "q", env=env).returncode == 2
+
+
+def test_retry_all_failed_of_a_queue_shows_progress_lines_off_a_terminal(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    mail = _failed_flaky_tasks(tmp_path, env, 12, queue="mail")
+    with _app(tmp_path) as app:
+        other = app.enqueue("boom-elsewhere", queue="other")
+        assert app.cancel(other)  # cancelled, not failed: --all-failed leaves it
+    run = omniq("retry", "--all-failed", "--queue", "mail", env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "retried 12 of 12 task(s)"
+    assert "retrying: 12/12" in run.stderr.splitlines()  # plain progress lines: stderr is not a terminal
+    assert set(_statuses(tmp_path, mail)) == {"pending"} and _statuses(tmp_path, [other]) == ["cancelled"]
+    none_left = omniq("retry", "--all-failed", env=env)
+    assert none_left.returncode == 0 and none_left.stdout.strip() == "retried 0 of 0 task(s)"
+
+
+def test_tasks_pages_by_cursor_and_filters_by_time(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    with _app(tmp_path) as app:
+        ids = [app.enqueue("alpha", n) for n in range(5)]
+        created = {task.id: task.created_at for task in app.list_tasks(limit=10)}
+    first = omniq("tasks", "--limit", "2", env=env)
+    cursor = first.stderr.strip().rpartition("--after ")[2]
+    assert first.returncode == 0 and cursor, first.stderr
+    pages, after = [], None
+    while True:
+        args = ["tasks", "--limit", "2", "--json", *(["--after", after] if after else [])]
+        page = json.loads(omniq(*args, env=env).stdout)
+        if not page:
+            break
+        pages += [item["id"] for item in page]
+        after = page[-1]["cursor"]
+        with _app(tmp_path) as app:
+            app.enqueue("alpha", 99)  # newer than the walk: never on a later page
+    assert pages == ids[::-1]
+    assert json.loads(omniq("tasks", "--after", cursor, "--json", env=env).stdout)[0]["id"] == ids[2]
+    middle = created[ids[2]].isoformat()
+    since = [
+        item["id"]
+        for item in json.loads(omniq("tasks", "--since", middle, "--name", "alpha", "--json", env=env).stdout)
+    ]
+    until = [item["id"] for item in json.loads(omniq("tasks", "--until", middle, "--json", env=env).stdout)]
+    assert ids[2] in since and ids[2] not in until and ids[0] in until
+    bad = omniq("tasks", "--after", "garbage", env=env)
+    assert bad.returncode == 2 and "not a page cursor" in bad.stderr
+    assert omniq("tasks", "--since", "yesterday", env=env).returncode == 2
+
+
+def test_queues_and_workers_as_tables_and_json(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    _failed_flaky_tasks(tmp_path, env, 1)
+    with _app(tmp_path) as app:
+        app.enqueue("alpha", 1, queue="later")
+        shared = app.shared_worker_registry
+    queues = json.loads(omniq("queues", "--json", env=env).stdout)
+    assert [entry["queue"] for entry in queues] == ["default", "later"]
+    default, later = queues
+    assert default["counts"]["failed"] == 1 and default["completed_last_hour"] == 1
+    assert len(default["completed_per_minute"]) == 60 and default["oldest_ready_age"] is None
+    assert later["counts"]["pending"] == 1 and later["oldest_ready_age"] >= 0
+    table = omniq("queues", env=env).stdout.splitlines()
+    assert table[0].split()[:3] == ["queue", "pending", "running"] and table[0].split()[-1] == "done/hour"
+    assert [line.split()[0] for line in table[1:]] == ["default", "later"]
+    workers = omniq("workers", "--json", env=env)
+    assert workers.returncode == 0 and json.loads(workers.stdout) == []  # none runs now
+    assert ("no shared worker registry" in workers.stderr) is (not shared)
+    assert omniq("workers", env=env).stdout.split()[:3] == ["id", "host", "pid"]
+
+
+def test_inspect_shows_timeout_unique_key_and_dependencies(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    with _app(tmp_path) as app:
+        parent = app.enqueue("alpha", 1)
+        child = app.enqueue("alpha", 2, timeout=30, unique_key="child-2", depends_on=parent)
+    details = json.loads(omniq("inspect", child, "--json", env=env).stdout)
+    assert (details["timeout"], details["unique_key"], details["depends_on"]) == (30.0, "child-2", [parent])
+    assert details["arguments"] == {"args": [2], "kwargs": {}} and details["headers"] is None
+    text = omniq("inspect", child, env=env).stdout
+    assert "unique_key   child-2" in text and "timeout      30.0" in text and parent in text

@@ -4,9 +4,12 @@
     omniq worker APP [--concurrency N] [--queues a,b] [--pool async|thread|process] [--burst] [--processes N|auto]
     omniq backends [--json]
     omniq status [--queue Q] [--json]
-    omniq tasks [--status S] [--queue Q] [--name N] [--limit K] [--json]
+    omniq tasks [--status S] [--queue Q] [--name N] [--since T] [--until T] [--limit K] [--after CURSOR] [--json]
     omniq inspect TASK_ID [--json]
     omniq cancel TASK_ID...
+    omniq retry TASK_ID... | omniq retry --all-failed [--queue Q]
+    omniq workers [--json]
+    omniq queues [--json]
     omniq schedules [--json] | omniq schedules pause|resume|cancel SCHEDULE_ID
     omniq purge [--queue Q] [--status S] [--yes]
     omniq dashboard [APP] [--host H] [--port P] [--auth USER:PASSWORD] [--read-only]
@@ -21,9 +24,15 @@ when stdin is not one.
 ``APP`` is ``module:attribute`` or ``module.attribute`` naming an OmniQ or
 AsyncOmniQ instance, or a callable (factory) returning one.
 
+``--json`` prints one JSON document for programs. ``omniq tasks`` pages by
+key: a full page ends with the ``--after`` cursor of the next one (in JSON,
+each task's ``cursor``). Long runs (``retry --all-failed``) show a progress
+bar on a terminal when rich is installed, and plain lines otherwise.
+
 One module per group of commands: :mod:`~omniq.cli.worker`,
-:mod:`~omniq.cli.tasks`, :mod:`~omniq.cli.schedules`,
-:mod:`~omniq.cli.backends`; each adds its parsers and names its handler.
+:mod:`~omniq.cli.tasks`, :mod:`~omniq.cli.operations` (retry, workers,
+queues), :mod:`~omniq.cli.schedules`, :mod:`~omniq.cli.backends`; each adds
+its parsers and names its handler.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from omniq.cli import backends, dashboard, schedules, tasks, worker
+from omniq.cli import backends, dashboard, operations, schedules, tasks, worker
 from omniq.cli.apps import load_app
 from omniq.errors import OmniQError
 
@@ -46,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=backends.VersionAction)
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: $OMNIQ_LOG_LEVEL or INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (worker, backends, tasks, schedules, dashboard):
+    for group in (worker, backends, tasks, operations, schedules, dashboard):
         group.register(sub)
     return parser
 

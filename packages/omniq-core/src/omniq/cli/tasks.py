@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
@@ -13,6 +14,7 @@ from omniq.cli.apps import app_from, places
 from omniq.cli.output import emit, emit_json, shown, table
 from omniq.errors import OmniQError
 from omniq.models import Task, TaskStatus
+from omniq.monitoring import page_cursor
 
 __all__ = ["register"]
 
@@ -38,6 +40,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tasks.add_argument("--queue", default=None)
     tasks.add_argument("--name", default=None, help="only tasks of this registered name")
     tasks.add_argument("--limit", type=int, default=25, help="at most this many (default 25)")
+    tasks.add_argument("--since", type=_when, default=None, help="created at or after (ISO time; naive is local)")
+    tasks.add_argument("--until", type=_when, default=None, help="created before (ISO time; naive is local)")
+    tasks.add_argument("--after", default=None, metavar="CURSOR", help="the next page: the cursor a page ends with")
     tasks.add_argument("--json", action="store_true", help="print JSON")
     tasks.set_defaults(handler=_tasks)
 
@@ -76,21 +81,19 @@ async def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r}") from None
+
+
 async def _matching(app: AsyncOmniQ, args: argparse.Namespace) -> list[Task]:
-    """Up to ``--limit`` tasks with the filters; ``--name`` is applied while paging, newest first."""
+    """Up to ``--limit`` tasks with the filters, newest first; a page by key (``list_tasks(after=...)``)."""
     if args.limit < 1:
         raise OmniQError(f"--limit must be at least 1, not {args.limit}")
-    if args.name is None:
-        return await app.list_tasks(args.status, args.limit, queue=args.queue)
-    found: list[Task] = []
-    offset, page = 0, 500
-    while len(found) < args.limit:
-        batch = await app.list_tasks(args.status, page, queue=args.queue, offset=offset)
-        found += [task for task in batch if task.func == args.name]
-        if len(batch) < page:
-            break
-        offset += page
-    return found[: args.limit]
+    filters = {"name": args.name, "since": args.since, "until": args.until, "after": args.after}
+    return await app.list_tasks(args.status, args.limit, queue=args.queue, **filters)
 
 
 def _summary(task: Task) -> dict[str, Any]:
@@ -106,6 +109,7 @@ def _summary(task: Task) -> dict[str, Any]:
         "eta": task.eta,
         "finished_at": task.finished_at,
         "error": None if task.error is None else f"{task.error.type}: {task.error.message}",
+        "cursor": page_cursor(task.created_at, task.id),
     }
 
 
@@ -120,6 +124,8 @@ async def _tasks(args: argparse.Namespace) -> int:
         for t in tasks
     ]
     table(("id", "name", "queue", "status", "attempts", "created", "error"), rows)
+    if len(tasks) == args.limit:
+        print(f"next page: --after {page_cursor(tasks[-1].created_at, tasks[-1].id)}", file=sys.stderr)  # noqa: T201
     return 0
 
 
@@ -167,6 +173,7 @@ async def _inspect(args: argparse.Namespace) -> int:
         "started_at": task.started_at,
         "updated_at": task.updated_at,
         "worker_id": task.worker_id,
+        "headers": task.headers,
         "result": value,
         "traceback": task.error.traceback if task.error is not None else None,
         "events": [
