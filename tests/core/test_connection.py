@@ -179,3 +179,26 @@ async def test_a_forked_child_opens_its_own_client_and_leaves_the_parents_alone(
     assert connection.current is parent_client
     assert await _echo(parent_client, "parent") == "parent"  # untouched by the child's close
     await connection.close()
+
+
+async def test_components_connecting_at_once_open_one_shared_client(server: EchoServer) -> None:
+    key = ("echo-race", server.port)
+    connections = [_connection(server.port, share=key) for _ in range(5)]
+    clients = await asyncio.gather(*(connection.connect() for connection in connections))
+    assert all(client is clients[0] for client in clients)
+    assert server.accepted == 1  # the first opened, the others waited and joined; none opened and closed a spare
+    for connection in connections:
+        await connection.close()
+    await _settle(server, 0)
+
+
+async def test_discard_drops_a_dead_client_and_the_next_use_opens_a_new_one(server: EchoServer) -> None:
+    connection = _connection(server.port)
+    first = await connection.connect()
+    first[1].close()  # the socket dies under the component
+    await connection.discard()
+    assert not connection.connected
+    second = await connection.client()
+    assert second is not first and await _echo(second, "fresh") == "fresh"
+    assert server.accepted == 2
+    await connection.close()

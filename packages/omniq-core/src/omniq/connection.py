@@ -96,6 +96,7 @@ def _after_fork_in_child() -> None:
     global _generation  # one counter for the whole process, by design
     _generation += 1
     _shared.clear()  # the parent's shared clients are not the child's
+    _opening.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -116,6 +117,8 @@ class _Shared(Generic[C]):
 
 #: key -> the client the components of this process share.
 _shared: dict[Hashable, _Shared[object]] = {}
+#: key -> the lock under which the first component of this process opens the shared client.
+_opening: dict[Hashable, anyio.Lock] = {}
 
 
 class Connection(Generic[C]):
@@ -237,13 +240,28 @@ class Connection(Generic[C]):
 
     async def _join(self) -> C:
         key = self._share
-        entry = _shared.get(key)
-        if entry is None:
-            client = await self._opened()
-            entry = _shared.get(key)  # another component of this process may have won the race
+        lock = _opening.setdefault(key, anyio.Lock())
+        async with lock:  # components connecting at once: the first opens, the others wait and join
+            entry = _shared.get(key)
             if entry is None:
+                client = await self._opened()
                 entry = _shared[key] = _Shared(client, self._close)  # type: ignore[arg-type]  # one C per key
-            elif self._close is not None:
+            entry.users += 1
+            return entry.client  # type: ignore[return-value]
+
+    async def discard(self) -> None:
+        """Drop a client found dead (a lost socket) so that the next :meth:`client` opens a new one.
+
+        Closes it first, ignoring errors (it is dead). Meant for a client of
+        this component's own; on a shared one it only leaves it, as
+        :meth:`close` does, since the other components still hold it.
+        """
+        if self._share is not None:
+            await self.close()
+            return
+        async with self._lock:
+            client, self._client = self._client, None
+            if client is None or self._generation != _generation or self._close is None:
+                return
+            with contextlib.suppress(Exception):
                 await self._close(client)
-        entry.users += 1
-        return entry.client  # type: ignore[return-value]
