@@ -4,10 +4,12 @@ Each pool keeps one :class:`omniq.monitoring.WorkerInfo` entry in its task
 queue's engine (``register_worker``), so ``app.list_workers()`` in any process
 lists it. The entry is refreshed every ``heartbeat_interval`` seconds with
 ``ttl = REGISTRY_TTL_HEARTBEATS x heartbeat_interval`` (30 s with the default
-10 s heartbeat): a killed worker's entry is gone once its TTL has passed since
-its last refresh, that is within one TTL (30 s by default) where the engine
-expires it exactly, and within 2 x TTL at worst. After each refresh the
-``omniq_worker_heartbeat`` hook receives the entry.
+10 s heartbeat). A killed worker's entry expires one TTL after its last
+refresh, so it is gone between ``ttl - heartbeat_interval`` and ``ttl`` after
+the worker died (20-30 s by default), well within the promised 2 x TTL
+(60 s); an engine that cleans expired entries lazily still hides them from
+``list_workers`` at once. After each refresh the ``omniq_worker_heartbeat``
+hook receives the entry.
 
 The refresh runs in its own loop, apart from the lease heartbeat, so a slow
 registry never delays a lease extension. A registry that fails (the engine is
