@@ -30,6 +30,27 @@ async def admin(postgres_url):
 
 
 @pytest.fixture
+def old_database(postgres_url, schema):
+    """``await old_database(version)`` leaves the schema as a release at that migration version did."""
+    from omniq_postgres.schema import MIGRATIONS, Names
+
+    async def build(version: int) -> None:
+        names = Names(schema)
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
+            await conn.execute(f"CREATE TABLE {names.version} (version integer PRIMARY KEY, applied_at timestamptz)")
+            for number, migration in MIGRATIONS[:version]:
+                for statement in migration(names):
+                    await conn.execute(statement)
+                await conn.execute(f"INSERT INTO {names.version} VALUES ($1, now())", number)
+        finally:
+            await conn.close()
+
+    return build
+
+
+@pytest.fixture
 def make_queue(postgres_url, schema):
     def factory(**options):
         options.setdefault("schema", schema)

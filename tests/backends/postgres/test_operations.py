@@ -1,52 +1,27 @@
-"""The operations on PostgreSQL: the headers migration, the page index, the registry's table, stats buckets."""
+"""The operations on PostgreSQL: the headers migration, page plans, the registry's table, stats buckets."""
 
 from __future__ import annotations
 
-import asyncpg
 import pytest
 
 from omniq.models import Outcome, OutcomeKind, TaskStatus
-from omniq.monitoring import THROUGHPUT_MINUTES, TaskQuery, WorkerInfo, page_cursor
-from omniq.testing import connected, make_task, now_ms
-from omniq_postgres.schema import LATEST_VERSION, MIGRATIONS, Names, migrate
+from omniq.monitoring import THROUGHPUT_MINUTES, TaskQuery, page_cursor
+from omniq.testing import connected, make_task, make_worker, now_ms
+from omniq_postgres.schema import LATEST_VERSION, Names, migrate
 
 pytestmark = [pytest.mark.anyio, pytest.mark.servers]
 
 
-def _worker(worker_id: str, started_minutes_ago: float = 0.0) -> WorkerInfo:
-    started = now_ms(-60 * started_minutes_ago)
-    return WorkerInfo(
-        id=worker_id,
-        hostname="h",
-        pid=1,
-        queues=("default",),
-        pool="async",
-        concurrency=4,
-        version="0",
-        started_at=started,
-        heartbeat_at=started,
-    )
-
-
-async def test_a_database_at_version_3_gains_headers_and_the_registry(admin, schema, make_queue, postgres_url):
+async def test_a_database_at_version_3_gains_headers_and_the_registry(admin, schema, make_queue, old_database):
     names = Names(schema)
-    old = await asyncpg.connect(postgres_url)
-    try:  # a database left at version 3 by the previous release, holding a task
-        await old.execute(f'CREATE SCHEMA "{schema}"')
-        await old.execute(f"CREATE TABLE {names.version} (version integer PRIMARY KEY, applied_at timestamptz)")
-        for number, build in MIGRATIONS[:3]:
-            for statement in build(names):
-                await old.execute(statement)
-            await old.execute(f"INSERT INTO {names.version} VALUES ($1, now())", number)
-        before = make_task()
-        await old.execute(
-            f"""INSERT INTO {names.tasks} (id, func, queue, status, ready_at, created_at)
-                VALUES ($1, 'f', 'default', 'pending', now(), $2)""",
-            before.id,
-            before.created_at,
-        )
-    finally:
-        await old.close()
+    await old_database(3)  # left by the previous release, holding a task
+    before = make_task()
+    await admin.execute(
+        f"""INSERT INTO {names.tasks} (id, func, queue, status, ready_at, created_at)
+            VALUES ($1, 'f', 'default', 'pending', now(), $2)""",
+        before.id,
+        before.created_at,
+    )
     assert await migrate(admin, names) == LATEST_VERSION - 3
     async with connected(make_queue) as (queue,):
         old_task = await queue.get(before.id)
@@ -56,8 +31,9 @@ async def test_a_database_at_version_3_gains_headers_and_the_registry(admin, sch
         stored = await queue.get(fresh.id)
         assert stored is not None and stored.headers == {"traceparent": "00-abc-def-01"}
         assert [t.id for t in await queue.list_page(TaskQuery(limit=10))] == [fresh.id, before.id]
-        await queue.register_worker(_worker("w1"), 30)
-        assert [w.id for w in await queue.list_workers()] == ["w1"]
+        worker = make_worker()
+        await queue.register_worker(worker, 30)
+        assert await queue.list_workers() == [worker]
 
 
 async def test_headers_of_a_batch_travel_per_task(make_queue):
@@ -97,8 +73,8 @@ async def test_a_page_filtered_by_status_reads_only_that_status(make_queue, admi
 
 async def test_expired_workers_are_hidden_at_once_and_deleted_by_the_next_registration(make_queue, admin, schema):
     async with connected(make_queue) as (queue,):
-        await queue.register_worker(_worker("old", started_minutes_ago=5), 30)
-        await queue.register_worker(_worker("young"), 30)
+        await queue.register_worker(make_worker(-300, id="old"), 30)
+        await queue.register_worker(make_worker(id="young"), 30)
         assert [w.id for w in await queue.list_workers()] == ["old", "young"]  # by started_at
         # The database clock decides: an entry whose expiry passed is not listed, before any cleanup.
         await admin.execute(
@@ -106,7 +82,7 @@ async def test_expired_workers_are_hidden_at_once_and_deleted_by_the_next_regist
         )
         assert [w.id for w in await queue.list_workers()] == ["young"]
         assert await admin.fetchval(f'SELECT count(*) FROM "{schema}".workers') == 2
-        await queue.register_worker(_worker("young"), 30)  # a heartbeat cleans up
+        await queue.register_worker(make_worker(id="young"), 30)  # a heartbeat cleans up
         assert [r["id"] for r in await admin.fetch(f'SELECT id FROM "{schema}".workers')] == ["young"]
         await queue.unregister_worker("young")
         await queue.unregister_worker("never-registered")

@@ -112,23 +112,13 @@ def test_long_schema_names_get_valid_channels():
 
 
 async def test_an_existing_database_upgrades_and_keeps_its_tasks_and_events(
-    admin, schema, make_queue, make_events, postgres_url
+    admin, schema, make_queue, make_events, old_database
 ):
     from omniq.models import EventType, TaskStatus
     from omniq.testing import make_event, make_task, now_ms
-    from omniq_postgres.schema import MIGRATIONS
 
     names = Names(schema)
-    old = await asyncpg.connect(postgres_url)
-    try:  # a database left at version 2 by an older release
-        await old.execute(f'CREATE SCHEMA "{schema}"')
-        await old.execute(f"CREATE TABLE {names.version} (version integer PRIMARY KEY, applied_at timestamptz)")
-        for number, build in MIGRATIONS[:2]:
-            for statement in build(names):
-                await old.execute(statement)
-            await old.execute(f"INSERT INTO {names.version} VALUES ($1, now())", number)
-    finally:
-        await old.close()
+    await old_database(2)  # a database left at version 2 by an older release
     queue = make_queue()
     low, high, paused = make_task(priority=0), make_task(priority=5), make_task(priority=9)
     await admin.execute(
