@@ -28,6 +28,7 @@ from omniq.models import TaskStatus
 from omniq.monitoring import RETRYABLE_STATUSES, THROUGHPUT_MINUTES, QueueStats, decode_cursor
 from omniq_sqlite import schema
 from omniq_sqlite._wake import WORK
+from omniq_sqlite.jobs import fetch_job
 from omniq_sqlite.records import row_to_task
 
 if TYPE_CHECKING:
@@ -97,10 +98,6 @@ def page_sql(query: TaskQuery) -> tuple[str, list[Any]]:
     return sql, params
 
 
-def _fetch_job(conn: sqlite3.Connection, sql: str, params: list[Any]) -> list[Any]:
-    return conn.execute(sql, params).fetchall()
-
-
 def _stats_job(conn: sqlite3.Connection) -> tuple[float, float, list[Any]]:
     now = time.time()
     start = math.floor(now / 60) * 60 - (THROUGHPUT_MINUTES - 1) * 60
@@ -129,7 +126,7 @@ class TaskOperations:
         """A page of tasks, newest first, strictly after ``query.after`` (see :class:`~omniq.monitoring.TaskQuery`)."""
         sql, params = page_sql(query)
         db = await self._connection.client()
-        rows = await db.read(_fetch_job, sql, params)
+        rows = await db.read(fetch_job, sql, params)
         return [row_to_task(row) for row in rows]
 
     async def queue_stats(self) -> list[QueueStats]:

@@ -179,7 +179,7 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 # -- statements ------------------------------------------------------------------------------------
 
-#: column order of every task SELECT / RETURNING; see task_queue._row_to_task.
+#: column order of every task SELECT / RETURNING; see records.build_task.
 TASK_COLUMNS = (
     "id, func, payload, queue, priority, unique_key, status, eta, interval, cron, paused, attempts, "
     "max_retries, timeout, expires_at, result_ttl, depends_on, created_at, updated_at, started_at, "

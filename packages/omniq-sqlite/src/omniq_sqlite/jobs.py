@@ -1,0 +1,180 @@
+"""The task queue's jobs: each runs on the database's thread (or inline), inside one transaction for a write.
+
+:class:`~omniq_sqlite.task_queue.SQLiteTaskQueue` hands one of these to
+:meth:`Database.write <omniq_sqlite.database.Database.write>` or ``read`` per
+call: one hop per batch, not one per statement. A write job may run more than
+once (retried while another process holds the lock), so it only touches the
+database.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from omniq.base import lease_expired_error
+from omniq.models import Outcome, OutcomeKind, Task, TaskStatus
+from omniq_sqlite import schema
+from omniq_sqlite.records import chunks, encoder, from_ts, leased_row_to_task, row_to_task, to_ts
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "TERMINAL_KINDS",
+    "claim_job",
+    "enqueue_job",
+    "extend_job",
+    "fetch_job",
+    "finish_job",
+    "next_ready_job",
+    "recover_job",
+    "rowcount_job",
+    "select_many_job",
+]
+
+#: outcomes that end a task (the others put it back in its queue).
+TERMINAL_KINDS = {OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.EXPIRED}
+
+
+def enqueue_job(conn: Any, rows: list[tuple[Any, ...]]) -> list[str]:
+    """Insert new PENDING tasks; the ids stored (a task whose unique key is held gets the holder's id)."""
+    if len(rows) == 1 and rows[0][5] is None:
+        conn.execute(schema.INSERT_TASK, rows[0])
+        return [rows[0][0]]
+    if all(row[5] is None for row in rows):
+        conn.executemany(schema.INSERT_TASK, rows)
+        return [row[0] for row in rows]
+    ids = []
+    for row in rows:
+        inserted = conn.execute(schema.INSERT_TASK, row).rowcount
+        if not inserted and row[5] is not None:
+            existing = conn.execute(schema.SELECT_ID_BY_UNIQUE_KEY, (row[5],)).fetchone()
+            ids.append(existing[0] if existing is not None else row[0])
+        else:
+            ids.append(row[0])
+    return ids
+
+
+def claim_job(conn: Any, queues: tuple[str, ...], limit: int, lease: float, worker_id: str) -> list[Any]:
+    """Lease up to ``limit`` ready tasks of ``queues`` in one UPDATE ... RETURNING; the rows claimed."""
+    now = time.time()
+    params = (now + lease, now, now, worker_id, *queues, now, limit)
+    return conn.execute(schema.claim_sql(len(queues)), params).fetchall()  # type: ignore[no-any-return]
+
+
+def extend_job(conn: Any, pairs: list[tuple[str, str]], lease: float) -> set[str]:
+    """Push back each lease still held by its token; the ids extended."""
+    now = time.time()
+    extended: set[str] = set()
+    for chunk in chunks(pairs):
+        values = ", ".join("(?, ?)" for _ in chunk)
+        params = [now + lease, now] + [item for pair in chunk for item in pair]
+        cursor = conn.execute(
+            f"UPDATE {schema.TASKS} SET lease_expires_at = ?, updated_at = ? WHERE status = 'running' "
+            f"AND (id, lease_token) IN (VALUES {values}) RETURNING id",
+            params,
+        )
+        extended.update(row[0] for row in cursor)
+    return extended
+
+
+def finish_job(conn: Any, prepared: list[tuple[Outcome, bytes | None, tuple[Any, ...] | None]]) -> list[bool]:
+    """Apply token-checked outcomes (and fused result rows); a flag per outcome, True when accepted."""
+    now = time.time()
+    current: dict[str, tuple[str, float]] = {}
+    for chunk in chunks([item[0].task_id for item in prepared]):
+        for task_id, token, created in conn.execute(schema.SELECT_LEASES + schema.placeholders(len(chunk)), chunk):
+            current[task_id] = (token, created)
+    flags: list[bool] = []
+    terminal: list[tuple[Any, ...]] = []
+    requeue: list[tuple[Any, ...]] = []
+    released: list[tuple[Any, ...]] = []
+    results: list[tuple[Any, ...]] = []
+    for outcome, error, result_row in prepared:
+        lease = current.pop(outcome.task_id, None)  # pop: a second outcome for the same lease is refused
+        if lease is None or lease[0] != outcome.lease_token:
+            flags.append(False)
+            if lease is not None:
+                current[outcome.task_id] = lease
+            continue
+        flags.append(True)
+        if outcome.kind in TERMINAL_KINDS:
+            terminal.append((outcome.status.value, error, now, now, outcome.task_id))
+        else:
+            eta = to_ts(outcome.eta)
+            ready_at = eta if eta is not None else lease[1]
+            if outcome.kind is OutcomeKind.RELEASE:
+                released.append((error, eta, ready_at, now, outcome.task_id))
+            else:
+                requeue.append((error, eta, ready_at, now, outcome.kind.value, outcome.task_id))
+        if result_row is not None:
+            results.append(result_row)
+    if terminal:
+        conn.executemany(schema.FINISH_TERMINAL, terminal)
+    if requeue:
+        conn.executemany(schema.FINISH_REQUEUE, requeue)
+    if released:
+        conn.executemany(schema.FINISH_RELEASE, released)
+    if results:
+        conn.executemany(schema.UPSERT_RESULT, results)
+    return flags
+
+
+def recover_job(conn: Any) -> list[Task]:
+    """Requeue, or fail when out of attempts, RUNNING tasks whose lease deadline is past; those tasks."""
+    now = time.time()
+    recovered = []
+    for row in conn.execute(schema.SELECT_EXPIRED_LEASES, (now,)).fetchall():
+        task = leased_row_to_task(row)
+        if task.attempts >= task.max_attempts:
+            error = lease_expired_error(task)
+            conn.execute(schema.RECOVER_FAIL, (encoder.encode(error), now, now, task.id, task.lease_token))
+            task = msgspec.structs.replace(
+                task,
+                status=TaskStatus.FAILED,
+                error=error,
+                finished_at=from_ts(now),
+                updated_at=from_ts(now),
+                lease_token=None,
+                lease_expires_at=None,
+            )
+        else:
+            conn.execute(schema.RECOVER_REQUEUE, (now, now, now, task.id, task.lease_token))
+            task = msgspec.structs.replace(
+                task,
+                status=TaskStatus.PENDING,
+                eta=from_ts(now),
+                updated_at=from_ts(now),
+                lease_token=None,
+                lease_expires_at=None,
+            )
+        recovered.append(task)
+    return recovered
+
+
+def select_many_job(conn: Any, ids: list[str]) -> dict[str, Task]:
+    """The tasks with those ids, by id (unknown ids are absent)."""
+    found: dict[str, Task] = {}
+    for chunk in chunks(ids):
+        sql = f"SELECT {schema.TASK_COLUMNS} FROM {schema.TASKS} WHERE id IN {schema.placeholders(len(chunk))}"
+        for row in conn.execute(sql, chunk):
+            found[row[0]] = row_to_task(row)
+    return found
+
+
+def fetch_job(conn: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+    """Every row of ``sql``."""
+    return conn.execute(sql, params).fetchall()  # type: ignore[no-any-return]
+
+
+def rowcount_job(conn: Any, sql: str, params: Sequence[Any]) -> int:
+    """The number of rows ``sql`` changed."""
+    return conn.execute(sql, params).rowcount  # type: ignore[no-any-return]
+
+
+def next_ready_job(conn: Any, queues: tuple[str, ...]) -> float | None:
+    """The earliest ``ready_at`` among claimable tasks of ``queues`` (None when none)."""
+    return conn.execute(schema.next_ready_sql(len(queues)), queues).fetchone()[0]  # type: ignore[no-any-return]
