@@ -124,3 +124,14 @@ async def test_oldest_ready_age_is_measured_by_the_database_clock(make_queue, ad
         )
         [stats] = await queue.queue_stats()
         assert stats.oldest_ready_age is not None and 90 <= stats.oldest_ready_age < 90 + 60
+
+
+async def test_an_unreadable_registry_entry_is_skipped(make_queue, admin, schema):
+    async with connected(make_queue) as (queue,):
+        worker = make_worker()
+        await queue.register_worker(worker, 30)
+        await admin.execute(
+            f"""INSERT INTO "{schema}".workers (id, info, started_at, expires_at)
+                VALUES ('bad', '{{"id": 1}}', now(), now() + interval '1 minute')"""
+        )
+        assert await queue.list_workers() == [worker]

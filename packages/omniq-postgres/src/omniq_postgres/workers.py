@@ -14,11 +14,13 @@ worker process, so it is small).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from omniq.base import json_decoder
+from omniq.errors import SerializationError
 from omniq.monitoring import WorkerInfo
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from omniq_postgres.schema import Names
 
 __all__ = ["WorkerRegistry"]
+
+logger = logging.getLogger("omniq.postgres")
 
 _encode = msgspec.json.Encoder().encode
 _decode = json_decoder(WorkerInfo, "worker record")
@@ -69,8 +73,17 @@ class WorkerRegistry:
             await pool.execute(self._unregister, worker_id)
 
     async def live(self) -> list[WorkerInfo]:
-        """The workers whose entry has not expired, oldest ``started_at`` first."""
+        """The workers whose entry has not expired, oldest ``started_at`` first (an unreadable entry is skipped)."""
         pool = await self._connection.client()
         with self._connection.errors():
             rows = await pool.fetch(self._live)
-        return [_decode(row[0]) for row in rows]
+        return [worker for row in rows if (worker := _readable(row[0])) is not None]
+
+
+def _readable(text: str) -> WorkerInfo | None:
+    """The worker of an entry, or None (logged) when it cannot be read: one bad entry hides no other worker."""
+    try:
+        return _decode(text)
+    except SerializationError as exc:
+        logger.warning("skipping a worker registry entry: %s", exc)
+        return None
