@@ -39,7 +39,7 @@ from omniq._events import EventBuffer
 from omniq.capabilities import Capability
 from omniq.errors import ConfigurationError
 from omniq.lifecycle import Lifecycle
-from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus
+from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus, utcnow
 from omniq.monitoring import RETRYABLE_STATUSES, QueueStats, TaskQuery, WorkerInfo, decode_cursor
 
 if TYPE_CHECKING:
@@ -302,13 +302,15 @@ class Components:
         if task is None or task.status not in RETRYABLE_STATUSES:
             return False
         await self.result_storage.delete(task_id)
+        at = utcnow()  # before the reset: a worker may start the new run before this call returns
         fresh = await self.task_queue.retry(task_id)
         if fresh is None:
             return False
         if self.events is not None:
             note = f"requeued from {task.status.value} after {task.attempts} attempt(s)"
+            kind = EventType.REQUEUED
             self.events.add(
-                TaskEvent(task_id=task_id, type=EventType.REQUEUED, queue=fresh.queue, func=fresh.func, message=note)
+                TaskEvent(task_id=task_id, type=kind, timestamp=at, queue=fresh.queue, func=fresh.func, message=note)
             )
         return True
 
