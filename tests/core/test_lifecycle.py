@@ -404,3 +404,29 @@ def test_an_implementation_gets_the_arguments_it_names_in_any_order() -> None:
     assert lifecycle.task_headers is not None
     assert lifecycle.task_headers(task) == [{"traceparent": "00-t1-01"}]
     assert seen[-1] == ("wrapped", "t1")
+
+
+async def test_a_failing_registry_never_stops_the_worker(make_app: Any, caplog: pytest.LogCaptureFixture) -> None:
+    async with make_app(heartbeat_interval=0.05) as app:
+        calls: list[str] = []
+
+        async def away(*args: Any) -> None:
+            calls.append("down")
+            raise ConnectionError("engine away")
+
+        app.task_queue.register_worker = away  # type: ignore[method-assign]
+        app.task_queue.unregister_worker = away  # type: ignore[method-assign]
+
+        async def ok() -> int:
+            return 1
+
+        app.register(ok, name="ok")
+        task_id = await app.enqueue("ok")
+        with caplog.at_level(logging.WARNING, logger="omniq.worker"):
+            async with running_worker(app):
+                await until(lambda: _async(len(calls) >= 4))
+                result = await app.get_result(task_id, wait=True, timeout=10)
+                assert result is not None and result.status is TaskStatus.SUCCEEDED
+    failures = [r.getMessage() for r in caplog.records if "registry update failed" in r.getMessage()]
+    assert len(failures) == 1 and "engine away" in failures[0]  # once per outage, not at every heartbeat
+    assert any("removing it from the registry failed" in r.getMessage() for r in caplog.records)
