@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Run a worker pool. It logs each task's failure, retry, timeout, expiry and lost lease; "
             "its success and release lines (INFO, with the run time) need an explicit --log-level INFO "
-            "or DEBUG (or $OMNIQ_LOG_LEVEL): a line per task costs about a fifth of a no-op task's drain."
+            "or DEBUG (or $OMNIQ_LOG_LEVEL): a line per task slows a drain of no-op tasks by about a quarter."
         ),
     )
     worker.add_argument("app", help="module:attribute of the OmniQ app (or a factory)")
@@ -115,8 +115,8 @@ def _configure_logs(log_format: str, *, explicit_level: bool) -> None:
 
     Unless a level was asked for (``--log-level``, ``$OMNIQ_LOG_LEVEL``), the
     per-task lines stop at WARNING (failures, retries, expiries, lost leases):
-    a success line per task would slow a drain of no-op tasks by about 20 %
-    (benchmarks/drain_compare.py), more than the 5 % a default may cost.
+    a success line per task slows a drain of no-op tasks by about 27 % (25-34 %
+    more worker CPU per task; benchmarks/README.md), more than the 5 % a default may cost.
     """
     from omniq import logs as omniq_logs
     from omniq.worker.task_log import logger as task_logger
