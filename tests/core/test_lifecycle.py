@@ -414,8 +414,8 @@ async def test_a_failing_registry_never_stops_the_worker(make_app: Any, caplog: 
             calls.append("down")
             raise ConnectionError("engine away")
 
-        app.task_queue.register_worker = away  # type: ignore[method-assign]
-        app.task_queue.unregister_worker = away  # type: ignore[method-assign]
+        app.task_queue.register_worker = away
+        app.task_queue.unregister_worker = away
 
         async def ok() -> int:
             return 1
