@@ -117,7 +117,7 @@ def omniq_serializers() -> list[SerializerSpec]:  # type: ignore[empty-body]
 
 
 @hookspec
-def omniq_task_headers(task: Task) -> dict[str, str] | None:  # type: ignore[empty-body]
+def omniq_task_headers(task: Task) -> dict[str, str] | None:
     """Return headers to store with ``task`` (e.g. a W3C ``traceparent``), or None.
 
     Called by the producer for each task before it is stored, only when a
@@ -169,7 +169,7 @@ def omniq_task_started(task: Task, worker_id: str) -> None:
 
 
 @hookspec
-def omniq_task_run(task: Task, worker_id: str) -> contextlib.AbstractContextManager[None] | None:  # type: ignore[empty-body]
+def omniq_task_run(task: Task, worker_id: str) -> contextlib.AbstractContextManager[None] | None:
     """Return a context manager to wrap ``task``'s run (e.g. a tracing span), or None.
 
     Called by a worker just before the task function runs, only when a plugin
