@@ -14,7 +14,15 @@ from omniq.testing.fixtures import make_task, make_worker, now_ms
 from omniq.testing.task_queue.kit import LONG, claim_one, error, token
 from omniq_sqlite import SQLiteTaskQueue
 from omniq_sqlite.operations import page_sql
-from omniq_sqlite.schema import IDX_TASKS_CREATED, LATEST_VERSION, MIGRATIONS, SCHEMA_VERSION, TASKS, WORKERS
+from omniq_sqlite.schema import (
+    IDX_TASKS_CREATED,
+    IDX_TASKS_STATUS,
+    LATEST_VERSION,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    TASKS,
+    WORKERS,
+)
 
 
 def _sql(db_path, statement, params=()):
@@ -53,6 +61,17 @@ async def test_a_version_1_database_is_upgraded_in_place(db_path):
         assert await q.list_workers() == [worker]
     versions = [row[0] for row in _sql(db_path, f"SELECT version FROM {SCHEMA_VERSION} ORDER BY version")]
     assert versions == list(range(1, LATEST_VERSION + 1))
+    indexes = {row[0] for row in _sql(db_path, f"SELECT name FROM sqlite_master WHERE tbl_name = '{TASKS}'")}
+    assert IDX_TASKS_CREATED in indexes and IDX_TASKS_STATUS not in indexes  # replaced: no dearer enqueue
+
+
+def test_the_hot_table_keeps_four_indexes(db_path):
+    """Each index costs every enqueue a B-tree page per commit: the task table holds no more than before."""
+    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        for statement in (s for _, statements in MIGRATIONS for s in statements):
+            conn.execute(statement)
+        indexes = conn.execute(f"SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{TASKS}'")
+        assert len(indexes.fetchall()) == 5  # the four of version 1 (one replaced) and the id's own (UNIQUE)
 
 
 @pytest.mark.anyio
