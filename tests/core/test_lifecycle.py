@@ -212,9 +212,8 @@ async def test_a_plugin_receives_every_event_with_its_arguments(engine_app: Any)
             boom_id = await app.enqueue("boom", max_retries=1)
             [enqueued] = [k["task"] for k in recorder.named("task_enqueued") if k["task"].id == ok_id]
             assert enqueued.headers == {"traceparent": f"00-{ok_id}-01"}
-            if app.settings.backend == "memory":  # SQLite stores Task.headers once its migration lands
-                stored = await app.get_task(ok_id)
-                assert stored is not None and stored.headers == enqueued.headers
+            stored = await app.get_task(ok_id)
+            assert stored is not None and stored.headers == enqueued.headers
             assert {k["task"].id for k in recorder.named("task_headers")} == {expired_id, ok_id, boom_id}
             assert {k["task"].id for k in recorder.named("task_enqueued")} == {expired_id, ok_id, boom_id}
 
@@ -239,6 +238,7 @@ async def test_a_plugin_receives_every_event_with_its_arguments(engine_app: Any)
         assert succeeded["task"].started_at is not None and succeeded["task"].func == "ok"
         assert succeeded["task"].queue == "default" and succeeded["task"].created_at is not None
         assert succeeded["result"].status is TaskStatus.SUCCEEDED
+        assert succeeded["task"].headers == {"traceparent": f"00-{ok_id}-01"}  # carried to the worker
         [retried] = recorder.named("task_retried")
         assert retried["task"].id == boom_id and retried["task"].attempts == 1
         assert retried["error"].type == "ValueError" and retried["error"].message == "nope"
