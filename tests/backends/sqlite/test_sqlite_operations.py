@@ -23,6 +23,7 @@ from omniq_sqlite.schema import (
     TASKS,
     WORKERS,
 )
+from tests.backends.sqlite.versions import make_version_1
 
 
 def _sql(db_path, statement, params=()):
@@ -30,23 +31,9 @@ def _sql(db_path, statement, params=()):
         return conn.execute(statement, params).fetchall()
 
 
-def _make_version_1(db_path) -> None:
-    """A database as omniq-sqlite left it before issue 15 (schema version 1), holding one task."""
-    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
-        conn.execute(f"CREATE TABLE {SCHEMA_VERSION} (version INTEGER PRIMARY KEY, applied_at REAL)")
-        for statement in dict(MIGRATIONS)[1]:
-            conn.execute(statement)
-        conn.execute(f"INSERT INTO {SCHEMA_VERSION} (version, applied_at) VALUES (1, 0)")
-        conn.execute(
-            f"INSERT INTO {TASKS} (id, func, payload, queue, priority, status, ready_at, paused, attempts, "
-            "max_retries, created_at) VALUES ('old', 'noop', x'90', 'default', 0, 'pending', ?, 0, 0, 3, ?)",
-            (time.time() - 5, time.time() - 5),
-        )
-
-
 @pytest.mark.anyio
 async def test_a_version_1_database_is_upgraded_in_place(db_path):
-    _make_version_1(db_path)
+    make_version_1(db_path)
     async with SQLiteTaskQueue(f"sqlite:///{db_path}") as q:
         old = await q.get("old")
         assert old is not None and old.headers is None  # the added column is NULL for existing rows

@@ -21,6 +21,7 @@ from omniq.models import Task, TaskResult, TaskStatus
 from omniq_sqlite import SQLiteResultStorage, SQLiteTaskQueue
 from omniq_sqlite._wake import wake_dir
 from omniq_sqlite.schema import LATEST_VERSION, SCHEMA_VERSION
+from tests.backends.sqlite.versions import make_version_1
 
 pytestmark = pytest.mark.slow
 
@@ -121,6 +122,24 @@ def test_concurrent_first_start_migrates_once(tmp_path, children):
         versions = [row[0] for row in conn.execute(f"SELECT version FROM {SCHEMA_VERSION} ORDER BY version")]
     conn.close()
     assert versions == list(range(1, LATEST_VERSION + 1))
+
+
+@pytest.mark.anyio
+async def test_concurrent_upgrade_of_an_existing_database_migrates_once(tmp_path, children):
+    path = tmp_path / "old" / "omniq.db"
+    make_version_1(path)
+    procs = [children("migrate", f"sqlite:///{path}") for _ in range(4)]
+    for proc in procs:
+        proc.go()
+    for proc in procs:
+        assert proc.message(60) == {"ok": True}
+    with sqlite3.connect(path) as conn:
+        versions = [row[0] for row in conn.execute(f"SELECT version FROM {SCHEMA_VERSION} ORDER BY version")]
+    conn.close()
+    assert versions == list(range(1, LATEST_VERSION + 1))
+    async with SQLiteTaskQueue(f"sqlite:///{path}") as q:
+        old = await q.get("old")
+        assert old is not None and old.headers is None
 
 
 @pytest.mark.anyio
