@@ -135,3 +135,17 @@ async def test_an_unreadable_registry_entry_is_skipped(make_queue, admin, schema
                 VALUES ('bad', '{{"id": 1}}', now(), now() + interval '1 minute')"""
         )
         assert await queue.list_workers() == [worker]
+
+
+async def test_corrupted_headers_fail_a_read_and_a_claim_salvages_the_task(make_queue, admin, schema):
+    from omniq.base import CorruptTask
+    from omniq.errors import SerializationError
+
+    async with connected(make_queue) as (queue,):
+        task = make_task(headers={"a": "b"})
+        await queue.enqueue(task)
+        await admin.execute(f"""UPDATE "{schema}".tasks SET headers = '{{"a": 1}}'::jsonb WHERE id = $1""", task.id)
+        with pytest.raises(SerializationError, match="task headers"):
+            await queue.get(task.id)
+        [claimed] = await queue.claim_ready(["default"], 1, lease=30, worker_id="w")
+        assert isinstance(claimed, CorruptTask) and claimed.id == task.id and claimed.headers is None
