@@ -61,5 +61,5 @@ def test_a_corrupted_record_fails_once_and_the_burst_ends(cluster: Cluster, fiel
         assert result is not None and result.status is TaskStatus.FAILED and result.attempts == 1, output
         assert result.error is not None and result.error.type == "CorruptRecord" and not result.error.retryable
         assert app.get_result(good).status is TaskStatus.SUCCEEDED  # type: ignore[union-attr]
-        assert f"task {bad} (record, queue default, attempt 1) failed for good" in output
+        assert f"task {bad} (record, queue default, attempt 1) failed: CorruptRecord" in output
     assert cluster.completions() == {2: 1}  # the corrupted task never ran
