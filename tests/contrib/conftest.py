@@ -1,0 +1,92 @@
+"""Real worker processes (``omniq worker tests/contrib/contribapp:app``) on SQLite, and a /metrics scraper."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """``/metrics`` on ``port`` as {(sample name, labels): value}; empty while nothing answers."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(value for (sample, have), value in samples.items() if sample == name and wanted <= have)
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """``check()``'s first truthy value, polled every 0.1 s for up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def app_env(tmp_path: Path) -> dict[str, str]:
+    """OMNIQ_* variables for a SQLite store of this test's own, shared by the test and its workers."""
+    return {"OMNIQ_BACKEND": "sqlite", "OMNIQ_BASE_DIR": str(tmp_path / "data"), "OMNIQ_POLL_INTERVAL": "0.2"}
+
+
+@pytest.fixture
+def start_worker(app_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start ``omniq worker contribapp:app ARGS`` (output in worker.log); each one is stopped afterwards."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        with (tmp_path / "worker.log").open("a") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "omniq", "worker", "contribapp:app", *args],
+                env={**os.environ, **app_env, **(env or {})},
+                cwd=str(HERE),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
