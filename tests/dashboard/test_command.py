@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.dashboard.conftest import require
 from tests.dashboard.servers import Process, dashboard_env, free_port, http_get
 
@@ -53,3 +55,22 @@ def test_the_server_answers_with_auth_from_the_environment_and_logs_no_password(
         assert "dbsecret" not in body
     assert "pa55word" not in server.output and "dbsecret" not in server.output
     assert f"http://127.0.0.1:{port}/" in server.output
+
+
+def test_the_server_serves_metrics_with_the_queue_depth(tmp_path: Path) -> None:
+    require("starlette", "uvicorn", "jinja2", why="the command needs omniq-core[dashboard]")
+    pytest.importorskip("prometheus_client")
+    from omniq import OmniQ, Settings
+
+    with OmniQ(Settings(base_dir=tmp_path / "data")) as app:
+        app.enqueue("anything", queue="reports")
+    port = free_port()
+    env = dashboard_env(tmp_path)
+    with Process([sys.executable, "-m", "omniq", "dashboard", "--port", str(port)], env) as server:
+        status, body = http_get(f"http://127.0.0.1:{port}/metrics", wait=30.0)
+        assert status == 200, server.output
+        assert 'omniq_queue_depth{queue="reports",status="pending"} 1.0' in body
+    assert "/metrics" in server.output
+    with Process([sys.executable, "-m", "omniq", "dashboard", "--port", str(port), "--no-metrics"], env):
+        status, _ = http_get(f"http://127.0.0.1:{port}/metrics", wait=30.0)
+        assert status == 404

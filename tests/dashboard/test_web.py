@@ -263,3 +263,12 @@ async def test_a_backend_error_is_a_page_that_keeps_polling() -> None:
         page = await http.get("/")
     assert page.status_code == 503 and 'id="live"' in page.text
     assert "BackendUnavailableError" in page.text and "hunter2" not in page.text
+
+
+async def test_metrics_are_served_only_when_asked(omniq_app: AsyncOmniQ) -> None:
+    pytest.importorskip("prometheus_client")
+    async with client(omniq_app) as http:
+        assert (await http.get("/metrics")).status_code == 404
+    async with client(omniq_app, DashboardConfig(manage_app=False, metrics=True)) as http:
+        scraped = await http.get("/metrics")
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     command.add_argument(
         "--insecure", action="store_true", help="serve a non-loopback address without auth (not recommended)"
     )
+    command.add_argument(
+        "--no-metrics", action="store_true", help="no /metrics even when omniq-core[prometheus] is installed"
+    )
     command.add_argument("--read-only", action="store_true", help="hide every action and refuse every POST")
     command.add_argument(
         "--poll", type=float, default=3.0, metavar="SECONDS", help="seconds between a page's live refreshes (default 3)"
@@ -61,6 +64,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         )
     import uvicorn
 
+    from omniq.dashboard.metrics import metrics_available
     from omniq.dashboard.security import AUTH_ENV, Credentials, check_exposure
     from omniq.dashboard.server import DashboardConfig, create_app
 
@@ -77,10 +81,12 @@ def _dashboard(args: argparse.Namespace) -> int:
         credentials=credentials,
         poll_seconds=args.poll,
         loopback_hosts_only=not args.insecure,
+        metrics=metrics_available() and not args.no_metrics,
     )
     host = f"[{args.host}]" if ":" in args.host else args.host
     mode = ", read-only" if args.read_only else ""
     mode += ", HTTP Basic auth" if credentials else ""
+    mode += ", /metrics" if config.metrics else ""
     logger.info("OmniQ dashboard on http://%s:%d/%s", host, args.port, f" ({mode[2:]})" if mode else "")
     server = uvicorn.Server(
         uvicorn.Config(

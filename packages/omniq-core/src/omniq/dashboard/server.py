@@ -8,7 +8,6 @@ closed when it stops (its lifespan), on the server's own event loop.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -22,17 +21,18 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from omniq.app import AsyncOmniQ
 from omniq.cli.apps import places
 from omniq.dashboard import views
 from omniq.dashboard.data import age, when
+from omniq.dashboard.metrics import metrics_route, sampling
 from omniq.dashboard.security import SECURITY_HEADERS, Credentials, is_loopback
 from omniq.errors import OmniQError, redact_url
 
-__all__ = ["DashboardConfig", "create_app", "metrics_route"]
+__all__ = ["DashboardConfig", "create_app"]
 
 logger = logging.getLogger("omniq.dashboard")
 
@@ -51,6 +51,8 @@ class DashboardConfig:
             to a loopback name (``localhost``, ``127.0.0.1``, ``[::1]``), which
             stops DNS-rebinding pages; turned off by ``--insecure``.
         manage_app: connect the app at start-up and close it at shutdown.
+        metrics: serve ``/metrics`` and sample the queue depth (needs
+            ``omniq-core[prometheus]``; see :mod:`omniq.dashboard.metrics`).
     """
 
     read_only: bool = False
@@ -58,6 +60,7 @@ class DashboardConfig:
     poll_seconds: float = 3.0
     loopback_hosts_only: bool = True
     manage_app: bool = True
+    metrics: bool = False
 
 
 def _shown(value: Any) -> Any:
@@ -103,30 +106,16 @@ def _guard(
     return guard
 
 
-def metrics_route() -> Route | None:
-    """``/metrics`` in Prometheus's text format, when ``omniq[prometheus]`` is installed (else None)."""
-    try:
-        prometheus = importlib.import_module("omniq.contrib.prometheus")
-    except ImportError:
-        return None
-    render = getattr(prometheus, "render_metrics", None)
-    if render is None:
-        return None
-
-    async def metrics(request: Request) -> Response:
-        body, content_type = render()
-        return Response(body, media_type=content_type)
-
-    return Route("/metrics", metrics, methods=["GET"])
-
-
 def create_app(app: AsyncOmniQ, config: DashboardConfig | None = None) -> Starlette:
     """The dashboard of ``app`` as an ASGI application.
 
     Args:
         app: the OmniQ app to show (its registered tasks decode the arguments).
         config: read-only mode, credentials, refresh interval (defaults: open
-            actions, no auth, loopback hosts only, a refresh every 3 s).
+            actions, no auth, loopback hosts only, a refresh every 3 s, no metrics).
+
+    Raises:
+        ConfigurationError: ``config.metrics`` without prometheus-client.
     """
     config = config or DashboardConfig()
 
@@ -136,15 +125,15 @@ def create_app(app: AsyncOmniQ, config: DashboardConfig | None = None) -> Starle
             await app.connect()
             logger.info("dashboard of %s", "; ".join(places(app)))  # URLs redacted
         try:
-            yield
+            async with sampling(app) if config.metrics else contextlib.nullcontext():
+                yield
         finally:
             if config.manage_app:
                 await app.close()
 
     routes: list[Any] = views.routes()
-    metrics = metrics_route()
-    if metrics is not None:
-        routes.append(metrics)
+    if config.metrics:
+        routes.append(metrics_route())
     routes.append(Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"))
     web = Starlette(
         routes=routes,
