@@ -9,6 +9,7 @@ and the dashboard.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ __all__ = [
     "TaskQuery",
     "WorkerInfo",
     "decode_cursor",
+    "empty_stats",
+    "stats_from_groups",
     "page_cursor",
     "scan_tasks",
     "select_page",
@@ -33,6 +36,7 @@ __all__ = [
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_STATUS_VALUES = tuple(status.value for status in TaskStatus)
 _MICROSECOND = timedelta(microseconds=1)
 
 #: minutes of throughput history in :attr:`QueueStats.completed_per_minute`.
@@ -108,6 +112,38 @@ class TaskQuery(msgspec.Struct, kw_only=True, frozen=True):
     after: str | None = None
 
 
+def empty_stats(queue: str) -> QueueStats:
+    """The statistics of ``queue`` before anything is counted: every status at 0, 60 empty minutes."""
+    return QueueStats(
+        queue=queue,
+        counts=dict.fromkeys(_STATUS_VALUES, 0),
+        completed_per_minute=[0] * THROUGHPUT_MINUTES,
+    )
+
+
+def stats_from_groups(groups: Iterable[tuple[str, str, int | None, int, float | None]]) -> list[QueueStats]:
+    """:class:`QueueStats` per queue from rows an engine grouped by queue, status and minute.
+
+    Each group is ``(queue, status value, minute, count, ready age)``: ``minute``
+    is the completion minute's index in ``completed_per_minute`` (None when the
+    group is not a completion, or out of the window), ``ready age`` the seconds
+    the oldest ready task of the group has waited (None when it holds none). A
+    status that is not one (a corrupted record) is not counted.
+    """
+    stats: dict[str, QueueStats] = {}
+    for queue, status, minute, count, age in groups:
+        entry = stats.get(queue)
+        if entry is None:
+            entry = stats[queue] = empty_stats(queue)
+        if status in entry.counts:
+            entry.counts[status] += count
+        if age is not None:
+            entry.oldest_ready_age = max(age, 0.0, entry.oldest_ready_age or 0.0)
+        if minute is not None and 0 <= minute < THROUGHPUT_MINUTES:
+            entry.completed_per_minute[minute] += count
+    return sorted(stats.values(), key=lambda entry: entry.queue)
+
+
 def page_cursor(created_at: datetime, task_id: str) -> str:
     """The cursor of a task: its ``created_at`` in integer microseconds and its id."""
     micros = (created_at - _EPOCH) // _MICROSECOND
@@ -173,11 +209,7 @@ def stats_of(tasks: list[Task], now: datetime) -> list[QueueStats]:
     for task in tasks:
         entry = stats.get(task.queue)
         if entry is None:
-            entry = stats[task.queue] = QueueStats(
-                queue=task.queue,
-                counts={status.value: 0 for status in TaskStatus},
-                completed_per_minute=[0] * THROUGHPUT_MINUTES,
-            )
+            entry = stats[task.queue] = empty_stats(task.queue)
         entry.counts[task.status.value] += 1
         ready_since = task.eta or task.created_at
         if task.status is TaskStatus.PENDING and not task.paused and ready_since <= now:

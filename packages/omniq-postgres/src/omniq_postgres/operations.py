@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from omniq.models import TaskStatus
-from omniq.monitoring import RETRYABLE_STATUSES, THROUGHPUT_MINUTES, QueueStats, decode_cursor
+from omniq.monitoring import RETRYABLE_STATUSES, THROUGHPUT_MINUTES, QueueStats, decode_cursor, stats_from_groups
 from omniq_postgres.records import strict_task_from_row
 from omniq_postgres.sql import ACTIVE, TASK_COLUMNS, status_filter
 
@@ -122,23 +122,7 @@ class TaskOperations:
         pool = await self._connection.client()
         with self._connection.errors():
             rows = await pool.fetch(self._stats, THROUGHPUT_MINUTES)
-        stats: dict[str, QueueStats] = {}
-        for row in rows:
-            queue = row["queue"]
-            entry = stats.get(queue)
-            if entry is None:
-                entry = stats[queue] = QueueStats(
-                    queue=queue,
-                    counts=dict.fromkeys(_STATUSES, 0),
-                    completed_per_minute=[0] * THROUGHPUT_MINUTES,
-                )
-            entry.counts[row["status"]] += row["n"]
-            if row["age"] is not None:
-                entry.oldest_ready_age = max(row["age"], 0.0)
-            minute = row["minute"]
-            if minute is not None and 0 <= minute < THROUGHPUT_MINUTES:
-                entry.completed_per_minute[minute] += row["n"]
-        return sorted(stats.values(), key=lambda entry: entry.queue)
+        return stats_from_groups((row["queue"], row["status"], row["minute"], row["n"], row["age"]) for row in rows)
 
     async def retry(self, task_id: str) -> Task | None:
         """Make a FAILED, CANCELLED or EXPIRED task PENDING again with a fresh attempt budget, atomically."""

@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from omniq.models import TaskStatus
-from omniq.monitoring import RETRYABLE_STATUSES, THROUGHPUT_MINUTES, QueueStats, decode_cursor
+from omniq.monitoring import RETRYABLE_STATUSES, THROUGHPUT_MINUTES, QueueStats, decode_cursor, stats_from_groups
 from omniq_sqlite import schema
 from omniq_sqlite._wake import WORK
 from omniq_sqlite.jobs import fetch_job
@@ -133,23 +133,10 @@ class TaskOperations:
         """Per queue: counts by status, the oldest ready task's age, completions per minute (one scan)."""
         db = await self._connection.client()
         now, _, rows = await db.read(_stats_job)
-        stats: dict[str, QueueStats] = {}
-        for queue, status, minute, count, ready_since in rows:
-            entry = stats.get(queue)
-            if entry is None:
-                entry = stats[queue] = QueueStats(
-                    queue=queue,
-                    counts=dict.fromkeys(_STATUSES, 0),
-                    completed_per_minute=[0] * THROUGHPUT_MINUTES,
-                )
-            if status in entry.counts:  # a corrupted status is not a status
-                entry.counts[status] += count
-            if ready_since is not None:
-                age = max(now - ready_since, 0.0)
-                entry.oldest_ready_age = max(age, entry.oldest_ready_age or 0.0)
-            if minute is not None and 0 <= minute < THROUGHPUT_MINUTES:
-                entry.completed_per_minute[minute] += count
-        return sorted(stats.values(), key=lambda entry: entry.queue)
+        return stats_from_groups(
+            (queue, status, minute, count, None if ready_since is None else now - ready_since)
+            for queue, status, minute, count, ready_since in rows
+        )
 
     async def retry(self, task_id: str) -> Task | None:
         """Make a FAILED, CANCELLED or EXPIRED task PENDING again with a fresh attempt budget, atomically."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from omniq.backends.file import layout
 from omniq.models import TaskStatus, utcnow
-from omniq.monitoring import THROUGHPUT_MINUTES, QueueStats, select_page, stats_of
+from omniq.monitoring import QueueStats, empty_stats, select_page, stats_of
 
 if TYPE_CHECKING:
     from omniq.backends.file.task_files import TaskFiles
@@ -49,11 +49,7 @@ def queue_stats(files: TaskFiles) -> list[QueueStats]:
         queue = layout.queue_of(qdir)
         entry = stats.get(queue)
         if entry is None:
-            entry = stats[queue] = QueueStats(
-                queue=queue,
-                counts={status.value: 0 for status in TaskStatus},
-                completed_per_minute=[0] * THROUGHPUT_MINUTES,
-            )
+            entry = stats[queue] = empty_stats(queue)
         entry.counts[TaskStatus.PENDING.value] += len(times)
         oldest = int(min(times))
         if oldest <= now_micros:
