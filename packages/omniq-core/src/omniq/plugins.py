@@ -68,9 +68,14 @@ def install_command(*distributions: str) -> str:
     OmniQ's distributions are not on a package index (an unrelated project is
     published on PyPI as "omniq"), so every one is named by its path, omniq-core
     included: pip would look for a dependency not named in the same call on the index.
+    An extra (``"omniq-core[dashboard]"``) replaces the plain name and is quoted
+    for the shell: ``pip install './packages/omniq-core[dashboard]'``.
     """
-    names = dict.fromkeys(["omniq-core", *distributions])
-    return "pip install " + " ".join(f"./packages/{name}" for name in names)
+    names: dict[str, str] = {"omniq-core": "omniq-core"}
+    for requirement in distributions:
+        names[requirement.partition("[")[0]] = requirement
+    paths = (f"./packages/{requirement}" for requirement in names.values())
+    return "pip install " + " ".join(f"'{path}'" if "[" in path else path for path in paths)
 
 
 #: first-party backends, so an uninstalled one gets an install hint.
