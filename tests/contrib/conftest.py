@@ -60,7 +60,12 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
 @pytest.fixture
 def app_env(tmp_path: Path) -> dict[str, str]:
     """OMNIQ_* variables for a SQLite store of this test's own, shared by the test and its workers."""
-    return {"OMNIQ_BACKEND": "sqlite", "OMNIQ_BASE_DIR": str(tmp_path / "data"), "OMNIQ_POLL_INTERVAL": "0.2"}
+    return {
+        "OMNIQ_BACKEND": "sqlite",
+        "OMNIQ_BASE_DIR": str(tmp_path / "data"),
+        "OMNIQ_POLL_INTERVAL": "0.2",
+        "OMNIQ_HEARTBEAT_INTERVAL": "0.3",  # the in-flight gauge is sampled at the heartbeat
+    }
 
 
 @pytest.fixture

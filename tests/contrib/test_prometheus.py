@@ -104,20 +104,28 @@ def _enqueue(env: dict[str, str], count: int, *args: object, name: str = "add", 
 def test_a_worker_serves_metrics_matching_the_tasks_it_ran(start_worker: Start, app_env: dict[str, str]) -> None:
     port = free_port()
     worker = start_worker("--metrics-port", str(port))
+    _enqueue(app_env, 1, 3.0, name="nap")
+    wait_until(lambda: total(scrape(port), "omniq_tasks_in_flight") == 1, 60, "the nap task in flight")
     _enqueue(app_env, 5, 1, 2)
     _enqueue(app_env, 2, name="boom", retries=1)
     samples = wait_until(
-        lambda: (s := scrape(port)) and total(s, "omniq_tasks_failed_total") == 2 and s,
+        lambda: (
+            (s := scrape(port))
+            and total(s, "omniq_tasks_succeeded_total") == 6
+            and total(s, "omniq_tasks_failed_total") == 2
+            and s
+        ),
         60,
-        "the worker's metrics to count 7 tasks",
+        "the worker's metrics to count 8 tasks",
     )
-    assert total(samples, "omniq_tasks_started_total") == 9  # each boom twice
+    assert total(samples, "omniq_tasks_started_total") == 10  # each boom twice
     assert total(samples, "omniq_tasks_retried_total", task="boom") == 2
     assert total(samples, "omniq_tasks_succeeded_total", queue="default", task="add") == 5
     assert total(samples, "omniq_tasks_failed_total", queue="default", task="boom") == 2
-    assert total(samples, "omniq_task_duration_seconds_count") == 9
-    assert total(samples, "omniq_task_queue_wait_seconds_count") == 9
-    assert total(samples, "omniq_tasks_in_flight") == 0
+    assert total(samples, "omniq_task_duration_seconds_count") == 10
+    assert total(samples, "omniq_task_queue_wait_seconds_count") == 10
+    assert total(samples, "omniq_task_duration_seconds_sum") >= 3.0  # the nap
+    wait_until(lambda: total(scrape(port), "omniq_tasks_in_flight") == 0, 30, "nothing in flight")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(60) == 0
 
@@ -132,6 +140,9 @@ def test_processes_2_serve_one_endpoint_with_the_sum(start_worker: Start, app_en
         "the supervisor's endpoint to count 30 tasks",
     )
     assert total(samples, "omniq_tasks_started_total", queue="default", task="nap") == 30
+    # the supervisor samples the queue depth (at start, then every 15 s)
+    assert ("omniq_queue_depth", frozenset({("queue", "default"), ("status", "pending")})) in samples
+    wait_until(lambda: total(scrape(port), "omniq_tasks_in_flight") == 0, 30, "nothing in flight")
     settings = Settings(backend="sqlite", base_dir=Path(app_env["OMNIQ_BASE_DIR"]))
     with OmniQ(settings) as app:
         pids = {app.get_result(task_id).result for task_id in ids}  # type: ignore[union-attr]

@@ -20,10 +20,13 @@ Metrics (``queue`` and ``task`` labels on all but the last two):
 * histograms ``omniq_task_duration_seconds`` (run time of each attempt that
   finished: succeeded, failed or retried) and
   ``omniq_task_queue_wait_seconds`` (from ready, its ``eta`` or creation, to start);
-* gauges ``omniq_tasks_in_flight`` (running now, summed over live
-  processes) and ``omniq_queue_depth{queue,status}``, sampled every
-  ``sample_every`` seconds from ``app.queue_stats()`` by the serving process
-  (not per task).
+* gauges, sampled rather than kept per task: ``omniq_tasks_in_flight``
+  (tasks running, summed over live worker processes, as each worker last
+  reported at its heartbeat) and ``omniq_queue_depth{queue,status}``, read
+  every ``sample_every`` seconds from ``app.queue_stats()`` by the serving process.
+
+Per task a worker pays about 3.5 µs (two counter increments, two histogram
+observations); benchmarks/metrics_overhead.py measures the drain with it on.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from omniq.hookspecs import hookimpl
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
     from omniq.models import Task, TaskError, TaskResult
+    from omniq.monitoring import WorkerInfo
 
 __all__ = [
     "CHILD_ENV",
@@ -98,6 +102,7 @@ class _Plugin:
         )
         self._children: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._depth_seen: set[tuple[str, str]] = set()
+        self._in_flight: dict[str, int] = {}  # by worker pool id (a process may run several)
 
     def _of(self, task: Task) -> tuple[Any, ...]:
         key = (task.queue, task.func)
@@ -112,7 +117,6 @@ class _Plugin:
         children[counter].inc()
         if task.started_at is not None:
             children[5].observe(max((datetime.now(timezone.utc) - task.started_at).total_seconds(), 0.0))
-        self.in_flight.dec()
 
     @hookimpl
     def omniq_task_enqueued(self, task: Task) -> None:
@@ -122,7 +126,6 @@ class _Plugin:
     def omniq_task_started(self, task: Task, worker_id: str) -> None:
         children = self._of(task)
         children[1].inc()
-        self.in_flight.inc()
         if task.started_at is not None:
             ready = task.eta or task.created_at
             children[6].observe(max((task.started_at - ready).total_seconds(), 0.0))
@@ -140,12 +143,14 @@ class _Plugin:
         self._finished(task, 4)
 
     @hookimpl
-    def omniq_task_released(self, task: Task, worker_id: str) -> None:
-        self.in_flight.dec()
+    def omniq_worker_heartbeat(self, worker: WorkerInfo) -> None:
+        self._in_flight[worker.id] = worker.in_flight
+        self.in_flight.set(sum(self._in_flight.values()))
 
     @hookimpl
-    def omniq_task_lease_lost(self, task: Task, worker_id: str) -> None:
-        self.in_flight.dec()
+    def omniq_worker_stopped(self, worker_id: str) -> None:
+        self._in_flight.pop(worker_id, None)
+        self.in_flight.set(sum(self._in_flight.values()))
 
     def set_depth(self, counts: dict[tuple[str, str], int]) -> None:
         """Set ``omniq_queue_depth``; a (queue, status) seen before and absent now drops to 0."""
@@ -287,7 +292,11 @@ def serve_metrics(
         directory = tempfile.mkdtemp(prefix="omniq-metrics-")
         os.environ[_MULTIPROC_ENV] = directory
         os.environ[CHILD_ENV] = "1"
+    from prometheus_client import values
     from prometheus_client.exposition import MetricsHandler
+
+    if multiprocess:  # prometheus_client picks file-backed values at import: the app may have imported it earlier
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 
     enable()
     handler = MetricsHandler.factory(_registry())
