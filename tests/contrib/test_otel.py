@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from omniq import OmniQ, Settings
-from tests.contrib.conftest import wait_until
+from tests.faults.conftest import wait_until
 
 otel = pytest.importorskip("omniq.contrib.otel", exc_type=ImportError)
 sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")

@@ -12,7 +12,8 @@ import anyio
 import pytest
 
 from omniq import AsyncOmniQ, OmniQ, Settings
-from tests.contrib.conftest import free_port, scrape, total, wait_until
+from tests.contrib.conftest import free_port, scrape, total
+from tests.faults.conftest import wait_until
 
 prometheus = pytest.importorskip("omniq.contrib.prometheus", exc_type=ImportError)
 
@@ -149,3 +150,26 @@ def test_processes_2_serve_one_endpoint_with_the_sum(start_worker: Start, app_en
     assert len(pids) == 2, pids  # both children ran tasks: the endpoint summed them
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(60) == 0
+
+
+def test_the_fast_updates_equal_prometheus_clients_own() -> None:
+    """The plugin updates a metric's values directly (cheaper); the samples equal what inc()/observe() give."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from omniq.contrib.prometheus import _adder, _observer
+
+    amounts = [0.0, 0.0005, 0.001, 0.0011, 0.3, 1.0, 7.5, 400.0]
+
+    def samples(fast: bool) -> list[tuple[str, dict[str, str], float]]:
+        registry = CollectorRegistry()
+        counter = Counter("c_total", "c", registry=registry)
+        histogram = Histogram("h", "h", registry=registry, buckets=(0.001, 0.01, 1.0, 300.0))
+        add = _adder(counter) if fast else counter.inc
+        observe = _observer(histogram) if fast else histogram.observe
+        assert (add != counter.inc) is fast and (observe != histogram.observe) is fast
+        for amount in amounts:
+            add(1)
+            observe(amount)
+        return [(s.name, s.labels, s.value) for m in registry.collect() for s in m.samples if "created" not in s.name]
+
+    assert samples(fast=True) == samples(fast=False)

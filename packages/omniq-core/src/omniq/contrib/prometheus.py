@@ -25,8 +25,9 @@ Metrics (``queue`` and ``task`` labels on all but the last two):
   reported at its heartbeat) and ``omniq_queue_depth{queue,status}``, read
   every ``sample_every`` seconds from ``app.queue_stats()`` by the serving process.
 
-Per task a worker pays about 3.5 µs (two counter increments, two histogram
-observations); benchmarks/metrics_overhead.py measures the drain with it on.
+Per task a worker pays about 2.5 µs (two counter increments, two histogram
+observations, the dispatch; timeit) and the drain stays within 10 % of
+off (benchmarks/metrics_overhead.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ import os
 import shutil
 import tempfile
 import threading
+from bisect import bisect_left
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -100,35 +103,40 @@ class _Plugin:
             ("queue", "status"),
             multiprocess_mode="mostrecent",
         )
-        self._children: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._children: dict[tuple[str, str], tuple[Callable[[float], None], ...]] = {}
         self._depth_seen: set[tuple[str, str]] = set()
         self._in_flight: dict[str, int] = {}  # by worker pool id (a process may run several)
 
-    def _of(self, task: Task) -> tuple[Any, ...]:
+    def _of(self, task: Task) -> tuple[Callable[[float], None], ...]:
+        """(enqueued, started, succeeded, failed, retried: add; duration, wait: observe) for the task's labels."""
         key = (task.queue, task.func)
-        children = self._children.get(key)
-        if children is None:
-            metrics = (self.enqueued, self.started, self.succeeded, self.failed, self.retried, self.duration, self.wait)
-            children = self._children[key] = tuple(m.labels(*key) for m in metrics)
-        return children
+        record = self._children.get(key)
+        if record is None:
+            counters = (self.enqueued, self.started, self.succeeded, self.failed, self.retried)
+            record = self._children[key] = (
+                *(_adder(counter.labels(*key)) for counter in counters),
+                _observer(self.duration.labels(*key)),
+                _observer(self.wait.labels(*key)),
+            )
+        return record
 
     def _finished(self, task: Task, counter: int) -> None:
-        children = self._of(task)
-        children[counter].inc()
+        record = self._of(task)
+        record[counter](1)
         if task.started_at is not None:
-            children[5].observe(max((datetime.now(timezone.utc) - task.started_at).total_seconds(), 0.0))
+            record[5](max((datetime.now(timezone.utc) - task.started_at).total_seconds(), 0.0))
 
     @hookimpl
     def omniq_task_enqueued(self, task: Task) -> None:
-        self._of(task)[0].inc()
+        self._of(task)[0](1)
 
     @hookimpl
     def omniq_task_started(self, task: Task, worker_id: str) -> None:
-        children = self._of(task)
-        children[1].inc()
+        record = self._of(task)
+        record[1](1)
         if task.started_at is not None:
             ready = task.eta or task.created_at
-            children[6].observe(max((task.started_at - ready).total_seconds(), 0.0))
+            record[6](max((task.started_at - ready).total_seconds(), 0.0))
 
     @hookimpl
     def omniq_task_succeeded(self, task: Task, result: TaskResult, worker_id: str) -> None:
@@ -159,6 +167,34 @@ class _Plugin:
         for key, value in counts.items():
             self.depth.labels(*key).set(value)
         self._depth_seen |= counts.keys()
+
+
+def _adder(counter: Any) -> Callable[[float], None]:
+    """``counter.inc``, or the value's own ``inc`` under it when this prometheus-client has one.
+
+    ``Counter.inc`` checks its argument and exemplar on every call; the value's
+    ``inc`` (an in-memory or a multiprocess file value alike) is the same
+    update for a quarter of the time (0.26 µs against 0.57 µs, timeit).
+    """
+    value = getattr(counter, "_value", None)
+    inc = getattr(value, "inc", None)
+    return inc if callable(inc) else counter.inc  # type: ignore[no-any-return]
+
+
+def _observer(histogram: Any) -> Callable[[float], None]:
+    """``histogram.observe``, or the same two value updates done directly (a bisection: 0.35 µs against 0.94 µs)."""
+    total = getattr(histogram, "_sum", None)
+    buckets = getattr(histogram, "_buckets", None)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    if total is None or not buckets or not bounds or len(buckets) != len(bounds) or bounds[-1] != float("inf"):
+        return histogram.observe  # type: ignore[no-any-return]
+    add, incs = total.inc, [bucket.inc for bucket in buckets]
+
+    def observe(amount: float) -> None:
+        add(amount)
+        incs[bisect_left(bounds, amount)](1)  # Histogram.observe: the first bucket with amount <= bound
+
+    return observe
 
 
 def enable() -> None:
