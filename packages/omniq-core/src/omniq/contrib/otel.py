@@ -34,8 +34,13 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context, propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+try:
+    from opentelemetry import context as otel_context, propagate, trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+except ImportError as exc:  # pragma: no cover - the extra is not installed
+    raise ImportError(
+        f"omniq.contrib.otel needs opentelemetry-api: pip install './packages/omniq-core[otel]' ({exc})"
+    ) from exc
 
 from omniq.hookspecs import hookimpl
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -44,6 +45,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from omniq.errors import ConfigurationError
 from omniq.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -197,6 +199,14 @@ def _observer(histogram: Any) -> Callable[[float], None]:
     return observe
 
 
+def _require() -> None:
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise ConfigurationError(
+            "Prometheus metrics need prometheus-client: pip install './packages/omniq-core[prometheus]' "
+            "(or pip install prometheus-client)"
+        )
+
+
 def enable() -> None:
     """Register the metrics plugin in this process (idempotent).
 
@@ -206,6 +216,7 @@ def enable() -> None:
     global _plugin
     from omniq import plugins
 
+    _require()
     with _lock:
         if _plugin is None:
             _plugin = _Plugin()
@@ -323,6 +334,7 @@ def serve_metrics(
     """
     from http.server import ThreadingHTTPServer
 
+    _require()
     directory = None
     if multiprocess:
         directory = tempfile.mkdtemp(prefix="omniq-metrics-")
