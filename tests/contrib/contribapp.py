@@ -11,8 +11,11 @@ import asyncio
 import json
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from omniq import OmniQ
+
+_tracers: list[Any] = []  # the worker's tracer, once tracing is on
 
 
 def _trace_to_file(path: str) -> None:
@@ -46,6 +49,7 @@ def _trace_to_file(path: str) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(JsonLines()))
     omniq.contrib.otel.enable(tracer_provider=provider)
+    _tracers.append(provider.get_tracer("contribapp"))
 
 
 if os.environ.get("OTEL_SPANS_FILE"):  # before the app: a worker reads the hooks when it starts
@@ -57,6 +61,13 @@ app = OmniQ()
 @app.task(name="add")
 def add(a: int, b: int) -> int:
     return a + b
+
+
+@app.task(name="traced")
+async def traced() -> None:
+    """Starts a span of its own: a child of the worker's run span."""
+    with _tracers[0].start_as_current_span("inner"):
+        await asyncio.sleep(0)
 
 
 @app.task(name="boom")

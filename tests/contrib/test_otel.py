@@ -50,14 +50,15 @@ def test_the_run_span_is_a_child_of_the_enqueue_span_across_processes(
     with OmniQ(settings) as producer, tracer.start_as_current_span("request") as request:
         ok_id = producer.enqueue("add", 1, 2)
         boom_id = producer.enqueue("boom", max_retries=0)
+        traced_id = producer.enqueue("traced")
         headers = producer.get_task(ok_id).headers  # type: ignore[union-attr]
     assert headers is not None and headers["traceparent"].startswith("00-")
 
-    runs = wait_until(lambda: (s := _spans(spans_file)) and len(s) >= 2 and s, 60, "the worker's two run spans")
+    runs = wait_until(lambda: (s := _spans(spans_file)) and len(s) >= 4 and s, 60, "the worker's four spans")
     enqueues = {span.attributes["omniq.task.id"]: span for span in exporter.get_finished_spans() if span.attributes}
-    assert {e.name for e in enqueues.values()} == {"omniq enqueue add", "omniq enqueue boom"}
-    by_task = {run["attributes"]["omniq.task.id"]: run for run in runs}
-    for task_id in (ok_id, boom_id):
+    assert {e.name for e in enqueues.values()} == {"omniq enqueue add", "omniq enqueue boom", "omniq enqueue traced"}
+    by_task = {run["attributes"]["omniq.task.id"]: run for run in runs if "omniq.task.id" in run["attributes"]}
+    for task_id in (ok_id, boom_id, traced_id):
         sent, run = enqueues[task_id], by_task[task_id]
         context = sent.get_span_context()
         assert context is not None and sent.kind.name == "PRODUCER"
@@ -69,6 +70,9 @@ def test_the_run_span_is_a_child_of_the_enqueue_span_across_processes(
         assert run["attributes"]["omniq.task.attempt"] == 1
     assert by_task[ok_id]["name"] == "omniq run add" and by_task[ok_id]["status"] == "UNSET"
     assert by_task[boom_id]["name"] == "omniq run boom" and by_task[boom_id]["status"] == "ERROR"
+    [inner] = [span for span in runs if span["name"] == "inner"]  # the task's own span: a child of the run span
+    assert inner["parent_span_id"] == by_task[traced_id]["span_id"]
+    assert inner["trace_id"] == by_task[traced_id]["trace_id"]
     assert enqueues[ok_id].attributes["omniq.task.name"] == "add"  # type: ignore[index]
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(60) == 0
