@@ -25,9 +25,8 @@ Metrics (``queue`` and ``task`` labels on all but the last two):
   reported at its heartbeat) and ``omniq_queue_depth{queue,status}``, read
   every ``sample_every`` seconds from ``app.queue_stats()`` by the serving process.
 
-Per task a worker pays about 2.5 µs (two counter increments, two histogram
-observations, the dispatch; timeit) and the drain stays within 10 % of
-off (benchmarks/metrics_overhead.py).
+The hooks note each event and apply them in batches (:mod:`omniq.contrib.task_metrics`):
+about 2.5 µs per task in all; benchmarks/metrics_overhead.py measures the drain with it on.
 """
 
 from __future__ import annotations
@@ -40,18 +39,13 @@ import os
 import shutil
 import tempfile
 import threading
-from bisect import bisect_left
-from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from omniq.contrib.task_metrics import TaskMetrics
 from omniq.errors import ConfigurationError
-from omniq.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
-    from omniq.models import Task, TaskError, TaskResult
-    from omniq.monitoring import WorkerInfo
 
 __all__ = [
     "CHILD_ENV",
@@ -74,129 +68,8 @@ CHILD_ENV = "OMNIQ_PROMETHEUS_CHILD"
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: how often the serving process samples ``omniq_queue_depth`` (seconds).
 SAMPLE_EVERY = 15.0
-_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-
 _lock = threading.Lock()
-_plugin: _Plugin | None = None
-
-
-class _Plugin:
-    """The hook implementations; label children are cached per (queue, task) to keep each event to a few µs."""
-
-    def __init__(self) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
-
-        labels = ("queue", "task")
-        self.enqueued = Counter("omniq_tasks_enqueued_total", "Tasks enqueued", labels)
-        self.started = Counter("omniq_tasks_started_total", "Task attempts started", labels)
-        self.succeeded = Counter("omniq_tasks_succeeded_total", "Tasks that succeeded", labels)
-        self.failed = Counter("omniq_tasks_failed_total", "Tasks that failed for good", labels)
-        self.retried = Counter("omniq_tasks_retried_total", "Task attempts that failed and were retried", labels)
-        self.duration = Histogram(
-            "omniq_task_duration_seconds", "Run time of a task attempt", labels, buckets=_DURATION_BUCKETS
-        )
-        self.wait = Histogram(
-            "omniq_task_queue_wait_seconds", "Time from ready to started", labels, buckets=_DURATION_BUCKETS
-        )
-        self.in_flight = Gauge("omniq_tasks_in_flight", "Tasks running now", multiprocess_mode="livesum")
-        self.depth = Gauge(
-            "omniq_queue_depth",
-            "Tasks by queue and status (sampled)",
-            ("queue", "status"),
-            multiprocess_mode="mostrecent",
-        )
-        self._children: dict[tuple[str, str], tuple[Callable[[float], None], ...]] = {}
-        self._depth_seen: set[tuple[str, str]] = set()
-        self._in_flight: dict[str, int] = {}  # by worker pool id (a process may run several)
-
-    def _of(self, task: Task) -> tuple[Callable[[float], None], ...]:
-        """(enqueued, started, succeeded, failed, retried: add; duration, wait: observe) for the task's labels."""
-        key = (task.queue, task.func)
-        record = self._children.get(key)
-        if record is None:
-            counters = (self.enqueued, self.started, self.succeeded, self.failed, self.retried)
-            record = self._children[key] = (
-                *(_adder(counter.labels(*key)) for counter in counters),
-                _observer(self.duration.labels(*key)),
-                _observer(self.wait.labels(*key)),
-            )
-        return record
-
-    def _finished(self, task: Task, counter: int) -> None:
-        record = self._of(task)
-        record[counter](1)
-        if task.started_at is not None:
-            record[5](max((datetime.now(timezone.utc) - task.started_at).total_seconds(), 0.0))
-
-    @hookimpl
-    def omniq_task_enqueued(self, task: Task) -> None:
-        self._of(task)[0](1)
-
-    @hookimpl
-    def omniq_task_started(self, task: Task, worker_id: str) -> None:
-        record = self._of(task)
-        record[1](1)
-        if task.started_at is not None:
-            ready = task.eta or task.created_at
-            record[6](max((task.started_at - ready).total_seconds(), 0.0))
-
-    @hookimpl
-    def omniq_task_succeeded(self, task: Task, result: TaskResult, worker_id: str) -> None:
-        self._finished(task, 2)
-
-    @hookimpl
-    def omniq_task_failed(self, task: Task, error: TaskError, worker_id: str) -> None:
-        self._finished(task, 3)
-
-    @hookimpl
-    def omniq_task_retried(self, task: Task, error: TaskError, worker_id: str, delay: float) -> None:
-        self._finished(task, 4)
-
-    @hookimpl
-    def omniq_worker_heartbeat(self, worker: WorkerInfo) -> None:
-        self._in_flight[worker.id] = worker.in_flight
-        self.in_flight.set(sum(self._in_flight.values()))
-
-    @hookimpl
-    def omniq_worker_stopped(self, worker_id: str) -> None:
-        self._in_flight.pop(worker_id, None)
-        self.in_flight.set(sum(self._in_flight.values()))
-
-    def set_depth(self, counts: dict[tuple[str, str], int]) -> None:
-        """Set ``omniq_queue_depth``; a (queue, status) seen before and absent now drops to 0."""
-        for key in self._depth_seen - counts.keys():
-            self.depth.labels(*key).set(0)
-        for key, value in counts.items():
-            self.depth.labels(*key).set(value)
-        self._depth_seen |= counts.keys()
-
-
-def _adder(counter: Any) -> Callable[[float], None]:
-    """``counter.inc``, or the value's own ``inc`` under it when this prometheus-client has one.
-
-    ``Counter.inc`` checks its argument and exemplar on every call; the value's
-    ``inc`` (an in-memory or a multiprocess file value alike) is the same
-    update for a quarter of the time (0.26 µs against 0.57 µs, timeit).
-    """
-    value = getattr(counter, "_value", None)
-    inc = getattr(value, "inc", None)
-    return inc if callable(inc) else counter.inc  # type: ignore[no-any-return]
-
-
-def _observer(histogram: Any) -> Callable[[float], None]:
-    """``histogram.observe``, or the same two value updates done directly (a bisection: 0.35 µs against 0.94 µs)."""
-    total = getattr(histogram, "_sum", None)
-    buckets = getattr(histogram, "_buckets", None)
-    bounds = getattr(histogram, "_upper_bounds", None)
-    if total is None or not buckets or not bounds or len(buckets) != len(bounds) or bounds[-1] != float("inf"):
-        return histogram.observe  # type: ignore[no-any-return]
-    add, incs = total.inc, [bucket.inc for bucket in buckets]
-
-    def observe(amount: float) -> None:
-        add(amount)
-        incs[bisect_left(bounds, amount)](1)  # Histogram.observe: the first bucket with amount <= bound
-
-    return observe
+_plugin: TaskMetrics | None = None
 
 
 def _require() -> None:
@@ -219,7 +92,7 @@ def enable() -> None:
     _require()
     with _lock:
         if _plugin is None:
-            _plugin = _Plugin()
+            _plugin = TaskMetrics()
         if plugins.get_plugin_manager().get_plugin(PLUGIN_NAME) is None:
             plugins.register(_plugin, name=PLUGIN_NAME)
 
@@ -264,7 +137,24 @@ def render_metrics() -> tuple[bytes, str]:
     """This process's metrics (the sum over all processes in multiprocess mode) as (body, content type)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+    return generate_latest(_Scraped(_registry())), CONTENT_TYPE_LATEST
+
+
+class _Scraped:
+    """A registry read with this process's noted events applied first (what a scrape reads)."""
+
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
+
+    def collect(self) -> Any:
+        if _plugin is not None:
+            _plugin.flush()
+        return self._registry.collect()
+
+    def restricted_registry(self, names: Any) -> Any:
+        if _plugin is not None:
+            _plugin.flush()
+        return self._registry.restricted_registry(names)
 
 
 async def sample_queue_depth(app: AsyncOmniQ, every: float = SAMPLE_EVERY) -> None:
@@ -347,7 +237,7 @@ def serve_metrics(
         values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 
     enable()
-    handler = MetricsHandler.factory(_registry())
+    handler = MetricsHandler.factory(_Scraped(_registry()))
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="omniq-metrics", daemon=True)
