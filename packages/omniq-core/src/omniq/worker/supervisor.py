@@ -31,7 +31,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -81,8 +81,16 @@ class Supervisor:
         burst: children exit by themselves once the queues are drained.
     """
 
-    def __init__(self, command: Sequence[str], count: int, *, burst: bool = False) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        count: int,
+        *,
+        burst: bool = False,
+        on_child_exit: Callable[[int], None] | None = None,
+    ) -> None:
         self.command = list(command)
+        self.on_child_exit = on_child_exit
         self.count = count
         self.burst = burst
         self._children: dict[int, _Child] = {}
@@ -121,6 +129,8 @@ class Supervisor:
                 if code is None:
                     continue
                 del self._children[slot]
+                if self.on_child_exit is not None:  # e.g. Prometheus: its live gauges leave the sum
+                    self.on_child_exit(child.process.pid)
                 if not self._ended(child, code):
                     failed = True
             if self._quick_crashes >= MAX_QUICK_CRASHES and not self._stopping:
