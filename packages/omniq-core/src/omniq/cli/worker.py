@@ -45,6 +45,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="log lines as text, or one JSON object each (default: setting log_format / $OMNIQ_LOG_FORMAT, text)",
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="serve Prometheus metrics at :P/metrics (omniq[prometheus])",
+    )
     worker.set_defaults(handler=run)
 
 
@@ -69,7 +76,7 @@ def _supervise(args: argparse.Namespace, count: int) -> int:
     """``--processes N`` (N > 1): run N ordinary workers under a supervisor."""
     from omniq.worker.supervisor import Supervisor
 
-    load_app(args.app)  # a wrong APP fails here, once, rather than in every child
+    app = load_app(args.app)  # a wrong APP fails here, once, rather than in every child
     command = [sys.executable, "-m", "omniq"]
     if args.log_level:
         command += ["--log-level", args.log_level]
@@ -81,7 +88,17 @@ def _supervise(args: argparse.Namespace, count: int) -> int:
         command.append("--burst")
     if args.log_format:
         command += ["--log-format", args.log_format]
-    return Supervisor(command, count, burst=args.burst).run()
+    if args.metrics_port is None:
+        return Supervisor(command, count, burst=args.burst).run()
+    from omniq.contrib.prometheus import child_exited, serve_metrics
+
+    metrics = serve_metrics(
+        args.metrics_port, app, multiprocess=True
+    )  # before the children start: they inherit its env
+    try:
+        return Supervisor(command, count, burst=args.burst, on_child_exit=child_exited).run()
+    finally:
+        metrics.close()
 
 
 def _stop_when_orphaned() -> None:
@@ -101,10 +118,21 @@ async def _work(args: argparse.Namespace) -> int:
         _stop_when_orphaned()
     app = load_app(args.app)
     _configure_logs(args.log_format or app.settings.log_format, explicit_level=bool(args.log_level))
+    metrics = None
+    if args.metrics_port is not None:
+        from omniq.contrib.prometheus import serve_metrics
+
+        metrics = serve_metrics(args.metrics_port, app)
+    elif os.environ.get("OMNIQ_PROMETHEUS_CHILD"):
+        from omniq.contrib.prometheus import enable_in_child
+
+        enable_in_child()
     pool = app.worker(args.concurrency, queues=args.queues, pool=args.pool, burst=args.burst)
     try:
         await pool.start(handle_signals=True)
     finally:
+        if metrics is not None:
+            metrics.close()
         await app.close()
     emit(f"worker stopped: {pool.processed} task(s) processed")
     return 0
