@@ -246,8 +246,15 @@ class _EnvValue:
 
 
 #: ``OMNIQ_*`` variables that are not settings: the config file, the worker slot a supervisor gives
-#: each of its processes (``omniq worker --processes``), the dashboard's credentials, and test and CI tooling.
-NOT_SETTINGS = ("OMNIQ_CONFIG", "OMNIQ_WORKER_PROCESS", "OMNIQ_DASHBOARD_AUTH", "OMNIQ_REQUIRE_SERVERS")
+#: each of its processes (``omniq worker --processes``) and the metrics flag it sets for them, the
+#: dashboard's credentials, and test and CI tooling.
+NOT_SETTINGS = (
+    "OMNIQ_CONFIG",
+    "OMNIQ_WORKER_PROCESS",
+    "OMNIQ_PROMETHEUS_CHILD",
+    "OMNIQ_DASHBOARD_AUTH",
+    "OMNIQ_REQUIRE_SERVERS",
+)
 NOT_SETTINGS_PREFIXES = ("OMNIQ_TEST_", "OMNIQ_FUZZ_")
 
 
