@@ -19,6 +19,16 @@ async def noop() -> None:
     count_noop()
 
 
+@app.task(name="spin")
+async def spin(loops: int) -> int:
+    """A CPU-bound job: ``loops`` turns of a pure-Python loop (20,000 take about 1 ms here), with the
+    event loop held, as a task that computes holds it. The workload a second worker process is for."""
+    total = 0
+    for i in range(loops):
+        total += i * i
+    return total
+
+
 @app.task(name="ping")
 async def ping(seq: int) -> None:
     """The latency job: reports its start time."""

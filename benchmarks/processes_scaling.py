@@ -51,10 +51,11 @@ def _settings(env: dict[str, str]) -> Settings:
     return Settings.load(env={k: v for k, v in env.items() if k.startswith("OMNIQ_")})
 
 
-async def _enqueue(env: dict[str, str], n: int) -> None:
+async def _enqueue(env: dict[str, str], n: int, work: int) -> None:
+    name, args = ("spin", (work,)) if work else ("noop", ())
     async with AsyncOmniQ(_settings(env)) as app:
         for start in range(0, n, 5000):
-            await app.enqueue_many("noop", [() for _ in range(min(5000, n - start))])
+            await app.enqueue_many(name, [args for _ in range(min(5000, n - start))])
 
 
 async def _span_rate(env: dict[str, str], n: int) -> float:
@@ -90,12 +91,13 @@ def _drop(engine: str, env: dict[str, str]) -> None:
         asyncio.run(drop_prefix(URLS["nats"], prefix))
 
 
-def run_once(engine: str, processes: int, n: int) -> float:
-    """One drain of ``n`` tasks by ``processes`` worker processes; tasks per second."""
+def run_once(engine: str, processes: int, n: int, work: int) -> float:
+    """One drain of ``n`` tasks (no-op, or ``work`` loops of CPU each) by ``processes`` worker processes;
+    tasks per second."""
     with tempfile.TemporaryDirectory() as workdir:
         env = _env(engine, workdir, f"bench_{uuid.uuid4().hex[:10]}")
         try:
-            asyncio.run(_enqueue(env, n))
+            asyncio.run(_enqueue(env, n, work))
             command = [sys.executable, "-m", "omniq", "--log-level", "WARNING", "worker", "omniq_app:app", "--burst"]
             command += ["--processes", str(processes)]
             subprocess.run(command, env=env, cwd=HERE, check=True, stdout=subprocess.DEVNULL, timeout=900)
@@ -111,16 +113,20 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-n", type=int, default=20000)
+    parser.add_argument(
+        "--work", type=int, default=0, help="CPU per task: loops of the 'spin' task (20000 ~ 1 ms here); 0 = no-op"
+    )
     args = parser.parse_args()
     counts = [int(p) for p in args.processes.split(",")]
     for engine in args.engines.split(","):
         rates: dict[int, list[float]] = {p: [] for p in counts}
         for round_ in range(args.rounds):
             for p in counts if round_ % 2 == 0 else list(reversed(counts)):
-                rates[p].append(run_once(engine, p, args.n))
+                rates[p].append(run_once(engine, p, args.n, args.work))
                 print(f"{engine} round {round_ + 1} processes={p}: {rates[p][-1]:,.0f} tasks/s", file=sys.stderr)
         base = statistics.median(rates[counts[0]])
-        print(f"\n{engine}: {args.n:,} no-op tasks, {args.rounds} rounds")
+        kind = f"'spin' tasks of {args.work:,} loops" if args.work else "no-op tasks"
+        print(f"\n{engine}: {args.n:,} {kind}, {args.rounds} rounds")
         print(f"{'processes':>9} {'median/s':>10} {'range':>20} {'x one':>6}")
         for p in counts:
             median = statistics.median(rates[p])
