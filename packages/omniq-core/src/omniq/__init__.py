@@ -14,6 +14,7 @@ from omniq.errors import (
     BackendNotFoundError,
     BackendUnavailableError,
     ConfigurationError,
+    NotSupportedError,
     OmniQError,
     PayloadTooLargeError,
     SerializationError,
@@ -23,7 +24,8 @@ from omniq.errors import (
     UnknownTaskError,
 )
 from omniq.hookspecs import hookimpl
-from omniq.models import EventType, Schedule, Task, TaskError, TaskEvent, TaskResult, TaskStatus
+from omniq.models import EventType, Task, TaskError, TaskEvent, TaskResult, TaskStatus
+from omniq.scheduling import Schedule
 from omniq.sync import OmniQ
 
 if TYPE_CHECKING:
@@ -66,6 +68,7 @@ __all__ = [
     "ConfigurationError",
     "EnqueueOptions",
     "EventType",
+    "NotSupportedError",
     "OmniQError",
     "PayloadTooLargeError",
     "Schedule",

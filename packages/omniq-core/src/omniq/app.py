@@ -20,7 +20,8 @@ from omniq._producer import Producer
 from omniq._results import read_result, wait_for_result
 from omniq._tasks import TaskFunction, TaskRegistry
 from omniq.config import Settings
-from omniq.models import EventType, Schedule, Task, TaskEvent, TaskResult, TaskStatus
+from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus
+from omniq.scheduling import Schedule
 from omniq.serialization import BUILTIN_SERIALIZERS, SerializerRegistry
 
 if TYPE_CHECKING:

@@ -36,3 +36,8 @@ class Capability:
     #: workers register in the engine (``register_worker``), so ``list_workers`` sees every
     #: process and host; without it the default registry shows this process's workers only.
     WORKER_REGISTRY = "worker_registry"
+    #: the claim applies tasks' rate and concurrency limits in the engine, across every worker
+    #: (:mod:`omniq.flow_control`); without it a limited task is refused at enqueue.
+    FLOW_CONTROL = "flow_control"
+    #: ``set_queue_paused``: claims skip a paused queue, for every worker of the engine.
+    QUEUE_PAUSE = "queue_pause"

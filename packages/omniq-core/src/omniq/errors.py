@@ -76,6 +76,14 @@ class BackendNotFoundError(ConfigurationError):
     """No backend of that name is installed; the message lists the installed ones."""
 
 
+class NotSupportedError(ConfigurationError):
+    """The configured backend cannot do what was asked (it lacks the capability); nothing was stored.
+
+    The message names the backend and the capability, for example a rate limit
+    on a task queue without :attr:`~omniq.capabilities.Capability.FLOW_CONTROL`.
+    """
+
+
 class BackendError(OmniQError):
     """An engine failed in a way that is not the caller's fault."""
 

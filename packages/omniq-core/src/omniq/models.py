@@ -28,6 +28,7 @@ import msgspec
 
 from omniq.constants import MAX_DURATION_SECONDS
 from omniq.errors import SerializationError
+from omniq.flow_control import Limits
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -36,7 +37,6 @@ __all__ = [
     "EventType",
     "Outcome",
     "OutcomeKind",
-    "Schedule",
     "Task",
     "TaskError",
     "TaskEvent",
@@ -173,6 +173,12 @@ class Task(msgspec.Struct, kw_only=True, gc=False):
     error: TaskError | None = None
     #: small string metadata carried with the task (a W3C ``traceparent``); None when there is none.
     headers: dict[str, str] | None = None
+    #: rate and concurrency limits the engine applies at claim (:mod:`omniq.flow_control`); None: none.
+    limits: Limits | None = None
+    #: flow-control bookkeeping of the engine (waiting for a concurrency slot; holding a reserved
+    #: rate slot at ``eta``); engines that keep it outside the record may report both as False.
+    held: bool = False
+    rate_reserved: bool = False
 
     @property
     def recurring(self) -> bool:
@@ -281,33 +287,6 @@ class TaskEvent(msgspec.Struct, kw_only=True, gc=False):
     attempt: int = 0
     worker_id: str | None = None
     message: str = ""
-
-
-class Schedule(msgspec.Struct, kw_only=True):
-    """A recurring task seen as a schedule (its id is the task's id)."""
-
-    id: str
-    func: str
-    queue: str
-    interval: float | None
-    cron: str | None
-    paused: bool
-    next_run_at: datetime | None
-    status: TaskStatus
-
-    @classmethod
-    def from_task(cls, task: Task) -> Schedule:
-        """Describe a recurring task as a schedule."""
-        return cls(
-            id=task.id,
-            func=task.func,
-            queue=task.queue,
-            interval=task.interval,
-            cron=task.cron,
-            paused=task.paused,
-            next_run_at=task.eta,
-            status=task.status,
-        )
 
 
 class OutcomeKind(str, enum.Enum):

@@ -240,6 +240,8 @@ def reset_for_retry(task: Task, now: datetime) -> Task:
         lease_token=None,
         lease_expires_at=None,
         updated_at=now,
+        held=False,
+        rate_reserved=False,
     )
 
 

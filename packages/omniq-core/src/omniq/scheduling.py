@@ -5,10 +5,39 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
-from omniq.errors import ConfigurationError
-from omniq.models import utcnow
+import msgspec
 
-__all__ = ["backoff_delay", "next_cron_tick", "next_run", "resolve_eta", "to_seconds", "validate_cron"]
+from omniq.errors import ConfigurationError
+from omniq.models import Task, TaskStatus, utcnow
+
+__all__ = ["Schedule", "backoff_delay", "next_cron_tick", "next_run", "resolve_eta", "to_seconds", "validate_cron"]
+
+
+class Schedule(msgspec.Struct, kw_only=True):
+    """A recurring task seen as a schedule (its id is the task's id)."""
+
+    id: str
+    func: str
+    queue: str
+    interval: float | None
+    cron: str | None
+    paused: bool
+    next_run_at: datetime | None
+    status: TaskStatus
+
+    @classmethod
+    def from_task(cls, task: Task) -> Schedule:
+        """Describe a recurring task as a schedule."""
+        return cls(
+            id=task.id,
+            func=task.func,
+            queue=task.queue,
+            interval=task.interval,
+            cron=task.cron,
+            paused=task.paused,
+            next_run_at=task.eta,
+            status=task.status,
+        )
 
 
 def to_seconds(value: float | timedelta | None, name: str) -> float | None:

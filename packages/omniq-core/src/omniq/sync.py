@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
 
     from omniq.config import Settings
-    from omniq.models import EventType, Schedule, Task, TaskEvent, TaskResult, TaskStatus
+    from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus
     from omniq.monitoring import QueueStats, WorkerInfo
+    from omniq.scheduling import Schedule
 
 __all__ = ["OmniQ", "SyncTaskFunction", "SyncWorkerPool"]
 

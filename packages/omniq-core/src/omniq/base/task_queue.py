@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import anyio
 
 from omniq.base.component import Component
+from omniq.capabilities import Capability
+from omniq.errors import NotSupportedError
 from omniq.models import Outcome, Task, TaskEvent, TaskStatus, utcnow
 from omniq.monitoring import (
     LOCAL_WORKERS,
@@ -273,3 +275,23 @@ class BaseTaskQueue(Component):
     async def list_workers(self) -> builtins.list[WorkerInfo]:
         """Workers registered and not expired, oldest ``started_at`` first."""
         return LOCAL_WORKERS.live()
+
+    # -- flow control: optional (omniq.flow_control) -------------------------------------------------
+
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume a whole queue, for every worker of the engine (:attr:`Capability.QUEUE_PAUSE`).
+
+        Claims and :meth:`wait_for_work` skip a paused queue (its ready tasks
+        do not wake a worker); tasks already running are not touched; enqueue
+        still stores. Pausing a paused queue, or resuming one that is not, does nothing.
+
+        Raises:
+            NotSupportedError: the default, for engines without the capability.
+        """
+        raise NotSupportedError(
+            f"the {self.backend_name!r} task queue cannot pause queues (no {Capability.QUEUE_PAUSE!r})"
+        )
+
+    async def paused_queues(self) -> builtins.list[str]:
+        """The names of the paused queues, sorted (none without :attr:`Capability.QUEUE_PAUSE`)."""
+        return []

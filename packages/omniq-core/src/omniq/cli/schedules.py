@@ -8,7 +8,8 @@ import sys
 from omniq.app import AsyncOmniQ
 from omniq.cli.apps import app_from
 from omniq.cli.output import emit, emit_json, table
-from omniq.models import Schedule, TaskStatus
+from omniq.models import TaskStatus
+from omniq.scheduling import Schedule
 
 __all__ = ["register"]
 

@@ -16,8 +16,9 @@ from omniq.cli.apps import places
 from omniq.cli.schedules import recurring
 from omniq.dashboard.charts import Chart, throughput_chart
 from omniq.errors import OmniQError
-from omniq.models import Schedule, Task, TaskEvent, TaskStatus, utcnow
+from omniq.models import Task, TaskEvent, TaskStatus, utcnow
 from omniq.monitoring import RETRYABLE_STATUSES, QueueStats, WorkerInfo, page_cursor
+from omniq.scheduling import Schedule
 
 __all__ = [
     "PAGE_SIZE",
