@@ -31,9 +31,9 @@ the same in their own language):
   seconds no more than ``rate * w + burst`` tasks of a key start.
 * A task with both checks passes concurrency first; a reserved task held for
   concurrency gives up its reservation (the slot is wasted, never exceeded).
-* Whenever a task goes back to PENDING (retry, release, recover, operator
-  retry) its ``held`` and ``rate_reserved`` flags are cleared: retries and
-  recurring runs count against the same limits.
+* A claimed task has ``held`` and ``rate_reserved`` cleared (and an operator
+  retry clears them), so whenever it goes back to PENDING (retry, release,
+  recover, a recurring run) it meets its limits afresh.
 
 Queue pause (:attr:`Capability.QUEUE_PAUSE`): ``set_queue_paused`` keeps a set
 of paused queue names in the engine; claims and ``wait_for_work`` skip them,
@@ -42,7 +42,6 @@ and nothing already running is touched.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -212,6 +211,6 @@ def admit(task: Task, now: float, holders: int, earliest_deadline: float | None,
         return Admission(True, None, False, None)
     start = max(tat if tat is not None else now, now)
     allowed_at = start - limits.tolerance
-    if now >= allowed_at or math.isclose(now, allowed_at):
+    if now >= allowed_at - 1e-6:  # a microsecond of slack for float rounding of engine times
         return Admission(True, None, False, start + limits.interval)
     return Admission(False, allowed_at, False, start + limits.interval)

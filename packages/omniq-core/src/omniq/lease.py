@@ -44,8 +44,6 @@ def apply_outcome(task: Task, outcome: Outcome, now: datetime) -> Task | None:
     else:
         if outcome.eta is not None:
             changes["eta"] = outcome.eta
-        if task.limits is not None:  # back to PENDING: it meets its limits afresh (omniq.flow_control)
-            changes.update(held=False, rate_reserved=False)
         if outcome.kind is OutcomeKind.RELEASE:
             # Handed back unrun: nobody holds or started it any more.
             changes.update(attempts=max(task.attempts - 1, 0), started_at=None, worker_id=None)

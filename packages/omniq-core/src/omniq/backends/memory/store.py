@@ -32,6 +32,7 @@ from typing import ClassVar
 import anyio
 import msgspec
 
+from omniq.backends.memory.flow import FlowState
 from omniq.models import TERMINAL_STATUSES, Task, TaskEvent, TaskResult, TaskStatus, utcnow
 from omniq.monitoring import LocalWorkers
 
@@ -78,6 +79,7 @@ class MemoryStore:
         self.result_waiters: dict[str, set[anyio.Event]] = {}
         self.events: list[tuple[float, int, TaskEvent]] = []  # sorted by (timestamp, append seq)
         self.workers = LocalWorkers()  # the registry of every component on this store
+        self.flow = FlowState()  # limits' holders, held tasks and rate state; paused queues
         self._seq = itertools.count()
 
     @classmethod
@@ -109,6 +111,8 @@ class MemoryStore:
         self.queued.pop(task.id, None)
         if task.status is TaskStatus.PENDING and not task.paused:
             self._push_pending(task)
+        if task.limits is not None or (old is not None and old.limits is not None):
+            self.flow.track(old, task, self.tasks, self.put)
 
     def remove(self, task: Task) -> None:
         """Forget ``task`` entirely."""
@@ -118,6 +122,8 @@ class MemoryStore:
         if task.unique_key is not None and self.unique.get(task.unique_key) == task.id:
             del self.unique[task.unique_key]
         self.queued.pop(task.id, None)
+        if task.limits is not None:
+            self.flow.track(task, None, self.tasks, self.put)
 
     def _push_pending(self, task: Task) -> None:
         seq = self.next_seq()

@@ -50,7 +50,13 @@ class MemoryTaskQueue(BaseTaskQueue):
     backend_name: ClassVar[str] = "memory"
     #: WORKER_REGISTRY: every component on the store (the memory engine's "everyone") sees the workers.
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {Capability.BLOCKING_WAIT, Capability.FUSED_RESULTS, Capability.WORKER_REGISTRY}
+        {
+            Capability.BLOCKING_WAIT,
+            Capability.FUSED_RESULTS,
+            Capability.WORKER_REGISTRY,
+            Capability.FLOW_CONTROL,
+            Capability.QUEUE_PAUSE,
+        }
     )
 
     def __init__(self, url: str | None = None, *, store: MemoryStore | None = None) -> None:
@@ -91,8 +97,12 @@ class MemoryTaskQueue(BaseTaskQueue):
         await anyio.lowlevel.checkpoint()
         store = self.store
         now = utcnow()
-        store.promote_due(now.timestamp())
+        stamp = now.timestamp()
+        store.promote_due(stamp)
         deadline = now + timedelta(seconds=lease)
+        paused = store.flow.paused
+        if paused:
+            queues = [queue for queue in queues if queue not in paused]
         claimed: list[Task] = []
         while len(claimed) < limit:
             best: tuple[int, float, int, str] | None = None
@@ -104,16 +114,24 @@ class MemoryTaskQueue(BaseTaskQueue):
                 break
             task_id = best[3]
             del store.queued[task_id]  # invalidates the heap entry
+            candidate = store.tasks[task_id]
+            if candidate.limits is not None:
+                parked = store.flow.park(candidate, store.tasks, stamp)
+                if parked is not None:  # its limit is full: it waits (delayed, due at its eta)
+                    store.put(parked)
+                    continue
             task = _replace(
-                store.tasks[task_id],
+                candidate,
                 status=TaskStatus.RUNNING,
-                attempts=store.tasks[task_id].attempts + 1,
+                attempts=candidate.attempts + 1,
                 lease_token=new_id(),
                 lease_expires_at=deadline,
                 started_at=now,
                 updated_at=now,
                 worker_id=worker_id,
             )
+            if task.limits is not None:
+                task.held = task.rate_reserved = False
             store.put(task)
             store.push_lease(task)
             claimed.append(copy_task(task))
@@ -124,7 +142,8 @@ class MemoryTaskQueue(BaseTaskQueue):
         store = self.store
         now = utcnow().timestamp()
         store.promote_due(now)
-        if any(store.peek_ready(queue) is not None for queue in queues):
+        paused = store.flow.paused  # a paused queue's ready tasks wake nobody; its resume does
+        if any(store.peek_ready(queue) is not None for queue in queues if queue not in paused):
             await anyio.lowlevel.checkpoint()
             return
         next_due = store.next_due()
@@ -332,3 +351,19 @@ class MemoryTaskQueue(BaseTaskQueue):
         """The store's live workers, oldest first."""
         await anyio.lowlevel.checkpoint()
         return [_replace(worker) for worker in self.store.workers.live()]
+
+    # -- flow control ----------------------------------------------------------------------------------
+
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume ``queue`` for every component on the store."""
+        await anyio.lowlevel.checkpoint()
+        if paused:
+            self.store.flow.paused.add(queue)
+        elif queue in self.store.flow.paused:
+            self.store.flow.paused.discard(queue)
+            self.store.notify_work(queue)
+
+    async def paused_queues(self) -> builtins.list[str]:
+        """The store's paused queues, sorted."""
+        await anyio.lowlevel.checkpoint()
+        return sorted(self.store.flow.paused)

@@ -22,6 +22,7 @@ from omniq.testing.task_queue.claiming import ClaimingTests
 from omniq.testing.task_queue.corrupt_records import CorruptRecordTests
 from omniq.testing.task_queue.enqueue import EnqueueTests
 from omniq.testing.task_queue.finishing import FinishingTests
+from omniq.testing.task_queue.flow_control import FlowControlTests, QueuePauseTests
 from omniq.testing.task_queue.fork_safety import ForkSafetyTests
 from omniq.testing.task_queue.fused import FusedEventTests, FusedResultTests
 from omniq.testing.task_queue.leases import LeaseTests
@@ -39,6 +40,7 @@ __all__ = [
     "CorruptRecordTests",
     "EnqueueTests",
     "FinishingTests",
+    "FlowControlTests",
     "ForkSafetyTests",
     "FusedEventTests",
     "FusedResultTests",
@@ -47,6 +49,7 @@ __all__ = [
     "ListPageTests",
     "ListingTests",
     "PauseTests",
+    "QueuePauseTests",
     "QueueStatsTests",
     "RetryTests",
     "SchedulingTests",
@@ -73,6 +76,8 @@ class TaskQueueSuite(
     RetryTests,
     HeaderTests,
     WorkerRegistryTests,
+    FlowControlTests,
+    QueuePauseTests,
     ForkSafetyTests,
     CorruptRecordTests,
     FusedResultTests,
