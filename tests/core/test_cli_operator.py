@@ -242,8 +242,18 @@ def test_queues_and_workers_as_tables_and_json(tmp_path: Path) -> None:
     assert len(default["completed_per_minute"]) == 60 and default["oldest_ready_age"] is None
     assert later["counts"]["pending"] == 1 and later["oldest_ready_age"] >= 0
     table = omniq("queues", env=env).stdout.splitlines()
-    assert table[0].split()[:3] == ["queue", "pending", "running"] and table[0].split()[-1] == "done/hour"
+    assert table[0].split()[:3] == ["queue", "pending", "running"] and table[0].split()[-2:] == ["done/hour", "paused"]
     assert [line.split()[0] for line in table[1:]] == ["default", "later"]
+    paused = omniq("queues", "pause", "later", env=env)
+    assert paused.returncode == 0 and paused.stdout.strip() == "paused later"
+    assert omniq("queues", "pause", "empty", env=env).returncode == 0  # a queue without tasks is listed once paused
+    shown = {entry["queue"]: entry["paused"] for entry in json.loads(omniq("queues", "--json", env=env).stdout)}
+    assert shown == {"default": False, "later": True, "empty": True}
+    assert [line.split()[-1] for line in omniq("queues", env=env).stdout.splitlines()[1:]] == ["no", "yes", "yes"]
+    assert omniq("queues", "resume", "later", env=env).stdout.strip() == "resumed later"
+    assert omniq("queues", "resume", "empty", env=env).returncode == 0
+    assert [entry["queue"] for entry in json.loads(omniq("queues", "--json", env=env).stdout)] == ["default", "later"]
+    assert omniq("queues", "pause", env=env).returncode == 2
     workers = omniq("workers", "--json", env=env)
     assert workers.returncode == 0 and json.loads(workers.stdout) == []  # none runs now
     assert ("no shared worker registry" in workers.stderr) is (not shared)

@@ -1,4 +1,4 @@
-"""The twelve enqueue options are declared once (``omniq.EnqueueOptions``); every surface that takes them agrees.
+"""The sixteen enqueue options are declared once (``omniq.EnqueueOptions``); every surface that takes them agrees.
 
 Two typed views are written out, because mypy and IDEs cannot see a
 signature derived at run time: ``AsyncOmniQ.enqueue`` and ``OmniQ.enqueue``
@@ -38,8 +38,8 @@ def _options_of(method: Callable[..., Any]) -> list[tuple[str, Any]]:
     return [(p.name, p.annotation) for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
-def test_there_are_twelve_options_and_the_names_derive_from_the_declaration() -> None:
-    assert len(DECLARED) == 12
+def test_there_are_sixteen_options_and_the_names_derive_from_the_declaration() -> None:
+    assert len(DECLARED) == 16
     assert OPTION_NAMES == tuple(name for name, _ in DECLARED)
 
 

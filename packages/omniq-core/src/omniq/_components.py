@@ -319,6 +319,18 @@ class Components:
         await self.connect()
         return await self.task_queue.queue_stats()
 
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume a queue in the engine (NotSupportedError without ``Capability.QUEUE_PAUSE``)."""
+        if not isinstance(queue, str) or not queue:
+            raise ConfigurationError(f"queue={queue!r} is not valid: expected a queue name")
+        await self.connect()
+        await self.task_queue.set_queue_paused(queue, paused)
+
+    async def paused_queues(self) -> list[str]:
+        """The paused queues' names, sorted."""
+        await self.connect()
+        return await self.task_queue.paused_queues()
+
     @property
     def shared_worker_registry(self) -> bool:
         """Whether the task queue class declares ``Capability.WORKER_REGISTRY`` (known before connecting)."""

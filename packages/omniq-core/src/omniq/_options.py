@@ -1,6 +1,6 @@
 """The enqueue options, declared once.
 
-``EnqueueOptions`` is the one declaration of the twelve options a call can
+``EnqueueOptions`` is the one declaration of the sixteen options a call can
 carry: its fields' names, types and meaning. Everything else derives from
 it: ``OPTION_NAMES`` (what ``@app.task(...)``, ``handle.options(...)`` and
 ``enqueue_many(..., **options)`` accept, checked by :meth:`from_kwargs`),
@@ -21,11 +21,12 @@ same types, default None):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from omniq.errors import ConfigurationError
+from omniq.flow_control import make_limits
 
 __all__ = ["OPTION_NAMES", "EnqueueOptions", "TaskOptions", "depends_tuple"]
 
@@ -54,6 +55,16 @@ class EnqueueOptions:
         depends_on: task ids that must succeed first (one id or several); if
             one fails, this task fails with a DependencyFailed error. Kept as
             a tuple.
+        rate_limit: at most this many tasks of this name (or of ``limit_key``)
+            start per unit of time, across every worker: ``"100/s"``, ``"30/m"``,
+            ``"500/h"``. A token bucket held by the engine (see :mod:`omniq.flow_control`).
+        rate_burst: how many may start at once after a quiet spell (the bucket's
+            size; default: the per-second rate, at least 1).
+        concurrency_limit: at most this many tasks of this name (or of
+            ``limit_key``) run at once, across every worker.
+        limit_key: count the limits per key instead of per task name: a string,
+            or a callable of the task's arguments (``lambda customer, **_: customer``)
+            evaluated at enqueue.
     """
 
     eta: datetime | None = None
@@ -68,11 +79,22 @@ class EnqueueOptions:
     priority: int | None = None
     unique_key: str | None = None
     depends_on: str | Iterable[str] | None = None
+    rate_limit: str | None = None
+    rate_burst: int | None = None
+    concurrency_limit: int | None = None
+    limit_key: str | Callable[..., str] | None = None
 
     def __post_init__(self) -> None:
         if self.depends_on is not None and not isinstance(self.depends_on, tuple):
             # a tuple keeps the options hashable (the app caches what it resolved per option set)
             object.__setattr__(self, "depends_on", depends_tuple(self.depends_on))
+        if self.rate_limit is not None or self.concurrency_limit is not None or self.rate_burst is not None:
+            # bad limits fail where they are written: at the decorator, options() or the enqueue call
+            make_limits(
+                "", rate_limit=self.rate_limit, rate_burst=self.rate_burst, concurrency_limit=self.concurrency_limit
+            )
+        if self.limit_key is not None and not (callable(self.limit_key) or isinstance(self.limit_key, str)):
+            raise ConfigurationError(f"limit_key={self.limit_key!r} is not valid: expected a string or a callable")
 
     def merged(self, other: EnqueueOptions) -> EnqueueOptions:
         """Options of ``self`` overridden by the ones ``other`` sets."""
@@ -105,6 +127,10 @@ class TaskOptions(TypedDict, total=False):
     priority: int | None
     unique_key: str | None
     depends_on: str | Iterable[str] | None
+    rate_limit: str | None
+    rate_burst: int | None
+    concurrency_limit: int | None
+    limit_key: str | Callable[..., str] | None
 
 
 #: option names accepted by enqueue, the decorator, ``options()`` and ``enqueue_many``, in declaration order.

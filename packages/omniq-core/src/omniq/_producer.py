@@ -11,10 +11,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import msgspec
+
 from omniq._limits import check_options
 from omniq._options import EnqueueOptions, depends_tuple
+from omniq.capabilities import Capability
 from omniq.constants import DEFAULT_QUEUE, EVENT_BATCH_SIZE
-from omniq.errors import ConfigurationError
+from omniq.errors import ConfigurationError, NotSupportedError
+from omniq.flow_control import KEY_SEPARATOR, Limits, limit_key_of, make_limits
 from omniq.lifecycle import merge_headers
 from omniq.models import EventType, Task, TaskEvent, new_id, new_ids, utcnow
 from omniq.scheduling import next_cron_tick, resolve_eta, to_seconds, validate_cron
@@ -26,6 +30,8 @@ if TYPE_CHECKING:
     from omniq.serialization import SerializerRegistry
 
 __all__ = ["Producer"]
+
+_NO_ARGUMENTS: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
 
 #: option sets whose time-independent part a producer keeps resolved.
 _RESOLVED_CACHE = 256
@@ -44,6 +50,7 @@ class _Resolved(NamedTuple):
     priority: int
     unique_key: str | None
     depends_on: tuple[str, ...]
+    limits: Limits | None
 
 
 class Producer:
@@ -72,6 +79,8 @@ class Producer:
         components = self.components
         if not components.connected:  # (skips a coroutine per call on the hot path)
             await components.connect()
+        if task.limits is not None:
+            task.limits = self._limits_for(task.limits, options, args, kwargs)
         if components.lifecycle.task_headers is not None:
             merge_headers(task, components.lifecycle)
         task_id = await components.task_queue.enqueue(task)
@@ -87,6 +96,7 @@ class Producer:
         build = self.builder(name, options)  # options are resolved once for the whole batch
         dumps = self.serializer.dumps
         payloads = []
+        keys: list[tuple[tuple[Any, ...], dict[str, Any]]] = []  # each call's arguments, for a per-call limit_key
         for call in calls:
             if type(call) is tuple:  # the usual shape; spares the Mapping ABC check
                 args, kwargs = call, {}
@@ -95,11 +105,18 @@ class Producer:
             else:
                 args, kwargs = tuple(call), {}
             payloads.append(payload := dumps((args, kwargs)))
+            if options.limit_key is not None:
+                keys.append((args, kwargs))
+            else:
+                keys.append(_NO_ARGUMENTS)
             if handle is not None:
                 handle.check_arguments(args, kwargs, payload)
         tasks = [build(payload, task_id) for payload, task_id in zip(payloads, new_ids(len(payloads)), strict=True)]
         components = self.components
         await components.connect()
+        if tasks and (limits := tasks[0].limits) is not None:
+            for task, key in zip(tasks, keys, strict=True):
+                task.limits = self._limits_for(limits, options, *key)
         if components.lifecycle.task_headers is not None:
             for task in tasks:
                 merge_headers(task, components.lifecycle)
@@ -115,6 +132,19 @@ class Producer:
         ids = await components.task_queue.enqueue_many(tasks)
         self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i])
         return ids
+
+    def _limits_for(
+        self, limits: Limits, options: EnqueueOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Limits:
+        """A limited task's limits for one call: refused without the capability; keyed by ``limit_key``."""
+        if Capability.FLOW_CONTROL not in self.components.task_queue.capabilities:
+            backend = self.components.task_queue.backend_name or type(self.components.task_queue).__name__
+            raise NotSupportedError(
+                f"the {backend!r} task queue cannot apply rate_limit or concurrency_limit "
+                f"(no {Capability.FLOW_CONTROL!r} capability): nothing was enqueued"
+            )
+        key = limit_key_of(options.limit_key, args, kwargs)
+        return limits if key is None else msgspec.structs.replace(limits, key=f"{limits.key}{KEY_SEPARATOR}{key}")
 
     def _after_enqueue(self, tasks: Sequence[Task], *, events: bool = True) -> None:
         components = self.components
@@ -147,6 +177,7 @@ class Producer:
         if fixed.cron is not None and eta is None:
             eta = next_cron_tick(fixed.cron, now)
         expires_at = (eta or now) + timedelta(seconds=fixed.ttl) if fixed.ttl is not None else None
+        limits = None if fixed.limits is None else msgspec.structs.replace(fixed.limits, key=name)
 
         def build(payload: bytes, task_id: str | None = None) -> Task:
             return Task(
@@ -165,6 +196,7 @@ class Producer:
                 result_ttl=fixed.result_ttl,
                 depends_on=fixed.depends_on,
                 created_at=now,
+                limits=limits,
             )
 
         return build
@@ -182,6 +214,14 @@ class Producer:
         max_retries = opts.max_retries if opts.max_retries is not None else settings.default_max_retries
         if max_retries < 0:
             raise ConfigurationError(f"max_retries={max_retries} is not valid: expected an integer >= 0")
+        limits = make_limits(  # keyed by the task's name in builder(): the options are cached across names
+            "",
+            rate_limit=opts.rate_limit,
+            rate_burst=opts.rate_burst,
+            concurrency_limit=opts.concurrency_limit,
+        )
+        if opts.limit_key is not None and limits is None:
+            raise ConfigurationError("limit_key is given without rate_limit or concurrency_limit")
         return _Resolved(
             interval=interval,
             cron=cron,
@@ -195,6 +235,7 @@ class Producer:
             priority=opts.priority or 0,
             unique_key=opts.unique_key,
             depends_on=depends_tuple(opts.depends_on),
+            limits=limits,
         )
 
 

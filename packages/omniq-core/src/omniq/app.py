@@ -4,7 +4,8 @@ The app is registration, the public methods and their documentation. What they s
 one concept per module: ``_components`` (the backends, and the one seam where the app's arguments are
 normalised and the components connected before a backend sees them), ``_producer`` (calls and options become
 task records), ``_results`` (reading and waiting for results), ``_options`` (the enqueue options, declared
-once), ``_tasks`` (task handles) and ``omniq.monitoring`` (what the operator methods return).
+once), ``_tasks`` (task handles), ``_operator`` (the operator's methods: cancel, retry, schedules, queues, workers)
+and ``omniq.monitoring`` (what the operator methods return).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from omniq import plugins
 from omniq._components import Components
+from omniq._operator import OperatorMethods
 from omniq._options import EnqueueOptions, TaskOptions
 from omniq._producer import Producer
 from omniq._results import read_result, wait_for_result
 from omniq._tasks import TaskFunction, TaskRegistry
 from omniq.config import Settings
 from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus
-from omniq.scheduling import Schedule
 from omniq.serialization import BUILTIN_SERIALIZERS, SerializerRegistry
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
     from omniq._events import EventBuffer
     from omniq.base import BaseEventStorage, BaseResultStorage, BaseTaskQueue
-    from omniq.monitoring import QueueStats, WorkerInfo
     from omniq.worker.pool import AsyncWorkerPool
 
     P = ParamSpec("P")
@@ -39,7 +39,7 @@ R = TypeVar("R")
 __all__ = ["AsyncOmniQ"]
 
 
-class AsyncOmniQ:
+class AsyncOmniQ(OperatorMethods):
     """An OmniQ application: register tasks, enqueue them, read results, run workers.
 
     Args:
@@ -178,6 +178,10 @@ class AsyncOmniQ:
         priority: int | None = None,
         unique_key: str | None = None,
         depends_on: str | Iterable[str] | None = None,
+        rate_limit: str | None = None,
+        rate_burst: int | None = None,
+        concurrency_limit: int | None = None,
+        limit_key: str | Callable[..., str] | None = None,
         **kwargs: Any,
     ) -> str:
         """Enqueue ``func(*args, **kwargs)`` and return the task id (with ``interval``/``cron``: the schedule id).
@@ -199,6 +203,10 @@ class AsyncOmniQ:
             priority=priority,
             unique_key=unique_key,
             depends_on=depends_on,
+            rate_limit=rate_limit,
+            rate_burst=rate_burst,
+            concurrency_limit=concurrency_limit,
+            limit_key=limit_key,
         )
         name, defaults = self._registry.name_and_defaults(func)
         return await self._producer.enqueue(name, args, kwargs, defaults.merged(options))
@@ -308,60 +316,6 @@ class AsyncOmniQ:
         ``since <= at < until`` (aware; a naive one is local time); at most ``limit`` events.
         """
         return await self._components.query_events(task_id, types, since, until, limit)
-
-    # -- control -----------------------------------------------------------------------------------
-
-    async def cancel(self, task_id: str) -> bool:
-        """Cancel a pending or running task (a recurring one stops recurring); False if unknown or finished.
-
-        A running task's worker loses its lease: its outcome is not recorded and it stops the task at its
-        next heartbeat. Waiters on the result receive a CANCELLED result.
-        """
-        return await self._components.cancel(task_id)
-
-    async def retry(self, task_id: str) -> bool:
-        """Run a FAILED, CANCELLED or EXPIRED task again with a fresh attempt budget; False if not retried.
-
-        Its old result is deleted (``get_result(wait=True)`` waits for the new run) and a REQUEUED event
-        follows the old attempts' events. Refused when another live task holds its ``unique_key``.
-        """
-        return await self._components.retry(task_id)
-
-    async def get_schedule(self, schedule_id: str) -> Schedule | None:
-        """Return the schedule of a recurring task (its id is the schedule id)."""
-        task = await self.get_task(schedule_id)
-        return Schedule.from_task(task) if task is not None and task.recurring else None
-
-    async def pause_schedule(self, schedule_id: str) -> bool:
-        """Stop a recurring task from running until :meth:`resume_schedule`; False if unknown or ended."""
-        return await self._components.set_paused(schedule_id, True)
-
-    async def resume_schedule(self, schedule_id: str) -> bool:
-        """Let a paused recurring task run again; False if unknown or ended."""
-        return await self._components.set_paused(schedule_id, False)
-
-    async def cancel_schedule(self, schedule_id: str) -> bool:
-        """End a recurring task for good."""
-        return await self.cancel(schedule_id)
-
-    async def purge(
-        self, *, queue: str | None = None, statuses: TaskStatus | str | Sequence[TaskStatus | str] | None = None
-    ) -> int:
-        """Delete tasks (all, or by queue / statuses) and, when purging everything, results and events."""
-        return await self._components.purge(queue, statuses)
-
-    async def queue_stats(self) -> list[QueueStats]:
-        """Per queue holding tasks: counts by status, oldest ready age, completions per minute (QueueStats)."""
-        return await self._components.queue_stats()
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        """Live worker processes, oldest first; this process's only without ``Capability.WORKER_REGISTRY``."""
-        return await self._components.list_workers()
-
-    @property
-    def shared_worker_registry(self) -> bool:
-        """True when workers register in the engine, seen by every process and host; False: this process's only."""
-        return self._components.shared_worker_registry
 
     # -- workers -----------------------------------------------------------------------------------
 

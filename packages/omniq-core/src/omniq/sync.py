@@ -170,6 +170,10 @@ class OmniQ:
         priority: int | None = None,
         unique_key: str | None = None,
         depends_on: str | Iterable[str] | None = None,
+        rate_limit: str | None = None,
+        rate_burst: int | None = None,
+        concurrency_limit: int | None = None,
+        limit_key: str | Callable[..., str] | None = None,
         **kwargs: Any,
     ) -> str:
         """See :meth:`AsyncOmniQ.enqueue`."""
@@ -191,6 +195,10 @@ class OmniQ:
             priority=priority,
             unique_key=unique_key,
             depends_on=depends_on,
+            rate_limit=rate_limit,
+            rate_burst=rate_burst,
+            concurrency_limit=concurrency_limit,
+            limit_key=limit_key,
             **kwargs,
         )
 
@@ -299,6 +307,18 @@ class OmniQ:
     def list_workers(self) -> list[WorkerInfo]:
         """See :meth:`AsyncOmniQ.list_workers`."""
         return self._call(self.async_app.list_workers)
+
+    def pause_queue(self, queue: str) -> None:
+        """See :meth:`AsyncOmniQ.pause_queue`."""
+        self._call(self.async_app.pause_queue, queue)
+
+    def resume_queue(self, queue: str) -> None:
+        """See :meth:`AsyncOmniQ.resume_queue`."""
+        self._call(self.async_app.resume_queue, queue)
+
+    def paused_queues(self) -> list[str]:
+        """See :meth:`AsyncOmniQ.paused_queues`."""
+        return self._call(self.async_app.paused_queues)
 
     @property
     def shared_worker_registry(self) -> bool:

@@ -9,7 +9,7 @@
     omniq cancel TASK_ID...
     omniq retry TASK_ID... | omniq retry --all-failed [--queue Q]
     omniq workers [--json]
-    omniq queues [--json]
+    omniq queues [--json] | omniq queues pause|resume QUEUE
     omniq schedules [--json] | omniq schedules pause|resume|cancel SCHEDULE_ID
     omniq purge [--queue Q] [--status S] [--yes]
     omniq dashboard [APP] [--host H] [--port P] [--auth USER:PASSWORD] [--read-only]

@@ -1,4 +1,4 @@
-"""Operator commands: ``retry`` (one task, several, or every failed one), ``workers``, ``queues``."""
+"""Operator commands: ``retry`` (one, several, or every failed task), ``workers``, ``queues`` (``pause|resume``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from omniq.app import AsyncOmniQ
 from omniq.cli.apps import app_from
 from omniq.cli.output import emit, emit_json, progress, shown, table
 from omniq.models import TaskStatus, utcnow
-from omniq.monitoring import TaskQuery, WorkerInfo, page_cursor
+from omniq.monitoring import TaskQuery, WorkerInfo, empty_stats, page_cursor
 
 __all__ = ["failed_ids", "register"]
 
@@ -39,8 +39,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     workers.add_argument("--json", action="store_true", help="print JSON")
     workers.set_defaults(handler=_workers)
 
-    queues = _command(sub, "queues", "per queue: tasks by status, oldest ready age, completed in the last hour")
+    queues = _command(
+        sub,
+        "queues",
+        "per queue: tasks by status, oldest ready age, completed in the last hour, paused; pause or resume one",
+    )
     queues.add_argument("--json", action="store_true", help="print JSON")
+    queues.add_argument("action", nargs="?", choices=("pause", "resume"), help="what to do with QUEUE")
+    queues.add_argument("queue", nargs="?", metavar="QUEUE")
     queues.set_defaults(handler=_queues)
 
 
@@ -139,25 +145,40 @@ async def _workers(args: argparse.Namespace) -> int:
 
 
 async def _queues(args: argparse.Namespace) -> int:
+    if args.action is not None and args.queue is None:
+        print(f"omniq queues {args.action} needs a QUEUE", file=sys.stderr)  # noqa: T201 - CLI output
+        return 2
     async with app_from(args.app) as app:
+        if args.action is not None:
+            await (app.pause_queue if args.action == "pause" else app.resume_queue)(args.queue)
+            emit(f"{args.action}d {args.queue}")
+            return 0
         stats = await app.queue_stats()
+        paused = set(await app.paused_queues())
+    # A paused queue without tasks is listed too: pausing it was an operator's act.
+    stats += [empty_stats(name) for name in sorted(paused - {entry.queue for entry in stats})]
     if args.json:
         emit_json(
             [
-                {**msgspec.structs.asdict(entry), "completed_last_hour": sum(entry.completed_per_minute)}
+                {
+                    **msgspec.structs.asdict(entry),
+                    "completed_last_hour": sum(entry.completed_per_minute),
+                    "paused": entry.queue in paused,
+                }
                 for entry in stats
             ]
         )
         return 0
     statuses = [status.value for status in TaskStatus]
     table(
-        ("queue", *statuses, "oldest ready", "done/hour"),
+        ("queue", *statuses, "oldest ready", "done/hour", "paused"),
         [
             (
                 entry.queue,
                 *(entry.counts.get(status, 0) for status in statuses),
                 _age(entry.oldest_ready_age),
                 sum(entry.completed_per_minute),
+                "yes" if entry.queue in paused else "no",
             )
             for entry in stats
         ],
