@@ -55,3 +55,28 @@ def _first_run(marker: str) -> bool:
 @app.task(name="suicide", max_retries=1)
 def suicide() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _span(line: str) -> None:
+    with open(f"{os.environ['FAULT_LOG']}.spans", "a") as log:
+        log.write(line + "\n")
+
+
+@app.task(name="limited", concurrency_limit=2)
+async def limited(n: int, seconds: float) -> int:
+    """At most two at once across every worker: logs "start|end <n> <time> <pid>" around its sleep."""
+    _span(f"start {n} {time.time()} {os.getpid()}")
+    await asyncio.sleep(seconds)
+    _span(f"end {n} {time.time()} {os.getpid()}")
+    _record(n)
+    return n
+
+
+@app.task(name="single", concurrency_limit=1)
+async def single(n: int, seconds: float) -> int:
+    """One at a time across every worker (a slot a killed worker may hold); sleeps on its first run only."""
+    _span(f"start {n} {time.time()} {os.getpid()}")
+    if await asyncio.to_thread(_first_run, f"{os.environ['FAULT_LOG']}.single-{n}"):
+        await asyncio.sleep(seconds)
+    _record(n)
+    return n
