@@ -1,0 +1,130 @@
+"""Flow control under load: a concurrency limit across two worker processes, and a rate limit held.
+
+    python benchmarks/flow_control.py concurrency --engines redis,postgres,sqlite --rounds 3 -n 20000
+    python benchmarks/flow_control.py rate --engines redis,postgres,sqlite --rate 500 --seconds 20
+
+``concurrency``: each round queues N no-op tasks with one ``enqueue_many``, once without limits and
+once with ``concurrency_limit=50`` (one key: the task name), and drains each with ``omniq worker
+omniq_app:app --burst --processes 2`` (order alternating between rounds). The rate is N over the span
+from the first task's start to the last task's finish, read back from the queue (as
+``processes_scaling.py`` does). Prints each case's median and range and the limited/unlimited ratio.
+
+``rate``: queues ``rate * (seconds + 2)`` no-op tasks with ``rate_limit="<rate>/s"`` (the default
+burst: one second's worth) and drains them with two worker processes for ``seconds + 2`` seconds.
+The starts (``started_at``, the engine's clock) are counted per second; the steady rate is the
+number of starts from one second after the first start, over ``seconds`` seconds, divided by
+``seconds`` (the first second holds the burst). Prints the steady rate, its ratio to the limit and the
+fewest and most starts in any one-second window of the steady part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from processes_scaling import _drop, _env, _settings, _span_rate  # noqa: E402
+
+from omniq import AsyncOmniQ, TaskStatus  # noqa: E402
+
+
+async def _enqueue(env: dict[str, str], n: int, **options: object) -> None:
+    async with AsyncOmniQ(_settings(env)) as app:
+        for start in range(0, n, 5000):
+            await app.enqueue_many("noop", [() for _ in range(min(5000, n - start))], **options)  # type: ignore[arg-type]
+
+
+def _worker(env: dict[str, str], processes: int, burst: bool) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "omniq", "--log-level", "WARNING", "worker", "omniq_app:app"]
+    command += ["--processes", str(processes), "--concurrency", "100", *(["--burst"] if burst else [])]
+    return subprocess.Popen(command, env=env, cwd=HERE, stdout=subprocess.DEVNULL)
+
+
+def drain(engine: str, n: int, limit: int | None) -> float:
+    """Tasks per second draining ``n`` no-op tasks (under ``concurrency_limit=limit``) with 2 processes."""
+    with tempfile.TemporaryDirectory() as workdir:
+        env = _env(engine, workdir, f"bench_{uuid.uuid4().hex[:10]}")
+        try:
+            asyncio.run(_enqueue(env, n, **({"concurrency_limit": limit} if limit else {})))
+            worker = _worker(env, 2, burst=True)
+            if worker.wait(timeout=900) != 0:
+                raise RuntimeError(f"the worker exited with {worker.returncode}")
+            return asyncio.run(_span_rate(env, n))
+        finally:
+            _drop(engine, env)
+
+
+async def _starts(env: dict[str, str]) -> list[float]:
+    async with AsyncOmniQ(_settings(env)) as app:
+        tasks = await app.list_tasks(TaskStatus.SUCCEEDED, limit=10**7)
+        return sorted(t.started_at.timestamp() for t in tasks if t.started_at is not None)
+
+
+def rate_run(engine: str, rate: int, seconds: int) -> tuple[float, int, int]:
+    """(steady starts per second, fewest and most starts in a one-second window) under ``rate_limit``."""
+    with tempfile.TemporaryDirectory() as workdir:
+        env = _env(engine, workdir, f"bench_{uuid.uuid4().hex[:10]}")
+        try:
+            asyncio.run(_enqueue(env, rate * (seconds + 2), rate_limit=f"{rate}/s"))
+            worker = _worker(env, 2, burst=False)
+            time.sleep(seconds + 3)
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=60)
+            starts = asyncio.run(_starts(env))
+        finally:
+            _drop(engine, env)
+    begin = starts[0] + 1.0
+    end = begin + seconds
+    steady = starts[bisect.bisect_left(starts, begin) : bisect.bisect_left(starts, end)]
+    windows = [
+        bisect.bisect_left(starts, t + 1.0) - bisect.bisect_left(starts, t)
+        for t in (begin + i * 0.1 for i in range(int((seconds - 1) * 10)))
+    ]
+    return len(steady) / seconds, min(windows), max(windows)
+
+
+def main() -> None:
+    """Run the chosen workload and print its table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workload", choices=("concurrency", "rate"))
+    parser.add_argument("--engines", default="redis,postgres,sqlite")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("-n", type=int, default=20000)
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--seconds", type=int, default=20)
+    args = parser.parse_args()
+    for engine in args.engines.split(","):
+        if args.workload == "rate":
+            steady, fewest, most = rate_run(engine, args.rate, args.seconds)
+            print(
+                f"{engine}: rate_limit={args.rate}/s over {args.seconds} s: {steady:,.1f} starts/s "
+                f"({steady / args.rate:.3f}x the limit); one-second windows {fewest}-{most}"
+            )
+            continue
+        rates: dict[str, list[float]] = {"unlimited": [], "limited": []}
+        for round_ in range(args.rounds):
+            order = ["unlimited", "limited"] if round_ % 2 == 0 else ["limited", "unlimited"]
+            for case in order:
+                rates[case].append(drain(engine, args.n, args.limit if case == "limited" else None))
+                print(f"{engine} round {round_ + 1} {case}: {rates[case][-1]:,.0f} tasks/s", file=sys.stderr)
+        free, held = statistics.median(rates["unlimited"]), statistics.median(rates["limited"])
+        print(f"\n{engine}: {args.n:,} no-op tasks, 2 worker processes, {args.rounds} rounds")
+        for case, values in rates.items():
+            print(f"  {case:>9}: {statistics.median(values):>10,.0f}/s ({min(values):,.0f}-{max(values):,.0f})")
+        print(f"  concurrency_limit={args.limit} / unlimited: {held / free:.2f}")
+
+
+if __name__ == "__main__":
+    main()
