@@ -6,6 +6,8 @@ A task lives in exactly one place, and the place says what it is waiting for::
     tasks/paused/<id>.task                                       PENDING but paused
     tasks/running/<id>.task                                      leased (token and deadline inside)
     tasks/done/<id>.task                                         terminal
+    tasks/pending/q_<queue>/paused                               the queue is paused (claims skip it)
+    limits/<sha256 of the key>.state                             a limit key's holders, held tasks, tat
     workers/<worker id>.worker                                   a live worker (expiry inside)
 
 Pending names are fixed-width, so a sorted directory listing is claim order:
@@ -40,8 +42,11 @@ UNIQUE_DIR = "unique"
 RESULTS_DIR = "results"
 #: one event file per appended batch.
 EVENTS_DIR = "events"
-#: flock stripes guarding read-modify-write of tasks (``t###``), unique keys (``u###``) and events (``events``).
+#: flock stripes guarding read-modify-write of tasks (``t###``), unique keys (``u###``), limit keys
+#: (``k###``) and events (``events``).
 LOCKS_DIR = "locks"
+#: one state file per limit key (:mod:`.flow`): its holders, its held tasks and its rate's ``tat``.
+LIMITS_DIR = "limits"
 #: one file per registered worker, its expiry inside (checked at read, removed once expired).
 WORKERS_DIR = "workers"
 #: temp files are written here, fsynced, then renamed into place; leftovers are crash debris.
@@ -59,6 +64,7 @@ ALL_DIRS = (
     RESULTS_DIR,
     EVENTS_DIR,
     WORKERS_DIR,
+    LIMITS_DIR,
     LOCKS_DIR,
     TMP_DIR,
     CORRUPT_DIR,
@@ -66,6 +72,10 @@ ALL_DIRS = (
 
 #: suffix of task files; any other name in a task folder (temp debris) is ignored.
 TASK_SUFFIX = ".task"
+#: suffix of limit state files.
+STATE_SUFFIX = ".state"
+#: name of the marker in a paused queue's pending folder; the claim's listing of the folder sees it.
+PAUSED_MARKER = "paused"
 #: suffix of result files.
 RESULT_SUFFIX = ".res"
 #: suffix of event batch files.
@@ -120,10 +130,15 @@ def micros(when: datetime) -> str:
 
 
 def pending_file(task: Task) -> str:
-    """Path of a PENDING, unpaused task: its name sorts in claim order."""
+    """Path of a PENDING, unpaused task: its name sorts in claim order.
+
+    A task without ``eta`` is ready now: a ``created_at`` ahead of this host's
+    clock (another host's clock, or a caller's) is taken as now.
+    """
     priority = max(min(task.priority, _PRIORITY_BIAS - 1), 1 - _PRIORITY_BIAS)
     inverted = f"{_PRIORITY_BIAS - priority:0{_PRIORITY_WIDTH}d}"
-    ready = micros(task.eta or task.created_at)
+    created = task.created_at if task.created_at.tzinfo is not None else task.created_at.replace(tzinfo=timezone.utc)
+    ready = micros(task.eta or min(created, datetime.now(timezone.utc)))
     seq = f"{next(_sequence) % 10**_SEQ_WIDTH:0{_SEQ_WIDTH}d}"
     return f"{queue_dir(task.queue)}/{inverted}_{ready}_{seq}_{file_id(task.id)}{TASK_SUFFIX}"
 
@@ -165,6 +180,16 @@ def worker_file(worker_id: str) -> str:
 def unique_file(key: str) -> str:
     """Path of the marker of a unique key."""
     return f"{UNIQUE_DIR}/{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def limit_state_file(key: str) -> str:
+    """Path of the state file of a limit key."""
+    return f"{LIMITS_DIR}/{hashlib.sha256(key.encode()).hexdigest()}{STATE_SUFFIX}"
+
+
+def limit_lock(key: str) -> str:
+    """Name of the lock stripe guarding a limit key's state (taken inside a task lock, never two at once)."""
+    return f"k{zlib.crc32(key.encode()) % LOCK_STRIPES:03d}"
 
 
 def task_lock(task_id: str) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from omniq.backends.file import layout
+from omniq.backends.file import flow, layout
 from omniq.backends.file.task_files import CLEAR_LEASE
 from omniq.lease import apply_outcome, lease_expired_error
 from omniq.models import Outcome, Task, TaskStatus, encode_task, new_id, utcnow
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from omniq.backends.file.result_files import ResultFiles
     from omniq.backends.file.task_files import Found, TaskFiles
 
-__all__ = ["claim", "extend", "finish", "recover"]
+__all__ = ["claim", "extend", "finish", "free_slot", "recover"]
 
 logger = logging.getLogger("omniq.file")
 
@@ -44,7 +44,10 @@ def claim(files: TaskFiles, queues: Sequence[str], limit: int, lease: float, wor
     candidates: list[_Candidate] = []
     for queue in dict.fromkeys(queues):
         qdir = layout.queue_dir(queue)
-        for name in store.listdir(qdir):
+        names = store.listdir(qdir)
+        if layout.PAUSED_MARKER in names:
+            continue  # a paused queue: its marker is in the listing the claim reads anyway
+        for name in names:
             parsed = layout.parse_pending(name)
             if parsed is not None and parsed[0] <= due:
                 candidates.append((name, qdir, parsed[1]))
@@ -93,8 +96,13 @@ def _claim_one(
     found = files.read(running, layout.RUNNING_DIR, salvage=True)
     if found is None:
         return None
+    task = found.task
+    if task.limits is not None:  # the one branch an unlimited task pays
+        if not flow.admit_claim(files, task, running, now, deadline):
+            return None  # parked back in its queue, due at its eta
+        task = _replace(task, held=False, rate_reserved=False)
     task = _replace(
-        found.task,
+        task,
         status=TaskStatus.RUNNING,
         attempts=found.task.attempts + 1,
         lease_token=new_id(),
@@ -127,16 +135,24 @@ def extend(files: TaskFiles, leases: Mapping[str, str], lease: float) -> set[str
             if found is not None:
                 task = _replace(found.task, lease_expires_at=deadline, updated_at=now)
                 files.store.write(found.path, encode_task(task))
+                if task.limits is not None and task.limits.concurrency is not None:
+                    flow.extend_holder(files, task)  # a holder keeps its slot as long as its lease
                 extended.add(task_id)
     files.store.flush()
     return extended
 
 
-def finish(files: TaskFiles, outcomes: Sequence[Outcome], results: ResultFiles | None) -> list[bool]:
-    """Apply token-checked outcomes; with ``results``, write accepted results first (fused)."""
+def finish(files: TaskFiles, outcomes: Sequence[Outcome], results: ResultFiles | None) -> tuple[list[bool], bool]:
+    """Apply token-checked outcomes; with ``results``, write accepted results first (fused).
+
+    Returns which outcomes were accepted, and whether a held task was woken
+    (a limited holder's finish frees its slot).
+    """
     now = utcnow()
     accepted: list[bool] = []
     freed: list[tuple[str, str]] = []
+    later: list[tuple[str, str]] = []
+    woke = False
     for outcome in outcomes:
         with files.store.lock(layout.task_lock(outcome.task_id)):
             found = _held(files, outcome.task_id, outcome.lease_token)
@@ -146,10 +162,19 @@ def finish(files: TaskFiles, outcomes: Sequence[Outcome], results: ResultFiles |
                 updated = apply_outcome(found.task, outcome, now)
                 assert updated is not None  # the token was checked above, under the lock
                 files.move(found, updated, freed)
+                woke = free_slot(files, found.task, later) or woke
         accepted.append(found is not None)
     files.free_unique(freed)
+    woke = (bool(later) and flow.wake_later(files, later)) or woke
     files.store.flush()
-    return accepted
+    return accepted, woke
+
+
+def free_slot(files: TaskFiles, task: Task, later: list[tuple[str, str]]) -> bool:
+    """Free a limited holder's slot as it leaves RUNNING (under its lock); nothing for other tasks."""
+    if task.limits is None or task.limits.concurrency is None:
+        return False
+    return flow.release(files, task, layout.task_lock(task.id), later)
 
 
 def recover(files: TaskFiles) -> list[Task]:
@@ -158,6 +183,7 @@ def recover(files: TaskFiles) -> list[Task]:
     now = utcnow()
     recovered: list[Task] = []
     freed: list[tuple[str, str]] = []
+    later: list[tuple[str, str]] = []
     for name in store.listdir(layout.RUNNING_DIR):
         task_id = layout.parse_task_file(name)
         if task_id is None:
@@ -166,10 +192,12 @@ def recover(files: TaskFiles) -> list[Task]:
         if found is None or not _lease_over(found.task, now):
             continue
         with store.lock(layout.task_lock(task_id)):
-            task = _recover_one(files, task_id, now, freed)
+            task = _recover_one(files, task_id, now, freed, later)
         if task is not None:
             recovered.append(task)
     files.free_unique(freed)
+    if later:
+        flow.wake_later(files, later)
     _sweep_tmp(files)
     store.flush()
     if recovered:
@@ -177,7 +205,9 @@ def recover(files: TaskFiles) -> list[Task]:
     return recovered
 
 
-def _recover_one(files: TaskFiles, task_id: str, now: datetime, freed: list[tuple[str, str]]) -> Task | None:
+def _recover_one(
+    files: TaskFiles, task_id: str, now: datetime, freed: list[tuple[str, str]], later: list[tuple[str, str]]
+) -> Task | None:
     found = files.read(layout.task_file(layout.RUNNING_DIR, task_id), layout.RUNNING_DIR, salvage=True)
     if found is None or not _lease_over(found.task, now):
         return None  # finished or extended meanwhile
@@ -194,6 +224,8 @@ def _recover_one(files: TaskFiles, task_id: str, now: datetime, freed: list[tupl
     else:
         task = _replace(task, status=TaskStatus.PENDING, eta=now, updated_at=now, **CLEAR_LEASE)
     files.move(found, task, freed)
+    if found.task.status is TaskStatus.RUNNING:
+        free_slot(files, found.task, later)
     return task
 
 

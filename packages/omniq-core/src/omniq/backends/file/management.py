@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from omniq.backends.file import layout
+from omniq.backends.file import flow, layout
 from omniq.backends.file.enqueue import unique_holder
+from omniq.backends.file.leases import free_slot
 from omniq.backends.file.task_files import CLEAR_LEASE
 from omniq.models import TERMINAL_STATUSES, Task, TaskStatus, utcnow
 from omniq.monitoring import RETRYABLE_STATUSES, reset_for_retry
@@ -23,8 +24,9 @@ _replace = msgspec.structs.replace
 
 
 def cancel(files: TaskFiles, task_id: str) -> bool:
-    """CANCELLED for a PENDING or RUNNING task; its lease, if any, is lost."""
+    """CANCELLED for a PENDING or RUNNING task; its lease, if any, is lost (and its slot, if limited, freed)."""
     freed: list[tuple[str, str]] = []
+    later: list[tuple[str, str]] = []
     with files.store.lock(layout.task_lock(task_id)):
         found = files.locate(task_id, salvage=True)
         if found is None or found.task.status in TERMINAL_STATUSES:
@@ -32,7 +34,11 @@ def cancel(files: TaskFiles, task_id: str) -> bool:
         now = utcnow()
         task = _replace(found.task, status=TaskStatus.CANCELLED, finished_at=now, updated_at=now, **CLEAR_LEASE)
         files.move(found, task, freed)
+        if found.task.status is TaskStatus.RUNNING:
+            free_slot(files, found.task, later)
     files.free_unique(freed)
+    if later:
+        flow.wake_later(files, later)
     files.store.flush()
     return True
 
@@ -101,12 +107,22 @@ def purge(files: TaskFiles, queue: str | None, statuses: Sequence[TaskStatus] | 
                 doomed.append(found)
     count = 0
     freed: list[tuple[str, str]] = []
+    holders: list[Task] = []
     for found in doomed:
         with files.store.lock(layout.task_lock(found.task.id)):
             if files.store.unlink(found.path):
                 count += 1
                 if found.task.unique_key is not None and found.task.status not in TERMINAL_STATUSES:
                     freed.append((found.task.unique_key, found.task.id))
+                if found.task.status is TaskStatus.RUNNING and found.task.limits is not None:
+                    holders.append(found.task)
     files.free_unique(freed)
+    # Slots are freed once the purge is done, so a wake never moves a task the purge is deleting.
+    later: list[tuple[str, str]] = []
+    for task in holders:
+        with files.store.lock(layout.task_lock(task.id)):
+            free_slot(files, task, later)
+    if later:
+        flow.wake_later(files, later)
     files.store.flush()
     return count

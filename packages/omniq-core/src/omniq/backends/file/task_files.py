@@ -215,7 +215,10 @@ class TaskFiles:
         """Whether any of ``queues`` holds a task that is due (names only)."""
         now = layout.micros(utcnow())
         for queue in queues:
-            for name in self.store.listdir(layout.queue_dir(queue)):
+            names = self.store.listdir(layout.queue_dir(queue))
+            if layout.PAUSED_MARKER in names:
+                continue  # a paused queue's tasks wake nobody (its resume does, by the next poll)
+            for name in names:
                 parsed = layout.parse_pending(name)
                 if parsed is not None and parsed[0] <= now:
                     return True

@@ -3,8 +3,8 @@
 Each method is one batch operation run in a worker thread (one thread hop per
 batch, see :meth:`~.connection.FileRoot.run`); the operations themselves
 live by concept in :mod:`.enqueue`, :mod:`.leases`, :mod:`.management`,
-:mod:`.overview` (pages and statistics), :mod:`.workers` (the worker
-registry) and :mod:`.task_files`.
+:mod:`.flow` (flow control and queue pause), :mod:`.overview` (pages and
+statistics), :mod:`.workers` (the worker registry) and :mod:`.task_files`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import anyio
 
-from omniq.backends.file import enqueue, leases as lease_steps, management, overview, workers
+from omniq.backends.file import enqueue, flow, leases as lease_steps, management, overview, workers
 from omniq.backends.file.connection import SETTINGS_OPTIONS, FileRoot, RootOptions
 from omniq.backends.file.result_files import ResultFiles
 from omniq.backends.file.result_storage import FileResultStorage
@@ -47,7 +47,14 @@ class FileTaskQueue(BaseTaskQueue):
 
     backend_name: ClassVar[str] = "file"
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {Capability.DURABLE, Capability.MULTI_PROCESS, Capability.FUSED_RESULTS, Capability.WORKER_REGISTRY}
+        {
+            Capability.DURABLE,
+            Capability.MULTI_PROCESS,
+            Capability.FUSED_RESULTS,
+            Capability.WORKER_REGISTRY,
+            Capability.FLOW_CONTROL,
+            Capability.QUEUE_PAUSE,
+        }
     )
 
     settings_options: ClassVar[Mapping[str, str]] = SETTINGS_OPTIONS
@@ -111,10 +118,10 @@ class FileTaskQueue(BaseTaskQueue):
             return []
         fused = results is not None and self.can_fuse_results(results)
         result_files = ResultFiles(self.root.store) if fused else None
-        accepted = await self.root.run(lease_steps.finish, self._files, outcomes, result_files)
+        accepted, woke = await self.root.run(lease_steps.finish, self._files, outcomes, result_files)
         done = [outcome for ok, outcome in zip(accepted, outcomes, strict=True) if ok]
         channels = [result_channel(o.task_id) for o in done if o.result] if fused else []
-        if any(o.kind in _REQUEUING for o in done):
+        if woke or any(o.kind in _REQUEUING for o in done):
             channels.append(WORK)
         self.root.notify(*channels)  # one notifier per root: the result storage's waiters hear it too
         return accepted
@@ -133,7 +140,10 @@ class FileTaskQueue(BaseTaskQueue):
 
     async def cancel(self, task_id: str) -> bool:
         """Cancel a PENDING or RUNNING task; its lease, if any, is lost."""
-        return await self.root.run(management.cancel, self._files, task_id)
+        cancelled = await self.root.run(management.cancel, self._files, task_id)
+        if cancelled:
+            self.root.notify(WORK)  # a limited holder's slot may have woken a held task
+        return cancelled
 
     async def set_paused(self, task_id: str, paused: bool) -> bool:
         """Pause or resume a task that is not terminal."""
@@ -149,9 +159,19 @@ class FileTaskQueue(BaseTaskQueue):
     async def recover(self) -> list[Task]:
         """Requeue running tasks whose lease passed; also repairs what a crashed process left behind."""
         recovered = await self.root.run(lease_steps.recover, self._files)
-        if any(task.status is TaskStatus.PENDING for task in recovered):
+        if recovered:  # requeued tasks, or slots of limited ones freed
             self.root.notify(WORK)
         return recovered
+
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume ``queue`` for every process on the root (a marker in its pending folder)."""
+        await self.root.run(flow.set_queue_paused, self._files, queue, paused)
+        if not paused:
+            self.root.notify(WORK)
+
+    async def paused_queues(self) -> builtins.list[str]:
+        """The paused queues, sorted."""
+        return await self.root.run(flow.paused_queues, self._files)
 
     # -- operations: scans of the folders (see :mod:`.overview`) and files under workers/ ---------------
 
