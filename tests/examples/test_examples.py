@@ -22,6 +22,12 @@ EXPECTED = {
     "async_quickstart.py": ["hello world"],
     "schedules.py": ["paused after", "schedule: cancelled"],
     "worker_app.py": ["enqueued 10 tasks"],
+    "limits.py": [
+        "most exports at once per customer: {'acme': 2, 'globex': 2}",
+        "25 API calls took at least 1 s at 20/s after a burst of 5: True",
+        "paused queue: ['reports'] -> pending",
+        "after resume_queue: succeeded",
+    ],
 }
 
 
