@@ -6,7 +6,8 @@
 
 Each round drains N no-op tasks (already queued with one ``enqueue_many``) with one
 ``omniq worker --burst`` process of each tree, in alternating order (base first in odd
-rounds), on a fresh namespace each time (an SQLite file in a temp dir, a Redis key prefix).
+rounds), on a fresh namespace each time (an SQLite file in a temp dir, a Redis key prefix, a PostgreSQL
+schema, a NATS prefix).
 The rate is measured inside the worker exactly as ``omniq_bench.py``'s drain (``common.py``:
 first job start to N-th job end). Each tree runs with ``PYTHONPATH`` set to its
 ``packages/*/src``, ahead of the editable installs, so one interpreter serves both.
@@ -40,6 +41,11 @@ sys.path.insert(0, HERE)
 from common import Channel, drain_rate, spawn, stop  # noqa: E402
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+URLS = {
+    "redis": REDIS_URL,
+    "postgres": os.environ.get("BENCH_POSTGRES_URL", "postgresql://127.0.0.1:5432/test"),
+    "nats": os.environ.get("BENCH_NATS_URL", "nats://127.0.0.1:4222"),
+}
 
 
 def _pythonpath(tree: str) -> str:
@@ -59,8 +65,8 @@ def _env(tree: str, engine: str, workdir: str, tag: str, channel: Channel | None
             "PYTHONUNBUFFERED": "1",
         }
     )
-    if engine == "redis":
-        env["OMNIQ_URL"] = REDIS_URL
+    if engine in URLS:
+        env["OMNIQ_URL"] = URLS[engine]
     return env
 
 
@@ -76,6 +82,11 @@ anyio.run(main)
 
 
 def _cleanup(engine: str, tag: str) -> None:
+    if engine in ("postgres", "nats"):
+        from processes_scaling import _drop
+
+        _drop(engine, {"OMNIQ_KEY_PREFIX": tag})
+        return
     if engine != "redis":
         return
     import redis
