@@ -162,7 +162,8 @@ def finish(files: TaskFiles, outcomes: Sequence[Outcome], results: ResultFiles |
                 updated = apply_outcome(found.task, outcome, now)
                 assert updated is not None  # the token was checked above, under the lock
                 files.move(found, updated, freed)
-                woke = free_slot(files, found.task, later) or woke
+                if found.task.limits is not None:  # the one branch an unlimited task pays
+                    woke = free_slot(files, found.task, later) or woke
         accepted.append(found is not None)
     files.free_unique(freed)
     woke = (bool(later) and flow.wake_later(files, later)) or woke

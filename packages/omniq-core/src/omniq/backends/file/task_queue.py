@@ -92,7 +92,10 @@ class FileTaskQueue(BaseTaskQueue):
         return await self.root.run(lease_steps.claim, self._files, queues, limit, lease, worker_id)
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
-        """Return when woken by an enqueue in this thread, when a due task shows up, or after ``timeout``."""
+        """Return when woken by an enqueue in this thread, when a due task shows up, or after ``timeout``.
+
+        A paused queue's due tasks do not count; its resume is seen by the next poll.
+        """
         with self.root.watch(WORK) as event, anyio.move_on_after(timeout):
             while True:
                 if await self.root.run(self._files.ready_exists, queues):

@@ -1,0 +1,211 @@
+"""Engine-specific tests of the file backend's flow control: state files, wakes under busy locks, processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from omniq.backends.file import FileTaskQueue, flow, layout
+from omniq.backends.file.store import LocalStore
+from omniq.flow_control import Limits
+from omniq.models import Outcome, OutcomeKind, Task, TaskStatus, decode_task, new_id
+from omniq.testing import make_task
+from omniq.testing.fixtures import now_ms
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "files"
+
+
+@pytest.fixture
+async def queue(root: Path) -> Any:
+    async with FileTaskQueue(str(root)) as q:
+        yield q
+
+
+def limited(concurrency: int = 1, key: str = "k", **fields: Any) -> Task:
+    return make_task(limits=Limits(key=key, concurrency=concurrency), **fields)
+
+
+def done(task: Task) -> Outcome:
+    assert task.lease_token is not None
+    return Outcome(task_id=task.id, lease_token=task.lease_token, kind=OutcomeKind.SUCCEEDED)
+
+
+def state(root: Path, key: str = "k") -> flow.KeyState:
+    return msgspec.msgpack.decode((root / layout.limit_state_file(key)).read_bytes(), type=flow.KeyState)
+
+
+def pending_body(root: Path, task_id: str) -> Task:
+    [path] = [p for p in (root / layout.queue_dir("default")).iterdir() if p.name.endswith(f"_{task_id}.task")]
+    return decode_task(path.read_bytes())
+
+
+def same_stripe_id(task_id: str) -> str:
+    """A fresh id whose task lock stripe is ``task_id``'s."""
+    stripe = layout.task_lock(task_id)
+    while True:
+        other = new_id()
+        if layout.task_lock(other) == stripe:
+            return other
+
+
+async def test_a_held_task_waits_in_its_queue_folder_and_is_listed_in_the_key_state(queue: Any, root: Path) -> None:
+    first, second = limited(), limited()
+    await queue.enqueue_many([first, second])
+    [holder] = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
+    body = pending_body(root, second.id)
+    assert body.held and body.eta is not None and holder.lease_expires_at is not None
+    assert abs((body.eta - holder.lease_expires_at).total_seconds()) < 0.01, "due at the holder's deadline"
+    key_state = state(root)
+    assert list(key_state.holders) == [first.id]
+    assert [entry.id for entry in key_state.held] == [second.id]
+    assert await queue.finish([done(holder)]) == [True]
+    assert not pending_body(root, second.id).held
+    assert state(root).holders == {} and state(root).held == []
+
+
+async def test_a_holder_on_the_held_tasks_lock_stripe_still_wakes_it(queue: Any) -> None:
+    first = limited()
+    second = limited(id=same_stripe_id(first.id))
+    await queue.enqueue_many([first, second])
+    [holder] = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
+    assert await queue.claim_ready(["default"], 10, lease=30, worker_id="w") == []
+    with anyio.fail_after(5):  # waiting on its own lock stripe would hang here
+        assert await queue.finish([done(holder)]) == [True]
+    assert [t.id for t in await queue.claim_ready(["default"], 10, lease=30, worker_id="w")] == [second.id]
+
+
+async def test_a_wake_whose_lock_is_busy_is_finished_after_the_locks(queue: Any, root: Path) -> None:
+    first, second = limited(), limited()
+    await queue.enqueue_many([first, second])
+    [holder] = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
+    assert await queue.claim_ready(["default"], 10, lease=30, worker_id="w") == []
+    accepted: list[bool] = []
+    store = LocalStore(str(root))
+
+    async def finish() -> None:
+        accepted.extend(await queue.finish([done(holder)]))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            with store.lock(layout.task_lock(second.id)):  # another process busy on the held task's stripe
+                tg.start_soon(finish)
+                await anyio.sleep(0.3)
+                assert accepted == [], "the wake waits for the held task's lock, after the holder's"
+                assert pending_body(root, second.id).held
+    assert accepted == [True]
+    assert [t.id for t in await queue.claim_ready(["default"], 10, lease=30, worker_id="w")] == [second.id]
+
+
+async def test_recovering_or_purging_a_holder_wakes_a_held_task(queue: Any, root: Path) -> None:
+    base = now_ms(-10)
+    tasks = [limited(max_retries=3, created_at=base + timedelta(milliseconds=i)) for i in range(3)]
+    await queue.enqueue_many(tasks)
+    [holder] = await queue.claim_ready(["default"], 10, lease=0.2, worker_id="w")
+    assert await queue.claim_ready(["default"], 10, lease=30, worker_id="w") == []
+    await anyio.sleep(0.3)
+    recovered = await queue.recover()
+    assert [t.id for t in recovered] == [holder.id]
+    [woken] = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
+    assert woken.id == tasks[1].id, "the first held task in claim order"
+    assert await queue.purge(statuses=[TaskStatus.RUNNING]) == 1
+    assert [t.id for t in await queue.claim_ready(["default"], 10, lease=30, worker_id="w")] == [holder.id]
+
+
+async def test_purging_everything_leaves_no_woken_task_behind(queue: Any, root: Path) -> None:
+    await queue.enqueue_many([limited() for _ in range(3)])
+    assert len(await queue.claim_ready(["default"], 10, lease=30, worker_id="w")) == 1
+    assert await queue.purge() == 3
+    assert await queue.count() == 0
+
+
+async def test_a_root_made_before_flow_control_gains_its_folder(root: Path) -> None:
+    async with FileTaskQueue(str(root)) as q:
+        await q.enqueue(make_task())
+    (root / layout.LIMITS_DIR).rmdir()  # a root as an older OmniQ left it
+    async with FileTaskQueue(str(root)) as q:
+        await q.enqueue_many([limited(), limited()])
+        claimed = await q.claim_ready(["default"], 10, lease=30, worker_id="w")
+        assert len(claimed) == 2, "the unlimited task and one limited one"
+
+
+async def test_the_pause_marker_is_no_task(queue: Any, root: Path) -> None:
+    await queue.enqueue_many([make_task(queue="mail"), make_task(queue="mail")])
+    await queue.set_queue_paused("mail", True)
+    assert (root / layout.queue_dir("mail") / layout.PAUSED_MARKER).exists()
+    assert await queue.count(status=TaskStatus.PENDING) == 2
+    assert len(await queue.list(queue="mail")) == 2
+    [stats] = await queue.queue_stats()
+    assert stats.counts["pending"] == 2
+    await queue.set_queue_paused("idle", True)  # a queue with no task yet can be paused too
+    assert await queue.paused_queues() == ["idle", "mail"]
+    assert await queue.purge() == 2
+    assert await queue.paused_queues() == ["idle", "mail"], "purging tasks leaves the queues paused"
+
+
+CLAIMER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import anyio
+    from omniq.backends.file import FileTaskQueue
+    from omniq.models import Outcome, OutcomeKind, TaskStatus
+
+    async def main(root, out, start):
+        spans = []
+        async with FileTaskQueue(root) as queue:
+            while time.time() < start:  # line up with the other processes to maximise contention
+                await anyio.sleep(0.005)
+            while await queue.count(status=TaskStatus.SUCCEEDED) < int(sys.argv[4]):
+                tasks = await queue.claim(["default"], 2, lease=30, worker_id=str(os.getpid()), wait=0.2)
+                for task in tasks:
+                    began = time.time()  # after the claim returned: within the engine's holders
+                    await anyio.sleep(0.02)
+                    spans.append((began, time.time()))  # before the finish is sent
+                    outcome = Outcome(task_id=task.id, lease_token=task.lease_token, kind=OutcomeKind.SUCCEEDED)
+                    assert await queue.finish([outcome]) == [True]
+        with open(out, "w") as handle:
+            json.dump(spans, handle)
+
+    anyio.run(main, sys.argv[1], sys.argv[2], float(sys.argv[3]))
+    """
+)
+
+
+def _spawn(script: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(script), *args])
+
+
+@pytest.mark.slow
+async def test_processes_never_run_more_than_the_concurrency_limit(tmp_path: Path, root: Path) -> None:
+    limit, total = 2, 30
+    async with FileTaskQueue(str(root)) as q:
+        await q.enqueue_many([limited(limit) for _ in range(total)])
+    script = tmp_path / "claimer.py"
+    script.write_text(CLAIMER)
+    start = time.time() + 2.0
+    outputs = [tmp_path / f"spans-{i}.json" for i in range(3)]
+    procs = [_spawn(script, str(root), str(out), str(start), str(total)) for out in outputs]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0
+    spans = [tuple(span) for out in outputs for span in json.loads(out.read_text())]
+    assert len(spans) == total, "every task ran exactly once"
+    edges = sorted([(began, 1) for began, _ in spans] + [(ended, -1) for _, ended in spans])
+    running = most = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    assert most <= limit, f"{most} tasks of a concurrency limit {limit} ran at once across processes"
