@@ -12,6 +12,11 @@ with ``pip install './packages/omniq-core[file]'``, but object stores have no at
 rename and no locks: one consumer process only (see
 :class:`~omniq.backends.file.fsspec_store.FsspecStore`).
 
+Flow control (rate and concurrency limits, queue pause) holds across every
+process on a local directory: a limit key's state is a file read and
+rewritten under a lock stripe taken inside the claim's task lock (see
+:mod:`.flow`).
+
 Wake-ups: a worker waiting for work (or a caller waiting for a result) in
 the same thread as the writer is woken at once; across processes it notices
 within ``poll_interval`` seconds.
@@ -20,10 +25,10 @@ Modules: :mod:`.connection` (URLs, errors, the root a component holds),
 :mod:`.layout` (every folder and file name), :mod:`.store` and
 :mod:`.fsspec_store` (the storage drivers), :mod:`.wakeups`, and the
 synchronous operations the components run in a worker thread:
-:mod:`.task_files`, :mod:`.enqueue`, :mod:`.leases`, :mod:`.management`,
-:mod:`.overview` (pages of tasks, queue statistics), :mod:`.workers` (the
-worker registry: ``workers/<id>.worker``), :mod:`.result_files`,
-:mod:`.event_files`.
+:mod:`.task_files`, :mod:`.enqueue`, :mod:`.leases`, :mod:`.flow`,
+:mod:`.management`, :mod:`.overview` (pages of tasks, queue statistics),
+:mod:`.workers` (the worker registry: ``workers/<id>.worker``),
+:mod:`.result_files`, :mod:`.event_files`.
 """
 
 from __future__ import annotations
