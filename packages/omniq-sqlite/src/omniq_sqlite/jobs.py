@@ -17,7 +17,8 @@ import msgspec
 from omniq.base import lease_expired_error
 from omniq.models import Outcome, OutcomeKind, Task, TaskStatus
 from omniq_sqlite import schema
-from omniq_sqlite.records import chunks, encoder, from_ts, leased_row_to_task, row_to_task, to_ts
+from omniq_sqlite.flow import admit_claimed, wake_each, wake_one
+from omniq_sqlite.records import LIMITS, chunks, encoder, from_ts, leased_row_to_task, row_to_task, to_ts
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -59,10 +60,20 @@ def enqueue_job(conn: Any, rows: list[tuple[Any, ...]]) -> list[str]:
 
 
 def claim_job(conn: Any, queues: tuple[str, ...], limit: int, lease: float, worker_id: str) -> list[Any]:
-    """Lease up to ``limit`` ready tasks of ``queues`` in one UPDATE ... RETURNING; the rows claimed."""
+    """Lease up to ``limit`` ready tasks of ``queues`` in one UPDATE ... RETURNING; the rows claimed.
+
+    Rows with limits come back untouched and go through :func:`omniq_sqlite.flow.admit_claimed`.
+    """
     now = time.time()
-    params = (now + lease, now, now, worker_id, *queues, now, limit)
-    return conn.execute(schema.claim_sql(len(queues)), params).fetchall()  # type: ignore[no-any-return]
+    sql = schema.claim_sql(len(queues))
+    head = (now + lease, now, now, worker_id, *queues, now, *queues)
+    rows: list[Any] = conn.execute(sql, (*head, limit)).fetchall()
+    for row in rows:
+        if row[LIMITS] is not None:
+            return admit_claimed(
+                conn, rows, lambda more: conn.execute(sql, (*head, more)).fetchall(), limit, lease, worker_id
+            )
+    return rows
 
 
 def extend_job(conn: Any, pairs: list[tuple[str, str]], lease: float) -> set[str]:
@@ -81,13 +92,28 @@ def extend_job(conn: Any, pairs: list[tuple[str, str]], lease: float) -> set[str
     return extended
 
 
-def finish_job(conn: Any, prepared: list[tuple[Outcome, bytes | None, tuple[Any, ...] | None]]) -> list[bool]:
-    """Apply token-checked outcomes (and fused result rows); a flag per outcome, True when accepted."""
+def _current_leases(conn: Any, task_ids: list[str]) -> dict[str, tuple[str, float, str | None]]:
+    """Per RUNNING task of ``task_ids``: its lease token, ``created_at`` and the key of the slot it holds (or None)."""
+    current: dict[str, tuple[str, float, str | None]] = {}
+    for chunk in chunks(task_ids):
+        for task_id, token, created, slot in conn.execute(
+            schema.SELECT_LEASES + schema.placeholders(len(chunk)), chunk
+        ):
+            current[task_id] = (token, created, slot)
+    return current
+
+
+def finish_job(
+    conn: Any, prepared: list[tuple[Outcome, bytes | None, tuple[Any, ...] | None]]
+) -> tuple[list[bool], bool]:
+    """Apply token-checked outcomes (and fused result rows).
+
+    Returns:
+        a flag per outcome, True when accepted; whether a held task was woken (a holder of its key left).
+    """
     now = time.time()
-    current: dict[str, tuple[str, float]] = {}
-    for chunk in chunks([item[0].task_id for item in prepared]):
-        for task_id, token, created in conn.execute(schema.SELECT_LEASES + schema.placeholders(len(chunk)), chunk):
-            current[task_id] = (token, created)
+    current = _current_leases(conn, [item[0].task_id for item in prepared])
+    slots: list[str] = []  # keys of the concurrency slots the accepted outcomes give up
     flags: list[bool] = []
     terminal: list[tuple[Any, ...]] = []
     requeue: list[tuple[Any, ...]] = []
@@ -101,6 +127,8 @@ def finish_job(conn: Any, prepared: list[tuple[Outcome, bytes | None, tuple[Any,
                 current[outcome.task_id] = lease
             continue
         flags.append(True)
+        if lease[2] is not None:
+            slots.append(lease[2])
         if outcome.kind in TERMINAL_KINDS:
             terminal.append((outcome.status.value, error, now, now, outcome.task_id))
         else:
@@ -120,13 +148,18 @@ def finish_job(conn: Any, prepared: list[tuple[Outcome, bytes | None, tuple[Any,
         conn.executemany(schema.FINISH_RELEASE, released)
     if results:
         conn.executemany(schema.UPSERT_RESULT, results)
-    return flags
+    return flags, wake_each(conn, slots, now)
 
 
-def recover_job(conn: Any) -> list[Task]:
-    """Requeue, or fail when out of attempts, RUNNING tasks whose lease deadline is past; those tasks."""
+def recover_job(conn: Any) -> tuple[list[Task], bool]:
+    """Requeue, or fail when out of attempts, RUNNING tasks whose lease deadline is past.
+
+    Returns:
+        those tasks; whether a held task was woken (a recovered task held a concurrency slot of its key).
+    """
     now = time.time()
     recovered = []
+    woke = False
     for row in conn.execute(schema.SELECT_EXPIRED_LEASES, (now,)).fetchall():
         task = leased_row_to_task(row)
         if task.attempts >= task.max_attempts:
@@ -152,7 +185,9 @@ def recover_job(conn: Any) -> list[Task]:
                 lease_expires_at=None,
             )
         recovered.append(task)
-    return recovered
+        if task.limits is not None and task.limits.concurrency is not None:
+            woke = wake_one(conn, task.limits.key, now) or woke
+    return recovered, woke
 
 
 def select_many_job(conn: Any, ids: list[str]) -> dict[str, Task]:

@@ -7,12 +7,14 @@ except a row just claimed or recovered, which comes back salvaged
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from omniq.base import claimed_task, decode_error, msgpack_decoder, task_from_row
+from omniq.flow_control import Limits
 from omniq.models import Task, TaskStatus
 from omniq_sqlite import schema
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
+    "LIMITS",
     "build_task",
     "chunks",
     "claim_order",
@@ -38,10 +41,13 @@ CHUNK = 500
 encoder = msgspec.msgpack.Encoder()
 _decode_deps = msgpack_decoder(tuple[str, ...], "dependency list")
 _decode_headers = msgpack_decoder(dict[str, str], "task headers")
+_decode_limits = msgpack_decoder(Limits, "task limits")
 #: Task field names in schema.TASK_COLUMNS order (a salvaged row keeps the valid ones).
 _FIELDS = tuple(name.strip() for name in schema.TASK_COLUMNS.split(","))
 _STATUS = {status.value: status for status in TaskStatus}
 _SEQ = 25  # index of seq in schema.TASK_COLUMNS
+#: index of limits in schema.TASK_COLUMNS (NULL for a task without limits).
+LIMITS = 27
 
 
 def to_ts(value: datetime | None) -> float | None:
@@ -75,7 +81,7 @@ def _raw_fields(row: Sequence[Any]) -> dict[str, Any]:
 
 def build_task(row: Sequence[Any]) -> Task:
     """The task of a row, unchecked (a corrupted column raises whatever it raises)."""
-    error, deps, headers = row[24], row[16], row[26]
+    error, deps, headers, limits = row[24], row[16], row[26], row[27]
     return Task(
         id=row[0],
         func=row[1],
@@ -103,6 +109,9 @@ def build_task(row: Sequence[Any]) -> Task:
         worker_id=row[23],
         error=decode_error(error) if error is not None else None,
         headers=_decode_headers(headers) if headers is not None else None,
+        limits=_decode_limits(limits) if limits is not None else None,
+        held=bool(row[28]),
+        rate_reserved=bool(row[29]),
     )
 
 
@@ -111,10 +120,15 @@ def claim_order(row: Sequence[Any]) -> tuple[int, float, int]:
     return (-row[4], row[7] if row[7] is not None else row[17], row[_SEQ])
 
 
-def task_params(task: Task) -> tuple[Any, ...]:
-    """The parameters of ``schema.INSERT_TASK`` for a new PENDING task."""
+def task_params(task: Task, now: float = math.inf) -> tuple[Any, ...]:
+    """The parameters of ``schema.INSERT_TASK`` for a new PENDING task enqueued at ``now``.
+
+    A task without eta is ready from its ``created_at``, or from ``now`` when it was created
+    later than that (a ``created_at`` ahead of the clock does not delay it: only an eta does).
+    """
     created = task.created_at.timestamp()
     eta = to_ts(task.eta)
+    limits = task.limits
     return (
         task.id,
         task.func,
@@ -124,7 +138,7 @@ def task_params(task: Task) -> tuple[Any, ...]:
         task.unique_key,
         "pending",
         eta,
-        eta if eta is not None else created,
+        eta if eta is not None else created if created <= now else now,
         task.interval,
         task.cron,
         int(task.paused),
@@ -143,6 +157,9 @@ def task_params(task: Task) -> tuple[Any, ...]:
         task.worker_id,
         encoder.encode(task.error) if task.error is not None else None,
         encoder.encode(task.headers) if task.headers is not None else None,
+        encoder.encode(limits) if limits is not None else None,
+        limits.key if limits is not None else None,
+        limits.concurrency if limits is not None else None,
     )
 
 

@@ -24,6 +24,8 @@ __all__ = [
     "EVENTS",
     "LATEST_VERSION",
     "MIGRATIONS",
+    "PAUSED_QUEUES",
+    "RATE_LIMITS",
     "RESULTS",
     "SCHEMA_VERSION",
     "TASKS",
@@ -45,6 +47,10 @@ RESULTS = "omniq_results"
 EVENTS = "omniq_events"
 #: one row per registered worker process (the worker registry), msgpack-encoded WorkerInfo.
 WORKERS = "omniq_workers"
+#: per-key theoretical arrival time of rate limits (GCRA, omniq.flow_control).
+RATE_LIMITS = "omniq_rate_limits"
+#: the names of the paused queues (set_queue_paused).
+PAUSED_QUEUES = "omniq_paused_queues"
 #: claim order among ready tasks of a queue (partial: only claimable rows).
 IDX_TASKS_CLAIM = "omniq_tasks_claim"
 #: at most one PENDING/RUNNING task per unique_key, enforced atomically.
@@ -63,6 +69,10 @@ IDX_EVENTS_TIME = "omniq_events_time"
 IDX_TASKS_CREATED = "omniq_tasks_created"
 #: workers by expiry, for the registry's cleanup.
 IDX_WORKERS_EXPIRES = "omniq_workers_expires"
+#: a concurrency key's holders (RUNNING, concurrency-limited) by lease deadline; empty without limits.
+IDX_TASKS_HOLDERS = "omniq_tasks_holders"
+#: a key's held tasks in claim order, for the wake-up of one when a holder leaves; empty without limits.
+IDX_TASKS_HELD = "omniq_tasks_held"
 
 # -- migrations ------------------------------------------------------------------------------------
 
@@ -141,8 +151,26 @@ _V2 = (
     f"CREATE INDEX {IDX_WORKERS_EXPIRES} ON {WORKERS} (expires_at)",
 )
 
+#: issue 17: flow control (omniq.flow_control) and queue pause. ``limits`` is the encoded Limits (NULL: none);
+#: ``limit_key`` / ``limit_concurrency`` are its key and concurrency as columns for the two partial indexes,
+#: which hold only limited tasks: an unlimited task's insert, claim and finish evaluate their WHERE and write
+#: nothing to them. Rows written before keep working: NULL limits, not held, not reserved.
+_V3 = (
+    f"ALTER TABLE {TASKS} ADD COLUMN limits BLOB",
+    f"ALTER TABLE {TASKS} ADD COLUMN limit_key TEXT",
+    f"ALTER TABLE {TASKS} ADD COLUMN limit_concurrency INTEGER",
+    f"ALTER TABLE {TASKS} ADD COLUMN held INTEGER NOT NULL DEFAULT 0",
+    f"ALTER TABLE {TASKS} ADD COLUMN rate_reserved INTEGER NOT NULL DEFAULT 0",
+    f"""CREATE INDEX {IDX_TASKS_HOLDERS} ON {TASKS} (limit_key, lease_expires_at)
+        WHERE status = 'running' AND limit_concurrency IS NOT NULL""",
+    f"""CREATE INDEX {IDX_TASKS_HELD} ON {TASKS} (limit_key, priority DESC, created_at, seq)
+        WHERE held = 1 AND status = 'pending'""",
+    f"CREATE TABLE {RATE_LIMITS} (key TEXT PRIMARY KEY, tat REAL NOT NULL) WITHOUT ROWID",
+    f"CREATE TABLE {PAUSED_QUEUES} (queue TEXT PRIMARY KEY, paused_at REAL NOT NULL) WITHOUT ROWID",
+)
+
 #: (version, statements), applied in order; append new versions, never edit old ones.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2))
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2), (3, _V3))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
@@ -188,18 +216,23 @@ def migrate(conn: sqlite3.Connection) -> int:
 TASK_COLUMNS = (
     "id, func, payload, queue, priority, unique_key, status, eta, interval, cron, paused, attempts, "
     "max_retries, timeout, expires_at, result_ttl, depends_on, created_at, updated_at, started_at, "
-    "finished_at, lease_token, lease_expires_at, worker_id, error, seq, headers"
+    "finished_at, lease_token, lease_expires_at, worker_id, error, seq, headers, limits, held, rate_reserved"
 )
 
 INSERT_TASK = (
     f"INSERT OR IGNORE INTO {TASKS} (id, func, payload, queue, priority, unique_key, status, eta, ready_at, "
     "interval, cron, paused, attempts, max_retries, timeout, expires_at, result_ttl, depends_on, created_at, "
-    "updated_at, started_at, finished_at, lease_token, lease_expires_at, worker_id, error, headers) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "updated_at, started_at, finished_at, lease_token, lease_expires_at, worker_id, error, headers, limits, "
+    "limit_key, limit_concurrency) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SELECT_ID_BY_UNIQUE_KEY = f"SELECT id FROM {TASKS} WHERE unique_key = ? AND status IN ('pending', 'running')"
 SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM {TASKS} WHERE id = ?"
-SELECT_LEASES = f"SELECT id, lease_token, created_at FROM {TASKS} WHERE status = 'running' AND id IN "
+#: a lease, and the key of the slot it holds (NULL without a concurrency limit: no wake-up to do).
+SELECT_LEASES = (
+    "SELECT id, lease_token, created_at, CASE WHEN limit_concurrency IS NOT NULL THEN limit_key END "
+    f"FROM {TASKS} WHERE status = 'running' AND id IN "
+)
 EXTEND_LEASE = (
     f"UPDATE {TASKS} SET lease_expires_at = ?, updated_at = ? WHERE id = ? AND lease_token = ? AND status = 'running'"
 )
@@ -253,20 +286,32 @@ def placeholders(count: int) -> str:
 def claim_sql(queue_count: int) -> str:
     """The one-statement batch claim for ``queue_count`` queues.
 
-    Parameters, in order: lease_expires_at, started_at, updated_at, worker_id, *queues, now, limit
-    (``now`` three times: plain ``?`` markers bind by position the same way on every Python, where a
-    numbered ``?NNN`` marker is taken for a named one, with a DeprecationWarning, by early CPython 3.12
-    releases: python/cpython#117995).
+    Parameters, in order: lease_expires_at, started_at, updated_at, worker_id, *queues, now,
+    *queues (the paused-queue check), limit (plain ``?`` markers bind by position the same way on
+    every Python, where a numbered ``?NNN`` marker is taken for a named one, with a
+    DeprecationWarning, by early CPython 3.12 releases: python/cpython#117995).
     Lease tokens are drawn per row inside SQLite, so each claimed task gets its own.
+
+    A row with limits comes back as it was, still PENDING (each SET is a ``CASE`` on
+    ``limits IS NULL``): the claim job admits it or parks it (:mod:`omniq_sqlite.flow`).
+    A paused queue is left out by one uncorrelated lookup of the listed queues in
+    ``omniq_paused_queues``, evaluated once per statement.
     """
+    if queue_count == 1:
+        not_paused = f"AND NOT EXISTS (SELECT 1 FROM {PAUSED_QUEUES} WHERE queue = ?) "
+    else:
+        not_paused = f"AND queue NOT IN (SELECT queue FROM {PAUSED_QUEUES} WHERE queue IN {placeholders(queue_count)}) "
     return (
-        f"UPDATE {TASKS} SET status = 'running', attempts = attempts + 1, "
-        "lease_token = lower(hex(randomblob(12))), lease_expires_at = ?, started_at = ?, updated_at = ?, "
-        "worker_id = ? "
+        f"UPDATE {TASKS} SET status = CASE WHEN limits IS NULL THEN 'running' ELSE status END, "
+        "attempts = attempts + (limits IS NULL), "
+        "lease_token = CASE WHEN limits IS NULL THEN lower(hex(randomblob(12))) END, "
+        "lease_expires_at = CASE WHEN limits IS NULL THEN ? END, "
+        "started_at = CASE WHEN limits IS NULL THEN ? ELSE started_at END, updated_at = ?, "
+        "worker_id = CASE WHEN limits IS NULL THEN ? ELSE worker_id END "
         f"WHERE seq IN (SELECT seq FROM {TASKS} INDEXED BY {IDX_TASKS_CLAIM} "
         "WHERE status = 'pending' AND paused = 0 "
         f"AND queue IN {placeholders(queue_count)} "
-        "AND ready_at <= ? "
+        f"AND ready_at <= ? {not_paused}"
         "ORDER BY priority DESC, ready_at, seq LIMIT ?) "
         f"RETURNING {TASK_COLUMNS}"
     )
@@ -274,8 +319,9 @@ def claim_sql(queue_count: int) -> str:
 
 @functools.lru_cache(maxsize=64)
 def next_ready_sql(queue_count: int) -> str:
-    """Earliest ``ready_at`` among claimable tasks of ``queue_count`` queues (for wait_for_work)."""
+    """Earliest ``ready_at`` among claimable tasks of ``queue_count`` queues, paused queues left out (for wait_for_work)."""
     return (
         f"SELECT min(ready_at) FROM {TASKS} INDEXED BY {IDX_TASKS_CLAIM} "
-        f"WHERE status = 'pending' AND paused = 0 AND queue IN {placeholders(queue_count)}"
+        f"WHERE status = 'pending' AND paused = 0 AND queue IN {placeholders(queue_count)} "
+        f"AND queue NOT IN (SELECT queue FROM {PAUSED_QUEUES})"
     )

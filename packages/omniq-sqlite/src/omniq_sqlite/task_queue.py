@@ -17,7 +17,7 @@ import anyio
 
 from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
 from omniq.models import Outcome, Task, TaskStatus, encode_result
-from omniq_sqlite import jobs, schema
+from omniq_sqlite import flow, jobs, schema
 from omniq_sqlite._wake import RESULTS, WORK
 from omniq_sqlite.connection import SETTINGS_OPTIONS, sqlite_connection
 from omniq_sqlite.operations import TaskOperations
@@ -57,6 +57,8 @@ class SQLiteTaskQueue(BaseTaskQueue):
             Capability.DURABLE,
             Capability.FORK_SAFE,
             Capability.WORKER_REGISTRY,
+            Capability.FLOW_CONTROL,
+            Capability.QUEUE_PAUSE,
         }
     )
 
@@ -90,7 +92,8 @@ class SQLiteTaskQueue(BaseTaskQueue):
         if not tasks:
             return []
         db = await self._connection.client()
-        rows = [_task_params(task) for task in tasks]
+        now = time.time()
+        rows = [_task_params(task, now) for task in tasks]
         if len(rows) <= _SMALL_BATCH:
             return await db.write_small(jobs.enqueue_job, rows, notify=WORK)
         ids = await db.write(jobs.enqueue_job, rows)
@@ -154,8 +157,8 @@ class SQLiteTaskQueue(BaseTaskQueue):
                 result_row = (result.task_id, encode_result(result), to_ts(result.expires_at))
             prepared.append((outcome, error, result_row))
         db = await self._connection.client()
-        flags = await db.write(jobs.finish_job, prepared)
-        if any(flag and o.kind not in jobs.TERMINAL_KINDS for flag, o in zip(flags, outcomes, strict=True)):
+        flags, woke = await db.write(jobs.finish_job, prepared)
+        if woke or any(flag and o.kind not in jobs.TERMINAL_KINDS for flag, o in zip(flags, outcomes, strict=True)):
             db.notify(WORK)
         if fuse:
             stored = [row[0] for (_, _, row), flag in zip(prepared, flags, strict=True) if flag and row is not None]
@@ -196,10 +199,12 @@ class SQLiteTaskQueue(BaseTaskQueue):
         return int(rows[0][0])
 
     async def cancel(self, task_id: str) -> bool:
-        """Cancel a PENDING or RUNNING task (its holder loses the lease)."""
-        now = time.time()
+        """Cancel a PENDING or RUNNING task (its holder loses the lease, and its concurrency slot goes to a held task)."""
         db = await self._connection.client()
-        return bool(await db.write(jobs.rowcount_job, schema.CANCEL_TASK, (now, now, task_id)))
+        cancelled, woke = await db.write(flow.cancel_job, task_id)
+        if woke:
+            db.notify(WORK)
+        return cancelled
 
     async def set_paused(self, task_id: str, paused: bool) -> bool:
         """Pause or resume a task that is not terminal."""
@@ -213,15 +218,17 @@ class SQLiteTaskQueue(BaseTaskQueue):
         """Delete tasks (all by default, else those of ``queue`` and/or ``statuses``)."""
         if statuses is not None and not statuses:
             return 0
-        where_sql, params = where(None, queue, statuses)
         db = await self._connection.client()
-        return int(await db.write(jobs.rowcount_job, f"DELETE FROM {schema.TASKS}{where_sql}", params))
+        deleted, woke = await db.write(flow.purge_job, queue, statuses)
+        if woke:
+            db.notify(WORK)
+        return deleted
 
     async def recover(self) -> builtins.list[Task]:  # `list` is a method name in this class
         """Requeue (or fail, when out of attempts) RUNNING tasks whose lease deadline is past."""
         db = await self._connection.client()
-        recovered = await db.write(jobs.recover_job)
-        if any(task.status is TaskStatus.PENDING for task in recovered):
+        recovered, woke = await db.write(jobs.recover_job)
+        if woke or any(task.status is TaskStatus.PENDING for task in recovered):
             db.notify(WORK)
         return recovered
 
@@ -250,3 +257,16 @@ class SQLiteTaskQueue(BaseTaskQueue):
     async def list_workers(self) -> builtins.list[WorkerInfo]:
         """Registered workers not expired (host clock), oldest first."""
         return await self._workers.live()
+
+    # -- flow control (omniq_sqlite.flow) --------------------------------------------------------
+
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume ``queue`` for every process on the file; a resume wakes waiting workers."""
+        db = await self._connection.client()
+        if await db.write(flow.pause_job, queue, paused) and not paused:
+            db.notify(WORK)
+
+    async def paused_queues(self) -> builtins.list[str]:
+        """The paused queues' names, sorted."""
+        db = await self._connection.client()
+        return await db.read(flow.paused_queues_job)

@@ -1,0 +1,217 @@
+"""Flow control in the SQLite engine: limits admitted at claim, a held task woken when a holder leaves, queue pause.
+
+The rules are :mod:`omniq.flow_control`'s, applied inside the claim's write
+transaction (``BEGIN IMMEDIATE``), which already serializes every claimer of
+the file, in every process:
+
+* The claim UPDATE (:func:`omniq_sqlite.schema.claim_sql`) leases the
+  unlimited rows it picks and returns the limited ones as they were, still
+  PENDING. :func:`admit_claimed` decides each of those in claim order with
+  :func:`omniq.flow_control.admit`: a key's holders come from the partial
+  index ``omniq_tasks_holders`` (one lookup per key and claim), its ``tat``
+  from ``omniq_rate_limits``. The admitted rows are leased by one UPDATE, the
+  refused ones parked by another (``eta`` and ``ready_at`` at the time they
+  wait for, ``held`` or ``rate_reserved``), and the claim runs again for the
+  places left. A parked row is not ready before its eta, so a waiting task is
+  parked once, not looked at by every claim.
+* A holder leaving RUNNING (finish, cancel, recover, purge) wakes the first
+  held task of its key (:func:`wake_one`: ``held`` 0, ``eta`` NULL, ready at
+  its ``created_at``) in the same transaction. Only a task with a concurrency
+  limit takes that path; the caller hints waiting workers as after an enqueue.
+* Paused queue names live in ``omniq_paused_queues``; the claim and
+  ``wait_for_work`` leave them out.
+
+What an unlimited task pays: its claim and finish statements carry a few more
+columns and ``CASE`` branches on ``limits IS NULL``, the two partial indexes'
+WHERE clauses are evaluated (and written only for limited rows), and the claim
+checks one column per row returned. No extra statement.
+
+Times are the host clock (SQLite's engine clock), epoch seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from omniq.flow_control import admit
+from omniq_sqlite import schema
+from omniq_sqlite.records import LIMITS, chunks, claim_order, leased_row_to_task, where
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from omniq.models import Task, TaskStatus
+
+__all__ = ["admit_claimed", "cancel_job", "pause_job", "paused_queues_job", "purge_job", "wake_each", "wake_one"]
+
+_SEQ = 25  # index of seq in schema.TASK_COLUMNS
+#: how far past now a parked task's eta is at least, so the claim that parks it does not meet it again.
+_MIN_WAIT = 1e-3
+
+_HOLDERS = (
+    f"SELECT count(*), min(lease_expires_at) FROM {schema.TASKS} INDEXED BY {schema.IDX_TASKS_HOLDERS} "
+    "WHERE status = 'running' AND limit_concurrency IS NOT NULL AND limit_key = ? AND lease_expires_at > ?"
+)
+_GET_TAT = f"SELECT tat FROM {schema.RATE_LIMITS} WHERE key = ?"
+_SET_TAT = f"INSERT OR REPLACE INTO {schema.RATE_LIMITS} (key, tat) VALUES (?, ?)"
+_PARK = f"UPDATE {schema.TASKS} SET eta = ?, ready_at = ?, held = ?, rate_reserved = ?, updated_at = ? WHERE seq = ?"
+#: the admitted limited rows of a claim (parameters: lease_expires_at, started_at, updated_at, worker_id, *seqs).
+_LEASE = (
+    f"UPDATE {schema.TASKS} SET status = 'running', attempts = attempts + 1, "
+    "lease_token = lower(hex(randomblob(12))), lease_expires_at = ?, started_at = ?, updated_at = ?, "
+    "worker_id = ?, held = 0, rate_reserved = 0 WHERE seq IN "
+)
+_WAKE_ONE = (
+    f"UPDATE {schema.TASKS} SET held = 0, eta = NULL, ready_at = min(created_at, ?), updated_at = ? "
+    f"WHERE seq = (SELECT seq FROM {schema.TASKS} INDEXED BY {schema.IDX_TASKS_HELD} "
+    "WHERE held = 1 AND status = 'pending' AND limit_key = ? ORDER BY priority DESC, created_at, seq LIMIT 1)"
+)
+#: a cancel of a task that holds no slot: the one statement cancel always was.
+_CANCEL_UNLIMITED = schema.CANCEL_TASK + " AND limit_concurrency IS NULL"
+_SLOT_OF = f"SELECT status, limit_key FROM {schema.TASKS} WHERE id = ? AND limit_concurrency IS NOT NULL"
+_PAUSE = f"INSERT OR IGNORE INTO {schema.PAUSED_QUEUES} (queue, paused_at) VALUES (?, ?)"
+_RESUME = f"DELETE FROM {schema.PAUSED_QUEUES} WHERE queue = ?"
+_PAUSED = f"SELECT queue FROM {schema.PAUSED_QUEUES} ORDER BY queue"
+
+
+class _Gate:
+    """One claim's view of the keys it meets: holders and ``tat`` read once per key, then kept in step."""
+
+    def __init__(self, conn: Any, now: float, deadline: float) -> None:
+        self.conn, self.now, self.deadline = conn, now, deadline
+        self.holders: dict[str, tuple[int, float | None]] = {}
+        self.tats: dict[str, float | None] = {}
+        self.changed: dict[str, float] = {}
+
+    def park(self, task: Task) -> tuple[float, float, int, int] | None:
+        """None to lease ``task`` now; else its parked (eta, ready_at, held, rate_reserved)."""
+        limits = task.limits
+        if limits is None:  # a corrupted limits column: leased, for the worker to fail it
+            return None
+        key = limits.key
+        count, earliest = 0, None
+        if limits.concurrency is not None:
+            if key not in self.holders:
+                row = self.conn.execute(_HOLDERS, (key, self.now)).fetchone()
+                self.holders[key] = (row[0], row[1])
+            count, earliest = self.holders[key]
+        tat = None
+        if limits.rate is not None:
+            if key not in self.tats:
+                row = self.conn.execute(_GET_TAT, (key,)).fetchone()
+                self.tats[key] = row[0] if row is not None else None
+            tat = self.tats[key]
+        verdict = admit(task, self.now, count, earliest, tat)
+        if verdict.tat is not None:
+            self.tats[key] = self.changed[key] = verdict.tat
+        if verdict.claim:
+            if limits.concurrency is not None:
+                self.holders[key] = (count + 1, self.deadline if earliest is None else min(earliest, self.deadline))
+            return None
+        assert verdict.eta is not None
+        eta = max(verdict.eta, self.now + _MIN_WAIT)
+        return (eta, eta, int(verdict.held), int(not verdict.held))
+
+    def save(self) -> None:
+        """Store the keys' new ``tat``."""
+        if self.changed:
+            self.conn.executemany(_SET_TAT, list(self.changed.items()))
+
+
+def admit_claimed(
+    conn: Any, rows: list[Any], claim_more: Callable[[int], list[Any]], limit: int, lease: float, worker_id: str
+) -> list[Any]:
+    """Finish a claim whose rows include limited ones: lease the admitted, park the others, claim again for the rest.
+
+    Args:
+        conn: the claim's connection, inside its write transaction.
+        rows: what the claim UPDATE returned (unlimited rows leased, limited ones untouched).
+        claim_more: runs the claim UPDATE again for up to that many rows.
+        limit: the most rows the claim returns.
+        lease: seconds of the lease.
+        worker_id: the claiming worker.
+
+    Returns:
+        the leased rows, unordered.
+    """
+    now = time.time()
+    gate = _Gate(conn, now, now + lease)
+    claimed: list[Any] = []
+    asked = limit
+    while True:
+        limited = [row for row in rows if row[LIMITS] is not None]
+        claimed.extend(row for row in rows if row[LIMITS] is None)
+        try:
+            limited.sort(key=claim_order)
+        except TypeError:  # a corrupted eta: that batch keeps the engine's order
+            pass
+        take: list[int] = []
+        parked: list[tuple[Any, ...]] = []
+        for row in limited:
+            verdict = gate.park(leased_row_to_task(row))
+            if verdict is None:
+                take.append(row[_SEQ])
+            else:
+                parked.append((*verdict, now, row[_SEQ]))
+        if parked:
+            conn.executemany(_PARK, parked)
+        for chunk in chunks(take):
+            sql = _LEASE + schema.placeholders(len(chunk)) + f" RETURNING {schema.TASK_COLUMNS}"
+            claimed.extend(conn.execute(sql, (now + lease, now, now, worker_id, *chunk)).fetchall())
+        left = limit - len(claimed)
+        if not parked or left <= 0 or len(rows) < asked:  # nothing parked, full, or no more ready rows
+            break
+        asked = left
+        rows = claim_more(left)
+    gate.save()
+    return claimed
+
+
+def wake_one(conn: Any, key: str, now: float) -> bool:
+    """Make the first held task of ``key`` (in claim order) ready at its old place; whether there was one."""
+    return bool(conn.execute(_WAKE_ONE, (now, now, key)).rowcount)
+
+
+def wake_each(conn: Any, keys: Sequence[str], now: float) -> bool:
+    """:func:`wake_one` once per key listed (a key once per holder that left); whether any task was woken."""
+    woke = False
+    for key in keys:
+        woke = wake_one(conn, key, now) or woke
+    return woke
+
+
+def cancel_job(conn: Any, task_id: str) -> tuple[bool, bool]:
+    """Cancel a PENDING or RUNNING task; (cancelled, a held task was woken because a holder left)."""
+    now = time.time()
+    if conn.execute(_CANCEL_UNLIMITED, (now, now, task_id)).rowcount:
+        return True, False
+    slot = conn.execute(_SLOT_OF, (task_id,)).fetchone()  # a concurrency-limited task (or none that can be cancelled)
+    if slot is None or not conn.execute(schema.CANCEL_TASK, (now, now, task_id)).rowcount:
+        return False, False
+    return True, slot[0] == "running" and wake_one(conn, slot[1], now)
+
+
+def purge_job(conn: Any, queue: str | None, statuses: Sequence[TaskStatus] | None) -> tuple[int, bool]:
+    """Delete tasks (see ``SQLiteTaskQueue.purge``); (how many, whether a held task was woken by a holder's purge)."""
+    where_sql, params = where(None, queue, statuses)
+    filters = where_sql.replace(" WHERE ", " AND ", 1)
+    holders = conn.execute(
+        f"SELECT limit_key FROM {schema.TASKS} INDEXED BY {schema.IDX_TASKS_HOLDERS} "
+        f"WHERE status = 'running' AND limit_concurrency IS NOT NULL{filters}",
+        params,
+    ).fetchall()
+    deleted = conn.execute(f"DELETE FROM {schema.TASKS}{where_sql}", params).rowcount
+    return int(deleted), wake_each(conn, [key for (key,) in holders], time.time())
+
+
+def pause_job(conn: Any, queue: str, paused: bool) -> bool:
+    """Pause or resume ``queue``; whether that changed anything."""
+    if paused:
+        return bool(conn.execute(_PAUSE, (queue, time.time())).rowcount)
+    return bool(conn.execute(_RESUME, (queue,)).rowcount)
+
+
+def paused_queues_job(conn: Any) -> list[str]:
+    """The paused queues' names, sorted."""
+    return [row[0] for row in conn.execute(_PAUSED)]
