@@ -69,7 +69,7 @@ def test_bad_limits_fail_at_registration(options: dict[str, object]) -> None:
     app = AsyncOmniQ(backend="memory")
     with pytest.raises(ConfigurationError):
 
-        @app.task(**options)  # type: ignore[arg-type]
+        @app.task(**options)  # type: ignore[call-overload]
         async def job() -> None: ...
 
 

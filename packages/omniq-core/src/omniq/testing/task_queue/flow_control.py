@@ -18,7 +18,7 @@ import anyio
 from omniq.base import BaseTaskQueue, Capability
 from omniq.flow_control import Limits
 from omniq.models import Outcome, OutcomeKind, Task, TaskStatus
-from omniq.testing.fixtures import connected, make_task, requires, wait_until
+from omniq.testing.fixtures import connected, make_task, now_ms, requires, wait_until
 from omniq.testing.task_queue.kit import LONG, SHORT, QueueFactory, QueueTests, token
 
 __all__ = ["FlowControlTests", "QueuePauseTests"]
@@ -147,7 +147,7 @@ class FlowControlTests(QueueTests):
 
     @requires(Capability.FLOW_CONTROL)
     async def test_unlimited_tasks_are_not_held_back(self, task_queue: BaseTaskQueue) -> None:
-        base = make_task().created_at
+        base = now_ms(-100)
         held = [limited(concurrency=1, created_at=base + timedelta(milliseconds=i)) for i in range(4)]
         free = [make_task(created_at=base + timedelta(milliseconds=10 + i)) for i in range(4)]
         await task_queue.enqueue_many(held + free)
