@@ -27,7 +27,15 @@ async def test_concurrent_migrations_from_many_pools_are_safe(make_queue, make_r
         tables = await admin.fetch(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name", schema
         )
-        assert [row["table_name"] for row in tables] == ["events", "results", "schema_version", "tasks", "workers"]
+        assert [row["table_name"] for row in tables] == [
+            "events",
+            "flow_keys",
+            "paused_queues",
+            "results",
+            "schema_version",
+            "tasks",
+            "workers",
+        ]
     finally:
         for component in components:
             await component.close()

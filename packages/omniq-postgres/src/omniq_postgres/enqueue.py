@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from omniq_postgres.records import insert_columns
+from omniq_postgres.records import insert_columns, limit_columns
 from omniq_postgres.schema import SEQ_BLOCK
 from omniq_postgres.sql import ACTIVE, BatchColumns, uniform_mask
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from omniq.models import Task
     from omniq_postgres.schema import Names
 
-__all__ = ["INSERT_COLUMNS", "TaskInserts"]
+__all__ = ["INSERT_COLUMNS", "LIMIT_COLUMNS", "TaskInserts"]
 
 #: attempts to re-insert a task whose unique key was released between INSERT and lookup.
 _UNIQUE_RETRIES = 5
@@ -51,6 +51,13 @@ INSERT_COLUMNS = (
     ("created_at", "timestamptz"),
     ("error", "text"),
     ("headers", "text"),
+)
+#: the limit columns, added after :data:`INSERT_COLUMNS` only in a batch with a limited task.
+LIMIT_COLUMNS = (
+    ("limit_key", "text"),
+    ("limit_concurrency", "int4"),
+    ("limit_rate", "float8"),
+    ("limit_burst", "int4"),
 )
 
 
@@ -81,16 +88,20 @@ def _render_insert(
     if unnest:
         sources.append(unnest)
     source = f" FROM {', '.join(sources)}" if sources else ""
+    limit_names = limit_values = ""
+    if "limit_key" in v:  # a batch with limited tasks (omniq_postgres.flow); NULL for the others
+        limit_names = ", " + ", ".join(name for name, _ in LIMIT_COLUMNS)
+        limit_values = ", " + ", ".join(v[name] for name, _ in LIMIT_COLUMNS)
     insert = f"""
             INSERT INTO {tasks} ({seq_column}id, func, payload, queue, priority, unique_key, status, paused, eta,
                                  ready_at, interval_seconds, cron, attempts, max_retries, timeout, expires_at,
-                                 result_ttl, depends_on, created_at, updated_at, error, headers){overriding}
+                                 result_ttl, depends_on, created_at, updated_at, error, headers{limit_names}){overriding}
             SELECT {seq_value}{v["id"]}, {v["func"]}, {v["payload"]}, {v["queue"]}, {v["priority"]},
                    {v["unique_key"]}, 'pending', {v["paused"]}, {v["eta"]},
                    coalesce({v["eta"]}, least({v["created_at"]}, now())),
                    {v["interval_seconds"]}, {v["cron"]}, {v["attempts"]}, {v["max_retries"]}, {v["timeout"]},
                    {v["expires_at"]}, {v["result_ttl"]}, {v["depends_on"]}::jsonb, {v["created_at"]}, now(),
-                   {v["error"]}::jsonb, {v["headers"]}::jsonb{source}{" ORDER BY i.ord" if unnest and not seq_block else ""}"""
+                   {v["error"]}::jsonb, {v["headers"]}::jsonb{limit_values}{source}{" ORDER BY i.ord" if unnest and not seq_block else ""}"""
     channel = "'" + names.tasks_channel.replace("'", "''") + "'"
     if v["queue"].startswith("i."):  # one queue per row: notify each distinct one
         notify = f"SELECT count(pg_notify({channel}, q)) FROM (SELECT DISTINCT unnest({v['queue[]']})) AS d(q)"
@@ -110,28 +121,36 @@ class TaskInserts:
     def __init__(self, names: Names) -> None:
         tasks = names.tasks
         # Plain: every row must be new (a collision fails the whole statement). Skipping: rows whose
-        # id or unique key is taken are left out, and RETURNING tells which went in.
-        self.plain = BatchColumns(INSERT_COLUMNS, lambda values, unnest: _render_insert(names, values, unnest))
-        self.skipping = BatchColumns(
-            INSERT_COLUMNS, lambda values, unnest: _render_insert(names, values, unnest, skipping=True)
-        )
-        # Batches past one seq block: one nextval per row (the column's default).
-        self.plain_large = BatchColumns(
-            INSERT_COLUMNS, lambda values, unnest: _render_insert(names, values, unnest, seq_block=False)
-        )
-        self.skipping_large = BatchColumns(
-            INSERT_COLUMNS,
-            lambda values, unnest: _render_insert(names, values, unnest, skipping=True, seq_block=False),
-        )
+        # id or unique key is taken are left out, and RETURNING tells which went in. Large: batches
+        # past one seq block take one nextval per row (the column's default). Limited: a batch with
+        # a limited task writes the limit columns too. One BatchColumns per combination, made on first use.
+        self._names = names
+        self._statements: dict[tuple[bool, bool, bool], BatchColumns] = {}
         # Who already holds a unique key, or an id, that an INSERT above skipped.
         self.delete_finished = f"DELETE FROM {tasks} WHERE id = ANY($1::text[]) AND status NOT IN {ACTIVE}"
         self.existing = f"""
             SELECT id, unique_key, status IN {ACTIVE} AS active FROM {tasks}
              WHERE id = ANY($1::text[]) OR (unique_key = ANY($2::text[]) AND status IN {ACTIVE})"""
 
+    def _batch(self, *, skipping: bool, large: bool, limited: bool) -> BatchColumns:
+        """The statements of one combination (see ``__init__``)."""
+        key = (skipping, large, limited)
+        statements = self._statements.get(key)
+        if statements is None:
+            names = self._names
+            statements = self._statements[key] = BatchColumns(
+                INSERT_COLUMNS + LIMIT_COLUMNS if limited else INSERT_COLUMNS,
+                lambda values, unnest: _render_insert(names, values, unnest, skipping=skipping, seq_block=not large),
+            )
+        return statements
+
     async def insert(self, conn: asyncpg.Connection, tasks: Sequence[Task]) -> list[str]:
         """Insert ``tasks`` on ``conn``; return one id per task (the holder's for a taken unique key)."""
         columns = insert_columns(tasks)
+        limits = limit_columns(tasks)
+        limited = limits is not None
+        if limits is not None:
+            columns += limits
         # The fast path: no unique keys, so only a reused id can collide, and that is rare. A plain
         # INSERT skips the speculative insertion and RETURNING of ON CONFLICT; if an id is taken
         # it fails as a whole and the careful path below runs. Not inside a caller's transaction,
@@ -141,7 +160,7 @@ class TaskInserts:
         if unique_keys.count(None) == len(unique_keys) and not conn.is_in_transaction():
             mask = uniform_mask(columns, vary_first=True)
             try:
-                sql, args = (self.plain_large if large else self.plain).bind(columns, mask)
+                sql, args = self._batch(skipping=False, large=large, limited=limited).bind(columns, mask)
                 await conn.execute(sql, *args)
             except asyncpg.UniqueViolationError:
                 pass
@@ -152,7 +171,7 @@ class TaskInserts:
         for _ in range(_UNIQUE_RETRIES):
             batch = columns if len(pending) == len(tasks) else [[column[i] for i in pending] for column in columns]
             mask = uniform_mask(batch, vary_first=True)
-            sql, args = (self.skipping_large if large else self.skipping).bind(batch, mask)
+            sql, args = self._batch(skipping=True, large=large, limited=limited).bind(batch, mask)
             inserted = set(await conn.fetchval(sql, *args) or ())
             skipped: list[int] = []
             owner_of_key: dict[str, str] = {}

@@ -57,7 +57,7 @@ class TaskOperations:
             UPDATE {tasks} AS t
                SET status = 'pending', eta = NULL, ready_at = now(), paused = false, attempts = 0,
                    error = NULL, started_at = NULL, finished_at = NULL, worker_id = NULL,
-                   lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+                   lease_token = NULL, lease_expires_at = NULL, held = NULL, rate_reserved = NULL, updated_at = now()
              WHERE t.id = $1 AND t.status IN {_RETRYABLE}
                AND (t.unique_key IS NULL OR NOT EXISTS (
                         SELECT 1 FROM {tasks} AS o

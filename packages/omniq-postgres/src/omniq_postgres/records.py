@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from omniq.base import claimed_task, from_row, json_decoder, task_from_row
+from omniq.flow_control import Limits
 from omniq.models import EventType, Task, TaskError, TaskEvent, TaskResult, TaskStatus
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ __all__ = [
     "encode_error",
     "event_from_row",
     "insert_columns",
+    "limit_columns",
     "leased_task_from_row",
     "result_arrays",
     "result_from_row",
@@ -68,7 +70,7 @@ def claim_order(task: Task, row: asyncpg.Record) -> tuple[int, Any, int]:
 
 def _build_task(row: asyncpg.Record) -> Task:
     depends = row["depends_on"]
-    return Task(
+    task = Task(
         id=row["id"],
         func=row["func"],
         payload=row["payload"],
@@ -96,6 +98,14 @@ def _build_task(row: asyncpg.Record) -> Task:
         error=decode_error(row["error"]),
         headers=None if (headers := row["headers"]) is None else _decode_headers(headers),
     )
+    key = row["limit_key"]
+    if key is not None:  # a limited task (the columns are NULL for every other)
+        task.limits = Limits(
+            key=key, concurrency=row["limit_concurrency"], rate=row["limit_rate"], burst=row["limit_burst"]
+        )
+        task.held = row["held"] is True
+        task.rate_reserved = row["rate_reserved"] is True
+    return task
 
 
 def insert_columns(tasks: Sequence[Task]) -> list[list[Any]]:
@@ -123,6 +133,19 @@ def insert_columns(tasks: Sequence[Task]) -> list[list[Any]]:
         [t.created_at for t in tasks],
         _encoded(errors, encode_error),
         _encoded([t.headers for t in tasks], _encode_headers),
+    ]
+
+
+def limit_columns(tasks: Sequence[Task]) -> list[list[Any]] | None:
+    """The value lists of the limit columns (:data:`omniq_postgres.enqueue.LIMIT_COLUMNS`); None when no task has limits."""
+    limits = [t.limits for t in tasks]
+    if limits.count(None) == len(limits):  # a C loop: the usual batch goes in without these columns
+        return None
+    return [
+        [None if lim is None else lim.key for lim in limits],
+        [None if lim is None else lim.concurrency for lim in limits],
+        [None if lim is None else lim.rate for lim in limits],
+        [None if lim is None else lim.burst for lim in limits],
     ]
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from omniq.constants import DEFAULT_PREFIX
 from omniq.errors import ConfigurationError
+from omniq_postgres.flow import flow_migration
 
 if TYPE_CHECKING:
     import asyncpg
@@ -263,8 +264,14 @@ def _migration_4(n: Names) -> list[str]:
     ]
 
 
+def _migration_5(n: Names) -> list[str]:
+    # Flow control (issue 17): limit columns, NULL for an unlimited task, the partial indexes and
+    # tables of omniq_postgres.flow, its claim function and the trigger that frees a slot.
+    return flow_migration(n)
+
+
 #: (version, builder of its statements); append only, never edit a released entry.
-MIGRATIONS = ((1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4))
+MIGRATIONS = ((1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4), (5, _migration_5))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from omniq.models import TaskStatus
+from omniq_postgres.flow import CLAIM_FLOW_FN, PAUSED_TABLE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -160,7 +161,8 @@ def _packed(values: list[Any]) -> str | None:
 TASK_COLUMNS = (
     "id, seq, func, payload, queue, priority, unique_key, status, eta, ready_at, interval_seconds, cron, paused, "
     "attempts, max_retries, timeout, expires_at, result_ttl, depends_on, created_at, updated_at, started_at, "
-    "finished_at, lease_token, lease_expires_at, worker_id, error, headers"
+    "finished_at, lease_token, lease_expires_at, worker_id, error, headers, limit_key, limit_concurrency, limit_rate, "
+    "limit_burst, held, rate_reserved"
 )
 
 _T_COLUMNS = ", ".join(f"t.{name.strip()}" for name in TASK_COLUMNS.split(","))
@@ -199,23 +201,45 @@ class TaskSQL:
         # One index walk per queue (tasks_claim_idx gives the order, so the cost
         # is O(limit), not O(backlog)), merged and cut to the limit. With several
         # queues, up to limit rows per queue are locked for the statement's few ms.
+        # Paused queues are left out first (an anti-join with their small table). Flow
+        # control (omniq_postgres.flow): the probe f looks for a ready limited row in the
+        # queues (a partial index that holds limited rows only, so it is empty without
+        # limits); without one the plain UPDATE claims unlimited rows, with one claim_flow()
+        # claims every row instead, in the same statement.
+        paused = f"{names.q_schema}.{PAUSED_TABLE}"
+        active = f"SELECT u.queue FROM unnest($1::text[]) AS u(queue) WHERE u.queue NOT IN (SELECT queue FROM {paused})"
         self.claim = f"""
-            UPDATE {tasks} AS t
-               SET status = 'running', attempts = t.attempts + 1, lease_token = gen_random_uuid()::text,
-                   lease_expires_at = now() + $3::float8 * interval '1 second', started_at = now(),
-                   updated_at = now(), worker_id = $4
-              FROM (SELECT c.id
-                      FROM unnest($1::text[]) AS q(queue),
-                           LATERAL (SELECT id, priority, ready_at, seq FROM {tasks}
-                                     WHERE hashtext(queue) = hashtext(q.queue) AND queue = q.queue
-                                       AND status = 'pending' AND NOT paused AND ready_at <= now()
-                                     ORDER BY priority DESC, ready_at, seq
-                                     LIMIT $2
-                                       FOR UPDATE SKIP LOCKED) AS c
-                     ORDER BY c.priority DESC, c.ready_at, c.seq
-                     LIMIT $2) AS c
-             WHERE t.id = c.id
-            RETURNING {_T_COLUMNS}"""
+            WITH q AS MATERIALIZED ({active}),
+                 f AS MATERIALIZED (
+                     SELECT EXISTS (SELECT 1 FROM q, LATERAL (SELECT 1 FROM {tasks}
+                                                              WHERE queue = q.queue AND status = 'pending'
+                                                                AND limit_key IS NOT NULL AND NOT paused
+                                                                AND ready_at <= now()
+                                                              LIMIT 1) AS l) AS limited),
+                 plain AS (
+                     UPDATE {tasks} AS t
+                        SET status = 'running', attempts = t.attempts + 1, lease_token = gen_random_uuid()::text,
+                            lease_expires_at = now() + $3::float8 * interval '1 second', started_at = now(),
+                            updated_at = now(), worker_id = $4
+                       FROM (SELECT c.id
+                               FROM q,
+                                    LATERAL (SELECT id, priority, ready_at, seq FROM {tasks}
+                                              WHERE hashtext(queue) = hashtext(q.queue) AND queue = q.queue
+                                                AND status = 'pending' AND NOT paused AND ready_at <= now()
+                                                AND limit_key IS NULL
+                                              ORDER BY priority DESC, ready_at, seq
+                                              LIMIT $2
+                                                FOR UPDATE SKIP LOCKED) AS c
+                              WHERE NOT (SELECT limited FROM f)
+                              ORDER BY c.priority DESC, c.ready_at, c.seq
+                              LIMIT $2) AS c
+                      WHERE t.id = c.id
+                     RETURNING {_T_COLUMNS})
+            SELECT * FROM plain
+            UNION ALL
+            SELECT {TASK_COLUMNS}
+              FROM {names.q_schema}.{CLAIM_FLOW_FN}((SELECT array_agg(queue) FROM q), $2::int4, $3::float8, $4)
+             WHERE (SELECT limited FROM f)"""
         # Seconds (database clock) until the earliest pending task of the queues is due. A loose
         # index scan of tasks_claim_idx: per queue, the first entry of each priority holds that
         # priority's earliest ready_at, so the cost is O(distinct priorities), not O(backlog).
@@ -223,7 +247,7 @@ class TaskSQL:
         self.next_due = f"""
             WITH RECURSIVE p AS (
                 SELECT q.queue, f.priority, f.ready_at
-                  FROM unnest($1::text[]) AS q(queue),
+                  FROM ({active}) AS q(queue),
                        LATERAL (SELECT priority, ready_at FROM {tasks}
                                  WHERE hashtext(queue) = hashtext(q.queue) AND queue = q.queue AND {claimable}
                                  ORDER BY priority DESC, ready_at, seq LIMIT 1) AS f

@@ -34,6 +34,7 @@ from omniq.models import Outcome, Task, TaskEvent, TaskStatus
 from omniq_postgres.connection import QueueWakeups, dsn_identity, normalize_url, pool_connection
 from omniq_postgres.enqueue import TaskInserts
 from omniq_postgres.event_storage import PostgresEventStorage
+from omniq_postgres.flow import QueuePauses
 from omniq_postgres.operations import TaskOperations
 from omniq_postgres.records import (
     claim_order,
@@ -89,6 +90,8 @@ class PostgresTaskQueue(BaseTaskQueue):
             Capability.DURABLE,
             Capability.FORK_SAFE,
             Capability.WORKER_REGISTRY,
+            Capability.FLOW_CONTROL,
+            Capability.QUEUE_PAUSE,
         }
     )
 
@@ -105,6 +108,7 @@ class PostgresTaskQueue(BaseTaskQueue):
         self._wakeups = QueueWakeups(self.url, self.names.tasks_channel, poll_interval)
         self._operations = TaskOperations(self.names, self._connection)
         self._workers = WorkerRegistry(self.names, self._connection)
+        self._pauses = QueuePauses(self.names, self._connection)
 
     settings_options: ClassVar[Mapping[str, str]] = {"schema": "key_prefix", "poll_interval": "poll_interval"}
 
@@ -360,7 +364,15 @@ class PostgresTaskQueue(BaseTaskQueue):
             status = await pool.execute(sql, *args)
         return int(status.split()[-1])
 
-    # -- operations (omniq_postgres.operations, omniq_postgres.workers) ---------------------------
+    # -- operations (omniq_postgres.operations, omniq_postgres.workers, omniq_postgres.flow) -------
+
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume ``queue`` for every worker (a row of ``<schema>.paused_queues``; a resume NOTIFYs)."""
+        await self._pauses.set_paused(queue, paused)
+
+    async def paused_queues(self) -> builtins.list[str]:
+        """The paused queues, sorted."""
+        return await self._pauses.names()
 
     async def list_page(self, query: TaskQuery) -> builtins.list[Task]:
         """A page of tasks, newest first, keyset-paged (one query; a top-N sort of the matching tasks)."""
