@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from omniq_nats import subjects as names
+from omniq_nats.flow import admit_claims, exit_of, release
 from omniq_nats.jetstream import api, gather, pull
 from omniq_nats.leases import index_leases
 from omniq_nats.records import CAS_ROUNDS, Record, encode_record
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     from omniq_nats.kv import Entry
 
 __all__ = ["claim", "claim_ready", "take", "wait_for_work"]
+
+#: the decisions that write the task's record.
+_WRITES = frozenset({Action.CLAIM, Action.FAIL, Action.PARK})
 
 
 def _best_first(tasks: list[Task]) -> list[Task]:
@@ -89,6 +93,57 @@ async def take(
     unchanged); a ticket they would drop or nak is looked at again.
     """
     prefetched: dict[str, Entry | tuple[Record, int] | None] = dict(read or {})
+    todo = await _tickets(client, msgs, prefetched)
+    won: list[Task] = []
+    for _ in range(CAS_ROUNDS):
+        if not todo:
+            break
+        decided, retry = await _decide(client, todo, prefetched, lease, worker_id)
+        prefetched.clear()
+        writes: list[tuple[str, bytes, int]] = []
+        for _, ticket, decision in decided:
+            if decision.action in _WRITES:
+                assert decision.record is not None
+                writes.append((names.token(ticket.id), encode_record(decision.record), decision.revision))
+        written = iter(await client.tasks.update_many(writes) if writes else [])
+        replies: list[tuple[str, bytes]] = []
+        fresh: list[Task] = []
+        moved: list[Decision] = []  # limited claims whose record moved: their slots are given back
+        for msg, ticket, decision in decided:
+            if decision.action is Action.DROP:
+                replies.append((msg.reply, b"+ACK"))
+            elif decision.action is Action.LATER:
+                client.remember_due(decision.due)
+                replies.append((msg.reply, nak(decision.delay_ns)))
+            else:
+                revision = next(written)
+                assert decision.record is not None
+                task = decision.record.task
+                if revision is None:
+                    moved.append(decision)
+                    retry.append((msg, ticket))
+                    continue
+                if decision.action is not Action.CLAIM:  # FAIL: terminated; PARK: back at its eta
+                    client.parked += decision.action is Action.PARK
+                    client.remember_due(decision.due)
+                    replies.append((msg.reply, b"+TERM" if decision.action is Action.FAIL else nak(decision.delay_ns)))
+                    continue
+                client.cache[task.id] = (revision, decision.record)
+                fresh.append(task)
+                won.append(msgspec.structs.replace(task))
+        await gather([reply_many(client, replies), *index_leases(client, fresh)])
+        if moved:
+            await _give_back(client, moved)
+        todo = retry
+    # still contended: let the tickets come back
+    await reply_many(client, [(msg.reply, nak(0)) for msg, _ in todo])
+    return won
+
+
+async def _tickets(
+    client: QueueClient, msgs: Sequence[Msg], prefetched: dict[str, Entry | tuple[Record, int] | None]
+) -> list[tuple[Msg, Task]]:
+    """The fetched tickets with their envelopes (undecodable ones terminated); announced revisions to ``prefetched``."""
     todo: list[tuple[Msg, Task]] = []
     announced = client.wake.revisions
     for msg in msgs:
@@ -102,44 +157,7 @@ async def take(
             # the enqueue created the record at ``revision`` from this very envelope (a stale
             # announcement only costs a failed compare-and-set and a read).
             prefetched[ticket.id] = (Record(ticket), revision)
-    won: list[Task] = []
-    for _ in range(CAS_ROUNDS):
-        if not todo:
-            break
-        decided, retry = await _decide(client, todo, prefetched, lease, worker_id)
-        prefetched.clear()
-        writes: list[tuple[str, bytes, int]] = []
-        for _, ticket, decision in decided:
-            if decision.action in (Action.CLAIM, Action.FAIL):
-                assert decision.record is not None
-                writes.append((names.token(ticket.id), encode_record(decision.record), decision.revision))
-        written = iter(await client.tasks.update_many(writes) if writes else [])
-        replies: list[tuple[str, bytes]] = []
-        fresh: list[Task] = []
-        for msg, ticket, decision in decided:
-            if decision.action is Action.DROP:
-                replies.append((msg.reply, b"+ACK"))
-            elif decision.action is Action.LATER:
-                client.remember_due(decision.due)
-                replies.append((msg.reply, nak(decision.delay_ns)))
-            else:
-                revision = next(written)
-                if revision is None:
-                    retry.append((msg, ticket))
-                    continue
-                assert decision.record is not None
-                task = decision.record.task
-                if decision.action is Action.FAIL:
-                    replies.append((msg.reply, b"+TERM"))
-                    continue
-                client.cache[task.id] = (revision, decision.record)
-                fresh.append(task)
-                won.append(msgspec.structs.replace(task))
-        await gather([reply_many(client, replies), *index_leases(client, fresh)])
-        todo = retry
-    # still contended: let the tickets come back
-    await reply_many(client, [(msg.reply, nak(0)) for msg, _ in todo])
-    return won
+    return todo
 
 
 async def _decide(
@@ -167,7 +185,39 @@ async def _decide(
             retry.append((msg, ticket))
         else:
             decided.append((msg, ticket, decision))
+    limited = [index for index, (_, _, d) in enumerate(decided) if d.pending is not None]
+    if limited:  # only limited tasks' claims carry their pending task: omniq_nats.flow applies the limits
+        admitted = await admit_claims(client, [decided[index][2] for index in limited])
+        for index, decision in zip(limited, admitted, strict=True):
+            decided[index] = (decided[index][0], decided[index][1], decision)
     return decided, retry
+
+
+async def _give_back(client: QueueClient, moved: Sequence[Decision]) -> None:
+    """Release the slots limited claims took before their record's compare-and-set failed."""
+    slots = [s for d in moved if d.pending is not None and d.record and (s := exit_of(d.record.task))]
+    if slots:
+        await release(client, slots)
+
+
+async def _pull_take(
+    client: QueueClient, queue: str, priority: int, need: int, lease: float, worker_id: str
+) -> tuple[bool, list[Task]]:
+    """Pull up to ``need`` tickets of one subject and take them: (whether the last pull came full, the claims).
+
+    Pulls again, for what is still needed, only while limited tasks were
+    parked (their tickets left room in the batch).
+    """
+    claimed: list[Task] = []
+    left = need
+    while True:
+        parked = client.parked
+        msgs = await _pull(client, queue, priority, left)
+        if msgs:
+            claimed.extend(await take(client, msgs, lease, worker_id))
+        if len(msgs) < left or client.parked == parked or len(claimed) >= need:
+            return len(msgs) == left, claimed
+        left = need - len(claimed)
 
 
 async def claim_ready(
@@ -184,10 +234,8 @@ async def claim_ready(
     if best is not None:
         # Draining: the best subject filled the last pull, so pull it again without asking
         # the stream which subjects hold tickets (a round trip per batch).
-        msgs = await _pull(client, best[1], best[0], limit)
-        if msgs:
-            claimed.extend(await take(client, msgs, lease, worker_id))
-        if len(msgs) == limit:
+        full, claimed = await _pull_take(client, best[1], best[0], limit, lease, worker_id)
+        if full:
             return _best_first(claimed)
     wake.busy = None
     drained = True
@@ -196,12 +244,11 @@ async def claim_ready(
         if need <= 0:
             drained = False
             break
-        msgs = await _pull(client, queue, priority, need)
-        if need == limit and len(msgs) == need:
+        full, got = await _pull_take(client, queue, priority, need, lease, worker_id)
+        if need == limit and full:
             wake.busy = (tuple(queues), priority, queue, time.monotonic())
-        drained = drained and len(msgs) < need
-        if msgs:
-            claimed.extend(await take(client, msgs, lease, worker_id))
+        drained = drained and not full
+        claimed.extend(got)
     if watched and drained and wake.requeued == requeued:
         wake.idle = began
     return _best_first(claimed)
@@ -273,12 +320,18 @@ async def claim(
     # fast path in priority order (see Wakeups.busy_subject).
     await wake.watch(queues)
     if wait <= 0:
-        return await claim_ready(client, queues, limit, lease, worker_id)
+        live = await client.paused.live(queues)
+        return await claim_ready(client, live, limit, lease, worker_id) if live else []
+    every = queues
     deadline = time.monotonic() + wait
     while True:
         tasks: list[Task] = []
         look = True
-        if wake.idle_for(queues, wait) is not None:
+        queues = await client.paused.live(every)  # a resume pokes the wake-ups: looked at again each round
+        if not queues:
+            look = False
+            wake.take_hints()  # publications in paused queues wake nobody
+        elif wake.idle_for(queues, wait) is not None:
             # everything was empty at the last look: only where tickets were published since can hold one.
             look = wake.signals != wake.hints_from
             if look:
@@ -292,7 +345,7 @@ async def claim(
         left = deadline - time.monotonic()
         if tasks or left <= 0:
             return tasks
-        idle = wake.idle_for(queues, wait)
+        idle = wake.idle_for(queues, wait) if queues else None
         await wake.sleep(wake.hints_from, left if idle is None else min(left, idle))
 
 
@@ -302,7 +355,8 @@ async def wait_for_work(client: QueueClient, queues: Sequence[str], timeout: flo
     await wake.watch(queues)
     seen = wake.signals
     stream = names.work_stream(client.prefix)
-    for priority, queue in await _ready(client, queues):
+    live = await client.paused.live(queues)  # a paused queue's tickets end no wait; its resume does
+    for priority, queue in await _ready(client, live) if live else []:
         info = await api(client.nc, f"CONSUMER.INFO.{stream}.{await consumer(client, queue, priority)}")
         if int(info.get("num_pending", 0)) > 0:
             return

@@ -29,6 +29,7 @@ from omniq_nats import subjects as names
 from omniq_nats.clock import EngineClock
 from omniq_nats.jetstream import APIError, api, ensure_stream, mux
 from omniq_nats.kv import Bucket, ensure_kv
+from omniq_nats.pauses import PausedQueues
 from omniq_nats.wakeups import Wakeups
 
 if TYPE_CHECKING:
@@ -165,6 +166,9 @@ class QueueClient:
         mux: its request multiplexer.
         tasks: the tasks bucket (task key -> record), the authority.
         unique: the unique-keys bucket (unique key -> id of the task that took it).
+        flow: the flow bucket (limit key -> :class:`~omniq_nats.flow.LimitState`; the paused queues).
+        paused: this connection's copy of the paused queues.
+        parked: how many limited tasks this connection's claims parked (a claim pulls again after parking).
         clock: the server's clock.
         wake: ticket publications seen, idle proofs, announced revisions.
         consumers: durable consumers known to exist.
@@ -173,7 +177,15 @@ class QueueClient:
     """
 
     def __init__(
-        self, nc: Client, prefix: str, *, ack_wait: float, pause_recheck: float, tasks: Bucket, unique: Bucket
+        self,
+        nc: Client,
+        prefix: str,
+        *,
+        ack_wait: float,
+        pause_recheck: float,
+        tasks: Bucket,
+        unique: Bucket,
+        flow: Bucket,
     ) -> None:
         self.nc = nc
         self.mux: Mux = mux(nc)
@@ -184,6 +196,9 @@ class QueueClient:
         self.unique = unique
         self.clock = EngineClock(nc, tasks.stream, tasks.subject(names.CLOCK_KEY))
         self.wake = Wakeups(nc, prefix)
+        self.flow = flow
+        self.paused = PausedQueues(flow, self.wake)
+        self.parked = 0  # limited tasks parked by this connection's claims (omniq_nats.flow)
         self.consumers: set[str] = set()
         self.cache: dict[str, tuple[int, Record]] = {}
         self.workers: Bucket | None = None
@@ -209,7 +224,7 @@ def queue_connection(
 async def open_queue(
     url: str, prefix: str, ack_wait: float, pause_recheck: float, options: dict[str, Any]
 ) -> QueueClient:
-    """Connect, create the work and lease streams and the tasks and unique buckets, read the clock."""
+    """Connect, create the work and lease streams and the tasks, unique and flow buckets, read the clock."""
 
     async def setup(nc: Client) -> QueueClient:
         work = StreamConfig(
@@ -230,8 +245,12 @@ async def open_queue(
         await ensure_stream(nc, leases)
         tasks = await ensure_kv(nc, names.tasks_bucket(prefix))
         unique = await ensure_kv(nc, names.unique_bucket(prefix))
-        client = QueueClient(nc, prefix, ack_wait=ack_wait, pause_recheck=pause_recheck, tasks=tasks, unique=unique)
+        flow = await ensure_kv(nc, names.flow_bucket(prefix))
+        client = QueueClient(
+            nc, prefix, ack_wait=ack_wait, pause_recheck=pause_recheck, tasks=tasks, unique=unique, flow=flow
+        )
         await client.clock.sync()
+        await client.paused.start()
         return client
 
     return await _opened(url, "omniq-task-queue", options, setup)
@@ -305,6 +324,7 @@ async def drop_prefix(url: str | None, prefix: str) -> int:
         names.events_stream(prefix),
         names.kv_stream(names.tasks_bucket(prefix)),
         names.kv_stream(names.unique_bucket(prefix)),
+        names.kv_stream(names.flow_bucket(prefix)),
         names.kv_stream(names.workers_bucket(prefix)),
         names.kv_stream(names.results_bucket(prefix)),
     ]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from omniq.models import TaskStatus
 from omniq_nats import subjects as names
+from omniq_nats.flow import exit_of, release
 from omniq_nats.jetstream import api, gather, scan
 from omniq_nats.records import Record, expired, transition
 from omniq_nats.tickets import nak, reply_many
@@ -67,11 +68,16 @@ async def recover(client: QueueClient) -> list[Task]:
     done = await transition(client, list(ids), _requeue, use_cache=False)
     replies: list[tuple[str, bytes]] = []
     recovered: list[Task] = []
-    for task_id, (_, new, _) in done.items():
+    exits: list[tuple[str, str]] = []  # slots of limited holders (omniq_nats.flow)
+    for task_id, (old, new, _) in done.items():
         client.cache.pop(task_id, None)
+        if old.task.limits is not None and (slot := exit_of(old.task)) is not None:
+            exits.append(slot)
         recovered.append(new.task)
         replies.append((new.ack, b"+TERM" if new.task.status is TaskStatus.FAILED else nak(0)))
     await reply_many(client, replies)
+    if exits:
+        await release(client, exits)
     # seconds wholly in the past hold nothing live any more: every entry is handled above.
     await gather(
         api(nc, f"STREAM.PURGE.{stream}", {"filter": names.lease_subject(prefix, s)}) for s in due if s < current

@@ -27,6 +27,7 @@ from omniq.models import TaskStatus
 from omniq.monitoring import RETRYABLE_STATUSES, reset_for_retry, select_page, stats_of
 from omniq_nats import subjects as names
 from omniq_nats.enqueueing import take_unique
+from omniq_nats.flow import exit_of, release
 from omniq_nats.jetstream import api, chunked
 from omniq_nats.records import Record, read_all, transition
 from omniq_nats.tickets import publish_tickets, reply
@@ -139,12 +140,16 @@ async def purge(client: QueueClient, queue: str | None, statuses: Sequence[TaskS
         for stream in (names.work_stream(prefix), names.leases_stream(prefix), bucket.stream):
             await api(nc, f"STREAM.PURGE.{stream}", {})
         await client.unique.clear()
+        await api(nc, f"STREAM.PURGE.{client.flow.stream}", {"filter": client.flow.subject(names.LIMIT_KEYS)})
         client.cache.clear()
         return len(doomed)
     deleted = await chunked([functools.partial(bucket.delete, k, r) for k, r, _ in doomed])
     count = sum(1 for revision in deleted if revision is not None)
     acks = [(rec.ack, b"+ACK") for (_, _, rec), rev in zip(doomed, deleted, strict=True) if rev]
     await chunked([functools.partial(reply, client, subject, body) for subject, body in acks])
+    exits = [slot for (_, _, rec), rev in zip(doomed, deleted, strict=True) if rev and (slot := exit_of(rec.task))]
+    if exits:
+        await release(client, exits)
     if queue is not None and wanted is None:
         await api(nc, f"STREAM.PURGE.{names.work_stream(prefix)}", {"filter": names.work_subjects(prefix, queue)})
     for _, _, record in doomed:

@@ -18,11 +18,15 @@ __all__ = [
     "consumer_name",
     "event_subject",
     "events_stream",
+    "flow_bucket",
+    "limit_key",
     "kv_stream",
     "kv_subject",
     "lease_subject",
     "lease_subjects",
     "leases_stream",
+    "LIMIT_KEYS",
+    "PAUSED_KEY",
     "parse_priority",
     "priority_token",
     "results_bucket",
@@ -131,6 +135,21 @@ def lease_subject(prefix: str, second: int) -> str:
     """Lease index subject of one engine second: ids (one per line) of tasks whose deadline falls in it."""
     return f"{prefix}.lease.{second}"
 
+
+def flow_bucket(prefix: str) -> str:
+    """KV bucket of flow control: per limit key its holders, held tasks and rate state; the paused queues."""
+    return f"{prefix}_flow"
+
+
+def limit_key(key: str) -> str:
+    """Flow bucket key of one limit key's state (:class:`omniq_nats.flow.LimitState`)."""
+    return f"k.{token(key)}"
+
+
+#: wildcard (under the flow bucket's subject prefix) over every limit key's state.
+LIMIT_KEYS = "k.>"
+#: flow bucket key of the set of paused queues (:mod:`omniq_nats.pauses`).
+PAUSED_KEY = "paused"
 
 #: KV key of the clock probe in the tasks bucket ("." never occurs in a token, so no task has it).
 CLOCK_KEY = "_.clock"

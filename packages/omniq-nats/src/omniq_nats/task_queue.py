@@ -44,6 +44,7 @@ from omniq.constants import DEFAULT_PREFIX
 from omniq.models import TERMINAL_STATUSES, Outcome, Task, TaskStatus
 from omniq_nats import claiming, enqueueing, operations, subjects as names, workers
 from omniq_nats.connection import normalize_url, queue_connection
+from omniq_nats.flow import exit_of, release
 from omniq_nats.jetstream import chunked, gather
 from omniq_nats.leases import index_leases, recover as recover_leases
 from omniq_nats.records import ACTIVE, Record, apply_outcome, decode_record, read_all, transition
@@ -71,6 +72,8 @@ class NatsTaskQueue(BaseTaskQueue):
             Capability.DURABLE,
             Capability.FORK_SAFE,  # omniq.connection.Connection: a forked child opens its own client
             Capability.WORKER_REGISTRY,  # omniq_nats.workers
+            Capability.FLOW_CONTROL,  # omniq_nats.flow
+            Capability.QUEUE_PAUSE,  # omniq_nats.pauses
         }
     )
     settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ack_wait": "lease_duration"}
@@ -128,7 +131,8 @@ class NatsTaskQueue(BaseTaskQueue):
             return []
         client = await self._connection.client()
         with self._connection.errors():
-            return await claiming.claim_ready(client, queues, limit, lease, worker_id)
+            live = await client.paused.live(queues)
+            return await claiming.claim_ready(client, live, limit, lease, worker_id) if live else []
 
     async def claim(
         self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str, wait: float = 0.0
@@ -200,8 +204,11 @@ class NatsTaskQueue(BaseTaskQueue):
             now = await client.clock.now()
             replies: list[tuple[str, bytes]] = []
             tickets: list[Task] = []
-            for task_id, (_, new, _) in done.items():
+            exits: list[tuple[str, str]] = []  # slots of limited holders (omniq_nats.flow)
+            for task_id, (old, new, _) in done.items():
                 client.cache.pop(task_id, None)
+                if old.task.limits is not None and (slot := exit_of(old.task)) is not None:
+                    exits.append(slot)
                 task = new.task
                 if task.status is TaskStatus.SUCCEEDED:
                     replies.append((new.ack, b"+ACK"))
@@ -220,6 +227,8 @@ class NatsTaskQueue(BaseTaskQueue):
                 if accepted:
                     side.append(results.set_many(accepted))
             await gather(side)
+            if exits:
+                await release(client, exits)
         return [o.task_id in done and by_id[o.task_id] is o for o in outcomes]
 
     # -- inspection and admin ---------------------------------------------------------------------
@@ -283,6 +292,8 @@ class NatsTaskQueue(BaseTaskQueue):
                 return False
             client.cache.pop(task_id, None)
             await reply(client, done[task_id][0].ack, b"+ACK")
+            if (slot := exit_of(done[task_id][0].task)) is not None:
+                await release(client, [slot])
         return True
 
     async def set_paused(self, task_id: str, paused: bool) -> bool:
@@ -354,3 +365,17 @@ class NatsTaskQueue(BaseTaskQueue):
         client = await self._connection.client()
         with self._connection.errors():
             return await workers.list_workers(client)
+
+    # -- flow control (omniq_nats.flow: limits at claim; omniq_nats.pauses: paused queues) ---------
+
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume ``queue`` for every claimer on the server (a resume wakes waiting claimers)."""
+        client = await self._connection.client()
+        with self._connection.errors():
+            await client.paused.set(queue, paused)
+
+    async def paused_queues(self) -> builtins.list[str]:
+        """The paused queues, read from the server, sorted."""
+        client = await self._connection.client()
+        with self._connection.errors():
+            return await client.paused.read()

@@ -63,6 +63,7 @@ class Action(enum.Enum):
     FAIL = "fail"  # write ``record`` (FAILED: lease expired, attempts used up), then terminate the ticket
     DROP = "drop"  # ack: the task is gone, terminal, or held under another ticket
     LATER = "later"  # nak with ``delay_ns``: not due, paused, or its lease is still live
+    PARK = "park"  # write ``record`` (PENDING, held or rate-reserved until its eta), then nak until then
 
 
 class Decision(msgspec.Struct):
@@ -73,6 +74,7 @@ class Decision(msgspec.Struct):
     revision: int = 0  # the revision the write must find (0: the record does not exist yet)
     delay_ns: int = 0
     due: datetime | None = None  # when a LATER ticket becomes claimable (for wake-ups)
+    pending: Task | None = None  # a limited CLAIM's task before the claim (what parking it keeps)
 
 
 def _ns(later: datetime, now: datetime) -> int:
@@ -135,7 +137,10 @@ def decide(
         return Decision(Action.LATER, delay_ns=int(pause_recheck * 1e9))
     if task.eta is not None and task.eta > now + _SLACK:
         return Decision(Action.LATER, delay_ns=_ns(task.eta, now), due=task.eta)
-    return Decision(Action.CLAIM, Record(claimed(task, now=now, lease=lease, worker_id=worker_id), reply), revision)
+    leased = Record(claimed(task, now=now, lease=lease, worker_id=worker_id), reply)
+    if task.limits is not None:  # its limits are applied by omniq_nats.flow before the write
+        return Decision(Action.CLAIM, leased, revision, pending=task)
+    return Decision(Action.CLAIM, leased, revision)
 
 
 # -- tickets on the wire -----------------------------------------------------------------------------

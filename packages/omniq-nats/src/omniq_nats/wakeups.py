@@ -128,6 +128,15 @@ class Wakeups:
         self.requeued += 1
         self.idle = None
 
+    def poke(self) -> None:
+        """Work became claimable with no ticket published (a queue resumed): wake every sleeper, prove nothing idle."""
+        self.idle = None
+        self.busy = None
+        self._hints = None  # take_hints says "unknown": the next claim looks everywhere
+        self.signals += 1
+        signal, self._signal = self._signal, anyio.Event()
+        signal.set()
+
     def remember_due(self, at: float) -> None:
         """A nak-delayed ticket comes back at ``at`` (epoch seconds, our clock)."""
         heapq.heappush(self._due, at)
