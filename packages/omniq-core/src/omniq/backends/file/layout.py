@@ -130,15 +130,10 @@ def micros(when: datetime) -> str:
 
 
 def pending_file(task: Task) -> str:
-    """Path of a PENDING, unpaused task: its name sorts in claim order.
-
-    A task without ``eta`` is ready now: a ``created_at`` ahead of this host's
-    clock (another host's clock, or a caller's) is taken as now.
-    """
+    """Path of a PENDING, unpaused task: its name sorts in claim order."""
     priority = max(min(task.priority, _PRIORITY_BIAS - 1), 1 - _PRIORITY_BIAS)
     inverted = f"{_PRIORITY_BIAS - priority:0{_PRIORITY_WIDTH}d}"
-    created = task.created_at if task.created_at.tzinfo is not None else task.created_at.replace(tzinfo=timezone.utc)
-    ready = micros(task.eta or min(created, datetime.now(timezone.utc)))
+    ready = micros(task.eta or task.created_at)
     seq = f"{next(_sequence) % 10**_SEQ_WIDTH:0{_SEQ_WIDTH}d}"
     return f"{queue_dir(task.queue)}/{inverted}_{ready}_{seq}_{file_id(task.id)}{TASK_SUFFIX}"
 
