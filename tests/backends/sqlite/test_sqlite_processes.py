@@ -187,3 +187,17 @@ def _gone_within(path: str, seconds: float) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+@pytest.mark.anyio
+async def test_resuming_a_queue_wakes_a_waiting_worker_in_another_process(url, children):
+    async with SQLiteTaskQueue(url) as q:
+        await q.set_queue_paused("default", True)
+        await q.enqueue(Task(id="paused-work", func="noop"))
+        waiter = children("wait_work", url)
+        assert (await waiter.amessage())["ready"]
+        await anyio.sleep(0.3)  # the child waits: the only ready task is in a paused queue
+        await q.set_queue_paused("default", False)
+        reply = await waiter.amessage(20)
+    assert reply["claimed"] == ["paused-work"]
+    assert 0.25 <= reply["elapsed"] < 5.0, f"woken after {reply['elapsed']:.1f} s (poll is 30 s)"
