@@ -1,0 +1,81 @@
+"""Flow control and queue pause on NATS: what the engine stores, and what unlimited tasks do not pay."""
+
+import anyio
+import pytest
+
+from omniq.flow_control import Limits
+from omniq.models import Outcome, OutcomeKind, TaskStatus
+from omniq.testing import make_task
+from omniq_nats import subjects as names
+from omniq_nats.jetstream import api
+
+pytestmark = [pytest.mark.anyio, pytest.mark.servers]
+
+
+def limited(**limits):
+    return make_task(limits=Limits(key="k", **limits))
+
+
+async def _flow_messages(raw, prefix) -> int:
+    info = await api(raw, f"STREAM.INFO.{names.kv_stream(names.flow_bucket(prefix))}")
+    return int(info["state"]["messages"])
+
+
+async def test_unlimited_tasks_never_touch_the_flow_bucket(make_queue, raw, prefix):
+    async with make_queue() as q:
+        tasks = [make_task() for _ in range(5)]
+        await q.enqueue_many(tasks)
+        claimed = await q.claim(["default"], 10, lease=30, worker_id="w", wait=1)
+        outcomes = [Outcome(task_id=t.id, lease_token=t.lease_token, kind=OutcomeKind.SUCCEEDED) for t in claimed]
+        assert await q.finish(outcomes) == [True] * len(claimed)
+        assert await _flow_messages(raw, prefix) == 0
+
+
+async def test_a_rate_limited_task_is_parked_once(make_queue):
+    async with make_queue() as q:
+        tasks = [limited(rate=1.0, burst=1) for _ in range(3)]
+        await q.enqueue_many(tasks)
+        assert [t.id for t in await q.claim_ready(["default"], 10, lease=30, worker_id="w")] == [tasks[0].id]
+        parked = [await q.get(t.id) for t in tasks[1:]]
+        assert all(t.status is TaskStatus.PENDING and t.rate_reserved and t.eta is not None for t in parked)
+        assert parked[0].eta < parked[1].eta, "each waiting task reserves its own slot"
+        assert await q.claim_ready(["default"], 10, lease=30, worker_id="w") == []
+        assert [await q.get(t.id) for t in tasks[1:]] == parked, "a second claim leaves parked tasks alone"
+
+
+async def test_recover_frees_an_expired_holders_slot_and_wakes_the_held_task(make_queue):
+    async with make_queue() as q:
+        first, second = limited(concurrency=1), limited(concurrency=1)
+        await q.enqueue_many([first, second])
+        assert [t.id for t in await q.claim_ready(["default"], 10, lease=0.5, worker_id="w")] == [first.id]
+        held = await q.get(second.id)
+        assert held.held and held.eta is not None
+        await anyio.sleep(0.7)
+        assert [t.id for t in await q.recover()] == [first.id]
+        woken = await q.get(second.id)
+        assert woken.status is TaskStatus.PENDING and not woken.held and woken.eta is None
+        claimed = await q.claim_ready(["default"], 10, lease=30, worker_id="w")
+        assert {t.id for t in claimed} <= {first.id, second.id} and len(claimed) == 1
+
+
+async def test_purging_a_holder_frees_its_slot(make_queue):
+    async with make_queue() as q:
+        first, second = limited(concurrency=1), limited(concurrency=1)
+        await q.enqueue_many([first, second])
+        assert [t.id for t in await q.claim_ready(["default"], 10, lease=30, worker_id="w")] == [first.id]
+        assert await q.purge(statuses=[TaskStatus.RUNNING]) == 1
+        assert [t.id for t in await q.claim_ready(["default"], 10, lease=30, worker_id="w")] == [second.id]
+
+
+async def test_another_connection_sees_a_pause_without_reading_it(make_queue):
+    async with make_queue() as admin, make_queue() as claimer:
+        client = await claimer._connection.client()
+        assert client.paused.queues == frozenset()
+        await admin.set_queue_paused("mail", True)
+        with anyio.fail_after(5):
+            while client.paused.queues != {"mail"}:
+                await anyio.sleep(0.01)
+        await admin.set_queue_paused("mail", False)
+        with anyio.fail_after(5):
+            while client.paused.queues:
+                await anyio.sleep(0.01)
