@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +15,14 @@ from omniq.errors import SerializationError
 from omniq.models import Outcome, Task, TaskStatus, decode_task, encode_result, encode_task
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence, Set
+    from collections.abc import Mapping, Sequence, Set
 
 __all__ = [
+    "claim_args",
     "enqueue_calls",
     "enqueue_items",
     "enqueue_one_args",
+    "extend_args",
     "finish_items",
     "from_us",
     "leased_task_from_row",
@@ -123,7 +126,7 @@ def _enqueue_item(task: Task) -> tuple[Any, ...]:
     else:
         ready = to_us(task.eta)
         eta = str(ready)
-    return (
+    item: tuple[Any, ...] = (
         task.id,
         _lua_bytes(encode_task(task)),
         str(task.priority),
@@ -135,6 +138,11 @@ def _enqueue_item(task: Task) -> tuple[Any, ...]:
         str(task.max_retries),
         _ready_member(ready, task.id),
     )
+    limits = task.limits
+    if limits is None:
+        return item
+    numbers = (limits.concurrency, limits.rate, limits.burst)
+    return (*item, (limits.key, *("" if number is None else repr(number) for number in numbers)))
 
 
 def enqueue_one_args(task: Task) -> list[Any]:
@@ -155,6 +163,19 @@ def enqueue_one_args(task: Task) -> list[Any]:
 def _ready_member(ready_us: int, task_id: str) -> str:
     """The READY member "<ready time:016><seq:012>:<id>", with this process's sequence number."""
     return f"{max(ready_us, 0):016d}{next(_sequence) % _SEQUENCE_WRAP:012d}:{task_id}"
+
+
+def claim_args(prefix: str, queue: str, limit: int, lease: float, worker_id: str) -> list[Any]:
+    """The ARGV of ``lua_lease.CLAIM``: lease in µs, and a fresh token base (the script appends a counter)."""
+    return [prefix, queue, limit, max(int(lease * 1_000_000), 1), worker_id, secrets.token_hex(8) + "-"]
+
+
+def extend_args(prefix: str, leases: Mapping[str, str], lease: float) -> list[Any]:
+    """The ARGV of ``lua_lease.EXTEND``: the lease in µs, then id, token pairs."""
+    args: list[Any] = [prefix, max(int(lease * 1_000_000), 1)]
+    for task_id, token in leases.items():
+        args.extend((task_id, token))
+    return args
 
 
 def finish_items(outcomes: Sequence[Outcome], fused: bool) -> bytes:

@@ -17,10 +17,12 @@ from omniq.errors import ConfigurationError
 
 __all__ = [
     "DONE_TTL",
+    "PARK_CAP",
     "SIGNAL_CAP",
     "TASK_FIELDS",
     "QueueKeys",
     "events_key",
+    "flow_key",
     "global_key",
     "queue_tag",
     "result_channel",
@@ -66,6 +68,13 @@ WORKER_EXPIRY = "workers:exp"
 #: set of queue names ever used (list/count/purge/recover iterate it); added by the enqueue that
 #: takes the queue's first SEQ number, so neither key is ever deleted (purge keeps both).
 QUEUES = "queues"
+#: set of paused queue names (``set_queue_paused``); the claim script checks it (SISMEMBER).
+PAUSED = "paused"
+#: prefix of the flow-control keys of a limit key k (``Limits.key``), shared by every queue:
+#: "{P}:fl:h:<k>" zset of holders (RUNNING concurrency-limited tasks; score lease deadline µs,
+#: member id), "{P}:fl:w:<k>" zset of tasks held for a slot (score -priority, member their READY
+#: member: claim order), "{P}:fl:t:<k>" the rate's theoretical arrival time (µs, expiring once past).
+FLOW = "fl"
 
 # -- results and events: "P:<suffix>" (no hash tag: spread by task id) ------------------------------
 
@@ -87,13 +96,18 @@ EVENTS = "events"
 #: ua updated_at µs, er msgpack TaskError.
 TASK_FIELDS = ("b", "s", "e", "p", "a", "k", "l", "w", "sa", "fa", "ua", "er")
 # Index fields only the scripts read: c created_at µs, pr priority, mr max_retries,
-# uk unique key, rm the task's member in READY.
+# uk unique key, rm the task's member in READY. A task with limits (and only such a task) also has
+# lk its Limits.key, lc concurrency, lr rate per second, lb burst ('' for None), and while parked
+# by flow control hd "1" (held for a concurrency slot) or rr "1" (its rate slot is reserved).
 
 #: seconds a completion counter lives: the hour queue_stats shows, and a margin.
 DONE_TTL = 3900
 
 #: most wake-up tokens kept in a SIGNAL list (a burst wakes at most this many idle workers).
 SIGNAL_CAP = 64
+
+#: most limited tasks one claim script call parks (bounds how long one call blocks the server).
+PARK_CAP = 1000
 
 
 def _check_name(kind: str, name: str) -> str:
@@ -110,6 +124,11 @@ def queue_tag(prefix: str, queue: str) -> str:
 def global_key(prefix: str, suffix: str) -> str:
     """Return a global key ``{P}:<suffix>`` (INDEX, UNIQUE, QUEUES, WORKERS...)."""
     return "{" + prefix + "}:" + suffix
+
+
+def flow_key(prefix: str, kind: str, limit_key: str) -> str:
+    """Return a flow-control key ``{P}:fl:<kind>:<limit key>`` (kind ``h``, ``w`` or ``t``, see FLOW)."""
+    return global_key(prefix, f"{FLOW}:{kind}:{limit_key}")
 
 
 def result_key(prefix: str, task_id: str) -> str:

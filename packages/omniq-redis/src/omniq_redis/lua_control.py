@@ -14,8 +14,11 @@ local now = now_us()
 local id = ARGV[2]
 local tag, h = task_at(id)
 if not tag then return 0 end
-local f = redis.call('HMGET', h, 's', 'rm', 'c', 'uk')
+local f = redis.call('HMGET', h, 's', 'rm', 'c', 'uk', 'lk')
 if f[1] ~= 'pending' and f[1] ~= 'running' then return 0 end
+if f[5] then
+  if f[1] == 'running' then release_slot(f[5], id) else redis.call('ZREM', FL .. 'w:' .. f[5], f[2]) end
+end
 redis.call('ZREM', tag .. ':$READY', f[2])
 redis.call('ZREM', tag .. ':$DELAYED', id)
 redis.call('ZREM', tag .. ':$LEASES', id)
@@ -68,8 +71,12 @@ for s = 4, #ARGV do
   local ids = redis.call('ZRANGE', st, 0, tonumber(ARGV[3]) - 1)
   for _, id in ipairs(ids) do
     local h = tag .. ':$TASK:' .. id
-    local f = redis.call('HMGET', h, 'rm', 'uk')
+    local f = redis.call('HMGET', h, 'rm', 'uk', 'lk', 's')
     if f[1] then redis.call('ZREM', tag .. ':$READY', f[1]) end
+    if f[3] then
+      redis.call('ZREM', FL .. 'w:' .. f[3], f[1])
+      if f[4] == 'running' then release_slot(f[3], id) end
+    end
     release_unique(f[2], id)
     redis.call('ZREM', tag .. ':$DELAYED', id)
     redis.call('ZREM', tag .. ':$LEASES', id)

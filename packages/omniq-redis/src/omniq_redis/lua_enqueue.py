@@ -9,7 +9,8 @@ from __future__ import annotations
 __all__ = ["ENQUEUE", "ENQUEUE_ONE"]
 
 # ARGV: P, queue, msgpack array of [id, blob, priority, eta µs or '', created µs, unique key or '',
-# paused '1'/'0', attempts, max_retries, READY member], '1' to register the queue in QUEUES
+# paused '1'/'0', attempts, max_retries, READY member, and only for a task with limits [limit key,
+# concurrency, rate, burst] ('' for None)], '1' to register the queue in QUEUES
 # (the client sends it on its first enqueue to a queue) or '0'. One ARGV for all the tasks keeps
 # the client's argument packing off the hot path. The client builds the READY member
 # "<ready time (eta or created, at least 0):016><seq:012>:<id>" with its own sequence number, which
@@ -24,7 +25,7 @@ local out = {}
 local nready = 0
 if ARGV[4] == '1' then redis.call('SADD', '{' .. P .. '}:$QUEUES', q) end
 for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
-  local id, blob, pr, eta, c, uk, paused, attempts, mr, rm = unpack(it)
+  local id, blob, pr, eta, c, uk, paused, attempts, mr, rm, lim = unpack(it)
   local result = id
   -- claims the id in the index (id -> queue) and detects a duplicate id in one call
   local dup = redis.call('HSETNX', IDX, id, q) == 0
@@ -46,6 +47,7 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
     if eta ~= '' then redis.call('HSET', h, 'e', eta) end  -- set_paused reads it on resume
     if paused == '1' then redis.call('HSET', h, 'p', '1') end
     if attempts ~= '0' then redis.call('HSET', h, 'a', attempts) end  -- claim increments it
+    if lim then redis.call('HSET', h, 'lk', lim[1], 'lc', lim[2], 'lr', lim[3], 'lb', lim[4]) end
     redis.call('ZADD', tag .. ':$STATUS:pending', c, id)
     if paused ~= '1' then
       local t = tonumber(c)

@@ -11,9 +11,17 @@ __all__ = ["CLAIM", "EXTEND", "FINISH", "RECOVER"]
 # ARGV: P, queue, limit, lease µs, worker id, token base. Returns {ROWs of the claimed tasks,
 # µs until the queue's next delayed eta or -1}. Leaves a wake-up token exactly when READY is not
 # empty, so a worker may block on the signal list right after a claim without missing work.
+# A paused queue (in PAUSED) claims nothing, drops its tokens and reports no eta: its resume
+# leaves a token. A task with limits ('lk' set) passes admit (lua_flow) or is parked in DELAYED,
+# and the claim pops again for the places parked tasks left (at most $PARK_CAP parked per call);
+# without a parked task the claim pops once, as it always did.
 CLAIM = r"""
 local now = now_us()
 local tag = qtag(ARGV[2])
+if redis.call('SISMEMBER', PAUSED, ARGV[2]) == 1 then
+  redis.call('DEL', tag .. ':$SIGNAL')
+  return {{}, -1}
+end
 local ready, delayed = tag .. ':$READY', tag .. ':$DELAYED'
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
@@ -21,22 +29,34 @@ for _, id in ipairs(due) do
   if f[1] then redis.call('ZADD', ready, -tonumber(f[2]), f[1]) end
 end
 if #due > 0 then redis.call('ZREM', delayed, unpack(due)) end
-local popped = redis.call('ZPOPMIN', ready, tonumber(ARGV[3]))
+local want = tonumber(ARGV[3])
 local deadline = fmt(now + tonumber(ARGV[4]))
 local out = {}
-for i = 1, #popped, 2 do
-  local id = string.sub(popped[i], 30)
-  local h = tag .. ':$TASK:' .. id
-  local f = redis.call('HMGET', h, 's', 'c')
-  if f[1] == 'pending' then
-    redis.call('HINCRBY', h, 'a', 1)
-    redis.call('HSET', h, 's', 'running', 'k', ARGV[6] .. i, 'l', deadline, 'w', ARGV[5], 'sa', fmt(now), 'ua', fmt(now))
-    redis.call('ZADD', tag .. ':$LEASES', deadline, id)
-    redis.call('ZREM', tag .. ':$STATUS:pending', id)
-    redis.call('ZADD', tag .. ':$STATUS:running', f[2], id)
-    out[#out + 1] = row(h)
+local n, parked = 0, 0
+repeat
+  local asked = want - #out
+  local popped = redis.call('ZPOPMIN', ready, asked)
+  local parked_now = 0
+  for i = 1, #popped, 2 do
+    local id = string.sub(popped[i], 30)
+    local h = tag .. ':$TASK:' .. id
+    local f = redis.call('HMGET', h, 's', 'c', 'lk')
+    if f[1] == 'pending' then
+      if not f[3] or admit(tag, id, h, popped[i], f[3], now, deadline) then
+        n = n + 1
+        redis.call('HINCRBY', h, 'a', 1)
+        redis.call('HSET', h, 's', 'running', 'k', ARGV[6] .. n, 'l', deadline, 'w', ARGV[5], 'sa', fmt(now), 'ua', fmt(now))
+        redis.call('ZADD', tag .. ':$LEASES', deadline, id)
+        redis.call('ZREM', tag .. ':$STATUS:pending', id)
+        redis.call('ZADD', tag .. ':$STATUS:running', f[2], id)
+        out[#out + 1] = row(h)
+      else
+        parked_now = parked_now + 1
+      end
+    end
   end
-end
+  parked = parked + parked_now
+until parked_now == 0 or #out >= want or #popped < 2 * asked or parked >= $PARK_CAP
 local sig = tag .. ':$SIGNAL'
 if redis.call('ZCARD', ready) == 0 then
   -- nothing left to claim: drop stale wake-up tokens so idle workers do not spin on them
@@ -60,10 +80,11 @@ for i = 3, #ARGV, 2 do
   local q = redis.call('HGET', IDX, id)
   if q then
     local h = qtag(q) .. ':$TASK:' .. id
-    local f = redis.call('HMGET', h, 's', 'k')
+    local f = redis.call('HMGET', h, 's', 'k', 'lk')
     if f[1] == 'running' and f[2] == ARGV[i+1] then
       redis.call('HSET', h, 'l', deadline)
       redis.call('ZADD', qtag(q) .. ':$LEASES', deadline, id)
+      if f[3] then redis.call('ZADD', FL .. 'h:' .. f[3], 'XX', deadline, id) end  -- a holder keeps its slot
       out[#out + 1] = id
     end
   end
@@ -87,11 +108,12 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
   if q then
     local tag = qtag(q)
     local h = tag .. ':$TASK:' .. id
-    local f = redis.call('HMGET', h, 's', 'k', 'c', 'uk', 'pr', 'p', 'a')
+    local f = redis.call('HMGET', h, 's', 'k', 'c', 'uk', 'pr', 'p', 'a', 'lk')
     if f[1] == 'running' and f[2] == tok then
       ok = 1
       redis.call('ZREM', tag .. ':$LEASES', id)
       redis.call('ZREM', tag .. ':$STATUS:running', id)
+      if f[8] then release_slot(f[8], id) end
       if kind == 'succeeded' or kind == 'failed' or kind == 'expired' then
         redis.call('HSET', h, 's', kind, 'k', '', 'l', '', 'fa', fmt(now), 'ua', fmt(now), 'er', err)
         redis.call('ZADD', tag .. ':$STATUS:' .. kind, f[3], id)
@@ -135,9 +157,10 @@ local nfailed = 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', leases, id)
   local h = tag .. ':$TASK:' .. id
-  local f = redis.call('HMGET', h, 's', 'a', 'mr', 'c', 'uk', 'pr', 'p', 'l')
+  local f = redis.call('HMGET', h, 's', 'a', 'mr', 'c', 'uk', 'pr', 'p', 'l', 'lk')
   if f[1] == 'running' and tonumber(f[8]) <= now then
     redis.call('ZREM', tag .. ':$STATUS:running', id)
+    if f[9] then release_slot(f[9], id) end
     local a = tonumber(f[2])
     if a >= tonumber(f[3]) + 1 then
       local err = cmsgpack.pack({type = 'LeaseExpired', traceback = '', attempt = a, retryable = false,

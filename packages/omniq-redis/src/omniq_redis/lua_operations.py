@@ -145,6 +145,7 @@ redis.call('ZREM', tag .. ':$STATUS:' .. f[1], id)
 redis.call('ZADD', tag .. ':$STATUS:pending', f[2], id)
 redis.call('HSET', h, 's', 'pending', 'e', '', 'p', '0', 'a', '0', 'k', '', 'l', '', 'w', '', 'sa', '', 'fa', '',
   'ua', fmt(now), 'er', '', 'rm', rm)
+redis.call('HDEL', h, 'hd', 'rr')  -- flow control's marks, left by a cancel while parked
 redis.call('ZADD', tag .. ':$READY', -tonumber(f[4]), rm)
 signal(tag, 1)
 return row(h)

@@ -1,7 +1,7 @@
 """The task queue's plain reads, outside the scripts: one pipelined round trip each.
 
-How long an idle worker may block (server clock, READY sizes, next delayed
-eta), and the newest ids and the sizes of a set of per-status zsets (list and
+How long an idle worker may block (server clock, paused queues, READY sizes,
+next delayed eta), and the newest ids and the sizes of a set of per-status zsets (list and
 count). Each takes the pool (``RedisClient.redis``); the caller translates
 errors.
 """
@@ -18,21 +18,31 @@ if TYPE_CHECKING:
 __all__ = ["block_time", "count_members", "newest_members"]
 
 
-async def block_time(redis: Any, queue_keys: Sequence[QueueKeys], timeout: float) -> float | None:
-    """How long to block on the queues' signal lists: None when work is ready (or no wait is due)."""
+async def block_time(
+    redis: Any, queues: Sequence[tuple[str, QueueKeys]], paused_key: str, timeout: float
+) -> float | None:
+    """How long to block on the queues' signal lists: None when work is ready (or no wait is due).
+
+    A paused queue (a member of ``paused_key``) neither counts as ready nor bounds the wait
+    by its next eta: its resume leaves a wake-up token instead.
+    """
     async with redis.pipeline(transaction=False) as pipe:
         pipe.time()
-        for qk in queue_keys:
+        pipe.smembers(paused_key)
+        for _, qk in queues:
             pipe.zcard(qk.ready)
             pipe.zrange(qk.delayed, 0, 0, withscores=True)
         replies = await pipe.execute()
     seconds, micros = replies[0]
     now_us = seconds * 1_000_000 + micros
+    paused = {name.decode() for name in replies[1]}
     block = timeout
-    for index in range(len(queue_keys)):
-        if replies[1 + 2 * index]:
+    for index, (queue, _) in enumerate(queues):
+        if queue in paused:
+            continue
+        if replies[2 + 2 * index]:
             return None  # work is ready already (claimed by someone else meanwhile, or just arrived)
-        earliest = replies[2 + 2 * index]
+        earliest = replies[3 + 2 * index]
         if earliest:
             block = min(block, (earliest[0][1] - now_us) / 1_000_000)
     return None if block < 0.001 else block

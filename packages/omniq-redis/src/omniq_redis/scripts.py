@@ -10,7 +10,7 @@ paths (``enqueue_one``, ``append_events``) take their keys in ``KEYS``
 instead, built by the client.
 
 Round trips: enqueue_many, claim (per queue), extend, finish, cancel,
-set_paused, retry, list_page, queue_stats and the worker registry's calls
+set_paused, set_queue_paused, retry, list_page, queue_stats and the worker registry's calls
 are one script call each; a batch spanning several queues runs
 one call per queue in one pipeline.
 """
@@ -26,6 +26,7 @@ from omniq_redis.lua_common import HELPERS
 from omniq_redis.lua_control import CANCEL, GET, PURGE, SET_PAUSED
 from omniq_redis.lua_enqueue import ENQUEUE, ENQUEUE_ONE
 from omniq_redis.lua_events import APPEND_EVENTS
+from omniq_redis.lua_flow import FLOW_HELPERS, SET_QUEUE_PAUSED
 from omniq_redis.lua_lease import CLAIM, EXTEND, FINISH, RECOVER
 from omniq_redis.lua_operations import LIST_PAGE, QUEUE_STATS, RETRY
 from omniq_redis.lua_workers import LIST_WORKERS, REGISTER_WORKER, UNREGISTER_WORKER
@@ -36,6 +37,9 @@ _NAMES = {
     "INDEX": keys.INDEX,
     "UNIQUE": keys.UNIQUE,
     "QUEUES": keys.QUEUES,
+    "PAUSED": keys.PAUSED,
+    "FLOW": keys.FLOW,
+    "PARK_CAP": str(keys.PARK_CAP),
     "READY": keys.READY,
     "DELAYED": keys.DELAYED,
     "LEASES": keys.LEASES,
@@ -54,6 +58,8 @@ _NAMES = {
     "ROW": ", ".join(f"'{name}'" for name in keys.TASK_FIELDS),
 }
 
+_HELPERS = HELPERS + FLOW_HELPERS
+
 
 def _preamble(body: str) -> str:
     """The helpers ``body`` uses, directly or through another helper, in definition order."""
@@ -61,12 +67,12 @@ def _preamble(body: str) -> str:
     text = body
     while True:
         code_only = re.sub(r"--[^\n]*", "", text)  # a name in a comment is no use
-        found = {name for name, _ in HELPERS if name not in wanted and re.search(rf"\b{name}\b", code_only)}
+        found = {name for name, _ in _HELPERS if name not in wanted and re.search(rf"\b{name}\b", code_only)}
         if not found:
             break
         wanted |= found
-        text = "".join(code for name, code in HELPERS if name in found)
-    return "".join(code for name, code in HELPERS if name in wanted)
+        text = "".join(code for name, code in _HELPERS if name in found)
+    return "".join(code for name, code in _HELPERS if name in wanted)
 
 
 class Script:
@@ -92,6 +98,7 @@ SCRIPTS: dict[str, Script] = {
         "recover": RECOVER,
         "cancel": CANCEL,
         "set_paused": SET_PAUSED,
+        "set_queue_paused": SET_QUEUE_PAUSED,
         "get": GET,
         "purge": PURGE,
         "append_events": APPEND_EVENTS,

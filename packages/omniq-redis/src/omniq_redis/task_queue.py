@@ -17,7 +17,6 @@ script pipelined behind the BLPOP when one queue is served.
 from __future__ import annotations
 
 import builtins
-import secrets
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,10 +29,19 @@ from omniq.errors import BackendUnavailableError, redact_url
 from omniq.models import Outcome, Task, TaskStatus
 from omniq.monitoring import QueueStats, TaskQuery, WorkerInfo
 from omniq_redis import keys, operations, workers
-from omniq_redis._codec import enqueue_calls, enqueue_items, enqueue_one_args, finish_items, leased_tasks, task_from_row
+from omniq_redis._codec import (
+    claim_args,
+    enqueue_calls,
+    enqueue_items,
+    enqueue_one_args,
+    extend_args,
+    finish_items,
+    leased_tasks,
+    task_from_row,
+)
 from omniq_redis.connection import check_url, redis_connection
 from omniq_redis.reads import block_time, count_members, newest_members
-from omniq_redis.scripts import SCRIPTS
+from omniq_redis.waits import blpop, blpop_then_claim
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -43,8 +51,6 @@ __all__ = ["RedisTaskQueue"]
 
 #: how far ahead "no delayed task" counts as due (the wait is bounded by the caller's anyway).
 _NO_DUE = 3600.0
-#: how long past its own timeout a blocking call may go unanswered before the connection counts as dead.
-_BLOCK_MARGIN = 10.0
 #: tasks per enqueue script call (bounds how long one call blocks the server).
 _ENQUEUE_CHUNK = 1000
 #: outcomes per finish script call.
@@ -73,6 +79,8 @@ class RedisTaskQueue(BaseTaskQueue):
             Capability.DURABLE,
             Capability.FORK_SAFE,
             Capability.WORKER_REGISTRY,
+            Capability.FLOW_CONTROL,
+            Capability.QUEUE_PAUSE,
         }
     )
 
@@ -87,6 +95,7 @@ class RedisTaskQueue(BaseTaskQueue):
         self._next_due: dict[str, float] = {}
         self._queues_key = keys.global_key(self.prefix, keys.QUEUES)
         self._index_key = keys.global_key(self.prefix, keys.INDEX)
+        self._paused_key = keys.global_key(self.prefix, keys.PAUSED)
         # queues this client has registered in QUEUES (recover, purge, list and count read it):
         # the enqueue script adds a queue when asked, on the first enqueue to it and again after
         # a connection error (the server may have restarted without its data)
@@ -135,7 +144,7 @@ class RedisTaskQueue(BaseTaskQueue):
         qk = self._keys(queue)  # validates the queue name
         register = queue not in self._registered
         with self._registering():
-            if register or task.unique_key or task.eta or task.paused or task.attempts:
+            if register or task.unique_key or task.eta or task.paused or task.attempts or task.limits:
                 args = [self.prefix, queue, enqueue_items([task]), "1" if register else "0"]
                 reply: list[bytes] = await self._run("enqueue", args)
                 self._registered.add(queue)
@@ -184,7 +193,7 @@ class RedisTaskQueue(BaseTaskQueue):
             if wanted <= 0:
                 break
             self._keys(queue)
-            args = self._claim_args(queue, wanted, lease, worker_id)
+            args = claim_args(self.prefix, queue, wanted, lease, worker_id)
             claimed.extend(self._claimed(queue, await self._run("claim", args)))
         return claimed
 
@@ -211,7 +220,7 @@ class RedisTaskQueue(BaseTaskQueue):
             now = anyio.current_time()
             due = self._next_due.get(queue)
             block = min(deadline - now, due - now) if due is not None else 0.0
-            args = self._claim_args(queue, limit, lease, worker_id)
+            args = claim_args(self.prefix, queue, limit, lease, worker_id)
             if block < 0.001:
                 tasks = self._claimed(queue, await self._run("claim", args))
             else:
@@ -221,12 +230,7 @@ class RedisTaskQueue(BaseTaskQueue):
 
     async def _block_then_claim(self, queue: str, block: float, args: list[Any]) -> list[Task]:
         """BLPOP the queue's signal list, then run the claim script, in one round trip."""
-        blocking = await self._blocking.client()
-        with self._blocking.errors():
-            _, reply = await blocking.pipeline(
-                [("BLPOP", self._keys(queue).signal, block), ("EVALSHA", SCRIPTS["claim"].sha, 0, *args)],
-                timeout=block + _BLOCK_MARGIN,
-            )
+        reply = await blpop_then_claim(self._blocking, self._keys(queue).signal, block, args)
         if isinstance(reply, rexc.NoScriptError):  # the server restarted: the pool reloads the script
             reply = await self._run("claim", args)
         elif isinstance(reply, Exception):
@@ -240,19 +244,11 @@ class RedisTaskQueue(BaseTaskQueue):
         self._next_due[queue] = anyio.current_time() + (next_in / 1_000_000 if next_in >= 0 else _NO_DUE)
         return leased_tasks(rows)
 
-    def _claim_args(self, queue: str, limit: int, lease: float, worker_id: str) -> list[Any]:
-        return [self.prefix, queue, limit, max(int(lease * 1_000_000), 1), worker_id, secrets.token_hex(8) + "-"]
-
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Block on the queues' signal lists (BLPOP), at most until the next delayed eta."""
         block = await self._block_for(queues, timeout)
         if block is not None:
-            signals = [self._keys(queue).signal for queue in queues]
-            blocking = await self._blocking.client()
-            with self._blocking.errors():
-                (reply,) = await blocking.pipeline([("BLPOP", *signals, block)], timeout=block + _BLOCK_MARGIN)
-                if isinstance(reply, Exception):
-                    raise reply
+            await blpop(self._blocking, [self._keys(queue).signal for queue in queues], block)
 
     async def _block_for(self, queues: Sequence[str], timeout: float) -> float | None:
         """How long to block on the signal lists (one round trip): None when work is ready or no wait is due."""
@@ -260,7 +256,7 @@ class RedisTaskQueue(BaseTaskQueue):
             return None
         redis = (await self._connection.client()).redis
         with self._connection.errors():
-            return await block_time(redis, [self._keys(queue) for queue in queues], timeout)
+            return await block_time(redis, [(queue, self._keys(queue)) for queue in queues], self._paused_key, timeout)
 
     # -- leases ------------------------------------------------------------------------------------
 
@@ -268,10 +264,8 @@ class RedisTaskQueue(BaseTaskQueue):
         """Push back every lease still held, in one script call."""
         if not leases:
             return set()
-        args: list[Any] = [self.prefix, max(int(lease * 1_000_000), 1)]
-        for task_id, token in leases.items():
-            args.extend((task_id, token))
-        return {task_id.decode() for task_id in await self._run("extend", args)}
+        reply = await self._run("extend", extend_args(self.prefix, leases, lease))
+        return {task_id.decode() for task_id in reply}
 
     def can_fuse_results(self, results: BaseResultStorage) -> bool:
         """True for a :class:`RedisResultStorage` on the same server and database."""
@@ -297,7 +291,7 @@ class RedisTaskQueue(BaseTaskQueue):
     async def recover(self) -> list[Task]:
         """Requeue (or fail) RUNNING tasks whose lease deadline passed, queue by queue."""
         recovered: list[Task] = []
-        for queue in await self._queues():
+        for queue in await self._names(self._queues_key):
             while True:
                 rows = await self._run("recover", [self.prefix, queue, _RECOVER_CHUNK])
                 recovered.extend(leased_tasks(rows))
@@ -315,6 +309,15 @@ class RedisTaskQueue(BaseTaskQueue):
         """Pause or resume a task that is not terminal."""
         return bool(await self._run("set_paused", [self.prefix, task_id, "1" if paused else "0"]))
 
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume ``queue`` for every worker on the server (a resume wakes a waiting one)."""
+        self._keys(queue)  # validates the queue name
+        await self._run("set_queue_paused", [self.prefix, queue, "1" if paused else "0"])
+
+    async def paused_queues(self) -> builtins.list[str]:
+        """The paused queues, sorted."""
+        return await self._names(self._paused_key)
+
     # -- inspection --------------------------------------------------------------------------------
 
     async def get(self, task_id: str) -> Task | None:
@@ -328,15 +331,15 @@ class RedisTaskQueue(BaseTaskQueue):
         rows = await self._run("get", [self.prefix, *task_ids])
         return [task_from_row(row) if row != 0 else None for row in rows]
 
-    async def _queues(self) -> list[str]:
+    async def _names(self, key: str) -> list[str]:
+        """The members of a set of names (QUEUES, PAUSED), sorted."""
         redis = (await self._connection.client()).redis
         with self._connection.errors():
-            members = await redis.smembers(self._queues_key)
-        return sorted(member.decode() for member in members)
+            return sorted(member.decode() for member in await redis.smembers(key))
 
     async def _zsets(self, queue: str | None, status: TaskStatus | None) -> list[str]:
         """The per-status zsets of ``queue``'s (every queue's) tasks of ``status`` (all of them for None)."""
-        queues = [queue] if queue is not None else await self._queues()
+        queues = [queue] if queue is not None else await self._names(self._queues_key)
         statuses = TaskStatus if status is None else (status,)
         return [self._keys(name).status(s.value) for name in queues for s in statuses]
 
@@ -361,7 +364,7 @@ class RedisTaskQueue(BaseTaskQueue):
 
     async def purge(self, *, queue: str | None = None, statuses: Sequence[TaskStatus] | None = None) -> int:
         """Delete tasks by queue and status, in batches of a few hundred per script call."""
-        queues = [queue] if queue is not None else await self._queues()
+        queues = [queue] if queue is not None else await self._names(self._queues_key)
         return await operations.purge(self._run, self.prefix, queues, statuses)
 
     # -- operations: one script each (see omniq_redis.operations and omniq_redis.workers) ----------

@@ -1,0 +1,135 @@
+"""Lua of flow control (:mod:`omniq.flow_control`'s rules at claim) and queue pause.
+
+Only a task with limits carries the hash fields ``lk`` / ``lc`` / ``lr`` / ``lb``
+(see :mod:`omniq_redis.keys`): the claim, extend, finish, cancel, recover and
+purge scripts already read the task's hash with one HMGET, which also asks
+for ``lk``, and call these helpers only when it is set. An unlimited task
+takes the path it always took.
+
+Per limit key ``k`` (keys shared by every queue, so a limit holds across
+queues, processes and hosts): the holders zset ``{P}:fl:h:<k>`` (score: lease
+deadline), the held zset ``{P}:fl:w:<k>`` (member: the READY member, so the
+first is the first in claim order) and the rate's ``tat`` string
+``{P}:fl:t:<k>``. A parked task sits in DELAYED at its eta with ``hd`` or
+``rr`` set; a held task is due at the earliest holder's lease deadline, so a
+killed worker's slot comes back without recovery.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FLOW_HELPERS", "SET_QUEUE_PAUSED"]
+
+#: helpers the scripts may name, appended to :data:`omniq_redis.lua_common.HELPERS` (same rules).
+FLOW_HELPERS: list[tuple[str, str]] = [
+    (
+        "FL",
+        r"""
+local FL = '{' .. P .. '}:$FLOW:'
+""",
+    ),
+    (
+        "PAUSED",
+        r"""
+local PAUSED = '{' .. P .. '}:$PAUSED'
+""",
+    ),
+    (
+        "wake_held",
+        r"""
+-- make the first task held for a slot of limit key lk (claim order) ready at its old place;
+-- entries gone stale (claimed after its eta, cancelled, purged, moved) are dropped on the way
+local function wake_held(lk)
+  local w = FL .. 'w:' .. lk
+  while true do
+    local first = redis.call('ZPOPMIN', w)
+    local rm = first[1]
+    if not rm then return end
+    local id = string.sub(rm, 30)
+    local q = redis.call('HGET', IDX, id)
+    if q then
+      local tag = qtag(q)
+      local h = tag .. ':$TASK:' .. id
+      local f = redis.call('HMGET', h, 's', 'hd', 'rm', 'pr', 'p')
+      if f[1] == 'pending' and f[2] == '1' and f[3] == rm then
+        redis.call('HSET', h, 'hd', '', 'e', '')
+        if f[5] ~= '1' then  -- a paused task stays out of READY: wake the next one instead
+          redis.call('ZREM', tag .. ':$DELAYED', id)
+          redis.call('ZADD', tag .. ':$READY', -tonumber(f[4]), rm)
+          signal(tag, 1)
+          return
+        end
+      end
+    end
+  end
+end
+""",
+    ),
+    (
+        "release_slot",
+        r"""
+-- a task of limit key lk leaves RUNNING: if it held a slot, free it and wake one held task
+local function release_slot(lk, id)
+  if redis.call('ZREM', FL .. 'h:' .. lk, id) == 1 then wake_held(lk) end
+end
+""",
+    ),
+    (
+        "admit",
+        r"""
+-- flow control for a limited candidate of claim (omniq.flow_control's rules): true when the claim
+-- takes it (it becomes a holder of its key when it has a concurrency limit); else it is parked in
+-- DELAYED at its eta, held for a slot (hd) or with its rate slot reserved (rr), and false
+local function admit(tag, id, h, rm, lk, now, deadline)
+  local f = redis.call('HMGET', h, 'lc', 'lr', 'lb', 'rr', 'pr')
+  local lc, lr = tonumber(f[1]), tonumber(f[2])
+  local eta, held = nil, false
+  if lc then
+    local holders = FL .. 'h:' .. lk
+    local after = '(' .. fmt(now)
+    if redis.call('ZCOUNT', holders, after, '+inf') >= lc then
+      local first = redis.call('ZRANGE', holders, after, '+inf', 'BYSCORE', 'LIMIT', 0, 1, 'WITHSCORES')
+      eta, held = tonumber(first[2]), true
+    end
+  end
+  if not held and lr and f[4] ~= '1' then
+    local tk = FL .. 't:' .. lk
+    local start = math.max(tonumber(redis.call('GET', tk) or 0), now)
+    local interval = 1000000 / lr
+    local allowed = start - (tonumber(f[3]) - 1) * interval
+    local tat = start + interval
+    -- once past, a tat says nothing (max(tat, now) = now): it expires a second later
+    redis.call('SET', tk, fmt(tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+    if now < allowed - 1 then eta = allowed end  -- a microsecond of slack, as admit() has
+  end
+  if eta == nil then
+    redis.call('HDEL', h, 'rr', 'hd')
+    if lc then
+      redis.call('ZADD', FL .. 'h:' .. lk, deadline, id)
+      redis.call('ZREM', FL .. 'w:' .. lk, rm)  -- held before and due at its eta: no longer held
+    end
+    return true
+  end
+  eta = math.max(eta, now + 1000)  -- after now: not ready again in this claim
+  redis.call('ZADD', tag .. ':$DELAYED', eta, id)
+  if held then
+    redis.call('HSET', h, 'e', fmt(eta), 'hd', '1', 'rr', '')
+    redis.call('ZADD', FL .. 'w:' .. lk, -tonumber(f[5]), rm)
+  else
+    redis.call('HSET', h, 'e', fmt(eta), 'rr', '1')
+  end
+  return false
+end
+""",
+    ),
+]
+
+# ARGV: P, queue, '1' to pause / '0' to resume. A resume leaves a wake-up token, so a worker
+# blocked on the queue's signal list claims what the pause kept back.
+SET_QUEUE_PAUSED = r"""
+if ARGV[3] == '1' then
+  redis.call('SADD', PAUSED, ARGV[2])
+elseif redis.call('SREM', PAUSED, ARGV[2]) == 1 then
+  signal(qtag(ARGV[2]), 1)
+end
+return 1
+"""
