@@ -62,9 +62,9 @@ def _span(line: str) -> None:
         log.write(line + "\n")
 
 
-@app.task(name="limited", concurrency_limit=2)
+@app.task(name="limited")
 async def limited(n: int, seconds: float) -> int:
-    """At most two at once across every worker: logs "start|end <n> <time> <pid>" around its sleep."""
+    """Logs "start|end <n> <time> <pid>" around its sleep (the test enqueues it with a concurrency limit)."""
     _span(f"start {n} {time.time()} {os.getpid()}")
     await asyncio.sleep(seconds)
     _span(f"end {n} {time.time()} {os.getpid()}")
@@ -72,9 +72,9 @@ async def limited(n: int, seconds: float) -> int:
     return n
 
 
-@app.task(name="single", concurrency_limit=1)
+@app.task(name="single")
 async def single(n: int, seconds: float) -> int:
-    """One at a time across every worker (a slot a killed worker may hold); sleeps on its first run only."""
+    """Logs its start and sleeps on its first run only (the test enqueues it with a concurrency limit of 1)."""
     _span(f"start {n} {time.time()} {os.getpid()}")
     if await asyncio.to_thread(_first_run, f"{os.environ['FAULT_LOG']}.single-{n}"):
         await asyncio.sleep(seconds)
