@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from omniq.models import TaskStatus
-from omniq_postgres.flow import CLAIM_FLOW_FN, PAUSED_TABLE
+from omniq_postgres.flow import CLAIM_FLOW_FN, FLOW_KEYS_TABLE, PAUSED_TABLE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -284,7 +284,13 @@ class TaskSQL:
                 RETURNING o.ord)"""
         self.finish = f"WITH {outcomes} SELECT ord FROM upd"
         self._finish_fused_head = f"WITH {outcomes},"
+        # Each sweep also drops the rate state of keys idle for a while (a tat in the past is the
+        # same as none), skipping rows a claim is updating.
+        flow_keys = f"{names.q_schema}.{FLOW_KEYS_TABLE}"
         self.recover_select = f"""
+            WITH stale AS (DELETE FROM {flow_keys}
+                            WHERE key IN (SELECT key FROM {flow_keys} WHERE tat < extract(epoch FROM now()) - 1
+                                            FOR UPDATE SKIP LOCKED))
             SELECT {TASK_COLUMNS} FROM {tasks}
              WHERE status = 'running' AND lease_expires_at < now()
              ORDER BY lease_expires_at

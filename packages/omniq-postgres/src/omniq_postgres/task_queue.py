@@ -7,7 +7,7 @@ after the tasks'); ``claim_ready`` is one ``UPDATE ... WHERE id IN (SELECT ...
 FOR UPDATE SKIP LOCKED)``; ``extend`` and ``finish`` are one ``UPDATE ... FROM
 unnest`` each, and a fused ``finish`` upserts the results in the same
 statement (:mod:`omniq_postgres.sql`). All times come from the database clock
-(``now()``).
+(``now()``). Flow control and queue pause: :mod:`omniq_postgres.flow`.
 
 Wake-ups: ``<schema>.tasks`` gets a NOTIFY with the queue name when a task
 becomes claimable: from the enqueue statement itself (delivered on commit,
