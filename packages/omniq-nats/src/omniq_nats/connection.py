@@ -197,7 +197,7 @@ class QueueClient:
         self.clock = EngineClock(nc, tasks.stream, tasks.subject(names.CLOCK_KEY))
         self.wake = Wakeups(nc, prefix)
         self.flow = flow
-        self.paused = PausedQueues(flow, self.wake)
+        self.paused = PausedQueues(flow, self.wake, prefix)
         self.parked = 0  # limited tasks parked by this connection's claims (omniq_nats.flow)
         self.consumers: set[str] = set()
         self.cache: dict[str, tuple[int, Record]] = {}

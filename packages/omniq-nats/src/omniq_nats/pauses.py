@@ -1,10 +1,12 @@
 """Paused queues: one set in the flow bucket, mirrored by every task queue connection.
 
 ``set_queue_paused`` changes the set (``<prefix>_flow`` key ``paused``) by
-compare-and-set; the value carries a version, one more per change. Every
-connection subscribes to that key's subject (plain NATS: a KV put is a
-publish on it) and keeps a local copy, so a claim skips paused queues by a
-look at a local set, with no round trip. The copy is read at connect and
+compare-and-set; the value carries a version, one more per change. The
+writer announces the value it wrote on ``<prefix>.paused`` (plain NATS).
+Not the KV key's own subject: a subscriber there would also get the writes
+whose compare-and-set JetStream refused. Every connection subscribes and
+keeps a local copy, so a claim skips paused queues by a look at a local set,
+with no round trip. The copy is read at connect and
 again every :data:`REFRESH` seconds, which catches a change published while
 the connection was away. A change that resumes a queue pokes the
 connection's wake-ups, so its waiting claimers look again at once.
@@ -56,8 +58,9 @@ def _value(entry: Entry | None) -> _Paused:
 class PausedQueues:
     """One connection's copy of the paused queues, and the changes to them."""
 
-    def __init__(self, bucket: Bucket, wake: Wakeups) -> None:
+    def __init__(self, bucket: Bucket, wake: Wakeups, prefix: str) -> None:
         self.bucket = bucket
+        self.subject = names.paused_subject(prefix)
         self.wake = wake
         #: the paused queues as last seen.
         self.queues: frozenset[str] = frozenset()
@@ -66,7 +69,7 @@ class PausedQueues:
 
     async def start(self) -> None:
         """Subscribe to changes, then read the set."""
-        await self.bucket.nc.subscribe(self.bucket.subject(names.PAUSED_KEY), cb=self._on_change)
+        await self.bucket.nc.subscribe(self.subject, cb=self._on_change)
         await self.refresh()
 
     async def refresh(self) -> None:
@@ -75,8 +78,6 @@ class PausedQueues:
         self._checked = time.monotonic()
 
     async def _on_change(self, msg: Msg) -> None:
-        if msg.headers and names.KV_OPERATION in msg.headers:
-            return
         try:
             self._apply(_decode(msg.data))
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -123,7 +124,10 @@ class PausedQueues:
                 queues.discard(queue)
             value = _Paused(current.version + 1, sorted(queues))
             revision = 0 if entry is None else entry.revision
-            if await self.bucket.update(names.PAUSED_KEY, _encode(value), revision) is not None:
+            encoded = _encode(value)
+            if await self.bucket.update(names.PAUSED_KEY, encoded, revision) is not None:
                 self._apply(value)
+                await self.bucket.nc.publish(self.subject, encoded)
+                await self.bucket.nc.flush()
                 return
         raise BackendError(f"the paused queues are contended beyond retry (setting {queue!r})")

@@ -28,6 +28,7 @@ __all__ = [
     "LIMIT_KEYS",
     "PAUSED_KEY",
     "parse_priority",
+    "paused_subject",
     "priority_token",
     "results_bucket",
     "revisions_subject",
@@ -144,6 +145,11 @@ def flow_bucket(prefix: str) -> str:
 def limit_key(key: str) -> str:
     """Flow bucket key of one limit key's state (:class:`omniq_nats.flow.LimitState`)."""
     return f"k.{token(key)}"
+
+
+def paused_subject(prefix: str) -> str:
+    """Core NATS subject (nothing stored) on which a change of the paused queues is announced once written."""
+    return f"{prefix}.paused"
 
 
 #: wildcard (under the flow bucket's subject prefix) over every limit key's state.
