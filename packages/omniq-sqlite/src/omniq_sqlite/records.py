@@ -7,7 +7,6 @@ except a row just claimed or recovered, which comes back salvaged
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -120,12 +119,8 @@ def claim_order(row: Sequence[Any]) -> tuple[int, float, int]:
     return (-row[4], row[7] if row[7] is not None else row[17], row[_SEQ])
 
 
-def task_params(task: Task, now: float = math.inf) -> tuple[Any, ...]:
-    """The parameters of ``schema.INSERT_TASK`` for a new PENDING task enqueued at ``now``.
-
-    A task without eta is ready from its ``created_at``, or from ``now`` when it was created
-    later than that (a ``created_at`` ahead of the clock does not delay it: only an eta does).
-    """
+def task_params(task: Task) -> tuple[Any, ...]:
+    """The parameters of ``schema.INSERT_TASK`` for a new PENDING task (ready at its eta, else its ``created_at``)."""
     created = task.created_at.timestamp()
     eta = to_ts(task.eta)
     limits = task.limits
@@ -138,7 +133,7 @@ def task_params(task: Task, now: float = math.inf) -> tuple[Any, ...]:
         task.unique_key,
         "pending",
         eta,
-        eta if eta is not None else created if created <= now else now,
+        eta if eta is not None else created,
         task.interval,
         task.cron,
         int(task.paused),

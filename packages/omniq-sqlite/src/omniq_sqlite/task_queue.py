@@ -92,8 +92,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
         if not tasks:
             return []
         db = await self._connection.client()
-        now = time.time()
-        rows = [_task_params(task, now) for task in tasks]
+        rows = [_task_params(task) for task in tasks]
         if len(rows) <= _SMALL_BATCH:
             return await db.write_small(jobs.enqueue_job, rows, notify=WORK)
         ids = await db.write(jobs.enqueue_job, rows)
