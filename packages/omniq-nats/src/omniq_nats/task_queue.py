@@ -13,6 +13,8 @@ Layout (names in :mod:`omniq_nats.subjects`):
 * ``<prefix>_leases``: stream indexing lease deadlines by engine second; ``recover``
   reads only the seconds that have passed (:mod:`omniq_nats.leases`).
 * ``<prefix>_unique``: KV bucket, unique key -> id of the task that took it.
+* ``<prefix>_flow``: KV bucket, limit key -> its holders, held tasks and rate state
+  (:mod:`~omniq_nats.flow`), and the paused queues (:mod:`~omniq_nats.pauses`).
 * ``<prefix>.rev.<queue>``: core NATS subject (nothing stored) on which an
   enqueue announces the revisions of the records it created
   (:mod:`omniq_nats.wakeups`).
