@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from omniq.flow_control import Limits
-from omniq.models import Task, TaskStatus
+from omniq.models import Outcome, OutcomeKind, Task, TaskStatus
 from omniq.testing import make_task
 from omniq_postgres.schema import LATEST_VERSION, Names, migrate
 
@@ -136,3 +136,37 @@ async def test_recover_drops_idle_rate_state(admin, schema, make_queue):
         assert await admin.fetchval(f"SELECT count(*) FROM {keys}") == 0
     finally:
         await queue.close()
+
+
+async def test_batches_finishing_holders_of_several_keys_keep_every_limit(make_queue):
+    keys, limit, per_key = ("a", "b", "c"), 2, 12
+    tasks = [make_task(limits=Limits(key=key, concurrency=limit)) for key in keys for _ in range(per_key)]
+    queues = [make_queue(min_size=1, max_size=2) for _ in range(4)]
+    running: dict[str, set[str]] = {key: set() for key in keys}
+    finished: list[str] = []
+    try:
+        await queues[0].enqueue_many(tasks)
+
+        async def worker(queue) -> None:
+            while len(finished) < len(tasks):
+                claimed = await queue.claim(["default"], 6, lease=LONG, worker_id="w", wait=0.2)
+                for task in claimed:
+                    running[task.limits.key].add(task.id)
+                    assert len(running[task.limits.key]) <= limit, f"key {task.limits.key} over its limit"
+                await anyio.sleep(0.01)
+                for task in claimed:
+                    running[task.limits.key].discard(task.id)
+                outcomes = [
+                    Outcome(task_id=t.id, lease_token=t.lease_token or "", kind=OutcomeKind.SUCCEEDED) for t in claimed
+                ]
+                assert await queue.finish(outcomes) == [True] * len(claimed)  # one batch, several keys
+                finished.extend(t.id for t in claimed)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for queue in queues:
+                    tg.start_soon(worker, queue)
+        assert sorted(finished) == sorted(t.id for t in tasks)
+    finally:
+        for queue in queues:
+            await queue.close()
