@@ -39,21 +39,26 @@ def call_api(n: int) -> float:
 def main() -> None:
     with app:
         app.purge()
-        for customer in ("acme", "globex"):
-            app.enqueue_many(export, [(customer, report) for report in range(6)])
+        exports = [
+            task_id
+            for customer in ("acme", "globex")
+            for task_id in app.enqueue_many(export, [(customer, report) for report in range(6)])
+        ]
         calls = app.enqueue_many(call_api, [(n,) for n in range(25)])
         app.pause_queue("reports")  # claims skip it until it is resumed
         late = app.enqueue(export, "acme", 99, queue="reports")
 
-        app.run_worker(concurrency=8, burst=True, queues=["default", "reports"])
-        print("most exports at once per customer:", dict(sorted(most.items())))
-        times = sorted(app.get_result(task_id).result for task_id in calls)
-        print(f"25 API calls took at least 1 s at 20/s after a burst of 5: {times[-1] - times[0] >= 0.95}")
-        print("paused queue:", app.paused_queues(), "->", app.get_task(late).status.value)
-
-        app.resume_queue("reports")
-        app.run_worker(concurrency=8, burst=True, queues=["default", "reports"])
-        print("after resume_queue:", app.get_result(late).status.value)
+        # A worker in the background (a rate-limited task waits for its token, so a burst worker,
+        # which drains what is ready now, would leave the later ones for the next run).
+        with app.worker(concurrency=8, queues=["default", "reports"]):
+            for task_id in exports:
+                app.get_result(task_id, wait=True, timeout=60)
+            times = sorted(app.get_result(task_id, wait=True, timeout=60).result for task_id in calls)
+            print("most exports at once per customer:", dict(sorted(most.items())))
+            print(f"25 API calls took at least 1 s at 20/s after a burst of 5: {times[-1] - times[0] >= 0.95}")
+            print("paused queue:", app.paused_queues(), "->", app.get_task(late).status.value)
+            app.resume_queue("reports")
+            print("after resume_queue:", app.get_result(late, wait=True, timeout=60).status.value)
 
 
 if __name__ == "__main__":
