@@ -79,3 +79,14 @@ def test_a_killed_slot_holder_frees_its_slot_when_its_lease_expires(cluster: Clu
         result = app.get_result(waiting, wait=True, timeout=60)
         assert result is not None and result.status is TaskStatus.SUCCEEDED
     assert cluster.completions()[2] == 1
+
+
+def test_a_burst_worker_drains_tasks_held_by_a_concurrency_limit(cluster: Cluster) -> None:
+    """Each finish makes a held task ready: the burst worker must not stop before it claims it."""
+    _require_flow_control(cluster)
+    with cluster.producer() as app:
+        app.enqueue_many("record", [(n,) for n in range(120)], concurrency_limit=5)
+        worker = cluster.worker("--burst", "--concurrency", "20")
+        output, _ = worker.communicate(timeout=120)
+        assert worker.returncode == 0, output
+    assert cluster.completions() == dict.fromkeys(range(120), 1)

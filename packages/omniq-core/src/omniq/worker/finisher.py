@@ -64,6 +64,9 @@ class Finisher:
         self.failed = 0  # tasks that failed for good (a retried attempt is not counted)
         # burst mode keeps going until the retries and dependency re-checks it deferred are due.
         self.deferred_until = utcnow()
+        # when the last batch was recorded: a finish can make tasks ready (a held task woken when a
+        # holder of its concurrency limit leaves), so burst mode's empty claim must begin after it.
+        self.recorded_at = utcnow()
         self._failures: dict[str, int] = {}  # task id -> times its outcome alone failed to be recorded
 
     @property
@@ -92,6 +95,7 @@ class Finisher:
             try:
                 with anyio.CancelScope(shield=True):
                     await self._finish_batch(batch)
+                self.recorded_at = utcnow()
                 errors = 0
                 if self._failures:
                     for task, _ in batch:

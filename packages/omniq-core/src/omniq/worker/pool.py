@@ -56,7 +56,7 @@ __all__ = ["AsyncWorkerPool"]
 
 logger = logging.getLogger("omniq.worker")
 
-#: burst mode's allowance for an engine clock a little behind the worker's.
+#: burst mode's allowance for an engine clock a little behind the worker's (and for asynchronous delivery).
 BURST_CLOCK_MARGIN = timedelta(seconds=0.1)
 
 
@@ -254,10 +254,13 @@ class AsyncWorkerPool:
                 return
             if not tasks:
                 if self.burst:
-                    # Done only if this empty claim began after every deferred task was due
-                    # (with a margin for an engine clock slightly behind ours).
+                    # Done only if this empty claim began after every deferred task was due and
+                    # after the last outcomes were recorded (recording one can make a held task
+                    # ready), with a margin for an engine clock slightly behind ours and for an
+                    # engine that delivers a ready task asynchronously (a NATS ticket).
                     idle = not self._running and finisher.idle
-                    if idle and claimed_from >= finisher.deferred_until + BURST_CLOCK_MARGIN:
+                    settled = max(finisher.deferred_until, finisher.recorded_at) + BURST_CLOCK_MARGIN
+                    if idle and claimed_from >= settled:
                         return
                     self._slot_freed = anyio.Event()
                     with anyio.move_on_after(min(self.poll_interval, 0.1)):
