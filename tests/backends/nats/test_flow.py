@@ -79,3 +79,33 @@ async def test_another_connection_sees_a_pause_without_reading_it(make_queue):
         with anyio.fail_after(5):
             while client.paused.queues:
                 await anyio.sleep(0.01)
+
+
+async def test_claimers_drain_held_tasks_past_stale_tickets_under_a_short_lease(make_queue):
+    """A short lease brings the parked tickets of held tasks back while the key is still busy.
+
+    Most of those tickets point at tasks already woken (by a fresh ticket) and
+    finished: a claim that meets only them must not answer empty while a
+    woken task waits behind them, or a burst worker stops with tasks left.
+    Several claimers take small batches, extend their leases and finish in
+    batches; every empty claim comes after the last finish, so all is done then.
+    """
+    lease = 0.6
+    tasks = [limited(concurrency=3) for _ in range(60)]
+    async with make_queue() as producer, make_queue() as a, make_queue() as b, make_queue() as c:
+        await producer.enqueue_many(tasks)
+        claimers = [a, b, c]
+        with anyio.fail_after(30):
+            for turn in range(10_000):
+                queue = claimers[turn % len(claimers)]
+                claimed = await queue.claim_ready(["default"], 4, lease=lease, worker_id=f"w{turn % 3}")
+                if not claimed:
+                    break
+                await anyio.sleep(0.03)
+                assert await queue.extend({t.id: t.lease_token for t in claimed}, lease) == {t.id for t in claimed}
+                outcomes = [
+                    Outcome(task_id=t.id, lease_token=t.lease_token, kind=OutcomeKind.SUCCEEDED) for t in claimed
+                ]
+                assert await queue.finish(outcomes) == [True] * len(claimed)
+        statuses = [(await producer.get(t.id)).status for t in tasks]
+        assert statuses.count(TaskStatus.SUCCEEDED) == len(tasks), statuses.count(TaskStatus.PENDING)

@@ -111,8 +111,10 @@ async def take(
         moved: list[Decision] = []  # limited claims whose record moved: their slots are given back
         for msg, ticket, decision in decided:
             if decision.action is Action.DROP:
+                client.passed += 1
                 replies.append((msg.reply, b"+ACK"))
             elif decision.action is Action.LATER:
+                client.passed += decision.delay_ns > 0  # a plain nak comes straight back: not passed
                 client.remember_due(decision.due)
                 replies.append((msg.reply, nak(decision.delay_ns)))
             else:
@@ -124,7 +126,7 @@ async def take(
                     retry.append((msg, ticket))
                     continue
                 if decision.action is not Action.CLAIM:  # FAIL: terminated; PARK: back at its eta
-                    client.parked += decision.action is Action.PARK
+                    client.passed += 1
                     client.remember_due(decision.due)
                     replies.append((msg.reply, b"+TERM" if decision.action is Action.FAIL else nak(decision.delay_ns)))
                     continue
@@ -205,17 +207,24 @@ async def _pull_take(
 ) -> tuple[bool, list[Task]]:
     """Pull up to ``need`` tickets of one subject and take them: (whether the last pull came full, the claims).
 
-    Pulls again, for what is still needed, only while limited tasks were
-    parked (their tickets left room in the batch).
+    Pulls again, for what is still needed, while the last pull came full and
+    some of its tickets were let go without a claim (dropped, failed, parked
+    or put off until later): they left room in the batch, and a ready task's
+    ticket may wait behind them. With a short lease the parked tickets of a
+    limit's held tasks come back at their eta, most of them for tasks woken
+    (by a fresh ticket) and finished since: answering empty then would end
+    a burst worker with the woken tasks unclaimed. Each round lets its
+    tickets go (acked, terminated or nak-delayed), so the rounds end; a
+    plain nak, which comes straight back, does not count.
     """
     claimed: list[Task] = []
     left = need
     while True:
-        parked = client.parked
+        passed = client.passed
         msgs = await _pull(client, queue, priority, left)
         if msgs:
             claimed.extend(await take(client, msgs, lease, worker_id))
-        if len(msgs) < left or client.parked == parked or len(claimed) >= need:
+        if len(msgs) < left or client.passed == passed or len(claimed) >= need:
             return len(msgs) == left, claimed
         left = need - len(claimed)
 

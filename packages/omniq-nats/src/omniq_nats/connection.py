@@ -168,7 +168,8 @@ class QueueClient:
         unique: the unique-keys bucket (unique key -> id of the task that took it).
         flow: the flow bucket (limit key -> :class:`~omniq_nats.flow.LimitState`; the paused queues).
         paused: this connection's copy of the paused queues.
-        parked: how many limited tasks this connection's claims parked (a claim pulls again after parking).
+        passed: how many fetched tickets this connection's claims let go without a claim and not at once
+            back (dropped, failed, parked or put off until later): a claim pulls again after them.
         clock: the server's clock.
         wake: ticket publications seen, idle proofs, announced revisions.
         consumers: durable consumers known to exist.
@@ -198,7 +199,7 @@ class QueueClient:
         self.wake = Wakeups(nc, prefix)
         self.flow = flow
         self.paused = PausedQueues(flow, self.wake, prefix)
-        self.parked = 0  # limited tasks parked by this connection's claims (omniq_nats.flow)
+        self.passed = 0  # tickets claims let go without a claim (see claiming._pull_take)
         self.consumers: set[str] = set()
         self.cache: dict[str, tuple[int, Record]] = {}
         self.workers: Bucket | None = None

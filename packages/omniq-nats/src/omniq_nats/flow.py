@@ -26,7 +26,9 @@ hold across every process and host:
   claim that took a slot and then lost its record's compare-and-set) removes
   its lease from the holders and pops the first held task of its key in the
   same write, then makes that task ready: its record unheld with no eta and
-  a fresh ticket, which wakes waiting claimers as an enqueue does. The held
+  a fresh ticket, which wakes waiting claimers as an enqueue does. It is
+  retried until written, however contended (a popped task found no longer
+  held is owed and another one popped), so no wake is dropped. The held
   task's old ticket comes back at its eta and is dropped (or nak'd) as any
   extra ticket is. Whatever fails in between, a held task is due at its eta
   (the earliest holder deadline when it was held): a slot is never lost for
@@ -36,9 +38,11 @@ hold across every process and host:
 from __future__ import annotations
 
 import bisect
+import random
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+import anyio
 import msgspec
 
 from omniq.errors import SerializationError
@@ -206,10 +210,15 @@ async def release(client: QueueClient, exits: Sequence[tuple[str, str]]) -> None
     for key, lease_token in exits:
         gone.setdefault(key, set()).add(lease_token)
     owed: dict[str, int] = {}  # key -> wakes still owed (a popped task that was no longer held)
-    for _ in range(CAS_ROUNDS * 2):
+    lost = 0  # compare-and-sets lost in a row
+    # Retried until written, however contended: a lost compare-and-set means another write
+    # on the key went through (progress), and giving up would drop the wakes this exit owes.
+    while True:
         keys = list(dict.fromkeys([*gone, *owed]))
         if not keys:
             return
+        if lost >= CAS_ROUNDS:
+            await anyio.sleep(random.uniform(0, 0.001 * min(lost, 50)))  # spread the contenders out
         states = await _read(client, keys)
         writes: list[tuple[str, bytes, int]] = []
         popped: dict[str, list[str]] = {}
@@ -226,6 +235,7 @@ async def release(client: QueueClient, exits: Sequence[tuple[str, str]]) -> None
             popped[key] = [h[2] for h in wake]
         written = await client.flow.update_many(writes) if writes else []
         woken: dict[str, str] = {}
+        lost = lost + 1 if None in written else 0
         for (key, ids), new_revision in zip(popped.items(), written, strict=True):
             if new_revision is None:
                 continue  # moved under us: read and decide again
