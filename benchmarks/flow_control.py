@@ -5,7 +5,7 @@
 
 ``concurrency``: each round queues N no-op tasks with one ``enqueue_many``, once without limits and
 once with ``concurrency_limit=50`` (one key: the task name), and drains each with ``omniq worker
-omniq_app:app --burst --processes 2`` (order alternating between rounds). The rate is N over the span
+omniq_app:app --processes 2 --concurrency 100`` (order alternating between rounds), stopped once all succeeded. The rate is N over the span
 from the first task's start to the last task's finish, read back from the queue (as
 ``processes_scaling.py`` does). Prints each case's median and range and the limited/unlimited ratio.
 
@@ -51,15 +51,31 @@ def _worker(env: dict[str, str], processes: int, burst: bool) -> subprocess.Pope
     return subprocess.Popen(command, env=env, cwd=HERE, stdout=subprocess.DEVNULL)
 
 
+async def _wait_done(env: dict[str, str], n: int, timeout: float) -> None:
+    async with AsyncOmniQ(_settings(env)) as app:
+        deadline = time.monotonic() + timeout
+        while await app.count_tasks(TaskStatus.SUCCEEDED) < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not drained within {timeout} s")
+            await asyncio.sleep(0.2)
+
+
 def drain(engine: str, n: int, limit: int | None) -> float:
-    """Tasks per second draining ``n`` no-op tasks (under ``concurrency_limit=limit``) with 2 processes."""
+    """Tasks per second draining ``n`` no-op tasks (under ``concurrency_limit=limit``) with 2 processes.
+
+    The workers run as in production (not ``--burst``, whose idle checks would time the end of the
+    run, not the drain) and are stopped once every task succeeded.
+    """
     with tempfile.TemporaryDirectory() as workdir:
         env = _env(engine, workdir, f"bench_{uuid.uuid4().hex[:10]}")
         try:
             asyncio.run(_enqueue(env, n, **({"concurrency_limit": limit} if limit else {})))
-            worker = _worker(env, 2, burst=True)
-            if worker.wait(timeout=900) != 0:
-                raise RuntimeError(f"the worker exited with {worker.returncode}")
+            worker = _worker(env, 2, burst=False)
+            try:
+                asyncio.run(_wait_done(env, n, 900))
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                worker.wait(timeout=60)
             return asyncio.run(_span_rate(env, n))
         finally:
             _drop(engine, env)
