@@ -25,6 +25,7 @@ from omniq.errors import (
 )
 from omniq.hookspecs import hookimpl
 from omniq.models import EventType, Task, TaskError, TaskEvent, TaskResult, TaskStatus
+from omniq.retrying import Retry
 from omniq.scheduling import Schedule
 from omniq.sync import OmniQ
 
@@ -71,6 +72,7 @@ __all__ = [
     "NotSupportedError",
     "OmniQError",
     "PayloadTooLargeError",
+    "Retry",
     "Schedule",
     "SerializationError",
     "Task",

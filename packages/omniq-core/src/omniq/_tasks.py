@@ -18,6 +18,7 @@ from typing_extensions import ParamSpec, Unpack
 from omniq._options import EnqueueOptions, TaskOptions
 from omniq._typed import CallTypes, FunctionTypes, function_types
 from omniq.errors import ConfigurationError, TaskArgumentError, UnknownTaskError
+from omniq.retrying import RETRY_EVERYTHING, RetryPolicy
 from omniq.serialization import call_arguments
 
 if TYPE_CHECKING:
@@ -57,11 +58,20 @@ class TaskFunction(Generic[P, R]):
     the function as the declared types (see ``omniq._typed``).
     """
 
-    def __init__(self, app: AsyncOmniQ, func: Callable[P, R], name: str, options: EnqueueOptions) -> None:
+    def __init__(
+        self,
+        app: AsyncOmniQ,
+        func: Callable[P, R],
+        name: str,
+        options: EnqueueOptions,
+        retry_policy: RetryPolicy = RETRY_EVERYTHING,
+    ) -> None:
         self.app = app
         self.func = func
         self.name = name
         self.default_options = options
+        #: which of its exceptions retry (``retry_on`` / ``no_retry_on``; see :mod:`omniq.retrying`).
+        self.retry_policy = retry_policy
         self.is_async = inspect.iscoroutinefunction(func)
         try:
             self.signature: inspect.Signature | None = inspect.signature(func)
@@ -163,7 +173,11 @@ class TaskRegistry:
         self.functions: dict[str, TaskFunction[Any, Any]] = {}
 
     def register(
-        self, func: Callable[..., Any], name: str | None = None, options: EnqueueOptions | None = None
+        self,
+        func: Callable[..., Any],
+        name: str | None = None,
+        options: EnqueueOptions | None = None,
+        retry_policy: RetryPolicy = RETRY_EVERYTHING,
     ) -> TaskFunction[Any, Any]:
         """Register ``func`` under ``name`` (default ``module.qualname``) and return its handle."""
         if isinstance(func, TaskFunction):
@@ -172,15 +186,21 @@ class TaskRegistry:
         existing = self.functions.get(key)
         if existing is not None and existing.func is not func:
             raise ConfigurationError(f"a different function is already registered as task {key!r}")
-        handle = TaskFunction(self.app, func, key, options or EnqueueOptions())
+        handle = TaskFunction(self.app, func, key, options or EnqueueOptions(), retry_policy)
         self.functions[key] = handle
         return handle
 
-    def decorate(self, func: Callable[..., Any] | None, name: str | None, options: EnqueueOptions) -> Any:
+    def decorate(
+        self,
+        func: Callable[..., Any] | None,
+        name: str | None,
+        options: EnqueueOptions,
+        retry_policy: RetryPolicy = RETRY_EVERYTHING,
+    ) -> Any:
         """``func`` registered with ``options`` as its defaults; without ``func``, a decorator that does that."""
 
         def register(fn: Callable[..., Any]) -> TaskFunction[Any, Any]:
-            return self.register(fn, name, options)
+            return self.register(fn, name, options, retry_policy)
 
         return register(func) if func is not None else register
 

@@ -23,6 +23,7 @@ from omniq._results import read_result, wait_for_result
 from omniq._tasks import TaskFunction, TaskRegistry
 from omniq.config import Settings
 from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus
+from omniq.retrying import RETRY_EVERYTHING, RetryPolicy
 from omniq.serialization import BUILTIN_SERIALIZERS, SerializerRegistry
 
 if TYPE_CHECKING:
@@ -133,17 +134,34 @@ class AsyncOmniQ(OperatorMethods):
 
     @overload
     def task(
-        self, func: None = None, /, *, name: str | None = None, **options: Unpack[TaskOptions]
+        self,
+        func: None = None,
+        /,
+        *,
+        name: str | None = None,
+        retry_on: type[BaseException] | Iterable[type[BaseException]] | None = None,
+        no_retry_on: type[BaseException] | Iterable[type[BaseException]] | None = None,
+        **options: Unpack[TaskOptions],
     ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
     def task(
-        self, func: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Unpack[TaskOptions]
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        retry_on: type[BaseException] | Iterable[type[BaseException]] | None = None,
+        no_retry_on: type[BaseException] | Iterable[type[BaseException]] | None = None,
+        **options: Unpack[TaskOptions],
     ) -> Any:
         """Register a task function; use as ``@app.task`` or ``@app.task(queue="mail", max_retries=5)``.
 
-        The options (see :meth:`enqueue`) become the task's defaults.
+        The options (see :meth:`enqueue`) become the task's defaults. ``retry_on`` (only these
+        exception classes retry) and ``no_retry_on`` (these never do) are the worker's: see
+        :mod:`omniq.retrying`.
         """
-        return self._registry.decorate(func, name, EnqueueOptions.from_kwargs(options))
+        policy = RetryPolicy(retry_on, no_retry_on) if retry_on is not None or no_retry_on is not None else None
+        return self._registry.decorate(func, name, EnqueueOptions.from_kwargs(options), policy or RETRY_EVERYTHING)
 
     def register(
         self, func: Callable[..., Any], *, name: str | None = None, options: EnqueueOptions | None = None

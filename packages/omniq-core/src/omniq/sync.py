@@ -128,14 +128,28 @@ class OmniQ:
 
     @overload
     def task(
-        self, func: None = None, /, *, name: str | None = None, **options: Unpack[TaskOptions]
+        self,
+        func: None = None,
+        /,
+        *,
+        name: str | None = None,
+        retry_on: type[BaseException] | Iterable[type[BaseException]] | None = None,
+        no_retry_on: type[BaseException] | Iterable[type[BaseException]] | None = None,
+        **options: Unpack[TaskOptions],
     ) -> Callable[[Callable[P, R]], SyncTaskFunction[P, R]]: ...
 
     def task(
-        self, func: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Unpack[TaskOptions]
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        retry_on: type[BaseException] | Iterable[type[BaseException]] | None = None,
+        no_retry_on: type[BaseException] | Iterable[type[BaseException]] | None = None,
+        **options: Unpack[TaskOptions],
     ) -> Any:
         """Register a task function (see :meth:`AsyncOmniQ.task`)."""
-        register = self.async_app.task(name=name, **options)
+        register = self.async_app.task(name=name, retry_on=retry_on, no_retry_on=no_retry_on, **options)
         if func is not None:
             return SyncTaskFunction(self, register(func))
         return lambda fn: SyncTaskFunction(self, register(fn))

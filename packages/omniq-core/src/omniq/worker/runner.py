@@ -37,6 +37,7 @@ from omniq.models import (
     TaskStatus,
     utcnow,
 )
+from omniq.retrying import Retry
 from omniq.scheduling import backoff_delay, next_run
 
 if TYPE_CHECKING:
@@ -61,10 +62,12 @@ def _final(task: Task, kind: OutcomeKind, status: TaskStatus, error: TaskError |
     return Outcome(task_id=task.id, lease_token=token, kind=kind, error=error, result=result)
 
 
-def _failure(app: AsyncOmniQ, task: Task, error: TaskError) -> Outcome:
+def _failure(app: AsyncOmniQ, task: Task, error: TaskError, delay: float | None = None) -> Outcome:
+    """A RETRY after ``delay`` (None: the back-off) while the error may retry and attempts are left; else FAILED."""
     if error.retryable and task.attempts <= task.max_retries:
         settings = app.settings
-        delay = backoff_delay(task.attempts, settings.retry_backoff, settings.retry_backoff_max)
+        if delay is None:
+            delay = backoff_delay(task.attempts, settings.retry_backoff, settings.retry_backoff_max)
         return Outcome(
             task_id=task.id,
             lease_token=task.lease_token or "",
@@ -139,7 +142,8 @@ async def execute(
                 with run_context(run_hooks(task, worker_id)):
                     value = await executor.run(task.func, handle.func, handle.is_async, args, kwargs, task.timeout)
         except Exception as exc:
-            return _failure(app, task, error_from_exception(exc, task.attempts))
+            error = error_from_exception(exc, task.attempts, retryable=handle.retry_policy.retryable(exc))
+            return _failure(app, task, error, exc.delay if isinstance(exc, Retry) else None)
         stage = "storing its return value"
         try:
             payload = app.serializer.dumps(value) if value is not None else b""
