@@ -171,10 +171,10 @@ class FlowControlTests(QueueTests):
     async def test_extend_keeps_the_slot(self, task_queue: BaseTaskQueue) -> None:
         first, second = limited(concurrency=1), limited(concurrency=1)
         await task_queue.enqueue_many([first, second])
-        [holder] = await task_queue.claim_ready(["default"], 1, lease=1.0, worker_id="w1")
-        for _ in range(4):
-            await anyio.sleep(0.4)
-            assert await task_queue.extend({holder.id: token(holder)}, 1.0) == {holder.id}
+        [holder] = await task_queue.claim_ready(["default"], 1, lease=3.0, worker_id="w1")
+        for _ in range(7):  # 3.5 s in all: past the first lease, which only the extends keep alive
+            await anyio.sleep(0.5)
+            assert await task_queue.extend({holder.id: token(holder)}, 3.0) == {holder.id}
             assert await claim_ids(task_queue) == [], "a holder that keeps extending keeps its slot"
 
     @requires(Capability.FLOW_CONTROL)
