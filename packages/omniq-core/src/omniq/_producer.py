@@ -7,7 +7,7 @@ arguments, fills in the time-dependent fields and makes one queue call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -62,7 +62,10 @@ class Producer:
         serializer: SerializerRegistry,
         functions: Mapping[str, TaskFunction[Any, Any]],
         components: Components,
+        eager: Callable[[Task], Awaitable[str]] | None = None,
     ) -> None:
+        #: with ``settings.eager``: runs a built task at once instead of queueing it (``omniq._eager``).
+        self.eager = eager
         self.settings = settings
         self.serializer = serializer
         self.functions = functions
@@ -76,6 +79,8 @@ class Producer:
         task = self.build(name, args, kwargs, options)
         if handle is not None:
             handle.check_arguments(args, kwargs, task.payload)
+        if self.eager is not None:
+            return await self.eager(task)
         components = self.components
         if not components.connected:  # (skips a coroutine per call on the hot path)
             await components.connect()
@@ -112,6 +117,8 @@ class Producer:
             if handle is not None:
                 handle.check_arguments(args, kwargs, payload)
         tasks = [build(payload, task_id) for payload, task_id in zip(payloads, new_ids(len(payloads)), strict=True)]
+        if self.eager is not None:
+            return [await self.eager(task) for task in tasks]
         components = self.components
         await components.connect()
         if tasks and (limits := tasks[0].limits) is not None:

@@ -10,12 +10,14 @@ and ``omniq.monitoring`` (what the operator methods return).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from omniq import plugins
 from omniq._components import Components
+from omniq._eager import run_eagerly
 from omniq._operator import OperatorMethods
 from omniq._options import EnqueueOptions, TaskOptions
 from omniq._producer import Producer
@@ -78,7 +80,8 @@ class AsyncOmniQ(OperatorMethods):
         self.allowed_modules = self._registry.allowed_modules
         self.functions = self._registry.functions
         self._components = Components(self.settings, task_queue, result_storage, event_storage)
-        self._producer = Producer(self.settings, self.serializer, self.functions, self._components)
+        eager = functools.partial(run_eagerly, self) if self.settings.eager else None
+        self._producer = Producer(self.settings, self.serializer, self.functions, self._components, eager)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:

@@ -124,6 +124,7 @@ class Settings:
     poll_interval: float = _field(1.0, _dur(False, True), "longest idle wait between claims")
     shutdown_grace: float = _field(30.0, _dur(False), "seconds in-flight tasks get on shutdown")
     events_enabled: bool = _field(True, v.boolean, "record task events")
+    eager: bool = _field(False, v.boolean, "run each task at enqueue, in the enqueuing process (tests)")
     max_payload_size: int = _field(16 * 1024 * 1024, v.payload_size, "largest serialized payload in bytes")
     key_prefix: str = _field(DEFAULT_PREFIX, v.key_prefix, "prefix for keys, subjects, tables")
 

@@ -20,8 +20,10 @@ fork safety, corrupted records, the fused paths): one module each in
 :mod:`omniq.testing.task_queue`. Tests that need a capability skip with a
 reason through :func:`requires`.
 
-The pytest plugin :mod:`omniq.testing.plugin` provides ``anyio_backend`` and
-the server URL fixtures; load it with ``-p omniq.testing.plugin``.
+The pytest plugin :mod:`omniq.testing.plugin` provides ``anyio_backend``,
+``omniq_app`` and the server URL fixtures; load it with ``-p omniq.testing.plugin``.
+For testing code that enqueues, see :mod:`omniq.testing.apps` (``drain``,
+``memory_app``) and eager mode (``OMNIQ_EAGER=1``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ pytest.register_assert_rewrite(
     "omniq.testing.task_queue",
 )
 
+from omniq.testing.apps import drain, memory_app  # noqa: E402
 from omniq.testing.event_storage import EventStorageSuite  # noqa: E402
 from omniq.testing.fixtures import (  # noqa: E402
     ForkedChild,
@@ -58,10 +61,12 @@ __all__ = [
     "ResultStorageSuite",
     "TaskQueueSuite",
     "connected",
+    "drain",
     "make_event",
     "make_result",
     "make_task",
     "make_worker",
+    "memory_app",
     "now_ms",
     "requires",
     "wait_until",

@@ -4,6 +4,8 @@ Load it with ``-p omniq.testing.plugin`` (OmniQ's own ``addopts`` do). It
 provides:
 
 * ``anyio_backend``: ``"asyncio"``, for tests marked ``@pytest.mark.anyio``.
+* ``omniq_app``: a connected :class:`~omniq.AsyncOmniQ` on a fresh in-memory store, closed after
+  the test; with :func:`omniq.testing.drain`, the way to test code that enqueues.
 * ``redis_url``, ``postgres_url``, ``nats_url``: the URL of a server to test
   against, read from ``OMNIQ_TEST_REDIS_URL``, ``OMNIQ_TEST_POSTGRES_URL`` and
   ``OMNIQ_TEST_NATS_URL``. When the server does not answer a TCP connect the
@@ -16,13 +18,16 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
 
+from omniq.app import AsyncOmniQ
 from omniq.errors import redact_url
+from omniq.testing.apps import memory_app
 
-__all__ = ["REQUIRE_SERVERS_ENV", "anyio_backend", "nats_url", "postgres_url", "redis_url", "server_url"]
+__all__ = ["REQUIRE_SERVERS_ENV", "anyio_backend", "nats_url", "omniq_app", "postgres_url", "redis_url", "server_url"]
 
 #: set to "1" to turn "server not answering" from a skip into a failure.
 REQUIRE_SERVERS_ENV = "OMNIQ_REQUIRE_SERVERS"
@@ -61,6 +66,13 @@ def server_url(env_var: str, default: str) -> str:
 def anyio_backend() -> str:
     """Run ``@pytest.mark.anyio`` tests on asyncio."""
     return "asyncio"
+
+
+@pytest.fixture
+async def omniq_app() -> AsyncIterator[AsyncOmniQ]:
+    """A connected app on a fresh in-memory store; register tasks on it, enqueue, then ``await drain(omniq_app)``."""
+    async with memory_app() as app:
+        yield app
 
 
 @pytest.fixture(scope="session")
