@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from omniq._options import EnqueueOptions
 from omniq.app import AsyncOmniQ
 from omniq.config import BackendType, Settings
+from omniq.context import TaskContext, current_task
 from omniq.errors import (
     BackendError,
     BackendNotFoundError,
@@ -77,6 +78,7 @@ __all__ = [
     "SerializationError",
     "Task",
     "TaskArgumentError",
+    "TaskContext",
     "TaskError",
     "TaskEvent",
     "TaskNotFoundError",
@@ -85,5 +87,6 @@ __all__ = [
     "TaskTimeoutError",
     "UnknownTaskError",
     "__version__",
+    "current_task",
     "hookimpl",
 ]

@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from omniq.context import RUNNING
 from omniq.errors import TaskTimeoutError
 
 __all__ = ["Executor", "ProcessExecutor", "ThreadExecutor", "threads_in_tasks"]
@@ -128,7 +129,8 @@ def _child_main(conn: Connection, resolve: Callable[[str], Callable[..., Any]]) 
             return
         if message is None:
             return
-        name, args, kwargs = message
+        name, args, kwargs, running = message
+        RUNNING.set(running)  # omniq.current_task() in the child, as in the parent
         try:
             func = resolve(name)
             value = func(*args, **kwargs)
@@ -195,7 +197,7 @@ class ProcessExecutor(Executor):
             healthy = False
             try:
                 with anyio.fail_after(timeout):
-                    child.conn.send((name, args, kwargs))
+                    child.conn.send((name, args, kwargs, RUNNING.get()))
                     status, value = await anyio.to_thread.run_sync(child.conn.recv, abandon_on_cancel=True)
                 healthy = True
             except TimeoutError as exc:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from omniq.base import CorruptTask
 from omniq.constants import DEPENDENCY_RECHECK_SECONDS
+from omniq.context import RUNNING
 from omniq.errors import BackendUnavailableError, SerializationError
 from omniq.lifecycle import run_context
 from omniq.models import (
@@ -135,6 +136,7 @@ async def execute(
         handle = app.resolve(task.func)
         args, kwargs = app.decode_args(task)
         stage = "running it"
+        running = RUNNING.set((task, worker_id))  # what omniq.current_task() answers in the call (omniq.context)
         try:
             if run_hooks is None:
                 value = await executor.run(task.func, handle.func, handle.is_async, args, kwargs, task.timeout)
@@ -144,6 +146,8 @@ async def execute(
         except Exception as exc:
             error = error_from_exception(exc, task.attempts, retryable=handle.retry_policy.retryable(exc))
             return _failure(app, task, error, exc.delay if isinstance(exc, Retry) else None)
+        finally:
+            RUNNING.reset(running)  # the caller's context (eager mode runs here) is left as it was
         stage = "storing its return value"
         try:
             payload = app.serializer.dumps(value) if value is not None else b""

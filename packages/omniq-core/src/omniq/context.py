@@ -1,0 +1,87 @@
+"""The running task's own view of itself: ``omniq.current_task()`` inside a task.
+
+Works in every pool: on the event loop (async pool), in threads (``thread`` pool, and sync
+functions of the async pool: the context is copied into the thread) and in forked child
+processes (``process`` pool: the context goes with the call). The worker records which task runs
+in a :class:`contextvars.ContextVar` when it starts the function; :class:`TaskContext` is built
+only when the task asks, so a task that does not ask pays one context-variable set.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+from datetime import datetime, timedelta
+
+from omniq.errors import OmniQError
+from omniq.models import Task
+
+__all__ = ["TaskContext", "current_task"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskContext:
+    """What a running task knows about itself.
+
+    Attributes:
+        id: the task id (for a recurring task, its schedule id).
+        name: the registered task name.
+        queue: the queue it was claimed from.
+        attempt: this run's attempt number, from 1.
+        max_retries: retries allowed after the first attempt (``attempt <= max_retries + 1``).
+        schedule_id: the schedule this run belongs to (a recurring task), else None.
+        deadline: when this attempt's ``timeout`` runs out (aware UTC), or None without a timeout.
+        worker_id: the worker running it.
+    """
+
+    id: str
+    name: str
+    queue: str
+    attempt: int
+    max_retries: int
+    schedule_id: str | None
+    deadline: datetime | None
+    worker_id: str
+
+    @property
+    def retries_left(self) -> int:
+        """Attempts left after this one."""
+        return max(self.max_retries + 1 - self.attempt, 0)
+
+    @property
+    def last_attempt(self) -> bool:
+        """Whether a failure of this attempt ends the task."""
+        return self.retries_left == 0
+
+
+#: the task the current context runs, and its worker's id (set by the worker at the call).
+RUNNING: contextvars.ContextVar[tuple[Task, str] | None] = contextvars.ContextVar("omniq_running_task", default=None)
+
+
+def context_of(task: Task, worker_id: str) -> TaskContext:
+    """The :class:`TaskContext` of ``task`` running on ``worker_id``."""
+    deadline = None
+    if task.timeout is not None and task.started_at is not None:
+        deadline = task.started_at + timedelta(seconds=task.timeout)
+    return TaskContext(
+        id=task.id,
+        name=task.func,
+        queue=task.queue,
+        attempt=task.attempts,
+        max_retries=task.max_retries,
+        schedule_id=task.id if task.recurring else None,
+        deadline=deadline,
+        worker_id=worker_id,
+    )
+
+
+def current_task() -> TaskContext:
+    """The task running in this context (its coroutine, thread or child process).
+
+    Raises:
+        OmniQError: called outside a task run by a worker.
+    """
+    running = RUNNING.get()
+    if running is None:
+        raise OmniQError("current_task() is called outside a task run by an OmniQ worker")
+    return context_of(*running)

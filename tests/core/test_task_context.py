@@ -1,0 +1,119 @@
+"""``omniq.current_task()`` inside a task (issue 18, item 3, the context part), in every pool."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import anyio
+import pytest
+
+from omniq import AsyncOmniQ, OmniQError, TaskStatus, current_task
+
+pytestmark = pytest.mark.anyio
+
+
+def _seen() -> dict[str, Any]:
+    ctx = current_task()
+    return {
+        "id": ctx.id,
+        "name": ctx.name,
+        "queue": ctx.queue,
+        "attempt": ctx.attempt,
+        "max_retries": ctx.max_retries,
+        "retries_left": ctx.retries_left,
+        "schedule_id": ctx.schedule_id,
+        "has_deadline": ctx.deadline is not None,
+        "worker_id": ctx.worker_id,
+        "pid": os.getpid(),
+    }
+
+
+@pytest.mark.parametrize("pool", ["async", "thread", "process"])
+async def test_a_task_sees_itself_in_every_pool(pool: str) -> None:
+    async with AsyncOmniQ(backend="memory", url=f"ctx-{pool}", retry_backoff=0.01) as app:
+
+        @app.task(name="ctx.sync", max_retries=2, queue="mail", timeout=30)
+        def sync_view() -> dict[str, Any]:
+            seen = _seen()
+            if seen["attempt"] == 1:
+                raise ConnectionError("first attempt fails")
+            return seen
+
+        @app.task(name="ctx.async")
+        async def async_view() -> dict[str, Any]:
+            return _seen()
+
+        first = await sync_view.enqueue()
+        second = await async_view.enqueue()
+        with anyio.fail_after(60):
+            await app.run_worker(concurrency=2, burst=True, pool=pool, queues=["default", "mail"])
+        one, two = await app.get_result(first), await app.get_result(second)
+        assert one is not None and one.status is TaskStatus.SUCCEEDED, one
+        assert two is not None and two.status is TaskStatus.SUCCEEDED, two
+        assert {k: v for k, v in one.result.items() if k not in ("worker_id", "pid")} == {
+            "id": first,
+            "name": "ctx.sync",
+            "queue": "mail",
+            "attempt": 2,
+            "max_retries": 2,
+            "retries_left": 1,
+            "schedule_id": None,
+            "has_deadline": True,
+        }
+        assert (two.result["id"], two.result["name"], two.result["has_deadline"]) == (second, "ctx.async", False)
+        assert one.result["worker_id"] == two.result["worker_id"] != ""
+        assert (one.result["pid"] != os.getpid()) is (pool == "process")
+
+
+async def test_a_recurring_task_sees_its_schedule() -> None:
+    async with AsyncOmniQ(backend="memory", url="ctx-recurring") as app:
+        seen: list[str | None] = []
+
+        @app.task
+        async def tick() -> None:
+            seen.append(current_task().schedule_id)
+
+        schedule_id = await app.enqueue(tick, interval=3600, delay=0)
+        with anyio.fail_after(30):
+            await app.run_worker(concurrency=1, burst=True)
+        assert seen == [schedule_id]
+
+
+async def test_outside_a_task_it_is_an_error_even_after_an_eager_run() -> None:
+    with pytest.raises(OmniQError, match="outside a task"):
+        current_task()
+    async with AsyncOmniQ(backend="memory", url="ctx-eager", eager=True) as app:
+
+        @app.task
+        async def name() -> str:
+            return current_task().name
+
+        result = await app.get_result(await name.enqueue())
+        assert result is not None and result.result == name.name
+    with pytest.raises(OmniQError, match="outside a task"):
+        current_task()
+
+
+async def test_the_readme_example() -> None:
+    """README's ``current_task()`` example, with notify_ops recording instead of alerting."""
+    import omniq
+
+    alerts: list[str] = []
+
+    def notify_ops(message: str) -> None:
+        alerts.append(message)
+
+    async with AsyncOmniQ(backend="memory", url="ctx-readme", retry_backoff=0.01) as app:
+
+        @app.task(max_retries=3)
+        def sync_invoices() -> None:
+            task = omniq.current_task()
+            if task.last_attempt:
+                notify_ops(f"{task.name} {task.id}: last try")
+            raise ConnectionError("the invoicing service is down")
+
+        task_id = await sync_invoices.enqueue()
+        with anyio.fail_after(30):
+            await app.run_worker(concurrency=1, burst=True)
+        assert alerts == [f"{sync_invoices.name} {task_id}: last try"]
