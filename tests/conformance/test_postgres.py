@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -57,6 +58,21 @@ class TestPostgresTaskQueue(TaskQueueSuite):
     @pytest.fixture
     def fused_event_storage_factory(self, postgres_url, schema):
         return lambda: PostgresEventStorage(postgres_url, schema=schema, min_size=1, max_size=2)
+
+    @pytest.fixture
+    def caller_transaction(self, postgres_url):
+        @asynccontextmanager
+        async def transaction(commit):
+            conn = await asyncpg.connect(postgres_url)
+            try:
+                tx = conn.transaction()
+                await tx.start()
+                yield conn
+                await (tx.commit() if commit else tx.rollback())
+            finally:
+                await conn.close()
+
+        return transaction
 
 
 class TestPostgresResultStorage(ResultStorageSuite):

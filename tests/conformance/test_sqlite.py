@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from contextlib import closing
+from contextlib import asynccontextmanager, closing
 
 import pytest
 
@@ -37,6 +37,17 @@ class TestSQLiteTaskQueue(TaskQueueSuite):
     @pytest.fixture
     def fused_result_storage_factory(self, db_url):
         return lambda: SQLiteResultStorage(db_url)
+
+    @pytest.fixture
+    def caller_transaction(self, db_url):
+        @asynccontextmanager
+        async def transaction(commit):
+            # the driver's default mode: the first INSERT opens a transaction that commit() or rollback() ends
+            with closing(sqlite3.connect(db_url.removeprefix("sqlite:///"))) as conn:
+                yield conn
+                conn.commit() if commit else conn.rollback()
+
+        return transaction
 
 
 class TestSQLiteResultStorage(ResultStorageSuite):

@@ -30,8 +30,12 @@ pytestmark = pytest.mark.anyio
 DECLARED = [(f.name, f.type) for f in dataclasses.fields(EnqueueOptions)]
 
 
+#: keyword parameters of enqueue that say how this call is made, not what the task is (no EnqueueOptions field).
+CALL_PARAMETERS = {"connection"}
+
+
 def _options_of(method: Callable[..., Any]) -> list[tuple[str, Any]]:
-    params = inspect.signature(method).parameters.values()
+    params = [p for p in inspect.signature(method).parameters.values() if p.name not in CALL_PARAMETERS]
     for p in params:
         if p.kind is inspect.Parameter.KEYWORD_ONLY:
             assert p.default is None, f"{method.__qualname__}: option {p.name} must default to None"

@@ -79,7 +79,7 @@ async def test_a_taken_id_inside_the_callers_transaction_does_not_abort_it(make_
         try:
             async with conn.transaction():
                 fresh = make_task()
-                assert await queue.enqueue_many([existing, fresh], connection=conn) == [existing.id, fresh.id]
+                assert await queue.enqueue_in_transaction([existing, fresh], conn) == [existing.id, fresh.id]
                 assert await conn.fetchval("SELECT 1") == 1  # the transaction is still usable
             assert await queue.count() == 2
         finally:

@@ -73,8 +73,18 @@ class Producer:
         # options -> their time-independent part, resolved (see builder)
         self._resolved: dict[EnqueueOptions, _Resolved] = {}
 
-    async def enqueue(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions) -> str:
-        """Enqueue one call of the task ``name``; return its id (an existing task's, for a taken unique key)."""
+    async def enqueue(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: EnqueueOptions,
+        connection: object = None,
+    ) -> str:
+        """Enqueue one call of the task ``name``; return its id (an existing task's, for a taken unique key).
+
+        ``connection``: a database connection of the caller's, to enqueue inside its open transaction.
+        """
         handle = self.functions.get(name)
         task = self.build(name, args, kwargs, options)
         if handle is not None:
@@ -88,35 +98,22 @@ class Producer:
             task.limits = self._limits_for(task.limits, options, args, kwargs)
         if components.lifecycle.task_headers is not None:
             merge_headers(task, components.lifecycle)
+        if connection is not None:
+            return (await self._enqueue_in_transaction([task], connection))[0]
         task_id = await components.task_queue.enqueue(task)
         if task_id == task.id:
             self._after_enqueue([task])
         return task_id
 
     async def enqueue_many(
-        self, name: str, calls: Iterable[Sequence[Any] | Mapping[str, Any]], options: EnqueueOptions
+        self,
+        name: str,
+        calls: Iterable[Sequence[Any] | Mapping[str, Any]],
+        options: EnqueueOptions,
+        connection: object = None,
     ) -> list[str]:
-        """Enqueue many calls of the task ``name`` in one round trip; return their ids."""
-        handle = self.functions.get(name)
-        build = self.builder(name, options)  # options are resolved once for the whole batch
-        dumps = self.serializer.dumps
-        payloads = []
-        keys: list[tuple[tuple[Any, ...], dict[str, Any]]] = []  # each call's arguments, for a per-call limit_key
-        for call in calls:
-            if type(call) is tuple:  # the usual shape; spares the Mapping ABC check
-                args, kwargs = call, {}
-            elif isinstance(call, Mapping):
-                args, kwargs = (), dict(call)
-            else:
-                args, kwargs = tuple(call), {}
-            payloads.append(payload := dumps((args, kwargs)))
-            if options.limit_key is not None:
-                keys.append((args, kwargs))
-            else:
-                keys.append(_NO_ARGUMENTS)
-            if handle is not None:
-                handle.check_arguments(args, kwargs, payload)
-        tasks = [build(payload, task_id) for payload, task_id in zip(payloads, new_ids(len(payloads)), strict=True)]
+        """Enqueue many calls of the task ``name`` in one round trip; return their ids (``connection``: as enqueue)."""
+        tasks, keys = self._build_many(name, calls, options)
         if self.eager is not None:
             return [await self.eager(task) for task in tasks]
         components = self.components
@@ -127,6 +124,8 @@ class Producer:
         if components.lifecycle.task_headers is not None:
             for task in tasks:
                 merge_headers(task, components.lifecycle)
+        if connection is not None:
+            return await self._enqueue_in_transaction(tasks, connection)
         events = components.events
         if components.fuse_events and events is not None and len(tasks) >= EVENT_BATCH_SIZE:
             # A batch this large would be flushed at once anyway: the backend writes it beside
@@ -152,6 +151,57 @@ class Producer:
             )
         key = limit_key_of(options.limit_key, args, kwargs)
         return limits if key is None else msgspec.structs.replace(limits, key=f"{limits.key}{KEY_SEPARATOR}{key}")
+
+    def _build_many(
+        self, name: str, calls: Iterable[Sequence[Any] | Mapping[str, Any]], options: EnqueueOptions
+    ) -> tuple[list[Task], list[tuple[tuple[Any, ...], dict[str, Any]]]]:
+        """The checked tasks of many calls, and each call's arguments when a per-call ``limit_key`` needs them."""
+        handle = self.functions.get(name)
+        build = self.builder(name, options)  # options are resolved once for the whole batch
+        dumps = self.serializer.dumps
+        payloads = []
+        keys: list[tuple[tuple[Any, ...], dict[str, Any]]] = []  # each call's arguments, for a per-call limit_key
+        for call in calls:
+            if type(call) is tuple:  # the usual shape; spares the Mapping ABC check
+                args, kwargs = call, {}
+            elif isinstance(call, Mapping):
+                args, kwargs = (), dict(call)
+            else:
+                args, kwargs = tuple(call), {}
+            payloads.append(payload := dumps((args, kwargs)))
+            if options.limit_key is not None:
+                keys.append((args, kwargs))
+            else:
+                keys.append(_NO_ARGUMENTS)
+            if handle is not None:
+                handle.check_arguments(args, kwargs, payload)
+        tasks = [build(payload, task_id) for payload, task_id in zip(payloads, new_ids(len(payloads)), strict=True)]
+        return tasks, keys
+
+    async def _enqueue_in_transaction(self, tasks: list[Task], connection: object) -> list[str]:
+        """Store ``tasks`` in the caller's open transaction; their events go in it too, or nowhere.
+
+        The enqueued events are written by the engine in the same transaction when the event
+        storage shares its database; never through the buffer, since a rollback would leave
+        events of tasks that were never stored. Lifecycle hooks run as for any enqueue.
+        """
+        components = self.components
+        queue = components.task_queue
+        if Capability.TRANSACTIONAL_ENQUEUE not in queue.capabilities:
+            backend = queue.backend_name or type(queue).__name__
+            raise NotSupportedError(
+                f"the {backend!r} task queue cannot enqueue inside a caller's transaction (connection=...); "
+                "PostgreSQL and SQLite can: nothing was enqueued"
+            )
+        events = components.events
+        ids = await queue.enqueue_in_transaction(
+            tasks,
+            connection,
+            events=enqueue_events(tasks) if events is not None else (),
+            storage=events.storage if events is not None else None,
+        )
+        self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i], events=False)
+        return ids
 
     def _after_enqueue(self, tasks: Sequence[Task], *, events: bool = True) -> None:
         components = self.components

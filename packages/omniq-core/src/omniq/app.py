@@ -203,6 +203,7 @@ class AsyncOmniQ(OperatorMethods):
         rate_burst: int | None = None,
         concurrency_limit: int | None = None,
         limit_key: str | Callable[..., str] | None = None,
+        connection: Any = None,
         **kwargs: Any,
     ) -> str:
         """Enqueue ``func(*args, **kwargs)`` and return the task id (with ``interval``/``cron``: the schedule id).
@@ -210,6 +211,10 @@ class AsyncOmniQ(OperatorMethods):
         ``func`` is a registered task, a callable (registered on the fly) or a registered name; ``*args`` and
         ``**kwargs`` are the task's arguments. The options are declared and documented once, in
         :class:`~omniq.EnqueueOptions`; None takes the decorator's default.
+
+        ``connection``: a database connection of yours with a transaction open (an asyncpg connection on
+        PostgreSQL; a ``sqlite3`` connection to the same file on SQLite): the task is stored in that
+        transaction, so a rollback enqueues nothing. Other engines raise :class:`~omniq.NotSupportedError`.
         """
         options = EnqueueOptions(
             eta=eta,
@@ -230,23 +235,26 @@ class AsyncOmniQ(OperatorMethods):
             limit_key=limit_key,
         )
         name, defaults = self._registry.name_and_defaults(func)
-        return await self._producer.enqueue(name, args, kwargs, defaults.merged(options))
+        return await self._producer.enqueue(name, args, kwargs, defaults.merged(options), connection)
 
     async def enqueue_many(
         self,
         func: Callable[..., Any] | str,
         calls: Iterable[Sequence[Any] | Mapping[str, Any]],
         /,
+        *,
+        connection: Any = None,
         **options: Unpack[TaskOptions],
     ) -> list[str]:
         """Enqueue many calls of one task in one round trip.
 
         Each item of ``calls`` is a sequence of positional arguments or a
         mapping of keyword arguments. ``options`` (those of :meth:`enqueue`)
-        apply to every call.
+        apply to every call; ``connection`` is :meth:`enqueue`'s.
         """
         name, defaults = self._registry.name_and_defaults(func)
-        return await self._producer.enqueue_many(name, calls, defaults.merged(EnqueueOptions.from_kwargs(options)))
+        merged = defaults.merged(EnqueueOptions.from_kwargs(options))
+        return await self._producer.enqueue_many(name, calls, merged, connection)
 
     async def enqueue_call(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions

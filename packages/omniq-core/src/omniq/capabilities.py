@@ -41,3 +41,6 @@ class Capability:
     FLOW_CONTROL = "flow_control"
     #: ``set_queue_paused``: claims skip a paused queue, for every worker of the engine.
     QUEUE_PAUSE = "queue_pause"
+    #: ``enqueue_in_transaction``: tasks are stored through a database connection of the caller's,
+    #: inside its open transaction, so a rollback enqueues nothing (PostgreSQL, SQLite).
+    TRANSACTIONAL_ENQUEUE = "transactional_enqueue"

@@ -188,9 +188,14 @@ class OmniQ:
         rate_burst: int | None = None,
         concurrency_limit: int | None = None,
         limit_key: str | Callable[..., str] | None = None,
+        connection: Any = None,
         **kwargs: Any,
     ) -> str:
-        """See :meth:`AsyncOmniQ.enqueue`."""
+        """See :meth:`AsyncOmniQ.enqueue`.
+
+        ``connection``: a ``sqlite3`` connection made with ``check_same_thread=False``, as the
+        call runs on the app's event-loop thread.
+        """
         if isinstance(func, SyncTaskFunction):
             func = func.handle
         return self._call(
@@ -213,6 +218,7 @@ class OmniQ:
             rate_burst=rate_burst,
             concurrency_limit=concurrency_limit,
             limit_key=limit_key,
+            connection=connection,
             **kwargs,
         )
 
@@ -221,12 +227,14 @@ class OmniQ:
         func: Callable[..., Any] | str,
         calls: Iterable[Sequence[Any] | Mapping[str, Any]],
         /,
+        *,
+        connection: Any = None,
         **options: Unpack[TaskOptions],
     ) -> list[str]:
         """See :meth:`AsyncOmniQ.enqueue_many`."""
         if isinstance(func, SyncTaskFunction):
             func = func.handle
-        return self._call(self.async_app.enqueue_many, func, calls, **options)
+        return self._call(self.async_app.enqueue_many, func, calls, connection=connection, **options)
 
     def enqueue_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions) -> str:
         """See :meth:`AsyncOmniQ.enqueue_call` (the seam sync task handles call)."""

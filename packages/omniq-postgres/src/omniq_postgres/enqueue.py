@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from omniq.errors import ConfigurationError
 from omniq_postgres.records import insert_columns, limit_columns
 from omniq_postgres.schema import SEQ_BLOCK
 from omniq_postgres.sql import ACTIVE, BatchColumns, uniform_mask
@@ -22,7 +23,8 @@ from omniq_postgres.sql import ACTIVE, BatchColumns, uniform_mask
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from omniq.models import Task
+    from omniq.models import Task, TaskEvent
+    from omniq_postgres.event_storage import PostgresEventStorage
     from omniq_postgres.schema import Names
 
 __all__ = ["INSERT_COLUMNS", "LIMIT_COLUMNS", "TaskInserts"]
@@ -143,6 +145,37 @@ class TaskInserts:
                 lambda values, unnest: _render_insert(names, values, unnest, skipping=skipping, seq_block=not large),
             )
         return statements
+
+    async def insert_in_transaction(
+        self,
+        connection: object,
+        tasks: Sequence[Task],
+        events: Sequence[TaskEvent],
+        storage: PostgresEventStorage | None,
+    ) -> list[str]:
+        """Insert ``tasks`` through a caller's connection, in its transaction, with the stored ones' ``events``.
+
+        Raises:
+            ConfigurationError: not an asyncpg connection, or its database has no schema of ours.
+        """
+        if not isinstance(connection, (asyncpg.Connection, asyncpg.pool.PoolConnectionProxy)):
+            raise ConfigurationError(
+                f"connection= must be an asyncpg connection (or a pool's) for the postgres task queue, "
+                f"not {type(connection).__name__}: nothing was enqueued"
+            )
+        if not tasks:
+            return []
+        try:
+            ids = await self.insert(connection, tasks)  # a pool's proxy acts as a connection
+        except asyncpg.UndefinedTableError as exc:
+            raise ConfigurationError(
+                f"the connection's database has no OmniQ schema {self._names.schema!r} (connect the app to the "
+                "same database first): nothing was enqueued"
+            ) from exc
+        stored = [event for event, task, task_id in zip(events, tasks, ids, strict=False) if task.id == task_id]
+        if storage is not None and stored:
+            await storage.append_in(connection, stored)
+        return ids
 
     async def insert(self, conn: asyncpg.Connection, tasks: Sequence[Task]) -> list[str]:
         """Insert ``tasks`` on ``conn``; return one id per task (the holder's for a taken unique key)."""

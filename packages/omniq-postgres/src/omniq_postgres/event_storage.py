@@ -137,6 +137,11 @@ class PostgresEventStorage(BaseEventStorage):
                 await self._expire_now_and_then(conn)
         return True
 
+    async def append_in(self, connection: Any, events: Sequence[TaskEvent]) -> None:
+        """Insert ``events`` through a caller's connection to this database, in its open transaction."""
+        if events:
+            await connection.execute(*self._insert_statement(events))
+
     def _insert_statement(self, events: Sequence[TaskEvent]) -> list[Any]:
         """The INSERT of ``events`` and its parameters, for ``execute(*statement)``."""
         types = [e.type for e in events]

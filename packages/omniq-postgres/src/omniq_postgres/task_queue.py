@@ -27,8 +27,6 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import asyncpg
-
 from omniq.base import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, lease_expired_error
 from omniq.models import Outcome, Task, TaskEvent, TaskStatus
 from omniq_postgres.connection import QueueWakeups, dsn_identity, normalize_url, pool_connection
@@ -92,6 +90,7 @@ class PostgresTaskQueue(BaseTaskQueue):
             Capability.WORKER_REGISTRY,
             Capability.FLOW_CONTROL,
             Capability.QUEUE_PAUSE,
+            Capability.TRANSACTIONAL_ENQUEUE,
         }
     )
 
@@ -126,34 +125,31 @@ class PostgresTaskQueue(BaseTaskQueue):
 
     # -- enqueue -----------------------------------------------------------------------------
 
-    async def enqueue(self, task: Task, *, connection: asyncpg.Connection | None = None) -> str:
+    async def enqueue(self, task: Task) -> str:
         """Store a PENDING task (see :meth:`enqueue_many`)."""
-        return (await self.enqueue_many([task], connection=connection))[0]
+        return (await self.enqueue_many([task]))[0]
 
-    async def enqueue_many(self, tasks: Sequence[Task], *, connection: asyncpg.Connection | None = None) -> list[str]:
-        """Store many tasks with one ``INSERT ... SELECT FROM unnest``.
-
-        Args:
-            tasks: the tasks; a task whose ``unique_key`` is held by a PENDING
-                or RUNNING task (or by an earlier task of the same batch) is
-                not stored and that task's id is returned instead; a task whose
-                id already exists is not stored again.
-            connection: an asyncpg connection of the caller: the tasks are then
-                inserted in the caller's current transaction, so a rollback
-                enqueues nothing and workers are notified only on commit.
-
-        Returns:
-            one id per task, in order.
-        """
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        """Store many tasks with one ``INSERT ... SELECT FROM unnest`` (unique keys and taken ids: the contract's)."""
         if not tasks:
             return []
-        if connection is not None:
-            with self._connection.errors():
-                return await self._inserts.insert(connection, tasks)
         pool = await self._connection.client()
         with self._connection.errors():
             async with pool.acquire() as conn:
                 return await self._inserts.insert(conn, tasks)
+
+    async def enqueue_in_transaction(
+        self,
+        tasks: Sequence[Task],
+        connection: object,
+        *,
+        events: Sequence[TaskEvent] = (),
+        storage: BaseEventStorage | None = None,
+    ) -> list[str]:
+        """Insert through the caller's asyncpg connection (NOTIFY on its commit); events too on this database."""
+        own = storage if isinstance(storage, PostgresEventStorage) else None
+        same = own is not None and dsn_identity(own.url) == dsn_identity(self.url)
+        return await self._inserts.insert_in_transaction(connection, tasks, events, own if same else None)
 
     def can_fuse_events(self, events: BaseEventStorage) -> bool:
         """True for a :class:`PostgresEventStorage` (any database: its write is a transaction of its own)."""

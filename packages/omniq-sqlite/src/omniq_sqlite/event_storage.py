@@ -15,9 +15,26 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-__all__ = ["SQLiteEventStorage"]
+__all__ = ["SQLiteEventStorage", "event_rows"]
 
 _TYPES = {event_type.value: event_type for event_type in EventType}
+
+
+def event_rows(events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
+    """The parameters of ``schema.INSERT_EVENT`` for each event."""
+    return [
+        (
+            event.task_id,
+            EventType(event.type).value,
+            event.timestamp.timestamp(),
+            event.queue,
+            event.func,
+            event.attempt,
+            event.worker_id,
+            event.message,
+        )
+        for event in events
+    ]
 
 
 def _append_job(conn: Any, rows: list[tuple[Any, ...]]) -> None:
@@ -73,21 +90,8 @@ class SQLiteEventStorage(BaseEventStorage):
         """Store a batch of events in one transaction."""
         if not events:
             return
-        rows = [
-            (
-                event.task_id,
-                EventType(event.type).value,
-                event.timestamp.timestamp(),
-                event.queue,
-                event.func,
-                event.attempt,
-                event.worker_id,
-                event.message,
-            )
-            for event in events
-        ]
         db = await self._connection.client()
-        await db.write(_append_job, rows)
+        await db.write(_append_job, event_rows(events))
 
     async def query(
         self,

@@ -10,16 +10,19 @@ LIMIT ?) RETURNING`` under ``BEGIN IMMEDIATE``; a batch finish is one SELECT of 
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
-from omniq.models import Outcome, Task, TaskStatus, encode_result
+from omniq.base import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability
+from omniq.errors import ConfigurationError
+from omniq.models import Outcome, Task, TaskEvent, TaskStatus, encode_result
 from omniq_sqlite import flow, jobs, schema
 from omniq_sqlite._wake import RESULTS, WORK
 from omniq_sqlite.connection import SETTINGS_OPTIONS, sqlite_connection
+from omniq_sqlite.event_storage import SQLiteEventStorage, event_rows
 from omniq_sqlite.operations import TaskOperations
 from omniq_sqlite.records import (
     build_task as _build_task,  # noqa: F401 - benchmarks/record_decode_cost.py
@@ -46,6 +49,21 @@ _ETA_MARGIN = 0.005  # seconds wait_for_work oversleeps a due eta, so the task i
 _SMALL_BATCH = 16
 
 
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return a == b or os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _same_file(connection: sqlite3.Connection, path: str) -> bool:
+    """Whether ``connection``'s main database is the file at ``path``."""
+    for _seq, name, file in connection.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return bool(file) and _same_path(file, path)
+    return False
+
+
 class SQLiteTaskQueue(BaseTaskQueue):
     """Task queue in one SQLite file, safe for many worker and producer processes on one host."""
 
@@ -59,6 +77,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
             Capability.WORKER_REGISTRY,
             Capability.FLOW_CONTROL,
             Capability.QUEUE_PAUSE,
+            Capability.TRANSACTIONAL_ENQUEUE,
         }
     )
 
@@ -97,6 +116,43 @@ class SQLiteTaskQueue(BaseTaskQueue):
             return await db.write_small(jobs.enqueue_job, rows, notify=WORK)
         ids = await db.write(jobs.enqueue_job, rows)
         db.notify(WORK)
+        return ids
+
+    async def enqueue_in_transaction(
+        self,
+        tasks: Sequence[Task],
+        connection: object,
+        *,
+        events: Sequence[TaskEvent] = (),
+        storage: BaseEventStorage | None = None,
+    ) -> list[str]:
+        """Insert through the caller's ``sqlite3`` connection to this file, in its transaction (see the contract).
+
+        The statements run on the calling thread (``connection`` is the caller's, with its own
+        thread rules). SQLite cannot say when the caller commits: workers are hinted now and
+        find the tasks then, or at their next poll. The events go in the same transaction when
+        ``storage`` is a :class:`SQLiteEventStorage` on this file.
+        """
+        if not isinstance(connection, sqlite3.Connection):
+            raise ConfigurationError(
+                f"connection= must be a sqlite3 connection for the sqlite task queue, "
+                f"not {type(connection).__name__}: nothing was enqueued"
+            )
+        db = await self._connection.client()  # the schema is migrated before the caller's insert
+        if not tasks:
+            return []
+        try:
+            if not _same_file(connection, self.path):
+                raise ConfigurationError(
+                    f"connection= is not open on this task queue's database ({self.path}): nothing was enqueued"
+                )
+            ids = jobs.enqueue_job(connection, [_task_params(task) for task in tasks])
+            stored = [event for event, task, task_id in zip(events, tasks, ids, strict=False) if task.id == task_id]
+            if stored and isinstance(storage, SQLiteEventStorage) and _same_path(storage.path, self.path):
+                connection.executemany(schema.INSERT_EVENT, event_rows(stored))
+        except sqlite3.ProgrammingError as exc:  # a closed connection, or one of another thread
+            raise ConfigurationError(f"connection= cannot be used here ({exc}): nothing was enqueued") from exc
+        db.notify(WORK, here=True)
         return ids
 
     async def claim_ready(self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str) -> list[Task]:

@@ -82,6 +82,34 @@ class BaseTaskQueue(Component):
         ids = await self.enqueue_many(tasks)
         return ids, [event for event, task, task_id in zip(events, tasks, ids, strict=True) if task.id == task_id]
 
+    async def enqueue_in_transaction(
+        self,
+        tasks: Sequence[Task],
+        connection: object,
+        *,
+        events: Sequence[TaskEvent] = (),
+        storage: BaseEventStorage | None = None,
+    ) -> list[str]:
+        """Store tasks through ``connection``, a database connection of the caller's, inside its open transaction.
+
+        Same rules as :meth:`enqueue_many`, and the tasks become visible to
+        workers only when the caller commits: a rollback enqueues nothing.
+        Workers are woken on commit where the engine can say so (NOTIFY), else
+        by their next poll. ``events`` (one per task) are written in the same
+        transaction, for the tasks stored, when ``storage`` lives in the same
+        database, else not at all: whether the caller commits is not known
+        here, and an event must never show for a task that was not stored.
+
+        Raises:
+            NotSupportedError: the default, for engines without :attr:`Capability.TRANSACTIONAL_ENQUEUE`.
+            ConfigurationError: ``connection`` is not one this engine can write through
+                (another driver, another database).
+        """
+        raise NotSupportedError(
+            f"the {self.backend_name!r} task queue cannot enqueue inside a caller's transaction "
+            f"(no {Capability.TRANSACTIONAL_ENQUEUE!r} capability): nothing was enqueued"
+        )
+
     @abstractmethod
     async def claim_ready(self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str) -> list[Task]:
         """Lease up to ``limit`` ready tasks at once, without waiting.

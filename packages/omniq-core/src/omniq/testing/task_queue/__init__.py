@@ -8,7 +8,8 @@ with) to run the fused-results tests, ``fused_event_storage_factory`` (event
 storages it can fuse with) to run the fused-events tests, and
 ``corrupt_record`` (writes a corrupted field; see
 :mod:`omniq.testing.task_queue.corrupt_records`) to run the corrupted-record
-tests.
+tests. A queue with the transactional-enqueue capability must provide
+``caller_transaction`` (see :mod:`omniq.testing.task_queue.transactions`).
 
 Each area is a class of its own (sharing only :mod:`.kit`), so a backend that
 is still growing may subclass some areas alone; :class:`TaskQueueSuite` lists
@@ -30,6 +31,7 @@ from omniq.testing.task_queue.listing import ListingTests
 from omniq.testing.task_queue.operations import HeaderTests, ListPageTests, QueueStatsTests, RetryTests
 from omniq.testing.task_queue.pausing import PauseTests
 from omniq.testing.task_queue.scheduling import SchedulingTests
+from omniq.testing.task_queue.transactions import TransactionalEnqueueTests
 from omniq.testing.task_queue.unique_keys import UniqueKeyTests
 from omniq.testing.task_queue.waiting import WaitingTests
 from omniq.testing.task_queue.workers import WorkerRegistryTests
@@ -54,6 +56,7 @@ __all__ = [
     "RetryTests",
     "SchedulingTests",
     "TaskQueueSuite",
+    "TransactionalEnqueueTests",
     "UniqueKeyTests",
     "WaitingTests",
     "WorkerRegistryTests",
@@ -82,5 +85,6 @@ class TaskQueueSuite(
     CorruptRecordTests,
     FusedResultTests,
     FusedEventTests,
+    TransactionalEnqueueTests,
 ):
     """Every behaviour of the task queue contract, against a real engine: the areas above, in order."""
