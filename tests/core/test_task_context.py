@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from typing import Any
 
 import anyio
@@ -117,3 +119,57 @@ async def test_the_readme_example() -> None:
         with anyio.fail_after(30):
             await app.run_worker(concurrency=1, burst=True)
         assert alerts == [f"{sync_invoices.name} {task_id}: last try"]
+
+
+async def test_a_cancelled_thread_task_sees_it_and_stops_cooperatively() -> None:
+    started, stopped = threading.Event(), threading.Event()
+    async with AsyncOmniQ(backend="memory", url="ctx-cancel-thread", heartbeat_interval=0.1) as app:
+
+        @app.task(name="ctx.long")
+        def long_export() -> None:
+            task = current_task()
+            assert not task.cancelled
+            started.set()
+            give_up = time.monotonic() + 60  # never reached: the test fails on `stopped` first
+            while not task.should_abort() and time.monotonic() < give_up:
+                time.sleep(0.02)
+            if task.cancelled:
+                stopped.set()
+
+        task_id = await long_export.enqueue()
+        worker = app.worker(concurrency=1, pool="thread")
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.start)
+            assert await anyio.to_thread.run_sync(started.wait, 30)
+            assert await app.cancel(task_id)
+            assert await anyio.to_thread.run_sync(stopped.wait, 30), "the task never saw its cancellation"
+            await worker.stop()
+        record = await app.get_task(task_id)
+        assert record is not None and record.status is TaskStatus.CANCELLED
+
+
+async def test_a_cancelled_async_task_sees_the_flag_while_it_unwinds() -> None:
+    seen: list[bool] = []
+    started = anyio.Event()
+    async with AsyncOmniQ(backend="memory", url="ctx-cancel-async", heartbeat_interval=0.1) as app:
+
+        @app.task(name="ctx.wait")
+        async def wait_forever() -> None:
+            task = current_task()
+            started.set()
+            try:
+                await anyio.sleep(60)
+            finally:
+                seen.append(task.cancelled)
+
+        task_id = await wait_forever.enqueue()
+        worker = app.worker(concurrency=1)
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.start)
+            with anyio.fail_after(30):
+                await started.wait()
+                assert await app.cancel(task_id)
+                while not seen:
+                    await anyio.sleep(0.02)
+            await worker.stop()
+        assert seen == [True]

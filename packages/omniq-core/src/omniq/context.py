@@ -42,6 +42,23 @@ class TaskContext:
     schedule_id: str | None
     deadline: datetime | None
     worker_id: str
+    #: the worker's record of the run, whose ``cancelled`` flag the heartbeat sets (None: no worker's).
+    _held: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether this run was cancelled (``cancel(task_id)``) or lost its lease, so it should stop.
+
+        Read live: the worker's heartbeat sets it (within ``heartbeat_interval`` of the cancel). An
+        async task is also cancelled at its next ``await``; a thread-pool task cannot be stopped from
+        outside, so a long one should check this and return. In the process pool the child
+        is killed instead, and this stays False there.
+        """
+        return bool(getattr(self._held, "cancelled", False))
+
+    def should_abort(self) -> bool:
+        """:attr:`cancelled`, as a call: ``if current_task().should_abort(): return``."""
+        return self.cancelled
 
     @property
     def retries_left(self) -> int:
@@ -54,12 +71,15 @@ class TaskContext:
         return self.retries_left == 0
 
 
-#: the task the current context runs, and its worker's id (set by the worker at the call).
-RUNNING: contextvars.ContextVar[tuple[Task, str] | None] = contextvars.ContextVar("omniq_running_task", default=None)
+#: the task the current context runs, its worker's id, and the worker's record of the run with its
+#: ``cancelled`` flag (None where there is none: eager mode, a process-pool child). Set by the worker.
+RUNNING: contextvars.ContextVar[tuple[Task, str, object] | None] = contextvars.ContextVar(
+    "omniq_running_task", default=None
+)
 
 
-def context_of(task: Task, worker_id: str) -> TaskContext:
-    """The :class:`TaskContext` of ``task`` running on ``worker_id``."""
+def context_of(task: Task, worker_id: str, held: object = None) -> TaskContext:
+    """The :class:`TaskContext` of ``task`` running on ``worker_id`` (``held``: see :data:`RUNNING`)."""
     deadline = None
     if task.timeout is not None and task.started_at is not None:
         deadline = task.started_at + timedelta(seconds=task.timeout)
@@ -72,6 +92,7 @@ def context_of(task: Task, worker_id: str) -> TaskContext:
         schedule_id=task.id if task.recurring else None,
         deadline=deadline,
         worker_id=worker_id,
+        _held=held,
     )
 
 

@@ -19,13 +19,16 @@ import signal
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 
 from omniq.context import RUNNING
 from omniq.errors import TaskTimeoutError
+
+if TYPE_CHECKING:
+    from omniq.models import Task
 
 __all__ = ["Executor", "ProcessExecutor", "ThreadExecutor", "threads_in_tasks"]
 
@@ -114,6 +117,11 @@ class ThreadExecutor(Executor):
         return await super().run(name, func, False, args, kwargs, timeout)
 
 
+def _for_child(running: tuple[Task, str, object] | None) -> tuple[Task, str, None] | None:
+    """What ``omniq.current_task()`` answers in the child: the task and worker, without the parent's run record."""
+    return None if running is None else (running[0], running[1], None)
+
+
 def _child_main(conn: Connection, resolve: Callable[[str], Callable[..., Any]]) -> None:
     """Loop of a child process: receive (name, args, kwargs), send back ("ok", value) or ("error", exc)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
@@ -197,7 +205,7 @@ class ProcessExecutor(Executor):
             healthy = False
             try:
                 with anyio.fail_after(timeout):
-                    child.conn.send((name, args, kwargs, RUNNING.get()))
+                    child.conn.send((name, args, kwargs, _for_child(RUNNING.get())))
                     status, value = await anyio.to_thread.run_sync(child.conn.recv, abandon_on_cancel=True)
                 healthy = True
             except TimeoutError as exc:

@@ -299,7 +299,7 @@ class AsyncWorkerPool:
         try:
             if lifecycle.task_started is not None:
                 lifecycle.task_started(task, self.worker_id)
-            outcome = await execute(self.app, executor, task, lifecycle.task_run, self.worker_id)
+            outcome = await execute(self.app, executor, task, lifecycle.task_run, self.worker_id, running)
         except asyncio.CancelledError:
             pass  # shutdown or lost lease: decided below
         except Exception as exc:  # execute() never raises: a bug in the core, or a lifecycle hook

@@ -101,9 +101,17 @@ async def check_dependencies(app: AsyncOmniQ, task: Task) -> Outcome | None:
 
 
 async def execute(
-    app: AsyncOmniQ, executor: Executor, task: Task, run_hooks: Collect | None = None, worker_id: str = ""
+    app: AsyncOmniQ,
+    executor: Executor,
+    task: Task,
+    run_hooks: Collect | None = None,
+    worker_id: str = "",
+    held: object = None,
 ) -> Outcome:
     """Run ``task`` (already claimed) and describe the outcome; never raises (but for cancellation).
+
+    ``held``: the pool's record of the run, whose ``cancelled`` flag the task reads through
+    ``omniq.current_task().cancelled``.
 
     ``run_hooks`` is the lifecycle's ``task_run`` (None when no plugin
     implements it): the context managers it returns wrap the function's run,
@@ -136,7 +144,7 @@ async def execute(
         handle = app.resolve(task.func)
         args, kwargs = app.decode_args(task)
         stage = "running it"
-        running = RUNNING.set((task, worker_id))  # what omniq.current_task() answers in the call (omniq.context)
+        running = RUNNING.set((task, worker_id, held))  # what omniq.current_task() answers in the call (omniq.context)
         try:
             if run_hooks is None:
                 value = await executor.run(task.func, handle.func, handle.is_async, args, kwargs, task.timeout)
