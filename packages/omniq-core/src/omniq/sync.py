@@ -12,17 +12,15 @@ from plain scripts and from threads while another event loop is running.
 from __future__ import annotations
 
 import functools
-import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 from typing_extensions import ParamSpec
 
 from omniq._options import EnqueueOptions, TaskOptions
+from omniq._portal import Portal
 from omniq._sync_handles import SyncTaskFunction, SyncWorkerPool
 from omniq._tasks import TaskFunction
 from omniq.app import AsyncOmniQ
@@ -40,23 +38,6 @@ __all__ = ["OmniQ", "SyncTaskFunction", "SyncWorkerPool"]
 P = ParamSpec("P")
 R = TypeVar("R")
 _T = TypeVar("_T")
-
-
-class _Portal:
-    """A blocking portal running in its own thread; closed at exit or when the OmniQ is collected."""
-
-    def __init__(self) -> None:
-        self._cm: AbstractContextManager[BlockingPortal] = start_blocking_portal()
-        self.portal = self._cm.__enter__()
-        self._lock = threading.Lock()
-        self.closed = False
-
-    def close(self) -> None:
-        with self._lock:
-            if self.closed:
-                return
-            self.closed = True
-        self._cm.__exit__(None, None, None)
 
 
 class OmniQ:
@@ -81,7 +62,7 @@ class OmniQ:
             **overrides,
         )
         self.settings = self.async_app.settings
-        self._portal = _Portal()
+        self._portal = Portal()
         # Runs on close(), on garbage collection, or at interpreter exit, whichever comes first.
         self._finalizer = weakref.finalize(self, _shutdown, self.async_app, self._portal)
 
@@ -373,8 +354,11 @@ class OmniQ:
         return f"<OmniQ {self.settings!r}>"
 
 
-def _shutdown(app: AsyncOmniQ, portal: _Portal) -> None:
+def _shutdown(app: AsyncOmniQ, portal: Portal) -> None:
     if portal.closed:
+        return
+    if not portal.owned:  # a forked child that never called: the parent's connections are the parent's
+        portal.close()
         return
     try:
         portal.portal.call(app.close)

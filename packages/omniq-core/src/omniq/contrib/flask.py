@@ -35,9 +35,9 @@ Its life, decided once:
 * **Closed at interpreter exit** (an OmniQ closes itself then: buffered
   events are flushed, connections closed), or earlier by
   :meth:`FlaskOmniQ.close` (tests, or a server's worker-exit hook).
-* **Forking servers**: an OmniQ cannot cross a ``fork()`` (its loop thread
-  stays in the parent). Create the Flask app in each worker process
-  (gunicorn's default; not ``--preload``), or create it in a post-fork hook.
+* **Forking servers** (gunicorn ``--preload``): an OmniQ made before the
+  ``fork()`` works in each child, which starts its own loop thread and opens
+  its own connections at its first call (``omniq.sync``).
 
 Tasks run in worker processes (``omniq worker yourapp:omniq``), which import
 the same module: register tasks with explicit names (``@omniq.task(name=...)``)

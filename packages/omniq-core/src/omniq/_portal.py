@@ -1,0 +1,72 @@
+"""The sync API's event loop: a thread running a blocking portal, and what a fork does to it."""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future
+
+import anyio
+from anyio.from_thread import BlockingPortal
+
+__all__ = ["Portal"]
+
+
+class Portal:
+    """A blocking portal running in its own thread; closed at exit or when the OmniQ is collected.
+
+    Fork-aware: a forked child (a pre-forking web server that built the app before forking, a
+    process-pool task) does not inherit the parent's loop thread, so its first call starts a
+    portal of its own; the app's components reconnect there (:func:`omniq.connection.fork_generation`).
+    The thread is run here rather than by ``anyio.from_thread.start_blocking_portal``, whose
+    context manager, collected in a child, would wait for ever on the parent's loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.closed = False
+        self._start()
+
+    def _start(self) -> None:
+        started: Future[BlockingPortal] = Future()
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                started.set_result(portal)
+                await portal.sleep_until_stopped()
+
+        def run() -> None:
+            try:
+                anyio.run(serve)
+            except BaseException as exc:  # reported to the starter, or lost after a stop
+                if not started.done():
+                    started.set_exception(exc)
+
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=run, name="omniq-portal", daemon=True)
+        self._thread.start()
+        self._portal = started.result()
+
+    @property
+    def owned(self) -> bool:
+        """Whether this process started the running portal (False in a forked child before its first call)."""
+        return self._pid == os.getpid()
+
+    @property
+    def portal(self) -> BlockingPortal:
+        if not self.owned:
+            self._lock = threading.Lock()  # the parent's may have been held at the fork
+            self._start()
+        return self._portal
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        if self.owned:  # a parent's portal thread is not in this process: nothing to stop
+            try:
+                self._portal.call(self._portal.stop, False)
+            except RuntimeError:  # already stopped
+                pass
+            self._thread.join()
