@@ -10,7 +10,8 @@ from typing import Any
 import anyio
 import pytest
 
-from omniq import AsyncOmniQ, OmniQError, TaskStatus, current_task
+from omniq import AsyncOmniQ, OmniQError, TaskStatus, current_task, report_progress
+from omniq.progress import make_progress
 
 pytestmark = pytest.mark.anyio
 
@@ -173,3 +174,77 @@ async def test_a_cancelled_async_task_sees_the_flag_while_it_unwinds() -> None:
                     await anyio.sleep(0.02)
             await worker.stop()
         assert seen == [True]
+
+
+async def test_progress_in_the_async_pool_on_the_memory_engine() -> None:
+    release = anyio.Event()
+    async with AsyncOmniQ(backend="memory", url="ctx-progress") as app:
+
+        @app.task(name="ctx.progress")
+        async def export(rows: int) -> int:
+            for done in range(0, rows + 1, 10):
+                report_progress(done, rows, f"{done} rows")  # many reports: the latest is kept
+            await release.wait()
+            return rows
+
+        task_id = await export.enqueue(50)
+        worker = app.worker(concurrency=1)
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.start)
+            with anyio.fail_after(30):
+                while True:
+                    task = await app.get_task(task_id)
+                    if task is not None and task.progress is not None and task.progress.done == 50:
+                        break
+                    await anyio.sleep(0.05)
+            assert (task.progress.total, task.progress.message, task.progress.fraction) == (50, "50 rows", 1.0)
+            release.set()
+            result = await app.get_result(task_id, wait=True, timeout=30)
+            assert result is not None and result.result == 50
+            await worker.stop()
+        finished = await app.get_task(task_id)
+        assert finished is not None and finished.progress is None
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("3",), TypeError),
+        ((True,), TypeError),
+        ((-1,), ValueError),
+        ((float("nan"),), ValueError),
+        ((1, 0), ValueError),
+        ((1, None, 7), TypeError),
+    ],
+)
+def test_bad_progress_is_a_clear_error(args: tuple[Any, ...], error: type[Exception]) -> None:
+    with pytest.raises(error, match="report_progress"):
+        make_progress(*args)
+
+
+def test_progress_outside_a_task_is_an_error() -> None:
+    with pytest.raises(OmniQError, match="outside a task"):
+        report_progress(1)
+
+
+async def test_the_readme_progress_example() -> None:
+    import omniq
+
+    written: list[int] = []
+
+    def write_row(row: int) -> None:
+        written.append(row)
+
+    async with AsyncOmniQ(backend="memory", url="ctx-readme-progress") as app:
+
+        @app.task
+        def export(rows: list[int]) -> None:
+            for done, row in enumerate(rows, 1):
+                write_row(row)
+                omniq.report_progress(done, len(rows), f"row {row}")
+
+        task_id = await export.enqueue([4, 5, 6])
+        with anyio.fail_after(30):
+            await app.run_worker(concurrency=1, burst=True)
+        result = await app.get_result(task_id)
+        assert result is not None and result.status is TaskStatus.SUCCEEDED and written == [4, 5, 6]

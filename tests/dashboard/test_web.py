@@ -272,3 +272,30 @@ async def test_metrics_are_served_only_when_asked(omniq_app: AsyncOmniQ) -> None
     async with client(omniq_app, DashboardConfig(manage_app=False, metrics=True)) as http:
         scraped = await http.get("/metrics")
     assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+
+
+async def test_the_task_page_shows_a_running_tasks_progress_escaped(omniq_app: AsyncOmniQ) -> None:
+    import anyio
+
+    from omniq import report_progress
+
+    release = anyio.Event()
+
+    @omniq_app.task(name="dash.progress")
+    async def export() -> None:
+        report_progress(3, 10, HOSTILE)
+        await release.wait()
+
+    task_id = await export.enqueue()
+    worker = omniq_app.worker(concurrency=1)
+    async with anyio.create_task_group() as group:
+        group.start_soon(worker.start)
+        with anyio.fail_after(30):
+            while (task := await omniq_app.get_task(task_id)) is None or task.progress is None:
+                await anyio.sleep(0.05)
+        async with client(omniq_app) as http:
+            page = (await http.get(f"/tasks/{task_id}")).text
+        release.set()
+        await worker.stop()
+    assert "3/10 (30%)" in page
+    assert "<script>alert" not in page and "&lt;script&gt;" in page

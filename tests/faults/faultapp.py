@@ -80,3 +80,17 @@ async def single(n: int, seconds: float) -> int:
         await asyncio.sleep(seconds)
     _record(n)
     return n
+
+
+@app.task(name="progress_until")
+def progress_until(marker: str) -> str:
+    """Reports 3 of 10 steps, then waits (at most a minute) until ``marker`` exists; reports 10 of 10."""
+    from omniq import report_progress
+
+    report_progress(1, 10)
+    report_progress(3, 10, "step 3: exporting")  # the latest of the two is what a reader sees
+    give_up = time.monotonic() + 60
+    while not os.path.exists(marker) and time.monotonic() < give_up:
+        time.sleep(0.05)
+    report_progress(10, 10, "done")
+    return "finished"

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,36 @@ def test_two_producers_and_two_workers_on_one_store_run_every_task_once(cluster:
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=30)
     assert cluster.completions() == expected
+
+
+def _children(pid: int) -> set[int]:
+    """The live processes whose parent is ``pid`` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_a_killed_process_pool_worker_leaves_no_orphan_children(cluster: Cluster) -> None:
+    with cluster.producer() as app:
+        app.enqueue_many("slow", [(n, 30.0) for n in range(2)])
+        worker = cluster.worker("--pool", "process", "--concurrency", "2")
+        children = wait_until(lambda: len(_children(worker.pid)) >= 2 and _children(worker.pid), 60, "two children")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        wait_until(lambda: not any(_alive(pid) for pid in children), 30, "the children to exit after their parent")

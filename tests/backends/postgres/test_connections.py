@@ -31,8 +31,8 @@ async def test_rolled_back_transaction_enqueues_nothing(make_queue, postgres_url
             with pytest.raises(Rollback):
                 async with conn.transaction():
                     await conn.execute("SELECT 1")  # the caller's own work
-                    assert await queue.enqueue(task, connection=conn) == task.id
-                    assert await queue.enqueue_many([make_task()], connection=conn)
+                    assert await queue.enqueue_in_transaction([task], conn) == [task.id]
+                    assert await queue.enqueue_in_transaction([make_task()], conn)
                     raise Rollback
             assert await queue.get(task.id) is None
             assert await queue.count() == 0
@@ -54,7 +54,7 @@ async def test_committed_transaction_enqueues_and_wakes_only_on_commit(make_queu
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(claim)
                     async with conn.transaction():
-                        await producer.enqueue(task, connection=conn)
+                        await producer.enqueue_in_transaction([task], conn)
                         await anyio.sleep(0.5)
                         assert await producer.get(task.id) is None  # invisible until commit
                         assert claimed == []

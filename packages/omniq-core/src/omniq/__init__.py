@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from omniq._options import EnqueueOptions
 from omniq.app import AsyncOmniQ
 from omniq.config import BackendType, Settings
-from omniq.context import TaskContext, current_task
+from omniq.context import TaskContext, current_task, report_progress
 from omniq.errors import (
     BackendError,
     BackendNotFoundError,
@@ -25,7 +25,7 @@ from omniq.errors import (
     UnknownTaskError,
 )
 from omniq.hookspecs import hookimpl
-from omniq.models import EventType, Task, TaskError, TaskEvent, TaskResult, TaskStatus
+from omniq.models import EventType, Task, TaskError, TaskEvent, TaskProgress, TaskResult, TaskStatus
 from omniq.retrying import Retry
 from omniq.scheduling import Schedule
 from omniq.sync import OmniQ
@@ -82,6 +82,7 @@ __all__ = [
     "TaskError",
     "TaskEvent",
     "TaskNotFoundError",
+    "TaskProgress",
     "TaskResult",
     "TaskStatus",
     "TaskTimeoutError",
@@ -89,4 +90,5 @@ __all__ = [
     "__version__",
     "current_task",
     "hookimpl",
+    "report_progress",
 ]

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+import msgspec
+
 from omniq import plugins
 from omniq._components import Components
 from omniq._eager import run_eagerly
@@ -25,6 +27,7 @@ from omniq._results import read_result, wait_for_result
 from omniq._tasks import TaskFunction, TaskRegistry
 from omniq.config import Settings
 from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus
+from omniq.progress import read_progress
 from omniq.retrying import RETRY_EVERYTHING, RetryPolicy
 from omniq.serialization import BUILTIN_SERIALIZERS, SerializerRegistry
 
@@ -277,8 +280,13 @@ class AsyncOmniQ(OperatorMethods):
     # -- reading -----------------------------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> Task | None:
-        """Return the task record, or None."""
-        return await self._components.get_task(task_id)
+        """Return the task record, or None; a RUNNING one with its latest ``progress`` report (:mod:`omniq.progress`)."""
+        task = await self._components.get_task(task_id)
+        if task is not None and task.status is TaskStatus.RUNNING:
+            progress = await read_progress(self.result_storage, task)
+            if progress is not None:
+                task = msgspec.structs.replace(task, progress=progress)
+        return task
 
     def decode_args(self, task: Task) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Decode a task's arguments, as its function declares them (raises SerializationError, TaskArgumentError)."""

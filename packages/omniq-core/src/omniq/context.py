@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 
 from omniq.errors import OmniQError
 from omniq.models import Task
+from omniq.progress import make_progress
 
-__all__ = ["TaskContext", "current_task"]
+__all__ = ["TaskContext", "current_task", "report_progress"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,21 @@ class TaskContext:
         """:attr:`cancelled`, as a call: ``if current_task().should_abort(): return``."""
         return self.cancelled
 
+    def report_progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Say how far this run is: ``get_task`` (``Task.progress``), ``omniq inspect`` and the dashboard show it.
+
+        Cheap to call often: the worker keeps the latest report and stores at most two a second
+        (:mod:`omniq.progress`); in the process pool each call is a message to the parent. Shown
+        while the task runs. Outside a worker (eager mode) it only checks its arguments.
+
+        Raises:
+            TypeError, ValueError: a value that is not a number >= 0 (``total`` > 0), a message not a string.
+        """
+        progress = make_progress(done, total, message)
+        report = getattr(self._held, "report_progress", None)
+        if report is not None:
+            report(progress)
+
     @property
     def retries_left(self) -> int:
         """Attempts left after this one."""
@@ -71,8 +87,8 @@ class TaskContext:
         return self.retries_left == 0
 
 
-#: the task the current context runs, its worker's id, and the worker's record of the run with its
-#: ``cancelled`` flag (None where there is none: eager mode, a process-pool child). Set by the worker.
+#: the task the current context runs, its worker's id, and the worker's record of the run, with its
+#: ``cancelled`` flag and ``report_progress(progress)`` (None where there is none: eager mode). Set by the worker.
 RUNNING: contextvars.ContextVar[tuple[Task, str, object] | None] = contextvars.ContextVar(
     "omniq_running_task", default=None
 )
@@ -94,6 +110,15 @@ def context_of(task: Task, worker_id: str, held: object = None) -> TaskContext:
         worker_id=worker_id,
         _held=held,
     )
+
+
+def report_progress(done: float, total: float | None = None, message: str | None = None) -> None:
+    """``current_task().report_progress(done, total, message)``, for the running task.
+
+    Raises:
+        OmniQError: called outside a task run by a worker.
+    """
+    current_task().report_progress(done, total, message)
 
 
 def current_task() -> TaskContext:

@@ -40,6 +40,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskEvent",
+    "TaskProgress",
     "TaskResult",
     "TaskStatus",
     "decode_result",
@@ -134,6 +135,20 @@ class TaskError(msgspec.Struct, kw_only=True):
     retryable: bool = True
 
 
+class TaskProgress(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A running task's report (``omniq.report_progress``): ``done`` of ``total`` (None: unknown), ``message``, ``at``."""
+
+    done: float
+    total: float | None = None
+    message: str | None = None
+    at: AwareDatetime
+
+    @property
+    def fraction(self) -> float | None:
+        """``done / total`` (None without a total)."""
+        return None if self.total is None else self.done / self.total
+
+
 class Task(msgspec.Struct, kw_only=True, gc=False):
     """One unit of work, as stored by a task queue.
 
@@ -179,6 +194,9 @@ class Task(msgspec.Struct, kw_only=True, gc=False):
     #: rate slot at ``eta``); engines that keep it outside the record may report both as False.
     held: bool = False
     rate_reserved: bool = False
+    #: the latest progress the running attempt reported; not stored by the task queue: ``get_task`` fills it
+    #: in from the result storage while the task is RUNNING (:mod:`omniq.progress`), else None.
+    progress: TaskProgress | None = None
 
     @property
     def recurring(self) -> bool:

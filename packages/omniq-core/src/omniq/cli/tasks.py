@@ -15,6 +15,7 @@ from omniq.cli.output import emit, emit_json, shown, table
 from omniq.errors import OmniQError
 from omniq.models import Task, TaskStatus
 from omniq.monitoring import page_cursor
+from omniq.progress import describe_progress
 
 __all__ = ["register"]
 
@@ -173,6 +174,7 @@ async def _inspect(args: argparse.Namespace) -> int:
         "started_at": task.started_at,
         "updated_at": task.updated_at,
         "worker_id": task.worker_id,
+        "progress": describe_progress(task.progress),
         "headers": task.headers,
         "result": value,
         "traceback": task.error.traceback if task.error is not None else None,

@@ -18,6 +18,7 @@ from omniq.dashboard.charts import Chart, throughput_chart
 from omniq.errors import OmniQError
 from omniq.models import Task, TaskEvent, TaskStatus, utcnow
 from omniq.monitoring import RETRYABLE_STATUSES, QueueStats, WorkerInfo, page_cursor
+from omniq.progress import describe_progress
 from omniq.scheduling import Schedule
 
 __all__ = [
@@ -186,6 +187,7 @@ async def task_detail(app: AsyncOmniQ, task_id: str) -> TaskDetail | None:
         ("started", task.started_at),
         ("finished", task.finished_at),
         ("worker", task.worker_id),
+        ("progress", describe_progress(task.progress)),
         ("timeout", f"{task.timeout:g}s" if task.timeout is not None else None),
         ("expires", task.expires_at),
         ("unique key", task.unique_key),

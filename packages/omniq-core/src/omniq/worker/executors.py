@@ -12,10 +12,12 @@ Timeouts differ by executor, and the difference is documented:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -28,7 +30,7 @@ from omniq.context import RUNNING
 from omniq.errors import TaskTimeoutError
 
 if TYPE_CHECKING:
-    from omniq.models import Task
+    from omniq.models import Task, TaskProgress
 
 __all__ = ["Executor", "ProcessExecutor", "ThreadExecutor", "threads_in_tasks"]
 
@@ -117,12 +119,51 @@ class ThreadExecutor(Executor):
         return await super().run(name, func, False, args, kwargs, timeout)
 
 
-def _for_child(running: tuple[Task, str, object] | None) -> tuple[Task, str, None] | None:
-    """What ``omniq.current_task()`` answers in the child: the task and worker, without the parent's run record."""
-    return None if running is None else (running[0], running[1], None)
+def _for_child(running: tuple[Task, str, object] | None) -> tuple[Task, str] | None:
+    """What the child needs of the parent's ``RUNNING``: the task and worker, not the parent's run record."""
+    return None if running is None else (running[0], running[1])
 
 
-def _child_main(conn: Connection, resolve: Callable[[str], Callable[..., Any]]) -> None:
+class _ChildRun:
+    """The run record a child gives ``omniq.current_task()``: reports go to the parent over the pipe.
+
+    ``cancelled`` stays False: a cancelled process-pool task is killed with its child.
+    """
+
+    cancelled = False
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def report_progress(self, progress: TaskProgress) -> None:
+        self.conn.send(("progress", progress))
+
+
+def _die_with_parent(parent_end: Connection | None, parent_pid: int | None) -> None:
+    """Make this child end with the worker that forked it, even when the worker is SIGKILLed.
+
+    On Linux the kernel sends SIGKILL to the child when its parent dies (``PR_SET_PDEATHSIG``;
+    the pool forks from the thread that runs its loop, which lives as long as the pool).
+    Everywhere, the child closes its copy of the parent's end of the pipe, so an idle child's
+    ``recv()`` ends with EOF when the parent is gone.
+    """
+    if parent_end is not None:
+        parent_end.close()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # no libc to call: EOF on the pipe is the fallback
+            pass
+    if parent_pid is not None and os.getppid() != parent_pid:  # the parent died before the call above
+        os._exit(1)
+
+
+def _child_main(
+    conn: Connection,
+    resolve: Callable[[str], Callable[..., Any]],
+    parent_end: Connection | None = None,
+    parent_pid: int | None = None,
+) -> None:
     """Loop of a child process: receive (name, args, kwargs), send back ("ok", value) or ("error", exc)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -130,6 +171,8 @@ def _child_main(conn: Connection, resolve: Callable[[str], Callable[..., Any]]) 
     import inspect
     import pickle
 
+    _die_with_parent(parent_end, parent_pid)
+    run = _ChildRun(conn)
     while True:
         try:
             message = conn.recv()
@@ -138,7 +181,7 @@ def _child_main(conn: Connection, resolve: Callable[[str], Callable[..., Any]]) 
         if message is None:
             return
         name, args, kwargs, running = message
-        RUNNING.set(running)  # omniq.current_task() in the child, as in the parent
+        RUNNING.set(None if running is None else (*running, run))  # omniq.current_task() in the child too
         try:
             func = resolve(name)
             value = func(*args, **kwargs)
@@ -160,7 +203,11 @@ async def _await(value: Any) -> Any:
 class _Child:
     def __init__(self, context: Any, resolve: Callable[[str], Callable[..., Any]]) -> None:
         self.conn, child_conn = context.Pipe()
-        self.process = context.Process(target=_child_main, args=(child_conn, resolve), daemon=True)
+        # The child must not outlive the worker (a task left running in an orphan would run twice
+        # once the lease expires): see _die_with_parent.
+        self.process = context.Process(
+            target=_child_main, args=(child_conn, resolve, self.conn, os.getpid()), daemon=True
+        )
         self.process.start()
         child_conn.close()
 
@@ -205,8 +252,14 @@ class ProcessExecutor(Executor):
             healthy = False
             try:
                 with anyio.fail_after(timeout):
-                    child.conn.send((name, args, kwargs, _for_child(RUNNING.get())))
+                    running = RUNNING.get()
+                    child.conn.send((name, args, kwargs, _for_child(running)))
                     status, value = await anyio.to_thread.run_sync(child.conn.recv, abandon_on_cancel=True)
+                    while status == "progress":  # omniq.report_progress in the child
+                        report = getattr(running[2], "report_progress", None) if running else None
+                        if report is not None:
+                            report(value)
+                        status, value = await anyio.to_thread.run_sync(child.conn.recv, abandon_on_cancel=True)
                 healthy = True
             except TimeoutError as exc:
                 raise TaskTimeoutError(

@@ -45,12 +45,14 @@ from omniq.lifecycle import Lifecycle
 from omniq.models import EventType, Outcome, OutcomeKind, Task, TaskEvent, utcnow
 from omniq.worker.executors import Executor, ProcessExecutor, ThreadExecutor
 from omniq.worker.finisher import MAX_ERROR_BACKOFF, Finisher
+from omniq.worker.progress import ProgressWriter
 from omniq.worker.registry import Registration
 from omniq.worker.runner import error_from_exception, execute, failed_outcome
 from omniq.worker.upkeep import Upkeep
 
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
+    from omniq.models import TaskProgress
 
 __all__ = ["AsyncWorkerPool"]
 
@@ -61,18 +63,39 @@ BURST_CLOCK_MARGIN = timedelta(seconds=0.1)
 
 
 class _Running:
-    """One claimed task being run: its asyncio task, and whether its lease was lost."""
+    """One claimed task being run: its asyncio task, whether its lease was lost, its latest progress report."""
 
-    __slots__ = ("cancelled", "future", "task")
+    __slots__ = (
+        "cancelled",
+        "ended",
+        "future",
+        "progress",
+        "progress_at",
+        "progress_due",
+        "progress_written",
+        "task",
+        "writer",
+    )
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, writer: ProgressWriter) -> None:
         self.task = task
+        self.writer = writer
         self.future: asyncio.Task[None] | None = None
-        self.cancelled = False  # lease lost: drop the outcome
+        self.cancelled = False  # lease lost: drop the outcome (omniq.current_task().cancelled reads it)
+        self.ended = False
+        # omniq.worker.progress's bookkeeping: set on the first report only
+        self.progress: TaskProgress | None = None
+        self.progress_written: TaskProgress | None = None
+        self.progress_due = False
+        self.progress_at = 0.0
 
     def cancel(self) -> None:
         if self.future is not None:
             self.future.cancel()
+
+    def report_progress(self, progress: TaskProgress) -> None:
+        """What ``omniq.report_progress`` calls, from the task's thread."""
+        self.writer.report(self, progress)
 
 
 class AsyncWorkerPool:
@@ -117,6 +140,7 @@ class AsyncWorkerPool:
         self._started = anyio.Event()
         self._stop_requested = threading.Event()
         self._lifecycle = Lifecycle.empty()  # built at start, with the plugins registered then
+        self._progress: ProgressWriter | None = None  # made at start, on the pool's loop
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -147,6 +171,7 @@ class AsyncWorkerPool:
         lifecycle = self._lifecycle = Lifecycle()
         fuse = app.task_queue.can_fuse_results(app.result_storage)
         finisher = self._finisher = Finisher(app, self.worker_id, fuse=fuse, lifecycle=lifecycle)
+        progress = self._progress = ProgressWriter(app, asyncio.get_running_loop())
         upkeep = Upkeep(
             app,
             self._running,
@@ -194,6 +219,7 @@ class AsyncWorkerPool:
                 services.cancel_scope.cancel()
         finally:
             await executor.close()
+            await progress.close()
             await registration.unregister()
             await app.flush_events()
             self._stopped.set()
@@ -226,6 +252,8 @@ class AsyncWorkerPool:
     async def _claim_loop(self, executor: Executor, finisher: Finisher) -> None:
         queue = self.app.task_queue
         loop = asyncio.get_running_loop()
+        writer = self._progress
+        assert writer is not None  # made by start()
         errors = 0
         # Claim in batches: with some tasks still running, wait until at least half the
         # slots are free, so a busy pool makes one claim per several tasks, not one per task.
@@ -271,7 +299,7 @@ class AsyncWorkerPool:
             for task in tasks:
                 if task.started_at is None:  # engines set it at claim; observers rely on it
                     task.started_at = now
-                running = _Running(task)
+                running = _Running(task, writer)
                 self._running[task.id] = running
                 events.append(
                     TaskEvent(
@@ -306,6 +334,7 @@ class AsyncWorkerPool:
             # Not RELEASE: the same task would be claimed again at once, and fail the same way, for ever.
             error = msgspec.structs.replace(error_from_exception(exc, task.attempts), retryable=False)
             outcome = failed_outcome(task, error, "the worker failed around it")
+        running.ended = True  # no progress is written after the run
         if outcome is None and not running.cancelled:
             # Cancelled by shutdown: hand the task back without burning the attempt.
             outcome = Outcome(task_id=task.id, lease_token=task.lease_token or "", kind=OutcomeKind.RELEASE)
