@@ -7,10 +7,13 @@ import socket
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from omniq import Settings
 
 HERE = Path(__file__).parent
 
@@ -82,3 +85,23 @@ def start_worker(app_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.servers)])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """(Web framework tests) settings of a store of this test's own: a SQLite directory, or a unique key prefix on Redis (deleted after)."""
+    if request.param == "sqlite":
+        yield Settings(backend="sqlite", base_dir=tmp_path / "data", poll_interval=0.2)
+        return
+    import redis
+
+    url: str = request.getfixturevalue("redis_url")
+    prefix = f"omniq-test-{uuid.uuid4().hex[:12]}"
+    yield Settings(backend="redis", url=url, key_prefix=prefix, poll_interval=0.2)
+    client = redis.Redis.from_url(url)
+    try:
+        doomed = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+        if doomed:
+            client.unlink(*doomed)
+    finally:
+        client.close()

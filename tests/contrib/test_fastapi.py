@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -33,26 +32,6 @@ async def add(a: int, b: int) -> int:
 async def nap(seconds: float) -> str:
     await anyio.sleep(seconds)
     return "rested"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.servers)])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
-    """Settings of a store of this test's own: a SQLite directory, or a unique key prefix on Redis (deleted after)."""
-    if request.param == "sqlite":
-        yield Settings(backend="sqlite", base_dir=tmp_path / "data", poll_interval=0.2)
-        return
-    import redis
-
-    url: str = request.getfixturevalue("redis_url")
-    prefix = f"omniq-test-{uuid.uuid4().hex[:12]}"
-    yield Settings(backend="redis", url=url, key_prefix=prefix, poll_interval=0.2)
-    client = redis.Redis.from_url(url)
-    try:
-        doomed = list(client.scan_iter(match=f"*{prefix}*", count=1000))
-        if doomed:
-            client.unlink(*doomed)
-    finally:
-        client.close()
 
 
 def new_app(settings: Settings) -> AsyncOmniQ:

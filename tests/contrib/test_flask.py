@@ -6,7 +6,6 @@ import importlib
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,26 +22,6 @@ Start = Callable[..., subprocess.Popen[str]]
 
 def add(a: int, b: int) -> int:
     return a + b
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.servers)])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
-    """Settings of a store of this test's own: a SQLite directory, or a unique key prefix on Redis (deleted after)."""
-    if request.param == "sqlite":
-        yield Settings(backend="sqlite", base_dir=tmp_path / "data", poll_interval=0.2)
-        return
-    import redis
-
-    url: str = request.getfixturevalue("redis_url")
-    prefix = f"omniq-test-{uuid.uuid4().hex[:12]}"
-    yield Settings(backend="redis", url=url, key_prefix=prefix, poll_interval=0.2)
-    client = redis.Redis.from_url(url)
-    try:
-        doomed = list(client.scan_iter(match=f"*{prefix}*", count=1000))
-        if doomed:
-            client.unlink(*doomed)
-    finally:
-        client.close()
 
 
 @pytest.fixture
