@@ -45,7 +45,7 @@ from omniq.lifecycle import Lifecycle
 from omniq.models import EventType, Outcome, OutcomeKind, Task, TaskEvent, utcnow
 from omniq.worker.executors import Executor, ProcessExecutor, ThreadExecutor
 from omniq.worker.finisher import MAX_ERROR_BACKOFF, Finisher
-from omniq.worker.progress import ProgressWriter
+from omniq.worker.progress import ProgressWriter, Reports
 from omniq.worker.registry import Registration
 from omniq.worker.runner import error_from_exception, execute, failed_outcome
 from omniq.worker.upkeep import Upkeep
@@ -63,31 +63,17 @@ BURST_CLOCK_MARGIN = timedelta(seconds=0.1)
 
 
 class _Running:
-    """One claimed task being run: its asyncio task, whether its lease was lost, its latest progress report."""
+    """One claimed task being run: its asyncio task, whether its lease was lost, its progress reports."""
 
-    __slots__ = (
-        "cancelled",
-        "ended",
-        "future",
-        "progress",
-        "progress_at",
-        "progress_due",
-        "progress_written",
-        "task",
-        "writer",
-    )
+    __slots__ = ("cancelled", "ended", "future", "reports", "task", "writer")
 
     def __init__(self, task: Task, writer: ProgressWriter) -> None:
         self.task = task
         self.writer = writer
         self.future: asyncio.Task[None] | None = None
         self.cancelled = False  # lease lost: drop the outcome (omniq.current_task().cancelled reads it)
-        self.ended = False
-        # omniq.worker.progress's bookkeeping: set on the first report only
-        self.progress: TaskProgress | None = None
-        self.progress_written: TaskProgress | None = None
-        self.progress_due = False
-        self.progress_at = 0.0
+        self.ended = False  # the run is over: no progress is written after it
+        self.reports: Reports | None = None  # made at the task's first progress report
 
     def cancel(self) -> None:
         if self.future is not None:

@@ -22,20 +22,29 @@ if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
     from omniq.models import Task, TaskProgress
 
-__all__ = ["ProgressWriter", "Reporting"]
+__all__ = ["ProgressWriter", "Reporting", "Reports"]
 
 logger = logging.getLogger("omniq.worker")
 
 
+class Reports:
+    """A run's progress bookkeeping, made at its first report (a run that reports nothing pays nothing)."""
+
+    __slots__ = ("at", "due", "latest", "written")
+
+    def __init__(self) -> None:
+        self.latest: TaskProgress | None = None  # the latest report
+        self.written: TaskProgress | None = None  # the latest one written (or being written)
+        self.due = False  # a write is scheduled
+        self.at = 0.0  # loop time of the last write
+
+
 class Reporting(Protocol):
-    """What the writer keeps on a run (the pool's run record has these slots)."""
+    """What the writer needs of a run (the pool's run record)."""
 
     task: Task
-    progress: TaskProgress | None  # the latest report
-    progress_written: TaskProgress | None  # the latest one written (or being written)
-    progress_due: bool  # a write is scheduled
-    progress_at: float  # loop time of the last write
     ended: bool  # the run is over: write nothing more
+    reports: Reports | None
 
 
 class ProgressWriter:
@@ -49,24 +58,27 @@ class ProgressWriter:
 
     def report(self, run: Reporting, progress: TaskProgress) -> None:
         """Keep ``progress`` as ``run``'s latest and make sure a write is scheduled; from any thread."""
-        run.progress = progress
-        if not run.progress_due:
-            run.progress_due = True
-            self.loop.call_soon_threadsafe(self._schedule, run)
+        reports = run.reports
+        if reports is None:
+            reports = run.reports = Reports()
+        reports.latest = progress
+        if not reports.due:
+            reports.due = True
+            self.loop.call_soon_threadsafe(self._schedule, run, reports)
 
-    def _schedule(self, run: Reporting) -> None:
-        delay = run.progress_at + self.interval - self.loop.time()
+    def _schedule(self, run: Reporting, reports: Reports) -> None:
+        delay = reports.at + self.interval - self.loop.time()
         if delay > 0:
-            self.loop.call_later(delay, self._write, run)
+            self.loop.call_later(delay, self._write, run, reports)
         else:
-            self._write(run)
+            self._write(run, reports)
 
-    def _write(self, run: Reporting) -> None:
-        run.progress_due = False
-        progress = run.progress
-        if run.ended or progress is None or progress is run.progress_written:
+    def _write(self, run: Reporting, reports: Reports) -> None:
+        reports.due = False
+        progress = reports.latest
+        if run.ended or progress is None or progress is reports.written:
             return
-        run.progress_written, run.progress_at = progress, self.loop.time()
+        reports.written, reports.at = progress, self.loop.time()
         write = self.loop.create_task(self._store(run.task, progress))
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
