@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from omniq import AsyncOmniQ
+from omniq import AsyncOmniQ, TaskStatus
 from omniq.contrib.fastapi import OmniQDep, lifespan
 
 omniq = AsyncOmniQ()  # settings from OMNIQ_* variables: the embedded SQLite store by default
@@ -47,13 +47,18 @@ async def create_count(body: CountRequest, q: OmniQDep) -> dict[str, str]:
 @app.get("/tasks/{task_id}")
 async def task_status(task_id: str, q: OmniQDep) -> dict[str, Any]:
     result = await q.get_result(task_id)
-    if result is not None:
-        error = f"{result.error.type}: {result.error.message}" if result.error else None
-        return {"task_id": task_id, "status": result.status.value, "result": result.result, "error": error}
-    task = await q.get_task(task_id)
-    if task is None:
-        raise HTTPException(status_code=404, detail="no such task")
-    return {"task_id": task_id, "status": task.status.value}
+    if result is None:
+        task = await q.get_task(task_id)
+        if task is None:
+            raise HTTPException(status_code=404, detail="no such task")
+        if task.status in (TaskStatus.PENDING, TaskStatus.RUNNING):
+            return {"task_id": task_id, "status": task.status.value}
+        # It finished between the two reads: its result is stored right after (or built from the task).
+        result = await q.get_result(task_id, wait=True, timeout=5)
+        if result is None:
+            return {"task_id": task_id, "status": task.status.value}
+    error = f"{result.error.type}: {result.error.message}" if result.error else None
+    return {"task_id": task_id, "status": result.status.value, "result": result.result, "error": error}
 
 
 if __name__ == "__main__":

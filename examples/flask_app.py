@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask, abort, request
 
-from omniq import OmniQ
+from omniq import OmniQ, TaskStatus
 from omniq.contrib.flask import FlaskOmniQ, current_omniq
 
 omniq = OmniQ()  # settings from OMNIQ_* variables: the embedded SQLite store by default
@@ -43,13 +43,18 @@ def create_app() -> Flask:
     @app.get("/tasks/<task_id>")
     def task_status(task_id: str) -> dict[str, Any]:
         result = current_omniq.get_result(task_id)
-        if result is not None:
-            error = f"{result.error.type}: {result.error.message}" if result.error else None
-            return {"task_id": task_id, "status": result.status.value, "result": result.result, "error": error}
-        task = current_omniq.get_task(task_id)
-        if task is None:
-            abort(404, "no such task")
-        return {"task_id": task_id, "status": task.status.value}
+        if result is None:
+            task = current_omniq.get_task(task_id)
+            if task is None:
+                abort(404, "no such task")
+            if task.status in (TaskStatus.PENDING, TaskStatus.RUNNING):
+                return {"task_id": task_id, "status": task.status.value}
+            # It finished between the two reads: its result is stored right after (or built from the task).
+            result = current_omniq.get_result(task_id, wait=True, timeout=5)
+            if result is None:
+                return {"task_id": task_id, "status": task.status.value}
+        error = f"{result.error.type}: {result.error.message}" if result.error else None
+        return {"task_id": task_id, "status": result.status.value, "result": result.result, "error": error}
 
     return app
 

@@ -56,6 +56,11 @@ def make_api(lifespan: Lifespan | None) -> FastAPI:
     @api.get("/tasks/{task_id}")
     async def task_status(task_id: str, q: OmniQDep) -> dict[str, Any]:
         result = await q.get_result(task_id)
+        if result is None:
+            task = await q.get_task(task_id)
+            if task is None or task.status in (TaskStatus.PENDING, TaskStatus.RUNNING):
+                return {"status": task.status.value if task else "unknown"}
+            result = await q.get_result(task_id, wait=True, timeout=5)  # finished between the reads
         if result is not None:
             return {"status": result.status.value, "result": result.result}
         task = await q.get_task(task_id)

@@ -14,7 +14,7 @@ import pytest
 from flask import Flask, request
 from flask.testing import FlaskClient
 
-from omniq import AsyncOmniQ, ConfigurationError, OmniQ, Settings
+from omniq import AsyncOmniQ, ConfigurationError, OmniQ, Settings, TaskStatus
 from omniq.contrib.flask import FlaskOmniQ, current_omniq, get_omniq
 
 Start = Callable[..., subprocess.Popen[str]]
@@ -45,6 +45,11 @@ def make_flask(extension: FlaskOmniQ) -> Flask:
     @app.get("/tasks/<task_id>")
     def task_status(task_id: str) -> dict[str, Any]:
         result = current_omniq.get_result(task_id)
+        if result is None:
+            task = current_omniq.get_task(task_id)
+            if task is None or task.status in (TaskStatus.PENDING, TaskStatus.RUNNING):
+                return {"status": task.status.value if task else "unknown"}
+            result = current_omniq.get_result(task_id, wait=True, timeout=5)  # finished between the reads
         if result is not None:
             return {"status": result.status.value, "result": result.result}
         task = current_omniq.get_task(task_id)
