@@ -44,3 +44,7 @@ class Capability:
     #: ``enqueue_in_transaction``: tasks are stored through a database connection of the caller's,
     #: inside its open transaction, so a rollback enqueues nothing (PostgreSQL, SQLite).
     TRANSACTIONAL_ENQUEUE = "transactional_enqueue"
+    #: a task with ``depends_on`` is stored waiting (``Task.waiting``, not claimable) and made ready by the
+    #: step that finishes its last dependency, so a dependant is claimed once, when it can run; without it
+    #: the worker claims a dependant, finds a dependency unfinished and puts it back to look again later.
+    DEPENDENCIES = "dependencies"

@@ -32,6 +32,7 @@ from omniq.flow_control import Limits
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "WORKFLOW_HEADER",
     "AwareDatetime",
     "Seconds",
     "EventType",
@@ -113,6 +114,9 @@ class TaskStatus(str, enum.Enum):
         return self in TERMINAL_STATUSES
 
 
+#: the task header naming a workflow member's workflow (see :mod:`omniq.workflows`).
+WORKFLOW_HEADER = "omniq-workflow"
+
 TERMINAL_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED})
 
 
@@ -178,6 +182,9 @@ class Task(msgspec.Struct, kw_only=True, gc=False):
     expires_at: AwareDatetime | None = None
     result_ttl: Seconds | None = None
     depends_on: tuple[str, ...] = ()
+    #: how many of ``depends_on`` had not finished yet; the task is not claimable while it is above 0
+    #: (engines with ``Capability.DEPENDENCIES``; the others keep 0 and the worker checks at claim).
+    waiting: int = 0
     created_at: AwareDatetime = msgspec.field(default_factory=utcnow)
     updated_at: AwareDatetime | None = None
     started_at: AwareDatetime | None = None
@@ -207,6 +214,12 @@ class Task(msgspec.Struct, kw_only=True, gc=False):
     def max_attempts(self) -> int:
         """Total runs allowed: the first attempt plus ``max_retries``."""
         return self.max_retries + 1
+
+    @property
+    def workflow_id(self) -> str | None:
+        """The id of the workflow (chain, group, chord) this task is a member of, or None."""
+        headers = self.headers
+        return headers.get(WORKFLOW_HEADER) if headers else None
 
 
 class TaskResult(msgspec.Struct, kw_only=True):

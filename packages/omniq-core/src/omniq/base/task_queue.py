@@ -49,6 +49,21 @@ class BaseTaskQueue(Component):
         The core always passes a fresh id; should an id already exist, a
         PENDING or RUNNING task is left as it is, a terminal one is replaced.
 
+        Dependencies (:attr:`Capability.DEPENDENCIES`): a task with
+        ``depends_on`` is stored with ``waiting`` = how many of those ids name
+        a stored task that is not terminal, counted in the same atomic step
+        (dependencies stored earlier in the same ``enqueue_many`` count);
+        unknown and terminal ids do not count. While ``waiting > 0`` the task
+        is PENDING but not claimable. Every step that makes a task terminal
+        (``finish``, ``cancel``, ``recover``) or deletes it (``purge``)
+        decrements ``waiting`` of each task waiting on it, in that same step,
+        and a task reaching 0 becomes ready (waking workers) at its place
+        (priority, then ``eta`` or ``created_at``). Each dependant is thus
+        claimed once, when all its dependencies ended; the worker then reads
+        them to decide whether it runs or fails with ``DependencyFailed``.
+        Without the capability ``waiting`` stays 0 and the worker checks at
+        claim, putting back a dependant that came too early.
+
         Returns:
             the id of the stored task (or of the existing one).
         """

@@ -9,6 +9,7 @@ loop, and wake-ups use :class:`anyio.Event` instead of polling.
 Data structures:
 
 * ``tasks``: id -> :class:`~omniq.models.Task`, the source of truth.
+* ``dependants``: id -> ids of the tasks waiting on it (``Task.waiting``), until it ends.
 * ``workers``: the worker registry of everyone on this store (entries expire
   on the monotonic clock, checked at read).
 * a ready heap per queue keyed ``(-priority, eta or created_at, seq)``, a
@@ -79,6 +80,7 @@ class MemoryStore:
         self.result_waiters: dict[str, set[anyio.Event]] = {}
         self.events: list[tuple[float, int, TaskEvent]] = []  # sorted by (timestamp, append seq)
         self.workers = LocalWorkers()  # the registry of every component on this store
+        self.dependants: dict[str, list[str]] = {}  # dependency id -> ids of the tasks waiting on it
         self.flow = FlowState()  # limits' holders, held tasks and rate state; paused queues
         self._seq = itertools.count()
 
@@ -109,10 +111,29 @@ class MemoryStore:
         if task.unique_key is not None and task.status not in TERMINAL_STATUSES:
             self.unique[task.unique_key] = task.id
         self.queued.pop(task.id, None)
-        if task.status is TaskStatus.PENDING and not task.paused:
+        if task.status is TaskStatus.PENDING and not task.paused and not task.waiting:
             self._push_pending(task)
         if task.limits is not None or (old is not None and old.limits is not None):
             self.flow.track(old, task, self.tasks, self.put)
+        if task.status in TERMINAL_STATUSES and task.id in self.dependants:
+            self._release_dependants(task.id)
+
+    def count_waiting(self, task: Task) -> int:
+        """How many of ``task``'s dependencies are stored and not terminal; registers it as waiting on those."""
+        waiting = 0
+        for dep_id in dict.fromkeys(task.depends_on):
+            dep = self.tasks.get(dep_id)
+            if dep is not None and dep.status not in TERMINAL_STATUSES:
+                self.dependants.setdefault(dep_id, []).append(task.id)
+                waiting += 1
+        return waiting
+
+    def _release_dependants(self, dep_id: str) -> None:
+        """A dependency ended (or was deleted): one less to wait for, for each task waiting on it."""
+        for task_id in self.dependants.pop(dep_id, ()):
+            task = self.tasks.get(task_id)
+            if task is not None and task.waiting > 0:
+                self.put(_replace(task, waiting=task.waiting - 1))  # ready (pushed, waking workers) at 0
 
     def remove(self, task: Task) -> None:
         """Forget ``task`` entirely."""
@@ -124,6 +145,8 @@ class MemoryStore:
         self.queued.pop(task.id, None)
         if task.limits is not None:
             self.flow.track(task, None, self.tasks, self.put)
+        if task.id in self.dependants:
+            self._release_dependants(task.id)
 
     def _push_pending(self, task: Task) -> None:
         seq = self.next_seq()

@@ -56,6 +56,7 @@ class MemoryTaskQueue(BaseTaskQueue):
             Capability.WORKER_REGISTRY,
             Capability.FLOW_CONTROL,
             Capability.QUEUE_PAUSE,
+            Capability.DEPENDENCIES,
         }
     )
 
@@ -88,6 +89,7 @@ class MemoryTaskQueue(BaseTaskQueue):
         stored = copy_task(task)
         if stored.status is not TaskStatus.PENDING:
             stored.status = TaskStatus.PENDING
+        stored.waiting = store.count_waiting(stored) if stored.depends_on else 0
         store.order[stored.id] = store.next_seq()
         store.put(stored)
         return stored.id

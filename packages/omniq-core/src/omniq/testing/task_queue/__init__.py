@@ -21,6 +21,7 @@ from __future__ import annotations
 from omniq.testing.task_queue.cancelling import CancelTests
 from omniq.testing.task_queue.claiming import ClaimingTests
 from omniq.testing.task_queue.corrupt_records import CorruptRecordTests
+from omniq.testing.task_queue.dependencies import DependencyTests
 from omniq.testing.task_queue.enqueue import EnqueueTests
 from omniq.testing.task_queue.finishing import FinishingTests
 from omniq.testing.task_queue.flow_control import FlowControlTests, QueuePauseTests
@@ -40,6 +41,7 @@ __all__ = [
     "CancelTests",
     "ClaimingTests",
     "CorruptRecordTests",
+    "DependencyTests",
     "EnqueueTests",
     "FinishingTests",
     "FlowControlTests",
@@ -72,6 +74,7 @@ class TaskQueueSuite(
     WaitingTests,
     LeaseTests,
     FinishingTests,
+    DependencyTests,
     CancelTests,
     ListingTests,
     ListPageTests,
