@@ -33,3 +33,9 @@ async def spin(loops: int) -> int:
 async def ping(seq: int) -> None:
     """The latency job: reports its start time."""
     report_ping(seq)
+
+
+@app.task(name="count_values")
+async def count_values(values: list[object]) -> int:
+    """A chord's callback (workflows.py): how many results it received."""
+    return len(values)

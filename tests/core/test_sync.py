@@ -29,7 +29,12 @@ ASYNC_ONLY = {
 
 
 #: return types the sync façade wraps in its own sync twin.
-SYNC_RETURNS = {"TaskFunction[Any, Any]": "SyncTaskFunction[Any, Any]", "AsyncWorkerPool": "SyncWorkerPool"}
+SYNC_RETURNS = {
+    "TaskFunction[Any, Any]": "SyncTaskFunction[Any, Any]",
+    "AsyncWorkerPool": "SyncWorkerPool",
+    "WorkflowHandle": "SyncWorkflowHandle",
+    "WorkflowHandle | None": "SyncWorkflowHandle | None",
+}
 
 
 def _public_methods(cls: type) -> dict[str, Any]:

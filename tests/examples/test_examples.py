@@ -30,6 +30,13 @@ EXPECTED = {
         "paused queue: ['reports'] -> pending",
         "after resume_queue: succeeded",
     ],
+    "workflows.py": [
+        "chain: 3",
+        "group: [[0, 1, 2], [10, 11, 12], [20, 21, 22]]",
+        "chord: 15",
+        "si: fetched (workflow True)",
+        "failed: DependencyFailed",
+    ],
 }
 
 

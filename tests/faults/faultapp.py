@@ -11,7 +11,7 @@ import os
 import signal
 import time
 
-from omniq import OmniQ
+from omniq import OmniQ, current_task
 
 app = OmniQ()
 
@@ -94,3 +94,34 @@ def progress_until(marker: str) -> str:
         time.sleep(0.05)
     report_progress(10, 10, "done")
     return "finished"
+
+
+# -- workflows (test_workflows.py) ---------------------------------------------------------------------
+
+
+@app.task(name="add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(name="total")
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+@app.task(name="fail_with", max_retries=0)
+def fail_with(value: object, message: str) -> None:
+    raise ValueError(message)
+
+
+@app.task(name="workflow_of")
+def workflow_of(value: object) -> list[object]:
+    return [value, current_task().workflow_id]
+
+
+@app.task(name="wait_for")
+def wait_for(marker: str) -> str:
+    """Runs until ``marker`` exists or the run is cancelled."""
+    while not os.path.exists(marker) and not current_task().cancelled:
+        time.sleep(0.05)
+    return "done"

@@ -29,6 +29,15 @@ from omniq.models import EventType, Task, TaskError, TaskEvent, TaskProgress, Ta
 from omniq.retrying import Retry
 from omniq.scheduling import Schedule
 from omniq.sync import OmniQ
+from omniq.workflows import (
+    Signature,
+    WorkflowFailed,
+    WorkflowHandle,
+    WorkflowNotFinished,
+    chain,
+    chord,
+    group,
+)
 
 if TYPE_CHECKING:
     from omniq.errors import LeaseLostError as LeaseLostError, ResultTimeoutError as ResultTimeoutError  # deprecated
@@ -75,6 +84,7 @@ __all__ = [
     "PayloadTooLargeError",
     "Retry",
     "Schedule",
+    "Signature",
     "SerializationError",
     "Task",
     "TaskArgumentError",
@@ -87,8 +97,14 @@ __all__ = [
     "TaskStatus",
     "TaskTimeoutError",
     "UnknownTaskError",
+    "WorkflowFailed",
+    "WorkflowHandle",
+    "WorkflowNotFinished",
     "__version__",
+    "chain",
+    "chord",
     "current_task",
+    "group",
     "hookimpl",
     "report_progress",
 ]

@@ -36,13 +36,13 @@ async def run_eagerly(app: AsyncOmniQ, task: Task) -> str:
     result = await _dependencies_failed(app, task)
     if result is None:
         executor = Executor(1)
-        task = msgspec.structs.replace(task, depends_on=(), interval=None, cron=None)
+        task = msgspec.structs.replace(task, interval=None, cron=None)
         while True:
             now = utcnow()
             task = msgspec.structs.replace(
                 task, status=TaskStatus.RUNNING, attempts=task.attempts + 1, started_at=now, lease_token=new_id()
             )
-            outcome = await execute(app, executor, task)
+            outcome = await execute(app, executor, task, dependencies_checked=True)
             if outcome.kind not in _AGAIN:
                 break
         result = outcome.result or TaskResult.from_task(task, outcome.status, error=outcome.error)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from omniq.models import TaskStatus
 from omniq.scheduling import Schedule
+from omniq.workflows import WorkflowHandle, cancel_workflow, find_workflow
 
 if TYPE_CHECKING:
     from omniq._components import Components
@@ -28,9 +29,16 @@ class OperatorMethods:
         """Cancel a pending or running task (a recurring one stops recurring); False if unknown or finished.
 
         A running task's worker loses its lease: its outcome is not recorded and it stops the task at its
-        next heartbeat. Waiters on the result receive a CANCELLED result.
+        next heartbeat. Waiters on the result receive a CANCELLED result. Given a workflow's id
+        (:mod:`omniq.workflows`), every member not yet finished is cancelled.
         """
-        return await self._components.cancel(task_id)
+        if await self._components.cancel(task_id):
+            return True
+        return await cancel_workflow(self, task_id)  # type: ignore[arg-type]
+
+    async def workflow(self, workflow_id: str) -> WorkflowHandle | None:
+        """The handle of an enqueued workflow (chain, group, chord), for its result; None if unknown or expired."""
+        return await find_workflow(self, workflow_id)  # type: ignore[arg-type]
 
     async def retry(self, task_id: str) -> bool:
         """Run a FAILED, CANCELLED or EXPIRED task again with a fresh attempt budget; False if not retried.

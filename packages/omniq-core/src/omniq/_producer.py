@@ -121,11 +121,25 @@ class Producer:
         if tasks and (limits := tasks[0].limits) is not None:
             for task, key in zip(tasks, keys, strict=True):
                 task.limits = self._limits_for(limits, options, *key)
+        if connection is not None:
+            if components.lifecycle.task_headers is not None:
+                for task in tasks:
+                    merge_headers(task, components.lifecycle)
+            return await self._enqueue_in_transaction(tasks, connection)
+        return await self.enqueue_tasks(tasks)
+
+    async def enqueue_tasks(self, tasks: list[Task]) -> list[str]:
+        """Enqueue built tasks (of any functions; see :meth:`build_checked`) in one round trip; return their ids.
+
+        The tasks go in their order, so a task may depend on one before it (a workflow's members).
+        """
+        if self.eager is not None:
+            return [await self.eager(task) for task in tasks]
+        components = self.components
+        await components.connect()
         if components.lifecycle.task_headers is not None:
             for task in tasks:
                 merge_headers(task, components.lifecycle)
-        if connection is not None:
-            return await self._enqueue_in_transaction(tasks, connection)
         events = components.events
         if components.fuse_events and events is not None and len(tasks) >= EVENT_BATCH_SIZE:
             # A batch this large would be flushed at once anyway: the backend writes it beside
@@ -138,6 +152,31 @@ class Producer:
         ids = await components.task_queue.enqueue_many(tasks)
         self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i])
         return ids
+
+    def build_checked(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: EnqueueOptions,
+        *,
+        bind: tuple[Any, ...] = (),
+    ) -> Task:
+        """The checked Task record of one call, its limits keyed, ready for :meth:`enqueue_tasks`.
+
+        ``bind``: arguments the worker will put before ``args`` (a workflow member's parent result),
+        for the check that the call fits the function's signature.
+        """
+        handle = self.functions.get(name)
+        task = self.build(name, args, kwargs, options)
+        if handle is not None:
+            if bind:
+                handle.check_arguments((*bind, *args), kwargs)  # the signature only: the bound value is not known
+            else:
+                handle.check_arguments(args, kwargs, task.payload)
+        if task.limits is not None and self.eager is None:
+            task.limits = self._limits_for(task.limits, options, args, kwargs)
+        return task
 
     def _limits_for(
         self, limits: Limits, options: EnqueueOptions, args: tuple[Any, ...], kwargs: dict[str, Any]

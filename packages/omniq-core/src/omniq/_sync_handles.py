@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from typing_extensions import ParamSpec
 
 from omniq._options import EnqueueOptions, TaskOptions
+from omniq.workflows import Signature
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
@@ -44,6 +45,14 @@ class SyncTaskFunction(Generic[P, R]):
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Enqueue a call with the decorator's options; returns the task id."""
         return self.app.enqueue_call(self.name, args, kwargs, self.handle.default_options)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this call for a workflow; see :meth:`omniq.TaskFunction.s`."""
+        return Signature(self.app, self.name, args, kwargs, self.handle.default_options)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature; see :meth:`omniq.TaskFunction.si`."""
+        return Signature(self.app, self.name, args, kwargs, self.handle.default_options, immutable=True)
 
     def options(self, **options: Unpack[TaskOptions]) -> _SyncBound[P]:
         """Return a handle whose ``enqueue`` uses extra options (``delay``, ``queue``, ...)."""

@@ -20,6 +20,7 @@ from omniq._typed import CallTypes, FunctionTypes, function_types
 from omniq.errors import ConfigurationError, TaskArgumentError, UnknownTaskError
 from omniq.retrying import RETRY_EVERYTHING, RetryPolicy
 from omniq.serialization import call_arguments
+from omniq.workflows import Signature
 
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
@@ -147,6 +148,14 @@ class TaskFunction(Generic[P, R]):
     def options(self, **options: Unpack[TaskOptions]) -> BoundTask[P]:
         """Return a handle whose ``enqueue`` uses extra options (``delay``, ``queue``, ...)."""
         return BoundTask(self, self.default_options.merged(EnqueueOptions.from_kwargs(options)))
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this call for a workflow (``chain``, ``group``, ``chord``): it receives its parent's result first."""
+        return Signature(self.app, self.name, args, kwargs, self.default_options)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: it runs after its parent, without receiving the parent's result."""
+        return Signature(self.app, self.name, args, kwargs, self.default_options, immutable=True)
 
     def __repr__(self) -> str:
         return f"<TaskFunction {self.name}>"

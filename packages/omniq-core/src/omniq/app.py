@@ -30,6 +30,7 @@ from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus
 from omniq.progress import read_progress
 from omniq.retrying import RETRY_EVERYTHING, RetryPolicy
 from omniq.serialization import BUILTIN_SERIALIZERS, SerializerRegistry
+from omniq.workflows import Signature, Workflow, WorkflowHandle, enqueue_workflow
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec, Self, Unpack
@@ -258,6 +259,18 @@ class AsyncOmniQ(OperatorMethods):
         name, defaults = self._registry.name_and_defaults(func)
         merged = defaults.merged(EnqueueOptions.from_kwargs(options))
         return await self._producer.enqueue_many(name, calls, merged, connection)
+
+    def signature(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Signature:
+        """A workflow signature of ``func(*args, **kwargs)`` (``func`` a task, callable or registered name).
+
+        The same as ``task.s(*args, **kwargs)``, for code that knows a task by name only.
+        """
+        name, defaults = self._registry.name_and_defaults(func)
+        return Signature(self, name, args, kwargs, defaults)
+
+    async def enqueue_workflow(self, workflow: Workflow) -> WorkflowHandle:
+        """Enqueue a chain, group, chord or signature (what ``workflow.enqueue()`` does); return its handle."""
+        return await enqueue_workflow(self, workflow)
 
     async def enqueue_call(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions

@@ -31,6 +31,7 @@ class TaskContext:
         attempt: this run's attempt number, from 1.
         max_retries: retries allowed after the first attempt (``attempt <= max_retries + 1``).
         schedule_id: the schedule this run belongs to (a recurring task), else None.
+        workflow_id: the workflow (chain, group, chord) it is a member of, else None.
         deadline: when this attempt's ``timeout`` runs out (aware UTC), or None without a timeout.
         worker_id: the worker running it.
     """
@@ -41,6 +42,7 @@ class TaskContext:
     attempt: int
     max_retries: int
     schedule_id: str | None
+    workflow_id: str | None
     deadline: datetime | None
     worker_id: str
     #: the worker's record of the run, whose ``cancelled`` flag the heartbeat sets (None: no worker's).
@@ -106,6 +108,7 @@ def context_of(task: Task, worker_id: str, held: object = None) -> TaskContext:
         attempt=task.attempts,
         max_retries=task.max_retries,
         schedule_id=task.id if task.recurring else None,
+        workflow_id=task.workflow_id,
         deadline=deadline,
         worker_id=worker_id,
         _held=held,

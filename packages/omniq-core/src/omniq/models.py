@@ -32,6 +32,7 @@ from omniq.flow_control import Limits
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "PARENT_HEADER",
     "WORKFLOW_HEADER",
     "AwareDatetime",
     "Seconds",
@@ -116,6 +117,9 @@ class TaskStatus(str, enum.Enum):
 
 #: the task header naming a workflow member's workflow (see :mod:`omniq.workflows`).
 WORKFLOW_HEADER = "omniq-workflow"
+#: the task header saying a workflow member receives its parents' results first: ``one`` (its only
+#: parent's value) or ``all`` (the list of its parents' values, in ``depends_on`` order).
+PARENT_HEADER = "omniq-parent"
 
 TERMINAL_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED})
 

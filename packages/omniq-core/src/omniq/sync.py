@@ -24,6 +24,7 @@ from omniq._portal import Portal
 from omniq._sync_handles import SyncTaskFunction, SyncWorkerPool
 from omniq._tasks import TaskFunction
 from omniq.app import AsyncOmniQ
+from omniq.workflows import Signature, SyncWorkflowHandle, Workflow
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
@@ -273,6 +274,20 @@ class OmniQ:
     def cancel(self, task_id: str) -> bool:
         """See :meth:`AsyncOmniQ.cancel`."""
         return self._call(self.async_app.cancel, task_id)
+
+    def signature(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Signature:
+        """See :meth:`AsyncOmniQ.signature`; ``.enqueue()`` of a workflow of these blocks."""
+        name, defaults = self.async_app._registry.name_and_defaults(func)
+        return Signature(self, name, args, kwargs, defaults)
+
+    def enqueue_workflow(self, workflow: Workflow) -> SyncWorkflowHandle:
+        """See :meth:`AsyncOmniQ.enqueue_workflow`."""
+        return SyncWorkflowHandle(self, self._call(self.async_app.enqueue_workflow, workflow))
+
+    def workflow(self, workflow_id: str) -> SyncWorkflowHandle | None:
+        """See :meth:`AsyncOmniQ.workflow`."""
+        handle = self._call(self.async_app.workflow, workflow_id)
+        return None if handle is None else SyncWorkflowHandle(self, handle)
 
     def retry(self, task_id: str) -> bool:
         """See :meth:`AsyncOmniQ.retry`."""

@@ -40,6 +40,7 @@ from omniq.models import (
 )
 from omniq.retrying import Retry
 from omniq.scheduling import backoff_delay, next_run
+from omniq.workflows import DependencyResultMissing, parent_mode, with_parent_value
 
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
@@ -83,14 +84,15 @@ async def check_dependencies(app: AsyncOmniQ, task: Task) -> Outcome | None:
     """None when every dependency succeeded; otherwise a FAILED or RELEASE (recheck later) outcome."""
     tasks = await app.task_queue.get_many(list(task.depends_on))
     failed = [
-        dep_id
+        f"{dep_id} (gone)" if dep is None else f"{dep_id} ({dep.func}, {dep.status.value})"
         for dep_id, dep in zip(task.depends_on, tasks, strict=True)
         if dep is None or (dep.status in TERMINAL_STATUSES and dep.status is not TaskStatus.SUCCEEDED)
     ]
     if failed:
+        more = f" and {len(failed) - _NAMED} more" if len(failed) > _NAMED else ""
         error = TaskError(
             type="DependencyFailed",
-            message=f"dependencies did not succeed: {', '.join(failed)}",
+            message=f"dependencies did not succeed: {', '.join(failed[:_NAMED])}{more}",
             attempt=task.attempts,
             retryable=False,
         )
@@ -107,8 +109,11 @@ async def execute(
     run_hooks: Collect | None = None,
     worker_id: str = "",
     held: object = None,
+    dependencies_checked: bool = False,
 ) -> Outcome:
     """Run ``task`` (already claimed) and describe the outcome; never raises (but for cancellation).
+
+    ``dependencies_checked``: the caller saw every dependency succeed (eager mode, whose tasks are not queued).
 
     ``held``: the pool's record of the run, whose ``cancelled`` flag the task reads through
     ``omniq.current_task().cancelled``.
@@ -132,7 +137,7 @@ async def execute(
         if task.expires_at is not None and utcnow() >= task.expires_at:
             error = TaskError(type="TaskExpired", message="the task's ttl passed before it could run", retryable=False)
             return _final(task, OutcomeKind.EXPIRED, TaskStatus.EXPIRED, error)
-        if task.depends_on:
+        if task.depends_on and not dependencies_checked:
             stage = "checking its dependencies"
             try:
                 pending = await check_dependencies(app, task)
@@ -140,6 +145,13 @@ async def execute(
                 return _recheck_later(task)
             if pending is not None:
                 return pending
+        if task.headers is not None and (mode := parent_mode(task)) is not None:
+            stage = "reading its parents' results"  # a workflow member (omniq.workflows)
+            try:
+                task = await with_parent_value(app, task, mode)
+            except DependencyResultMissing as exc:
+                error = TaskError(type="DependencyFailed", message=str(exc), attempt=task.attempts, retryable=False)
+                return _final(task, OutcomeKind.FAILED, TaskStatus.FAILED, error)
         stage = "decoding its arguments"
         handle = app.resolve(task.func)
         args, kwargs = app.decode_args(task)
@@ -237,6 +249,9 @@ def _text(exc: BaseException) -> str:
     except Exception:
         return f"<{type(exc).__name__} with an unprintable message>"
 
+
+#: failed dependencies a DependencyFailed message names (a chord's callback may have thousands).
+_NAMED = 5
 
 _EVENT_BY_KIND = {
     OutcomeKind.SUCCEEDED: EventType.SUCCEEDED,
