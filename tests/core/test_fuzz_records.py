@@ -220,7 +220,7 @@ def test_a_corrupted_sqlite_row_reads_strictly_or_raises_and_claims_salvaged(
 def test_a_corrupted_redis_row_reads_strictly_or_raises(task: Task, blob: bytes | None, error: bytes | None) -> None:
     codec = pytest.importorskip("omniq_redis._codec")
     row = [blob if blob is not None else encode_task(task), b"running", None, None, b"1", b"tok", None, b"w"]
-    row += [None, None, None, error]
+    row += [None, None, None, error, None]  # ... error, waiting ('wt': absent)
     for read in (codec.task_from_row, codec.leased_task_from_row):
         try:
             got = read(row)

@@ -34,7 +34,12 @@ def test_results_flow_through_chains_groups_and_chords(cluster: Cluster) -> None
                 assert task is not None and task.status is TaskStatus.SUCCEEDED
                 assert task.workflow_id == handle.id and task.waiting == 0
         callback = fan_in.result_ids[0]
-        kinds = [e.type for e in app.get_events(callback)]
+
+        def callback_events() -> list[EventType] | None:  # workers write events in batches, after the result
+            kinds = [e.type for e in app.get_events(callback)]
+            return kinds if EventType.SUCCEEDED in kinds else None
+
+        kinds = wait_until(callback_events, 30, "the callback's events")
         assert kinds.count(EventType.STARTED) == 1 and EventType.RELEASED not in kinds, kinds
         found = app.workflow(fan_in.id)
         assert found is not None and found.get(timeout=5) == 30 * 29

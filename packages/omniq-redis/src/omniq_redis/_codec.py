@@ -103,19 +103,41 @@ def enqueue_calls(
 
     Returns the calls and, per call, the indexes in ``tasks`` of the tasks it carries. A queue not
     in ``registered`` is registered in QUEUES by its calls.
+
+    The calls run in order (one pipeline), each storing its tasks in order, so grouping by queue
+    keeps the batch's order within a queue. A dependency stored earlier in the batch must be
+    stored before its dependant is counted (``Task.waiting``): when one lives in another queue, the
+    calls follow the batch instead, one per run of consecutive tasks of a queue.
     """
     groups: dict[str, list[int]] = {}
+    dependants = False
     for index, task in enumerate(tasks):
         groups.setdefault(task.queue, []).append(index)
+        if task.depends_on:
+            dependants = True
+    runs: list[tuple[str, list[int]]] = list(groups.items())
+    if dependants and _depends_across_queues(tasks):
+        runs = []
+        for index, task in enumerate(tasks):
+            if runs and runs[-1][0] == task.queue:
+                runs[-1][1].append(index)
+            else:
+                runs.append((task.queue, [index]))
     calls: list[tuple[str, list[Any]]] = []
     order: list[list[int]] = []
-    for queue, indexes in groups.items():
+    for queue, indexes in runs:
         for start in range(0, len(indexes), chunk_size):
             chunk = indexes[start : start + chunk_size]
             items = enqueue_items([tasks[index] for index in chunk])
             calls.append(("enqueue", [prefix, queue, items, "0" if queue in registered else "1"]))
             order.append(chunk)
     return calls, order
+
+
+def _depends_across_queues(tasks: Sequence[Task]) -> bool:
+    """Whether a task of ``tasks`` depends on another of them in a different queue."""
+    queue_of = {task.id: task.queue for task in tasks}
+    return any(queue_of.get(dep, task.queue) != task.queue for task in tasks for dep in task.depends_on)
 
 
 def _enqueue_item(task: Task) -> tuple[Any, ...]:
@@ -139,10 +161,16 @@ def _enqueue_item(task: Task) -> tuple[Any, ...]:
         _ready_member(ready, task.id),
     )
     limits = task.limits
-    if limits is None:
+    depends_on = task.depends_on
+    if limits is None and not depends_on:
         return item
-    numbers = (limits.concurrency, limits.rate, limits.burst)
-    return (*item, (limits.key, *("" if number is None else repr(number) for number in numbers)))
+    lim: Any = False  # msgpack false: Lua's "no limits" placeholder before the dependencies
+    if limits is not None:
+        numbers = (limits.concurrency, limits.rate, limits.burst)
+        lim = (limits.key, *("" if number is None else repr(number) for number in numbers))
+    if not depends_on:
+        return (*item, lim)
+    return (*item, lim, list(dict.fromkeys(depends_on)))  # each dependency counted once
 
 
 def enqueue_one_args(task: Task) -> list[Any]:
@@ -236,9 +264,10 @@ def leased_tasks(rows: Sequence[list[Any]]) -> list[Task]:
 def _build_task(row: list[Any]) -> Task:
     """Build a task from a script's ROW: the enqueued blob overlaid with the hash's mutable fields.
 
-    A field that is absent (None) keeps the blob's value; an empty one means None.
+    A field that is absent (None) keeps the blob's value; an empty one means None. ``waiting`` is
+    the engine's alone: the hash's ``wt``, 0 when absent.
     """
-    blob, status, eta, paused, attempts, token, deadline, worker, started, finished, updated, error = row
+    blob, status, eta, paused, attempts, token, deadline, worker, started, finished, updated, error, waiting = row
     task = decode_task(blob)
     changes: dict[str, Any] = {"status": _STATUSES[status]}
     if eta is not None:
@@ -261,6 +290,10 @@ def _build_task(row: list[Any]) -> Task:
         changes["updated_at"] = _dt(updated)
     if error is not None:
         changes["error"] = decode_error(error) if error else None
+    if waiting is not None:
+        changes["waiting"] = int(waiting)
+    elif task.waiting:
+        changes["waiting"] = 0  # whatever the enqueued envelope said: the engine counts
     return msgspec.structs.replace(task, **changes)
 
 

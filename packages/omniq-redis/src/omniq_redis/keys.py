@@ -2,9 +2,11 @@
 
 Layout, for prefix ``P`` (``Settings.key_prefix``, default :data:`omniq.constants.DEFAULT_PREFIX`) and
 queue ``q``. Everything about one queue carries the hash tag ``{P:q}``, so a
-queue's keys share one cluster slot and each per-queue script touches a
-single slot. Lookups by task id go through the global ``{P}:idx`` hash
-(id -> queue); results and events are keyed by task id / prefix.
+queue's keys share one cluster slot. Lookups by task id go through the
+global ``{P}:idx`` hash (id -> queue); results and events are keyed by task
+id / prefix. Flow control (``{P}:fl:*``) and dependencies (a dependant and
+its dependency may live in different queues) reach across queues: the
+backend runs on a standalone server.
 
 The Lua scripts (:mod:`omniq_redis.scripts`) build the same names from the
 suffixes below, substituted into their source, so this module is the one
@@ -54,6 +56,12 @@ TASK = "t"
 #: that reached SUCCEEDED or FAILED in that minute, INCRBY'd once per finish batch, expiring after
 #: DONE_TTL (queue_stats reads the last hour's).
 DONE = "done"
+#: prefix of the dependants sets "{P:q}:dep:<id>": ids of the tasks waiting on task <id> of queue q
+#: (``Task.waiting``), added by the enqueue that finds <id> stored and not terminal, deleted (after
+#: one decrement each) by the step that ends or deletes <id>. It exists only while its task carries
+#: the hash field dn, which the finish, cancel, recover and purge scripts read in the HMGET they
+#: already do: a task nobody waits on costs them nothing more.
+DEPENDANTS = "dep"
 
 # -- global keys: "{P}:<suffix>" -------------------------------------------------------------------
 
@@ -93,12 +101,14 @@ EVENTS = "events"
 #: b = encode_task blob as enqueued; the others override its mutable fields ("" means None,
 #: a missing field keeps the blob's value): s status, e eta µs, p paused "1"/"0", a attempts,
 #: k lease token, l lease deadline µs, w worker id, sa started_at µs, fa finished_at µs,
-#: ua updated_at µs, er msgpack TaskError.
-TASK_FIELDS = ("b", "s", "e", "p", "a", "k", "l", "w", "sa", "fa", "ua", "er")
+#: ua updated_at µs, er msgpack TaskError, wt how many dependencies it still waits on (Task.waiting;
+#: set only for a task enqueued with some, absent meaning 0).
+TASK_FIELDS = ("b", "s", "e", "p", "a", "k", "l", "w", "sa", "fa", "ua", "er", "wt")
 # Index fields only the scripts read: c created_at µs, pr priority, mr max_retries,
 # uk unique key, rm the task's member in READY. A task with limits (and only such a task) also has
 # lk its Limits.key, lc concurrency, lr rate per second, lb burst ('' for None), and while parked
-# by flow control hd "1" (held for a concurrency slot) or rr "1" (its rate slot is reserved).
+# by flow control hd "1" (held for a concurrency slot) or rr "1" (its rate slot is reserved). A task
+# some other task waits on has dn "1" (its DEPENDANTS set exists) until it ends or is deleted.
 
 #: seconds a completion counter lives: the hour queue_stats shows, and a margin.
 DONE_TTL = 3900

@@ -158,4 +158,38 @@ local function make_ready(tag, id, rm, pr, t, now)
 end
 """,
     ),
+    (
+        "release_dependants",
+        r"""
+-- task id of queue tag (hash h) ended or is being deleted: one dependency less ('wt') for each task
+-- waiting on it. One reaching 0 while PENDING and not paused becomes ready at its place (its READY
+-- member, due at its eta or created_at, as enqueue would have put it) and its wake-up tokens are
+-- added to wake[its tag], for the caller to signal once per queue. A dependant deleted meanwhile has
+-- no index entry and is skipped; one cancelled is counted down all the same, so a retry of it waits
+-- only for what is left. Callers call this only when h has 'dn', read in the HMGET they already do.
+-- The set and the mark go: a task ends once (a retried one collects new dependants afresh).
+local function release_dependants(tag, id, h, now, wake)
+  local set = tag .. ':$DEPENDANTS:' .. id
+  for _, did in ipairs(redis.call('SMEMBERS', set)) do
+    local dq = redis.call('HGET', IDX, did)
+    if dq then
+      local dtag = qtag(dq)
+      local dh = dtag .. ':$TASK:' .. did
+      local f = redis.call('HMGET', dh, 'wt', 's', 'p', 'rm', 'pr', 'e', 'c')
+      local wt = tonumber(f[1])
+      if wt and wt > 0 then
+        redis.call('HSET', dh, 'wt', wt - 1)
+        if wt == 1 and f[2] == 'pending' and f[3] ~= '1' then
+          local t = tonumber(f[7])
+          if f[6] and f[6] ~= '' then t = tonumber(f[6]) end
+          wake[dtag] = (wake[dtag] or 0) + make_ready(dtag, did, f[4], f[5], t, now)
+        end
+      end
+    end
+  end
+  redis.call('DEL', set)
+  redis.call('HDEL', h, 'dn')
+end
+""",
+    ),
 ]

@@ -94,7 +94,10 @@ return out
 
 # ARGV: P, result prefix ('' = results not fused), msgpack array of [id, token, kind, eta µs or '',
 # error blob or '', result blob or '', result expiry ms or '']. Returns 1/0 per outcome. Tasks that
-# reach SUCCEEDED or FAILED are counted per queue and minute (count_done, for queue_stats).
+# reach SUCCEEDED or FAILED are counted per queue and minute (count_done, for queue_stats). A task
+# reaching a terminal status with dependants ('dn', read in the same HMGET) counts them down
+# (release_dependants), waking their queues with the others; RETRY, RELEASE and RESCHEDULE are not
+# ends.
 FINISH = r"""
 local now = now_us()
 local RP = ARGV[2]
@@ -108,7 +111,7 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
   if q then
     local tag = qtag(q)
     local h = tag .. ':$TASK:' .. id
-    local f = redis.call('HMGET', h, 's', 'k', 'c', 'uk', 'pr', 'p', 'a', 'lk')
+    local f = redis.call('HMGET', h, 's', 'k', 'c', 'uk', 'pr', 'p', 'a', 'lk', 'dn')
     if f[1] == 'running' and f[2] == tok then
       ok = 1
       redis.call('ZREM', tag .. ':$LEASES', id)
@@ -119,6 +122,7 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
         redis.call('ZADD', tag .. ':$STATUS:' .. kind, f[3], id)
         release_unique(f[4], id)
         if kind ~= 'expired' then done[tag] = (done[tag] or 0) + 1 end
+        if f[9] then release_dependants(tag, id, h, now, wake) end
       else
         local t = now
         if eta ~= '' then t = tonumber(eta) end
@@ -145,7 +149,8 @@ for tag, n in pairs(done) do count_done(tag, n, now) end
 return out
 """
 
-# ARGV: P, queue, limit. Returns one ROW per recovered task (as it is now).
+# ARGV: P, queue, limit. Returns one ROW per recovered task (as it is now). A task failed out of
+# attempts ends: its dependants are counted down (release_dependants, when it has 'dn').
 RECOVER = r"""
 local now = now_us()
 local tag = qtag(ARGV[2])
@@ -154,10 +159,11 @@ local ids = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, tonumbe
 local out = {}
 local nready = 0
 local nfailed = 0
+local wake = {}
 for _, id in ipairs(ids) do
   redis.call('ZREM', leases, id)
   local h = tag .. ':$TASK:' .. id
-  local f = redis.call('HMGET', h, 's', 'a', 'mr', 'c', 'uk', 'pr', 'p', 'l', 'lk')
+  local f = redis.call('HMGET', h, 's', 'a', 'mr', 'c', 'uk', 'pr', 'p', 'l', 'lk', 'dn')
   if f[1] == 'running' and tonumber(f[8]) <= now then
     redis.call('ZREM', tag .. ':$STATUS:running', id)
     if f[9] then release_slot(f[9], id) end
@@ -169,6 +175,7 @@ for _, id in ipairs(ids) do
       redis.call('ZADD', tag .. ':$STATUS:failed', f[4], id)
       release_unique(f[5], id)
       nfailed = nfailed + 1
+      if f[10] then release_dependants(tag, id, h, now, wake) end
     else
       local rm = member(tag, now, id)
       redis.call('HSET', h, 's', 'pending', 'k', '', 'l', '', 'e', fmt(now), 'ua', fmt(now), 'rm', rm)
@@ -179,6 +186,7 @@ for _, id in ipairs(ids) do
   end
 end
 signal(tag, nready)
+for t, n in pairs(wake) do signal(t, n) end
 count_done(tag, nfailed, now)
 return out
 """

@@ -126,14 +126,15 @@ return out
 
 # ARGV: P, id. A FAILED, CANCELLED or EXPIRED task becomes PENDING and ready with a fresh attempt
 # budget, placed in READY by its created_at (as when it was enqueued without an eta); its unique
-# key is taken again unless another live task holds it. Returns the task's ROW, or 0 when it is
-# unknown, in another status, or its key is held.
+# key is taken again unless another live task holds it. A task still waiting on dependencies
+# ('wt' > 0: cancelled while it waited) stays out of READY until they end, as at enqueue.
+# Returns the task's ROW, or 0 when it is unknown, in another status, or its key is held.
 RETRY = r"""
 local now = now_us()
 local id = ARGV[2]
 local tag, h = task_at(id)
 if not tag then return 0 end
-local f = redis.call('HMGET', h, 's', 'c', 'uk', 'pr')
+local f = redis.call('HMGET', h, 's', 'c', 'uk', 'pr', 'wt')
 if f[1] ~= 'failed' and f[1] ~= 'cancelled' and f[1] ~= 'expired' then return 0 end
 local uk = f[3]
 if uk and uk ~= '' then
@@ -146,7 +147,9 @@ redis.call('ZADD', tag .. ':$STATUS:pending', f[2], id)
 redis.call('HSET', h, 's', 'pending', 'e', '', 'p', '0', 'a', '0', 'k', '', 'l', '', 'w', '', 'sa', '', 'fa', '',
   'ua', fmt(now), 'er', '', 'rm', rm)
 redis.call('HDEL', h, 'hd', 'rr')  -- flow control's marks, left by a cancel while parked
-redis.call('ZADD', tag .. ':$READY', -tonumber(f[4]), rm)
-signal(tag, 1)
+if (tonumber(f[5]) or 0) == 0 then
+  redis.call('ZADD', tag .. ':$READY', -tonumber(f[4]), rm)
+  signal(tag, 1)
+end
 return row(h)
 """

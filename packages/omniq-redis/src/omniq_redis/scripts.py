@@ -48,6 +48,7 @@ _NAMES = {
     "STATUS": keys.STATUS,
     "TASK": keys.TASK,
     "DONE": keys.DONE,
+    "DEPENDANTS": keys.DEPENDANTS,
     "DONE_TTL": str(keys.DONE_TTL),
     "WORKERS": keys.WORKERS,
     "WORKER_EXPIRY": keys.WORKER_EXPIRY,

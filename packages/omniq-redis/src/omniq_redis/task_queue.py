@@ -7,6 +7,14 @@ LEASES zset by deadline and per-status zsets for list/count. Every state
 change is one script (:mod:`omniq_redis.scripts`), atomically, on the
 server's clock.
 
+Dependencies (``Capability.DEPENDENCIES``): the enqueue script counts a
+task's unfinished dependencies into its hash (``wt``, ``Task.waiting``) and
+adds it to each one's DEPENDANTS set (which marks that task ``dn``); a task
+waiting is stored PENDING but kept out of READY and DELAYED. The finish,
+cancel, recover and purge scripts, reading ``dn`` in the HMGET they already
+do, count the dependants down when they end or delete a task and make ready
+(and signal) those reaching 0. A task without ``depends_on`` takes none of it.
+
 Round trips: ``enqueue_many`` one (a pipeline of one script per queue and
 per 1,000 tasks); ``claim_ready`` one per queue asked until ``limit`` is
 filled; ``extend`` and ``finish`` one for the whole batch (fused results
@@ -81,6 +89,7 @@ class RedisTaskQueue(BaseTaskQueue):
             Capability.WORKER_REGISTRY,
             Capability.FLOW_CONTROL,
             Capability.QUEUE_PAUSE,
+            Capability.DEPENDENCIES,
         }
     )
 
@@ -144,7 +153,16 @@ class RedisTaskQueue(BaseTaskQueue):
         qk = self._keys(queue)  # validates the queue name
         register = queue not in self._registered
         with self._registering():
-            if register or task.unique_key or task.eta or task.paused or task.attempts or task.limits:
+            # anything but the plain case takes the general script (dependencies too: it counts them)
+            if (
+                register
+                or task.unique_key
+                or task.eta
+                or task.paused
+                or task.attempts
+                or task.limits
+                or task.depends_on
+            ):
                 args = [self.prefix, queue, enqueue_items([task]), "1" if register else "0"]
                 reply: list[bytes] = await self._run("enqueue", args)
                 self._registered.add(queue)
