@@ -56,6 +56,14 @@ async def _span(env: dict[str, str], total: int) -> float:
         assert len(tasks) == total, "not every task succeeded"
         first = min(t.started_at for t in tasks if t.started_at is not None)
         last = max(t.finished_at for t in tasks if t.finished_at is not None)
+        for task in tasks:
+            if task.func == "count_values" and task.started_at and task.finished_at:
+                members_done = max(t.finished_at for t in tasks if t.func == "noop" and t.finished_at)
+                print(
+                    f"  callback: ready after the last member {(task.started_at - members_done).total_seconds():.3f} s,"
+                    f" ran {(task.finished_at - task.started_at).total_seconds():.3f} s",
+                    file=sys.stderr,
+                )
         await app.purge()
         return (last - first).total_seconds()
 

@@ -402,8 +402,7 @@ async def with_parent_value(app: AsyncOmniQ, task: Task, mode: str) -> Task:
     storage = app.result_storage
     loads = app.serializer.loads
     values = []
-    for dep_id in task.depends_on:
-        result = await storage.get(dep_id)
+    for dep_id, result in zip(task.depends_on, await storage.get_many(task.depends_on), strict=True):
         if result is None:
             result = await storage.wait(dep_id, PARENT_RESULT_WAIT)
         if result is None:

@@ -107,6 +107,24 @@ class RedisResultStorage(BaseResultStorage):
             return None  # PXAT has millisecond precision; do not show a result in its last millisecond
         return result
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskResult | None]:
+        """Return several results with MGETs of 1,000 keys, None for each missing or expired."""
+        if not task_ids:
+            return []
+        redis = await self._redis()
+        datas: list[bytes | None] = []
+        with self._connection.errors():
+            for start in range(0, len(task_ids), 1000):
+                chunk = task_ids[start : start + 1000]
+                datas.extend(await redis.mget([keys.result_key(self.prefix, task_id) for task_id in chunk]))
+        now = utcnow()
+        results: list[TaskResult | None] = []
+        for data in datas:
+            result = decode_result(data) if data is not None else None
+            live = result is not None and (result.expires_at is None or result.expires_at > now)
+            results.append(result if live else None)
+        return results
+
     async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for a result on its pub/sub channel (subscribe first, then read)."""
         deadline = None if timeout is None else time.monotonic() + timeout

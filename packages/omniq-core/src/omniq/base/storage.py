@@ -31,6 +31,13 @@ class BaseResultStorage(Component):
     async def get(self, task_id: str) -> TaskResult | None:
         """Return the result, or None when there is none (or it expired)."""
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskResult | None]:
+        """Return several results, in order, None for each missing or expired (override for one round trip).
+
+        A workflow's fan-in reads every member's result at once (a chord's callback: thousands).
+        """
+        return [await self.get(task_id) for task_id in task_ids]
+
     @abstractmethod
     async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait until the result exists; None when ``timeout`` seconds pass first.

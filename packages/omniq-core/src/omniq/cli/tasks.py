@@ -165,6 +165,8 @@ async def _inspect(args: argparse.Namespace) -> int:
         "arguments": arguments,
         "unique_key": task.unique_key,
         "depends_on": list(task.depends_on),
+        "waiting": task.waiting,
+        "workflow_id": task.workflow_id,
         "timeout": task.timeout,
         "expires_at": task.expires_at,
         "result_ttl": task.result_ttl,

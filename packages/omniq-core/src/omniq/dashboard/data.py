@@ -191,7 +191,9 @@ async def task_detail(app: AsyncOmniQ, task_id: str) -> TaskDetail | None:
         ("timeout", f"{task.timeout:g}s" if task.timeout is not None else None),
         ("expires", task.expires_at),
         ("unique key", task.unique_key),
-        ("depends on", ", ".join(task.depends_on) or None),
+        ("depends on", _ids(task.depends_on)),
+        ("waiting on", f"{task.waiting} of them" if task.waiting else None),
+        ("workflow", task.workflow_id),
         ("schedule", task.cron or (f"every {task.interval:g}s" if task.interval else None)),
     ]
     return TaskDetail(
@@ -242,3 +244,11 @@ def when(value: datetime | None) -> str:
     if value is None:
         return "-"
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _ids(ids: tuple[str, ...], shown: int = 5) -> str | None:
+    """Task ids as a line: the first few, then how many more (a chord's callback may have thousands)."""
+    if not ids:
+        return None
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more

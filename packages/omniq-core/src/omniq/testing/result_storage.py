@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from omniq.base import BaseResultStorage
-from omniq.models import TaskError, TaskStatus
+from omniq.models import TaskError, TaskStatus, utcnow
 from omniq.testing.fixtures import GARBAGE_PAYLOAD, connected, make_result, now_ms
 
 __all__ = ["ResultStorageSuite"]
@@ -85,6 +85,23 @@ class ResultStorageSuite:
         for result in results:
             stored = await result_storage.get(result.task_id)
             assert stored is not None and stored.payload == result.payload
+
+    async def test_get_many(self, result_storage: BaseResultStorage) -> None:
+        results = [make_result(payload=bytes([i])) for i in range(30)]
+        await result_storage.set_many(results)
+        expired = make_result(expires_at=utcnow() - timedelta(seconds=1))
+        await result_storage.set(expired)
+        ids = [r.task_id for r in results]
+        asked = [ids[3], "0" * 32, expired.task_id, *ids, ids[3]]
+        got = await result_storage.get_many(asked)
+        assert [g.payload if g is not None else None for g in got] == [
+            bytes([3]),
+            None,
+            None,
+            *(bytes([i]) for i in range(30)),
+            bytes([3]),
+        ]
+        assert await result_storage.get_many([]) == []
 
     async def test_delete(self, result_storage: BaseResultStorage) -> None:
         result = make_result()

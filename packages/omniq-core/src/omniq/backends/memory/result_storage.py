@@ -65,6 +65,11 @@ class MemoryResultStorage(BaseResultStorage):
         await anyio.lowlevel.checkpoint()
         return self._live(task_id)
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskResult | None]:
+        """Return several results, None for each missing or expired."""
+        await anyio.lowlevel.checkpoint()
+        return [self._live(task_id) for task_id in task_ids]
+
     async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for the result without polling; None after ``timeout`` seconds."""
         await anyio.lowlevel.checkpoint()
