@@ -20,6 +20,8 @@ the file, in every process:
   limit takes that path; the caller hints waiting workers as after an enqueue.
 * Paused queue names live in ``omniq_paused_queues``; the claim and
   ``wait_for_work`` leave them out.
+* Cancel and purge also end (or delete) dependencies: they release the tasks
+  waiting on them (:mod:`omniq_sqlite.dependencies`) in the same transaction.
 
 What an unlimited task pays: its claim and finish statements carry a few more
 columns and ``CASE`` branches on ``limits IS NULL``, the two partial indexes'
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from omniq.flow_control import admit
 from omniq_sqlite import schema
+from omniq_sqlite.dependencies import purged_dependencies, release
 from omniq_sqlite.records import LIMITS, chunks, claim_order, leased_row_to_task, where
 
 if TYPE_CHECKING:
@@ -67,8 +70,10 @@ _WAKE_ONE = (
     f"WHERE seq = (SELECT seq FROM {schema.TASKS} INDEXED BY {schema.IDX_TASKS_HELD} "
     "WHERE held = 1 AND status = 'pending' AND limit_key = ? ORDER BY priority DESC, created_at, seq LIMIT 1)"
 )
-#: a cancel of a task that holds no slot: the one statement cancel always was.
-_CANCEL_UNLIMITED = schema.CANCEL_TASK + " AND limit_concurrency IS NULL"
+#: a cancel of a task that holds no slot: the one statement cancel always was. Both cancels return whether
+#: some task waits on the cancelled one (omniq_sqlite.dependencies).
+_CANCEL_UNLIMITED = schema.CANCEL_TASK + " AND limit_concurrency IS NULL RETURNING dependants"
+_CANCEL_LIMITED = schema.CANCEL_TASK + " RETURNING dependants"
 _SLOT_OF = f"SELECT status, limit_key FROM {schema.TASKS} WHERE id = ? AND limit_concurrency IS NOT NULL"
 _PAUSE = f"INSERT OR IGNORE INTO {schema.PAUSED_QUEUES} (queue, paused_at) VALUES (?, ?)"
 _RESUME = f"DELETE FROM {schema.PAUSED_QUEUES} WHERE queue = ?"
@@ -182,18 +187,28 @@ def wake_each(conn: Any, keys: Sequence[str], now: float) -> bool:
 
 
 def cancel_job(conn: Any, task_id: str) -> tuple[bool, bool]:
-    """Cancel a PENDING or RUNNING task; (cancelled, a held task was woken because a holder left)."""
+    """Cancel a PENDING or RUNNING task; (cancelled, a task became claimable: a holder left, or a dependency ended)."""
     now = time.time()
-    if conn.execute(_CANCEL_UNLIMITED, (now, now, task_id)).rowcount:
-        return True, False
+    cancelled = conn.execute(_CANCEL_UNLIMITED, (now, now, task_id)).fetchall()
+    if cancelled:
+        return True, bool(cancelled[0][0]) and release(conn, [task_id], now)
     slot = conn.execute(_SLOT_OF, (task_id,)).fetchone()  # a concurrency-limited task (or none that can be cancelled)
-    if slot is None or not conn.execute(schema.CANCEL_TASK, (now, now, task_id)).rowcount:
+    if slot is None:
         return False, False
-    return True, slot[0] == "running" and wake_one(conn, slot[1], now)
+    cancelled = conn.execute(_CANCEL_LIMITED, (now, now, task_id)).fetchall()
+    if not cancelled:
+        return False, False
+    woke = slot[0] == "running" and wake_one(conn, slot[1], now)
+    ready = bool(cancelled[0][0]) and release(conn, [task_id], now)
+    return True, woke or ready
 
 
 def purge_job(conn: Any, queue: str | None, statuses: Sequence[TaskStatus] | None) -> tuple[int, bool]:
-    """Delete tasks (see ``SQLiteTaskQueue.purge``); (how many, whether a held task was woken by a holder's purge)."""
+    """Delete tasks (see ``SQLiteTaskQueue.purge``); (how many, whether a task became claimable).
+
+    A task becomes claimable when a purged holder's slot goes to a held task, or when a purged task
+    was the last dependency it waited on.
+    """
     where_sql, params = where(None, queue, statuses)
     filters = where_sql.replace(" WHERE ", " AND ", 1)
     holders = conn.execute(
@@ -201,8 +216,12 @@ def purge_job(conn: Any, queue: str | None, statuses: Sequence[TaskStatus] | Non
         f"WHERE status = 'running' AND limit_concurrency IS NOT NULL{filters}",
         params,
     ).fetchall()
+    dependencies = purged_dependencies(conn, filters, params)
     deleted = conn.execute(f"DELETE FROM {schema.TASKS}{where_sql}", params).rowcount
-    return int(deleted), wake_each(conn, [key for (key,) in holders], time.time())
+    now = time.time()
+    woke = wake_each(conn, [key for (key,) in holders], now)
+    ready = release(conn, dependencies, now) if dependencies else False
+    return int(deleted), woke or ready
 
 
 def pause_job(conn: Any, queue: str, paused: bool) -> bool:

@@ -17,8 +17,9 @@ import msgspec
 from omniq.base import lease_expired_error
 from omniq.models import Outcome, OutcomeKind, Task, TaskStatus
 from omniq_sqlite import schema
+from omniq_sqlite.dependencies import insert_dependant, release
 from omniq_sqlite.flow import admit_claimed, wake_each, wake_one
-from omniq_sqlite.records import LIMITS, chunks, encoder, from_ts, leased_row_to_task, row_to_task, to_ts
+from omniq_sqlite.records import DEPENDS_ON, LIMITS, chunks, encoder, from_ts, leased_row_to_task, row_to_task, to_ts
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -41,21 +42,39 @@ TERMINAL_KINDS = {OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.EXPIRED
 
 
 def enqueue_job(conn: Any, rows: list[tuple[Any, ...]]) -> list[str]:
-    """Insert new PENDING tasks; the ids stored (a task whose unique key is held gets the holder's id)."""
-    if len(rows) == 1 and rows[0][5] is None:
+    """Insert new PENDING tasks; the ids stored (a task whose unique key is held gets the holder's id).
+
+    A task with dependencies goes through :func:`omniq_sqlite.dependencies.insert_dependant`
+    after the rows before it, so a dependency earlier in the batch counts.
+    """
+    if len(rows) == 1 and rows[0][5] is None and rows[0][DEPENDS_ON] is None:
         conn.execute(schema.INSERT_TASK, rows[0])
         return [rows[0][0]]
-    if all(row[5] is None for row in rows):
+    if all(row[5] is None and row[DEPENDS_ON] is None for row in rows):
         conn.executemany(schema.INSERT_TASK, rows)
         return [row[0] for row in rows]
-    ids = []
+    ids: list[str] = []
+    plain: list[tuple[Any, ...]] = []  # a run of rows with neither unique key nor dependencies: one executemany
     for row in rows:
-        inserted = conn.execute(schema.INSERT_TASK, row).rowcount
+        if row[5] is None and row[DEPENDS_ON] is None:
+            plain.append(row)
+            continue
+        if plain:
+            conn.executemany(schema.INSERT_TASK, plain)
+            ids.extend(item[0] for item in plain)
+            plain = []
+        if row[DEPENDS_ON] is not None:
+            inserted = insert_dependant(conn, row)
+        else:
+            inserted = conn.execute(schema.INSERT_TASK, row).rowcount
         if not inserted and row[5] is not None:
             existing = conn.execute(schema.SELECT_ID_BY_UNIQUE_KEY, (row[5],)).fetchone()
             ids.append(existing[0] if existing is not None else row[0])
         else:
             ids.append(row[0])
+    if plain:
+        conn.executemany(schema.INSERT_TASK, plain)
+        ids.extend(item[0] for item in plain)
     return ids
 
 
@@ -92,14 +111,14 @@ def extend_job(conn: Any, pairs: list[tuple[str, str]], lease: float) -> set[str
     return extended
 
 
-def _current_leases(conn: Any, task_ids: list[str]) -> dict[str, tuple[str, float, str | None]]:
-    """Per RUNNING task of ``task_ids``: its lease token, ``created_at`` and the key of the slot it holds (or None)."""
-    current: dict[str, tuple[str, float, str | None]] = {}
+def _current_leases(conn: Any, task_ids: list[str]) -> dict[str, tuple[str, float, str | None, int]]:
+    """Per RUNNING task of ``task_ids``: its lease token, ``created_at``, slot key (or None), whether it has dependants."""
+    current: dict[str, tuple[str, float, str | None, int]] = {}
     for chunk in chunks(task_ids):
-        for task_id, token, created, slot in conn.execute(
+        for task_id, token, created, slot, dependants in conn.execute(
             schema.SELECT_LEASES + schema.placeholders(len(chunk)), chunk
         ):
-            current[task_id] = (token, created, slot)
+            current[task_id] = (token, created, slot, dependants)
     return current
 
 
@@ -109,7 +128,8 @@ def finish_job(
     """Apply token-checked outcomes (and fused result rows).
 
     Returns:
-        a flag per outcome, True when accepted; whether a held task was woken (a holder of its key left).
+        a flag per outcome, True when accepted; whether a task became claimable (a holder of its key left,
+        or the last dependency it waited on ended).
     """
     now = time.time()
     current = _current_leases(conn, [item[0].task_id for item in prepared])
@@ -119,6 +139,7 @@ def finish_job(
     requeue: list[tuple[Any, ...]] = []
     released: list[tuple[Any, ...]] = []
     results: list[tuple[Any, ...]] = []
+    ended: list[str] = []  # accepted terminal outcomes of tasks that some task waits on
     for outcome, error, result_row in prepared:
         lease = current.pop(outcome.task_id, None)  # pop: a second outcome for the same lease is refused
         if lease is None or lease[0] != outcome.lease_token:
@@ -131,6 +152,8 @@ def finish_job(
             slots.append(lease[2])
         if outcome.kind in TERMINAL_KINDS:
             terminal.append((outcome.status.value, error, now, now, outcome.task_id))
+            if lease[3]:
+                ended.append(outcome.task_id)
         else:
             eta = to_ts(outcome.eta)
             ready_at = eta if eta is not None else lease[1]
@@ -148,23 +171,28 @@ def finish_job(
         conn.executemany(schema.FINISH_RELEASE, released)
     if results:
         conn.executemany(schema.UPSERT_RESULT, results)
-    return flags, wake_each(conn, slots, now)
+    ready = release(conn, ended, now) if ended else False
+    return flags, wake_each(conn, slots, now) or ready
 
 
 def recover_job(conn: Any) -> tuple[list[Task], bool]:
     """Requeue, or fail when out of attempts, RUNNING tasks whose lease deadline is past.
 
     Returns:
-        those tasks; whether a held task was woken (a recovered task held a concurrency slot of its key).
+        those tasks; whether a task became claimable (a recovered task held a concurrency slot of its key,
+        or a failed one was the last dependency a task waited on).
     """
     now = time.time()
     recovered = []
     woke = False
+    ended: list[str] = []  # failed tasks that some task waits on
     for row in conn.execute(schema.SELECT_EXPIRED_LEASES, (now,)).fetchall():
         task = leased_row_to_task(row)
         if task.attempts >= task.max_attempts:
             error = lease_expired_error(task)
-            conn.execute(schema.RECOVER_FAIL, (encoder.encode(error), now, now, task.id, task.lease_token))
+            failed = conn.execute(schema.RECOVER_FAIL, (encoder.encode(error), now, now, task.id, task.lease_token))
+            if any(dependants for (dependants,) in failed.fetchall()):
+                ended.append(task.id)
             task = msgspec.structs.replace(
                 task,
                 status=TaskStatus.FAILED,
@@ -187,6 +215,8 @@ def recover_job(conn: Any) -> tuple[list[Task], bool]:
         recovered.append(task)
         if task.limits is not None and task.limits.concurrency is not None:
             woke = wake_one(conn, task.limits.key, now) or woke
+    if ended:
+        woke = release(conn, ended, now) or woke
     return recovered, woke
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
+    "DEPENDS_ON",
     "LIMITS",
     "build_task",
     "chunks",
@@ -47,6 +48,8 @@ _STATUS = {status.value: status for status in TaskStatus}
 _SEQ = 25  # index of seq in schema.TASK_COLUMNS
 #: index of limits in schema.TASK_COLUMNS (NULL for a task without limits).
 LIMITS = 27
+#: index of the encoded depends_on in task_params (NULL for a task without dependencies).
+DEPENDS_ON = 17
 
 
 def to_ts(value: datetime | None) -> float | None:
@@ -111,6 +114,7 @@ def build_task(row: Sequence[Any]) -> Task:
         limits=_decode_limits(limits) if limits is not None else None,
         held=bool(row[28]),
         rate_reserved=bool(row[29]),
+        waiting=row[30],
     )
 
 

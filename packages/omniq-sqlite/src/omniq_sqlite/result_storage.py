@@ -39,6 +39,24 @@ def _get_job(conn: Any, task_id: str) -> bytes | None:
     return row[0]  # type: ignore[no-any-return]
 
 
+def _get_many_job(conn: Any, task_ids: Sequence[str]) -> dict[str, bytes]:
+    now = time.time()
+    found: dict[str, bytes] = {}
+    for start in range(0, len(task_ids), _IN_CHUNK):
+        chunk = task_ids[start : start + _IN_CHUNK]
+        sql = schema.SELECT_RESULTS_IN.format(marks=",".join("?" * len(chunk)))
+        found.update(
+            (task_id, data)
+            for task_id, data, expires_at in conn.execute(sql, chunk)
+            if expires_at is None or expires_at > now
+        )
+    return found
+
+
+#: ids per ``IN (...)`` (SQLite allows 32,766 variables since 3.32; fewer keep each statement small).
+_IN_CHUNK = 500
+
+
 def _rowcount_job(conn: Any, sql: str, params: Sequence[Any]) -> int:
     return conn.execute(sql, params).rowcount  # type: ignore[no-any-return]
 
@@ -90,6 +108,15 @@ class SQLiteResultStorage(BaseResultStorage):
         db = await self._connection.client()
         data = await db.read(_get_job, task_id)
         return decode_result(data) if data is not None else None
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskResult | None]:
+        """Return several results in one read (``IN`` lists of 500 ids), None for each missing or expired."""
+        if not task_ids:
+            return []
+        db = await self._connection.client()
+        found = await db.read(_get_many_job, list(dict.fromkeys(task_ids)))
+        decoded = {task_id: decode_result(data) for task_id, data in found.items()}
+        return [decoded.get(task_id) for task_id in task_ids]
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for the result: woken by hints, re-checking at least every ``wait_poll`` seconds."""

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import sqlite3
 
 __all__ = [
+    "DEPENDENCIES",
     "EVENTS",
     "LATEST_VERSION",
     "MIGRATIONS",
@@ -51,7 +52,9 @@ WORKERS = "omniq_workers"
 RATE_LIMITS = "omniq_rate_limits"
 #: the names of the paused queues (set_queue_paused).
 PAUSED_QUEUES = "omniq_paused_queues"
-#: claim order among ready tasks of a queue (partial: only claimable rows).
+#: one row per (dependency, dependant) edge while the dependency is not terminal (Capability.DEPENDENCIES).
+DEPENDENCIES = "omniq_dependencies"
+#: claim order among ready tasks of a queue (partial: only claimable rows; version 4 leaves out waiting ones).
 IDX_TASKS_CLAIM = "omniq_tasks_claim"
 #: at most one PENDING/RUNNING task per unique_key, enforced atomically.
 IDX_TASKS_UNIQUE = "omniq_tasks_unique"
@@ -169,8 +172,27 @@ _V3 = (
     f"CREATE TABLE {PAUSED_QUEUES} (queue TEXT PRIMARY KEY, paused_at REAL NOT NULL) WITHOUT ROWID",
 )
 
+#: issue 18: dependencies held in the engine (omniq_sqlite.dependencies). ``waiting`` counts the dependencies a
+#: task still waits for; the claim index is rebuilt to leave those tasks out (a waiting task is simply not in
+#: it, so the claim walks past nothing and keeps its plan). ``dependants`` flags a task that some task waits on,
+#: so the finish of one that nobody waits on (the lease SELECT reads the flag) runs no statement more.
+#: ``omniq_dependencies`` holds the edges, keyed by dependency (the lookup when one ends). Rows written before
+#: keep working: waiting 0, no dependants. Rebuilding the claim index reads the pending tasks once.
+_V4 = (
+    f"ALTER TABLE {TASKS} ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0",
+    f"ALTER TABLE {TASKS} ADD COLUMN dependants INTEGER NOT NULL DEFAULT 0",
+    f"DROP INDEX {IDX_TASKS_CLAIM}",
+    f"""CREATE INDEX {IDX_TASKS_CLAIM} ON {TASKS} (queue, priority DESC, ready_at, seq)
+        WHERE status = 'pending' AND paused = 0 AND waiting = 0""",
+    f"""CREATE TABLE {DEPENDENCIES} (
+        dependency_id TEXT NOT NULL,
+        dependant_id TEXT NOT NULL,
+        PRIMARY KEY (dependency_id, dependant_id)
+    ) WITHOUT ROWID""",
+)
+
 #: (version, statements), applied in order; append new versions, never edit old ones.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2), (3, _V3))
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
@@ -212,25 +234,34 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 # -- statements ------------------------------------------------------------------------------------
 
+
+def placeholders(count: int) -> str:
+    """Return ``(?, ?, ...)`` with ``count`` markers."""
+    return "(" + ", ".join("?" * count) + ")"
+
+
 #: column order of every task SELECT / RETURNING; see records.build_task.
 TASK_COLUMNS = (
     "id, func, payload, queue, priority, unique_key, status, eta, interval, cron, paused, attempts, "
     "max_retries, timeout, expires_at, result_ttl, depends_on, created_at, updated_at, started_at, "
-    "finished_at, lease_token, lease_expires_at, worker_id, error, seq, headers, limits, held, rate_reserved"
+    "finished_at, lease_token, lease_expires_at, worker_id, error, seq, headers, limits, held, rate_reserved, waiting"
 )
 
-INSERT_TASK = (
-    f"INSERT OR IGNORE INTO {TASKS} (id, func, payload, queue, priority, unique_key, status, eta, ready_at, "
-    "interval, cron, paused, attempts, max_retries, timeout, expires_at, result_ttl, depends_on, created_at, "
-    "updated_at, started_at, finished_at, lease_token, lease_expires_at, worker_id, error, headers, limits, "
-    "limit_key, limit_concurrency) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_COLUMNS = (
+    "id, func, payload, queue, priority, unique_key, status, eta, ready_at, interval, cron, paused, attempts, "
+    "max_retries, timeout, expires_at, result_ttl, depends_on, created_at, updated_at, started_at, finished_at, "
+    "lease_token, lease_expires_at, worker_id, error, headers, limits, limit_key, limit_concurrency"
 )
+#: a new task, parameters as records.task_params (``waiting`` is the column default, 0).
+INSERT_TASK = f"INSERT OR IGNORE INTO {TASKS} ({_INSERT_COLUMNS}) VALUES {placeholders(30)}"
+#: a dependant: INSERT_TASK's parameters, then the ``waiting`` its enqueue counted (omniq_sqlite.dependencies).
+INSERT_WAITING_TASK = f"INSERT OR IGNORE INTO {TASKS} ({_INSERT_COLUMNS}, waiting) VALUES {placeholders(31)}"
 SELECT_ID_BY_UNIQUE_KEY = f"SELECT id FROM {TASKS} WHERE unique_key = ? AND status IN ('pending', 'running')"
 SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM {TASKS} WHERE id = ?"
-#: a lease, and the key of the slot it holds (NULL without a concurrency limit: no wake-up to do).
+#: a lease, the key of the slot it holds (NULL without a concurrency limit: no wake-up to do), and whether
+#: some task waits on it (0: its end has no dependant to release).
 SELECT_LEASES = (
-    "SELECT id, lease_token, created_at, CASE WHEN limit_concurrency IS NOT NULL THEN limit_key END "
+    "SELECT id, lease_token, created_at, CASE WHEN limit_concurrency IS NOT NULL THEN limit_key END, dependants "
     f"FROM {TASKS} WHERE status = 'running' AND id IN "
 )
 EXTEND_LEASE = (
@@ -253,6 +284,7 @@ FINISH_RELEASE = (
 )
 UPSERT_RESULT = f"INSERT OR REPLACE INTO {RESULTS} (task_id, data, expires_at) VALUES (?, ?, ?)"
 SELECT_RESULT = f"SELECT data, expires_at FROM {RESULTS} WHERE task_id = ?"
+SELECT_RESULTS_IN = f"SELECT task_id, data, expires_at FROM {RESULTS} WHERE task_id IN ({{marks}})"
 DELETE_RESULT = f"DELETE FROM {RESULTS} WHERE task_id = ?"
 PURGE_RESULTS_EXPIRED = f"DELETE FROM {RESULTS} WHERE expires_at IS NOT NULL AND expires_at <= ?"
 PURGE_RESULTS_ALL = f"DELETE FROM {RESULTS}"
@@ -266,20 +298,16 @@ RECOVER_REQUEUE = (
     f"UPDATE {TASKS} SET status = 'pending', eta = ?, ready_at = ?, updated_at = ?, lease_token = NULL, "
     "lease_expires_at = NULL WHERE id = ? AND lease_token = ?"
 )
+#: returns whether some task waits on the failed one (its dependants are released in the same transaction).
 RECOVER_FAIL = (
     f"UPDATE {TASKS} SET status = 'failed', error = ?, finished_at = ?, updated_at = ?, lease_token = NULL, "
-    "lease_expires_at = NULL WHERE id = ? AND lease_token = ?"
+    "lease_expires_at = NULL WHERE id = ? AND lease_token = ? RETURNING dependants"
 )
 INSERT_EVENT = (
     f"INSERT INTO {EVENTS} (task_id, type, timestamp, queue, func, attempt, worker_id, message) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 EVENT_COLUMNS = "task_id, type, timestamp, queue, func, attempt, worker_id, message"
-
-
-def placeholders(count: int) -> str:
-    """Return ``(?, ?, ...)`` with ``count`` markers."""
-    return "(" + ", ".join("?" * count) + ")"
 
 
 @functools.lru_cache(maxsize=64)
@@ -295,7 +323,9 @@ def claim_sql(queue_count: int) -> str:
     A row with limits comes back as it was, still PENDING (each SET is a ``CASE`` on
     ``limits IS NULL``): the claim job admits it or parks it (:mod:`omniq_sqlite.flow`).
     A paused queue is left out by one uncorrelated lookup of the listed queues in
-    ``omniq_paused_queues``, evaluated once per statement.
+    ``omniq_paused_queues``, evaluated once per statement. ``waiting = 0`` restates the
+    partial index's condition (``INDEXED BY`` needs the WHERE to imply it): a task waiting
+    on dependencies is not in the index at all, so no claim ever walks past one.
     """
     if queue_count == 1:
         not_paused = f"AND NOT EXISTS (SELECT 1 FROM {PAUSED_QUEUES} WHERE queue = ?) "
@@ -309,7 +339,7 @@ def claim_sql(queue_count: int) -> str:
         "started_at = CASE WHEN limits IS NULL THEN ? ELSE started_at END, updated_at = ?, "
         "worker_id = CASE WHEN limits IS NULL THEN ? ELSE worker_id END "
         f"WHERE seq IN (SELECT seq FROM {TASKS} INDEXED BY {IDX_TASKS_CLAIM} "
-        "WHERE status = 'pending' AND paused = 0 "
+        "WHERE status = 'pending' AND paused = 0 AND waiting = 0 "
         f"AND queue IN {placeholders(queue_count)} "
         f"AND ready_at <= ? {not_paused}"
         "ORDER BY priority DESC, ready_at, seq LIMIT ?) "
@@ -322,6 +352,6 @@ def next_ready_sql(queue_count: int) -> str:
     """Earliest ``ready_at`` among claimable tasks of ``queue_count`` queues, paused queues left out (for wait_for_work)."""
     return (
         f"SELECT min(ready_at) FROM {TASKS} INDEXED BY {IDX_TASKS_CLAIM} "
-        f"WHERE status = 'pending' AND paused = 0 AND queue IN {placeholders(queue_count)} "
+        f"WHERE status = 'pending' AND paused = 0 AND waiting = 0 AND queue IN {placeholders(queue_count)} "
         f"AND queue NOT IN (SELECT queue FROM {PAUSED_QUEUES})"
     )

@@ -5,6 +5,8 @@ job of :mod:`omniq_sqlite.jobs` in one transaction: a batch claim is a single
 ``UPDATE ... WHERE seq IN (SELECT ... ORDER BY priority DESC, ready_at, seq
 LIMIT ?) RETURNING`` under ``BEGIN IMMEDIATE``; a batch finish is one SELECT of the current leases plus
 ``executemany`` updates (and, fused, the result rows) in one transaction.
+A task with ``depends_on`` is stored waiting and made ready by the step that
+ends its last dependency, in that step's transaction (:mod:`omniq_sqlite.dependencies`).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
             Capability.FLOW_CONTROL,
             Capability.QUEUE_PAUSE,
             Capability.TRANSACTIONAL_ENQUEUE,
+            Capability.DEPENDENCIES,
         }
     )
 
