@@ -212,7 +212,7 @@ def stats_of(tasks: list[Task], now: datetime) -> list[QueueStats]:
             entry = stats[task.queue] = empty_stats(task.queue)
         entry.counts[task.status.value] += 1
         ready_since = task.eta or task.created_at
-        if task.status is TaskStatus.PENDING and not task.paused and ready_since <= now:
+        if task.status is TaskStatus.PENDING and not task.paused and not task.waiting and ready_since <= now:
             age = (now - ready_since).total_seconds()
             entry.oldest_ready_age = max(age, entry.oldest_ready_age or 0.0)
         done = task.finished_at

@@ -60,7 +60,7 @@ _RETRY = (
 _STATS = (
     "SELECT queue, status, CASE WHEN status IN " + _COMPLETED + " AND finished_at >= ? AND finished_at <= ? "
     "THEN CAST((finished_at - ?) / 60 AS INTEGER) END AS minute, count(*), "
-    "min(CASE WHEN status = 'pending' AND paused = 0 AND coalesce(eta, created_at) <= ? "
+    "min(CASE WHEN status = 'pending' AND paused = 0 AND waiting = 0 AND coalesce(eta, created_at) <= ? "
     "THEN coalesce(eta, created_at) END) "
     f"FROM {schema.TASKS} GROUP BY queue, status, minute"
 )

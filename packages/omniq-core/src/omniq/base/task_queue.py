@@ -61,6 +61,9 @@ class BaseTaskQueue(Component):
         (priority, then ``eta`` or ``created_at``). Each dependant is thus
         claimed once, when all its dependencies ended; the worker then reads
         them to decide whether it runs or fails with ``DependencyFailed``.
+        A dependant that ends first (cancelled while waiting) is counted down
+        all the same, so an operator's ``retry`` of it waits only for what is
+        still running; a waiting task is no ready backlog (``queue_stats``).
         Without the capability ``waiting`` stays 0 and the worker checks at
         claim, putting back a dependant that came too early.
 

@@ -118,6 +118,15 @@ class DependencyTests(QueueTests):
         assert await claim_ids(task_queue, 1) == [children[2].id]
 
     @requires(Capability.DEPENDENCIES)
+    async def test_a_waiting_task_is_no_backlog(self, task_queue: BaseTaskQueue) -> None:
+        dep = make_task(queue="deps")
+        child = make_task(queue="waits", created_at=now_ms(-1000), depends_on=(dep.id,))
+        await task_queue.enqueue_many([dep, child])
+        stats = {entry.queue: entry for entry in await task_queue.queue_stats()}
+        assert stats["waits"].counts["pending"] == 1
+        assert stats["waits"].oldest_ready_age is None, "a task waiting on its dependencies is not ready"
+
+    @requires(Capability.DEPENDENCIES)
     async def test_a_waiting_task_keeps_its_pause(self, task_queue: BaseTaskQueue) -> None:
         dep = make_task()
         child = make_task(depends_on=(dep.id,), paused=True)
