@@ -17,6 +17,18 @@ INSTALLED_APPS = ["examples.django_app"]  # workers import tasks only from insta
 if importlib.util.find_spec("django.tasks") is None:  # Django < 6: the django-tasks backport
     INSTALLED_APPS.append("django_tasks")
 
+# The worker logs each task's start and finish, as Django's task signals report them (task_started,
+# task_finished): Django's logger is "django.tasks" in Django 6, "django_tasks" in the backport.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        name: {"handlers": ["console"], "level": "INFO", "propagate": False}
+        for name in ("django.tasks", "django_tasks")
+    },
+}
+
 TASKS = {
     "default": {
         "BACKEND": "omniq.contrib.django.OmniQBackend",

@@ -7,6 +7,10 @@ omniq.contrib.django:worker_app`` in a process of its own. Both use a SQLite
 store in the module's temporary directory (``OMNIQ_BASE_DIR``). The
 environment is restored after the module; Django stays set up, which no
 other test module relies on either way.
+
+The API is Django's own ``django.tasks`` on Django 6 (Python 3.12+), the
+django-tasks backport on Django 5.2 (3.10, 3.11): the root's ``test`` extra
+installs whichever the Python takes, and the same tests run on both.
 """
 
 from __future__ import annotations
@@ -103,6 +107,15 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
             dj.task_backends.close_all()  # closes the backend's OmniQ app
 
 
+def test_the_task_api_is_djangos_own_from_django_6() -> None:
+    django: Any = importlib.import_module("django")
+    expected = "django.tasks" if django.VERSION >= (6,) else "django_tasks"
+    assert dj.ROOT == expected
+    base = importlib.import_module(f"{expected}.backends.base").BaseTaskBackend
+    assert issubclass(contrib.OmniQBackend, base)
+    assert dj.Task is importlib.import_module(f"{expected}.base").Task
+
+
 def test_a_sync_task_runs_in_the_worker(project: Project) -> None:
     result = project.tasks.add.enqueue(2, 3)
     assert result.status == dj.TaskResultStatus.READY
@@ -115,6 +128,14 @@ def test_a_sync_task_runs_in_the_worker(project: Project) -> None:
     assert result.worker_ids[0]
     assert result.enqueued_at <= result.started_at <= result.finished_at
     assert result.errors == []
+    assert isinstance(result.task, dj.Task)
+
+
+def test_the_worker_sends_djangos_task_signals(project: Project) -> None:
+    result = project.wait(project.tasks.add.enqueue(4, 4))
+    log = project.log.read_text()  # Django's receivers log them (the example's LOGGING)
+    for state in ("RUNNING", "SUCCESSFUL"):
+        assert f"Task id={result.id} path=examples.django_app.tasks.add state={state}" in log
 
 
 @pytest.mark.anyio
@@ -140,6 +161,8 @@ def test_a_failing_task_is_failed_with_its_error(project: Project) -> None:
     assert "card declined for 5" in error.traceback
     with pytest.raises(ValueError, match="failed"):
         _ = result.return_value
+    # task_finished once, after the last attempt (OmniQ retried the first)
+    assert project.log.read_text().count(f"Task id={result.id} path=examples.django_app.tasks.charge state=FAILED") == 1
 
 
 def test_run_after_defers_the_task(project: Project) -> None:
@@ -171,6 +194,8 @@ def test_get_result_reads_omniq_and_knows_what_is_not_there(project: Project) ->
     read = project.api.default_task_backend.get_result(result.id)
     assert (read.id, read.status, read.return_value, read.args) == (result.id, result.status, 42, [20, 22])
     assert project.tasks.add.get_result(result.id).return_value == 42
+    with pytest.raises(dj.TaskResultMismatch):  # Django's Task.get_result: the id is another task's
+        project.tasks.send_welcome.get_result(result.id)
     with pytest.raises(dj.TaskResultDoesNotExist):
         project.api.default_task_backend.get_result("0" * 32)
     with project.omniq() as omniq:

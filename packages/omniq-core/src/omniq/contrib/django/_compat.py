@@ -1,10 +1,21 @@
 """Django's task API, from Django itself (6.0+: ``django.tasks``) or from the django-tasks backport.
 
-Both lay it out the same way; only the root differs (and one exception's
-name: ``InvalidTask`` in Django, ``InvalidTaskError`` in the backport, which
-nothing here raises). Every name is looked up at run time, so this module
-imports on any Python and the types stay ``Any``: Django ships no type
-information, and which of the two is installed differs between Pythons.
+Both lay it out the same way; only the root differs, and:
+
+* one exception's name: ``InvalidTask`` in Django, ``InvalidTaskError`` in
+  the backport (``InvalidTask`` here is whichever there is);
+* ``normalize_json``: ``django.utils.json`` in Django, ``django_tasks.utils``
+  in the backport;
+* the logger Django's signal receivers log a task's start and finish to:
+  ``django.tasks`` (under ``django``, so Django's default ``DEBUG`` console
+  shows it) in Django, ``django_tasks`` in the backport.
+
+When both are installed (Django 6 with the backport left over), Django's own
+wins: the backend is a ``django.tasks`` backend, and the backport's ``@task``
+makes its tasks through the backend's ``task_class`` (``django.tasks.Task``).
+Every name is looked up at run time, so this module imports on any Python and
+the types stay ``Any``: Django ships no type information, and which of the two
+is installed differs between Pythons (Django 6 needs Python 3.12).
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ TaskError: Any = _base.TaskError
 TaskResult: Any = _base.TaskResult
 TaskResultStatus: Any = _base.TaskResultStatus
 TaskResultDoesNotExist: Any = _exceptions.TaskResultDoesNotExist
+TaskResultMismatch: Any = _exceptions.TaskResultMismatch  # Task.get_result() of another task's result id
 DEFAULT_TASK_BACKEND_ALIAS: str = _base.DEFAULT_TASK_BACKEND_ALIAS
 task_backends: Any = _api.task_backends
 task_enqueued: Any = _signals.task_enqueued
