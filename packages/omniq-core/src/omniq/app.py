@@ -261,10 +261,7 @@ class AsyncOmniQ(OperatorMethods):
         return await self._producer.enqueue_many(name, calls, merged, connection)
 
     def signature(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Signature:
-        """A workflow signature of ``func(*args, **kwargs)`` (``func`` a task, callable or registered name).
-
-        The same as ``task.s(*args, **kwargs)``, for code that knows a task by name only.
-        """
+        """``task.s(*args, **kwargs)`` for a task known by name (or a callable): a workflow signature."""
         name, defaults = self._registry.name_and_defaults(func)
         return Signature(self, name, args, kwargs, defaults)
 

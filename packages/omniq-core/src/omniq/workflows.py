@@ -50,7 +50,6 @@ from omniq.models import (
     new_id,
     utcnow,
 )
-from omniq.serialization import call_arguments
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -72,9 +71,6 @@ __all__ = [
 
 #: the suffix of a workflow id that names its record in the result storage.
 RECORD_SUFFIX = ".workflow"
-#: how long a member waits for a parent's result to be written after the parent ended (the worker
-#: writes it right after the queue accepts the outcome, unless the queue wrote it in the same step).
-PARENT_RESULT_WAIT = 60.0
 #: the parent-result modes of a member (the ``omniq-parent`` header): one parent's value, or the
 #: list of every parent's value in ``depends_on`` order.
 ONE, ALL = "one", "all"
@@ -376,44 +372,3 @@ class SyncWorkflowHandle:
 
     def __repr__(self) -> str:
         return f"<SyncWorkflowHandle {self.id} ({len(self.task_ids)} tasks)>"
-
-
-# -- in the worker --------------------------------------------------------------------------------------
-
-
-def parent_mode(task: Task) -> str | None:
-    """How ``task`` receives its parents' results (``one`` / ``all``), or None: it does not."""
-    headers = task.headers
-    return headers.get(PARENT_HEADER) if headers else None
-
-
-async def with_parent_value(app: AsyncOmniQ, task: Task, mode: str) -> Task:
-    """``task`` with its parents' result put before its own arguments (in its payload, to decode as usual).
-
-    The value is the parent's result (``one``) or the list of its parents' results (``all``), as
-    stored: the member's own annotations decide the types it receives. Read from the result
-    storage; a parent that ended moments ago may not have its result written yet (a worker writes
-    it after the queue accepted the outcome, unless both are one step), so a missing one is waited for.
-
-    Raises:
-        DependencyResultMissing: a parent's result is gone (expired, purged) or never came.
-        SerializationError: a stored result or the task's payload cannot be decoded.
-    """
-    storage = app.result_storage
-    loads = app.serializer.loads
-    values = []
-    for dep_id, result in zip(task.depends_on, await storage.get_many(task.depends_on), strict=True):
-        if result is None:
-            result = await storage.wait(dep_id, PARENT_RESULT_WAIT)
-        if result is None:
-            raise DependencyResultMissing(f"the result of {dep_id}, which {task.id} receives, is not stored")
-        values.append(loads(result.payload) if result.payload else None)
-    if mode == ONE and len(values) != 1:
-        raise DependencyResultMissing(f"{task.id} receives one parent's result but has {len(values)} parents")
-    args, kwargs = call_arguments(loads(task.payload))
-    payload = app.serializer.dumps(((values[0] if mode == ONE else values, *args), kwargs))
-    return msgspec.structs.replace(task, payload=payload)
-
-
-class DependencyResultMissing(OmniQError):
-    """A workflow member's parent succeeded but its result cannot be read (expired or purged)."""

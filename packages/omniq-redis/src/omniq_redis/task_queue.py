@@ -7,13 +7,8 @@ LEASES zset by deadline and per-status zsets for list/count. Every state
 change is one script (:mod:`omniq_redis.scripts`), atomically, on the
 server's clock.
 
-Dependencies (``Capability.DEPENDENCIES``): the enqueue script counts a
-task's unfinished dependencies into its hash (``wt``, ``Task.waiting``) and
-adds it to each one's DEPENDANTS set (which marks that task ``dn``); a task
-waiting is stored PENDING but kept out of READY and DELAYED. The finish,
-cancel, recover and purge scripts, reading ``dn`` in the HMGET they already
-do, count the dependants down when they end or delete a task and make ready
-(and signal) those reaching 0. A task without ``depends_on`` takes none of it.
+Dependencies: a waiting task (``wt`` > 0) is kept out of READY and DELAYED
+until the script that ends its last dependency makes it ready (keys.py).
 
 Round trips: ``enqueue_many`` one (a pipeline of one script per queue and
 per 1,000 tasks); ``claim_ready`` one per queue asked until ``limit`` is
@@ -154,15 +149,8 @@ class RedisTaskQueue(BaseTaskQueue):
         register = queue not in self._registered
         with self._registering():
             # anything but the plain case takes the general script (dependencies too: it counts them)
-            if (
-                register
-                or task.unique_key
-                or task.eta
-                or task.paused
-                or task.attempts
-                or task.limits
-                or task.depends_on
-            ):
+            special = task.unique_key or task.eta or task.paused or task.attempts or task.limits or task.depends_on
+            if register or special:
                 args = [self.prefix, queue, enqueue_items([task]), "1" if register else "0"]
                 reply: list[bytes] = await self._run("enqueue", args)
                 self._registered.add(queue)

@@ -40,7 +40,7 @@ from omniq.models import (
 )
 from omniq.retrying import Retry
 from omniq.scheduling import backoff_delay, next_run
-from omniq.workflows import DependencyResultMissing, parent_mode, with_parent_value
+from omniq.worker.parents import DependencyResultMissing, parent_mode, with_parent_value
 
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
