@@ -17,6 +17,12 @@ process on a local directory: a limit key's state is a file read and
 rewritten under a lock stripe taken inside the claim's task lock (see
 :mod:`.flow`).
 
+Dependencies (``Capability.DEPENDENCIES``): a task enqueued with
+``depends_on`` waits in ``tasks/waiting/``, never listed by a claim, until the
+step that ends its last dependency moves it to its queue folder; the
+dependency's task lock serialises that step with the dependant's registration
+(see :mod:`.dependencies`).
+
 Wake-ups: a worker waiting for work (or a caller waiting for a result) in
 the same thread as the writer is woken at once; across processes it notices
 within ``poll_interval`` seconds.
@@ -26,7 +32,8 @@ Modules: :mod:`.connection` (URLs, errors, the root a component holds),
 :mod:`.fsspec_store` (the storage drivers), :mod:`.wakeups`, and the
 synchronous operations the components run in a worker thread:
 :mod:`.task_files`, :mod:`.enqueue`, :mod:`.leases`, :mod:`.flow`,
-:mod:`.management`, :mod:`.overview` (pages of tasks, queue statistics),
+:mod:`.dependencies` (tasks waiting on others), :mod:`.management`,
+:mod:`.overview` (pages of tasks, queue statistics),
 :mod:`.workers` (the worker registry: ``workers/<id>.worker``),
 :mod:`.result_files`, :mod:`.event_files`.
 """

@@ -4,10 +4,13 @@ A task lives in exactly one place, and the place says what it is waiting for::
 
     tasks/pending/q_<queue>/<priority>_<ready>_<seq>_<id>.task   ready or scheduled
     tasks/paused/<id>.task                                       PENDING but paused
+    tasks/waiting/<id>.task                                      PENDING, waiting for dependencies
     tasks/running/<id>.task                                      leased (token and deadline inside)
     tasks/done/<id>.task                                         terminal
     tasks/pending/q_<queue>/paused                               the queue is paused (claims skip it)
     limits/<sha256 of the key>.state                             a limit key's holders, held tasks, tat
+    dependants/<id>.deps                                         the tasks waiting on <id>, until it ends
+    dependants/journal/<random>.deps                             dependants whose count a step is lowering
     workers/<worker id>.worker                                   a live worker (expiry inside)
 
 Pending names are fixed-width, so a sorted directory listing is claim order:
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 PENDING_DIR = "tasks/pending"
 #: PENDING tasks that are paused (claim never looks here).
 PAUSED_DIR = "tasks/paused"
+#: PENDING tasks whose ``waiting`` is above 0 (claim never looks here; see :mod:`.dependencies`).
+WAITING_DIR = "tasks/waiting"
 #: RUNNING tasks, each under a lease; claim moves files here by rename.
 RUNNING_DIR = "tasks/running"
 #: terminal tasks (SUCCEEDED, FAILED, CANCELLED, EXPIRED).
@@ -42,11 +47,16 @@ UNIQUE_DIR = "unique"
 RESULTS_DIR = "results"
 #: one event file per appended batch.
 EVENTS_DIR = "events"
-#: flock stripes guarding read-modify-write of tasks (``t###``), unique keys (``u###``), limit keys
-#: (``k###``) and events (``events``).
+#: flock stripes guarding read-modify-write of tasks (``t###``, which also guards a task's dependants
+#: record), unique keys (``u###``), limit keys (``k###``) and events (``events``).
 LOCKS_DIR = "locks"
 #: one state file per limit key (:mod:`.flow`): its holders, its held tasks and its rate's ``tat``.
 LIMITS_DIR = "limits"
+#: one record per task that others wait on: the ids of its dependants (:mod:`.dependencies`).
+DEPENDANTS_DIR = "dependants"
+#: dependants a step is lowering the count of (an ended task's taken record, an enqueue's batch);
+#: one is left behind only by a crash, and ``recover`` finishes it.
+JOURNAL_DIR = "dependants/journal"
 #: one file per registered worker, its expiry inside (checked at read, removed once expired).
 WORKERS_DIR = "workers"
 #: temp files are written here, fsynced, then renamed into place; leftovers are crash debris.
@@ -58,6 +68,7 @@ CORRUPT_DIR = "corrupt"
 ALL_DIRS = (
     PENDING_DIR,
     PAUSED_DIR,
+    WAITING_DIR,
     RUNNING_DIR,
     DONE_DIR,
     UNIQUE_DIR,
@@ -65,6 +76,8 @@ ALL_DIRS = (
     EVENTS_DIR,
     WORKERS_DIR,
     LIMITS_DIR,
+    DEPENDANTS_DIR,
+    JOURNAL_DIR,
     LOCKS_DIR,
     TMP_DIR,
     CORRUPT_DIR,
@@ -76,6 +89,8 @@ TASK_SUFFIX = ".task"
 STATE_SUFFIX = ".state"
 #: name of the marker in a paused queue's pending folder; the claim's listing of the folder sees it.
 PAUSED_MARKER = "paused"
+#: suffix of dependants records and journals.
+DEPENDANTS_SUFFIX = ".deps"
 #: suffix of result files.
 RESULT_SUFFIX = ".res"
 #: suffix of event batch files.
@@ -139,7 +154,14 @@ def pending_file(task: Task) -> str:
 
 
 def home_of(task: Task) -> str:
-    """Where a PENDING task belongs: its queue folder, or the paused folder."""
+    """Where a PENDING task belongs: the waiting folder, the paused folder, or its queue folder.
+
+    Waiting comes first: a paused dependant waits for its dependencies too, and
+    goes to the paused folder when the last one ends (pause and waiting are
+    independent).
+    """
+    if task.waiting > 0:
+        return task_file(WAITING_DIR, task.id)
     return task_file(PAUSED_DIR, task.id) if task.paused else pending_file(task)
 
 
@@ -195,6 +217,16 @@ def task_lock(task_id: str) -> str:
 def unique_lock(key: str) -> str:
     """Name of the lock stripe guarding a unique key."""
     return f"u{zlib.crc32(key.encode()) % LOCK_STRIPES:03d}"
+
+
+def dependants_file(task_id: str) -> str:
+    """Path of the record of the tasks waiting on ``task_id``."""
+    return f"{DEPENDANTS_DIR}/{file_id(task_id)}{DEPENDANTS_SUFFIX}"
+
+
+def journal_file(name: str) -> str:
+    """Path of a journal of dependants being lowered (``name``: a fresh random id)."""
+    return f"{JOURNAL_DIR}/{name}{DEPENDANTS_SUFFIX}"
 
 
 def result_file(task_id: str) -> str:

@@ -3,7 +3,9 @@
 A claim is an atomic rename of a due task's file from its queue folder into
 ``tasks/running/``; extend, finish and recovery rewrite that file under the
 task's lock, after checking the lease token it holds (see :mod:`.task_files`
-for the rules that keep several processes honest).
+for the rules that keep several processes honest). A task that ends (finish
+with a terminal outcome, recovery out of attempts) lowers the count of the
+tasks waiting on it once its lock is released (:mod:`.dependencies`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from omniq.backends.file import flow, layout
+from omniq.backends.file import dependencies, flow, layout
 from omniq.backends.file.task_files import CLEAR_LEASE
 from omniq.lease import apply_outcome, lease_expired_error
 from omniq.models import Outcome, Task, TaskStatus, encode_task, new_id, utcnow
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from omniq.backends.file.result_files import ResultFiles
-    from omniq.backends.file.task_files import Found, TaskFiles
+    from omniq.backends.file.task_files import Found, Taken, TaskFiles
 
 __all__ = ["claim", "extend", "finish", "free_slot", "recover"]
 
@@ -111,6 +113,7 @@ def _claim_one(
         updated_at=now,
         worker_id=worker_id,
         paused=False,
+        waiting=0,  # a queue folder waits for nothing (a stale count from a crash is dropped here)
     )
     store.write(running, encode_task(task))
     return task
@@ -145,13 +148,14 @@ def extend(files: TaskFiles, leases: Mapping[str, str], lease: float) -> set[str
 def finish(files: TaskFiles, outcomes: Sequence[Outcome], results: ResultFiles | None) -> tuple[list[bool], bool]:
     """Apply token-checked outcomes; with ``results``, write accepted results first (fused).
 
-    Returns which outcomes were accepted, and whether a held task was woken
-    (a limited holder's finish frees its slot).
+    Returns which outcomes were accepted, and whether a task was woken (a
+    limited holder's finish frees its slot; a dependant's last dependency ended).
     """
     now = utcnow()
     accepted: list[bool] = []
     freed: list[tuple[str, str]] = []
     later: list[tuple[str, str]] = []
+    ended: list[Taken] = []
     woke = False
     for outcome in outcomes:
         with files.store.lock(layout.task_lock(outcome.task_id)):
@@ -161,12 +165,13 @@ def finish(files: TaskFiles, outcomes: Sequence[Outcome], results: ResultFiles |
                     results.write(outcome.result)  # before the outcome: a waiter never misses it
                 updated = apply_outcome(found.task, outcome, now)
                 assert updated is not None  # the token was checked above, under the lock
-                files.move(found, updated, freed)
+                files.move(found, updated, freed, ended)
                 if found.task.limits is not None:  # the one branch an unlimited task pays
                     woke = free_slot(files, found.task, later) or woke
         accepted.append(found is not None)
     files.free_unique(freed)
     woke = (bool(later) and flow.wake_later(files, later)) or woke
+    woke = (bool(ended) and dependencies.release(files, ended)) or woke
     files.store.flush()
     return accepted, woke
 
@@ -178,13 +183,18 @@ def free_slot(files: TaskFiles, task: Task, later: list[tuple[str, str]]) -> boo
     return flow.release(files, task, layout.task_lock(task.id), later)
 
 
-def recover(files: TaskFiles) -> list[Task]:
-    """Requeue (or fail, out of attempts) running tasks whose lease passed; repair crash leftovers."""
+def recover(files: TaskFiles) -> tuple[list[Task], bool]:
+    """Requeue (or fail, out of attempts) running tasks whose lease passed; repair crash leftovers.
+
+    Returns the recovered tasks, and whether a task was woken besides them (a
+    held task given a freed slot, a dependant made ready).
+    """
     store = files.store
     now = utcnow()
     recovered: list[Task] = []
     freed: list[tuple[str, str]] = []
     later: list[tuple[str, str]] = []
+    ended: list[Taken] = []
     for name in store.listdir(layout.RUNNING_DIR):
         task_id = layout.parse_task_file(name)
         if task_id is None:
@@ -193,21 +203,27 @@ def recover(files: TaskFiles) -> list[Task]:
         if found is None or not _lease_over(found.task, now):
             continue
         with store.lock(layout.task_lock(task_id)):
-            task = _recover_one(files, task_id, now, freed, later)
+            task = _recover_one(files, task_id, now, freed, later, ended)
         if task is not None:
             recovered.append(task)
     files.free_unique(freed)
-    if later:
-        flow.wake_later(files, later)
+    woke = bool(later) and flow.wake_later(files, later)
+    woke = dependencies.release(files, ended) or woke
+    woke = dependencies.repair(files) or woke  # journals a crashed step left behind
     _sweep_tmp(files)
     store.flush()
     if recovered:
         logger.info("recovered %d task(s) whose lease expired", len(recovered))
-    return recovered
+    return recovered, woke
 
 
 def _recover_one(
-    files: TaskFiles, task_id: str, now: datetime, freed: list[tuple[str, str]], later: list[tuple[str, str]]
+    files: TaskFiles,
+    task_id: str,
+    now: datetime,
+    freed: list[tuple[str, str]],
+    later: list[tuple[str, str]],
+    ended: list[Taken],
 ) -> Task | None:
     found = files.read(layout.task_file(layout.RUNNING_DIR, task_id), layout.RUNNING_DIR, salvage=True)
     if found is None or not _lease_over(found.task, now):
@@ -224,7 +240,7 @@ def _recover_one(
         task = _replace(task, status=TaskStatus.FAILED, error=error, finished_at=now, updated_at=now, **CLEAR_LEASE)
     else:
         task = _replace(task, status=TaskStatus.PENDING, eta=now, updated_at=now, **CLEAR_LEASE)
-    files.move(found, task, freed)
+    files.move(found, task, freed, ended)
     if found.task.status is TaskStatus.RUNNING:
         free_slot(files, found.task, later)
     return task

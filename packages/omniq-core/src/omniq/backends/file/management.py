@@ -1,4 +1,8 @@
-"""What an operator does to tasks by id or in bulk: cancel, pause and resume, retry, purge (synchronous)."""
+"""What an operator does to tasks by id or in bulk: cancel, pause and resume, retry, purge (synchronous).
+
+Cancelling or purging a task ends it for the tasks waiting on it: their
+counts are lowered once the task locks are released (:mod:`.dependencies`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from omniq.backends.file import flow, layout
+from omniq.backends.file import dependencies, flow, layout
 from omniq.backends.file.enqueue import unique_holder
 from omniq.backends.file.leases import free_slot
 from omniq.backends.file.task_files import CLEAR_LEASE
@@ -16,7 +20,7 @@ from omniq.monitoring import RETRYABLE_STATUSES, reset_for_retry
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from omniq.backends.file.task_files import Found, TaskFiles
+    from omniq.backends.file.task_files import Found, Taken, TaskFiles
 
 __all__ = ["cancel", "purge", "retry", "set_paused"]
 
@@ -27,18 +31,20 @@ def cancel(files: TaskFiles, task_id: str) -> bool:
     """CANCELLED for a PENDING or RUNNING task; its lease, if any, is lost (and its slot, if limited, freed)."""
     freed: list[tuple[str, str]] = []
     later: list[tuple[str, str]] = []
+    ended: list[Taken] = []
     with files.store.lock(layout.task_lock(task_id)):
         found = files.locate(task_id, salvage=True)
         if found is None or found.task.status in TERMINAL_STATUSES:
             return False
         now = utcnow()
         task = _replace(found.task, status=TaskStatus.CANCELLED, finished_at=now, updated_at=now, **CLEAR_LEASE)
-        files.move(found, task, freed)
+        files.move(found, task, freed, ended)
         if found.task.status is TaskStatus.RUNNING:
             free_slot(files, found.task, later)
     files.free_unique(freed)
     if later:
         flow.wake_later(files, later)
+    dependencies.release(files, ended)  # the caller wakes workers after any cancel
     files.store.flush()
     return True
 
@@ -50,7 +56,7 @@ def set_paused(files: TaskFiles, task_id: str, paused: bool) -> bool:
         if found is None or found.task.status in TERMINAL_STATUSES:
             return False
         if found.task.paused != paused:
-            files.move(found, _replace(found.task, paused=paused, updated_at=utcnow()), [])
+            files.move(found, _replace(found.task, paused=paused, updated_at=utcnow()), [], [])
     files.store.flush()
     return True
 
@@ -88,13 +94,13 @@ def _reset(files: TaskFiles, task_id: str, key: str | None) -> Task | None:
         if found is None or found.task.status not in RETRYABLE_STATUSES or found.task.unique_key != key:
             return None
         fresh = reset_for_retry(found.task, utcnow())
-        files.move(found, fresh, [])
+        files.move(found, fresh, [], [])
     files.store.flush()
     return fresh
 
 
-def purge(files: TaskFiles, queue: str | None, statuses: Sequence[TaskStatus] | None) -> int:
-    """Delete matching tasks; return how many."""
+def purge(files: TaskFiles, queue: str | None, statuses: Sequence[TaskStatus] | None) -> tuple[int, bool]:
+    """Delete matching tasks; return how many, and whether a task waiting on one became ready."""
     wanted = None if statuses is None else frozenset(TaskStatus(s) for s in statuses)
     doomed: list[Found] = []
     for folder, paths in files.all_paths():
@@ -108,8 +114,13 @@ def purge(files: TaskFiles, queue: str | None, statuses: Sequence[TaskStatus] | 
     count = 0
     freed: list[tuple[str, str]] = []
     holders: list[Task] = []
+    ended: list[Taken] = []
     for found in doomed:
         with files.store.lock(layout.task_lock(found.task.id)):
+            if not files.store.exists(found.path):
+                continue  # moved since the scan (claimed, finished, requeued): not this file to delete
+            # Deleted ends the wait as an end does; taken first, like an end (see task_files.move).
+            files.take_dependants(found.task.id, ended)
             if files.store.unlink(found.path):
                 count += 1
                 if found.task.unique_key is not None and found.task.status not in TERMINAL_STATUSES:
@@ -124,5 +135,6 @@ def purge(files: TaskFiles, queue: str | None, statuses: Sequence[TaskStatus] | 
             free_slot(files, task, later)
     if later:
         flow.wake_later(files, later)
+    woke = dependencies.release(files, ended)  # after the purge, so no lowering races a deletion of this one
     files.store.flush()
-    return count
+    return count, woke

@@ -5,7 +5,8 @@ A page reads every task body its status and queue filters leave (a status
 filter skips the other folders, a queue filter the other pending folders);
 the statistics read the bodies of paused, running and terminal tasks and take
 the ready ones from the pending file names alone (a name holds the ready
-time), so a deep backlog costs one listing, not one read per task.
+time), so a deep backlog costs one listing, not one read per task. A task
+waiting for dependencies counts as PENDING but is not ready: it has no age.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def queue_stats(files: TaskFiles) -> list[QueueStats]:
     now = utcnow()
     bodies: list[Task] = []  # paused, running and terminal tasks (a corrupted field still counts)
     ready_times: dict[str, list[str]] = {}  # pending folder name -> ready times of its tasks
+    waiting: list[str] = []  # the queue of each task waiting for dependencies
     for folder, paths in files.all_paths():
         for path in paths:
             if folder == layout.PENDING_DIR:
@@ -42,8 +44,16 @@ def queue_stats(files: TaskFiles) -> list[QueueStats]:
                 if parsed is not None:
                     ready_times.setdefault(qdir, []).append(parsed[0])
             elif (found := files.read(path, folder, salvage=True)) is not None:
-                bodies.append(found.task)
+                if folder == layout.WAITING_DIR:
+                    waiting.append(found.task.queue)
+                else:
+                    bodies.append(found.task)
     stats = {entry.queue: entry for entry in stats_of(bodies, now)}
+    for queue in waiting:
+        entry = stats.get(queue)
+        if entry is None:
+            entry = stats[queue] = empty_stats(queue)
+        entry.counts[TaskStatus.PENDING.value] += 1
     now_micros = int(layout.micros(now))
     for qdir, times in ready_times.items():
         queue = layout.queue_of(qdir)

@@ -62,6 +62,15 @@ class Store(ABC):
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create a file only if it does not exist; True when created."""
 
+    def append(self, rel: str, data: bytes) -> None:
+        """Add ``data`` at the end of a file, creating it (callers hold the file's lock).
+
+        The default rewrites the whole file, atomically; :class:`LocalStore`
+        appends in place, so a record that grows by one line per call costs
+        one line per call, not its whole size.
+        """
+        self.write(rel, (self.read(rel) or b"") + data)
+
     @abstractmethod
     def rename(self, src: str, dst: str) -> bool:
         """Move a file (replacing ``dst``); False when ``src`` no longer exists."""
@@ -190,6 +199,22 @@ class LocalStore(Store):
                 os.fsync(handle.fileno())
         self._touch(os.path.dirname(self._path(rel)))
         return True
+
+    def append(self, rel: str, data: bytes) -> None:
+        """``O_APPEND`` write, fsynced; a crash (power loss) can leave the last line torn, so readers check lines."""
+        path = self._path(rel)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, flags, 0o644)
+        with os.fdopen(fd, "ab") as handle:
+            handle.write(data)
+            handle.flush()
+            if self.fsync:
+                os.fsync(handle.fileno())
+        self._touch(os.path.dirname(path))  # a file created here needs its folder entry made durable
 
     def rename(self, src: str, dst: str) -> bool:
         """Atomic rename; False when ``src`` is gone (another process moved it first)."""

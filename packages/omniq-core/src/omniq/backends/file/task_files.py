@@ -14,6 +14,9 @@ thread hop, and keep several processes honest on a local disk by these rules:
   repairs. Moving to ``done/`` is the one exception: the terminal file is
   written first and the running file removed second, so a finished task is
   never seen as lost; ``recover`` deletes the leftover.
+* A task that ends (or is deleted) takes its dependants record first, under
+  its lock (:meth:`TaskFiles.take_dependants`); the caller lowers those
+  dependants' counts once its locks are released (:mod:`.dependencies`).
 * Readers (get, list, count) take no lock: every file they open is complete.
 """
 
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
 
     from omniq.backends.file.store import Store
 
-__all__ = ["CLEAR_LEASE", "Found", "TaskFiles", "as_found"]
+__all__ = ["CLEAR_LEASE", "Found", "Taken", "TaskFiles", "as_found"]
 
 logger = logging.getLogger("omniq.file")
 
@@ -43,7 +46,9 @@ _replace = msgspec.structs.replace
 #: the fields a task sheds when it stops running.
 CLEAR_LEASE: dict[str, Any] = {"lease_token": None, "lease_expires_at": None}
 #: the folders holding one ``<id>.task`` per task, searched in this order.
-_BY_ID = (layout.DONE_DIR, layout.RUNNING_DIR, layout.PAUSED_DIR)
+_BY_ID = (layout.DONE_DIR, layout.RUNNING_DIR, layout.PAUSED_DIR, layout.WAITING_DIR)
+#: a dependants record taken by a task that ended: ``(journal path, the record's bytes)``.
+Taken = tuple[str, bytes]
 
 
 class Found(msgspec.Struct):
@@ -55,11 +60,24 @@ class Found(msgspec.Struct):
 
 
 def as_found(folder: str, task: Task) -> Task:
-    """The folder is the truth for PENDING tasks: a stale body left by a crash is corrected on read."""
+    """The folder is the truth for PENDING tasks: a stale body left by a crash is corrected on read.
+
+    A task in a queue folder or in ``paused/`` waits for nothing (a dependant
+    moved there when its count reached 0 may still carry the old count); one
+    in ``waiting/`` keeps its count and its paused flag from the body.
+    """
     if folder in (layout.PAUSED_DIR, layout.PENDING_DIR):
         paused = folder == layout.PAUSED_DIR
-        if task.status is not TaskStatus.PENDING or task.paused != paused or task.lease_token is not None:
-            return _replace(task, status=TaskStatus.PENDING, paused=paused, **CLEAR_LEASE)
+        if (
+            task.status is not TaskStatus.PENDING
+            or task.paused != paused
+            or task.lease_token is not None
+            or task.waiting
+        ):
+            return _replace(task, status=TaskStatus.PENDING, paused=paused, waiting=0, **CLEAR_LEASE)
+    elif folder == layout.WAITING_DIR:
+        if task.status is not TaskStatus.PENDING or task.lease_token is not None:
+            return _replace(task, status=TaskStatus.PENDING, **CLEAR_LEASE)
     return task
 
 
@@ -159,7 +177,7 @@ class TaskFiles:
 
     def scan(self, status: TaskStatus | None, queue: str | None, salvage: bool = False) -> Iterator[Task]:
         """Every task matching the filters (reads the bodies it needs; see :meth:`decode` for ``salvage``)."""
-        folders = []
+        folders: list[str] = []
         if status in (None, TaskStatus.PENDING):
             for qdir in self._pending_dirs(queue):
                 for name in self.store.listdir(qdir):
@@ -168,7 +186,7 @@ class TaskFiles:
                     )
                     if found is not None:
                         yield found.task
-            folders.append(layout.PAUSED_DIR)
+            folders += (layout.PAUSED_DIR, layout.WAITING_DIR)
         if status in (None, TaskStatus.RUNNING):
             folders.append(layout.RUNNING_DIR)
         if status is None or status in TERMINAL_STATUSES:
@@ -191,7 +209,7 @@ class TaskFiles:
             folder = f"{layout.PENDING_DIR}/{qdir}"
             names = [n for n in self.store.listdir(folder) if layout.parse_pending(n) is not None]
             yield layout.PENDING_DIR, [f"{folder}/{n}" for n in names]
-        for folder in (layout.PAUSED_DIR, layout.RUNNING_DIR, layout.DONE_DIR):
+        for folder in (layout.PAUSED_DIR, layout.WAITING_DIR, layout.RUNNING_DIR, layout.DONE_DIR):
             names = [n for n in self.store.listdir(folder) if layout.parse_task_file(n) is not None]
             yield folder, [f"{folder}/{n}" for n in names]
 
@@ -208,7 +226,13 @@ class TaskFiles:
             qdirs = self._pending_dirs(queue)
             ready = sum(1 for d in qdirs for n in self.store.listdir(d) if layout.parse_pending(n) is not None)
             paused = sum(1 for t in self._scan_folder(layout.PAUSED_DIR, True) if queue is None or t.queue == queue)
-            return ready + paused
+            if queue is None:  # waiting tasks: their names will do
+                waiting = sum(
+                    1 for n in self.store.listdir(layout.WAITING_DIR) if layout.parse_task_file(n) is not None
+                )
+            else:
+                waiting = sum(1 for t in self._scan_folder(layout.WAITING_DIR, True) if t.queue == queue)
+            return ready + paused + waiting
         return sum(1 for _ in self.scan(status, queue, salvage=True))  # a corrupted field elsewhere counts too
 
     def ready_exists(self, queues: Sequence[str]) -> bool:
@@ -226,14 +250,19 @@ class TaskFiles:
 
     # -- moving ------------------------------------------------------------------------------------
 
-    def move(self, found: Found, task: Task, freed: list[tuple[str, str]]) -> None:
+    def move(self, found: Found, task: Task, freed: list[tuple[str, str]], ended: list[Taken]) -> None:
         """Store ``task`` where its new status belongs and remove the old file (under the task's lock).
 
         A task that reaches a terminal status appends ``(unique_key, id)`` to
-        ``freed``: the caller drops those markers with :meth:`free_unique`
-        once its task locks are released.
+        ``freed`` and its taken dependants record, if any, to ``ended``: once
+        its task locks are released, the caller drops those markers with
+        :meth:`free_unique` and lowers those dependants' counts with
+        :func:`.dependencies.release`.
         """
         if task.status in TERMINAL_STATUSES:
+            # Taken before the terminal file is written: a crash in between leaves a journal
+            # (which recover finishes), never an ended task whose record nobody will take.
+            self.take_dependants(task.id, ended)
             self.store.write(layout.task_file(layout.DONE_DIR, task.id), encode_task(task))
             self.store.unlink(found.path)
             if task.unique_key is not None:
@@ -243,6 +272,23 @@ class TaskFiles:
         if target != found.path and not self.store.rename(found.path, target):
             return
         self.store.write(target, encode_task(task))
+
+    def take_dependants(self, task_id: str, ended: list[Taken]) -> None:
+        """Move the record of the tasks waiting on ``task_id`` into a journal (under the task's lock).
+
+        Called as the task ends or is deleted. The record is only ever
+        appended to under the same lock (:mod:`.dependencies`), so what is
+        read here is what is moved. For a task nobody waits on this costs one
+        failed open (no such file), the one file operation dependencies add to
+        a finish.
+        """
+        record = layout.dependants_file(task_id)
+        data = self.store.read(record)
+        if data is None:
+            return
+        journal = layout.journal_file(new_id())
+        if self.store.rename(record, journal):
+            ended.append((journal, data))
 
     def free_unique(self, freed: Sequence[tuple[str, str]]) -> None:
         """Drop unique markers still naming these tasks (after their task locks are released)."""

@@ -3,8 +3,9 @@
 Each method is one batch operation run in a worker thread (one thread hop per
 batch, see :meth:`~.connection.FileRoot.run`); the operations themselves
 live by concept in :mod:`.enqueue`, :mod:`.leases`, :mod:`.management`,
-:mod:`.flow` (flow control and queue pause), :mod:`.overview` (pages and
-statistics), :mod:`.workers` (the worker registry) and :mod:`.task_files`.
+:mod:`.flow` (flow control and queue pause), :mod:`.dependencies` (tasks
+waiting on others), :mod:`.overview` (pages and statistics), :mod:`.workers`
+(the worker registry) and :mod:`.task_files`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class FileTaskQueue(BaseTaskQueue):
             Capability.WORKER_REGISTRY,
             Capability.FLOW_CONTROL,
             Capability.QUEUE_PAUSE,
+            Capability.DEPENDENCIES,
         }
     )
 
@@ -145,7 +147,7 @@ class FileTaskQueue(BaseTaskQueue):
         """Cancel a PENDING or RUNNING task; its lease, if any, is lost."""
         cancelled = await self.root.run(management.cancel, self._files, task_id)
         if cancelled:
-            self.root.notify(WORK)  # a limited holder's slot may have woken a held task
+            self.root.notify(WORK)  # a limited holder's slot may have woken a held task, or a dependant be ready
         return cancelled
 
     async def set_paused(self, task_id: str, paused: bool) -> bool:
@@ -157,12 +159,15 @@ class FileTaskQueue(BaseTaskQueue):
 
     async def purge(self, *, queue: str | None = None, statuses: Sequence[TaskStatus] | None = None) -> int:
         """Delete tasks (all by default); return how many."""
-        return await self.root.run(management.purge, self._files, queue, statuses)
+        count, woke = await self.root.run(management.purge, self._files, queue, statuses)
+        if woke:  # a task waiting on a deleted one became ready
+            self.root.notify(WORK)
+        return count
 
     async def recover(self) -> list[Task]:
         """Requeue running tasks whose lease passed; also repairs what a crashed process left behind."""
-        recovered = await self.root.run(lease_steps.recover, self._files)
-        if recovered:  # requeued tasks, or slots of limited ones freed
+        recovered, woke = await self.root.run(lease_steps.recover, self._files)
+        if recovered or woke:  # requeued tasks, slots of limited ones freed, dependants made ready
             self.root.notify(WORK)
         return recovered
 
