@@ -28,6 +28,7 @@ async def test_concurrent_migrations_from_many_pools_are_safe(make_queue, make_r
             "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name", schema
         )
         assert [row["table_name"] for row in tables] == [
+            "dependants",
             "events",
             "flow_keys",
             "paused_queues",

@@ -3,7 +3,10 @@
 ``enqueue_many`` is one ``INSERT ... SELECT FROM unnest``: a plain one for a
 batch without unique keys outside a caller's transaction, else (or when an id
 turns out to be taken) ``ON CONFLICT DO NOTHING``, plus one lookup only when
-unique keys or ids collide.
+unique keys or ids collide. A batch with ``depends_on`` takes its own path
+(:mod:`omniq_postgres.dependencies`): in a transaction, its dependencies
+locked first and its registrations written after; every other batch runs
+exactly as before.
 
 Enqueue order (``seq``) costs one nextval per statement, and the statement
 NOTIFYs the queues it wrote to (see :func:`_render_insert`).
@@ -11,12 +14,13 @@ NOTIFYs the queues it wrote to (see :func:`_render_insert`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from omniq.errors import ConfigurationError
-from omniq_postgres.records import insert_columns, limit_columns
+from omniq_postgres.dependencies import DEPENDENCY_COLUMNS, WAITING_READY_AT, DependencyInserts, WaitingPlan
+from omniq_postgres.records import NO_DEPENDENCIES, insert_columns, limit_columns
 from omniq_postgres.schema import SEQ_BLOCK
 from omniq_postgres.sql import ACTIVE, BatchColumns, uniform_mask
 
@@ -61,6 +65,8 @@ LIMIT_COLUMNS = (
     ("limit_rate", "float8"),
     ("limit_burst", "int4"),
 )
+#: the position of ``depends_on`` in :data:`INSERT_COLUMNS`.
+_DEPENDS_ON = next(k for k, (name, _) in enumerate(INSERT_COLUMNS) if name == "depends_on")
 
 
 def _render_insert(
@@ -79,6 +85,10 @@ def _render_insert(
     The statement also NOTIFYs each queue it wrote to, delivered on commit (of the caller's
     transaction too), instead of an insert trigger collecting every new row to find them.
     ``skipping`` leaves out rows whose id or unique key is taken and returns the ids it inserted.
+
+    A batch with dependencies also writes ``waiting`` and ``has_dependants``
+    (:data:`~omniq_postgres.dependencies.DEPENDENCY_COLUMNS`): a waiting task is not ready
+    (``ready_at`` at infinity) and its queue is notified only for a task that is.
     """
     tasks = names.tasks
     seq_column, overriding, seq_value, sources = "", "", "", []
@@ -90,22 +100,31 @@ def _render_insert(
     if unnest:
         sources.append(unnest)
     source = f" FROM {', '.join(sources)}" if sources else ""
-    limit_names = limit_values = ""
+    extra: list[tuple[str, str]] = []  # the optional columns of this batch
     if "limit_key" in v:  # a batch with limited tasks (omniq_postgres.flow); NULL for the others
-        limit_names = ", " + ", ".join(name for name, _ in LIMIT_COLUMNS)
-        limit_values = ", " + ", ".join(v[name] for name, _ in LIMIT_COLUMNS)
+        extra += LIMIT_COLUMNS
+    ready_at = f"coalesce({v['eta']}, least({v['created_at']}, now()))"
+    waiting = "waiting" in v  # a batch with dependencies (omniq_postgres.dependencies)
+    if waiting:
+        extra += DEPENDENCY_COLUMNS
+        ready_at = f"CASE WHEN {v['waiting']} > 0 THEN {WAITING_READY_AT} ELSE {ready_at} END"
+    extra_names = "".join(f", {name}" for name, _ in extra)
+    extra_values = "".join(f", {v[name]}" for name, _ in extra)
     insert = f"""
             INSERT INTO {tasks} ({seq_column}id, func, payload, queue, priority, unique_key, status, paused, eta,
                                  ready_at, interval_seconds, cron, attempts, max_retries, timeout, expires_at,
-                                 result_ttl, depends_on, created_at, updated_at, error, headers{limit_names}){overriding}
+                                 result_ttl, depends_on, created_at, updated_at, error, headers{extra_names}){overriding}
             SELECT {seq_value}{v["id"]}, {v["func"]}, {v["payload"]}, {v["queue"]}, {v["priority"]},
-                   {v["unique_key"]}, 'pending', {v["paused"]}, {v["eta"]},
-                   coalesce({v["eta"]}, least({v["created_at"]}, now())),
+                   {v["unique_key"]}, 'pending', {v["paused"]}, {v["eta"]}, {ready_at},
                    {v["interval_seconds"]}, {v["cron"]}, {v["attempts"]}, {v["max_retries"]}, {v["timeout"]},
                    {v["expires_at"]}, {v["result_ttl"]}, {v["depends_on"]}::jsonb, {v["created_at"]}, now(),
-                   {v["error"]}::jsonb, {v["headers"]}::jsonb{limit_values}{source}{" ORDER BY i.ord" if unnest and not seq_block else ""}"""
+                   {v["error"]}::jsonb, {v["headers"]}::jsonb{extra_values}{source}{" ORDER BY i.ord" if unnest and not seq_block else ""}"""
     channel = "'" + names.tasks_channel.replace("'", "''") + "'"
-    if v["queue"].startswith("i."):  # one queue per row: notify each distinct one
+    if waiting:  # the queues of the tasks that are ready
+        rows = f" FROM {unnest}" if unnest else ""
+        ready = f"SELECT DISTINCT {v['queue']}{rows} WHERE {v['waiting']} = 0"
+        notify = f"SELECT count(pg_notify({channel}, q)) FROM ({ready}) AS d(q)"
+    elif v["queue"].startswith("i."):  # one queue per row: notify each distinct one
         notify = f"SELECT count(pg_notify({channel}, q)) FROM (SELECT DISTINCT unnest({v['queue[]']})) AS d(q)"
     else:
         notify = f"SELECT pg_notify({channel}, {v['queue']})"
@@ -125,23 +144,26 @@ class TaskInserts:
         # Plain: every row must be new (a collision fails the whole statement). Skipping: rows whose
         # id or unique key is taken are left out, and RETURNING tells which went in. Large: batches
         # past one seq block take one nextval per row (the column's default). Limited: a batch with
-        # a limited task writes the limit columns too. One BatchColumns per combination, made on first use.
+        # a limited task writes the limit columns too. Waiting: a batch with dependencies writes the
+        # dependency columns too. One BatchColumns per combination, made on first use.
         self._names = names
-        self._statements: dict[tuple[bool, bool, bool], BatchColumns] = {}
+        self._statements: dict[tuple[bool, bool, bool, bool], BatchColumns] = {}
+        self._dependencies = DependencyInserts(names)
         # Who already holds a unique key, or an id, that an INSERT above skipped.
         self.delete_finished = f"DELETE FROM {tasks} WHERE id = ANY($1::text[]) AND status NOT IN {ACTIVE}"
         self.existing = f"""
             SELECT id, unique_key, status IN {ACTIVE} AS active FROM {tasks}
              WHERE id = ANY($1::text[]) OR (unique_key = ANY($2::text[]) AND status IN {ACTIVE})"""
 
-    def _batch(self, *, skipping: bool, large: bool, limited: bool) -> BatchColumns:
-        """The statements of one combination (see ``__init__``)."""
-        key = (skipping, large, limited)
+    def _batch(self, *, skipping: bool, large: bool, limited: bool, waiting: bool = False) -> BatchColumns:
+        """The statements of one combination (see ``__init__``; waiting: a batch with dependencies)."""
+        key = (skipping, large, limited, waiting)
         statements = self._statements.get(key)
         if statements is None:
             names = self._names
+            columns = INSERT_COLUMNS + LIMIT_COLUMNS if limited else INSERT_COLUMNS
             statements = self._statements[key] = BatchColumns(
-                INSERT_COLUMNS + LIMIT_COLUMNS if limited else INSERT_COLUMNS,
+                columns + DEPENDENCY_COLUMNS if waiting else columns,
                 lambda values, unnest: _render_insert(names, values, unnest, skipping=skipping, seq_block=not large),
             )
         return statements
@@ -184,6 +206,46 @@ class TaskInserts:
         limited = limits is not None
         if limits is not None:
             columns += limits
+        depends = columns[_DEPENDS_ON]  # encoded: mostly the one shared NO_DEPENDENCIES (a C loop of identity checks)
+        if depends.count(NO_DEPENDENCIES) != len(depends):
+            return await self._insert_waiting(conn, tasks, columns, limited=limited)
+        return (await self._insert_rows(conn, tasks, columns, limited=limited))[0]
+
+    async def _insert_waiting(
+        self, conn: asyncpg.Connection, tasks: Sequence[Task], columns: list[list[Any]], *, limited: bool
+    ) -> list[str]:
+        """Insert a batch with dependencies: lock them, insert with ``waiting``, register (one transaction)."""
+        statements = self._dependencies
+        attempt, live = await statements.lock_live(conn, tasks)
+        try:
+            plan = WaitingPlan(tasks, live)
+            ids, inserted = await self._insert_rows(
+                conn, tasks, columns + plan.columns(), limited=limited, waiting=True
+            )
+            register, correct = plan.settle(tasks, ids, {t.id for t in tasks} if inserted is None else inserted)
+            if register[0]:
+                await conn.execute(statements.register, *register)
+            if correct[0]:
+                await conn.execute(statements.correct, *correct)
+        except BaseException:
+            await attempt.rollback()
+            raise
+        await attempt.commit()
+        return ids
+
+    async def _insert_rows(
+        self,
+        conn: asyncpg.Connection,
+        tasks: Sequence[Task],
+        columns: list[list[Any]],
+        *,
+        limited: bool,
+        waiting: bool = False,
+    ) -> tuple[list[str], set[str] | None]:
+        """Insert ``tasks`` from their ``columns``; return one id per task and the ids this call inserted.
+
+        The inserted ids are None when every row went in (the fast path).
+        """
         # The fast path: no unique keys, so only a reused id can collide, and that is rare. A plain
         # INSERT skips the speculative insertion and RETURNING of ON CONFLICT; if an id is taken
         # it fails as a whole and the careful path below runs. Not inside a caller's transaction,
@@ -193,19 +255,23 @@ class TaskInserts:
         if unique_keys.count(None) == len(unique_keys) and not conn.is_in_transaction():
             mask = uniform_mask(columns, vary_first=True)
             try:
-                sql, args = self._batch(skipping=False, large=large, limited=limited).bind(columns, mask)
+                sql, args = self._batch(skipping=False, large=large, limited=limited, waiting=waiting).bind(
+                    columns, mask
+                )
                 await conn.execute(sql, *args)
             except asyncpg.UniqueViolationError:
                 pass
             else:
-                return [task.id for task in tasks]
+                return [task.id for task in tasks], None
         ids: list[str | None] = [None] * len(tasks)
         pending = list(range(len(tasks)))
+        stored: set[str] = set()
         for _ in range(_UNIQUE_RETRIES):
             batch = columns if len(pending) == len(tasks) else [[column[i] for i in pending] for column in columns]
             mask = uniform_mask(batch, vary_first=True)
-            sql, args = self._batch(skipping=True, large=large, limited=limited).bind(batch, mask)
+            sql, args = self._batch(skipping=True, large=large, limited=limited, waiting=waiting).bind(batch, mask)
             inserted = set(await conn.fetchval(sql, *args) or ())
+            stored |= inserted
             skipped: list[int] = []
             owner_of_key: dict[str, str] = {}
             for i in pending:
@@ -225,7 +291,7 @@ class TaskInserts:
                 break
         else:
             raise RuntimeError("unique key kept changing hands during enqueue")  # pragma: no cover
-        return [task_id if task_id is not None else tasks[i].id for i, task_id in enumerate(ids)]
+        return [task_id if task_id is not None else tasks[i].id for i, task_id in enumerate(ids)], stored
 
     async def _resolve_skipped(
         self, conn: asyncpg.Connection, tasks: Sequence[Task], skipped: list[int], ids: list[str | None]

@@ -23,6 +23,7 @@ import asyncpg
 
 from omniq.models import TaskStatus
 from omniq.monitoring import RETRYABLE_STATUSES, THROUGHPUT_MINUTES, QueueStats, decode_cursor, stats_from_groups
+from omniq_postgres.dependencies import WAITING_READY_AT
 from omniq_postgres.records import strict_task_from_row
 from omniq_postgres.sql import ACTIVE, TASK_COLUMNS, status_filter
 
@@ -52,11 +53,14 @@ class TaskOperations:
         self._tasks = tasks
         self._connection = connection
         # A retried task is ready now and sorts as a fresh ready task; a unique key held by another
-        # live task keeps this one finished (the partial unique index would refuse it anyway).
+        # live task keeps this one finished (the partial unique index would refuse it anyway). One
+        # cancelled while it waited for dependencies goes on waiting for those not ended yet
+        # (omniq_postgres.dependencies); its own dependants were released when it ended.
         self._retry = f"""
             UPDATE {tasks} AS t
-               SET status = 'pending', eta = NULL, ready_at = now(), paused = false, attempts = 0,
-                   error = NULL, started_at = NULL, finished_at = NULL, worker_id = NULL,
+               SET status = 'pending', eta = NULL, paused = false, attempts = 0,
+                   ready_at = CASE WHEN t.waiting > 0 THEN {WAITING_READY_AT} ELSE now() END,
+                   error = NULL, started_at = NULL, finished_at = NULL, worker_id = NULL, has_dependants = NULL,
                    lease_token = NULL, lease_expires_at = NULL, held = NULL, rate_reserved = NULL, updated_at = now()
              WHERE t.id = $1 AND t.status IN {_RETRYABLE}
                AND (t.unique_key IS NULL OR NOT EXISTS (
@@ -64,14 +68,16 @@ class TaskOperations:
                          WHERE o.unique_key = t.unique_key AND o.status IN {ACTIVE} AND o.id <> t.id))
             RETURNING {TASK_COLUMNS}"""
         # Per queue, status and minute of completion (NULL: not completed in the window); the
-        # oldest ready task's age comes from the pending group. Minutes are whole UTC minutes.
+        # oldest ready task's age comes from the pending group, without the tasks waiting for
+        # dependencies (not ready). Minutes are whole UTC minutes.
         self._stats = f"""
             WITH c AS (SELECT now() AS now,
                               to_timestamp(floor(extract(epoch FROM now()) / 60) * 60)
                                   - ($1::int - 1) * interval '1 minute' AS start)
             SELECT t.queue, t.status, m.minute, count(*) AS n,
                    extract(epoch FROM c.now - min(coalesce(t.eta, t.created_at)) FILTER (
-                       WHERE t.status = 'pending' AND NOT t.paused AND coalesce(t.eta, t.created_at) <= c.now
+                       WHERE t.status = 'pending' AND NOT t.paused AND t.waiting = 0
+                             AND coalesce(t.eta, t.created_at) <= c.now
                    ))::float8 AS age
               FROM {tasks} AS t CROSS JOIN c,
                    LATERAL (SELECT CASE WHEN t.status IN {_COMPLETED} AND t.finished_at >= c.start

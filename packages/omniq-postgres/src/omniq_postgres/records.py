@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import asyncpg
 
 __all__ = [
+    "NO_DEPENDENCIES",
     "claim_order",
     "decode_error",
     "encode_error",
@@ -38,6 +39,10 @@ _json = msgspec.json.Encoder()
 _decode_error = json_decoder(TaskError, "task error")
 _decode_deps = json_decoder(tuple[str, ...], "dependency list")
 _decode_headers = json_decoder(dict[str, str], "task headers")
+
+#: the encoded ``depends_on`` of a task without dependencies: one shared object, so a batch is
+#: told apart from one with dependencies by identity checks (``list.count`` in C).
+NO_DEPENDENCIES = "[]"
 
 
 def encode_error(error: TaskError | None) -> str | None:
@@ -87,7 +92,8 @@ def _build_task(row: asyncpg.Record) -> Task:
         timeout=row["timeout"],
         expires_at=row["expires_at"],
         result_ttl=row["result_ttl"],
-        depends_on=() if depends == "[]" else _decode_deps(depends),
+        depends_on=() if depends == NO_DEPENDENCIES else _decode_deps(depends),
+        waiting=row["waiting"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         started_at=row["started_at"],
@@ -150,7 +156,7 @@ def limit_columns(tasks: Sequence[Task]) -> list[list[Any]] | None:
 
 
 def _encode_depends(depends: tuple[str, ...]) -> str:
-    return "[]" if not depends else _json.encode(list(depends)).decode()
+    return NO_DEPENDENCIES if not depends else _json.encode(list(depends)).decode()
 
 
 def _encode_headers(headers: dict[str, str] | None) -> str | None:

@@ -67,6 +67,9 @@ class PostgresResultStorage(BaseResultStorage):
         self._sql_get = f"""
             SELECT {columns} FROM {self.names.results}
              WHERE task_id = $1 AND (expires_at IS NULL OR expires_at > now())"""
+        self._sql_get_many = f"""
+            SELECT {columns} FROM {self.names.results}
+             WHERE task_id = ANY($1::text[]) AND (expires_at IS NULL OR expires_at > now())"""
         self._sql_delete = f"DELETE FROM {self.names.results} WHERE task_id = $1 RETURNING 1"
         self._sql_purge_expired = f"DELETE FROM {self.names.results} WHERE expires_at <= now()"
         self._sql_purge_all = f"DELETE FROM {self.names.results}"
@@ -121,6 +124,16 @@ class PostgresResultStorage(BaseResultStorage):
         with self._connection.errors():
             row = await pool.fetchrow(self._sql_get, task_id)
         return None if row is None else result_from_row(row)
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskResult | None]:
+        """Return several unexpired results in one query, None for each missing."""
+        if not task_ids:
+            return []
+        pool = await self._connection.client()
+        with self._connection.errors():
+            rows = await pool.fetch(self._sql_get_many, list(dict.fromkeys(task_ids)))
+        found = {result.task_id: result for result in map(result_from_row, rows)}
+        return [found.get(task_id) for task_id in task_ids]
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for the result of ``task_id``; None after ``timeout`` seconds (None = forever)."""

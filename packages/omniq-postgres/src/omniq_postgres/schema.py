@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from omniq.constants import DEFAULT_PREFIX
 from omniq.errors import ConfigurationError
+from omniq_postgres.dependencies import dependency_migration
 from omniq_postgres.flow import flow_migration
 
 if TYPE_CHECKING:
@@ -270,8 +271,21 @@ def _migration_5(n: Names) -> list[str]:
     return flow_migration(n)
 
 
+def _migration_6(n: Names) -> list[str]:
+    # Dependencies in the engine (issue 18): the waiting count and dependants flag columns, the
+    # dependants table and the release function of omniq_postgres.dependencies.
+    return dependency_migration(n)
+
+
 #: (version, builder of its statements); append only, never edit a released entry.
-MIGRATIONS = ((1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4), (5, _migration_5))
+MIGRATIONS = (
+    (1, _migration_1),
+    (2, _migration_2),
+    (3, _migration_3),
+    (4, _migration_4),
+    (5, _migration_5),
+    (6, _migration_6),
+)
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

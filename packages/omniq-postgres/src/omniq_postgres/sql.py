@@ -24,9 +24,11 @@ prepares each text once per connection); real workloads use a handful.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from omniq.models import TaskStatus
+from omniq_postgres.dependencies import released
 from omniq_postgres.flow import CLAIM_FLOW_FN, FLOW_KEYS_TABLE, PAUSED_TABLE
 
 if TYPE_CHECKING:
@@ -162,13 +164,16 @@ TASK_COLUMNS = (
     "id, seq, func, payload, queue, priority, unique_key, status, eta, ready_at, interval_seconds, cron, paused, "
     "attempts, max_retries, timeout, expires_at, result_ttl, depends_on, created_at, updated_at, started_at, "
     "finished_at, lease_token, lease_expires_at, worker_id, error, headers, limit_key, limit_concurrency, limit_rate, "
-    "limit_burst, held, rate_reserved"
+    "limit_burst, held, rate_reserved, waiting"
 )
 
 _T_COLUMNS = ", ".join(f"t.{name.strip()}" for name in TASK_COLUMNS.split(","))
+_U_COLUMNS = ", ".join(f"u.{name.strip()}" for name in TASK_COLUMNS.split(","))
 
 #: the statuses of a task that is not finished (holds its unique key).
 ACTIVE = "('pending', 'running')"
+#: an ended row, among the rows an ending statement returns (omniq_postgres.dependencies.released).
+_ENDED = f"status NOT IN {ACTIVE}"
 
 
 def status_filter(statuses: Sequence[str]) -> str:
@@ -243,6 +248,8 @@ class TaskSQL:
         # Seconds (database clock) until the earliest pending task of the queues is due. A loose
         # index scan of tasks_claim_idx: per queue, the first entry of each priority holds that
         # priority's earliest ready_at, so the cost is O(distinct priorities), not O(backlog).
+        # A priority whose tasks all wait for dependencies starts at infinity: not a due time
+        # (their last dependency's end NOTIFYs).
         claimable = "status = 'pending' AND NOT paused"
         self.next_due = f"""
             WITH RECURSIVE p AS (
@@ -257,7 +264,7 @@ class TaskSQL:
                                     WHERE hashtext(queue) = hashtext(p.queue) AND queue = p.queue AND {claimable}
                                           AND priority < p.priority
                                     ORDER BY priority DESC, ready_at, seq LIMIT 1) AS n)
-            SELECT extract(epoch FROM min(ready_at) - now())::float8 FROM p"""
+            SELECT extract(epoch FROM min(ready_at) FILTER (WHERE ready_at < 'infinity') - now())::float8 FROM p"""
         self.extend = f"""
             UPDATE {tasks} AS t
                SET lease_expires_at = now() + $3::float8 * interval '1 second', updated_at = now()
@@ -281,8 +288,11 @@ class TaskSQL:
                        error = o.error::jsonb, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
                   FROM o
                  WHERE t.id = o.id AND t.lease_token = o.token AND t.status = 'running'
-                RETURNING o.ord)"""
-        self.finish = f"WITH {outcomes} SELECT ord FROM upd"
+                RETURNING o.ord, o.id, o.status, t.has_dependants)"""
+        # The terminal outcomes of tasks that others wait on release those, in the same statement
+        # (omniq_postgres.dependencies): a read of the flag it returns, no call when none is set.
+        self._released = partial(released, names)
+        self.finish = f"WITH {outcomes} SELECT upd.ord FROM upd, {self._released('upd', _ENDED)}"
         self._finish_fused_head = f"WITH {outcomes},"
         # Each sweep also drops the rate state of keys idle for a while (a tat in the past is the
         # same as none), skipping rows a claim is updating.
@@ -297,23 +307,27 @@ class TaskSQL:
              LIMIT $1
                FOR UPDATE SKIP LOCKED"""
         self.recover_update = f"""
-            UPDATE {tasks} AS t
-               SET status = r.status, lease_token = NULL, lease_expires_at = NULL, updated_at = now(),
-                   eta = CASE WHEN r.status = 'pending' THEN now() ELSE t.eta END,
-                   ready_at = CASE WHEN r.status = 'pending' THEN now() ELSE t.ready_at END,
-                   finished_at = CASE WHEN r.status = 'pending' THEN t.finished_at ELSE now() END,
-                   error = coalesce(r.error::jsonb, t.error)
-              FROM unnest($1::text[], $2::text[], $3::text[]) AS r(id, status, error)
-             WHERE t.id = r.id
-            RETURNING {_T_COLUMNS}"""
+            WITH u AS (
+                UPDATE {tasks} AS t
+                   SET status = r.status, lease_token = NULL, lease_expires_at = NULL, updated_at = now(),
+                       eta = CASE WHEN r.status = 'pending' THEN now() ELSE t.eta END,
+                       ready_at = CASE WHEN r.status = 'pending' THEN now() ELSE t.ready_at END,
+                       finished_at = CASE WHEN r.status = 'pending' THEN t.finished_at ELSE now() END,
+                       error = coalesce(r.error::jsonb, t.error)
+                  FROM unnest($1::text[], $2::text[], $3::text[]) AS r(id, status, error)
+                 WHERE t.id = r.id
+                RETURNING {_T_COLUMNS}, t.has_dependants)
+            SELECT {_U_COLUMNS} FROM u, {self._released("u", _ENDED)}"""
         self.get = f"SELECT {TASK_COLUMNS} FROM {tasks} WHERE id = $1"
         self.get_many = f"SELECT {TASK_COLUMNS} FROM {tasks} WHERE id = ANY($1::text[])"
         self.cancel = f"""
-            UPDATE {tasks}
-               SET status = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
-                   finished_at = now(), updated_at = now()
-             WHERE id = $1 AND status IN {ACTIVE}
-            RETURNING id"""
+            WITH c AS (
+                UPDATE {tasks}
+                   SET status = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
+                       finished_at = now(), updated_at = now()
+                 WHERE id = $1 AND status IN {ACTIVE}
+                RETURNING id, has_dependants)
+            SELECT c.id FROM c, {self._released("c", "true")}"""
         self.set_paused = f"""
             UPDATE {tasks} SET paused = $2, updated_at = now()
              WHERE id = $1 AND status IN {ACTIVE}
@@ -323,7 +337,18 @@ class TaskSQL:
     def finish_fused(self, results_table: str) -> str:
         """The finish statement that also upserts accepted results into ``results_table``."""
         upsert = upsert_results(results_table, 7, accepted="upd")
-        return f"{self._finish_fused_head} res AS ({upsert} RETURNING 1) SELECT ord FROM upd"
+        released = self._released("upd", _ENDED)
+        return f"{self._finish_fused_head} res AS ({upsert} RETURNING 1) SELECT upd.ord FROM upd, {released}"
+
+    def purge(self, statuses: Sequence[str] | None, queue: str | None) -> tuple[str, list[object]]:
+        """The purge's DELETE (see :meth:`filtered`) and its count; deleting a task releases its dependants.
+
+        Only the ids of flagged tasks that had not ended come back from the DELETE (NULL for the others).
+        """
+        sql, args = self.filtered("DELETE FROM {tasks}", statuses, queue)
+        gone = f"CASE WHEN has_dependants AND status IN {ACTIVE} THEN id END"
+        deleted = f"WITH d AS ({sql} RETURNING {gone} AS id, {gone} IS NOT NULL AS has_dependants)"
+        return f"{deleted} SELECT count(*) FROM d, {self._released('d', 'true')}", args
 
     def filtered(self, head: str, statuses: Sequence[str] | None, queue: str | None) -> tuple[str, list[object]]:
         """``head`` (``SELECT ... FROM {tasks}`` / ``DELETE FROM {tasks}``) with optional status/queue filters."""

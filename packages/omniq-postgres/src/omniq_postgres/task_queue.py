@@ -8,11 +8,14 @@ FOR UPDATE SKIP LOCKED)``; ``extend`` and ``finish`` are one ``UPDATE ... FROM
 unnest`` each, and a fused ``finish`` upserts the results in the same
 statement (:mod:`omniq_postgres.sql`). All times come from the database clock
 (``now()``). Flow control and queue pause: :mod:`omniq_postgres.flow`.
+Dependencies (a dependant waits, not claimable, until its last dependency
+ends): :mod:`omniq_postgres.dependencies`.
 
 Wake-ups: ``<schema>.tasks`` gets a NOTIFY with the queue name when a task
 becomes claimable: from the enqueue statement itself (delivered on commit,
-also of a caller's transaction), and from a row trigger for retry, release,
-recover and resume. Rows inserted by other SQL wake no one; workers find them
+also of a caller's transaction), from a row trigger for retry, release,
+recover and resume, and from the step that ends a dependant's last
+dependency. Rows inserted by other SQL wake no one; workers find them
 at their next poll. A dedicated listener connection turns that into
 in-process events (:class:`~omniq_postgres.connection.QueueWakeups`). NOTIFY
 is a hint: ``wait_for_work`` still returns after its timeout, and every
@@ -91,6 +94,7 @@ class PostgresTaskQueue(BaseTaskQueue):
             Capability.FLOW_CONTROL,
             Capability.QUEUE_PAUSE,
             Capability.TRANSACTIONAL_ENQUEUE,
+            Capability.DEPENDENCIES,
         }
     )
 
@@ -351,14 +355,11 @@ class PostgresTaskQueue(BaseTaskQueue):
             return await pool.fetchval(self._sql.set_paused, task_id, bool(paused)) is not None
 
     async def purge(self, *, queue: str | None = None, statuses: Sequence[TaskStatus] | None = None) -> int:
-        """Delete tasks (all by default); return how many."""
-        sql, args = self._sql.filtered(
-            "DELETE FROM {tasks}", None if statuses is None else [TaskStatus(s).value for s in statuses], queue
-        )
+        """Delete tasks (all by default); return how many (the dependants of those not ended are released)."""
+        sql, args = self._sql.purge(None if statuses is None else [TaskStatus(s).value for s in statuses], queue)
         pool = await self._connection.client()
         with self._connection.errors():
-            status = await pool.execute(sql, *args)
-        return int(status.split()[-1])
+            return int(await pool.fetchval(sql, *args))
 
     # -- operations (omniq_postgres.operations, omniq_postgres.workers, omniq_postgres.flow) -------
 
