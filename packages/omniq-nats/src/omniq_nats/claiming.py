@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from omniq_nats import subjects as names
+from omniq_nats.dependencies import release as release_dependants
 from omniq_nats.flow import admit_claims, exit_of, release
 from omniq_nats.jetstream import api, gather, pull
 from omniq_nats.leases import index_leases
+from omniq_nats.notes import update_noting
 from omniq_nats.records import CAS_ROUNDS, Record, encode_record
 from omniq_nats.tickets import Action, Decision, decide, decode_ticket, nak, reply, reply_many, ticket_id
 
@@ -95,17 +97,13 @@ async def take(
     prefetched: dict[str, Entry | tuple[Record, int] | None] = dict(read or {})
     todo = await _tickets(client, msgs, prefetched)
     won: list[Task] = []
+    freed: list[tuple[str, str]] = []  # (dependency, dependant) pairs released by FAILs written
     for _ in range(CAS_ROUNDS):
         if not todo:
             break
         decided, retry = await _decide(client, todo, prefetched, lease, worker_id)
         prefetched.clear()
-        writes: list[tuple[str, bytes, int]] = []
-        for _, ticket, decision in decided:
-            if decision.action in _WRITES:
-                assert decision.record is not None
-                writes.append((names.token(ticket.id), encode_record(decision.record), decision.revision))
-        written = iter(await client.tasks.update_many(writes) if writes else [])
+        written = iter(await _write(client, decided))
         replies: list[tuple[str, bytes]] = []
         fresh: list[Task] = []
         moved: list[Decision] = []  # limited claims whose record moved: their slots are given back
@@ -127,6 +125,7 @@ async def take(
                     continue
                 if decision.action is not Action.CLAIM:  # FAIL: terminated; PARK: back at its eta
                     client.passed += 1
+                    freed.extend((ticket.id, dependant) for dependant in decision.dependants)
                     client.remember_due(decision.due)
                     replies.append((msg.reply, b"+TERM" if decision.action is Action.FAIL else nak(decision.delay_ns)))
                     continue
@@ -139,7 +138,27 @@ async def take(
         todo = retry
     # still contended: let the tickets come back
     await reply_many(client, [(msg.reply, nak(0)) for msg, _ in todo])
+    if freed:
+        await release_dependants(client, freed)
     return won
+
+
+async def _write(client: QueueClient, decided: Sequence[tuple[Msg, Task, Decision]]) -> list[int | None]:
+    """Write the records of the decisions that write one, pipelined; the new revisions (None: moved).
+
+    A FAIL of a task others wait on files a note of them ahead (:mod:`omniq_nats.notes`).
+    """
+    writes: list[tuple[str, bytes, int]] = []
+    ends: list[tuple[str, str]] = []
+    for _, ticket, decision in decided:
+        if decision.action in _WRITES:
+            assert decision.record is not None
+            writes.append((names.token(ticket.id), encode_record(decision.record), decision.revision))
+            if decision.dependants:
+                ends.extend((ticket.id, dependant) for dependant in decision.dependants)
+    if ends:
+        return await update_noting(client, writes, ends, await client.clock.now())
+    return await client.tasks.update_many(writes) if writes else []
 
 
 async def _tickets(

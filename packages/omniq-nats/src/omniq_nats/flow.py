@@ -49,7 +49,7 @@ from omniq.errors import SerializationError
 from omniq.flow_control import admit
 from omniq.models import TaskStatus
 from omniq_nats import subjects as names
-from omniq_nats.records import CAS_ROUNDS, Record, decode_record, transition
+from omniq_nats.records import CAS_ROUNDS, Record, decode_record, transition, with_task
 from omniq_nats.tickets import Action, Decision, publish_tickets
 
 if TYPE_CHECKING:
@@ -154,13 +154,13 @@ def _admit_one(state: LimitState, decision: Decision, now: datetime) -> Decision
             state.holders[task.lease_token] = (task.id, task.lease_expires_at.timestamp())
         if task.held or task.rate_reserved:
             task = _replace(task, held=False, rate_reserved=False)
-        return Decision(Action.CLAIM, Record(task, record.ack), decision.revision, pending=pending)
+        return Decision(Action.CLAIM, with_task(record, task), decision.revision, pending=pending)
     assert verdict.eta is not None
     eta = datetime.fromtimestamp(max(verdict.eta, stamp + 1e-3), timezone.utc)  # after now: not ready again
     if verdict.held:
         bisect.insort(state.held, (-pending.priority, pending.created_at.timestamp(), pending.id))
     parked = _replace(pending, eta=eta, held=verdict.held, rate_reserved=not verdict.held, updated_at=now)
-    return Decision(Action.PARK, Record(parked, record.ack), decision.revision, delay_ns=_ns(eta, now), due=eta)
+    return Decision(Action.PARK, with_task(record, parked), decision.revision, delay_ns=_ns(eta, now), due=eta)
 
 
 async def admit_claims(client: QueueClient, decisions: Sequence[Decision]) -> list[Decision]:
@@ -253,7 +253,7 @@ def _unhold(record: Record, now: datetime) -> Record | None:
     task = record.task
     if task.status is not TaskStatus.PENDING or not task.held:
         return None
-    return Record(_replace(task, held=False, eta=None, updated_at=now), record.ack)
+    return with_task(record, _replace(task, held=False, eta=None, updated_at=now))
 
 
 async def _make_ready(client: QueueClient, ids: Sequence[str]) -> set[str]:

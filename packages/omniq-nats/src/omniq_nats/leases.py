@@ -4,6 +4,11 @@
 second): the ids, one per line, of tasks whose lease deadline falls in that
 second. An entry may be stale (the task finished or was extended); the
 record decides, by compare-and-set, as everywhere else.
+
+The same seconds hold the dependency notes (:mod:`omniq_nats.notes`, told
+apart by a header): ``recover`` reads them with the lease entries, in the
+same scans, and sweeps them (:func:`omniq_nats.dependencies.sweep`) before
+the seconds are purged.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from typing import TYPE_CHECKING
 
 from omniq.models import TaskStatus
 from omniq_nats import subjects as names
+from omniq_nats.dependencies import release as release_dependants, sweep
 from omniq_nats.flow import exit_of, release
 from omniq_nats.jetstream import api, gather, scan
-from omniq_nats.records import Record, expired, transition
+from omniq_nats.notes import read_note
+from omniq_nats.records import Record, expired, released, transition, with_task
 from omniq_nats.tickets import nak, reply_many
 
 if TYPE_CHECKING:
@@ -46,11 +53,15 @@ def _requeue(record: Record, at: datetime) -> Record | None:
     task = record.task
     if task.status is not TaskStatus.RUNNING or (task.lease_expires_at and task.lease_expires_at > at):
         return None
-    return Record(expired(task, at), record.ack)
+    return with_task(record, expired(task, at))
 
 
 async def recover(client: QueueClient) -> list[Task]:
-    """Requeue (or fail) RUNNING tasks whose deadline passed, reading only due lease-index seconds."""
+    """Requeue (or fail) RUNNING tasks whose deadline passed, reading only due lease-index seconds.
+
+    A task failed here releases its dependants; the due seconds' dependency
+    notes are swept.
+    """
     nc, prefix = client.nc, client.prefix
     stream = names.leases_stream(prefix)
     now = await client.clock.now()
@@ -62,22 +73,33 @@ async def recover(client: QueueClient) -> list[Task]:
         if int(s.rsplit(".", 1)[1]) <= current
     )
     ids: dict[str, None] = {}
+    noted: list[tuple[str, str]] = []  # (dependency, dependant) pairs of due notes
     for second in due:
         for msg in await scan(nc, stream, names.lease_subject(prefix, second)):
-            ids.update(dict.fromkeys(msg.data.decode().split("\n")))
+            pairs = read_note(msg)
+            if pairs is None:
+                ids.update(dict.fromkeys(msg.data.decode().split("\n")))
+            else:
+                noted.extend(pairs)
     done = await transition(client, list(ids), _requeue, use_cache=False)
     replies: list[tuple[str, bytes]] = []
     recovered: list[Task] = []
     exits: list[tuple[str, str]] = []  # slots of limited holders (omniq_nats.flow)
+    freed: list[tuple[str, str]] = []  # (dependency, dependant) pairs released by the tasks failed here
     for task_id, (old, new, _) in done.items():
         client.cache.pop(task_id, None)
         if old.task.limits is not None and (slot := exit_of(old.task)) is not None:
             exits.append(slot)
+        if old.dependants:
+            freed.extend(released(task_id, old, new))
         recovered.append(new.task)
         replies.append((new.ack, b"+TERM" if new.task.status is TaskStatus.FAILED else nak(0)))
     await reply_many(client, replies)
     if exits:
         await release(client, exits)
+    if freed:
+        await release_dependants(client, freed)
+    await sweep(client, noted)
     # seconds wholly in the past hold nothing live any more: every entry is handled above.
     await gather(
         api(nc, f"STREAM.PURGE.{stream}", {"filter": names.lease_subject(prefix, s)}) for s in due if s < current

@@ -12,7 +12,8 @@ hot path.
 :func:`retry` is a compare-and-set on the task's record like every other
 transition, then a fresh ticket (which wakes waiting workers as an enqueue
 does). :func:`purge` deletes records (tombstones, so their tickets are
-dropped when fetched), or whole streams when everything goes.
+dropped when fetched), or whole streams when everything goes; a deleted
+task others wait on releases them (:mod:`omniq_nats.dependencies`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ import msgspec
 from omniq.models import TaskStatus
 from omniq.monitoring import RETRYABLE_STATUSES, reset_for_retry, select_page, stats_of
 from omniq_nats import subjects as names
+from omniq_nats.dependencies import release as release_dependants
 from omniq_nats.enqueueing import take_unique
 from omniq_nats.flow import exit_of, release
 from omniq_nats.jetstream import api, chunked
-from omniq_nats.records import Record, read_all, transition
+from omniq_nats.notes import with_note
+from omniq_nats.records import Record, read_all, transition, with_task
 from omniq_nats.tickets import publish_tickets, reply
 
 if TYPE_CHECKING:
@@ -65,7 +68,8 @@ async def retry(client: QueueClient, task_id: str) -> Task | None:
     from before (a task cancelled before its first fetch keeps one) cannot
     claim it while the key is being taken. If another live task holds the
     key, the record is put back as it was and None returned; otherwise it is
-    unpaused. Only then is the ticket published, which hands the task to workers.
+    unpaused. Only then is the ticket published, which hands the task to workers
+    (not while it still waits for dependencies: the end of its wait publishes it).
 
     Round trips: a read and a compare-and-set of the record, the engine clock
     (cached), then the ticket's publish; with a unique key also its take (a
@@ -78,7 +82,7 @@ async def retry(client: QueueClient, task_id: str) -> Task | None:
         task = reset_for_retry(record.task, now)
         if task.unique_key is not None:
             task = msgspec.structs.replace(task, paused=True)  # reserved until the key is ours
-        return Record(task, "")
+        return with_task(record, task, "")
 
     done = await transition(client, [task_id], reset, use_cache=False)
     if task_id not in done:
@@ -93,6 +97,8 @@ async def retry(client: QueueClient, task_id: str) -> Task | None:
         released = await transition(client, [task_id], _unpause, use_cache=False)
         if task_id in released:
             task = released[task_id][1].task
+    if task.waiting:
+        return task  # cancelled while it waited: the end of its wait publishes its ticket
     try:
         await publish_tickets(client, [task])
     except BaseException:
@@ -106,7 +112,7 @@ def _unpause(record: Record, now: datetime) -> Record | None:
     task = record.task
     if task.status is not TaskStatus.PENDING or not task.paused or task.lease_token is not None:
         return None
-    return Record(msgspec.structs.replace(task, paused=False, updated_at=now), record.ack)
+    return with_task(record, msgspec.structs.replace(task, paused=False, updated_at=now))
 
 
 async def _restore(client: QueueClient, task_id: str, old: Record) -> None:
@@ -128,6 +134,8 @@ async def purge(client: QueueClient, queue: str | None, statuses: Sequence[TaskS
     Everything: the work, lease and tasks streams and the unique bucket are
     purged whole. Otherwise each record is deleted by compare-and-set and the
     ticket it holds is acked; a whole queue also purges its work subjects.
+    A deleted task others wait on releases them, after a note of them
+    (:mod:`omniq_nats.notes`) filed before the deletes.
     """
     nc, bucket, prefix = client.nc, client.tasks, client.prefix
     wanted = None if statuses is None else frozenset(TaskStatus(s) for s in statuses)
@@ -143,6 +151,9 @@ async def purge(client: QueueClient, queue: str | None, statuses: Sequence[TaskS
         await api(nc, f"STREAM.PURGE.{client.flow.stream}", {"filter": client.flow.subject(names.LIMIT_KEYS)})
         client.cache.clear()
         return len(doomed)
+    ends = [(rec.task.id, dependant) for _, _, rec in doomed for dependant in rec.dependants]
+    if ends:
+        await with_note(client, ends, await client.clock.now(), [])
     deleted = await chunked([functools.partial(bucket.delete, k, r) for k, r, _ in doomed])
     count = sum(1 for revision in deleted if revision is not None)
     acks = [(rec.ack, b"+ACK") for (_, _, rec), rev in zip(doomed, deleted, strict=True) if rev]
@@ -150,6 +161,9 @@ async def purge(client: QueueClient, queue: str | None, statuses: Sequence[TaskS
     exits = [slot for (_, _, rec), rev in zip(doomed, deleted, strict=True) if rev and (slot := exit_of(rec.task))]
     if exits:
         await release(client, exits)
+    freed = [(rec.task.id, d) for (_, _, rec), rev in zip(doomed, deleted, strict=True) if rev for d in rec.dependants]
+    if freed:
+        await release_dependants(client, freed)
     if queue is not None and wanted is None:
         await api(nc, f"STREAM.PURGE.{names.work_stream(prefix)}", {"filter": names.work_subjects(prefix, queue)})
     for _, _, record in doomed:

@@ -9,6 +9,14 @@ what lets ``recover`` and ``cancel`` release a ticket held by a dead worker.
 Every change of a record is a compare-and-set on the key's revision
 (:func:`transition`), so the lease token check is real and no task has two
 live leases.
+
+A record also holds its task's dependency edges (:mod:`omniq_nats.dependencies`):
+the tasks waiting on it (``dependants``) and the dependencies it still waits
+for (``awaited``). Every change keeps them (:func:`with_task`) but the one that
+ends the task, which drops its ``dependants`` and so releases them; a
+:func:`transition` that releases some files a note of them ahead of its write
+(:mod:`omniq_nats.notes`). Both are empty lists, two bytes, for every task
+without dependencies.
 """
 
 from __future__ import annotations
@@ -20,8 +28,9 @@ import msgspec
 
 from omniq.base import apply_outcome, lease_expired_error, msgpack_decoder, salvage_task
 from omniq.errors import SerializationError
-from omniq.models import Task, TaskStatus, new_id
+from omniq.models import TERMINAL_STATUSES, Task, TaskStatus, new_id
 from omniq_nats import subjects as names
+from omniq_nats.notes import update_noting
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -40,7 +49,9 @@ __all__ = [
     "expired",
     "leased_record",
     "read_all",
+    "released",
     "transition",
+    "with_task",
 ]
 
 #: the statuses of a live task (one whose ticket matters).
@@ -55,6 +66,10 @@ class Record(msgspec.Struct, array_like=True):
     task: Task
     #: reply subject of the ticket delivery tied to this state ("" when none is known).
     ack: str = ""
+    #: ids of the tasks waiting on this one, registered while it is live; the write that ends it drops them.
+    dependants: list[str] = []
+    #: ids among ``task.depends_on`` it still waits for (``task.waiting`` is how many).
+    awaited: list[str] = []
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -94,7 +109,33 @@ def leased_record(data: bytes) -> Record:
         if not isinstance(raw, list) or not raw or not isinstance(raw[0], dict):
             raise
         ack = raw[1] if len(raw) > 1 and isinstance(raw[1], str) else ""
-        return Record(salvage_task(raw[0], str(exc)), ack)
+        # the dependency edges are kept too: a waiting task or a dependency stays waited on / waited for.
+        dependants, awaited = (_ids(raw[i]) if len(raw) > i else [] for i in (2, 3))
+        return Record(salvage_task(raw[0], str(exc)), ack, dependants, awaited)
+
+
+def _ids(value: object) -> list[str]:
+    """A salvaged list of ids ([] when it is not one)."""
+    return value if isinstance(value, list) and all(isinstance(i, str) for i in value) else []
+
+
+def with_task(record: Record, task: Task, ack: str | None = None) -> Record:
+    """``record`` holding ``task`` (and ``ack``, when given) instead, its dependency edges kept.
+
+    A terminal ``task`` drops the ``dependants``: the write that ends a task
+    releases the tasks waiting on it (its caller then counts their waits
+    down, see :func:`released`), and nothing registers on an ended task.
+    """
+    dependants = [] if task.status in TERMINAL_STATUSES else record.dependants
+    return Record(task, record.ack if ack is None else ack, dependants, record.awaited)
+
+
+def released(task_id: str, old: Record, new: Record) -> list[tuple[str, str]]:
+    """(dependency, dependant) pairs a change of ``task_id``'s record from ``old`` to ``new`` releases."""
+    if not old.dependants:
+        return []
+    kept = new.dependants
+    return [(task_id, dependant) for dependant in old.dependants if dependant not in kept]
 
 
 def ack_sequence(reply: str) -> int:
@@ -148,7 +189,9 @@ async def transition(
     ``change`` gets the current record and the engine time and returns the
     new record, or None to leave it. With ``use_cache`` a record this
     connection wrote last (``client.cache``) is tried at its revision first,
-    and read only when the compare-and-set says it moved.
+    and read only when the compare-and-set says it moved. A change that
+    drops dependants (see :func:`released`) files a note of them ahead of
+    its write; releasing them is the caller's next step.
 
     Returns:
         id -> (old record, new record, new revision) for every change written.
@@ -175,7 +218,9 @@ async def transition(
             new = change(current[1], now)
             if new is not None:
                 plans.append((task_id, current[1], new, current[0]))
-        revisions = await bucket.update_many([(names.token(i), encode_record(new), rev) for i, _, new, rev in plans])
+        writes = [(names.token(i), encode_record(new), rev) for i, _, new, rev in plans]
+        ends = [pair for i, old, new, _ in plans if old.dependants for pair in released(i, old, new)]
+        revisions = await (update_noting(client, writes, ends, now) if ends else bucket.update_many(writes))
         todo = []
         for (task_id, old, new, _), revision in zip(plans, revisions, strict=True):
             if revision is None:

@@ -19,6 +19,12 @@ Layout (names in :mod:`omniq_nats.subjects`):
   enqueue announces the revisions of the records it created
   (:mod:`omniq_nats.wakeups`).
 
+Dependencies (:mod:`~omniq_nats.dependencies`): a dependant's record lists
+the dependencies it still waits for and has no ticket until the last one
+ends; a dependency's record lists its dependants, and the write that ends it
+(finish, cancel, recover, a claim failing it, purge's delete) releases them.
+Crash backstop: notes in the lease index (:mod:`~omniq_nats.notes`).
+
 The lease passed to ``claim`` is the deadline in the record (engine clock).
 AckWait (``ack_wait``) is only the redelivery backstop: a ticket whose
 holder died comes back after it and the fetcher takes the task over, even if
@@ -46,11 +52,12 @@ from omniq.constants import DEFAULT_PREFIX
 from omniq.models import TERMINAL_STATUSES, Outcome, Task, TaskStatus
 from omniq_nats import claiming, enqueueing, operations, subjects as names, workers
 from omniq_nats.connection import normalize_url, queue_connection
+from omniq_nats.dependencies import release as release_dependants
 from omniq_nats.flow import exit_of, release
 from omniq_nats.jetstream import chunked, gather
 from omniq_nats.leases import index_leases, recover as recover_leases
-from omniq_nats.records import ACTIVE, Record, apply_outcome, decode_record, read_all, transition
-from omniq_nats.tickets import nak, publish_tickets, reply, reply_many
+from omniq_nats.records import ACTIVE, Record, apply_outcome, decode_record, read_all, released, transition, with_task
+from omniq_nats.tickets import answer_finish, publish_tickets, reply, reply_many
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping, Sequence
@@ -76,6 +83,7 @@ class NatsTaskQueue(BaseTaskQueue):
             Capability.WORKER_REGISTRY,  # omniq_nats.workers
             Capability.FLOW_CONTROL,  # omniq_nats.flow
             Capability.QUEUE_PAUSE,  # omniq_nats.pauses
+            Capability.DEPENDENCIES,  # omniq_nats.dependencies
         }
     )
     settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ack_wait": "lease_duration"}
@@ -165,7 +173,7 @@ class NatsTaskQueue(BaseTaskQueue):
             if task.status is not TaskStatus.RUNNING or task.lease_token != leases[task.id]:
                 return None
             deadline = now + timedelta(seconds=lease)
-            return Record(msgspec.structs.replace(task, lease_expires_at=deadline, updated_at=now), record.ack)
+            return with_task(record, msgspec.structs.replace(task, lease_expires_at=deadline, updated_at=now))
 
         with self._connection.errors():
             done = await transition(client, list(leases), push)
@@ -189,6 +197,9 @@ class NatsTaskQueue(BaseTaskQueue):
         With a fused result storage the accepted results are written in the
         same pipelined batch, after the compare-and-set accepted them (never
         before, so a stale lease's result cannot overwrite the accepted one).
+        A task others wait on releases them after that (so a dependant made
+        ready finds its dependency's result); a task nobody waits on adds
+        nothing.
         """
         if not outcomes:
             return []
@@ -199,7 +210,7 @@ class NatsTaskQueue(BaseTaskQueue):
 
         def apply(record: Record, now: datetime) -> Record | None:
             task = apply_outcome(record.task, by_id[record.task.id], now)
-            return None if task is None else Record(task, record.ack)
+            return None if task is None else with_task(record, task)
 
         with self._connection.errors():
             done = await transition(client, list(by_id), apply)
@@ -207,20 +218,14 @@ class NatsTaskQueue(BaseTaskQueue):
             replies: list[tuple[str, bytes]] = []
             tickets: list[Task] = []
             exits: list[tuple[str, str]] = []  # slots of limited holders (omniq_nats.flow)
+            freed: list[tuple[str, str]] = []  # (dependency, dependant) pairs its end releases
             for task_id, (old, new, _) in done.items():
                 client.cache.pop(task_id, None)
                 if old.task.limits is not None and (slot := exit_of(old.task)) is not None:
                     exits.append(slot)
-                task = new.task
-                if task.status is TaskStatus.SUCCEEDED:
-                    replies.append((new.ack, b"+ACK"))
-                elif task.status in TERMINAL_STATUSES:
-                    replies.append((new.ack, b"+TERM"))
-                elif new.ack:
-                    client.remember_due(task.eta)
-                    replies.append((new.ack, nak(client.clock.ns_until(task.eta, now))))
-                else:
-                    tickets.append(task)
+                if old.dependants:
+                    freed.extend(released(task_id, old, new))
+                answer_finish(client, new, now, replies, tickets)
             side: list[Awaitable[Any]] = [reply_many(client, replies)]
             if tickets:
                 side.append(publish_tickets(client, tickets))
@@ -231,6 +236,8 @@ class NatsTaskQueue(BaseTaskQueue):
             await gather(side)
             if exits:
                 await release(client, exits)
+            if freed:
+                await release_dependants(client, freed)
         return [o.task_id in done and by_id[o.task_id] is o for o in outcomes]
 
     # -- inspection and admin ---------------------------------------------------------------------
@@ -272,7 +279,7 @@ class NatsTaskQueue(BaseTaskQueue):
         )
 
     async def cancel(self, task_id: str) -> bool:
-        """Cancel a PENDING or RUNNING task; a held or nak-delayed ticket is acked at once."""
+        """Cancel a PENDING or RUNNING task; a held or nak-delayed ticket is acked at once; its dependants are released."""
         client = await self._connection.client()
 
         def stop(record: Record, now: datetime) -> Record | None:
@@ -286,26 +293,29 @@ class NatsTaskQueue(BaseTaskQueue):
                 finished_at=now,
                 updated_at=now,
             )
-            return Record(task, "")
+            return with_task(record, task, "")
 
         with self._connection.errors():
             done = await transition(client, [task_id], stop, use_cache=False)
             if task_id not in done:
                 return False
             client.cache.pop(task_id, None)
-            await reply(client, done[task_id][0].ack, b"+ACK")
-            if (slot := exit_of(done[task_id][0].task)) is not None:
+            old, new, _ = done[task_id]
+            await reply(client, old.ack, b"+ACK")
+            if (slot := exit_of(old.task)) is not None:
                 await release(client, [slot])
+            if old.dependants:
+                await release_dependants(client, released(task_id, old, new))
         return True
 
     async def set_paused(self, task_id: str, paused: bool) -> bool:
-        """Pause or resume a non-terminal task; resuming a PENDING one publishes a fresh ticket."""
+        """Pause or resume a non-terminal task; resuming a PENDING one not waiting for dependencies publishes a ticket."""
         client = await self._connection.client()
 
         def flip(record: Record, now: datetime) -> Record | None:
             if record.task.status in TERMINAL_STATUSES:
                 return None
-            return Record(msgspec.structs.replace(record.task, paused=paused, updated_at=now), record.ack)
+            return with_task(record, msgspec.structs.replace(record.task, paused=paused, updated_at=now))
 
         with self._connection.errors():
             done = await transition(client, [task_id], flip, use_cache=False)
@@ -314,7 +324,8 @@ class NatsTaskQueue(BaseTaskQueue):
             old, new, revision = done[task_id]
             if new.task.status is TaskStatus.RUNNING:
                 client.cache[task_id] = (revision, new)
-            if old.task.paused and not paused and new.task.status is TaskStatus.PENDING:
+            # a waiting task gets its ticket from the end of its wait (omniq_nats.dependencies)
+            if old.task.paused and not paused and new.task.status is TaskStatus.PENDING and not new.task.waiting:
                 await publish_tickets(client, [new.task])
         return True
 

@@ -6,7 +6,10 @@ it is a revision-checked write, so a task is never handed to two leases
 however many tickets for it are around. Extra tickets are harmless (they are
 dropped when fetched); the invariant kept everywhere is the other way round:
 a PENDING task always has at least one live ticket (un-acked, possibly
-nak-delayed until its eta), so no task is ever lost.
+nak-delayed until its eta), so no task is ever lost. The one exception is a
+task waiting for dependencies (``Task.waiting > 0``): it has no ticket, a
+stray one is dropped, and the write that ends its wait publishes a fresh one
+(:mod:`omniq_nats.dependencies`).
 
 Below :func:`decide`: the ticket on the wire (publishing one, reading its
 id or envelope, the ack / nak / term replies to a fetched one).
@@ -26,7 +29,7 @@ from omniq.errors import SerializationError
 from omniq.models import TERMINAL_STATUSES, Task, TaskStatus, decode_task, encode_task
 from omniq_nats import subjects as names
 from omniq_nats.jetstream import answered
-from omniq_nats.records import Record, ack_sequence, claimed, expired, leased_record
+from omniq_nats.records import Record, ack_sequence, claimed, expired, leased_record, with_task
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Action",
     "Decision",
+    "answer_finish",
     "check_ticket",
     "decide",
     "decode_ticket",
@@ -75,6 +79,7 @@ class Decision(msgspec.Struct):
     delay_ns: int = 0
     due: datetime | None = None  # when a LATER ticket becomes claimable (for wake-ups)
     pending: Task | None = None  # a limited CLAIM's task before the claim (what parking it keeps)
+    dependants: list[str] = []  # a FAIL's: the tasks waiting on it, which its write releases
 
 
 def _ns(later: datetime, now: datetime) -> int:
@@ -132,12 +137,15 @@ def decide(
             return Decision(Action.DROP)
         task = expired(task, now)
         if task.status is TaskStatus.FAILED:
-            return Decision(Action.FAIL, Record(task, ""), revision)
+            return Decision(Action.FAIL, with_task(record, task, ""), revision, dependants=record.dependants)
+    if task.waiting:
+        # waiting for dependencies: the write that ends its wait publishes a fresh ticket.
+        return Decision(Action.DROP)
     if task.paused:
         return Decision(Action.LATER, delay_ns=int(pause_recheck * 1e9))
     if task.eta is not None and task.eta > now + _SLACK:
         return Decision(Action.LATER, delay_ns=_ns(task.eta, now), due=task.eta)
-    leased = Record(claimed(task, now=now, lease=lease, worker_id=worker_id), reply)
+    leased = with_task(record, claimed(task, now=now, lease=lease, worker_id=worker_id), reply)
     if task.limits is not None:  # its limits are applied by omniq_nats.flow before the write
         return Decision(Action.CLAIM, leased, revision, pending=task)
     return Decision(Action.CLAIM, leased, revision)
@@ -219,3 +227,26 @@ async def reply_many(client: QueueClient, replies: Sequence[tuple[str, bytes]]) 
             client.wake.requeued_one()
         requests.append((subject, body, None))
     await client.mux.request_many(requests)
+
+
+def answer_finish(
+    client: QueueClient,
+    new: Record,
+    now: datetime,
+    replies: list[tuple[str, bytes]],
+    tickets: list[Task],
+) -> None:
+    """What a finish does with the task's ticket: ack a success, terminate another end, nak a retry until its eta.
+
+    A retried task whose ticket is not known gets a fresh one (``tickets``).
+    """
+    task = new.task
+    if task.status is TaskStatus.SUCCEEDED:
+        replies.append((new.ack, b"+ACK"))
+    elif task.status in TERMINAL_STATUSES:
+        replies.append((new.ack, b"+TERM"))
+    elif new.ack:
+        client.remember_due(task.eta)
+        replies.append((new.ack, nak(client.clock.ns_until(task.eta, now))))
+    else:
+        tickets.append(task)
