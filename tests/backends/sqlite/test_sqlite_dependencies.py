@@ -66,7 +66,7 @@ def test_the_end_of_a_dependency_releases_its_dependants_in_the_same_transaction
         [dep_row] = [row for row in rows if row[0] == dep.id]
         (flags, woke), ran = traced.run(jobs.finish_job, [(succeeded(dep_row), None, None)])
         assert flags == [True] and woke, "a dependant became claimable: wake the workers"
-        assert len(ran) == 4  # lease SELECT, terminal UPDATE, the dependants' UPDATE, the edges' DELETE
+        assert len(ran) == 5  # lease SELECT, terminal UPDATE; the dependants' SELECT, the edges' DELETE, their UPDATE
         rows, _ = traced.run(jobs.claim_job, ("default",), 10, LONG, "w1")
         assert sorted(row[0] for row in rows) == sorted(t.id for t in children)
     assert edges(db_path) == []

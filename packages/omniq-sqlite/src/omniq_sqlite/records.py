@@ -43,7 +43,7 @@ _decode_deps = msgpack_decoder(tuple[str, ...], "dependency list")
 _decode_headers = msgpack_decoder(dict[str, str], "task headers")
 _decode_limits = msgpack_decoder(Limits, "task limits")
 #: Task field names in schema.TASK_COLUMNS order (a salvaged row keeps the valid ones).
-_FIELDS = tuple(name.strip() for name in schema.TASK_COLUMNS.split(","))
+_FIELDS = tuple(name.rsplit(" AS ", 1)[-1].strip() for name in schema.TASK_COLUMNS.split(","))
 _STATUS = {status.value: status for status in TaskStatus}
 _SEQ = 25  # index of seq in schema.TASK_COLUMNS
 #: index of limits in schema.TASK_COLUMNS (NULL for a task without limits).

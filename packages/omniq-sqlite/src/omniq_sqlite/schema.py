@@ -189,6 +189,7 @@ _V4 = (
         dependant_id TEXT NOT NULL,
         PRIMARY KEY (dependency_id, dependant_id)
     ) WITHOUT ROWID""",
+    f"CREATE INDEX {DEPENDENCIES}_dependant ON {DEPENDENCIES} (dependant_id)",
 )
 
 #: (version, statements), applied in order; append new versions, never edit old ones.
@@ -244,7 +245,11 @@ def placeholders(count: int) -> str:
 TASK_COLUMNS = (
     "id, func, payload, queue, priority, unique_key, status, eta, interval, cron, paused, attempts, "
     "max_retries, timeout, expires_at, result_ttl, depends_on, created_at, updated_at, started_at, "
-    "finished_at, lease_token, lease_expires_at, worker_id, error, seq, headers, limits, held, rate_reserved, waiting"
+    "finished_at, lease_token, lease_expires_at, worker_id, error, seq, headers, limits, held, rate_reserved, "
+    # Task.waiting: the dependencies not ended yet are the edges left (omniq_sqlite.dependencies); the column
+    # itself only says "waiting" (it leaves the claim index), so an end does not rewrite the dependant's row.
+    f"CASE WHEN waiting = 0 THEN 0 ELSE (SELECT count(*) FROM {DEPENDENCIES} AS e WHERE e.dependant_id = id) END "
+    "AS waiting"
 )
 
 _INSERT_COLUMNS = (

@@ -16,8 +16,10 @@ from omniq.serialization import call_arguments
 from omniq.workflows import ONE
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from omniq.app import AsyncOmniQ
-    from omniq.models import Task
+    from omniq.models import Task, TaskResult
 
 __all__ = ["PARENT_RESULT_WAIT", "DependencyResultMissing", "parent_mode", "with_parent_value"]
 
@@ -32,13 +34,17 @@ def parent_mode(task: Task) -> str | None:
     return headers.get(PARENT_HEADER) if headers else None
 
 
-async def with_parent_value(app: AsyncOmniQ, task: Task, mode: str) -> Task:
+async def with_parent_value(
+    app: AsyncOmniQ, task: Task, mode: str, results: Sequence[TaskResult | None] | None = None
+) -> Task:
     """``task`` with its parents' result put before its own arguments (in its payload, to decode as usual).
 
     The value is the parent's result (``one``) or the list of its parents' results (``all``), as
     stored: the member's own annotations decide the types it receives. Read from the result
     storage; a parent that ended moments ago may not have its result written yet (a worker writes
     it after the queue accepted the outcome, unless both are one step), so a missing one is waited for.
+
+    ``results``: the parents' results if the caller read them already (None: read here).
 
     Raises:
         DependencyResultMissing: a parent's result is gone (expired, purged) or never came.
@@ -47,7 +53,9 @@ async def with_parent_value(app: AsyncOmniQ, task: Task, mode: str) -> Task:
     storage = app.result_storage
     loads = app.serializer.loads
     values = []
-    for dep_id, result in zip(task.depends_on, await storage.get_many(task.depends_on), strict=True):
+    if results is None:
+        results = await storage.get_many(task.depends_on)
+    for dep_id, result in zip(task.depends_on, results, strict=True):
         if result is None:
             result = await storage.wait(dep_id, PARENT_RESULT_WAIT)
         if result is None:

@@ -43,6 +43,8 @@ from omniq.scheduling import backoff_delay, next_run
 from omniq.worker.parents import DependencyResultMissing, parent_mode, with_parent_value
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from omniq.app import AsyncOmniQ
     from omniq.lifecycle import Collect
     from omniq.worker.executors import Executor
@@ -80,14 +82,25 @@ def _failure(app: AsyncOmniQ, task: Task, error: TaskError, delay: float | None 
     return _final(task, OutcomeKind.FAILED, TaskStatus.FAILED, error)
 
 
-async def check_dependencies(app: AsyncOmniQ, task: Task) -> Outcome | None:
-    """None when every dependency succeeded; otherwise a FAILED or RELEASE (recheck later) outcome."""
-    tasks = await app.task_queue.get_many(list(task.depends_on))
-    failed = [
-        f"{dep_id} (gone)" if dep is None else f"{dep_id} ({dep.func}, {dep.status.value})"
-        for dep_id, dep in zip(task.depends_on, tasks, strict=True)
-        if dep is None or (dep.status in TERMINAL_STATUSES and dep.status is not TaskStatus.SUCCEEDED)
-    ]
+async def check_dependencies(
+    app: AsyncOmniQ, task: Task, results: Sequence[TaskResult | None] | None = None
+) -> Outcome | None:
+    """None when every dependency succeeded; otherwise a FAILED or RELEASE (recheck later) outcome.
+
+    ``results``: the dependencies' results, when the caller read them (a workflow member, which
+    receives them): when every one is there they decide, without reading the task records.
+    """
+    if results is not None and None not in results:
+        failed = [f"{r.task_id} ({r.func}, {r.status.value})" for r in results if r is not None and not r.ok]
+        ended = True
+    else:
+        tasks = await app.task_queue.get_many(list(task.depends_on))
+        failed = [
+            f"{dep_id} (gone)" if dep is None else f"{dep_id} ({dep.func}, {dep.status.value})"
+            for dep_id, dep in zip(task.depends_on, tasks, strict=True)
+            if dep is None or (dep.status in TERMINAL_STATUSES and dep.status is not TaskStatus.SUCCEEDED)
+        ]
+        ended = all(dep is not None and dep.status is TaskStatus.SUCCEEDED for dep in tasks)
     if failed:
         more = f" and {len(failed) - _NAMED} more" if len(failed) > _NAMED else ""
         error = TaskError(
@@ -97,9 +110,7 @@ async def check_dependencies(app: AsyncOmniQ, task: Task) -> Outcome | None:
             retryable=False,
         )
         return _final(task, OutcomeKind.FAILED, TaskStatus.FAILED, error)
-    if all(dep is not None and dep.status is TaskStatus.SUCCEEDED for dep in tasks):
-        return None
-    return _recheck_later(task)
+    return None if ended else _recheck_later(task)
 
 
 async def execute(
@@ -137,18 +148,22 @@ async def execute(
         if task.expires_at is not None and utcnow() >= task.expires_at:
             error = TaskError(type="TaskExpired", message="the task's ttl passed before it could run", retryable=False)
             return _final(task, OutcomeKind.EXPIRED, TaskStatus.EXPIRED, error)
+        mode = parent_mode(task) if task.headers is not None else None  # a workflow member (omniq.workflows)
+        parents = None
         if task.depends_on and not dependencies_checked:
             stage = "checking its dependencies"
             try:
-                pending = await check_dependencies(app, task)
+                if mode is not None:  # it receives its parents' results: they say how the parents ended
+                    parents = await app.result_storage.get_many(task.depends_on)
+                pending = await check_dependencies(app, task, parents)
             except BackendUnavailableError:  # the engine, not the task: check again later
                 return _recheck_later(task)
             if pending is not None:
                 return pending
-        if task.headers is not None and (mode := parent_mode(task)) is not None:
-            stage = "reading its parents' results"  # a workflow member (omniq.workflows)
+        if mode is not None:
+            stage = "reading its parents' results"
             try:
-                task = await with_parent_value(app, task, mode)
+                task = await with_parent_value(app, task, mode, parents)
             except DependencyResultMissing as exc:
                 error = TaskError(type="DependencyFailed", message=str(exc), attempt=task.attempts, retryable=False)
                 return _final(task, OutcomeKind.FAILED, TaskStatus.FAILED, error)
