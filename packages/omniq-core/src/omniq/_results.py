@@ -5,6 +5,9 @@ A task's outcome reaches the result storage after the queue accepted it
 two writes, the queue shows the task terminal without a result: a reader
 then makes the result from the task record, and a waiter re-reads the
 queue every ``RESULT_WAIT_RECHECK_SECONDS``, so it never waits for ever.
+A waiter that finds a SUCCEEDED record without a result is between the two
+writes far more often than after a death there: it gives the value
+``RESULT_WRITE_GRACE_SECONDS`` to arrive before it settles for the record.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from omniq.constants import RESULT_WAIT_RECHECK_SECONDS
+from omniq.constants import RESULT_WAIT_RECHECK_SECONDS, RESULT_WRITE_GRACE_SECONDS
 from omniq.errors import BackendUnavailableError, TaskNotFoundError
-from omniq.models import TaskResult
+from omniq.models import Task, TaskResult, TaskStatus
 
 if TYPE_CHECKING:
     from omniq._components import Components
@@ -66,7 +69,7 @@ async def _try_wait(
                 if result is None:
                     raise TaskNotFoundError(f"no task with id {task_id!r}: there is no result to wait for")
             elif task.status.is_terminal:
-                result = await storage.get(task_id) or TaskResult.from_task(task, finished_at=task.finished_at)
+                result = await storage.get(task_id) or await _settle(components, task, deadline)
         while result is None:
             remaining = None if deadline is None else deadline - anyio.current_time()
             if remaining is not None and remaining <= 0:
@@ -74,10 +77,25 @@ async def _try_wait(
             step = RESULT_WAIT_RECHECK_SECONDS if remaining is None else min(remaining, RESULT_WAIT_RECHECK_SECONDS)
             result = await storage.wait(task_id, step)
             if result is None:
-                result = await _result_from_task(components, task_id)
+                task = await components.task_queue.get(task_id)
+                if task is not None and task.status.is_terminal:
+                    result = await storage.get(task_id) or await _settle(components, task, deadline)
         return result
     except BackendUnavailableError as exc:
         return exc
+
+
+async def _settle(components: Components, task: Task, deadline: float | None) -> TaskResult:
+    """The result of a terminal ``task`` whose storage had none: its value if it comes within the grace, else the record's."""
+    if task.status is TaskStatus.SUCCEEDED:
+        grace = RESULT_WRITE_GRACE_SECONDS
+        if deadline is not None:
+            grace = min(grace, deadline - anyio.current_time())
+        if grace > 0:
+            stored = await components.result_storage.wait(task.id, grace)
+            if stored is not None:
+                return stored
+    return TaskResult.from_task(task, finished_at=task.finished_at)
 
 
 async def _result_from_task(components: Components, task_id: str) -> TaskResult | None:

@@ -17,6 +17,9 @@ EVENT_FLUSH_SECONDS = 0.25
 #: how often get_result(wait=True) re-reads the task queue, so a finished task whose result
 #: was never written (its worker died between the two steps) cannot make a waiter wait forever.
 RESULT_WAIT_RECHECK_SECONDS = 1.0
+#: how long get_result(wait=True), finding a SUCCEEDED record without a stored result, still waits
+#: for the value (the worker writes it right after the queue's finish) before it gives up on it.
+RESULT_WRITE_GRACE_SECONDS = 2.0
 #: how often a worker deletes expired results and events (engines with native TTLs make this cheap).
 HOUSEKEEPING_SECONDS = 60.0
 #: the largest duration (seconds) a stored task may carry (timeout, interval, result ttl): a century.
