@@ -1,7 +1,11 @@
 """Fault tests: real worker processes (`omniq worker ... `) on every multi-process backend.
 
-A backend joins by adding a parametrization to ``backend_env`` that returns
-the OMNIQ_* variables pointing all three components at an isolated store.
+The published fault suite (:mod:`omniq.testing.faults`) runs on each first-party engine through
+test_fault_suite.py, exactly as a backend distribution runs it: a ``FaultSuite`` subclass per
+engine with its ``fault_env`` fixture. The other tests here (engine-specific corruption, flow
+control, workflows, typed arguments, the operator's commands, restarts...) run on the engines of
+``backend_env``, with the published :class:`~omniq.testing.faults.Cluster` on this directory's
+``faultapp`` (the published app plus their tasks).
 """
 
 from __future__ import annotations
@@ -9,35 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
-from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from omniq import OmniQ, Settings
 from omniq.config import COMPONENTS
+from omniq.testing import faults
+from omniq.testing.faults import FAULT_TIMINGS, wait_for as wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
+
+__all__ = ["FAULT_TIMINGS", "HERE", "Cluster", "drop_server_data", "server_env", "wait_until"]
 
 HERE = Path(__file__).parent
-
-#: short leases so that recovery tests finish quickly (lease + sweep + 1 s is the promise).
-FAULT_TIMINGS = {
-    "OMNIQ_LEASE_DURATION": "1.5",
-    "OMNIQ_HEARTBEAT_INTERVAL": "0.4",
-    "OMNIQ_SWEEP_INTERVAL": "0.3",
-    "OMNIQ_POLL_INTERVAL": "0.3",
-    "OMNIQ_RETRY_BACKOFF": "0.05",
-    "OMNIQ_RETRY_BACKOFF_MAX": "0.1",
-}
 
 
 SERVER_BACKENDS = ("redis", "postgres", "nats")
@@ -112,58 +104,11 @@ async def drop_server_data(backend: str, url: str, prefix: str) -> None:
         await drop_prefix(url, prefix)
 
 
-class Cluster:
-    """Starts worker processes and a producer app against one backend."""
+class Cluster(faults.Cluster):
+    """The published cluster, its workers running this directory's ``faultapp`` (cwd and PYTHONPATH here)."""
 
-    def __init__(self, env: dict[str, str], tmp_path: Path) -> None:
-        self.log = tmp_path / "completions.log"
-        self.log.touch()
-        self.env = {
-            **os.environ,
-            **FAULT_TIMINGS,
-            **env,
-            "FAULT_LOG": str(self.log),
-            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-        }
-        self.workers: list[subprocess.Popen[str]] = []
-        overrides = {k[len("OMNIQ_") :].lower(): v for k, v in {**FAULT_TIMINGS, **env}.items()}
-        self.settings = Settings.load(env={}, **overrides)
-
-    def producer(self) -> OmniQ:
-        """An app in this process that enqueues by task name (the functions live in faultapp)."""
-        return OmniQ(self.settings)
-
-    def worker(self, *args: str, log_file: Path | None = None) -> subprocess.Popen[str]:
-        """Start ``omniq worker faultapp:app``; its output goes to a pipe, or to ``log_file`` when given.
-
-        Long-running workers that nobody reads should log to a file: a full pipe would block them.
-        """
-        output = log_file.open("w") if log_file is not None else None
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "omniq", "--log-level", "INFO", "worker", "faultapp:app", *args],
-                env=self.env,
-                cwd=str(HERE),
-                stdout=output or subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        finally:
-            if output is not None:
-                output.close()  # the child holds its own descriptor
-        self.workers.append(process)
-        return process
-
-    def completions(self) -> Counter[int]:
-        return Counter(int(line.split()[0]) for line in self.log.read_text().splitlines() if line.strip())
-
-    def stop_all(self) -> None:
-        for process in self.workers:
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-            process.wait(10)
-            if process.stdout:
-                process.stdout.close()
+    def __init__(self, env: Mapping[str, str], tmp_path: Path) -> None:
+        super().__init__(env, tmp_path, app="faultapp:app", pythonpath=[str(HERE)], cwd=HERE)
 
 
 @pytest.fixture
@@ -174,14 +119,3 @@ def cluster(backend_env: dict[str, str], tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop_all()
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")

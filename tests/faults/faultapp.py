@@ -1,60 +1,21 @@
-"""The app the fault tests run in real worker processes (configured by OMNIQ_* variables).
+"""The app the fault tests of this directory run in real worker processes (configured by OMNIQ_* variables).
 
-Each task appends "<n> <pid>\n" to $FAULT_LOG when it completes, so a test
-can count how many times each task really ran to completion.
+It is the published fault suite's app (:mod:`omniq.testing.faults.app`: ``record``, ``slow``,
+``held_once``, ``suicide``) with the tasks of the tests here added. Each task appends
+"<n> <pid>\n" to $FAULT_LOG when it completes, so a test can count how many times each task
+really ran to completion.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 
-from omniq import OmniQ, current_task
+from omniq import current_task
+from omniq.testing.faults.app import app, first_run, record as _record
 
-app = OmniQ()
-
-
-def _record(n: int) -> None:
-    with open(os.environ["FAULT_LOG"], "a") as log:
-        log.write(f"{n} {os.getpid()}\n")
-
-
-@app.task(name="record")
-def record(n: int) -> int:
-    _record(n)
-    return n
-
-
-@app.task(name="slow")
-def slow(n: int, seconds: float) -> int:
-    time.sleep(seconds)
-    _record(n)
-    return n
-
-
-@app.task(name="held_once")
-async def held_once(n: int, seconds: float) -> int:
-    """Sleeps ``seconds`` on its first run only (a marker file beside $FAULT_LOG remembers), then records."""
-    if await asyncio.to_thread(_first_run, f"{os.environ['FAULT_LOG']}.held-{n}"):
-        await asyncio.sleep(seconds)
-    _record(n)
-    return n
-
-
-def _first_run(marker: str) -> bool:
-    """Create ``marker``; False if it already existed."""
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return False
-    return True
-
-
-@app.task(name="suicide", max_retries=1)
-def suicide() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+__all__ = ["app"]
 
 
 def _span(line: str) -> None:
@@ -76,7 +37,7 @@ async def limited(n: int, seconds: float) -> int:
 async def single(n: int, seconds: float) -> int:
     """Logs its start and sleeps on its first run only (the test enqueues it with a concurrency limit of 1)."""
     _span(f"start {n} {time.time()} {os.getpid()}")
-    if await asyncio.to_thread(_first_run, f"{os.environ['FAULT_LOG']}.single-{n}"):
+    if await asyncio.to_thread(first_run, f"{os.environ['FAULT_LOG']}.single-{n}"):
         await asyncio.sleep(seconds)
     _record(n)
     return n

@@ -267,7 +267,7 @@ class NatsTaskQueue(BaseTaskQueue):
             for _, _, r in await self._records()
             if (status is None or r.task.status is status) and (queue is None or r.task.queue == queue)
         ]
-        tasks.sort(key=lambda t: t.created_at, reverse=True)
+        tasks.sort(key=lambda t: (t.created_at, t.id), reverse=True)
         return tasks[offset : offset + limit]
 
     async def count(self, *, status: TaskStatus | None = None, queue: str | None = None) -> int:

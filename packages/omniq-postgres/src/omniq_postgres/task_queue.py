@@ -327,7 +327,7 @@ class PostgresTaskQueue(BaseTaskQueue):
             None if status is None else [TaskStatus(status).value],
             queue,
         )
-        sql += f" ORDER BY created_at DESC, seq DESC LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}"
+        sql += f" ORDER BY created_at DESC, id DESC LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}"
         pool = await self._connection.client()
         with self._connection.errors():
             rows = await pool.fetch(sql, *args, int(limit), int(offset))

@@ -96,6 +96,19 @@ class _LaneProtocol(asyncio.BufferedProtocol):
                 future.set_exception(error)
 
 
+def _settle(futures: Sequence[asyncio.Future[Any]]) -> None:
+    """After one reply of a pipelined call failed: the others' errors are retrieved, the unanswered cancelled.
+
+    A lost connection fails every waiting future; those not awaited would each be logged by asyncio
+    ("Future exception was never retrieved") once collected.
+    """
+    for future in futures:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
+
+
 def _reply_error(message: str) -> rexc.ResponseError:
     if message.startswith("NOSCRIPT"):
         return rexc.NoScriptError(message)
@@ -268,7 +281,11 @@ class Lane:
             if protocol is None:
                 protocol = self._protocol = await self._connect()
             futures = self._write(protocol, b"".join(map(_pack, commands)), len(commands), timeout)
-            return [await future for future in futures]
+            try:
+                return [await future for future in futures]
+            except BaseException:
+                _settle(futures)
+                raise
         except BaseException:
             # Cancelled or failed between send and reply: a reply may still come, so the
             # connection cannot be reused.

@@ -17,7 +17,7 @@ __all__ = ["ENQUEUE", "ENQUEUE_ONE"]
 # "<ready time (eta or created, at least 0):016><seq:012>:<id>" with its own sequence number, which
 # only orders its tasks due in the same microsecond: the script formats no numbers. The hash gets
 # only the fields the blob cannot answer (see task_from_row: an absent field keeps the blob's
-# value). Returns the stored (or existing) id per task.
+# value). Returns the stored (or existing) id per task; a finished task's id is stored anew, replacing it.
 #
 # Dependencies (Capability.DEPENDENCIES): a task with depends_on is registered in the DEPENDANTS set
 # of each of them that is stored and PENDING or RUNNING (which gets the mark 'dn'), in this queue or
@@ -25,6 +25,15 @@ __all__ = ["ENQUEUE", "ENQUEUE_ONE"]
 # they count. While 'wt' > 0 it stays out of READY and DELAYED: the step that ends its last
 # dependency puts it there (release_dependants). A task without depends_on takes none of this.
 ENQUEUE = r"""
+-- {queue tag, status, unique key} of the task id when it is finished (terminal), else nil
+local function finished(id)
+  local tag = qtag(redis.call('HGET', IDX, id))
+  local f = redis.call('HMGET', tag .. ':$TASK:' .. id, 's', 'uk')
+  if f[1] == 'succeeded' or f[1] == 'failed' or f[1] == 'cancelled' or f[1] == 'expired' then
+    return {tag, f[1], f[2]}
+  end
+  return nil
+end
 -- register task id as waiting on those of deps that are stored and not terminal; how many. Runs
 -- before the task's own hash is written, so a task listing itself does not wait on itself.
 local function wait_on(id, deps)
@@ -55,13 +64,22 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
   local result = id
   -- claims the id in the index (id -> queue) and detects a duplicate id in one call
   local dup = redis.call('HSETNX', IDX, id, q) == 0
+  -- a finished task's id: that task is replaced (BaseTaskQueue.retry's default relies on it), a live one's kept
+  local stale = dup and finished(id)
+  if stale then dup = false end
   if not dup and uk ~= '' then
     local other = unique_holder(uk)
     if other then
       dup = true
       result = other
-      redis.call('HDEL', IDX, id)  -- not stored after all
+      if not stale then redis.call('HDEL', IDX, id) end  -- not stored after all
     end
+  end
+  if stale and not dup then
+    redis.call('ZREM', stale[1] .. ':$STATUS:' .. stale[2], id)
+    release_unique(stale[3], id)
+    redis.call('DEL', stale[1] .. ':$TASK:' .. id)
+    redis.call('HSET', IDX, id, q)
   end
   if not dup then
     local h = tag .. ':$TASK:' .. id

@@ -82,7 +82,7 @@ for i = 3, #ARGV, 2 do
     local h = qtag(q) .. ':$TASK:' .. id
     local f = redis.call('HMGET', h, 's', 'k', 'lk')
     if f[1] == 'running' and f[2] == ARGV[i+1] then
-      redis.call('HSET', h, 'l', deadline)
+      redis.call('HSET', h, 'l', deadline, 'ua', fmt(now))  -- a heartbeat updates the record
       redis.call('ZADD', qtag(q) .. ':$LEASES', deadline, id)
       if f[3] then redis.call('ZADD', FL .. 'h:' .. f[3], 'XX', deadline, id) end  -- a holder keeps its slot
       out[#out + 1] = id

@@ -150,15 +150,15 @@ class RedisTaskQueue(BaseTaskQueue):
         with self._registering():
             # anything but the plain case takes the general script (dependencies too: it counts them)
             special = task.unique_key or task.eta or task.paused or task.attempts or task.limits or task.depends_on
-            if register or special:
-                args = [self.prefix, queue, enqueue_items([task]), "1" if register else "0"]
-                reply: list[bytes] = await self._run("enqueue", args)
-                self._registered.add(queue)
-                return reply[0].decode()
-            # the common case, with a script of its own (see scripts._ENQUEUE_ONE)
+            # the common case has a script of its own (see lua_enqueue.ENQUEUE_ONE); a taken id (rare:
+            # the core's ids are fresh) goes on to the general script, which replaces a finished task
             task_keys = (self._index_key, qk.task(task.id), qk.pending, qk.ready, qk.signal)
-            await self._run("enqueue_one", enqueue_one_args(task), task_keys)
-            return task.id
+            if not (register or special) and await self._run("enqueue_one", enqueue_one_args(task), task_keys):
+                return task.id
+            args = [self.prefix, queue, enqueue_items([task]), "1" if register else "0"]
+            reply: list[bytes] = await self._run("enqueue", args)
+            self._registered.add(queue)
+            return reply[0].decode()
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
         """Store tasks in one round trip: one script call per queue and per 1,000 tasks."""

@@ -39,19 +39,22 @@ __all__ = [
 
 #: outcomes that end a task (the others put it back in its queue).
 TERMINAL_KINDS = {OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.EXPIRED}
+#: the condition of a finished (terminal) task's row.
+_FINISHED = "status IN ('succeeded', 'failed', 'cancelled', 'expired')"
 
 
 def enqueue_job(conn: Any, rows: list[tuple[Any, ...]]) -> list[str]:
     """Insert new PENDING tasks; the ids stored (a task whose unique key is held gets the holder's id).
 
     A task with dependencies goes through :func:`omniq_sqlite.dependencies.insert_dependant`
-    after the rows before it, so a dependency earlier in the batch counts.
+    after the rows before it, so a dependency earlier in the batch counts. A row whose id a
+    finished task holds replaces that task (:func:`_replace_finished`); a live one is left alone.
     """
     if len(rows) == 1 and rows[0][5] is None and rows[0][DEPENDS_ON] is None:
-        conn.execute(schema.INSERT_TASK, rows[0])
+        _insert_plain(conn, rows)
         return [rows[0][0]]
     if all(row[5] is None and row[DEPENDS_ON] is None for row in rows):
-        conn.executemany(schema.INSERT_TASK, rows)
+        _insert_plain(conn, rows)
         return [row[0] for row in rows]
     ids: list[str] = []
     plain: list[tuple[Any, ...]] = []  # a run of rows with neither unique key nor dependencies: one executemany
@@ -60,22 +63,61 @@ def enqueue_job(conn: Any, rows: list[tuple[Any, ...]]) -> list[str]:
             plain.append(row)
             continue
         if plain:
-            conn.executemany(schema.INSERT_TASK, plain)
+            _insert_plain(conn, plain)
             ids.extend(item[0] for item in plain)
             plain = []
-        if row[DEPENDS_ON] is not None:
-            inserted = insert_dependant(conn, row)
-        else:
-            inserted = conn.execute(schema.INSERT_TASK, row).rowcount
+        inserted = _insert_one(conn, row)
         if not inserted and row[5] is not None:
             existing = conn.execute(schema.SELECT_ID_BY_UNIQUE_KEY, (row[5],)).fetchone()
+            if existing is None and _replace_finished(conn, [row[0]]):
+                _insert_one(conn, row)  # the key is free and the id was a finished task's
             ids.append(existing[0] if existing is not None else row[0])
         else:
             ids.append(row[0])
     if plain:
-        conn.executemany(schema.INSERT_TASK, plain)
+        _insert_plain(conn, plain)
         ids.extend(item[0] for item in plain)
     return ids
+
+
+def _insert_one(conn: Any, row: tuple[Any, ...]) -> int:
+    """Insert a row with a unique key or dependencies; its rowcount, after replacing a finished task of its id."""
+    inserted: int = (
+        insert_dependant(conn, row) if row[DEPENDS_ON] is not None else conn.execute(schema.INSERT_TASK, row).rowcount
+    )
+    if not inserted and row[5] is None and _replace_finished(conn, [row[0]]):
+        return _insert_one(conn, row)
+    return inserted
+
+
+def _insert_plain(conn: Any, rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows without unique key or dependencies (one executemany); an ignored one may replace a finished task."""
+    if conn.executemany(schema.INSERT_TASK, rows).rowcount < len(rows):  # rare: an id is taken
+        finished = _replace_finished(conn, [row[0] for row in rows])
+        if finished:
+            conn.executemany(schema.INSERT_TASK, [row for row in rows if row[0] in finished])
+
+
+def _replace_finished(conn: Any, ids: list[str]) -> set[str]:
+    """Delete the finished tasks among ``ids`` (and the edges left from their waits); the ids deleted.
+
+    The contract: an enqueue of a finished task's id replaces it (``BaseTaskQueue.retry``'s
+    default relies on it); of a live one's, stores nothing. The core's ids are otherwise fresh.
+    """
+    finished: set[str] = set()
+    for chunk in chunks(ids):
+        marks = schema.placeholders(len(chunk))
+        finished.update(
+            found
+            for (found,) in conn.execute(
+                f"DELETE FROM {schema.TASKS} WHERE id IN {marks} AND {_FINISHED} RETURNING id", chunk
+            )
+        )
+    for chunk in chunks(list(finished)):
+        conn.execute(
+            f"DELETE FROM {schema.DEPENDENCIES} WHERE dependant_id IN {schema.placeholders(len(chunk))}", chunk
+        )
+    return finished
 
 
 def claim_job(conn: Any, queues: tuple[str, ...], limit: int, lease: float, worker_id: str) -> list[Any]:

@@ -243,7 +243,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
         where_sql, params = where(status, queue)
         sql = (
             f"SELECT {schema.TASK_COLUMNS} FROM {schema.TASKS}{where_sql} "
-            "ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?"
+            "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
         )
         db = await self._connection.client()
         rows = await db.read(jobs.fetch_job, sql, [*params, limit, offset])

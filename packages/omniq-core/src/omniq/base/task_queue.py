@@ -38,6 +38,19 @@ class BaseTaskQueue(Component):
     first, then earlier ``eta`` (a task without one counts as its
     ``created_at``), then enqueue order. Backends may relax ordering across
     different queues, never within one.
+
+    Clocks: lease deadlines are computed and judged on the engine's clock
+    alone. ``eta`` (and a result's ``expires_at``) are instants written by a
+    client and judged by the engine's clock; a task's ``expires_at`` is judged
+    by the worker that takes it. The conformance suite tolerates
+    :data:`omniq.testing.CLOCK_SKEW` between the two.
+
+    Bookkeeping fields: ``updated_at`` (None or the enqueue's time at first)
+    becomes the engine's now at every change of a task: claim, extend,
+    finish, cancel, recover, pause, retry. ``started_at`` and ``worker_id``
+    are set by a claim and name the latest attempt; only a RELEASE (an
+    attempt handed back unrun) and :meth:`retry` clear them. ``finished_at``
+    is set when a task becomes terminal, and only then.
     """
 
     @abstractmethod
@@ -45,9 +58,15 @@ class BaseTaskQueue(Component):
         """Store a new PENDING task and wake waiting workers.
 
         If ``task.unique_key`` is set and a PENDING or RUNNING task with the
-        same key exists, nothing is stored and that task's id is returned.
-        The core always passes a fresh id; should an id already exist, a
-        PENDING or RUNNING task is left as it is, a terminal one is replaced.
+        same key exists, nothing is stored and that task's id is returned. A
+        key's scope is the whole store (the prefix, schema, database file or
+        directory the queue was built on), across queues: a live key in queue
+        "mail" holds back the same key enqueued to queue "sms".
+        The core passes fresh ids, except :meth:`retry`'s default, which
+        enqueues a terminal task's id again: should an id already exist, a
+        PENDING or RUNNING task is left as it is, a terminal one is replaced
+        by the new task (its attempts, error, ``started_at``, ``finished_at``
+        and ``worker_id`` are the new task's; its queue may differ).
 
         Dependencies (:attr:`Capability.DEPENDENCIES`): a task with
         ``depends_on`` is stored with ``waiting`` = how many of those ids name
@@ -144,9 +163,15 @@ class BaseTaskQueue(Component):
         """Return when a task may have become ready, or after ``timeout`` seconds.
 
         A hint, not a promise: spurious wake-ups are fine; sleeping past a
-        task's ``eta`` by more than the caller's ``timeout`` is not. Engines
-        that can block on a signal (BLMOVE, LISTEN, JetStream pull, in-process
-        events) must, instead of polling.
+        task's ``eta`` by more than the caller's ``timeout`` is not, and
+        neither is blocking past ``timeout``. Return at once when work is ready
+        already. Engines that can block on a signal (BLMOVE, LISTEN, JetStream
+        pull, in-process events) must, instead of polling. An engine without
+        one polls: it checks for a ready task at its own interval (an option
+        of its constructor, a fraction of a second), which bounds how long a
+        new task waits for an idle worker, and returns by ``timeout``. The
+        worker passes ``OMNIQ_POLL_INTERVAL`` as ``timeout`` (how long one
+        claim waits), never as the polling speed.
         """
 
     async def claim(
@@ -174,6 +199,10 @@ class BaseTaskQueue(Component):
     @abstractmethod
     async def extend(self, leases: Mapping[str, str], lease: float) -> set[str]:
         """Heartbeat: push back the deadline of every lease still held.
+
+        ``lease_expires_at`` becomes engine now + ``lease`` and ``updated_at``
+        engine now; nothing else changes (status, token, attempts,
+        ``started_at``, ``worker_id``).
 
         Args:
             leases: task id -> lease token.
@@ -223,7 +252,12 @@ class BaseTaskQueue(Component):
     async def list(
         self, *, status: TaskStatus | None = None, queue: str | None = None, limit: int = 25, offset: int = 0
     ) -> list[Task]:
-        """Return tasks filtered by status and queue, newest first."""
+        """Return tasks filtered by status and queue, newest first.
+
+        Newest first is :meth:`list_page`'s order: ``created_at`` descending,
+        then ``id`` descending (not enqueue order), so pages by ``offset``
+        never shuffle tasks created in the same millisecond.
+        """
 
     @abstractmethod
     async def count(self, *, status: TaskStatus | None = None, queue: str | None = None) -> int:
@@ -235,7 +269,9 @@ class BaseTaskQueue(Component):
 
         The task becomes CANCELLED and any lease is cleared, so a worker
         holding it loses the lease (its outcome is dropped; it learns at its
-        next heartbeat). Cancelling a recurring task ends its schedule.
+        next heartbeat). ``finished_at`` and ``updated_at`` become engine now;
+        ``started_at``, ``worker_id`` and ``attempts`` stay (a running task's
+        holder, None for a task never claimed). Cancelling a recurring task ends its schedule.
 
         Returns:
             True if the task was cancelled, False if unknown or already terminal.
@@ -257,9 +293,13 @@ class BaseTaskQueue(Component):
     async def recover(self) -> builtins.list[Task]:  # `list` is a method name in this class
         """Requeue RUNNING tasks whose lease deadline is past (engine clock).
 
-        A task with attempts left goes back to PENDING (eta now); one whose
-        ``attempts >= max_retries + 1`` becomes FAILED with
-        :func:`lease_expired_error`. Safe to run from many workers at once.
+        A task with attempts left goes back to PENDING (``eta`` engine now,
+        ``finished_at`` None); one whose ``attempts >= max_retries + 1``
+        becomes FAILED with :func:`lease_expired_error` and ``finished_at``
+        engine now. Either way the lease is cleared and ``updated_at`` is engine
+        now, while ``attempts``, ``started_at`` and ``worker_id`` stay: they
+        describe the attempt that was lost. Safe to run from many workers at
+        once: each expired lease is recovered, and returned, by exactly one call.
 
         Returns:
             the recovered tasks as they are now.

@@ -23,7 +23,9 @@ reason through :func:`requires`.
 The pytest plugin :mod:`omniq.testing.plugin` provides ``anyio_backend``,
 ``omniq_app`` and the server URL fixtures; load it with ``-p omniq.testing.plugin``.
 For testing code that enqueues, see :mod:`omniq.testing.apps` (``drain``,
-``memory_app``) and eager mode (``OMNIQ_EAGER=1``).
+``memory_app``) and eager mode (``OMNIQ_EAGER=1``). The fault suite, real worker
+processes on the backend killed and stopped, is :mod:`omniq.testing.faults`
+(``FaultSuite``, imported from there: it is not loaded with this package).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import pytest
 # failing check shows the values compared. This must run before the suite modules are imported.
 pytest.register_assert_rewrite(
     "omniq.testing.event_storage",
+    "omniq.testing.faults",
     "omniq.testing.fixtures",
     "omniq.testing.result_storage",
     "omniq.testing.task_queue",
@@ -42,6 +45,7 @@ pytest.register_assert_rewrite(
 from omniq.testing.apps import drain, memory_app  # noqa: E402
 from omniq.testing.event_storage import EventStorageSuite  # noqa: E402
 from omniq.testing.fixtures import (  # noqa: E402
+    CLOCK_SKEW,
     ForkedChild,
     connected,
     make_event,
@@ -56,6 +60,7 @@ from omniq.testing.result_storage import ResultStorageSuite  # noqa: E402
 from omniq.testing.task_queue import TaskQueueSuite  # noqa: E402
 
 __all__ = [
+    "CLOCK_SKEW",
     "EventStorageSuite",
     "ForkedChild",
     "ResultStorageSuite",

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
 __all__ = [
+    "CLOCK_SKEW",
     "GARBAGE_PAYLOAD",
     "ForkedChild",
     "connected",
@@ -40,6 +41,14 @@ __all__ = [
 C = TypeVar("C", bound="Component")
 F = TypeVar("F", bound="Callable[..., Any]")
 T = TypeVar("T")
+
+#: The clock skew the suites tolerate between the test process and the engine, in seconds (either way).
+#:
+#: A task's ``eta`` and a result's ``expires_at`` are instants written by the client (its clock)
+#: and judged by the engine (its clock); lease deadlines are the engine's alone. Every check of
+#: the suites that compares the two clocks leaves this much slack, and no more: an engine whose
+#: clock is further off than this from its clients' runs delayed tasks early or late by as much.
+CLOCK_SKEW = 1.0
 
 #: opaque payload bytes: a format tag, NUL, invalid UTF-8 and every byte value once.
 GARBAGE_PAYLOAD = b"\x01msgpack\x00\xff\xfe\xc3\x28\x80" + bytes(range(256))

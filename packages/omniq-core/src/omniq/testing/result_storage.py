@@ -16,8 +16,8 @@ import msgspec
 import pytest
 
 from omniq.base import BaseResultStorage
-from omniq.models import TaskError, TaskStatus, utcnow
-from omniq.testing.fixtures import GARBAGE_PAYLOAD, connected, make_result, now_ms
+from omniq.models import TaskError, TaskStatus
+from omniq.testing.fixtures import CLOCK_SKEW, GARBAGE_PAYLOAD, connected, make_result, now_ms, wait_until
 
 __all__ = ["ResultStorageSuite"]
 
@@ -89,7 +89,7 @@ class ResultStorageSuite:
     async def test_get_many(self, result_storage: BaseResultStorage) -> None:
         results = [make_result(payload=bytes([i])) for i in range(30)]
         await result_storage.set_many(results)
-        expired = make_result(expires_at=utcnow() - timedelta(seconds=1))
+        expired = make_result(expires_at=now_ms(-1 - CLOCK_SKEW))
         await result_storage.set(expired)
         ids = [r.task_id for r in results]
         asked = [ids[3], "0" * 32, expired.task_id, *ids, ids[3]]
@@ -153,7 +153,7 @@ class ResultStorageSuite:
             assert await result_storage.wait("0" * 32, 0.3) is None
 
     async def test_expired_result_is_invisible_and_purged(self, result_storage: BaseResultStorage) -> None:
-        expired = make_result(expires_at=now_ms(-1))
+        expired = make_result(expires_at=now_ms(-1 - CLOCK_SKEW))
         live = make_result(expires_at=now_ms(3600))
         forever = make_result()
         await result_storage.set_many([expired, live, forever])
@@ -167,11 +167,14 @@ class ResultStorageSuite:
         assert await result_storage.purge() == 0
 
     async def test_result_expires_after_a_while(self, result_storage: BaseResultStorage) -> None:
-        result = make_result(expires_at=now_ms(1.0))
+        result = make_result(expires_at=now_ms(0.5 + CLOCK_SKEW))  # live at first, even on an engine clock ahead
         await result_storage.set(result)
         assert await result_storage.get(result.task_id) is not None
-        await anyio.sleep(1.5)
-        assert await result_storage.get(result.task_id) is None
+
+        async def gone() -> bool:
+            return await result_storage.get(result.task_id) is None
+
+        await wait_until(gone, timeout=0.5 + 2 * CLOCK_SKEW + 5, message="the result outlived its expires_at")
 
     async def test_purge_all(self, result_storage: BaseResultStorage) -> None:
         results = [make_result(), make_result(expires_at=now_ms(3600)), make_result()]

@@ -74,7 +74,6 @@ class MemoryStore:
         self.delayed: list[tuple[float, int, str]] = []
         self.leases: list[tuple[float, int, str, str]] = []  # (deadline, seq, id, token)
         self.counts: Counter[tuple[str, TaskStatus]] = Counter()
-        self.order: dict[str, int] = {}  # id -> enqueue seq, the FIFO tie-break of list()
         self.work_waiters: dict[str, set[anyio.Event]] = {}
         self.results: dict[str, TaskResult] = {}
         self.result_waiters: dict[str, set[anyio.Event]] = {}
@@ -138,7 +137,6 @@ class MemoryStore:
     def remove(self, task: Task) -> None:
         """Forget ``task`` entirely."""
         del self.tasks[task.id]
-        self.order.pop(task.id, None)
         self.counts[(task.queue, task.status)] -= 1
         if task.unique_key is not None and self.unique.get(task.unique_key) == task.id:
             del self.unique[task.unique_key]

@@ -90,7 +90,6 @@ class MemoryTaskQueue(BaseTaskQueue):
         if stored.status is not TaskStatus.PENDING:
             stored.status = TaskStatus.PENDING
         stored.waiting = store.count_waiting(stored) if stored.depends_on else 0
-        store.order[stored.id] = store.next_seq()
         store.put(stored)
         return stored.id
 
@@ -224,13 +223,12 @@ class MemoryTaskQueue(BaseTaskQueue):
     ) -> list[Task]:
         """Return tasks filtered by status and queue, newest first."""
         await anyio.lowlevel.checkpoint()
-        order = self.store.order
         matching = (
             task
             for task in self.store.tasks.values()
             if (status is None or task.status is status) and (queue is None or task.queue == queue)
         )
-        newest = heapq.nlargest(offset + limit, matching, key=lambda t: (t.created_at, order.get(t.id, 0)))
+        newest = heapq.nlargest(offset + limit, matching, key=lambda t: (t.created_at, t.id))
         return [copy_task(task) for task in newest[offset:]]
 
     async def count(self, *, status: TaskStatus | None = None, queue: str | None = None) -> int:

@@ -9,7 +9,7 @@ import anyio
 
 from omniq.base import BaseTaskQueue
 from omniq.models import TaskStatus, utcnow
-from omniq.testing.fixtures import connected, make_task, now_ms
+from omniq.testing.fixtures import CLOCK_SKEW, connected, make_task, now_ms
 from omniq.testing.task_queue.kit import LONG, QueueFactory, QueueTests, claim_one
 
 __all__ = ["ClaimingTests"]
@@ -21,7 +21,7 @@ class ClaimingTests(QueueTests):
     async def test_claim_sets_lease(self, task_queue: BaseTaskQueue) -> None:
         task = make_task(max_retries=2)
         await task_queue.enqueue(task)
-        before = utcnow() - timedelta(seconds=5)  # slack for an engine clock a little behind ours
+        before = utcnow() - timedelta(seconds=CLOCK_SKEW)  # slack for an engine clock a little behind ours
         claimed = await claim_one(task_queue, lease=LONG, worker="worker-7")
         assert claimed.id == task.id and claimed.payload == task.payload
         assert claimed.status is TaskStatus.RUNNING

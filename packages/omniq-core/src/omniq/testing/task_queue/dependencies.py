@@ -14,7 +14,7 @@ import anyio
 
 from omniq.base import BaseTaskQueue, Capability
 from omniq.models import Outcome, OutcomeKind, Task, TaskStatus
-from omniq.testing.fixtures import connected, make_task, now_ms, requires, wait_until
+from omniq.testing.fixtures import CLOCK_SKEW, connected, make_task, now_ms, requires, wait_until
 from omniq.testing.task_queue.kit import LONG, SHORT, QueueFactory, QueueTests, error, recover, token
 
 __all__ = ["DependencyTests"]
@@ -23,7 +23,7 @@ __all__ = ["DependencyTests"]
 def ended(task: Task, kind: OutcomeKind = OutcomeKind.SUCCEEDED) -> Outcome:
     """The outcome a worker sends for a claimed ``task``."""
     err = None if kind is OutcomeKind.SUCCEEDED else error(attempt=task.attempts)
-    eta = now_ms(-1) if kind is OutcomeKind.RETRY else None
+    eta = now_ms(-1 - CLOCK_SKEW) if kind is OutcomeKind.RETRY else None  # due now, on the engine's clock too
     return Outcome(task_id=task.id, lease_token=token(task), kind=kind, error=err, eta=eta)
 
 

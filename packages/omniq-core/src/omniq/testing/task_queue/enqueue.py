@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from omniq.base import BaseTaskQueue
+from omniq.models import Outcome, OutcomeKind, TaskStatus
 from omniq.testing.fixtures import GARBAGE_PAYLOAD, make_task, now_ms
-from omniq.testing.task_queue.kit import LONG, QueueTests, claim_one, error
+from omniq.testing.task_queue.kit import LONG, QueueTests, claim_one, error, token
 
 __all__ = ["EnqueueTests"]
 
@@ -104,3 +105,55 @@ class EnqueueTests(QueueTests):
         claimed = await task_queue.claim_ready(["default"], 10, lease=LONG, worker_id="w1")
         expected = sorted(tasks, key=lambda t: -t.priority)  # stable: FIFO within a priority
         assert [t.id for t in claimed] == [t.id for t in expected]
+
+    async def test_enqueue_of_a_finished_id_replaces_the_task(self, task_queue: BaseTaskQueue) -> None:
+        """The core's ids are fresh, but :meth:`BaseTaskQueue.retry`'s default re-enqueues a finished task's id."""
+        done, cancelled = make_task(queue="a"), make_task(queue="a")
+        await task_queue.enqueue_many([done, cancelled])
+        held = await claim_one(task_queue, "a")
+        assert held.id == done.id
+        failure = error(attempt=1)
+        ended = Outcome(task_id=held.id, lease_token=token(held), kind=OutcomeKind.FAILED, error=failure)
+        assert await task_queue.finish([ended]) == [True]
+        assert await task_queue.cancel(cancelled.id)
+        again = make_task(id=done.id, queue="b", priority=4, payload=b"\x01again")
+        assert await task_queue.enqueue_many([again]) == [done.id]
+        assert await task_queue.enqueue(make_task(id=cancelled.id, queue="a")) == cancelled.id
+        stored = await task_queue.get(done.id)
+        assert stored is not None
+        assert (stored.status, stored.queue, stored.priority, stored.payload) == (
+            TaskStatus.PENDING,
+            "b",
+            4,
+            b"\x01again",
+        )
+        assert (stored.attempts, stored.error, stored.started_at, stored.finished_at, stored.worker_id) == (
+            0,
+            None,
+            None,
+            None,
+            None,
+        )
+        assert (await task_queue.count(), await task_queue.count(queue="a"), await task_queue.count(queue="b")) == (
+            2,
+            1,
+            1,
+        )
+        claimed = await task_queue.claim_ready(["a", "b"], 10, lease=LONG, worker_id="w1")
+        assert sorted((t.id, t.attempts) for t in claimed) == sorted([(done.id, 1), (cancelled.id, 1)])
+
+    async def test_enqueue_of_a_running_id_leaves_the_task(self, task_queue: BaseTaskQueue) -> None:
+        task = make_task()
+        await task_queue.enqueue(task)
+        held = await claim_one(task_queue)
+        assert await task_queue.enqueue(make_task(id=task.id, priority=9)) == task.id
+        assert await task_queue.enqueue_many([make_task(id=task.id, queue="other")]) == [task.id]
+        stored = await task_queue.get(task.id)
+        assert stored is not None
+        assert (stored.status, stored.lease_token, stored.priority, stored.queue) == (
+            TaskStatus.RUNNING,
+            held.lease_token,
+            0,
+            "default",
+        )
+        assert await task_queue.count() == 1

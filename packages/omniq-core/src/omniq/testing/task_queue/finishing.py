@@ -124,3 +124,27 @@ class FinishingTests(QueueTests):
         assert stored is not None and stored.status is TaskStatus.EXPIRED
         assert stored.finished_at is not None and stored.lease_token is None
         assert await task_queue.claim_ready(["default"], 10, lease=LONG, worker_id="w1") == []
+
+    async def test_every_change_moves_updated_at_and_only_a_release_forgets_the_holder(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        await task_queue.enqueue(make_task(max_retries=3))
+        held = await claim_one(task_queue, worker="w-2")
+        assert held.updated_at is not None and held.started_at is not None
+        await anyio.sleep(0.05)  # each step below happens on a later engine millisecond
+        retry = Outcome(task_id=held.id, lease_token=token(held), kind=OutcomeKind.RETRY, error=error())
+        assert await task_queue.finish([retry]) == [True]
+        retried = await task_queue.get(held.id)
+        assert retried is not None and retried.updated_at is not None and retried.updated_at > held.updated_at
+        assert (retried.started_at, retried.worker_id, retried.finished_at) == (held.started_at, "w-2", None)
+        await anyio.sleep(0.05)
+        assert await task_queue.set_paused(held.id, True)
+        paused = await task_queue.get(held.id)
+        assert paused is not None and paused.updated_at is not None and paused.updated_at > retried.updated_at
+        assert await task_queue.set_paused(held.id, False)
+        again = await claim_one(task_queue, worker="w-4")
+        assert (again.worker_id, again.attempts) == ("w-4", 2)
+        release = Outcome(task_id=again.id, lease_token=token(again), kind=OutcomeKind.RELEASE)
+        assert await task_queue.finish([release]) == [True]
+        released = await task_queue.get(held.id)
+        assert released is not None and (released.started_at, released.worker_id, released.attempts) == (None, None, 1)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from omniq.base import BaseTaskQueue
-from omniq.models import TaskStatus
+from omniq.models import TaskStatus, new_id
+from omniq.testing.fixtures import make_task, now_ms
 from omniq.testing.task_queue.kit import LONG, QueueTests, populate
 
 __all__ = ["ListingTests"]
@@ -11,6 +14,19 @@ __all__ = ["ListingTests"]
 
 class ListingTests(QueueTests):
     """``list`` (newest first, limit and offset), ``count`` and ``purge``, filtered by status and queue."""
+
+    async def test_list_orders_by_created_at_then_id_descending(self, task_queue: BaseTaskQueue) -> None:
+        """``list_page``'s order, whatever the enqueue order: equal ``created_at`` by id, highest first."""
+        moment = now_ms(-10)
+        ids = sorted(new_id() for _ in range(6))
+        tied = [make_task(id=ids[i], created_at=moment) for i in (3, 0, 5, 1, 4, 2)]
+        older = make_task(created_at=moment - timedelta(seconds=1))
+        newer = make_task(created_at=moment + timedelta(seconds=1))
+        await task_queue.enqueue_many([older, *tied[:3], newer])
+        await task_queue.enqueue_many(tied[3:])
+        expected = [newer.id, *reversed(ids), older.id]
+        assert [t.id for t in await task_queue.list(limit=100)] == expected
+        assert [t.id for t in await task_queue.list(limit=3, offset=2)] == expected[2:5]
 
     async def test_list_filters_newest_first_with_limit_and_offset(self, task_queue: BaseTaskQueue) -> None:
         ids = await populate(task_queue)

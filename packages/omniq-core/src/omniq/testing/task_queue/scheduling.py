@@ -9,7 +9,7 @@ import pytest
 
 from omniq.base import BaseTaskQueue
 from omniq.models import Outcome, OutcomeKind, utcnow
-from omniq.testing.fixtures import make_task, now_ms
+from omniq.testing.fixtures import CLOCK_SKEW, make_task, now_ms
 from omniq.testing.task_queue.kit import LONG, QueueTests, claim_one, error, token
 
 __all__ = ["SchedulingTests"]
@@ -26,7 +26,7 @@ class SchedulingTests(QueueTests):
         with anyio.fail_after(10):
             claimed = await task_queue.claim(["default"], 10, lease=LONG, worker_id="w1", wait=9)
         assert [t.id for t in claimed] == [soon.id]
-        assert utcnow() >= soon.eta - timedelta(seconds=0.1)  # type: ignore[operator]
+        assert utcnow() >= soon.eta - timedelta(seconds=CLOCK_SKEW)  # type: ignore[operator]  # claimed at its eta
         assert await task_queue.claim_ready(["default"], 10, lease=LONG, worker_id="w1") == []
 
     @pytest.mark.parametrize("queues", [["default"], ["default", "other"]], ids=["one-queue", "two-queues"])

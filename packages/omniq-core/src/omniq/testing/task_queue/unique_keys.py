@@ -1,4 +1,4 @@
-"""Unique keys: one live task per key; a fresh task once the holder is done."""
+"""Unique keys: one live task per key in the whole store (every queue); a fresh task once the holder is done."""
 
 from __future__ import annotations
 
@@ -50,3 +50,13 @@ class UniqueKeyTests(QueueTests):
         assert await task_queue.enqueue(second) == second.id != first.id
         assert await task_queue.enqueue(make_task(unique_key="nightly")) == second.id
         assert await task_queue.count() == 2
+
+    async def test_a_unique_key_holds_across_queues(self, task_queue: BaseTaskQueue) -> None:
+        """The scope of a key is the store (a prefix, a schema, a file, a directory), not a queue."""
+        first = make_task(queue="mail", unique_key="report")
+        assert await task_queue.enqueue(first) == first.id
+        assert await task_queue.enqueue(make_task(queue="sms", unique_key="report")) == first.id
+        assert await task_queue.enqueue_many([make_task(queue="sms", unique_key="report")]) == [first.id]
+        await claim_one(task_queue, "mail")
+        assert await task_queue.enqueue(make_task(queue="sms", unique_key="report")) == first.id
+        assert (await task_queue.count(), await task_queue.count(queue="sms")) == (1, 0)
