@@ -86,6 +86,8 @@ async def test_bad_limits_fail_at_enqueue_and_store_nothing() -> None:
             await app.enqueue(job, 1, limit_key="k")
         with pytest.raises(ConfigurationError, match="limit_key gave"):
             await job.options(concurrency_limit=1, limit_key=lambda n: n).enqueue(1)
+        with pytest.raises(ConfigurationError, match="limit_key could not be called with the task's arguments"):
+            await job.options(concurrency_limit=1, limit_key=lambda: "k").enqueue(1)
         assert await app.count_tasks() == 0
 
 

@@ -162,12 +162,25 @@ def limit_key_of(
 ) -> str | None:
     """The per-key part of a limit for one call: ``limit_key`` itself, or its value for the call's arguments.
 
+    The callable is called as the task is, ``limit_key(*args, **kwargs)``, so it takes the
+    task's parameters (``lambda customer, report: customer``).
+
     Raises:
-        ConfigurationError: the key (or what the callable returned) is not a non-empty string.
+        ConfigurationError: the key (or what the callable returned) is not a non-empty string,
+            or the callable does not accept the call's arguments (nothing is enqueued).
     """
     if limit_key is None:
         return None
-    value = limit_key(*args, **kwargs) if callable(limit_key) else limit_key
+    if callable(limit_key):
+        try:
+            value = limit_key(*args, **kwargs)
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"limit_key could not be called with the task's arguments ({exc}): it is called as the "
+                f"task is, with {len(args)} positional and {sorted(kwargs)} keyword arguments; nothing was enqueued"
+            ) from exc
+    else:
+        value = limit_key
     if not isinstance(value, str) or not value:
         raise ConfigurationError(
             f"limit_key gave {type(value).__name__} {value!r}: expected a non-empty string"
