@@ -94,6 +94,36 @@ def test_status_inspect_and_purge(tmp_path: Path) -> None:
     assert run.returncode == 0 and "purged 1 task(s)" in run.stdout
 
 
+def test_log_level_is_accepted_before_and_after_the_command(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    for args in (["--log-level", "WARNING", "status"], ["status", "--log-level", "WARNING"]):
+        run = omniq(*args, env=env)
+        assert run.returncode == 0, (args, run.stderr)
+    run = omniq("queues", "pause", "default", "--log-level", "DEBUG", env=env)  # a command's command too
+    assert run.returncode == 0 and "paused default" in run.stdout, run.stderr
+    bad = omniq("status", "--log-level", "LOUD", env=env)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_a_closed_pipe_ends_the_output_quietly(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    with OmniQ(Settings(base_dir=tmp_path / "data")) as app:
+        app.enqueue_many("some.task", [(i,) for i in range(2000)])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "omniq", "tasks", "--limit", "2000"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline()  # the header: then the reader goes away, as `| head -1` does
+    process.stdout.close()
+    with process.stderr:
+        stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

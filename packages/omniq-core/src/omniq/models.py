@@ -95,7 +95,7 @@ class TaskError(msgspec.Struct, kw_only=True):
 
     Attributes:
         type: exception class name (``"ZeroDivisionError"``) or an OmniQ
-            reason (``"LeaseExpired"``, ``"UnknownTask"``, ``"DependencyFailed"``).
+            reason (``"LeaseExpired"``, ``"UnknownTaskError"``, ``"DependencyFailed"``).
         message: ``str(exc)``.
         traceback: formatted traceback, empty when there is none.
         attempt: the attempt (1-based) that failed.

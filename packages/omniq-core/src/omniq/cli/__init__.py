@@ -53,11 +53,28 @@ __all__ = ["load_app", "main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omniq", description="OmniQ task queue")
     parser.add_argument("--version", action=backends.VersionAction)
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: $OMNIQ_LOG_LEVEL or INFO)")
+    parser.add_argument("--log-level", default=None, help=_LOG_LEVEL_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (worker, backends, tasks, operations, schedules, dashboard):
         group.register(sub)
+    _log_level_everywhere(parser)
     return parser
+
+
+_LOG_LEVEL_HELP = "DEBUG, INFO, WARNING (default: $OMNIQ_LOG_LEVEL or INFO)"
+
+
+def _log_level_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--log-level`` after any command too (``omniq worker APP --log-level INFO``), not only before it.
+
+    A command's own copy has no default, so it never overwrites one given before the command.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                if "--log-level" not in command._option_string_actions:
+                    command.add_argument("--log-level", default=argparse.SUPPRESS, help=_LOG_LEVEL_HELP)
+                _log_level_everywhere(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,3 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`omniq status | head`): no traceback; the rest of the output goes nowhere
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # as a shell reports a process ended by SIGPIPE

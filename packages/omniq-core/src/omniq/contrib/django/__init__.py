@@ -32,7 +32,7 @@ How the two models meet:
   ``app = worker_app("emails")``). It runs a Django task it has not seen only
   if the task's module belongs to an installed app (``INSTALLED_APPS``), so
   ``enqueue`` refuses a task from elsewhere; any other name is OmniQ's
-  recorded ``UnknownTask`` error, never an import.
+  recorded ``UnknownTaskError`` error, never an import.
 * **The mapping.** ``queue_name`` -> ``queue`` (validated against ``QUEUES``
   by Django); ``priority`` -> ``priority`` (both: higher runs first);
   ``run_after`` -> ``eta``; result id = OmniQ task id. OmniQ's PENDING is
