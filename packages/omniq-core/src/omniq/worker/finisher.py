@@ -13,6 +13,13 @@ accepted. A failure is sorted by cause:
   alone is dropped after ``MAX_FINISH_FAILURES`` tries (logged): its lease
   expires and recovery takes over, so it never holds back the others or
   keeps the worker busy for ever.
+
+Results written after the queue's finish (a result storage on another engine,
+not fused) whose write fails for an outage are kept, not sent through
+``finish`` again (the queue, having accepted those outcomes, would refuse
+them): they go with the next batch's results, or on their own every
+``RESULT_RETRY_SECONDS`` while no batch comes, at most
+``MAX_UNWRITTEN_RESULTS`` of them (the oldest are dropped, logged).
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ logger = logging.getLogger("omniq.worker")
 MAX_ERROR_BACKOFF = 5.0
 #: times one task's outcome may fail to be recorded on its own (not an outage) before it is dropped.
 MAX_FINISH_FAILURES = 3
+#: how often results whose write failed are tried again while no batch of outcomes comes.
+RESULT_RETRY_SECONDS = 1.0
+#: results kept for another try while the result storage is away (beyond: the oldest are dropped).
+MAX_UNWRITTEN_RESULTS = 10_000
 #: errors that mean the engine is away (retry the same call later), not that a record is bad.
 _TRANSIENT = (OSError, TimeoutError)  # BackendUnavailableError is a ConnectionError, an OSError
 
@@ -68,6 +79,7 @@ class Finisher:
         # holder of its concurrency limit leaves), so burst mode's empty claim must begin after it.
         self.recorded_at = utcnow()
         self._failures: dict[str, int] = {}  # task id -> times its outcome alone failed to be recorded
+        self.unwritten: list[TaskResult] = []  # accepted outcomes' results the result storage could not take yet
 
     @property
     def idle(self) -> bool:
@@ -82,7 +94,11 @@ class Finisher:
     async def run(self) -> None:
         """Record outcomes as they come, for ever (the pool cancels it once it has flushed the last ones)."""
         while True:
-            await self._ready.wait()
+            if self.unwritten:
+                with anyio.move_on_after(RESULT_RETRY_SECONDS):
+                    await self._ready.wait()
+            else:
+                await self._ready.wait()
             self._ready = anyio.Event()
             await self.flush()
 
@@ -119,6 +135,9 @@ class Finisher:
                     await anyio.sleep(delay)
             finally:
                 self.finishing -= 1
+        if self.unwritten:
+            with anyio.CancelScope(shield=True):
+                await self._write_results([])
 
     async def _finish_one_by_one(self, batch: list[_Item]) -> tuple[list[_Item], Exception | None]:
         """Finish each outcome alone; return those to try again (all the rest after an outage) and the last error."""
@@ -197,9 +216,36 @@ class Finisher:
             )
             if observed:
                 self._notify(task, outcome, event_type)
-        if results and fused is None:
-            await app.result_storage.set_many(results)
+        if (results or self.unwritten) and fused is None:
+            await self._write_results(results)
         app.record_events(events)
+
+    async def _write_results(self, results: list[TaskResult]) -> None:
+        """Write ``results`` (of outcomes the queue accepted) and those an earlier write failed to; keep them on an outage."""
+        pending = [*self.unwritten, *results] if self.unwritten else results
+        try:
+            await self.app.result_storage.set_many(pending)
+        except _TRANSIENT as exc:
+            dropped = len(pending) - MAX_UNWRITTEN_RESULTS
+            if dropped > 0:
+                logger.error("the result storage is away: %d result(s) dropped, the oldest (%s)", dropped, exc)
+            self.unwritten = pending[-MAX_UNWRITTEN_RESULTS:]
+            logger.warning(
+                "writing %d result(s) failed (%s); kept, tried again in %.1f s or with the next batch",
+                len(self.unwritten),
+                exc,
+                RESULT_RETRY_SECONDS,
+            )
+        except Exception as exc:  # a result the storage refuses: the same write would fail again
+            self.unwritten = []
+            logger.error(
+                "%d result(s) could not be written (%s); dropped: their tasks read as finished without a value (%s)",
+                len(pending),
+                exc,
+                ", ".join(result.task_id for result in pending[:10]),
+            )
+        else:
+            self.unwritten = []
 
     def _notify(self, task: Task, outcome: Outcome, event_type: EventType) -> None:
         """Report an accepted outcome to the observers (through the lifecycle seam)."""
