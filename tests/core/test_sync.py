@@ -117,3 +117,23 @@ def test_from_env_builds_sync_and_async_apps(monkeypatch: pytest.MonkeyPatch) ->
     finally:
         app.close()
     assert AsyncOmniQ().settings == Settings.load()
+
+
+def _triple(x: int) -> int:
+    return 3 * x
+
+
+def test_a_sync_handle_of_another_app_registers_and_enqueues_as_its_function() -> None:
+    with OmniQ(backend="memory", url="sync-handle-origin") as origin:
+        handle = origin.task(_triple)
+
+        async def main() -> None:
+            async with AsyncOmniQ(backend="memory", url="sync-handle-other") as other:
+                registered = other.register(handle)
+                assert registered.func is _triple and registered.name == handle.name
+                task_id = await other.enqueue(handle, 5)  # by the handle: no "different function" error
+                await other.worker(burst=True).start()
+                result = await other.get_result(task_id, wait=True, timeout=10)
+                assert result is not None and result.result == 15
+
+        anyio.run(main)

@@ -173,6 +173,15 @@ class BoundTask(Generic[P]):
         return self._task.app.enqueue_call(self._task.name, args, kwargs, self._options)
 
 
+def _async_handle(func: Any) -> Any:
+    """The :class:`TaskFunction` behind a sync app's handle (``OmniQ.task``'s, which wraps one), else ``func``.
+
+    So a handle made by another app, sync or async, registers and enqueues as its function does.
+    """
+    handle = getattr(func, "handle", None)
+    return handle if isinstance(handle, TaskFunction) else func
+
+
 class TaskRegistry:
     """The tasks an app knows by name: those registered, and those it may import from ``allowed_modules``."""
 
@@ -189,6 +198,7 @@ class TaskRegistry:
         retry_policy: RetryPolicy = RETRY_EVERYTHING,
     ) -> TaskFunction[Any, Any]:
         """Register ``func`` under ``name`` (default ``module.qualname``) and return its handle."""
+        func = _async_handle(func)
         if isinstance(func, TaskFunction):
             func = func.func
         key = name or task_name(func)
@@ -239,6 +249,7 @@ class TaskRegistry:
         if isinstance(func, str):
             handle = self.functions.get(func)
             return func, handle.default_options if handle else EnqueueOptions()
+        func = _async_handle(func)
         if isinstance(func, TaskFunction):
             return func.name, func.default_options
         handle = self.functions.get(task_name(func))
