@@ -173,7 +173,7 @@ class BoundTask(Generic[P]):
         return self._task.app.enqueue_call(self._task.name, args, kwargs, self._options)
 
 
-def _async_handle(func: Any) -> Any:
+def _async_handle(func: Callable[..., Any]) -> Callable[..., Any]:
     """The :class:`TaskFunction` behind a sync app's handle (``OmniQ.task``'s, which wraps one), else ``func``.
 
     So a handle made by another app, sync or async, registers and enqueues as its function does.
