@@ -1,15 +1,28 @@
-"""The sync API's event loop: a thread running a blocking portal, and what a fork does to it."""
+"""The sync API's event loop: a thread running a blocking portal, and what a fork does to it.
+
+A call of a coroutine function goes to the loop with ``asyncio.run_coroutine_threadsafe``:
+one task and one hand-off each way. anyio's ``BlockingPortal.call`` first waits for the
+loop to spawn a task in its task group (a hand-off and back), then for the task: measured
+here (sync ``enqueue`` in a loop, 3 rounds of 3,000, while the test suite ran beside it),
+SQLite 3,300-3,800 calls/s through the portal against 4,800-5,400 directly, Redis
+2,300-4,100 against 3,350-3,500. The portal stays for the rest (sync callables, stopping).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
+from typing import TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
 
 __all__ = ["Portal"]
+
+_T = TypeVar("_T")
 
 
 class Portal:
@@ -32,6 +45,7 @@ class Portal:
 
         async def serve() -> None:
             async with BlockingPortal() as portal:
+                self._loop = asyncio.get_running_loop()
                 started.set_result(portal)
                 await portal.sleep_until_stopped()
 
@@ -58,6 +72,14 @@ class Portal:
             self._lock = threading.Lock()  # the parent's may have been held at the fork
             self._start()
         return self._portal
+
+    def run(self, coroutine_function: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``coroutine_function()`` on the loop and wait for its result (its exception is raised here)."""
+        self.portal  # noqa: B018 - starts a portal of this process's own in a forked child
+        coroutine = coroutine_function()
+        assert asyncio.iscoroutine(coroutine)
+        result: _T = asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        return result
 
     def close(self) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ from plain scripts and from threads while another event loop is running.
 from __future__ import annotations
 
 import functools
+import inspect
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -70,6 +71,8 @@ class OmniQ:
     def _call(self, func: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:
         if self._portal.closed:
             raise RuntimeError("this OmniQ is closed")
+        if inspect.iscoroutinefunction(func):
+            return self._portal.run(functools.partial(func, *args, **kwargs))
         return self._portal.portal.call(functools.partial(func, *args, **kwargs))
 
     @classmethod
