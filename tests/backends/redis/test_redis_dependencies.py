@@ -72,7 +72,10 @@ async def test_the_dependants_set_lives_while_its_task_does_not_end(queue, raw, 
     await queue.enqueue_many([dep, *children])
     qk = keys.QueueKeys(prefix, "default")
     key = dependants_key(prefix, "default", dep.id)
-    assert {member.decode() for member in await raw.smembers(key)} == {c.id for c in children}
+    # "<dependant id>@<its generation>", the generation in the dependant's hash (keys.DEPENDANT_GENERATION)
+    generations = {c.id: (await raw.hget(qk.task(c.id), "dg")).decode() for c in children}
+    assert {member.decode() for member in await raw.smembers(key)} == {f"{i}@{g}" for i, g in generations.items()}
+    assert len(set(generations.values())) == 3
     assert await raw.hget(qk.task(dep.id), "dn") == b"1"
     assert [await raw.hget(qk.task(c.id), "wt") for c in children] == [b"1"] * 3
     [claimed] = await claim(queue)

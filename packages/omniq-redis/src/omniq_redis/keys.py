@@ -56,12 +56,16 @@ TASK = "t"
 #: that reached SUCCEEDED or FAILED in that minute, INCRBY'd once per finish batch, expiring after
 #: DONE_TTL (queue_stats reads the last hour's).
 DONE = "done"
-#: prefix of the dependants sets "{P:q}:dep:<id>": ids of the tasks waiting on task <id> of queue q
-#: (``Task.waiting``), added by the enqueue that finds <id> stored and not terminal, deleted (after
+#: prefix of the dependants sets "{P:q}:dep:<id>": "<dependant id>@<its generation>" of the tasks waiting
+#: on task <id> of queue q (``Task.waiting``), added by the enqueue that finds <id> stored and not terminal, deleted (after
 #: one decrement each) by the step that ends or deletes <id>. It exists only while its task carries
 #: the hash field dn, which the finish, cancel, recover and purge scripts read in the HMGET they
 #: already do: a task nobody waits on costs them nothing more.
 DEPENDANTS = "dep"
+#: counter "{P}:depgen": a generation number for each task stored with depends_on (its hash field dg),
+#: named in its registrations, so that one left by an earlier task of the same id (ended, then
+#: replaced by an enqueue of its id) is told apart from the task stored now and lowers nothing.
+DEPENDANT_GENERATION = "depgen"
 
 # -- global keys: "{P}:<suffix>" -------------------------------------------------------------------
 
@@ -108,7 +112,8 @@ TASK_FIELDS = ("b", "s", "e", "p", "a", "k", "l", "w", "sa", "fa", "ua", "er", "
 # uk unique key, rm the task's member in READY. A task with limits (and only such a task) also has
 # lk its Limits.key, lc concurrency, lr rate per second, lb burst ('' for None), and while parked
 # by flow control hd "1" (held for a concurrency slot) or rr "1" (its rate slot is reserved). A task
-# some other task waits on has dn "1" (its DEPENDANTS set exists) until it ends or is deleted.
+# some other task waits on has dn "1" (its DEPENDANTS set exists) until it ends or is deleted; a task
+# stored with depends_on has dg, its generation (DEPENDANT_GENERATION).
 
 #: seconds a completion counter lives: the hour queue_stats shows, and a margin.
 DONE_TTL = 3900

@@ -166,18 +166,21 @@ end
 -- member, due at its eta or created_at, as enqueue would have put it) and its wake-up tokens are
 -- added to wake[its tag], for the caller to signal once per queue. A dependant deleted meanwhile has
 -- no index entry and is skipped; one cancelled is counted down all the same, so a retry of it waits
--- only for what is left. Callers call this only when h has 'dn', read in the HMGET they already do.
+-- only for what is left; a registration of another generation than the dependant's dg (left by an
+-- earlier task of its id, since replaced) is skipped. Callers call this only when h has 'dn', read in the HMGET they already do.
 -- The set and the mark go: a task ends once (a retried one collects new dependants afresh).
 local function release_dependants(tag, id, h, now, wake)
   local set = tag .. ':$DEPENDANTS:' .. id
-  for _, did in ipairs(redis.call('SMEMBERS', set)) do
+  for _, member in ipairs(redis.call('SMEMBERS', set)) do
+    local did, g = string.match(member, '^(.*)@(%d+)$$')
+    if not did then did = member end  -- (a registration without a generation)
     local dq = redis.call('HGET', IDX, did)
     if dq then
       local dtag = qtag(dq)
       local dh = dtag .. ':$TASK:' .. did
-      local f = redis.call('HMGET', dh, 'wt', 's', 'p', 'rm', 'pr', 'e', 'c')
+      local f = redis.call('HMGET', dh, 'wt', 's', 'p', 'rm', 'pr', 'e', 'c', 'dg')
       local wt = tonumber(f[1])
-      if wt and wt > 0 then
+      if wt and wt > 0 and f[8] == g then  -- (another generation: an earlier task of that id registered)
         redis.call('HSET', dh, 'wt', wt - 1)
         if wt == 1 and f[2] == 'pending' and f[3] ~= '1' then
           local t = tonumber(f[7])

@@ -34,9 +34,9 @@ local function finished(id)
   end
   return nil
 end
--- register task id as waiting on those of deps that are stored and not terminal; how many. Runs
--- before the task's own hash is written, so a task listing itself does not wait on itself.
-local function wait_on(id, deps)
+-- register task id (generation g) as waiting on those of deps that are stored and not terminal; how
+-- many. Runs before the task's own hash is written, so a task listing itself does not wait on itself.
+local function wait_on(id, g, deps)
   local n = 0
   for _, dep in ipairs(deps) do
     local dq = redis.call('HGET', IDX, dep)
@@ -45,7 +45,7 @@ local function wait_on(id, deps)
       local dh = dtag .. ':$TASK:' .. dep
       local s = redis.call('HGET', dh, 's')
       if s == 'pending' or s == 'running' then
-        redis.call('SADD', dtag .. ':$DEPENDANTS:' .. dep, id)
+        redis.call('SADD', dtag .. ':$DEPENDANTS:' .. dep, id .. '@' .. g)
         redis.call('HSET', dh, 'dn', '1')
         n = n + 1
       end
@@ -84,9 +84,14 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
   if not dup then
     local h = tag .. ':$TASK:' .. id
     local wt = 0
-    if deps then wt = wait_on(id, deps) end
+    local g = nil
+    if deps then
+      g = redis.call('INCR', '{' .. P .. '}:$DEPGEN')
+      wt = wait_on(id, g, deps)
+    end
     redis.call('HSET', h, 'b', blob, 's', 'pending', 'c', c, 'pr', pr, 'mr', mr, 'rm', rm)
     if wt > 0 then redis.call('HSET', h, 'wt', wt) end
+    if g then redis.call('HSET', h, 'dg', g) end
     if uk ~= '' then
       redis.call('HSET', UNIQ, uk, id)
       redis.call('HSET', h, 'uk', uk)

@@ -49,6 +49,7 @@ _NAMES = {
     "TASK": keys.TASK,
     "DONE": keys.DONE,
     "DEPENDANTS": keys.DEPENDANTS,
+    "DEPGEN": keys.DEPENDANT_GENERATION,
     "DONE_TTL": str(keys.DONE_TTL),
     "WORKERS": keys.WORKERS,
     "WORKER_EXPIRY": keys.WORKER_EXPIRY,

@@ -108,7 +108,6 @@ cancels or purges them.
 from __future__ import annotations
 
 import zlib
-from collections import Counter
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -118,7 +117,7 @@ from omniq.backends.file import layout
 from omniq.models import TERMINAL_STATUSES, encode_task, new_id
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Collection, Iterable, Sequence
 
     from omniq.backends.file.task_files import Taken, TaskFiles
     from omniq.models import Task
@@ -219,16 +218,17 @@ class Counting:
         for task_id, candidates in self.waiting:
             for dep, where in candidates:
                 by_dep.setdefault(dep, (where, []))[1].append(task_id)
-        owed: Counter[str] = Counter()
+        owed: dict[str, list[str]] = {}  # dependant -> its dependencies that ended meanwhile
         for dep, (where, dependants) in by_dep.items():  # one append per dependency: a fan-out is one line each
             with files.store.lock(layout.task_lock(dep)):
                 if _live(files, dep, where):
                     files.store.append(layout.dependants_file(dep), encode_ids(dependants))
                 else:
-                    owed.update(dependants)
-        for task_id, count in owed.items():  # after the dependency's lock: never two task locks at once
+                    for task_id in dependants:
+                        owed.setdefault(task_id, []).append(dep)
+        for task_id, deps in owed.items():  # after the dependency's lock: never two task locks at once
             with files.store.lock(layout.task_lock(task_id)):
-                lower(files, task_id, count)
+                lower(files, task_id, deps)
 
     def close(self) -> None:
         """Delete the batch's journal (after the caller flushed the batch)."""
@@ -249,8 +249,11 @@ def _live(files: TaskFiles, dep: str, where: str | None) -> bool:
 # -- lowering -----------------------------------------------------------------------------------------
 
 
-def lower(files: TaskFiles, task_id: str, by: int) -> bool:
-    """Lower a dependant's ``waiting`` by ``by`` (under its lock); True when it became claimable.
+def lower(files: TaskFiles, task_id: str, ended: Collection[str]) -> bool:
+    """Lower a dependant's ``waiting`` for the dependencies in ``ended`` (under its lock); True when it became claimable.
+
+    Only those the task stored now depends on count, each once: a registration left by an earlier
+    task of the same id (ended, then replaced by an enqueue of its id) lowers nothing.
 
     At 0 the task moves from ``waiting/`` to its queue folder (or to
     ``paused/``), renamed first and rewritten second like every move; a
@@ -262,9 +265,13 @@ def lower(files: TaskFiles, task_id: str, by: int) -> bool:
     if found is None:
         # Not waiting: ready already (repaired), gone, or ended while waiting. A cancelled
         # dependant keeps counting down, so that a retry finds its count right.
-        ended = files.read(layout.task_file(layout.DONE_DIR, task_id), layout.DONE_DIR, salvage=True)
-        if ended is not None and ended.task.waiting > 0:
-            store.write(ended.path, encode_task(_replace(ended.task, waiting=max(ended.task.waiting - by, 0))))
+        done = files.read(layout.task_file(layout.DONE_DIR, task_id), layout.DONE_DIR, salvage=True)
+        if done is not None and done.task.waiting > 0:
+            by = _counted(done.task, ended)
+            store.write(done.path, encode_task(_replace(done.task, waiting=max(done.task.waiting - by, 0))))
+        return False
+    by = _counted(found.task, ended)
+    if not by:
         return False
     task = _replace(found.task, waiting=max(found.task.waiting - by, 0))
     if task.waiting:
@@ -272,6 +279,11 @@ def lower(files: TaskFiles, task_id: str, by: int) -> bool:
         return False
     files.move(found, task, [], [])
     return not task.paused
+
+
+def _counted(task: Task, ended: Collection[str]) -> int:
+    """How many of the distinct dependencies in ``ended`` ``task`` depends on."""
+    return sum(1 for dep in set(ended) if dep in task.depends_on)
 
 
 def release(files: TaskFiles, ended: Sequence[Taken]) -> bool:
@@ -283,15 +295,16 @@ def release(files: TaskFiles, ended: Sequence[Taken]) -> bool:
     """
     if not ended:
         return False
-    owed: Counter[str] = Counter()
-    for _, data in ended:
-        owed.update(decode_ids(data))
+    owed: dict[str, list[str]] = {}  # dependant -> the dependencies of ``ended`` it is registered on
+    for _, data, dep in ended:
+        for task_id in decode_ids(data):
+            owed.setdefault(task_id, []).append(dep)
     woke = False
-    for task_id, count in owed.items():
+    for task_id, deps in owed.items():
         with files.store.lock(layout.task_lock(task_id)):
-            woke = lower(files, task_id, count) or woke
+            woke = lower(files, task_id, deps) or woke
     files.store.flush()
-    for journal, _ in ended:
+    for journal, _, _ in ended:
         files.store.unlink(journal)
     return woke
 

@@ -47,8 +47,8 @@ _replace = msgspec.structs.replace
 CLEAR_LEASE: dict[str, Any] = {"lease_token": None, "lease_expires_at": None}
 #: the folders holding one ``<id>.task`` per task, searched in this order.
 _BY_ID = (layout.DONE_DIR, layout.RUNNING_DIR, layout.PAUSED_DIR, layout.WAITING_DIR)
-#: a dependants record taken by a task that ended: ``(journal path, the record's bytes)``.
-Taken = tuple[str, bytes]
+#: a dependants record taken by a task that ended: ``(journal path, the record's bytes, that task's id)``.
+Taken = tuple[str, bytes, str]
 
 
 class Found(msgspec.Struct):
@@ -288,7 +288,7 @@ class TaskFiles:
             return
         journal = layout.journal_file(new_id())
         if self.store.rename(record, journal):
-            ended.append((journal, data))
+            ended.append((journal, data, task_id))
 
     def free_unique(self, freed: Sequence[tuple[str, str]]) -> None:
         """Drop unique markers still naming these tasks (after their task locks are released)."""

@@ -128,10 +128,14 @@ class MemoryStore:
         return waiting
 
     def _release_dependants(self, dep_id: str) -> None:
-        """A dependency ended (or was deleted): one less to wait for, for each task waiting on it."""
-        for task_id in self.dependants.pop(dep_id, ()):
+        """A dependency ended (or was deleted): one less to wait for, for each task waiting on it.
+
+        A registration left by an earlier task of the same id (ended, then replaced by an enqueue of
+        its id) counts only if the task stored now depends on ``dep_id`` too, and once.
+        """
+        for task_id in dict.fromkeys(self.dependants.pop(dep_id, ())):
             task = self.tasks.get(task_id)
-            if task is not None and task.waiting > 0:
+            if task is not None and task.waiting > 0 and dep_id in task.depends_on:
                 self.put(_replace(task, waiting=task.waiting - 1))  # ready (pushed, waking workers) at 0
 
     def remove(self, task: Task) -> None:

@@ -118,6 +118,23 @@ class DependencyTests(QueueTests):
         assert await claim_ids(task_queue, 1) == [children[2].id]
 
     @requires(Capability.DEPENDENCIES)
+    async def test_a_replaced_id_does_not_inherit_the_old_tasks_waits(self, task_queue: BaseTaskQueue) -> None:
+        first, second = make_task(), make_task()
+        child = make_task(depends_on=(first.id,))
+        await task_queue.enqueue_many([first, second, child])
+        assert await task_queue.cancel(child.id)  # it ends while still registered on ``first``
+        again = make_task(id=child.id, depends_on=(second.id,))
+        assert await task_queue.enqueue(again) == child.id  # a terminal id is replaced (see enqueue)
+        assert await waiting_of(task_queue, child.id) == 1
+        claimed = {t.id: t for t in await task_queue.claim_ready(["default"], 10, lease=LONG, worker_id="w1")}
+        assert set(claimed) == {first.id, second.id}
+        assert await task_queue.finish([ended(claimed[first.id])]) == [True]
+        assert await waiting_of(task_queue, child.id) == 1, "the new task does not wait on ``first``"
+        assert await claim_ids(task_queue) == []
+        assert await task_queue.finish([ended(claimed[second.id])]) == [True]
+        assert await claim_ids(task_queue) == [child.id]
+
+    @requires(Capability.DEPENDENCIES)
     async def test_a_waiting_task_is_no_backlog(self, task_queue: BaseTaskQueue) -> None:
         dep = make_task(queue="deps")
         child = make_task(queue="waits", created_at=now_ms(-1000), depends_on=(dep.id,))
