@@ -73,6 +73,32 @@ async def test_a_database_at_version_5_gains_dependencies_and_keeps_its_tasks(ad
         assert await claim_ids(queue) == [child.id]
 
 
+async def test_a_wait_registered_at_version_6_is_released_after_the_upgrade(admin, schema, make_queue, old_database):
+    names = Names(schema)
+    await old_database(6)  # registrations without the dependant's seq
+    dep, child = make_task(), make_task()
+    await admin.execute(
+        f"""INSERT INTO {names.tasks} (id, func, queue, status, ready_at, created_at, has_dependants)
+            VALUES ($1, 'f', 'default', 'pending', now(), $2, true)""",
+        dep.id,
+        dep.created_at,
+    )
+    await admin.execute(
+        f"""INSERT INTO {names.tasks} (id, func, queue, status, ready_at, created_at, depends_on, waiting)
+            VALUES ($1, 'f', 'default', 'pending', 'infinity', $2, $3::jsonb, 1)""",
+        child.id,
+        child.created_at,
+        f'["{dep.id}"]',
+    )
+    await admin.execute(f'INSERT INTO "{schema}".{DEPENDANTS_TABLE} VALUES ($1, $2)', dep.id, child.id)
+    assert await migrate(admin, names) == LATEST_VERSION - 6
+    async with connected(make_queue) as (queue,):
+        assert await claim_ids(queue) == [dep.id]
+        [claimed] = [t for t in await queue.get_many([dep.id]) if t is not None]
+        assert await queue.finish([succeeded(claimed)]) == [True]
+        assert await claim_ids(queue) == [child.id], "a registration without seq is checked by depends_on"
+
+
 # -- the hot path --------------------------------------------------------------------------------------
 
 

@@ -85,6 +85,7 @@ __all__ = [
     "DependencyInserts",
     "WaitingPlan",
     "dependency_migration",
+    "generation_migration",
     "released",
 ]
 
@@ -109,7 +110,6 @@ def dependency_migration(n: Names) -> list[str]:
     """The statements of migration 6: the columns, the registrations' table and the release function."""
     s, tasks = n.q_schema, n.tasks
     dependants = f"{s}.{DEPENDANTS_TABLE}"
-    channel = _literal(n.tasks_channel)
     return [
         # A constant default and a NULL one: no table rewrite.
         f"""ALTER TABLE {tasks} ADD COLUMN IF NOT EXISTS waiting integer NOT NULL DEFAULT 0,
@@ -119,28 +119,65 @@ def dependency_migration(n: Names) -> list[str]:
                 dependency text NOT NULL,
                 dependant  text NOT NULL,
                 PRIMARY KEY (dependency, dependant))""",
-        # p_ended: tasks that just ended or were deleted. The dependants are locked in id order
-        # before the update (see the module). A registration left by an earlier task of the same
-        # id (an id enqueued again) counts only when the task stored now depends on that dependency.
-        # Returns how many dependants became ready.
-        f"""
+        _release_function(n, generations=False),
+    ]
+
+
+def generation_migration(n: Names) -> list[str]:
+    """The statements of migration 7: a registration names its dependant's ``seq``, checked in place of its list.
+
+    A registration left by an earlier task of the same id (ended, then replaced by an enqueue of
+    its id: a new row, a new ``seq``) must not lower the task stored now. Migration 6 told them
+    apart by ``depends_on ? dependency``, which reads the dependant's whole list at every end of a
+    dependency: a fan-in of n members read n lists of n ids. A row written before this migration
+    (no seq) is still checked that way.
+    """
+    return [
+        f"ALTER TABLE {n.q_schema}.{DEPENDANTS_TABLE} ADD COLUMN IF NOT EXISTS dependant_seq bigint",
+        _release_function(n, generations=True),
+    ]
+
+
+def _release_function(n: Names, *, generations: bool) -> str:
+    """``release_dependants(ended)``: migration 6's, or migration 7's, which checks registrations by ``seq``."""
+    s, tasks = n.q_schema, n.tasks
+    dependants = f"{s}.{DEPENDANTS_TABLE}"
+    channel = _literal(n.tasks_channel)
+    if generations:
+        taken = "dependency, dependant, dependant_seq"
+        collect = "array_agg(dependency), array_agg(dependant), array_agg(dependant_seq)"
+        into = "v_deps, v_dependants, v_seqs"
+        edges = "unnest(v_deps, v_dependants, v_seqs) AS e(dependency, dependant, seq)"
+        same_task = "(t.seq = e.seq OR (e.seq IS NULL AND t.depends_on ? e.dependency))"
+    else:
+        taken = "dependency, dependant"
+        collect = "array_agg(dependency), array_agg(dependant)"
+        into = "v_deps, v_dependants"
+        edges = "unnest(v_deps, v_dependants) AS e(dependency, dependant)"
+        same_task = "t.depends_on ? e.dependency"
+    # p_ended: tasks that just ended or were deleted. The dependants are locked in id order
+    # before the update (see the module). A registration left by an earlier task of the same
+    # id (an id enqueued again) counts only when it names the task stored now.
+    # Returns how many dependants became ready.
+    return f"""
         CREATE OR REPLACE FUNCTION {s}.{RELEASE_FN}(p_ended text[]) RETURNS integer
         LANGUAGE plpgsql STRICT AS $$
         DECLARE
             v_deps text[];
             v_dependants text[];
+            v_seqs bigint[];
             v_ready integer;
             v_woken bigint;
         BEGIN
-            WITH d AS (DELETE FROM {dependants} WHERE dependency = ANY (p_ended) RETURNING dependency, dependant)
-            SELECT array_agg(dependency), array_agg(dependant) INTO v_deps, v_dependants FROM d;
+            WITH d AS (DELETE FROM {dependants} WHERE dependency = ANY (p_ended) RETURNING {taken})
+            SELECT {collect} INTO {into} FROM d;
             IF v_deps IS NULL THEN
                 RETURN 0;
             END IF;
             PERFORM 1 FROM {tasks} WHERE id = ANY (v_dependants) AND waiting > 0 ORDER BY id FOR NO KEY UPDATE;
             WITH c AS (SELECT e.dependant AS id, count(*)::integer AS n
-                         FROM unnest(v_deps, v_dependants) AS e(dependency, dependant)
-                         JOIN {tasks} AS t ON t.id = e.dependant AND t.depends_on ? e.dependency
+                         FROM {edges}
+                         JOIN {tasks} AS t ON t.id = e.dependant AND {same_task}
                         GROUP BY e.dependant),
                  u AS (UPDATE {tasks} AS t
                           SET waiting = greatest(t.waiting - c.n, 0),
@@ -154,8 +191,7 @@ def dependency_migration(n: Names) -> list[str]:
                       FROM (SELECT DISTINCT queue FROM u WHERE waiting = 0 AND status = 'pending' AND NOT paused) AS r)
               INTO v_ready, v_woken;
             RETURN v_ready;
-        END $$""",
-    ]
+        END $$"""
 
 
 def released(names: Names, rows: str, ended: str) -> str:
@@ -267,10 +303,14 @@ class DependencyInserts:
               FROM s LEFT JOIN shared USING (id) LEFT JOIN own USING (id)"""
         # Waits until whoever holds the row (shared or not) has finished; rolled back at once.
         self.wait = f"SELECT 1 FROM {tasks} WHERE id = $1 FOR NO KEY UPDATE"
+        # Each names its dependant's seq (migration 7); one an earlier task of the same id left
+        # takes the new seq (the dependant depends on that dependency again).
         self.register = f"""
-            INSERT INTO {names.q_schema}.{DEPENDANTS_TABLE} (dependency, dependant)
-            SELECT * FROM unnest($1::text[], $2::text[])
-            ON CONFLICT DO NOTHING"""
+            INSERT INTO {names.q_schema}.{DEPENDANTS_TABLE} (dependency, dependant, dependant_seq)
+            SELECT e.dependency, e.dependant, t.seq
+              FROM unnest($1::text[], $2::text[]) AS e(dependency, dependant)
+              JOIN {tasks} AS t ON t.id = e.dependant
+            ON CONFLICT (dependency, dependant) DO UPDATE SET dependant_seq = EXCLUDED.dependant_seq"""
         channel = _literal(names.tasks_channel)
         self.correct = f"""
             WITH u AS (

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from omniq.constants import DEFAULT_PREFIX
 from omniq.errors import ConfigurationError
-from omniq_postgres.dependencies import dependency_migration
+from omniq_postgres.dependencies import dependency_migration, generation_migration
 from omniq_postgres.flow import flow_migration
 
 if TYPE_CHECKING:
@@ -277,6 +277,12 @@ def _migration_6(n: Names) -> list[str]:
     return dependency_migration(n)
 
 
+def _migration_7(n: Names) -> list[str]:
+    # Dependencies: registrations name their dependant's seq, so the end of a dependency no longer
+    # reads each dependant's depends_on list (a fan-in's cost was quadratic in its size).
+    return generation_migration(n)
+
+
 #: (version, builder of its statements); append only, never edit a released entry.
 MIGRATIONS = (
     (1, _migration_1),
@@ -285,6 +291,7 @@ MIGRATIONS = (
     (4, _migration_4),
     (5, _migration_5),
     (6, _migration_6),
+    (7, _migration_7),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
