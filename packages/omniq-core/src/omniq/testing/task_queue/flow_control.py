@@ -212,9 +212,16 @@ class FlowControlTests(QueueTests):
                         tg.start_soon(worker, q, n)
         assert len(starts) == total
         starts.sort()
-        for window in (0.25, 0.5, 1.0, 2.0):
-            most = max(sum(1 for t in starts[i:] if t < start + window) for i, start in enumerate(starts))
-            assert most <= rate * window + burst + 1, f"{most} starts in {window} s under {rate}/s, burst {burst}"
+        # The bucket's schedule: the k-th start comes no earlier than (k - burst) / rate after the
+        # first (one start of slack, for where in its interval the first fell). A claimer that falls
+        # behind (a loaded machine) starts its overdue reserved tasks together, as the contract
+        # allows ("at most rate x w + burst in any window of w s, as long as workers claim on
+        # time"); lateness only delays starts, so this bound holds however late the claimers are.
+        for k, start in enumerate(starts):
+            earliest = starts[0] + (k - burst - 1) / rate
+            assert start >= earliest - 0.01, (
+                f"start {k} came {earliest - start:.3f} s early under {rate}/s, burst {burst}"
+            )
         assert starts[-1] - starts[0] >= (total - burst) / rate * 0.9, "the rate limit was not applied"
 
     @requires(Capability.FLOW_CONTROL)
