@@ -72,12 +72,16 @@ class TcpProxy:
             self._server = None
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self._writers.add(client_writer)  # from the start: a stop while the server's side opens resets it too
         try:
             server_reader, server_writer = await asyncio.open_connection(*self._target)
         except OSError:
             client_writer.transport.abort()
             return
-        self._writers |= {client_writer, server_writer}
+        if client_writer not in self._writers:  # dropped (or stopped) meanwhile: so is the server's side
+            server_writer.transport.abort()
+            return
+        self._writers.add(server_writer)
         await asyncio.gather(self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer))
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
