@@ -14,10 +14,11 @@ from pathlib import Path
 
 import anyio
 import pytest
-import redis.asyncio as aioredis
 
 from omniq import AsyncOmniQ, Settings, TaskStatus
 from omniq.testing.faults import TcpProxy
+
+from .conftest import drop_server_data
 
 pytestmark = [pytest.mark.anyio, pytest.mark.servers]
 
@@ -53,10 +54,4 @@ async def test_a_result_written_during_an_outage_arrives_after_it(redis_url: str
                 await worker.stop()
     finally:
         await proxy.stop()
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            doomed = [key async for key in client.scan_iter(match=f"*{prefix}*", count=1000)]
-            if doomed:
-                await client.unlink(*doomed)
-        finally:
-            await client.aclose()
+        await drop_server_data("redis", redis_url, prefix)
