@@ -81,3 +81,26 @@ async def test_an_error_reply_raises_and_keeps_the_connection(queue):
         await queue._run("get", [], ["a", "b"])  # no prefix argument: the script fails, an error reply
     assert lane._protocol is protocol and protocol.transport is not None
     assert await queue.count() == 1
+
+
+async def test_blocking_calls_reuse_their_connection_and_replace_one_the_server_dropped(queue, raw):
+    """The sync API's transport (RedisClient.call_blocking) keeps redis-py's pool safety without its pool."""
+    client = queue._connection.current
+
+    def connection_id() -> int:
+        [reply] = client.call_blocking([("CLIENT", "ID")])
+        return int(reply)
+
+    first = await anyio.to_thread.run_sync(connection_id)
+    assert await anyio.to_thread.run_sync(connection_id) == first  # the idle connection is taken again
+    await raw.client_kill_filter(_id=str(first))
+    with anyio.fail_after(10):
+        while f"id={first} " in (await raw.execute_command("CLIENT", "LIST")).decode():
+            await anyio.sleep(0.05)
+    task = make_task()
+    assert await anyio.to_thread.run_sync(queue.enqueue_blocking, [task]) == [task.id]  # not a dead socket's error
+    assert await queue.get(task.id) is not None
+    assert await anyio.to_thread.run_sync(connection_id) != first
+    [error] = await anyio.to_thread.run_sync(client.call_blocking, [("NOSUCHCOMMAND",)])
+    assert isinstance(error, Exception)  # an error reply is returned, and the connection kept
+    assert await anyio.to_thread.run_sync(connection_id) != first

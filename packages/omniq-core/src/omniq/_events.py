@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from omniq.constants import EVENT_BATCH_SIZE, EVENT_FLUSH_SECONDS
@@ -31,6 +32,11 @@ class EventBuffer:
         self._pending: list[TaskEvent] = []
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
+        # Events added from other threads (the sync API's blocking enqueue): taken in by the loop.
+        self._loop = asyncio.get_running_loop()
+        self._inbox: list[TaskEvent] = []
+        self._inbox_lock = threading.Lock()
+        self._inbox_armed = False  # the loop has been asked to take the inbox in
 
     def add(self, event: TaskEvent) -> None:
         """Queue one event."""
@@ -42,6 +48,34 @@ class EventBuffer:
         if events:
             self._pending.extend(events)
             self._schedule()
+
+    def extend_threadsafe(self, events: list[TaskEvent]) -> None:
+        """Queue events from a thread other than the loop's, without waiting for the loop.
+
+        The loop takes them in one flush period after the first of them: it is
+        woken once per period at most, not once per call (a cross-thread
+        wake-up costs about what the sync enqueue it follows costs).
+        """
+        if not events:
+            return
+        with self._inbox_lock:
+            self._inbox.extend(events)
+            if self._inbox_armed:
+                return
+            self._inbox_armed = True
+        try:
+            self._loop.call_soon_threadsafe(self._loop.call_later, EVENT_FLUSH_SECONDS, self._take_inbox)
+        except RuntimeError:  # the loop is closed: the app is gone, and nothing can write them any more
+            logger.warning("event buffer closed; dropped %d events", len(events))
+
+    def _take_inbox(self) -> None:
+        with self._inbox_lock:
+            events, self._inbox, self._inbox_armed = self._inbox, [], False
+        if events:
+            self._pending.extend(events)
+            if self._timer is not None:
+                self._timer.cancel()
+            self._start_flush()
 
     def _schedule(self) -> None:
         if len(self._pending) >= EVENT_BATCH_SIZE:
@@ -82,6 +116,9 @@ class EventBuffer:
 
     async def flush(self) -> None:
         """Write everything buffered now (used on close and by tests)."""
+        with self._inbox_lock:  # (the armed take then finds it empty)
+            self._pending.extend(self._inbox)
+            self._inbox = []
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

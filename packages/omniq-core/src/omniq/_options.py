@@ -102,6 +102,11 @@ class EnqueueOptions:
         return dataclasses.replace(self, **changes) if changes else self
 
     @classmethod
+    def picked(cls, named: Mapping[str, Any]) -> EnqueueOptions:
+        """The options among an ``enqueue`` method's named parameters (its ``locals()``, taken first thing)."""
+        return cls(**{name: named[name] for name in OPTION_NAMES})
+
+    @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> EnqueueOptions:
         """Build from a dict, rejecting unknown names with a clear error."""
         unknown = set(options) - set(OPTION_NAMES)

@@ -85,25 +85,62 @@ class Producer:
 
         ``connection``: a database connection of the caller's, to enqueue inside its open transaction.
         """
-        handle = self.functions.get(name)
-        task = self.build(name, args, kwargs, options)
-        if handle is not None:
-            handle.check_arguments(args, kwargs, task.payload)
+        task = self._checked(name, args, kwargs, options)
         if self.eager is not None:
             return await self.eager(task)
         components = self.components
         if not components.connected:  # (skips a coroutine per call on the hot path)
             await components.connect()
-        if task.limits is not None:
-            task.limits = self._limits_for(task.limits, options, args, kwargs)
-        if components.lifecycle.task_headers is not None:
-            merge_headers(task, components.lifecycle)
+        self._complete(task, options, args, kwargs)
         if connection is not None:
             return (await self._enqueue_in_transaction([task], connection))[0]
         task_id = await components.task_queue.enqueue(task)
         if task_id == task.id:
             self._after_enqueue([task])
         return task_id
+
+    @property
+    def blocking(self) -> bool:
+        """Whether the ``*_blocking`` methods may run now: connected, not eager, the queue can.
+
+        See :attr:`~omniq.capabilities.Capability.BLOCKING_ENQUEUE`.
+        """
+        components = self.components
+        return (
+            self.eager is None
+            and components.connected
+            and Capability.BLOCKING_ENQUEUE in components.task_queue.capabilities
+        )
+
+    def enqueue_blocking(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions
+    ) -> str:
+        """:meth:`enqueue`, run in the calling thread (a sync caller's, never the loop's); only when :attr:`blocking`.
+
+        The task is stored through the queue's ``enqueue_blocking``; the lifecycle
+        hooks run here too (a tracing hook sees the caller's context), and the
+        event goes to the buffer without waiting for the loop.
+        """
+        task = self._checked(name, args, kwargs, options)
+        self._complete(task, options, args, kwargs)
+        task_id = self.components.task_queue.enqueue_blocking([task])[0]
+        if task_id == task.id:
+            self._after_enqueue([task], threadsafe=True)
+        return task_id
+
+    def enqueue_many_blocking(
+        self, name: str, calls: Iterable[Sequence[Any] | Mapping[str, Any]], options: EnqueueOptions
+    ) -> list[str]:
+        """:meth:`enqueue_many` as :meth:`enqueue_blocking` runs :meth:`enqueue`."""
+        tasks, keys = self._build_many(name, calls, options)
+        self._key_limits(tasks, keys, options)
+        lifecycle = self.components.lifecycle
+        if lifecycle.task_headers is not None:
+            for task in tasks:
+                merge_headers(task, lifecycle)
+        ids = self.components.task_queue.enqueue_blocking(tasks) if tasks else []
+        self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i], threadsafe=True)
+        return ids
 
     async def enqueue_many(
         self,
@@ -118,9 +155,7 @@ class Producer:
             return [await self.eager(task) for task in tasks]
         components = self.components
         await components.connect()
-        if tasks and (limits := tasks[0].limits) is not None:
-            for task, key in zip(tasks, keys, strict=True):
-                task.limits = self._limits_for(limits, options, *key)
+        self._key_limits(tasks, keys, options)
         if connection is not None:
             if components.lifecycle.task_headers is not None:
                 for task in tasks:
@@ -177,6 +212,30 @@ class Producer:
         if task.limits is not None and self.eager is None:
             task.limits = self._limits_for(task.limits, options, args, kwargs)
         return task
+
+    def _checked(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions) -> Task:
+        """The Task record of one call, its arguments checked against the function's signature."""
+        task = self.build(name, args, kwargs, options)
+        handle = self.functions.get(name)
+        if handle is not None:
+            handle.check_arguments(args, kwargs, task.payload)
+        return task
+
+    def _complete(self, task: Task, options: EnqueueOptions, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Make a checked task what is stored: its limits keyed, the lifecycle's headers merged in."""
+        if task.limits is not None:
+            task.limits = self._limits_for(task.limits, options, args, kwargs)
+        lifecycle = self.components.lifecycle
+        if lifecycle.task_headers is not None:
+            merge_headers(task, lifecycle)
+
+    def _key_limits(
+        self, tasks: list[Task], keys: list[tuple[tuple[Any, ...], dict[str, Any]]], options: EnqueueOptions
+    ) -> None:
+        """Key the limits of a batch's tasks (each call's ``limit_key``); see :meth:`_build_many`."""
+        if tasks and (limits := tasks[0].limits) is not None:
+            for task, key in zip(tasks, keys, strict=True):
+                task.limits = self._limits_for(limits, options, *key)
 
     def _limits_for(
         self, limits: Limits, options: EnqueueOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -242,10 +301,14 @@ class Producer:
         self._after_enqueue([t for t, i in zip(tasks, ids, strict=True) if t.id == i], events=False)
         return ids
 
-    def _after_enqueue(self, tasks: Sequence[Task], *, events: bool = True) -> None:
+    def _after_enqueue(self, tasks: Sequence[Task], *, events: bool = True, threadsafe: bool = False) -> None:
+        """Record the stored tasks' events and call the ``task_enqueued`` hooks (``threadsafe``: off the loop)."""
         components = self.components
         if events and components.events is not None:
-            components.events.extend(enqueue_events(tasks))
+            if threadsafe:
+                components.events.extend_threadsafe(enqueue_events(tasks))
+            else:
+                components.events.extend(enqueue_events(tasks))
         notify = components.lifecycle.task_enqueued
         if notify is not None:
             for task in tasks:

@@ -220,26 +220,8 @@ class AsyncOmniQ(OperatorMethods):
         PostgreSQL; a ``sqlite3`` connection to the same file on SQLite): the task is stored in that
         transaction, so a rollback enqueues nothing. Other engines raise :class:`~omniq.NotSupportedError`.
         """
-        options = EnqueueOptions(
-            eta=eta,
-            delay=delay,
-            interval=interval,
-            cron=cron,
-            max_retries=max_retries,
-            timeout=timeout,
-            ttl=ttl,
-            result_ttl=result_ttl,
-            queue=queue,
-            priority=priority,
-            unique_key=unique_key,
-            depends_on=depends_on,
-            rate_limit=rate_limit,
-            rate_burst=rate_burst,
-            concurrency_limit=concurrency_limit,
-            limit_key=limit_key,
-        )
-        name, defaults = self._registry.name_and_defaults(func)
-        return await self._producer.enqueue(name, args, kwargs, defaults.merged(options), connection)
+        name, options = self._resolve_call(func, EnqueueOptions.picked(locals()))
+        return await self._producer.enqueue(name, args, kwargs, options, connection)
 
     async def enqueue_many(
         self,
@@ -256,9 +238,13 @@ class AsyncOmniQ(OperatorMethods):
         mapping of keyword arguments. ``options`` (those of :meth:`enqueue`)
         apply to every call; ``connection`` is :meth:`enqueue`'s.
         """
-        name, defaults = self._registry.name_and_defaults(func)
-        merged = defaults.merged(EnqueueOptions.from_kwargs(options))
+        name, merged = self._resolve_call(func, EnqueueOptions.from_kwargs(options))
         return await self._producer.enqueue_many(name, calls, merged, connection)
+
+    def _resolve_call(self, func: Callable[..., Any] | str, options: EnqueueOptions) -> tuple[str, EnqueueOptions]:
+        """The task name of ``func`` (a callable is registered on the fly) and ``options`` over its defaults."""
+        name, defaults = self._registry.name_and_defaults(func)
+        return name, defaults.merged(options)
 
     def signature(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Signature:
         """``task.s(*args, **kwargs)`` for a task known by name (or a callable): a workflow signature."""

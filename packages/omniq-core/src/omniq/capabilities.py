@@ -48,3 +48,6 @@ class Capability:
     #: step that finishes its last dependency, so a dependant is claimed once, when it can run; without it
     #: the worker claims a dependant, finds a dependency unfinished and puts it back to look again later.
     DEPENDENCIES = "dependencies"
+    #: ``enqueue_blocking``: tasks are stored from a thread with no event loop, in that thread (the sync
+    #: ``OmniQ`` enqueues this way instead of through its loop thread: no hand-off to wait for).
+    BLOCKING_ENQUEUE = "blocking_enqueue"

@@ -7,6 +7,13 @@ threads) stay valid across calls. Every method is one line handing the
 coroutine of the same-named ``AsyncOmniQ`` method to that loop; a test
 checks that the two surfaces keep the same methods and signatures. It works
 from plain scripts and from threads while another event loop is running.
+
+The exception is the request path: ``enqueue``, ``enqueue_many`` and the
+task handles' ``enqueue`` run in the caller's thread when the task queue
+has :attr:`~omniq.capabilities.Capability.BLOCKING_ENQUEUE` (SQLite,
+Redis): the same producer builds the task and the engine runs the same
+statement or script through a blocking transport, so a web request's
+enqueue waits for the engine only, not for two thread hand-offs as well.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from omniq._portal import Portal
 from omniq._sync_handles import SyncTaskFunction, SyncWorkerPool
 from omniq._tasks import TaskFunction
 from omniq.app import AsyncOmniQ
+from omniq.constants import EVENT_BATCH_SIZE
 from omniq.workflows import Signature, SyncWorkflowHandle, Workflow
 
 if TYPE_CHECKING:
@@ -183,29 +191,10 @@ class OmniQ:
         """
         if isinstance(func, SyncTaskFunction):
             func = func.handle
-        return self._call(
-            self.async_app.enqueue,
-            func,
-            *args,
-            eta=eta,
-            delay=delay,
-            interval=interval,
-            cron=cron,
-            max_retries=max_retries,
-            timeout=timeout,
-            ttl=ttl,
-            result_ttl=result_ttl,
-            queue=queue,
-            priority=priority,
-            unique_key=unique_key,
-            depends_on=depends_on,
-            rate_limit=rate_limit,
-            rate_burst=rate_burst,
-            concurrency_limit=concurrency_limit,
-            limit_key=limit_key,
-            connection=connection,
-            **kwargs,
-        )
+        name, options = self.async_app._resolve_call(func, EnqueueOptions.picked(locals()))
+        if connection is not None:
+            return self._call(self.async_app._producer.enqueue, name, args, kwargs, options, connection)
+        return self.enqueue_call(name, args, kwargs, options)
 
     def enqueue_many(
         self,
@@ -219,11 +208,28 @@ class OmniQ:
         """See :meth:`AsyncOmniQ.enqueue_many`."""
         if isinstance(func, SyncTaskFunction):
             func = func.handle
+        if connection is None and self._blocking():
+            name, merged = self.async_app._resolve_call(func, EnqueueOptions.from_kwargs(options))
+            calls = list(calls)
+            if len(calls) < EVENT_BATCH_SIZE:  # larger batches write their events beside the tasks, on the loop
+                return self.async_app._producer.enqueue_many_blocking(name, calls, merged)
         return self._call(self.async_app.enqueue_many, func, calls, connection=connection, **options)
 
     def enqueue_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions) -> str:
         """See :meth:`AsyncOmniQ.enqueue_call` (the seam sync task handles call)."""
+        if self._blocking():
+            return self.async_app._producer.enqueue_blocking(name, args, kwargs, options)
         return self._call(self.async_app.enqueue_call, name, args, kwargs, options)
+
+    def _blocking(self) -> bool:
+        """Whether an enqueue can run in this thread, without the loop (see ``Capability.BLOCKING_ENQUEUE``).
+
+        Not before the app is connected in this process (the first call connects it through
+        the loop; a forked child's first call starts a loop of its own), nor when eager.
+        """
+        if self._portal.closed:
+            raise RuntimeError("this OmniQ is closed")
+        return self._portal.owned and self.async_app._producer.blocking
 
     def get_result(self, task_id: str, wait: bool = False, timeout: float | None = None) -> TaskResult | None:
         """See :meth:`AsyncOmniQ.get_result`."""

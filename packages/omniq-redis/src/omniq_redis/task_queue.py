@@ -85,6 +85,7 @@ class RedisTaskQueue(BaseTaskQueue):
             Capability.FLOW_CONTROL,
             Capability.QUEUE_PAUSE,
             Capability.DEPENDENCIES,
+            Capability.BLOCKING_ENQUEUE,
         }
     )
 
@@ -144,31 +145,65 @@ class RedisTaskQueue(BaseTaskQueue):
 
     async def enqueue(self, task: Task) -> str:
         """Store a PENDING task (or return the id holding its unique key)."""
-        queue = task.queue
-        qk = self._keys(queue)  # validates the queue name
-        register = queue not in self._registered
+        plain = self._plain(task)
         with self._registering():
-            # anything but the plain case takes the general script (dependencies too: it counts them)
-            special = task.unique_key or task.eta or task.paused or task.attempts or task.limits or task.depends_on
-            # the common case has a script of its own (see lua_enqueue.ENQUEUE_ONE); a taken id (rare:
-            # the core's ids are fresh) goes on to the general script, which replaces a finished task
-            task_keys = (self._index_key, qk.task(task.id), qk.pending, qk.ready, qk.signal)
-            if not (register or special) and await self._run("enqueue_one", enqueue_one_args(task), task_keys):
+            if plain is not None and await self._run("enqueue_one", *plain):
                 return task.id
-            args = [self.prefix, queue, enqueue_items([task]), "1" if register else "0"]
-            reply: list[bytes] = await self._run("enqueue", args)
-            self._registered.add(queue)
-            return reply[0].decode()
+            return self._stored(task, await self._run("enqueue", self._general_args(task)))
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
         """Store tasks in one round trip: one script call per queue and per 1,000 tasks."""
         if not tasks:
             return []
-        for task in tasks:
-            self._keys(task.queue)  # validates the queue name
-        calls, order = enqueue_calls(self.prefix, tasks, self._registered, _ENQUEUE_CHUNK)
+        calls, order = self._calls(tasks)
         with self._registering():
             replies = await self._run_many(calls)
+        return self._stored_many(tasks, order, replies)
+
+    def enqueue_blocking(self, tasks: Sequence[Task]) -> list[str]:
+        """:meth:`enqueue_many` in the calling thread: the same scripts, on the connection's blocking client."""
+        if not tasks:
+            return []
+        client = self._connection.current
+        with self._registering(), self._connection.errors():
+            if len(tasks) > 1:
+                calls, order = self._calls(tasks)
+                return self._stored_many(tasks, order, client.run_many_blocking(calls))
+            task = tasks[0]
+            plain = self._plain(task)
+            if plain is not None and client.run_blocking("enqueue_one", *plain):
+                return [task.id]
+            return [self._stored(task, client.run_blocking("enqueue", self._general_args(task)))]
+
+    def _plain(self, task: Task) -> tuple[list[Any], tuple[str, ...]] | None:
+        """The fast script's ARGV and KEYS for the common case (see lua_enqueue.ENQUEUE_ONE), else None.
+
+        The common case: a task of a registered queue with none of the options the
+        general script handles (dependencies too: it counts them). A taken id
+        (rare: the core's ids are fresh) makes the fast script answer 0 and goes on
+        to the general script, which replaces a finished task.
+        """
+        qk = self._keys(task.queue)  # validates the queue name
+        if task.queue not in self._registered or (
+            task.unique_key or task.eta or task.paused or task.attempts or task.limits or task.depends_on
+        ):
+            return None
+        return enqueue_one_args(task), (self._index_key, qk.task(task.id), qk.pending, qk.ready, qk.signal)
+
+    def _general_args(self, task: Task) -> list[Any]:
+        """The general enqueue script's ARGV for one task (registering its queue if need be)."""
+        return [self.prefix, task.queue, enqueue_items([task]), "0" if task.queue in self._registered else "1"]
+
+    def _stored(self, task: Task, reply: list[bytes]) -> str:
+        self._registered.add(task.queue)
+        return reply[0].decode()
+
+    def _calls(self, tasks: Sequence[Task]) -> tuple[list[tuple[str, list[Any]]], list[list[int]]]:
+        for task in tasks:
+            self._keys(task.queue)  # validates the queue name
+        return enqueue_calls(self.prefix, tasks, self._registered, _ENQUEUE_CHUNK)
+
+    def _stored_many(self, tasks: Sequence[Task], order: list[list[int]], replies: list[Any]) -> list[str]:
         self._registered.update(task.queue for task in tasks)
         ids: list[str] = [""] * len(tasks)
         for chunk, reply in zip(order, replies, strict=True):

@@ -205,6 +205,17 @@ class Database:
             self.notify(notify, here=True)
         return result  # type: ignore[no-any-return]
 
+    def write_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """:meth:`write`, run to the end on the calling thread (one with no event loop to return to).
+
+        The sync API's blocking enqueue: the job waits for the connection's
+        lock (while the connection's thread is inside SQLite) and retries while
+        another process writes, exactly as on the connection's thread, with no
+        hand-off to that thread and back.
+        """
+        self._check_open()
+        return self._retrying(partial(_call, fn, args))
+
     def notify(self, kind: str, keys: Iterable[str] | None = None, *, here: bool = False) -> None:
         """Wake local waiters now and hint other processes (call after the commit).
 

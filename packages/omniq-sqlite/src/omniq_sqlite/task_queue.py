@@ -81,6 +81,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
             Capability.QUEUE_PAUSE,
             Capability.TRANSACTIONAL_ENQUEUE,
             Capability.DEPENDENCIES,
+            Capability.BLOCKING_ENQUEUE,
         }
     )
 
@@ -119,6 +120,15 @@ class SQLiteTaskQueue(BaseTaskQueue):
             return await db.write_small(jobs.enqueue_job, rows, notify=WORK)
         ids = await db.write(jobs.enqueue_job, rows)
         db.notify(WORK)
+        return ids
+
+    def enqueue_blocking(self, tasks: Sequence[Task]) -> list[str]:
+        """:meth:`enqueue_many` in the calling thread: the same insert, under the connection's lock."""
+        if not tasks:
+            return []
+        db = self._connection.current
+        ids = db.write_blocking(jobs.enqueue_job, [_task_params(task) for task in tasks])
+        db.notify(WORK, here=True)
         return ids
 
     async def enqueue_in_transaction(

@@ -147,6 +147,26 @@ class BaseTaskQueue(Component):
             f"(no {Capability.TRANSACTIONAL_ENQUEUE!r} capability): nothing was enqueued"
         )
 
+    def enqueue_blocking(self, tasks: Sequence[Task]) -> list[str]:
+        """:meth:`enqueue_many`, run to the end in the calling thread, which runs no event loop.
+
+        Same rules and errors as :meth:`enqueue_many`. Only called after
+        :meth:`connect` (in this process), from any thread but the event
+        loop's, by several threads at once: the method is thread-safe and
+        uses no asyncio object (a driver's blocking client, or the engine's
+        own connection under a lock). It shares the engine's statements or
+        scripts with the async path: only the transport differs. Workers are
+        woken as by :meth:`enqueue_many`.
+
+        Raises:
+            NotSupportedError: the default, for engines without :attr:`Capability.BLOCKING_ENQUEUE`
+                (the sync API then enqueues through its event loop's thread).
+        """
+        raise NotSupportedError(
+            f"the {self.backend_name!r} task queue cannot enqueue without its event loop "
+            f"(no {Capability.BLOCKING_ENQUEUE!r} capability): nothing was enqueued"
+        )
+
     @abstractmethod
     async def claim_ready(self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str) -> list[Task]:
         """Lease up to ``limit`` ready tasks at once, without waiting.

@@ -18,6 +18,7 @@ them all.
 
 from __future__ import annotations
 
+from omniq.testing.task_queue.blocking import BlockingEnqueueTests
 from omniq.testing.task_queue.cancelling import CancelTests
 from omniq.testing.task_queue.claiming import ClaimingTests
 from omniq.testing.task_queue.corrupt_records import CorruptRecordTests
@@ -38,6 +39,7 @@ from omniq.testing.task_queue.waiting import WaitingTests
 from omniq.testing.task_queue.workers import WorkerRegistryTests
 
 __all__ = [
+    "BlockingEnqueueTests",
     "CancelTests",
     "ClaimingTests",
     "CorruptRecordTests",
@@ -89,5 +91,6 @@ class TaskQueueSuite(
     FusedResultTests,
     FusedEventTests,
     TransactionalEnqueueTests,
+    BlockingEnqueueTests,
 ):
     """Every behaviour of the task queue contract, against a real engine: the areas above, in order."""

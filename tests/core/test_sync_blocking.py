@@ -1,0 +1,88 @@
+"""The sync API's request path: on engines with ``Capability.BLOCKING_ENQUEUE`` an enqueue runs in the caller's thread.
+
+Nothing else changes for the caller: the same tasks, events and lifecycle hooks,
+with the hooks now run in the caller's thread (so a tracing hook sees the
+caller's context), and workers woken as by any enqueue.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from omniq import OmniQ, Settings, hookimpl, plugins
+from omniq.capabilities import Capability
+from omniq.models import EventType, TaskStatus
+
+
+class ThreadRecorder:
+    """Notes the thread each producer hook runs in, and stamps it into the task's headers."""
+
+    def __init__(self) -> None:
+        self.enqueued: dict[str, str] = {}
+
+    @hookimpl
+    def omniq_task_headers(self, task: Any) -> dict[str, str]:
+        return {"thread": threading.current_thread().name}
+
+    @hookimpl
+    def omniq_task_enqueued(self, task: Any) -> None:
+        self.enqueued[task.id] = threading.current_thread().name
+
+
+def test_threads_enqueue_through_their_own_calls_and_nothing_is_lost(sqlite_or_redis: Settings) -> None:
+    recorder = ThreadRecorder()
+    plugins.register(recorder, name="test-thread-recorder")
+    ids: dict[str, list[str]] = {}
+    try:
+        with OmniQ(sqlite_or_redis) as app:
+            assert Capability.BLOCKING_ENQUEUE in app.async_app.task_queue.capabilities
+            add = app.task(name="add")(lambda a, b: a + b)
+
+            def produce(name: str, n: int) -> None:
+                mine = [app.enqueue("add", i, 1) for i in range(n)]
+                mine += [add.enqueue(100, i) for i in range(n)]
+                mine += app.enqueue_many("add", [(i, 2) for i in range(n)])
+                ids[name] = mine
+
+            threads = [
+                threading.Thread(target=produce, args=(f"producer-{k}", 10), name=f"producer-{k}") for k in range(4)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert sorted(ids) == [f"producer-{k}" for k in range(4)]
+            app.worker(burst=True, concurrency=8).run()
+            app.flush_events()
+            for name, mine in ids.items():
+                assert len(set(mine)) == 30
+                for task_id in mine:
+                    task = app.get_task(task_id)
+                    assert task is not None and task.status is TaskStatus.SUCCEEDED
+                    assert task.headers == {"thread": name}  # built in the caller's thread ...
+                    assert recorder.enqueued[task_id] == name  # ... and announced there
+                    assert EventType.ENQUEUED in {e.type for e in app.get_events(task_id)}
+            results = [app.get_result(i) for i in ids["producer-0"]]
+            assert [r.result for r in results if r is not None] == [
+                *(i + 1 for i in range(10)),
+                *(100 + i for i in range(10)),
+                *(i + 2 for i in range(10)),
+            ]
+    finally:
+        plugins.get_plugin_manager().unregister(name="test-thread-recorder")
+
+
+def test_an_engine_without_the_capability_enqueues_through_the_loop(make_settings: Any) -> None:
+    recorder = ThreadRecorder()
+    plugins.register(recorder, name="test-thread-recorder")
+    try:
+        with OmniQ(make_settings()) as app:  # the memory engine: its state belongs to the loop
+            assert Capability.BLOCKING_ENQUEUE not in app.async_app.task_queue.capabilities
+            app.register(lambda: 1, name="f")
+            task_id = app.enqueue("f")
+            app.worker(burst=True).run()
+            assert app.get_result(task_id).result == 1  # type: ignore[union-attr]
+    finally:
+        plugins.get_plugin_manager().unregister(name="test-thread-recorder")
+    assert recorder.enqueued[task_id] == "omniq-portal"
