@@ -24,11 +24,16 @@ def sqlite_or_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     if request.param == "sqlite":
         yield Settings(backend="sqlite", base_dir=tmp_path / "data", poll_interval=0.2)
         return
-    import redis
-
     url: str = request.getfixturevalue("redis_url")
     prefix = f"omniq-test-{uuid.uuid4().hex[:12]}"
     yield Settings(backend="redis", url=url, key_prefix=prefix, poll_interval=0.2)
+    drop_redis_keys(url, prefix)
+
+
+def drop_redis_keys(url: str, prefix: str) -> None:
+    """Delete every key of the Redis at ``url`` whose name holds ``prefix`` (a test's namespace)."""
+    import redis
+
     client = redis.Redis.from_url(url)
     try:
         doomed = list(client.scan_iter(match=f"*{prefix}*", count=1000))

@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import drop_redis_keys
 from tests.docs.blocks import DOCS, ENGINES, ROOT, Block, MarkupError, blocks, pages
 from tests.docs.run_page import DONE
 
@@ -120,15 +121,7 @@ def _run(page: Path, runnable: list[Block], urls: dict[str, str], prefix: str, t
 def _drop(engine: str, url: str, prefix: str) -> None:
     """Delete what the page's blocks stored under ``prefix`` on ``engine``."""
     if engine == "redis":
-        import redis
-
-        client = redis.Redis.from_url(url)
-        try:
-            doomed = list(client.scan_iter(match=f"*{prefix}*", count=1000))
-            if doomed:
-                client.unlink(*doomed)
-        finally:
-            client.close()
+        drop_redis_keys(url, prefix)
     elif engine == "postgres":
         import asyncpg
 

@@ -17,7 +17,7 @@ from omniq.base import BaseTaskQueue, Capability
 from omniq.errors import NotSupportedError
 from omniq.models import Task
 from omniq.testing.fixtures import make_task, requires
-from omniq.testing.task_queue.kit import LONG, QueueTests
+from omniq.testing.task_queue.kit import LONG, QueueTests, assert_stored_as
 
 __all__ = ["BlockingEnqueueTests"]
 
@@ -54,10 +54,7 @@ class BlockingEnqueueTests(QueueTests):
         assert await in_thread(task_queue, []) == []
         everything = [t for tasks in batches + singles for t in tasks]
         for task, stored in zip(everything, await task_queue.get_many([t.id for t in everything]), strict=True):
-            assert stored is not None
-            for field in task.__struct_fields__:
-                if field != "updated_at":
-                    assert getattr(stored, field) == getattr(task, field), field
+            assert_stored_as(task, stored)
         claimed = await task_queue.claim_ready(["default"], 50, lease=LONG, worker_id="w1")
         assert sorted(t.id for t in claimed) == sorted(t.id for tasks in batches for t in tasks)
         for tasks in batches:  # each batch in order, within a priority

@@ -7,7 +7,7 @@ from datetime import timedelta
 from omniq.base import BaseTaskQueue
 from omniq.models import Outcome, OutcomeKind, TaskStatus
 from omniq.testing.fixtures import GARBAGE_PAYLOAD, make_task, now_ms
-from omniq.testing.task_queue.kit import LONG, QueueTests, claim_one, error, token
+from omniq.testing.task_queue.kit import LONG, QueueTests, assert_stored_as, claim_one, error, token
 
 __all__ = ["EnqueueTests"]
 
@@ -31,11 +31,8 @@ class EnqueueTests(QueueTests):
         )
         assert await task_queue.enqueue(task) == task.id
         stored = await task_queue.get(task.id)
-        assert stored is not None
-        for field in task.__struct_fields__:
-            if field != "updated_at":
-                assert getattr(stored, field) == getattr(task, field), field
-        assert stored.created_at.utcoffset() == timedelta(0)
+        assert_stored_as(task, stored)
+        assert stored is not None and stored.created_at.utcoffset() == timedelta(0)
 
     async def test_schedule_fields_round_trip(self, task_queue: BaseTaskQueue) -> None:
         by_interval = make_task(interval=90.0, eta=now_ms(90), result_ttl=0.5)
@@ -98,10 +95,7 @@ class EnqueueTests(QueueTests):
         for task in tasks[4:]:
             assert await task_queue.enqueue(task) == task.id
         for task, stored in zip(tasks, await task_queue.get_many([t.id for t in tasks]), strict=True):
-            assert stored is not None
-            for field in task.__struct_fields__:
-                if field != "updated_at":
-                    assert getattr(stored, field) == getattr(task, field), field
+            assert_stored_as(task, stored)
         claimed = await task_queue.claim_ready(["default"], 10, lease=LONG, worker_id="w1")
         expected = sorted(tasks, key=lambda t: -t.priority)  # stable: FIFO within a priority
         assert [t.id for t in claimed] == [t.id for t in expected]

@@ -22,6 +22,7 @@ __all__ = [
     "SHORT",
     "QueueFactory",
     "QueueTests",
+    "assert_stored_as",
     "claim_during",
     "claim_one",
     "error",
@@ -50,6 +51,14 @@ class QueueTests:
         """A connected queue from the backend's factory."""
         async with connected(task_queue_factory) as (queue,):
             yield queue
+
+
+def assert_stored_as(task: Task, stored: Task | None) -> None:
+    """``stored`` (a queue's copy of ``task``, as read back) keeps every field of it but ``updated_at``."""
+    assert stored is not None, f"task {task.id} was not stored"
+    for field in task.__struct_fields__:
+        if field != "updated_at":
+            assert getattr(stored, field) == getattr(task, field), field
 
 
 def error(message: str = "boom", attempt: int = 1) -> TaskError:
