@@ -7,12 +7,14 @@ import socket
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from omniq import Settings
+from tests.conftest import drop_redis_keys
 
 HERE = Path(__file__).parent
 
@@ -86,7 +88,13 @@ def start_worker(app_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
                 process.wait()
 
 
-@pytest.fixture
-def settings(sqlite_or_redis: Settings) -> Settings:
-    """(Web framework tests) settings of a store of this test's own, on SQLite and on Redis."""
-    return sqlite_or_redis
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.servers)])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """(Web framework tests) settings of a store of this test's own: a SQLite directory, or a unique key prefix on Redis (deleted after)."""
+    if request.param == "sqlite":
+        yield Settings(backend="sqlite", base_dir=tmp_path / "data", poll_interval=0.2)
+        return
+    url: str = request.getfixturevalue("redis_url")
+    prefix = f"omniq-test-{uuid.uuid4().hex[:12]}"
+    yield Settings(backend="redis", url=url, key_prefix=prefix, poll_interval=0.2)
+    drop_redis_keys(url, prefix)

@@ -8,11 +8,34 @@ caller's context), and workers woken as by any enqueue.
 from __future__ import annotations
 
 import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+import anyio
+import pytest
 
 from omniq import OmniQ, Settings, hookimpl, plugins
 from omniq.capabilities import Capability
 from omniq.models import EventType, TaskStatus
+
+SERVERS = ("redis", "postgres", "nats")
+
+
+@pytest.fixture(params=["sqlite", *(pytest.param(name, marks=pytest.mark.servers) for name in SERVERS)])
+def blocking_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Settings of a store of this test's own on each engine with ``Capability.BLOCKING_ENQUEUE``."""
+    backend: str = request.param
+    if backend == "sqlite":
+        yield Settings(backend="sqlite", base_dir=tmp_path / "data", poll_interval=0.2)
+        return
+    from tests.faults.conftest import drop_server_data
+
+    url: str = request.getfixturevalue(f"{backend}_url")
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    yield Settings(backend=backend, url=url, key_prefix=prefix, poll_interval=0.2)
+    anyio.run(drop_server_data, backend, url, prefix)
 
 
 class ThreadRecorder:
@@ -30,12 +53,12 @@ class ThreadRecorder:
         self.enqueued[task.id] = threading.current_thread().name
 
 
-def test_threads_enqueue_through_their_own_calls_and_nothing_is_lost(sqlite_or_redis: Settings) -> None:
+def test_threads_enqueue_through_their_own_calls_and_nothing_is_lost(blocking_settings: Settings) -> None:
     recorder = ThreadRecorder()
     plugins.register(recorder, name="test-thread-recorder")
     ids: dict[str, list[str]] = {}
     try:
-        with OmniQ(sqlite_or_redis) as app:
+        with OmniQ(blocking_settings) as app:
             assert Capability.BLOCKING_ENQUEUE in app.async_app.task_queue.capabilities
             add = app.task(name="add")(lambda a, b: a + b)
 

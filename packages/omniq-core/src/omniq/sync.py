@@ -11,13 +11,15 @@ from plain scripts and from threads while another event loop is running.
 The exception is the request path: ``enqueue``, ``enqueue_many`` and the
 task handles' ``enqueue`` run in the caller's thread when the task queue
 has :attr:`~omniq.capabilities.Capability.BLOCKING_ENQUEUE` (SQLite,
-Redis): the same producer builds the task and the engine runs the same
-statement or script through a blocking transport, so a web request's
-enqueue waits for the engine only, not for two thread hand-offs as well.
+Redis, PostgreSQL): the same producer builds the task and the engine runs
+the same statement or script through a blocking transport, so a web
+request's enqueue waits for the engine only, not for two thread hand-offs
+as well.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import weakref
@@ -225,11 +227,16 @@ class OmniQ:
         """Whether an enqueue can run in this thread, without the loop (see ``Capability.BLOCKING_ENQUEUE``).
 
         Not before the app is connected in this process (the first call connects it through
-        the loop; a forked child's first call starts a loop of its own), nor when eager.
+        the loop; a forked child's first call starts a loop of its own), nor when eager, nor
+        from a coroutine (a transport may run an event loop of its own in this thread).
         """
         if self._portal.closed:
             raise RuntimeError("this OmniQ is closed")
-        return self._portal.owned and self.async_app._producer.blocking
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._portal.owned and self.async_app._producer.blocking
+        return False
 
     def get_result(self, task_id: str, wait: bool = False, timeout: float | None = None) -> TaskResult | None:
         """See :meth:`AsyncOmniQ.get_result`."""

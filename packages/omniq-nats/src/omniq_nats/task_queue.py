@@ -50,8 +50,9 @@ import msgspec
 from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
 from omniq.constants import DEFAULT_PREFIX
 from omniq.models import TERMINAL_STATUSES, Outcome, Task, TaskStatus
+from omniq.thread_clients import ThreadClients
 from omniq_nats import claiming, enqueueing, operations, subjects as names, workers
-from omniq_nats.connection import normalize_url, queue_connection
+from omniq_nats.connection import close_queue, normalize_url, open_queue, queue_connection
 from omniq_nats.dependencies import release as release_dependants
 from omniq_nats.flow import exit_of, release
 from omniq_nats.jetstream import chunked, gather
@@ -84,6 +85,7 @@ class NatsTaskQueue(BaseTaskQueue):
             Capability.FLOW_CONTROL,  # omniq_nats.flow
             Capability.QUEUE_PAUSE,  # omniq_nats.pauses
             Capability.DEPENDENCIES,  # omniq_nats.dependencies
+            Capability.BLOCKING_ENQUEUE,  # omniq.thread_clients: a client per calling thread
         }
     )
     settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ack_wait": "lease_duration"}
@@ -112,6 +114,13 @@ class NatsTaskQueue(BaseTaskQueue):
         self.ack_wait = ack_wait
         self.pause_recheck = pause_recheck
         self._connection = queue_connection(self.url, self.prefix, ack_wait, pause_recheck, options)
+        # the sync API's enqueue: a client per calling thread, replaced after a minute unused (its loop
+        # runs only during calls, so it cannot answer the server's PINGs in between)
+        self._blocking = ThreadClients(
+            functools.partial(open_queue, self.url, self.prefix, ack_wait, pause_recheck, options),
+            close_queue,
+            max_idle=60.0,
+        )
 
     async def connect(self) -> None:
         """Connect and create the streams and buckets (idempotent)."""
@@ -119,6 +128,7 @@ class NatsTaskQueue(BaseTaskQueue):
 
     async def close(self) -> None:
         """Close the connection (idempotent)."""
+        await self._blocking.aclose()
         await self._connection.close()
 
     # -- enqueue and claim ------------------------------------------------------------------------
@@ -134,6 +144,14 @@ class NatsTaskQueue(BaseTaskQueue):
         client = await self._connection.client()
         with self._connection.errors():
             return await enqueueing.enqueue_many(client, tasks)
+
+    def enqueue_blocking(self, tasks: Sequence[Task]) -> list[str]:
+        """:meth:`enqueue_many` in the calling thread: the same publishes, on that thread's own client and loop."""
+        if not tasks:
+            return []
+        self._connection.current  # noqa: B018 - connected in this process: the streams exist
+        with self._connection.errors():
+            return self._blocking.run(lambda client: enqueueing.enqueue_many(client, tasks))
 
     async def claim_ready(self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str) -> list[Task]:
         """Fetch tickets best priority first (one no-wait pull per non-empty subject) and claim their tasks."""

@@ -119,13 +119,7 @@ async def open_pool(url: str, names: Names, options: Mapping[str, Any]) -> async
         names: the schema to migrate.
         options: passed to :func:`asyncpg.create_pool` (``min_size``, ``max_size``...).
     """
-    kwargs: dict[str, Any] = {
-        "min_size": 1,
-        "max_size": 10,
-        "timeout": 10.0,
-        "command_timeout": 60.0,
-        "reset": _keep_session,
-    }
+    kwargs: dict[str, Any] = {"min_size": 1, "max_size": 10, "reset": _keep_session, **_CONNECTION_DEFAULTS}
     kwargs.update(options)
     pool: asyncpg.Pool = await asyncpg.create_pool(url, **kwargs)
     try:
@@ -135,6 +129,32 @@ async def open_pool(url: str, names: Names, options: Mapping[str, Any]) -> async
         pool.terminate()
         raise
     return pool
+
+
+#: every connection's timeouts (pooled or single), unless the component's options say otherwise.
+_CONNECTION_DEFAULTS: Mapping[str, Any] = {"timeout": 10.0, "command_timeout": 60.0}
+#: :func:`asyncpg.create_pool`'s own keyword arguments: the others are a connection's.
+_POOL_ONLY = frozenset(
+    {"min_size", "max_size", "max_queries", "max_inactive_connection_lifetime", "setup", "init", "reset", "connect"}
+)
+
+
+async def open_single(url: str, options: Mapping[str, Any]) -> asyncpg.Connection:
+    """One connection with the pool's connection settings (the sync API's enqueue, :mod:`omniq.thread_clients`).
+
+    The schema is the pool's to migrate: callers have connected the component first.
+    """
+    kwargs = {**_CONNECTION_DEFAULTS, **{k: v for k, v in options.items() if k not in _POOL_ONLY}}
+    connection: asyncpg.Connection = await asyncpg.connect(url, **kwargs)
+    return connection
+
+
+async def close_single(connection: asyncpg.Connection) -> None:
+    """Close one connection; terminate it when the server does not answer within 10 s."""
+    try:
+        await asyncio.wait_for(connection.close(), 10)
+    except _CLOSE_ERRORS:
+        connection.terminate()
 
 
 async def close_pool(pool: asyncpg.Pool) -> None:

@@ -32,7 +32,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from omniq.base import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, lease_expired_error
 from omniq.models import Outcome, Task, TaskEvent, TaskStatus
-from omniq_postgres.connection import QueueWakeups, dsn_identity, normalize_url, pool_connection
+from omniq.thread_clients import ThreadClients
+from omniq_postgres.connection import (
+    QueueWakeups,
+    close_single,
+    dsn_identity,
+    normalize_url,
+    open_single,
+    pool_connection,
+)
 from omniq_postgres.enqueue import TaskInserts
 from omniq_postgres.event_storage import PostgresEventStorage
 from omniq_postgres.flow import QueuePauses
@@ -95,6 +103,7 @@ class PostgresTaskQueue(BaseTaskQueue):
             Capability.QUEUE_PAUSE,
             Capability.TRANSACTIONAL_ENQUEUE,
             Capability.DEPENDENCIES,
+            Capability.BLOCKING_ENQUEUE,
         }
     )
 
@@ -112,6 +121,8 @@ class PostgresTaskQueue(BaseTaskQueue):
         self._operations = TaskOperations(self.names, self._connection)
         self._workers = WorkerRegistry(self.names, self._connection)
         self._pauses = QueuePauses(self.names, self._connection)
+        # the sync API's enqueue: a connection per calling thread (replaced after 5 idle minutes)
+        self._blocking = ThreadClients(partial(open_single, self.url, pool_options), close_single, max_idle=300.0)
 
     settings_options: ClassVar[Mapping[str, str]] = {"schema": "key_prefix", "poll_interval": "poll_interval"}
 
@@ -125,6 +136,7 @@ class PostgresTaskQueue(BaseTaskQueue):
     async def close(self) -> None:
         """Stop listening, wake waiters and close the pool (idempotent)."""
         await self._wakeups.close()
+        await self._blocking.aclose()
         await self._connection.close()
 
     # -- enqueue -----------------------------------------------------------------------------
@@ -141,6 +153,14 @@ class PostgresTaskQueue(BaseTaskQueue):
         with self._connection.errors():
             async with pool.acquire() as conn:
                 return await self._inserts.insert(conn, tasks)
+
+    def enqueue_blocking(self, tasks: Sequence[Task]) -> list[str]:
+        """:meth:`enqueue_many` in the calling thread: the same insert, on that thread's own connection and loop."""
+        if not tasks:
+            return []
+        self._connection.current  # noqa: B018 - connected in this process: the schema is migrated
+        with self._connection.errors():
+            return self._blocking.run(lambda conn: self._inserts.insert(conn, tasks))
 
     async def enqueue_in_transaction(
         self,
