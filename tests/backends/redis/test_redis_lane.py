@@ -84,11 +84,11 @@ async def test_an_error_reply_raises_and_keeps_the_connection(queue):
 
 
 async def test_blocking_calls_reuse_their_connection_and_replace_one_the_server_dropped(queue, raw):
-    """The sync API's transport (RedisClient.call_blocking) keeps redis-py's pool safety without its pool."""
-    client = queue._connection.current
+    """The sync API's transport (omniq_redis.blocking) keeps redis-py's pool safety without its pool."""
+    blocking = queue._connection.current.blocking
 
     def connection_id() -> int:
-        [reply] = client.call_blocking([("CLIENT", "ID")])
+        [reply] = blocking.call([("CLIENT", "ID")])
         return int(reply)
 
     first = await anyio.to_thread.run_sync(connection_id)
@@ -101,6 +101,6 @@ async def test_blocking_calls_reuse_their_connection_and_replace_one_the_server_
     assert await anyio.to_thread.run_sync(queue.enqueue_blocking, [task]) == [task.id]  # not a dead socket's error
     assert await queue.get(task.id) is not None
     assert await anyio.to_thread.run_sync(connection_id) != first
-    [error] = await anyio.to_thread.run_sync(client.call_blocking, [("NOSUCHCOMMAND",)])
+    [error] = await anyio.to_thread.run_sync(blocking.call, [("NOSUCHCOMMAND",)])
     assert isinstance(error, Exception)  # an error reply is returned, and the connection kept
     assert await anyio.to_thread.run_sync(connection_id) != first

@@ -9,12 +9,9 @@ fork safety, errors translated with :data:`ERRORS` and the password redacted).
 from __future__ import annotations
 
 import logging
-import threading
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import hiredis
-import redis
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.retry import Retry
@@ -22,6 +19,7 @@ from redis.backoff import NoBackoff
 
 from omniq.connection import Connection
 from omniq.errors import BackendError, BackendUnavailableError, ConfigurationError, OmniQError, redact_url
+from omniq_redis.blocking import BlockingCalls
 from omniq_redis.lane import Lane
 from omniq_redis.scripts import SCRIPTS
 
@@ -107,7 +105,7 @@ def _settings(options: Mapping[str, Any], blocking: bool) -> dict[str, Any]:
 async def close_client(client: RedisClient) -> None:
     """Close the lane and the pools."""
     client.use_lane(False)
-    client.close_blocking()
+    client.blocking.close()
     await client.redis.aclose()
 
 
@@ -132,7 +130,7 @@ class RedisClient:
     ``Connection.errors()``.
     """
 
-    __slots__ = ("_blocking", "_blocking_lock", "_idle", "_lane", "_options", "redis", "url")
+    __slots__ = ("_lane", "blocking", "redis", "url")
 
     def __init__(self, url: str, pool: aioredis.Redis, options: Mapping[str, Any]) -> None:
         self.url = url
@@ -142,10 +140,8 @@ class RedisClient:
         self.redis: Any = pool
         self._lane: Lane | None = None
         self.use_lane(True)
-        self._options = options
-        self._blocking: Any = None  # the blocking calls' redis.ConnectionPool (see call_blocking), made on first use
-        self._blocking_lock = threading.Lock()
-        self._idle: list[Any] = []  # its connections not in use
+        #: the scripts run from threads with no event loop (the sync API's enqueue)
+        self.blocking = BlockingCalls(url, _settings(options, False))
 
     def use_lane(self, enabled: bool) -> None:
         """Send sequential calls through the lane (the default where it can speak for the URL's options) or not."""
@@ -179,74 +175,6 @@ class RedisClient:
         except rexc.NoScriptError:
             await self.redis.script_load(script.source)
             return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
-
-    def run_blocking(self, name: str, args: Sequence[Any], keys: Sequence[str] = ()) -> Any:
-        """:meth:`run` from a thread with no event loop (the sync API's enqueue runs the scripts this way)."""
-        script = SCRIPTS[name]
-        (reply,) = self.call_blocking([("EVALSHA", script.sha, len(keys), *keys, *args)])
-        if isinstance(reply, rexc.NoScriptError):  # the script did not run: load it and run it
-            self.call_blocking([("SCRIPT", "LOAD", script.source)])
-            (reply,) = self.call_blocking([("EVALSHA", script.sha, len(keys), *keys, *args)])
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
-
-    def run_many_blocking(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
-        """:meth:`run_many` as :meth:`run_blocking` runs :meth:`run`."""
-        replies = self.call_blocking([("EVALSHA", SCRIPTS[name].sha, 0, *args) for name, args in calls])
-        for index, reply in enumerate(replies):
-            if isinstance(reply, rexc.NoScriptError):  # that call did not run: running it again is safe
-                replies[index] = self.run_blocking(calls[index][0], calls[index][1])
-            elif isinstance(reply, Exception):
-                raise reply
-        return replies
-
-    def call_blocking(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Run commands pipelined in one write from a thread with no event loop; error replies as exceptions.
-
-        On a connection of the blocking pool: redis-py connections (its
-        handshake, TLS, unix sockets and timeouts) taken from a free list of
-        our own and written to directly, the lane's way: redis-py's client
-        and pool checkout cost about a third of a sync enqueue (measured in
-        benchmarks/request_path.py's note). A connection is checked before
-        use (one poll: the server may have closed it while it was idle) and
-        dropped after any failure, whose reply could still come.
-        """
-        connection = self._take_blocking()
-        try:
-            connection.send_packed_command([b"".join([hiredis.pack_command(c) for c in commands])], check_health=False)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(connection.read_response())
-                except rexc.ResponseError as exc:  # noqa: PERF203 - every reply is read, error or not
-                    replies.append(exc)
-        except BaseException:
-            connection.disconnect()
-            raise
-        self._idle.append(connection)
-        return replies
-
-    def _take_blocking(self) -> Any:
-        try:
-            connection = self._idle.pop()
-        except IndexError:
-            with self._blocking_lock:
-                if self._blocking is None:
-                    self._blocking = redis.ConnectionPool.from_url(self.url, **_settings(self._options, False))
-            return self._blocking.make_connection()
-        try:
-            stale = connection.can_read(timeout=0)
-        except (rexc.ConnectionError, OSError):
-            stale = True
-        if stale:
-            connection.disconnect()  # the next send connects again
-        return connection
-
-    def close_blocking(self) -> None:
-        """Close the blocking pool's connections."""
-        while self._idle:
-            self._idle.pop().disconnect()
 
     async def pipeline(self, commands: Sequence[Sequence[Any]], *, timeout: float | None) -> list[Any]:
         """Run raw commands in one round trip; replies in order, error replies as exception objects.

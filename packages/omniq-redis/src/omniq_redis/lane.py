@@ -37,7 +37,7 @@ from redis import exceptions as rexc
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["Lane"]
+__all__ = ["Lane", "reply_error"]
 
 #: the lane's receive buffer, one per connection.
 _READ_BUFFER = 256 * 1024
@@ -54,7 +54,7 @@ class _LaneProtocol(asyncio.BufferedProtocol):
     """
 
     def __init__(self) -> None:
-        self.reader = hiredis.Reader(replyError=_reply_error)
+        self.reader = hiredis.Reader(replyError=reply_error)
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.Transport | None = None
         self._buffer = memoryview(bytearray(_READ_BUFFER))
@@ -109,7 +109,8 @@ def _settle(futures: Sequence[asyncio.Future[Any]]) -> None:
             future.exception()
 
 
-def _reply_error(message: str) -> rexc.ResponseError:
+def reply_error(message: str) -> rexc.ResponseError:
+    """An error reply as redis-py's exception (hiredis builds it; NOSCRIPT is a ``NoScriptError``)."""
     if message.startswith("NOSCRIPT"):
         return rexc.NoScriptError(message)
     return rexc.ResponseError(message)

@@ -164,16 +164,16 @@ class RedisTaskQueue(BaseTaskQueue):
         """:meth:`enqueue_many` in the calling thread: the same scripts, on the connection's blocking client."""
         if not tasks:
             return []
-        client = self._connection.current
+        blocking = self._connection.current.blocking
         with self._registering(), self._connection.errors():
             if len(tasks) > 1:
                 calls, order = self._calls(tasks)
-                return self._stored_many(tasks, order, client.run_many_blocking(calls))
+                return self._stored_many(tasks, order, blocking.run_many(calls))
             task = tasks[0]
             plain = self._plain(task)
-            if plain is not None and client.run_blocking("enqueue_one", *plain):
+            if plain is not None and blocking.run("enqueue_one", *plain):
                 return [task.id]
-            return [self._stored(task, client.run_blocking("enqueue", self._general_args(task)))]
+            return [self._stored(task, blocking.run("enqueue", self._general_args(task)))]
 
     def _plain(self, task: Task) -> tuple[list[Any], tuple[str, ...]] | None:
         """The fast script's ARGV and KEYS for the common case (see lua_enqueue.ENQUEUE_ONE), else None.
