@@ -175,14 +175,14 @@ async def test_an_unreadable_record_is_claimed_from_its_ticket_for_failure(make_
 
 
 async def test_a_look_waits_only_for_tickets_its_consumer_has_not_counted(make_queue):
-    """The lag check behind claim_ready (see omniq_nats.claiming._lagging) counts out tickets as known.
+    """The lag check behind claim_ready (see omniq_nats.consumers.lagging) counts out tickets as known.
 
     The server acknowledges a publish before its consumers count the
     message, so a look compares the stream's count with the consumer's; a
     ticket held under a lease must not read as lag (the look would then
     wait on every subject whose tickets are all out).
     """
-    from omniq_nats.claiming import _lagging
+    from omniq_nats.consumers import lagging
 
     async with make_queue() as q:
         task = make_task(priority=2)
@@ -190,5 +190,5 @@ async def test_a_look_waits_only_for_tickets_its_consumer_has_not_counted(make_q
         assert [t.id for t in await q.claim_ready(["default"], 5, lease=30, worker_id="w")] == [task.id]
         client = await q._connection.client()
         assert await q.claim_ready(["default"], 5, lease=30, worker_id="w") == []
-        assert not await _lagging(client, "default", 2, 1)  # the stream's one ticket is out: known
-        assert await _lagging(client, "default", 2, 2)  # one more than the consumer knows: not counted yet
+        assert not await lagging(client, "default", 2, 1)  # the stream's one ticket is out: known
+        assert await lagging(client, "default", 2, 2)  # one more than the consumer knows: not counted yet

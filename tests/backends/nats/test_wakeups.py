@@ -10,7 +10,8 @@ from omniq.errors import OmniQError
 from omniq.models import Outcome, OutcomeKind, TaskStatus
 from omniq.testing import make_task
 from omniq_nats import subjects as names
-from omniq_nats.claiming import consumer, take
+from omniq_nats.claiming import take
+from omniq_nats.consumers import consumer
 from omniq_nats.jetstream import pull
 
 pytestmark = [pytest.mark.anyio, pytest.mark.servers]

@@ -1,27 +1,26 @@
-"""Producing tasks: a call and its options become Task records, written to the queue with their events.
+"""Producing tasks: calls become Task records (:mod:`omniq._building`), written to the queue with their events.
 
-The options are validated and resolved against the settings once per
-option set (an app uses a handful), so a single enqueue only serializes its
-arguments, fills in the time-dependent fields and makes one queue call.
+A single enqueue builds its task, checks its arguments against the
+function's signature, keys its limits, merges the lifecycle's headers and
+makes one queue call, through the event loop or (the sync API's
+``*_blocking`` methods) in the calling thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from omniq._limits import check_options
-from omniq._options import EnqueueOptions, depends_tuple
+from omniq._building import TaskBuilder
+from omniq._options import EnqueueOptions
 from omniq.capabilities import Capability
-from omniq.constants import DEFAULT_QUEUE, EVENT_BATCH_SIZE
-from omniq.errors import ConfigurationError, NotSupportedError
-from omniq.flow_control import KEY_SEPARATOR, Limits, limit_key_of, make_limits
+from omniq.constants import EVENT_BATCH_SIZE
+from omniq.errors import NotSupportedError
+from omniq.flow_control import KEY_SEPARATOR, Limits, limit_key_of
 from omniq.lifecycle import merge_headers
-from omniq.models import EventType, Task, TaskEvent, new_id, new_ids, utcnow
-from omniq.scheduling import next_cron_tick, resolve_eta, to_seconds, validate_cron
+from omniq.models import EventType, Task, TaskEvent, new_ids, utcnow
 
 if TYPE_CHECKING:
     from omniq._components import Components
@@ -32,25 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["Producer"]
 
 _NO_ARGUMENTS: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
-
-#: option sets whose time-independent part a producer keeps resolved.
-_RESOLVED_CACHE = 256
-
-
-class _Resolved(NamedTuple):
-    """The part of a task's options that does not depend on when it is enqueued, resolved."""
-
-    interval: float | None
-    cron: str | None
-    ttl: float | None
-    max_retries: int
-    timeout: float | None
-    result_ttl: float | None
-    queue: str
-    priority: int
-    unique_key: str | None
-    depends_on: tuple[str, ...]
-    limits: Limits | None
 
 
 class Producer:
@@ -70,8 +50,11 @@ class Producer:
         self.serializer = serializer
         self.functions = functions
         self.components = components
-        # options -> their time-independent part, resolved (see builder)
-        self._resolved: dict[EnqueueOptions, _Resolved] = {}
+        tasks = TaskBuilder(settings, serializer)
+        #: the Task record of one call (validated; not enqueued); see :class:`~omniq._building.TaskBuilder`
+        self.build = tasks.build
+        #: options resolved once, then a Task per payload; see :class:`~omniq._building.TaskBuilder`
+        self.builder = tasks.builder
 
     async def enqueue(
         self,
@@ -313,89 +296,6 @@ class Producer:
         if notify is not None:
             for task in tasks:
                 notify(task)
-
-    # -- building ------------------------------------------------------------------------------------
-
-    def build(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: EnqueueOptions) -> Task:
-        """The Task record of one call (validated; not enqueued)."""
-        return self.builder(name, options)(self.serializer.dumps((args, kwargs)))
-
-    def builder(self, name: str, options: EnqueueOptions) -> Callable[..., Task]:
-        """Validate and resolve ``options`` once; the returned function makes a task per payload."""
-        now = utcnow()
-        try:
-            fixed = self._resolved.get(options)
-        except TypeError:  # an option value that cannot be hashed: resolve it every time
-            fixed = self._resolve(options)
-        else:
-            if fixed is None:
-                fixed = self._resolve(options)
-                if len(self._resolved) < _RESOLVED_CACHE:  # a bound: apps use a handful of option sets
-                    self._resolved[options] = fixed
-        eta = resolve_eta(options.eta, options.delay, now)
-        if fixed.cron is not None and eta is None:
-            eta = next_cron_tick(fixed.cron, now)
-        expires_at = (eta or now) + timedelta(seconds=fixed.ttl) if fixed.ttl is not None else None
-        limits = None if fixed.limits is None else msgspec.structs.replace(fixed.limits, key=name)
-
-        def build(payload: bytes, task_id: str | None = None) -> Task:
-            return Task(
-                id=task_id or new_id(),
-                func=name,
-                payload=payload,
-                queue=fixed.queue,
-                priority=fixed.priority,
-                unique_key=fixed.unique_key,
-                eta=eta,
-                interval=fixed.interval,
-                cron=fixed.cron,
-                max_retries=fixed.max_retries,
-                timeout=fixed.timeout,
-                expires_at=expires_at,
-                result_ttl=fixed.result_ttl,
-                depends_on=fixed.depends_on,
-                created_at=now,
-                limits=limits,
-            )
-
-        return build
-
-    def _resolve(self, opts: EnqueueOptions) -> _Resolved:
-        """The options' part that does not depend on the time, validated and with defaults filled in."""
-        check_options(opts)  # bounds first: nothing out of range reaches a Task (or an OverflowError)
-        settings = self.settings
-        interval = to_seconds(opts.interval, "interval")
-        if interval is not None and interval <= 0:
-            raise ConfigurationError(f"interval={opts.interval!r} is not valid: it must be positive")
-        cron = validate_cron(opts.cron) if opts.cron is not None else None
-        if interval is not None and cron is not None:
-            raise ConfigurationError("give either interval or cron, not both")
-        max_retries = opts.max_retries if opts.max_retries is not None else settings.default_max_retries
-        if max_retries < 0:
-            raise ConfigurationError(f"max_retries={max_retries} is not valid: expected an integer >= 0")
-        limits = make_limits(  # keyed by the task's name in builder(): the options are cached across names
-            "",
-            rate_limit=opts.rate_limit,
-            rate_burst=opts.rate_burst,
-            concurrency_limit=opts.concurrency_limit,
-        )
-        if opts.limit_key is not None and limits is None:
-            raise ConfigurationError("limit_key is given without rate_limit or concurrency_limit")
-        return _Resolved(
-            interval=interval,
-            cron=cron,
-            ttl=to_seconds(opts.ttl, "ttl") if opts.ttl is not None else settings.task_ttl,
-            max_retries=max_retries,
-            timeout=to_seconds(opts.timeout, "timeout") if opts.timeout is not None else settings.default_timeout,
-            result_ttl=(
-                to_seconds(opts.result_ttl, "result_ttl") if opts.result_ttl is not None else settings.result_ttl
-            ),
-            queue=opts.queue or DEFAULT_QUEUE,
-            priority=opts.priority or 0,
-            unique_key=opts.unique_key,
-            depends_on=depends_tuple(opts.depends_on),
-            limits=limits,
-        )
 
 
 def enqueue_events(tasks: Sequence[Task]) -> list[TaskEvent]:

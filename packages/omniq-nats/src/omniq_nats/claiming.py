@@ -1,7 +1,7 @@
 """Claiming: fetch tickets best priority first and turn them into leases by compare-and-set.
 
-One durable pull consumer per (queue, priority) work subject. A claim asks
-the stream which subjects hold tickets (or, right after a wake-up, pulls only
+A claim asks the stream which subjects hold tickets
+(:mod:`omniq_nats.consumers`) (or, right after a wake-up, pulls only
 where tickets were published; while draining, pulls the best subject again),
 pulls, reads each ticket's record and decides it (:func:`~omniq_nats.tickets.decide`):
 claim (a compare-and-set write, so no task has two live leases), drop, or nak
@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from omniq_nats import subjects as names
+from omniq_nats.consumers import consumer, pull_tickets, subjects_holding
 from omniq_nats.dependencies import release as release_dependants
 from omniq_nats.flow import admit_claims, exit_of, release
-from omniq_nats.jetstream import api, gather, pull
+from omniq_nats.jetstream import api, gather
 from omniq_nats.leases import index_leases
 from omniq_nats.notes import update_noting
 from omniq_nats.records import CAS_ROUNDS, Record, encode_record
@@ -43,72 +44,6 @@ _WRITES = frozenset({Action.CLAIM, Action.FAIL, Action.PARK})
 def _best_first(tasks: list[Task]) -> list[Task]:
     tasks.sort(key=lambda t: (-t.priority, t.eta or t.created_at))
     return tasks
-
-
-async def _ready(client: QueueClient, queues: Sequence[str]) -> list[tuple[int, str, int]]:
-    """(priority, queue, tickets held) of the subjects that hold tickets, best first."""
-    stream = names.work_stream(client.prefix)
-    infos = await gather(
-        api(client.nc, f"STREAM.INFO.{stream}", {"subjects_filter": names.work_subjects(client.prefix, q)})
-        for q in queues
-    )
-    found: list[tuple[int, int, str, int]] = []
-    for index, (queue, info) in enumerate(zip(queues, infos, strict=True)):
-        subjects = (info.get("state") or {}).get("subjects") or {}
-        found.extend((-names.parse_priority(s.rsplit(".", 1)[1]), index, queue, n) for s, n in subjects.items())
-    found.sort()
-    return [(-neg, queue, held) for neg, _, queue, held in found]
-
-
-async def _lagging(client: QueueClient, queue: str, priority: int, held: int) -> bool:
-    """Whether the subject's consumer has not yet counted tickets its stream holds.
-
-    The server acknowledges a publish before it tells the stream's
-    consumers (another goroutine does that), so a no-wait pull right after
-    a publish can answer "no messages" for a ticket already stored: once in
-    5,000 publish-then-pull pairs here on a loaded machine, enough to fail a
-    claim of a just-retried task in CI. The stream's count of the subject's
-    tickets above what the consumer knows of (delivered and not yet
-    acknowledged, nak-delayed ones included, or still to deliver) is that
-    lag. One round trip, paid only by a look that found the subject's
-    tickets all out.
-    """
-    stream = names.work_stream(client.prefix)
-    info = await api(client.nc, f"CONSUMER.INFO.{stream}.{await consumer(client, queue, priority)}")
-    return held > int(info.get("num_ack_pending", 0)) + int(info.get("num_pending", 0))
-
-
-async def consumer(client: QueueClient, queue: str, priority: int) -> str:
-    """The durable pull consumer of (queue, priority), created on first use."""
-    name = names.consumer_name(queue, priority)
-    if name not in client.consumers:
-        stream = names.work_stream(client.prefix)
-        config = {
-            "durable_name": name,
-            "filter_subject": names.work_subject(client.prefix, queue, priority),
-            "deliver_policy": "all",
-            "ack_policy": "explicit",
-            "ack_wait": int(client.ack_wait * 1e9),
-            "max_deliver": -1,
-            "max_ack_pending": -1,
-            "replay_policy": "instant",
-        }
-        await api(client.nc, f"CONSUMER.DURABLE.CREATE.{stream}.{name}", {"stream_name": stream, "config": config})
-        client.consumers.add(name)
-    return name
-
-
-#: seconds a look waits for tickets its consumer has not counted yet (see _lagging); they come in microseconds.
-_LAG_WAIT = 0.05
-
-
-async def _pull(client: QueueClient, queue: str, priority: int, batch: int, *, held: int = 0) -> list[Msg]:
-    """A no-wait pull; ``held``: the tickets the stream held on the subject a moment ago (0: not known)."""
-    stream, name = names.work_stream(client.prefix), await consumer(client, queue, priority)
-    msgs = await pull(client.nc, stream, name, batch)
-    if not msgs and held and await _lagging(client, queue, priority, held):
-        msgs = await pull(client.nc, stream, name, batch, expires=_LAG_WAIT, until_first=True)
-    return msgs
 
 
 async def take(
@@ -267,7 +202,7 @@ async def _pull_take(
     left = need
     while True:
         passed = client.passed
-        msgs = await _pull(client, queue, priority, left, held=held)
+        msgs = await pull_tickets(client, queue, priority, left, held=held)
         held = 0  # what the stream held was looked for: later rounds pull what is left
         if msgs:
             claimed.extend(await take(client, msgs, lease, worker_id))
@@ -295,7 +230,7 @@ async def claim_ready(
             return _best_first(claimed)
     wake.busy = None
     drained = True
-    for priority, queue, held in await _ready(client, queues):
+    for priority, queue, held in await subjects_holding(client, queues):
         need = limit - len(claimed)
         if need <= 0:
             drained = False
@@ -346,7 +281,7 @@ async def _claim_hinted(
         batch = left if len(plan) == 1 else min(left, len(ids))
         left -= batch
         batches.append(batch)
-        pulls.append(_pull(client, queue, priority, batch))
+        pulls.append(pull_tickets(client, queue, priority, batch))
         wanted.extend(ids)
     # a record whose revision was announced needs no read (see take).
     wanted = [i for i in dict.fromkeys(wanted) if i not in wake.revisions]
@@ -412,9 +347,9 @@ async def wait_for_work(client: QueueClient, queues: Sequence[str], timeout: flo
     seen = wake.signals
     stream = names.work_stream(client.prefix)
     live = await client.paused.live(queues)  # a paused queue's tickets end no wait; its resume does
-    for priority, queue, held in await _ready(client, live) if live else []:
+    for priority, queue, held in await subjects_holding(client, live) if live else []:
         info = await api(client.nc, f"CONSUMER.INFO.{stream}.{await consumer(client, queue, priority)}")
         pending = int(info.get("num_pending", 0))
-        if pending > 0 or held > pending + int(info.get("num_ack_pending", 0)):  # the latter: see _lagging
+        if pending > 0 or held > pending + int(info.get("num_ack_pending", 0)):  # the latter: see consumers.lagging
             return
     await wake.sleep(seen, timeout)

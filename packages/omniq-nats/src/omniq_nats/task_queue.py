@@ -49,16 +49,16 @@ import msgspec
 
 from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
 from omniq.constants import DEFAULT_PREFIX
-from omniq.models import TERMINAL_STATUSES, Outcome, Task, TaskStatus
+from omniq.models import Outcome, Task, TaskStatus
 from omniq.thread_clients import ThreadClients
-from omniq_nats import claiming, enqueueing, operations, subjects as names, workers
+from omniq_nats import claiming, control, enqueueing, operations, subjects as names, workers
 from omniq_nats.connection import close_queue, normalize_url, open_queue, queue_connection
 from omniq_nats.dependencies import release as release_dependants
 from omniq_nats.flow import exit_of, release
 from omniq_nats.jetstream import chunked, gather
 from omniq_nats.leases import index_leases, recover as recover_leases
-from omniq_nats.records import ACTIVE, Record, apply_outcome, decode_record, read_all, released, transition, with_task
-from omniq_nats.tickets import answer_finish, publish_tickets, reply, reply_many
+from omniq_nats.records import Record, apply_outcome, decode_record, read_all, released, transition, with_task
+from omniq_nats.tickets import answer_finish, publish_tickets, reply_many
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping, Sequence
@@ -299,53 +299,14 @@ class NatsTaskQueue(BaseTaskQueue):
     async def cancel(self, task_id: str) -> bool:
         """Cancel a PENDING or RUNNING task; a held or nak-delayed ticket is acked at once; its dependants are released."""
         client = await self._connection.client()
-
-        def stop(record: Record, now: datetime) -> Record | None:
-            if record.task.status not in ACTIVE:
-                return None
-            task = msgspec.structs.replace(
-                record.task,
-                status=TaskStatus.CANCELLED,
-                lease_token=None,
-                lease_expires_at=None,
-                finished_at=now,
-                updated_at=now,
-            )
-            return with_task(record, task, "")
-
         with self._connection.errors():
-            done = await transition(client, [task_id], stop, use_cache=False)
-            if task_id not in done:
-                return False
-            client.cache.pop(task_id, None)
-            old, new, _ = done[task_id]
-            await reply(client, old.ack, b"+ACK")
-            if (slot := exit_of(old.task)) is not None:
-                await release(client, [slot])
-            if old.dependants:
-                await release_dependants(client, released(task_id, old, new))
-        return True
+            return await control.cancel(client, task_id)
 
     async def set_paused(self, task_id: str, paused: bool) -> bool:
         """Pause or resume a non-terminal task; resuming a PENDING one not waiting for dependencies publishes a ticket."""
         client = await self._connection.client()
-
-        def flip(record: Record, now: datetime) -> Record | None:
-            if record.task.status in TERMINAL_STATUSES:
-                return None
-            return with_task(record, msgspec.structs.replace(record.task, paused=paused, updated_at=now))
-
         with self._connection.errors():
-            done = await transition(client, [task_id], flip, use_cache=False)
-            if task_id not in done:
-                return False
-            old, new, revision = done[task_id]
-            if new.task.status is TaskStatus.RUNNING:
-                client.cache[task_id] = (revision, new)
-            # a waiting task gets its ticket from the end of its wait (omniq_nats.dependencies)
-            if old.task.paused and not paused and new.task.status is TaskStatus.PENDING and not new.task.waiting:
-                await publish_tickets(client, [new.task])
-        return True
+            return await control.set_paused(client, task_id, paused)
 
     async def purge(self, *, queue: str | None = None, statuses: Sequence[TaskStatus] | None = None) -> int:
         """Delete tasks (tombstones, so their tickets are dropped when fetched); return how many."""

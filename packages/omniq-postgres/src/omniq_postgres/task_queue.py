@@ -24,7 +24,6 @@ reconnect of the listener wakes all waiters once.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import logging
 from functools import partial
@@ -44,6 +43,7 @@ from omniq_postgres.connection import (
 from omniq_postgres.enqueue import TaskInserts
 from omniq_postgres.event_storage import PostgresEventStorage
 from omniq_postgres.flow import QueuePauses
+from omniq_postgres.fused_events import enqueue_beside
 from omniq_postgres.operations import TaskOperations
 from omniq_postgres.records import (
     claim_order,
@@ -68,12 +68,6 @@ __all__ = ["PostgresTaskQueue"]
 logger = logging.getLogger("omniq.postgres")
 
 _RECOVER_BATCH = 1000
-
-
-def _consume_outcome(future: asyncio.Future[bool]) -> None:
-    """Retrieve a background write's exception so asyncio does not log it as never retrieved."""
-    if not future.cancelled():
-        future.exception()
 
 
 class PostgresTaskQueue(BaseTaskQueue):
@@ -195,31 +189,7 @@ class PostgresTaskQueue(BaseTaskQueue):
             return [], []
         if not isinstance(storage, PostgresEventStorage) or any(t.unique_key is not None for t in tasks):
             return await super().enqueue_recorded(tasks, events, storage)
-        decision: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        acquired = asyncio.Event()
-        writing = asyncio.ensure_future(storage.append_once_decided(events, decision, acquired))
-        writing.add_done_callback(_consume_outcome)  # also when nobody awaits it (below)
-        ids: list[str] | None = None
-        try:
-            ids = await self.enqueue_many(tasks)
-        finally:
-            all_stored = ids is not None and ids == [task.id for task in tasks]  # a C loop, mostly identity checks
-            decision.set_result(all_stored)
-            committed = False
-            if not acquired.is_set():
-                # The event storage had no connection to give by the time the tasks were in (it is
-                # connecting to an unreachable server, or its pool is exhausted): no waiting for it.
-                writing.cancel()
-            else:
-                try:
-                    # Shielded: a cancelled enqueue still lets the events' transaction settle.
-                    committed = await asyncio.shield(writing)
-                except Exception as exc:  # the event storage failed; the tasks are stored all the same
-                    logger.warning("writing %d enqueue events failed (%s); handed back to the buffer", len(events), exc)
-        assert ids is not None  # an exception from enqueue_many left through the finally
-        if committed:
-            return ids, []
-        return ids, [event for event, task, task_id in zip(events, tasks, ids, strict=True) if task.id == task_id]
+        return await enqueue_beside(self.enqueue_many, tasks, events, storage)
 
     # -- claim and wake-ups ------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ script pipelined behind the BLPOP when one queue is served.
 from __future__ import annotations
 
 import builtins
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
@@ -28,34 +27,30 @@ from redis import exceptions as rexc
 
 from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
 from omniq.constants import DEFAULT_PREFIX
-from omniq.errors import BackendUnavailableError, redact_url
+from omniq.errors import redact_url
 from omniq.models import Outcome, Task, TaskStatus
 from omniq.monitoring import QueueStats, TaskQuery, WorkerInfo
 from omniq_redis import keys, operations, workers
 from omniq_redis._codec import (
     claim_args,
-    enqueue_calls,
-    enqueue_items,
-    enqueue_one_args,
     extend_args,
     finish_items,
     leased_tasks,
     task_from_row,
 )
 from omniq_redis.connection import check_url, redis_connection
+from omniq_redis.enqueues import Enqueues
 from omniq_redis.reads import block_time, count_members, newest_members
 from omniq_redis.waits import blpop, blpop_then_claim
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
 
 __all__ = ["RedisTaskQueue"]
 
 #: how far ahead "no delayed task" counts as due (the wait is bounded by the caller's anyway).
 _NO_DUE = 3600.0
-#: tasks per enqueue script call (bounds how long one call blocks the server).
-_ENQUEUE_CHUNK = 1000
 #: outcomes per finish script call.
 _FINISH_CHUNK = 1000
 #: expired leases handled per recover script call.
@@ -99,12 +94,8 @@ class RedisTaskQueue(BaseTaskQueue):
         # queue -> when (anyio clock) its next delayed task is due, as of this client's last claim
         self._next_due: dict[str, float] = {}
         self._queues_key = keys.global_key(self.prefix, keys.QUEUES)
-        self._index_key = keys.global_key(self.prefix, keys.INDEX)
         self._paused_key = keys.global_key(self.prefix, keys.PAUSED)
-        # queues this client has registered in QUEUES (recover, purge, list and count read it):
-        # the enqueue script adds a queue when asked, on the first enqueue to it and again after
-        # a connection error (the server may have restarted without its data)
-        self._registered: set[str] = set()
+        self._enqueues = Enqueues(self.prefix, self._keys)
 
     settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix"}
 
@@ -119,7 +110,7 @@ class RedisTaskQueue(BaseTaskQueue):
 
     async def close(self) -> None:
         """Close both pools (idempotent)."""
-        self._registered.clear()
+        self._enqueues.registered.clear()
         await self._blocking.close()
         await self._connection.close()
 
@@ -145,80 +136,37 @@ class RedisTaskQueue(BaseTaskQueue):
 
     async def enqueue(self, task: Task) -> str:
         """Store a PENDING task (or return the id holding its unique key)."""
-        plain = self._plain(task)
-        with self._registering():
+        enqueues = self._enqueues
+        plain = enqueues.plain(task)
+        with enqueues.registering():
             if plain is not None and await self._run("enqueue_one", *plain):
                 return task.id
-            return self._stored(task, await self._run("enqueue", self._general_args(task)))
+            return enqueues.stored(task, await self._run("enqueue", enqueues.general_args(task)))
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
         """Store tasks in one round trip: one script call per queue and per 1,000 tasks."""
         if not tasks:
             return []
-        calls, order = self._calls(tasks)
-        with self._registering():
+        enqueues = self._enqueues
+        calls, order = enqueues.calls(tasks)
+        with enqueues.registering():
             replies = await self._run_many(calls)
-        return self._stored_many(tasks, order, replies)
+        return enqueues.stored_many(tasks, order, replies)
 
     def enqueue_blocking(self, tasks: Sequence[Task]) -> list[str]:
-        """:meth:`enqueue_many` in the calling thread: the same scripts, on the connection's blocking client."""
+        """:meth:`enqueue_many` in the calling thread: the same scripts, over the blocking transport."""
         if not tasks:
             return []
-        blocking = self._connection.current.blocking
-        with self._registering(), self._connection.errors():
+        blocking, enqueues = self._connection.current.blocking, self._enqueues
+        with enqueues.registering(), self._connection.errors():
             if len(tasks) > 1:
-                calls, order = self._calls(tasks)
-                return self._stored_many(tasks, order, blocking.run_many(calls))
+                calls, order = enqueues.calls(tasks)
+                return enqueues.stored_many(tasks, order, blocking.run_many(calls))
             task = tasks[0]
-            plain = self._plain(task)
+            plain = enqueues.plain(task)
             if plain is not None and blocking.run("enqueue_one", *plain):
                 return [task.id]
-            return [self._stored(task, blocking.run("enqueue", self._general_args(task)))]
-
-    def _plain(self, task: Task) -> tuple[list[Any], tuple[str, ...]] | None:
-        """The fast script's ARGV and KEYS for the common case (see lua_enqueue.ENQUEUE_ONE), else None.
-
-        The common case: a task of a registered queue with none of the options the
-        general script handles (dependencies too: it counts them). A taken id
-        (rare: the core's ids are fresh) makes the fast script answer 0 and goes on
-        to the general script, which replaces a finished task.
-        """
-        qk = self._keys(task.queue)  # validates the queue name
-        if task.queue not in self._registered or (
-            task.unique_key or task.eta or task.paused or task.attempts or task.limits or task.depends_on
-        ):
-            return None
-        return enqueue_one_args(task), (self._index_key, qk.task(task.id), qk.pending, qk.ready, qk.signal)
-
-    def _general_args(self, task: Task) -> list[Any]:
-        """The general enqueue script's ARGV for one task (registering its queue if need be)."""
-        return [self.prefix, task.queue, enqueue_items([task]), "0" if task.queue in self._registered else "1"]
-
-    def _stored(self, task: Task, reply: list[bytes]) -> str:
-        self._registered.add(task.queue)
-        return reply[0].decode()
-
-    def _calls(self, tasks: Sequence[Task]) -> tuple[list[tuple[str, list[Any]]], list[list[int]]]:
-        for task in tasks:
-            self._keys(task.queue)  # validates the queue name
-        return enqueue_calls(self.prefix, tasks, self._registered, _ENQUEUE_CHUNK)
-
-    def _stored_many(self, tasks: Sequence[Task], order: list[list[int]], replies: list[Any]) -> list[str]:
-        self._registered.update(task.queue for task in tasks)
-        ids: list[str] = [""] * len(tasks)
-        for chunk, reply in zip(order, replies, strict=True):
-            for index, task_id in zip(chunk, reply, strict=True):
-                ids[index] = task_id.decode()
-        return ids
-
-    @contextmanager
-    def _registering(self) -> Iterator[None]:
-        """Forget which queues are registered when the server may be gone (it may come back empty)."""
-        try:
-            yield
-        except BackendUnavailableError:
-            self._registered.clear()
-            raise
+            return [enqueues.stored(task, blocking.run("enqueue", enqueues.general_args(task)))]
 
     # -- claim -------------------------------------------------------------------------------------
 

@@ -46,7 +46,8 @@ from omniq.connection import CONNECTION_ERRORS, Connection
 from omniq.errors import BackendError, BackendUnavailableError, ConfigurationError, OmniQError
 from omniq_sqlite import schema
 from omniq_sqlite._wake import WakeHub
-from omniq_sqlite.database import Database, raw, run
+from omniq_sqlite.database import Database
+from omniq_sqlite.driver import raw, run
 
 __all__ = [
     "SETTINGS_OPTIONS",

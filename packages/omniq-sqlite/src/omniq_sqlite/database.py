@@ -24,9 +24,8 @@ Checkpoints (the only fsyncs under ``synchronous=NORMAL``) run on a second
 aiosqlite connection's thread, at most every 0.2 s while writes keep coming,
 so neither the writer thread nor a caller's event loop waits on the disk.
 
-aiosqlite has no public way to run a function on its thread; we use its job
-queue (``_execute`` / ``_tx``) as SQLAlchemy's aiosqlite adapter does, in
-:func:`run`, :func:`submit`, :func:`idle` and :func:`raw` only.
+How a job reaches aiosqlite's thread, and how sqlite3's errors become
+OmniQ's, is :mod:`omniq_sqlite.driver`.
 """
 
 from __future__ import annotations
@@ -44,14 +43,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from omniq.errors import BackendError, BackendUnavailableError, OmniQError
+from omniq.errors import BackendError, BackendUnavailableError
+from omniq_sqlite.driver import idle, is_busy, raw, run, submit, translate
 
 if TYPE_CHECKING:
     import aiosqlite
 
     from omniq_sqlite._wake import WakeHub
 
-__all__ = ["Database", "idle", "raw", "run", "submit", "translate"]
+__all__ = ["Database"]
 
 logger = logging.getLogger("omniq.sqlite")
 
@@ -59,54 +59,12 @@ T = TypeVar("T")
 
 #: most write jobs committed together in one transaction (group commit).
 _MAX_GROUP = 64
-_BUSY_CODES = {5, 6, 261, 517}  # SQLITE_BUSY, SQLITE_LOCKED, BUSY_RECOVERY, BUSY_SNAPSHOT
 #: seconds between checkpoints while writes keep coming (one fsync covers many commits).
 _CHECKPOINT_PERIOD = 0.2
 #: returned by Database._try_inline when the job must go to the connection's thread.
 _MISS = object()
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
-
-
-# -- aiosqlite's job queue -----------------------------------------------------------------------
-
-
-async def run(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(*args)`` on the connection's thread and return its result."""
-    return await conn._execute(fn, *args)  # type: ignore[no-any-return,no-untyped-call]
-
-
-def submit(conn: aiosqlite.Connection, fn: Callable[[], object]) -> None:
-    """Queue ``fn()`` on the connection's thread without waiting for it."""
-    conn._tx.put_nowait((None, fn))
-
-
-def idle(conn: aiosqlite.Connection) -> bool:
-    """Whether the connection's thread has nothing queued."""
-    return conn._tx.empty()
-
-
-def raw(conn: aiosqlite.Connection) -> sqlite3.Connection:
-    """The sqlite3 connection under aiosqlite's (use it on that thread, or under the database's lock)."""
-    return conn._conn
-
-
-# -- errors --------------------------------------------------------------------------------------
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code in _BUSY_CODES
-    message = str(exc).lower()
-    return "locked" in message or "busy" in message
-
-
-def translate(exc: sqlite3.Error, path: str) -> OmniQError:
-    """Map a sqlite3 exception to an OmniQ error (never the raw "database is locked")."""
-    if isinstance(exc, sqlite3.OperationalError):
-        return BackendUnavailableError(f"SQLite database {path} is unavailable: {exc}")
-    return BackendError(f"SQLite database {path} failed: {type(exc).__name__}: {exc}")
 
 
 class Database:
@@ -325,7 +283,7 @@ class Database:
                 self._committed()
                 return result
             except sqlite3.Error as exc:  # noqa: PERF203 - the loop exists to retry this very error
-                if not _is_busy(exc):
+                if not is_busy(exc):
                     raise translate(exc, self.path) from exc
                 if time.monotonic() >= deadline:
                     raise BackendUnavailableError(
