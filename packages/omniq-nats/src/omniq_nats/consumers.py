@@ -8,6 +8,7 @@ between a publish and its consumer counting it.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from omniq_nats import subjects as names
@@ -76,8 +77,9 @@ async def consumer(client: QueueClient, queue: str, priority: int) -> str:
     return name
 
 
-#: seconds a look waits for tickets its consumer has not counted yet (see lagging); they come in microseconds.
-_LAG_WAIT = 0.05
+#: the pauses (s) before the no-wait pulls that look again for tickets their consumer had not counted
+#: yet (see lagging): they come in microseconds, so the first look again usually finds them.
+_LAG_RETRIES = (0.001, 0.004, 0.015, 0.03)
 
 
 async def pull_tickets(client: QueueClient, queue: str, priority: int, batch: int, *, held: int = 0) -> list[Msg]:
@@ -85,5 +87,11 @@ async def pull_tickets(client: QueueClient, queue: str, priority: int, batch: in
     stream, name = names.work_stream(client.prefix), await consumer(client, queue, priority)
     msgs = await pull(client.nc, stream, name, batch)
     if not msgs and held and await lagging(client, queue, priority, held):
-        msgs = await pull(client.nc, stream, name, batch, expires=_LAG_WAIT, until_first=True)
+        # No-wait pulls again, a few ms apart: a pull that waits (``expires``) on a consumer holding
+        # nak-delayed tickets went unanswered for seconds on nats-server 2.9 under load.
+        for delay in _LAG_RETRIES:
+            await asyncio.sleep(delay)
+            msgs = await pull(client.nc, stream, name, batch)
+            if msgs:
+                break
     return msgs

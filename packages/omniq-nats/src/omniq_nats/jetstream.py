@@ -224,16 +224,12 @@ def _status(msg: Msg) -> str | None:
     return msg.headers.get("Status")
 
 
-async def pull(
-    nc: Client, stream: str, consumer: str, batch: int, *, expires: float | None = None, until_first: bool = False
-) -> list[Msg]:
+async def pull(nc: Client, stream: str, consumer: str, batch: int, *, expires: float | None = None) -> list[Msg]:
     """Fetch up to ``batch`` messages from a durable pull consumer.
 
     Without ``expires`` the request is no-wait: the server answers at once
     with what it has. With ``expires`` it waits up to that many seconds for
-    the batch to fill; with ``until_first`` too, only for the first message
-    (the server then answers with what it has, a no-wait request with an
-    expiry).
+    the batch to fill.
     """
     msgs: list[Msg] = []
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -260,8 +256,6 @@ async def pull(
             wait = TIMEOUT
         else:
             request["expires"] = int(expires * 1e9)
-            if until_first:
-                request["no_wait"] = True
             wait = expires + TIMEOUT
         await nc.publish(f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{consumer}", json.dumps(request).encode(), reply=inbox)
         try:
