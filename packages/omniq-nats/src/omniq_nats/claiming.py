@@ -273,7 +273,7 @@ async def _claim_hinted(
     requeued, wake.idle = wake.requeued, None
     left = limit
     batches: list[int] = []
-    pulls: list[Awaitable[list[Any]]] = []
+    targets: list[tuple[str, int, int]] = []  # (queue, priority, batch) of each pull
     wanted: list[str] = []
     for priority, queue, ids in plan:
         if left <= 0:
@@ -281,12 +281,18 @@ async def _claim_hinted(
         batch = left if len(plan) == 1 else min(left, len(ids))
         left -= batch
         batches.append(batch)
-        pulls.append(pull_tickets(client, queue, priority, batch))
+        targets.append((queue, priority, batch))
         wanted.extend(ids)
+    pulls: list[Awaitable[list[Any]]] = [pull_tickets(client, *target) for target in targets]
     # a record whose revision was announced needs no read (see take).
     wanted = [i for i in dict.fromkeys(wanted) if i not in wake.revisions]
     answers = await gather([*pulls, client.tasks.get_many([names.token(i) for i in wanted])])
     fetched: list[list[Msg]] = answers[: len(pulls)]
+    if not any(fetched):
+        # The publication that woke us often outruns its consumer's count of the ticket (see
+        # consumers.lagging; a sixth of wake-ups on an idle queue): look again once, at once,
+        # rather than at the whole stream (two round trips more).
+        fetched = await gather(pull_tickets(client, *target) for target in targets)
     msgs = [msg for got in fetched for msg in got]
     claimed = await take(client, msgs, lease, worker_id, dict(zip(wanted, answers[-1], strict=True)))
     # drained: every hinted subject pulled short, and every hinted ticket was among what came
