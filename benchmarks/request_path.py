@@ -1,6 +1,6 @@
 """The web-request path: one enqueue per call, from sync and from async code, against the peers' own calls.
 
-    python benchmarks/request_path.py                                   # sqlite,redis,postgres,nats; 3 rounds
+    python benchmarks/request_path.py                                   # every engine; 3 rounds
     python benchmarks/request_path.py --engines sqlite,redis -n 5000 --rounds 5
 
 Each figure is one process making N sequential enqueue calls of a no-argument
@@ -240,6 +240,7 @@ LIBRARIES = {
     "redis": ["omniq-sync", "omniq-async", "huey", "rq", "celery", "arq", "taskiq", "saq"],
     "postgres": ["omniq-sync", "omniq-async", "pgqueuer", "procrastinate", "saq"],
     "nats": ["omniq-sync", "omniq-async", "taskiq"],
+    "file": ["omniq-sync", "omniq-async"],
 }
 
 
@@ -286,7 +287,7 @@ def _cell(values: list[float], digits: int = 0) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engines", default="sqlite,redis,postgres,nats")
+    parser.add_argument("--engines", default="sqlite,redis,postgres,nats,file")
     parser.add_argument("-n", type=int, default=3000, help="timed calls per library and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
