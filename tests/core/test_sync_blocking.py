@@ -23,12 +23,12 @@ from omniq.models import EventType, TaskStatus
 SERVERS = ("redis", "postgres", "nats")
 
 
-@pytest.fixture(params=["sqlite", *(pytest.param(name, marks=pytest.mark.servers) for name in SERVERS)])
+@pytest.fixture(params=["sqlite", "file", *(pytest.param(name, marks=pytest.mark.servers) for name in SERVERS)])
 def blocking_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
     """Settings of a store of this test's own on each engine with ``Capability.BLOCKING_ENQUEUE``."""
     backend: str = request.param
-    if backend == "sqlite":
-        yield Settings(backend="sqlite", base_dir=tmp_path / "data", poll_interval=0.2)
+    if backend in ("sqlite", "file"):
+        yield Settings(backend=backend, base_dir=tmp_path / "data", poll_interval=0.2)
         return
     from tests.faults.conftest import drop_server_data
 

@@ -11,7 +11,7 @@ from plain scripts and from threads while another event loop is running.
 The exception is the request path: ``enqueue``, ``enqueue_many`` and the
 task handles' ``enqueue`` run in the caller's thread when the task queue
 has :attr:`~omniq.capabilities.Capability.BLOCKING_ENQUEUE` (SQLite,
-Redis, PostgreSQL): the same producer builds the task and the engine runs
+file, Redis, PostgreSQL, NATS): the same producer builds the task and the engine runs
 the same statement or script through a blocking transport, so a web
 request's enqueue waits for the engine only, not for two thread hand-offs
 as well.

@@ -165,6 +165,12 @@ class FileRoot:
         with self.connection.errors():
             return await anyio.to_thread.run_sync(call)
 
+    def run_blocking(self, func: Callable[[Unpack[_Args]], _T], *args: Unpack[_Args]) -> _T:
+        """:meth:`run` in the calling thread, one with no event loop (the component is connected)."""
+        store = self.connection.current
+        with self.connection.errors(), store.session():
+            return func(*args)
+
     def notify(self, *channels: str) -> None:
         """Wake this thread's waiters on ``channels``."""
         if channels:

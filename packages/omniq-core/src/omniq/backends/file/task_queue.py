@@ -56,6 +56,7 @@ class FileTaskQueue(BaseTaskQueue):
             Capability.FLOW_CONTROL,
             Capability.QUEUE_PAUSE,
             Capability.DEPENDENCIES,
+            Capability.BLOCKING_ENQUEUE,
         }
     )
 
@@ -87,6 +88,14 @@ class FileTaskQueue(BaseTaskQueue):
             return []
         ids = await self.root.run(enqueue.enqueue_many, self._files, tasks)
         self.root.notify(WORK)
+        return ids
+
+    def enqueue_blocking(self, tasks: Sequence[Task]) -> list[str]:
+        """:meth:`enqueue_many` in the calling thread (waking this process's waiters on every thread)."""
+        if not tasks:
+            return []
+        ids = self.root.run_blocking(enqueue.enqueue_many, self._files, tasks)
+        self.root.notifier.notify_every_thread([WORK])
         return ids
 
     async def claim_ready(self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str) -> list[Task]:

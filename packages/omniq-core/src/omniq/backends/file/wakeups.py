@@ -2,10 +2,13 @@
 
 Waiters on other threads and in other processes notice new work or a new
 result by polling (every ``poll_interval`` seconds): files have no signal.
+A write from a thread with no event loop (the sync API's blocking enqueue)
+wakes this process's waiters on every thread, through their loops.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import weakref
@@ -42,7 +45,8 @@ class Notifier:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiters: dict[str, set[tuple[anyio.Event, int]]] = {}
+        # channel -> (event, its thread, its asyncio loop: None under another async library)
+        self._waiters: dict[str, set[tuple[anyio.Event, int, asyncio.AbstractEventLoop | None]]] = {}
 
     @classmethod
     def for_store(cls, store: Store) -> Notifier:
@@ -56,7 +60,11 @@ class Notifier:
     @contextlib.contextmanager
     def watch(self, channel: str) -> Iterator[anyio.Event]:
         """Register an event set by :meth:`notify` on ``channel`` (from this thread)."""
-        entry = (anyio.Event(), threading.get_ident())
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        entry = (anyio.Event(), threading.get_ident(), loop)
         with self._lock:
             self._waiters.setdefault(channel, set()).add(entry)
         try:
@@ -73,6 +81,15 @@ class Notifier:
         """Wake this thread's waiters on ``channels``."""
         me = threading.get_ident()
         with self._lock:
-            woken = [event for channel in channels for event, ident in self._waiters.get(channel, ()) if ident == me]
+            woken = [entry[0] for channel in channels for entry in self._waiters.get(channel, ()) if entry[1] == me]
         for event in woken:
             event.set()
+
+    def notify_every_thread(self, channels: Iterable[str]) -> None:
+        """Wake the waiters of every thread on ``channels``, from a thread with no event loop."""
+        with self._lock:
+            entries = [entry for channel in channels for entry in self._waiters.get(channel, ())]
+        for event, _, loop in entries:
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits any more
+                    loop.call_soon_threadsafe(event.set)
