@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from contextlib import closing
 
 import anyio
@@ -16,7 +17,7 @@ from omniq.models import Outcome, OutcomeKind, Task, TaskResult, TaskStatus
 from omniq.plugins import installed_backends, resolve_backend
 from omniq_sqlite import SQLiteEventStorage, SQLiteResultStorage, SQLiteTaskQueue
 from omniq_sqlite._wake import wake_dir
-from omniq_sqlite.connection import resolve_path
+from omniq_sqlite.connection import _switch_to_wal, resolve_path
 from omniq_sqlite.schema import LATEST_VERSION, SCHEMA_VERSION, migrate
 from tests.backends.sqlite.locks import hold_write_lock
 
@@ -111,6 +112,31 @@ async def test_unfused_finish_leaves_result_storage_alone(tmp_path):
         outcome = Outcome(task_id="t", lease_token=task.lease_token or "", kind=OutcomeKind.SUCCEEDED, result=result)
         assert await q.finish([outcome], results=r) == [True]
         assert await r.get("t") is None
+
+
+def test_connections_switching_a_new_file_to_wal_together_all_succeed(tmp_path):
+    # SQLite fails one of two connections racing for the switch's exclusive lock at once, busy
+    # timeout or not (about 1 round in 15 of four threads): the switch retries until its timeout.
+    for round_ in range(100):
+        path = str(tmp_path / f"new-{round_}.db")
+        start = threading.Barrier(4)
+        modes: list[object] = []
+
+        def switch(path: str = path, start: threading.Barrier = start, modes: list[object] = modes) -> None:
+            with closing(sqlite3.connect(path, isolation_level=None, check_same_thread=False)) as conn:
+                conn.execute("PRAGMA busy_timeout = 10000")
+                start.wait()
+                try:
+                    modes.append(_switch_to_wal(conn, 10.0))
+                except sqlite3.Error as exc:
+                    modes.append(exc)
+
+        threads = [threading.Thread(target=switch) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert modes == ["wal"] * 4, f"round {round_}: {modes}"
 
 
 def test_migrations_are_idempotent(db_path):

@@ -30,6 +30,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 import weakref
 from collections.abc import Mapping
@@ -47,7 +48,7 @@ from omniq.errors import BackendError, BackendUnavailableError, ConfigurationErr
 from omniq_sqlite import schema
 from omniq_sqlite._wake import WakeHub
 from omniq_sqlite.database import Database
-from omniq_sqlite.driver import raw, run
+from omniq_sqlite.driver import is_busy, raw, run
 
 __all__ = [
     "SETTINGS_OPTIONS",
@@ -196,11 +197,29 @@ async def _connect(path: str, **kwargs: Any) -> aiosqlite.Connection:
 # -- opening and closing -------------------------------------------------------------------------
 
 
+def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> str:
+    """``PRAGMA journal_mode=WAL``, retried while another connection holds the lock, up to ``timeout`` s.
+
+    The busy timeout does not cover it: two connections that both read the
+    file and both ask for the exclusive lock the switch needs would wait on
+    each other, so SQLite fails one of them at once instead of calling its busy
+    handler (4 in 100 rounds of four processes opening a new file together).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:  # noqa: PERF203 - a retry loop: it ends on success
+            if not is_busy(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
 def _configure(conn: sqlite3.Connection, options: Options) -> tuple[bool, int]:
     """PRAGMAs and migrations, on the connection's thread; returns (WAL on, migrations applied)."""
     # Waits out other processes here (WAL switch, migrations); jobs retry busy errors themselves.
     conn.execute(f"PRAGMA busy_timeout = {int(options.busy_timeout * 1000)}")
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    mode = _switch_to_wal(conn, options.busy_timeout)
     wal = str(mode).lower() == "wal"
     if not wal:
         logger.warning("SQLite database %s could not switch to WAL (journal_mode=%s)", options.path, mode)
