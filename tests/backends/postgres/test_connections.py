@@ -161,6 +161,7 @@ def _child_enqueues_through_inherited_components(queue, task, parent_pid, out):
 @pytest.mark.skipif(sys.platform == "win32", reason="fork")
 async def test_a_forked_child_uses_its_own_pool_and_listener_and_leaves_the_parents_open(make_queue):
     async with connected(make_queue) as (queue,):
+        await queue.enqueue(make_task(queue="parent"))  # the parent holds its enqueue connection
         await queue.wait_for_work(["fork"], 0.01)  # starts the parent's listener
         parent_pid = queue._wakeups.listener.backend_pid()
         task = make_task(queue="fork")
@@ -177,3 +178,48 @@ async def test_a_forked_child_uses_its_own_pool_and_listener_and_leaves_the_pare
         assert queue._wakeups.listener.backend_pid() == parent_pid  # the child closed only its own
         claimed = await queue.claim_ready(["fork"], 5, lease=30, worker_id="w")
         assert [t.id for t in claimed] == [task.id]
+        await queue.enqueue(make_task(queue="parent"))  # the parent's enqueue connection still works
+        assert await queue.count() == 3
+
+
+def _enqueue_connection_pid(queue: PostgresTaskQueue) -> int:
+    conn = queue._held._conn
+    assert conn is not None, "no enqueue connection is held"
+    pid: int = conn.get_server_pid()
+    return pid
+
+
+async def test_the_enqueue_connection_killed_between_calls_is_replaced(make_queue, admin):
+    async with connected(lambda: make_queue(min_size=1, max_size=4)) as (queue,):
+        await queue.enqueue(make_task())
+        pid = _enqueue_connection_pid(queue)
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        await anyio.sleep(0.2)
+        await queue.enqueue(make_task())
+        assert _enqueue_connection_pid(queue) != pid
+        assert await queue.count() == 2
+
+
+async def test_an_enqueue_cancelled_in_its_statement_gives_its_connection_back(make_queue, admin):
+    async with connected(lambda: make_queue(min_size=1, max_size=2)) as (queue,):
+        await queue.enqueue(make_task())
+        async with admin.transaction():
+            await admin.execute(f"LOCK TABLE {queue.names.tasks} IN ACCESS EXCLUSIVE MODE")
+            with anyio.move_on_after(0.5) as scope:
+                await queue.enqueue(make_task())  # waits on the lock until cancelled
+            assert scope.cancelled_caught
+            assert queue._held._conn is None  # handed back to the pool, which cancels the statement
+        await queue.enqueue(make_task())
+        assert await queue.count() == 2
+
+
+async def test_enqueues_at_once_and_a_pool_of_one_all_land(make_queue):
+    async with connected(lambda: make_queue(min_size=1, max_size=2)) as (queue,):
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(queue.enqueue, make_task())
+        assert await queue.count() == 20
+    async with connected(lambda: make_queue(min_size=1, max_size=1)) as (single,):
+        await single.enqueue(make_task(queue="one"))
+        claimed = await single.claim_ready(["one"], 5, lease=30, worker_id="w")
+        assert len(claimed) == 1

@@ -44,6 +44,7 @@ from omniq_postgres.enqueue import TaskInserts
 from omniq_postgres.event_storage import PostgresEventStorage
 from omniq_postgres.flow import QueuePauses
 from omniq_postgres.fused_events import enqueue_beside
+from omniq_postgres.held import HeldConnection
 from omniq_postgres.operations import TaskOperations
 from omniq_postgres.records import (
     claim_order,
@@ -110,6 +111,7 @@ class PostgresTaskQueue(BaseTaskQueue):
         self._connection = pool_connection(self.url, self.names, pool_options)
         self._sql = TaskSQL(self.names)
         self._inserts = TaskInserts(self.names)
+        self._held = HeldConnection()  # the enqueue's connection, kept out of the pool between calls
         self._fused_sql: dict[str, str] = {}
         self._wakeups = QueueWakeups(self.url, self.names.tasks_channel, poll_interval)
         self._operations = TaskOperations(self.names, self._connection)
@@ -131,6 +133,7 @@ class PostgresTaskQueue(BaseTaskQueue):
         """Stop listening, wake waiters and close the pool (idempotent)."""
         await self._wakeups.close()
         await self._blocking.aclose()
+        await self._held.release()
         await self._connection.close()
 
     # -- enqueue -----------------------------------------------------------------------------
@@ -145,8 +148,7 @@ class PostgresTaskQueue(BaseTaskQueue):
             return []
         pool = await self._connection.client()
         with self._connection.errors():
-            async with pool.acquire() as conn:
-                return await self._inserts.insert(conn, tasks)
+            return await self._held.run(pool, lambda conn: self._inserts.insert(conn, tasks))
 
     def enqueue_blocking(self, tasks: Sequence[Task]) -> list[str]:
         """:meth:`enqueue_many` in the calling thread: the same insert, on that thread's own connection and loop."""
