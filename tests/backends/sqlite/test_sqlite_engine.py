@@ -127,8 +127,8 @@ def test_connections_switching_a_new_file_to_wal_together_all_succeed(tmp_path):
                 conn.execute("PRAGMA busy_timeout = 10000")
                 start.wait()
                 try:
-                    modes.append(_switch_to_wal(conn, 10.0))
-                except sqlite3.Error as exc:
+                    modes.append(_switch_to_wal(conn, 10.0, path))
+                except (sqlite3.Error, BackendError) as exc:
                     modes.append(exc)
 
         threads = [threading.Thread(target=switch) for _ in range(4)]

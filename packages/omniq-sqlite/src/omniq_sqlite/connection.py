@@ -30,7 +30,6 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 import urllib.parse
 import weakref
 from collections.abc import Mapping
@@ -48,7 +47,7 @@ from omniq.errors import BackendError, BackendUnavailableError, ConfigurationErr
 from omniq_sqlite import schema
 from omniq_sqlite._wake import WakeHub
 from omniq_sqlite.database import Database
-from omniq_sqlite.driver import is_busy, raw, run
+from omniq_sqlite.driver import raw, retry_while_busy, run
 
 __all__ = [
     "SETTINGS_OPTIONS",
@@ -197,7 +196,7 @@ async def _connect(path: str, **kwargs: Any) -> aiosqlite.Connection:
 # -- opening and closing -------------------------------------------------------------------------
 
 
-def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> str:
+def _switch_to_wal(conn: sqlite3.Connection, timeout: float, path: str) -> str:
     """``PRAGMA journal_mode=WAL``, retried while another connection holds the lock, up to ``timeout`` s.
 
     The busy timeout does not cover it: two connections that both read the
@@ -205,21 +204,14 @@ def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> str:
     each other, so SQLite fails one of them at once instead of calling its busy
     handler (4 in 100 rounds of four processes opening a new file together).
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
-        except sqlite3.OperationalError as exc:  # noqa: PERF203 - a retry loop: it ends on success
-            if not is_busy(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.005)
+    return retry_while_busy(lambda: str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]), timeout, path)
 
 
 def _configure(conn: sqlite3.Connection, options: Options) -> tuple[bool, int]:
     """PRAGMAs and migrations, on the connection's thread; returns (WAL on, migrations applied)."""
     # Waits out other processes here (WAL switch, migrations); jobs retry busy errors themselves.
     conn.execute(f"PRAGMA busy_timeout = {int(options.busy_timeout * 1000)}")
-    mode = _switch_to_wal(conn, options.busy_timeout)
+    mode = _switch_to_wal(conn, options.busy_timeout, options.path)
     wal = str(mode).lower() == "wal"
     if not wal:
         logger.warning("SQLite database %s could not switch to WAL (journal_mode=%s)", options.path, mode)

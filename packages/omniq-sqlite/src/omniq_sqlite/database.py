@@ -35,7 +35,6 @@ import contextlib
 import logging
 import sqlite3
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -43,8 +42,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from omniq.errors import BackendError, BackendUnavailableError
-from omniq_sqlite.driver import idle, is_busy, raw, run, submit, translate
+from omniq.errors import BackendError
+from omniq_sqlite.driver import idle, raw, retry_while_busy, run, submit, translate
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -264,35 +263,26 @@ class Database:
 
     def _retrying(self, body: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
         """Run ``body`` (in ``BEGIN IMMEDIATE ... COMMIT`` when writing), retrying while another process is busy."""
+        result = retry_while_busy(partial(self._once, body, write), self.busy_timeout, self.path)
+        if write:
+            self._committed()
+        return result
+
+    def _once(self, body: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        """One attempt of :meth:`_retrying`, under the connection's lock."""
         conn = raw(self._conn)
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.001
-        while True:
+        with self._lock:
+            if not write:
+                return body(conn)
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                with self._lock:
-                    if not write:
-                        return body(conn)
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        result = body(conn)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
-                self._committed()
-                return result
-            except sqlite3.Error as exc:  # noqa: PERF203 - the loop exists to retry this very error
-                if not is_busy(exc):
-                    raise translate(exc, self.path) from exc
-                if time.monotonic() >= deadline:
-                    raise BackendUnavailableError(
-                        f"SQLite database {self.path} stayed locked by another connection for "
-                        f"{self.busy_timeout:g} s (busy_timeout); retry later"
-                    ) from exc
-                logger.debug("SQLite database %s is busy; retrying in %.3f s", self.path, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+                result = body(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return result
 
     # -- checkpoints (on the checkpointer connection's thread) -----------------------------------
 

@@ -7,7 +7,9 @@ queue (``_execute`` / ``_tx``) as SQLAlchemy's aiosqlite adapter does, in
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,7 +18,9 @@ from omniq.errors import BackendError, BackendUnavailableError, OmniQError
 if TYPE_CHECKING:
     import aiosqlite
 
-__all__ = ["idle", "is_busy", "raw", "run", "submit", "translate"]
+__all__ = ["idle", "is_busy", "raw", "retry_while_busy", "run", "submit", "translate"]
+
+logger = logging.getLogger("omniq.sqlite")
 
 T = TypeVar("T")
 
@@ -56,6 +60,31 @@ def is_busy(exc: sqlite3.Error) -> bool:
         return code in _BUSY_CODES
     message = str(exc).lower()
     return "locked" in message or "busy" in message
+
+
+def retry_while_busy(call: Callable[[], T], timeout: float, path: str) -> T:
+    """``call()``, again (1 ms, doubling up to 50 ms) while another connection holds the lock, up to ``timeout`` s.
+
+    Raises:
+        BackendUnavailableError: still locked after ``timeout`` s, or another operational error.
+        BackendError: any other sqlite3 error (:func:`translate`).
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            return call()
+        except sqlite3.Error as exc:  # noqa: PERF203 - the loop exists to retry this very error
+            if not is_busy(exc):
+                raise translate(exc, path) from exc
+            if time.monotonic() >= deadline:
+                raise BackendUnavailableError(
+                    f"SQLite database {path} stayed locked by another connection for "
+                    f"{timeout:g} s (busy_timeout); retry later"
+                ) from exc
+            logger.debug("SQLite database %s is busy; retrying in %.3f s", path, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
 
 def translate(exc: sqlite3.Error, path: str) -> OmniQError:
