@@ -13,11 +13,12 @@ the other calls would wait for it.
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import asyncpg
+
+from omniq.connection import fork_generation
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -30,12 +31,12 @@ _T = TypeVar("_T")
 class HeldConnection:
     """A connection acquired from a pool on first use and kept until :meth:`release` or a failure."""
 
-    __slots__ = ("_busy", "_conn", "_pid", "_pool")
+    __slots__ = ("_busy", "_conn", "_generation", "_pool")
 
     def __init__(self) -> None:
         self._pool: asyncpg.Pool | None = None
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None
-        self._pid = 0  # the process that acquired it: a forked child never touches its parent's
+        self._generation = -1  # the fork generation that acquired it: a forked child never touches its parent's
         self._busy = False
 
     async def run(self, pool: asyncpg.Pool, call: Callable[[asyncpg.Connection], Awaitable[_T]]) -> _T:
@@ -56,7 +57,7 @@ class HeldConnection:
                     await self._give_back(pool, conn)
                 self._conn = None
                 conn = await pool.acquire()
-                self._conn, self._pool, self._pid = conn, pool, os.getpid()
+                self._conn, self._pool, self._generation = conn, pool, fork_generation()
             try:
                 result = await call(conn)
             except BaseException:
@@ -73,7 +74,7 @@ class HeldConnection:
         """Give the connection back to its pool (before the pool closes); a lent one goes back after its call."""
         conn, pool = self._conn, self._pool
         self._conn = self._pool = None
-        if conn is not None and pool is not None and not self._busy and self._pid == os.getpid():
+        if conn is not None and pool is not None and not self._busy and self._generation == fork_generation():
             await self._give_back(pool, conn)
 
     @staticmethod
