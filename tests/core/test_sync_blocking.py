@@ -109,3 +109,46 @@ def test_an_engine_without_the_capability_enqueues_through_the_loop(make_setting
     finally:
         plugins.get_plugin_manager().unregister(name="test-thread-recorder")
     assert recorder.enqueued[task_id] == "omniq-portal"
+
+
+def test_reads_run_in_the_callers_thread_while_the_loop_is_busy(blocking_settings: Settings) -> None:
+    """``get_task`` and ``get_result`` (no ``wait``) answer with the app's loop thread held up.
+
+    The loop thread is blocked on a ``threading.Event`` that this thread sets
+    only after its reads returned (a watchdog sets it after 60 s, so a read
+    that went through the loop fails the test instead of hanging it).
+    """
+    with OmniQ(blocking_settings) as app:
+        assert Capability.BLOCKING_READS in app.async_app.task_queue.capabilities
+        assert Capability.BLOCKING_READS in app.async_app.result_storage.capabilities
+        app.task(name="double")(lambda x: {"twice": 2 * x})
+        done, lost = app.enqueue("double", 21), app.enqueue("double", 5)
+        pending = app.enqueue("double", 1, queue="nobody")
+        app.worker(burst=True, queues=["default"]).run()
+        assert app.async_app.result_storage is not None
+        app._call(app.async_app.result_storage.delete, lost)  # a worker that died between the two writes
+        release, watchdog_fired = threading.Event(), threading.Event()
+
+        def watchdog() -> None:
+            if not release.wait(60):
+                watchdog_fired.set()
+                release.set()
+
+        async def hold_the_loop() -> None:
+            release.wait()  # blocks the loop thread itself
+
+        threading.Thread(target=watchdog, daemon=True).start()
+        app._portal.portal.start_task_soon(hold_the_loop)
+        try:
+            task, waiting, unknown = app.get_task(done), app.get_task(pending), app.get_task(uuid.uuid4().hex)
+            result, from_record = app.get_result(done), app.get_result(lost)
+            none_yet, none_ever = app.get_result(pending), app.get_result(uuid.uuid4().hex)
+        finally:
+            release.set()
+        assert not watchdog_fired.is_set(), "a read waited for the loop thread"
+        assert task is not None and task.status is TaskStatus.SUCCEEDED and task.id == done
+        assert waiting is not None and waiting.status is TaskStatus.PENDING and unknown is None
+        assert result is not None and result.result == {"twice": 42}  # decoded as the async path decodes
+        assert from_record is not None and from_record.status is TaskStatus.SUCCEEDED and from_record.task_id == lost
+        assert none_yet is None and none_ever is None
+        assert app.get_result(done, wait=True, timeout=5) == result  # waiting still goes through the loop

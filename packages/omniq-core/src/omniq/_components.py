@@ -142,6 +142,15 @@ class Components:
         """The event storage (available after :meth:`connect`)."""
         return _require(self.event_storage_or_none, "event_storage")
 
+    @property
+    def reads_blocking(self) -> bool:
+        """Whether a task and a result can be read in the calling thread now (``Capability.BLOCKING_READS``)."""
+        return (
+            self.connected
+            and Capability.BLOCKING_READS in self.task_queue.capabilities
+            and Capability.BLOCKING_READS in self.result_storage.capabilities
+        )
+
     def _type(self, name: str) -> str:
         return self.settings.component(name).type
 

@@ -20,7 +20,7 @@ from typing import TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
-__all__ = ["Portal"]
+__all__ = ["Portal", "shutdown"]
 
 _T = TypeVar("_T")
 
@@ -92,3 +92,17 @@ class Portal:
             except RuntimeError:  # already stopped
                 pass
             self._thread.join()
+
+
+def shutdown(portal: Portal, close: Callable[[], Awaitable[object]]) -> None:
+    """Run ``close()`` on the portal's loop, then stop the portal (a sync façade's finalizer; never raises)."""
+    if portal.closed:
+        return
+    if not portal.owned:  # a forked child that never called: the parent's connections are the parent's
+        portal.close()
+        return
+    try:
+        portal.portal.call(close)
+    except Exception:  # closing at interpreter exit must not raise
+        pass
+    portal.close()

@@ -1,4 +1,4 @@
-"""Reading results: now, or waiting for one, riding out reconnects; never waiting for a task that has finished.
+"""Waiting for a result, riding out reconnects; never waiting for a task that has finished.
 
 A task's outcome reaches the result storage after the queue accepted it
 (``omniq.worker.runner`` explains the order). If a worker dies between the
@@ -24,15 +24,9 @@ from omniq.models import Task, TaskResult, TaskStatus
 if TYPE_CHECKING:
     from omniq._components import Components
 
-__all__ = ["read_result", "wait_for_result"]
+__all__ = ["wait_for_result"]
 
 logger = logging.getLogger("omniq.app")
-
-
-async def read_result(components: Components, task_id: str) -> TaskResult | None:
-    """The stored result, or one made from a terminal task record without one; None while there is none."""
-    result = await components.result_storage.get(task_id)
-    return result if result is not None else await _result_from_task(components, task_id)
 
 
 async def wait_for_result(components: Components, task_id: str, timeout: float | None) -> TaskResult | None:
@@ -95,14 +89,4 @@ async def _settle(components: Components, task: Task, deadline: float | None) ->
             stored = await components.result_storage.wait(task.id, grace)
             if stored is not None:
                 return stored
-    return TaskResult.from_task(task, finished_at=task.finished_at)
-
-
-async def _result_from_task(components: Components, task_id: str) -> TaskResult | None:
-    task = await components.task_queue.get(task_id)
-    if task is None or not task.status.is_terminal:
-        return None
-    stored = await components.result_storage.get(task_id)
-    if stored is not None:
-        return stored
     return TaskResult.from_task(task, finished_at=task.finished_at)

@@ -15,19 +15,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-import msgspec
-
 from omniq import plugins
 from omniq._components import Components
 from omniq._eager import run_eagerly
 from omniq._operator import OperatorMethods
 from omniq._options import EnqueueOptions, TaskOptions
 from omniq._producer import Producer
-from omniq._results import read_result, wait_for_result
+from omniq._reads import read, result_steps, task_steps
+from omniq._results import wait_for_result
 from omniq._tasks import TaskFunction, TaskRegistry
 from omniq.config import Settings
 from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskStatus
-from omniq.progress import read_progress
 from omniq.retrying import RETRY_EVERYTHING, RetryPolicy
 from omniq.serialization import BUILTIN_SERIALIZERS, SerializerRegistry
 from omniq.workflows import Signature, Workflow, WorkflowHandle, enqueue_workflow
@@ -277,11 +275,8 @@ class AsyncOmniQ(OperatorMethods):
 
     async def get_task(self, task_id: str) -> Task | None:
         """Return the task record, or None; a RUNNING one with its latest ``progress`` report (:mod:`omniq.progress`)."""
-        task = await self._components.get_task(task_id)
-        if task is not None and task.status is TaskStatus.RUNNING:
-            progress = await read_progress(self.result_storage, task)
-            if progress is not None:
-                task = msgspec.structs.replace(task, progress=progress)
+        await self.connect()
+        task: Task | None = await read(self._components, task_steps(task_id))
         return task
 
     def decode_args(self, task: Task) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -304,11 +299,11 @@ class AsyncOmniQ(OperatorMethods):
                 ``wait`` an unknown id reads as None, like an unfinished task.
         """
         await self.connect()
-        if wait:
-            result = await wait_for_result(self._components, task_id, timeout)
-        else:
-            result = await read_result(self._components, task_id)
-        return self._registry.decode_result(result) if result is not None else None
+        decode = self._registry.decode_result
+        if not wait:
+            return await read(self._components, result_steps(task_id, decode))  # type: ignore[no-any-return]
+        result = await wait_for_result(self._components, task_id, timeout)
+        return decode(result) if result is not None else None
 
     async def list_tasks(
         self,

@@ -51,3 +51,7 @@ class Capability:
     #: ``enqueue_blocking``: tasks are stored from a thread with no event loop, in that thread (the sync
     #: ``OmniQ`` enqueues this way instead of through its loop thread: no hand-off to wait for).
     BLOCKING_ENQUEUE = "blocking_enqueue"
+    #: ``get_blocking``: a task (on a task queue) or a result (on a result storage) is read from a thread
+    #: with no event loop, in that thread (the sync ``OmniQ.get_task`` / ``get_result`` read this way
+    #: when both components claim it, instead of through its loop thread).
+    BLOCKING_READS = "blocking_reads"

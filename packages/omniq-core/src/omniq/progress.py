@@ -7,7 +7,7 @@ payload), the way Celery's ``update_state`` keeps a custom state in its result
 backend. So every engine, and every third-party result storage, keeps progress
 with no new contract method, and the task queue's hot path is not touched.
 
-``AsyncOmniQ.get_task`` fills ``Task.progress`` from it while the task is
+``get_task`` (:mod:`omniq._reads`) fills ``Task.progress`` from it while the task is
 RUNNING (one more read, for running tasks only), when the report belongs to
 the current attempt; a finished task shows none. A record expires a day
 after its last report, as results expire.
@@ -26,7 +26,6 @@ import msgspec
 from omniq.models import TaskProgress, TaskResult, TaskStatus, utcnow
 
 if TYPE_CHECKING:
-    from omniq.base import BaseResultStorage
     from omniq.models import Task
 
 __all__ = [
@@ -36,7 +35,7 @@ __all__ = [
     "make_progress",
     "progress_key",
     "progress_record",
-    "read_progress",
+    "progress_of",
 ]
 
 #: the suffix of a task id that names its progress record in the result storage.
@@ -111,9 +110,11 @@ def describe_progress(progress: TaskProgress | None) -> str | None:
     return f"{done} {progress.message}" if progress.message else done
 
 
-async def read_progress(results: BaseResultStorage, task: Task) -> TaskProgress | None:
-    """The latest report of ``task``'s current attempt, or None (none yet, an older attempt's, unreadable)."""
-    record = await results.get(progress_key(task.id))
+def progress_of(task: Task, record: TaskResult | None) -> TaskProgress | None:
+    """The report in ``record`` (read at ``progress_key(task.id)``) if it is of ``task``'s current attempt, else None.
+
+    None too when there is none yet, or it is not a report (a result stored under that name).
+    """
     if record is None or record.attempts != task.attempts or record.status is not TaskStatus.RUNNING:
         return None
     try:

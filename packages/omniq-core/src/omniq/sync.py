@@ -8,13 +8,12 @@ coroutine of the same-named ``AsyncOmniQ`` method to that loop; a test
 checks that the two surfaces keep the same methods and signatures. It works
 from plain scripts and from threads while another event loop is running.
 
-The exception is the request path: ``enqueue``, ``enqueue_many`` and the
-task handles' ``enqueue`` run in the caller's thread when the task queue
-has :attr:`~omniq.capabilities.Capability.BLOCKING_ENQUEUE` (SQLite,
-file, Redis, PostgreSQL, NATS): the same producer builds the task and the engine runs
-the same statement or script through a blocking transport, so a web
-request's enqueue waits for the engine only, not for two thread hand-offs
-as well.
+The exception is the request path, run in the caller's thread where the
+engine can, so a web request waits for the engine only, not for two thread
+hand-offs as well: ``enqueue``, ``enqueue_many`` and the handles' ``enqueue``
+(``Capability.BLOCKING_ENQUEUE``: the same producer, the engine's same
+statement or script over a blocking transport), ``get_task`` and
+``get_result`` without ``wait`` (``Capability.BLOCKING_READS``, :mod:`omniq._reads`).
 """
 
 from __future__ import annotations
@@ -30,7 +29,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from typing_extensions import ParamSpec
 
 from omniq._options import EnqueueOptions, TaskOptions
-from omniq._portal import Portal
+from omniq._portal import Portal, shutdown
+from omniq._reads import read_blocking, result_steps, task_steps
 from omniq._sync_handles import SyncTaskFunction, SyncWorkerPool
 from omniq._tasks import TaskFunction
 from omniq.app import AsyncOmniQ
@@ -76,7 +76,7 @@ class OmniQ:
         self.settings = self.async_app.settings
         self._portal = Portal()
         # Runs on close(), on garbage collection, or at interpreter exit, whichever comes first.
-        self._finalizer = weakref.finalize(self, _shutdown, self.async_app, self._portal)
+        self._finalizer = weakref.finalize(self, shutdown, self._portal, self.async_app.close)
 
     def _call(self, func: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:
         if self._portal.closed:
@@ -223,8 +223,8 @@ class OmniQ:
             return self.async_app._producer.enqueue_blocking(name, args, kwargs, options)
         return self._call(self.async_app.enqueue_call, name, args, kwargs, options)
 
-    def _blocking(self) -> bool:
-        """Whether an enqueue can run in this thread, without the loop (see ``Capability.BLOCKING_ENQUEUE``).
+    def _blocking(self, *, reads: bool = False) -> bool:
+        """Whether an enqueue (with ``reads``: a read) can run in this thread, without the loop.
 
         Not before the app is connected in this process (the first call connects it through
         the loop; a forked child's first call starts a loop of its own), nor when eager, nor
@@ -235,15 +235,21 @@ class OmniQ:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return self._portal.owned and self.async_app._producer.blocking
+            app = self.async_app
+            return self._portal.owned and (app._components.reads_blocking if reads else app._producer.blocking)
         return False
 
     def get_result(self, task_id: str, wait: bool = False, timeout: float | None = None) -> TaskResult | None:
-        """See :meth:`AsyncOmniQ.get_result`."""
-        return self._call(self.async_app.get_result, task_id, wait, timeout)
+        """See :meth:`AsyncOmniQ.get_result` (read in this thread when the engine can, unless waiting)."""
+        app = self.async_app
+        if not wait and self._blocking(reads=True):
+            return read_blocking(app._components, result_steps(task_id, app._registry.decode_result))  # type: ignore[no-any-return]
+        return self._call(app.get_result, task_id, wait, timeout)
 
     def get_task(self, task_id: str) -> Task | None:
-        """See :meth:`AsyncOmniQ.get_task`."""
+        """See :meth:`AsyncOmniQ.get_task` (read in this thread when the engine can)."""
+        if self._blocking(reads=True):
+            return read_blocking(self.async_app._components, task_steps(task_id))  # type: ignore[no-any-return]
         return self._call(self.async_app.get_task, task_id)
 
     def list_tasks(
@@ -383,16 +389,3 @@ class OmniQ:
 
     def __repr__(self) -> str:
         return f"<OmniQ {self.settings!r}>"
-
-
-def _shutdown(app: AsyncOmniQ, portal: Portal) -> None:
-    if portal.closed:
-        return
-    if not portal.owned:  # a forked child that never called: the parent's connections are the parent's
-        portal.close()
-        return
-    try:
-        portal.portal.call(app.close)
-    except Exception:  # closing at interpreter exit must not raise
-        pass
-    portal.close()

@@ -11,6 +11,7 @@ a result whose own ``expires_at`` passed is invisible and removed by ``purge``.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
@@ -18,17 +19,25 @@ import anyio
 from omniq.base import BaseResultStorage, Capability
 from omniq.constants import DEFAULT_PREFIX
 from omniq.models import TaskResult, decode_result, encode_result, utcnow
+from omniq.thread_clients import ThreadClients
 from omniq_nats import subjects as names
-from omniq_nats.connection import normalize_url, results_connection
+from omniq_nats.connection import close_results, normalize_url, open_results, results_connection
 from omniq_nats.jetstream import gather
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from omniq_nats.kv import Entry
+
 
 __all__ = ["NatsResultStorage"]
 
 _CHUNK = 500  # writes in flight per pipelined batch
+
+
+def _stored(entry: Entry | None) -> TaskResult | None:
+    """The live result a read of its key found."""
+    return None if entry is None or entry.deleted else _live(decode_result(entry.value))
 
 
 def _live(result: TaskResult | None) -> TaskResult | None:
@@ -42,7 +51,13 @@ class NatsResultStorage(BaseResultStorage):
 
     backend_name: ClassVar[str] = "nats"
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {Capability.MULTI_PROCESS, Capability.MULTI_HOST, Capability.BLOCKING_WAIT, Capability.DURABLE}
+        {
+            Capability.MULTI_PROCESS,
+            Capability.MULTI_HOST,
+            Capability.BLOCKING_WAIT,
+            Capability.DURABLE,
+            Capability.BLOCKING_READS,
+        }
     )
     settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ttl": "result_ttl"}
 
@@ -61,6 +76,10 @@ class NatsResultStorage(BaseResultStorage):
         self.prefix = names.check_prefix(prefix)
         self.ttl = ttl
         self._connection = results_connection(self.url, self.prefix, ttl, options)
+        # the sync API's reads: a client per calling thread, replaced after a minute unused (see the task queue's)
+        self._blocking = ThreadClients(
+            functools.partial(open_results, self.url, self.prefix, ttl, options), close_results, max_idle=60.0
+        )
 
     async def connect(self) -> None:
         """Connect and create the bucket (idempotent)."""
@@ -68,6 +87,7 @@ class NatsResultStorage(BaseResultStorage):
 
     async def close(self) -> None:
         """Close the connection (idempotent)."""
+        await self._blocking.aclose()
         await self._connection.close()
 
     async def set(self, result: TaskResult) -> None:
@@ -87,9 +107,14 @@ class NatsResultStorage(BaseResultStorage):
         bucket = await self._connection.client()
         with self._connection.errors():
             entry = await bucket.get(names.token(task_id))
-        if entry is None or entry.deleted:
-            return None
-        return _live(decode_result(entry.value))
+        return _stored(entry)
+
+    def get_blocking(self, task_id: str) -> TaskResult | None:
+        """:meth:`get` in the calling thread: the same direct get, on that thread's own client and loop."""
+        self._connection.current  # noqa: B018 - connected in this process: the bucket exists
+        with self._connection.errors():
+            entry = self._blocking.run(lambda bucket: bucket.get(names.token(task_id)))
+        return _stored(entry)
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for the result on its key's subject; None after ``timeout`` s."""

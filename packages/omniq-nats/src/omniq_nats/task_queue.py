@@ -86,6 +86,7 @@ class NatsTaskQueue(BaseTaskQueue):
             Capability.QUEUE_PAUSE,  # omniq_nats.pauses
             Capability.DEPENDENCIES,  # omniq_nats.dependencies
             Capability.BLOCKING_ENQUEUE,  # omniq.thread_clients: a client per calling thread
+            Capability.BLOCKING_READS,  # the same clients
         }
     )
     settings_options: ClassVar[Mapping[str, str]] = {"prefix": "key_prefix", "ack_wait": "lease_duration"}
@@ -263,6 +264,13 @@ class NatsTaskQueue(BaseTaskQueue):
     async def get(self, task_id: str) -> Task | None:
         """Return the task, or None."""
         return (await self.get_many([task_id]))[0]
+
+    def get_blocking(self, task_id: str) -> Task | None:
+        """:meth:`get` in the calling thread: the same direct get, on that thread's own client and loop."""
+        self._connection.current  # noqa: B018 - connected in this process: the buckets exist
+        with self._connection.errors():
+            entry = self._blocking.run(lambda client: client.tasks.get(names.token(task_id)))
+        return None if entry is None or entry.deleted else decode_record(entry.value).task
 
     async def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
         """Return several tasks in one pipelined round of direct gets."""

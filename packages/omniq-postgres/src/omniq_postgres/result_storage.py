@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 
 from omniq.base import BaseResultStorage, Capability
-from omniq_postgres.connection import Listener, normalize_url, pool_connection
+from omniq.thread_clients import ThreadClients
+from omniq_postgres.connection import Listener, close_single, normalize_url, open_single, pool_connection
 from omniq_postgres.records import result_arrays, result_from_row
 from omniq_postgres.schema import DEFAULT_SCHEMA, Names
 from omniq_postgres.sql import RESULT_COLUMNS, upsert_results
@@ -49,7 +51,13 @@ class PostgresResultStorage(BaseResultStorage):
 
     backend_name = "postgres"
     capabilities = frozenset(
-        {Capability.MULTI_PROCESS, Capability.MULTI_HOST, Capability.BLOCKING_WAIT, Capability.DURABLE}
+        {
+            Capability.MULTI_PROCESS,
+            Capability.MULTI_HOST,
+            Capability.BLOCKING_WAIT,
+            Capability.DURABLE,
+            Capability.BLOCKING_READS,
+        }
     )
 
     def __init__(
@@ -73,6 +81,8 @@ class PostgresResultStorage(BaseResultStorage):
         self._sql_delete = f"DELETE FROM {self.names.results} WHERE task_id = $1 RETURNING 1"
         self._sql_purge_expired = f"DELETE FROM {self.names.results} WHERE expires_at <= now()"
         self._sql_purge_all = f"DELETE FROM {self.names.results}"
+        # the sync API's reads: a connection per calling thread (replaced after 5 idle minutes)
+        self._blocking = ThreadClients(partial(open_single, self.url, pool_options), close_single, max_idle=300.0)
 
     settings_options: ClassVar[Mapping[str, str]] = {"schema": "key_prefix"}
 
@@ -87,6 +97,7 @@ class PostgresResultStorage(BaseResultStorage):
         """Stop listening, wake waiters and close the pool (idempotent)."""
         await self._listener.close()
         self._wake_all()
+        await self._blocking.aclose()
         await self._connection.close()
 
     # -- writes ------------------------------------------------------------------------------
@@ -123,6 +134,13 @@ class PostgresResultStorage(BaseResultStorage):
         pool = await self._connection.client()
         with self._connection.errors():
             row = await pool.fetchrow(self._sql_get, task_id)
+        return None if row is None else result_from_row(row)
+
+    def get_blocking(self, task_id: str) -> TaskResult | None:
+        """:meth:`get` in the calling thread: the same query, on that thread's own connection and loop."""
+        self._connection.current  # noqa: B018 - connected in this process: the schema is migrated
+        with self._connection.errors():
+            row = self._blocking.run(lambda conn: conn.fetchrow(self._sql_get, task_id))
         return None if row is None else result_from_row(row)
 
     async def get_many(self, task_ids: Sequence[str]) -> list[TaskResult | None]:

@@ -97,6 +97,7 @@ class PostgresTaskQueue(BaseTaskQueue):
             Capability.FLOW_CONTROL,
             Capability.QUEUE_PAUSE,
             Capability.TRANSACTIONAL_ENQUEUE,
+            Capability.BLOCKING_READS,
             Capability.DEPENDENCIES,
             Capability.BLOCKING_ENQUEUE,
         }
@@ -298,6 +299,13 @@ class PostgresTaskQueue(BaseTaskQueue):
         pool = await self._connection.client()
         with self._connection.errors():
             row = await pool.fetchrow(self._sql.get, task_id)
+        return None if row is None else strict_task_from_row(row)
+
+    def get_blocking(self, task_id: str) -> Task | None:
+        """:meth:`get` in the calling thread: the same query, on that thread's own connection and loop."""
+        self._connection.current  # noqa: B018 - connected in this process: the schema is migrated
+        with self._connection.errors():
+            row = self._blocking.run(lambda conn: conn.fetchrow(self._sql.get, task_id))
         return None if row is None else strict_task_from_row(row)
 
     async def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:

@@ -46,7 +46,13 @@ class RedisResultStorage(BaseResultStorage):
 
     backend_name = "redis"
     capabilities = frozenset(
-        {Capability.MULTI_PROCESS, Capability.MULTI_HOST, Capability.BLOCKING_WAIT, Capability.DURABLE}
+        {
+            Capability.MULTI_PROCESS,
+            Capability.MULTI_HOST,
+            Capability.BLOCKING_WAIT,
+            Capability.DURABLE,
+            Capability.BLOCKING_READS,
+        }
     )
 
     def __init__(self, url: str | None = None, *, prefix: str = DEFAULT_PREFIX, **options: Any) -> None:
@@ -100,12 +106,15 @@ class RedisResultStorage(BaseResultStorage):
         redis = await self._redis()
         with self._connection.errors():
             data = await redis.get(keys.result_key(self.prefix, task_id))
-        if data is None:
-            return None
-        result = decode_result(data)
-        if result.expires_at is not None and result.expires_at <= utcnow():
-            return None  # PXAT has millisecond precision; do not show a result in its last millisecond
-        return result
+        return _live(data)
+
+    def get_blocking(self, task_id: str) -> TaskResult | None:
+        """:meth:`get` in the calling thread, over the blocking transport."""
+        with self._connection.errors():
+            (data,) = self._connection.current.blocking.call([("GET", keys.result_key(self.prefix, task_id))])
+            if isinstance(data, Exception):
+                raise data
+        return _live(data)
 
     async def get_many(self, task_ids: Sequence[str]) -> list[TaskResult | None]:
         """Return several results with MGETs of 1,000 keys, None for each missing or expired."""
@@ -170,3 +179,13 @@ class RedisResultStorage(BaseResultStorage):
                     pipe.zrem(self._index, *ids)
                     _, count = await pipe.execute()
                 removed += count
+
+
+def _live(data: bytes | None) -> TaskResult | None:
+    """The result stored as ``data``, unless there is none or it expired."""
+    if data is None:
+        return None
+    result = decode_result(data)
+    if result.expires_at is not None and result.expires_at <= utcnow():
+        return None  # PXAT has millisecond precision; do not show a result in its last millisecond
+    return result

@@ -77,6 +77,7 @@ class RedisTaskQueue(BaseTaskQueue):
             Capability.DURABLE,
             Capability.FORK_SAFE,
             Capability.WORKER_REGISTRY,
+            Capability.BLOCKING_READS,
             Capability.FLOW_CONTROL,
             Capability.QUEUE_PAUSE,
             Capability.DEPENDENCIES,
@@ -312,6 +313,12 @@ class RedisTaskQueue(BaseTaskQueue):
     async def get(self, task_id: str) -> Task | None:
         """Return one task, or None."""
         return (await self.get_many([task_id]))[0]
+
+    def get_blocking(self, task_id: str) -> Task | None:
+        """:meth:`get` in the calling thread: the same script, over the blocking transport."""
+        with self._connection.errors():
+            (row,) = self._connection.current.blocking.run("get", [self.prefix, task_id])
+        return task_from_row(row) if row != 0 else None
 
     async def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
         """Return several tasks in one round trip."""

@@ -173,6 +173,11 @@ class Database:
         self._check_open()
         return self._retrying(partial(_call, fn, args))
 
+    def read_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """:meth:`read`, run on the calling thread (the sync API's reads), under the connection's lock."""
+        self._check_open()
+        return self._read(fn, args)
+
     def notify(self, kind: str, keys: Iterable[str] | None = None, *, here: bool = False) -> None:
         """Wake local waiters now and hint other processes (call after the commit).
 

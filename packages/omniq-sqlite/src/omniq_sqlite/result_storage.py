@@ -69,7 +69,13 @@ class SQLiteResultStorage(BaseResultStorage):
     """Task results in one SQLite file, with TTL (``expires_at``) and cross-process wake-ups."""
 
     capabilities = frozenset(
-        {Capability.MULTI_PROCESS, Capability.BLOCKING_WAIT, Capability.FUSED_RESULTS, Capability.DURABLE}
+        {
+            Capability.MULTI_PROCESS,
+            Capability.BLOCKING_WAIT,
+            Capability.FUSED_RESULTS,
+            Capability.DURABLE,
+            Capability.BLOCKING_READS,
+        }
     )
 
     backend_name = "sqlite"
@@ -107,6 +113,11 @@ class SQLiteResultStorage(BaseResultStorage):
         """Return the result, or None when there is none or it expired."""
         db = await self._connection.client()
         data = await db.read(_get_job, task_id)
+        return decode_result(data) if data is not None else None
+
+    def get_blocking(self, task_id: str) -> TaskResult | None:
+        """:meth:`get` in the calling thread: the same select, under the connection's lock."""
+        data = self._connection.current.read_blocking(_get_job, task_id)
         return decode_result(data) if data is not None else None
 
     async def get_many(self, task_ids: Sequence[str]) -> list[TaskResult | None]:

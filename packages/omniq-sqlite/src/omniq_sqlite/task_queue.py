@@ -76,6 +76,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
             Capability.FUSED_RESULTS,
             Capability.DURABLE,
             Capability.FORK_SAFE,
+            Capability.BLOCKING_READS,
             Capability.WORKER_REGISTRY,
             Capability.FLOW_CONTROL,
             Capability.QUEUE_PAUSE,
@@ -237,6 +238,10 @@ class SQLiteTaskQueue(BaseTaskQueue):
     async def get(self, task_id: str) -> Task | None:
         """Return the task with that id, or None."""
         return (await self.get_many([task_id]))[0]
+
+    def get_blocking(self, task_id: str) -> Task | None:
+        """:meth:`get` in the calling thread: the same select, under the connection's lock."""
+        return self._connection.current.read_blocking(jobs.select_many_job, [task_id]).get(task_id)
 
     async def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
         """Return several tasks in one hop."""

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from omniq.base.component import Component
+from omniq.capabilities import Capability
+from omniq.errors import NotSupportedError
 from omniq.models import TaskEvent, TaskResult
 
 __all__ = ["BaseEventStorage", "BaseResultStorage"]
@@ -37,6 +39,20 @@ class BaseResultStorage(Component):
         A workflow's fan-in reads every member's result at once (a chord's callback: thousands).
         """
         return [await self.get(task_id) for task_id in task_ids]
+
+    def get_blocking(self, task_id: str) -> TaskResult | None:
+        """:meth:`get`, run to the end in the calling thread, which runs no event loop.
+
+        The rules of ``BaseTaskQueue.get_blocking``: after :meth:`connect`, from
+        any thread but the loop's, several at once, the engine's own read.
+
+        Raises:
+            NotSupportedError: the default, for engines without :attr:`Capability.BLOCKING_READS`.
+        """
+        raise NotSupportedError(
+            f"the {self.backend_name!r} result storage cannot read without its event loop "
+            f"(no {Capability.BLOCKING_READS!r} capability)"
+        )
 
     @abstractmethod
     async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:

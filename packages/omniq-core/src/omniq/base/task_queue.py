@@ -156,6 +156,22 @@ class BaseTaskQueue(QueueOperations):
             f"(no {Capability.BLOCKING_ENQUEUE!r} capability): nothing was enqueued"
         )
 
+    def get_blocking(self, task_id: str) -> Task | None:
+        """:meth:`get`, run to the end in the calling thread, which runs no event loop.
+
+        The thread rules of :meth:`enqueue_blocking` (after :meth:`connect`,
+        any thread but the loop's, several at once) and the engine's own read
+        with only the transport changed.
+
+        Raises:
+            NotSupportedError: the default, for engines without :attr:`Capability.BLOCKING_READS`
+                (the sync API then reads through its event loop's thread).
+        """
+        raise NotSupportedError(
+            f"the {self.backend_name!r} task queue cannot read without its event loop "
+            f"(no {Capability.BLOCKING_READS!r} capability)"
+        )
+
     @abstractmethod
     async def claim_ready(self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str) -> list[Task]:
         """Lease up to ``limit`` ready tasks at once, without waiting.

@@ -15,9 +15,18 @@ import anyio
 import msgspec
 import pytest
 
-from omniq.base import BaseResultStorage
+from omniq.base import BaseResultStorage, Capability
+from omniq.errors import NotSupportedError
 from omniq.models import TaskError, TaskStatus
-from omniq.testing.fixtures import CLOCK_SKEW, GARBAGE_PAYLOAD, connected, make_result, now_ms, wait_until
+from omniq.testing.fixtures import (
+    CLOCK_SKEW,
+    GARBAGE_PAYLOAD,
+    connected,
+    make_result,
+    now_ms,
+    requires,
+    wait_until,
+)
 
 __all__ = ["ResultStorageSuite"]
 
@@ -183,3 +192,35 @@ class ResultStorageSuite:
         for result in results:
             assert await result_storage.get(result.task_id) is None
         assert await result_storage.purge(expired_only=False) == 0
+
+    async def test_without_blocking_reads_get_blocking_refuses(self, result_storage: BaseResultStorage) -> None:
+        if Capability.BLOCKING_READS in type(result_storage).capabilities:
+            pytest.skip(f"{type(result_storage).__name__} has the {Capability.BLOCKING_READS} capability")
+        with pytest.raises(NotSupportedError):
+            await anyio.to_thread.run_sync(result_storage.get_blocking, "0" * 32)
+
+    @requires(Capability.BLOCKING_READS)
+    async def test_get_blocking_reads_what_get_reads_from_threads_at_once(
+        self, result_storage: BaseResultStorage
+    ) -> None:
+        error = TaskError(type="ValueError", message="no", traceback="Traceback...\n", attempt=2, retryable=True)
+        results = [
+            make_result(payload=bytes([i]) * 3, expires_at=now_ms(3600) if i % 2 else None) for i in range(6)
+        ] + [make_result(status=TaskStatus.FAILED, error=error, attempts=2, payload=b"")]
+        expired = make_result(expires_at=now_ms(-1 - CLOCK_SKEW))
+        await result_storage.set_many([*results, expired])
+        read: dict[str, Any] = {}
+
+        async def get(task_id: str) -> None:
+            read[task_id] = await anyio.to_thread.run_sync(result_storage.get_blocking, task_id)
+
+        asked = [r.task_id for r in results] + [expired.task_id, "0" * 32]
+        async with anyio.create_task_group() as group:
+            for task_id in asked:
+                group.start_soon(get, task_id)
+        for result in results:
+            assert read[result.task_id] is not None and read[result.task_id].payload == result.payload
+            assert read[result.task_id] == await result_storage.get(result.task_id)
+        assert read[expired.task_id] is None and read["0" * 32] is None
+        await result_storage.delete(results[0].task_id)
+        assert await anyio.to_thread.run_sync(result_storage.get_blocking, results[0].task_id) is None

@@ -35,7 +35,9 @@ class FileResultStorage(BaseResultStorage):
     """
 
     backend_name: ClassVar[str] = "file"
-    capabilities: ClassVar[frozenset[str]] = frozenset({Capability.DURABLE, Capability.MULTI_PROCESS})
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {Capability.DURABLE, Capability.MULTI_PROCESS, Capability.BLOCKING_READS}
+    )
 
     settings_options: ClassVar[Mapping[str, str]] = SETTINGS_OPTIONS
 
@@ -68,6 +70,10 @@ class FileResultStorage(BaseResultStorage):
     async def get(self, task_id: str) -> TaskResult | None:
         """Return the result unless missing or expired."""
         return await self.root.run(self._files.get, task_id)
+
+    def get_blocking(self, task_id: str) -> TaskResult | None:
+        """:meth:`get` in the calling thread: the same file read."""
+        return self.root.run_blocking(self._files.get, task_id)
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for the result: woken at once by a writer in this thread, else polled."""

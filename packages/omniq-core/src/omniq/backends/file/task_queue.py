@@ -53,6 +53,7 @@ class FileTaskQueue(BaseTaskQueue):
             Capability.MULTI_PROCESS,
             Capability.FUSED_RESULTS,
             Capability.WORKER_REGISTRY,
+            Capability.BLOCKING_READS,
             Capability.FLOW_CONTROL,
             Capability.QUEUE_PAUSE,
             Capability.DEPENDENCIES,
@@ -143,6 +144,10 @@ class FileTaskQueue(BaseTaskQueue):
     async def get(self, task_id: str) -> Task | None:
         """Return the task, or None."""
         return (await self.get_many([task_id]))[0]
+
+    def get_blocking(self, task_id: str) -> Task | None:
+        """:meth:`get` in the calling thread: the same file read."""
+        return self.root.run_blocking(self._files.get_many, [task_id])[0]
 
     async def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
         """Return several tasks in one thread hop."""

@@ -18,7 +18,7 @@ them all.
 
 from __future__ import annotations
 
-from omniq.testing.task_queue.blocking import BlockingEnqueueTests
+from omniq.testing.task_queue.blocking import BlockingEnqueueTests, BlockingReadTests
 from omniq.testing.task_queue.cancelling import CancelTests
 from omniq.testing.task_queue.claiming import ClaimingTests
 from omniq.testing.task_queue.corrupt_records import CorruptRecordTests
@@ -40,6 +40,7 @@ from omniq.testing.task_queue.workers import WorkerRegistryTests
 
 __all__ = [
     "BlockingEnqueueTests",
+    "BlockingReadTests",
     "CancelTests",
     "ClaimingTests",
     "CorruptRecordTests",
@@ -92,5 +93,6 @@ class TaskQueueSuite(
     FusedEventTests,
     TransactionalEnqueueTests,
     BlockingEnqueueTests,
+    BlockingReadTests,
 ):
     """Every behaviour of the task queue contract, against a real engine: the areas above, in order."""

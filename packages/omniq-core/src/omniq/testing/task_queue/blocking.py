@@ -1,8 +1,8 @@
-"""Blocking enqueue: tasks stored from threads with no event loop (the sync API's request path).
+"""Blocking enqueue and reads: from threads with no event loop (the sync API's request path).
 
-An optional capability (:attr:`~omniq.base.Capability.BLOCKING_ENQUEUE`). A
-queue without it must refuse with :class:`~omniq.errors.NotSupportedError`
-and store nothing. Every call here runs in a worker thread, as a sync caller
+Optional capabilities (:attr:`~omniq.base.Capability.BLOCKING_ENQUEUE`,
+:attr:`~omniq.base.Capability.BLOCKING_READS`). A queue without one must
+refuse with :class:`~omniq.errors.NotSupportedError` (and store nothing). Every call here runs in a worker thread, as a sync caller
 would make it, after the queue was connected on the test's loop.
 """
 
@@ -15,11 +15,11 @@ import pytest
 
 from omniq.base import BaseTaskQueue, Capability
 from omniq.errors import NotSupportedError
-from omniq.models import Task
+from omniq.models import Outcome, OutcomeKind, Task, TaskStatus
 from omniq.testing.fixtures import make_task, requires
-from omniq.testing.task_queue.kit import LONG, QueueTests, assert_stored_as
+from omniq.testing.task_queue.kit import LONG, QueueTests, assert_stored_as, claim_one, token
 
-__all__ = ["BlockingEnqueueTests"]
+__all__ = ["BlockingEnqueueTests", "BlockingReadTests"]
 
 
 async def in_thread(queue: BaseTaskQueue, tasks: list[Task]) -> list[str]:
@@ -91,3 +91,41 @@ class BlockingEnqueueTests(QueueTests):
                 await woke.wait()
         claimed = await task_queue.claim_ready(["default"], 5, lease=LONG, worker_id="w1")
         assert [t.id for t in claimed] == [task.id]
+
+
+class BlockingReadTests(QueueTests):
+    """``get_blocking``: what ``get`` reads, from any thread; refused without the capability."""
+
+    async def test_without_the_capability_get_blocking_refuses(self, task_queue: BaseTaskQueue) -> None:
+        if Capability.BLOCKING_READS in type(task_queue).capabilities:
+            pytest.skip(f"{type(task_queue).__name__} has the {Capability.BLOCKING_READS} capability")
+        task = make_task()
+        await task_queue.enqueue(task)
+        with pytest.raises(NotSupportedError):
+            await anyio.to_thread.run_sync(task_queue.get_blocking, task.id)
+
+    @requires(Capability.BLOCKING_READS)
+    async def test_get_blocking_reads_what_get_reads_in_every_state(self, task_queue: BaseTaskQueue) -> None:
+        pending = [make_task(priority=i % 3, payload=bytes([i]), queue="reads") for i in range(5)]
+        for task in pending:
+            await task_queue.enqueue(task)
+        running = await claim_one(task_queue, "reads")
+        done = await claim_one(task_queue, "reads")
+        outcome = Outcome(task_id=done.id, lease_token=token(done), kind=OutcomeKind.SUCCEEDED)
+        assert await task_queue.finish([outcome]) == [True]
+        read: dict[str, Task | None] = {}
+
+        async def get(task_id: str) -> None:
+            read[task_id] = await anyio.to_thread.run_sync(task_queue.get_blocking, task_id)
+
+        unknown = make_task().id
+        async with anyio.create_task_group() as group:
+            for task_id in [*(t.id for t in pending), unknown]:
+                group.start_soon(get, task_id)
+        assert read[unknown] is None
+        for task in pending:
+            assert read[task.id] is not None and read[task.id] == await task_queue.get(task.id)
+        statuses = {read[t.id].status for t in pending}  # type: ignore[union-attr]
+        assert statuses == {TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.SUCCEEDED}
+        assert read[running.id].lease_token == token(running)  # type: ignore[union-attr]
+        assert read[done.id].status is TaskStatus.SUCCEEDED  # type: ignore[union-attr]
