@@ -79,7 +79,7 @@ def test_a_waiting_task_is_not_in_the_claim_index(db_path):
         traced.run(jobs.enqueue_job, [task_params(t) for t in (dep, make_task(depends_on=(dep.id,)))])
         indexed = traced.conn.execute(
             f"SELECT id FROM {TASKS} INDEXED BY {IDX_TASKS_CLAIM} WHERE status = 'pending' AND paused = 0 "
-            "AND waiting = 0 AND queue = 'default'"
+            "AND waiting = 0 AND held = 0 AND queue = 'default'"
         ).fetchall()
         assert indexed == [(dep.id,)]
 

@@ -14,9 +14,9 @@ from omniq.flow_control import Limits
 from omniq.models import Outcome, OutcomeKind, TaskStatus
 from omniq.testing.fixtures import make_task
 from omniq.testing.task_queue.kit import LONG, token
-from omniq_sqlite import SQLiteTaskQueue, jobs
+from omniq_sqlite import SQLiteTaskQueue, jobs, schema
 from omniq_sqlite.records import task_params
-from omniq_sqlite.schema import migrate
+from omniq_sqlite.schema import IDX_TASKS_CLAIM, IDX_TASKS_HELD_DUE, TASKS, migrate
 from tests.backends.sqlite.versions import make_version_1
 
 ONE_AT_A_TIME = Limits(key="one", concurrency=1)
@@ -65,6 +65,39 @@ def test_a_held_task_is_parked_once_not_by_every_claim(db_path):
         assert held == 29
         rows, ran = traced.run(jobs.claim_job, ("default",), 50, LONG, "w1")
         assert rows == [] and len(ran) == 1, "the held tasks are not ready before their eta: the claim meets none"
+
+
+def test_held_tasks_leave_the_claim_index_so_a_claim_never_walks_them(db_path):
+    traced = Traced(db_path)
+    with closing(traced.conn):
+        tasks = [make_task(limits=ONE_AT_A_TIME) for _ in range(20)]
+        traced.run(jobs.enqueue_job, [task_params(task) for task in tasks])
+        traced.run(jobs.claim_job, ("default",), 50, LONG, "w1")
+        in_claim_index = traced.conn.execute(
+            f"SELECT count(*) FROM {TASKS} INDEXED BY {IDX_TASKS_CLAIM} "
+            "WHERE status = 'pending' AND paused = 0 AND waiting = 0 AND held = 0 AND queue = 'default'"
+        ).fetchone()[0]
+        by_eta = traced.conn.execute(
+            f"SELECT count(*) FROM {TASKS} INDEXED BY {IDX_TASKS_HELD_DUE} WHERE held = 1 AND status = 'pending'"
+        ).fetchone()[0]
+        assert (in_claim_index, by_eta) == (0, 19)
+        plan = traced.conn.execute(
+            "EXPLAIN QUERY PLAN " + schema.claim_sql(1), schema.claim_params(("default",), 0.0, LONG, "w1", 50)
+        ).fetchall()
+        assert any(IDX_TASKS_HELD_DUE in row[-1] for row in plan), plan
+
+
+@pytest.mark.anyio
+async def test_a_held_task_is_claimable_at_its_eta_without_a_recovery(db_path):
+    async with SQLiteTaskQueue(f"sqlite:///{db_path}") as q:
+        first, second = make_task(limits=ONE_AT_A_TIME), make_task(limits=ONE_AT_A_TIME)
+        await q.enqueue_many([first, second])
+        [holder] = await q.claim_ready(["default"], 5, lease=0.3, worker_id="w1")
+        [held] = await q.get_many([second.id])
+        assert holder.id == first.id and held is not None and held.held and held.eta is not None
+        with anyio.fail_after(10):  # wait_for_work wakes at the held task's eta (the holder's lease end)
+            await q.wait_for_work(["default"], 30)
+        assert [t.id for t in await q.claim_ready(["default"], 5, lease=LONG, worker_id="w2")] == [second.id]
 
 
 @pytest.mark.anyio

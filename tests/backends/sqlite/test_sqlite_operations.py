@@ -17,6 +17,7 @@ from omniq_sqlite.operations import page_sql
 from omniq_sqlite.schema import (
     IDX_TASKS_CREATED,
     IDX_TASKS_HELD,
+    IDX_TASKS_HELD_DUE,
     IDX_TASKS_HOLDERS,
     IDX_TASKS_STATUS,
     LATEST_VERSION,
@@ -57,14 +58,14 @@ async def test_a_version_1_database_is_upgraded_in_place(db_path):
 def test_the_hot_table_keeps_four_indexes(db_path):
     """Each index costs every enqueue a B-tree page per commit: the task table holds no more than before.
 
-    Version 3's two flow-control indexes are partial on limited rows only, so an unlimited task never
-    writes to them (see tests/backends/sqlite/test_sqlite_flow.py).
+    The flow-control indexes (version 3's two, version 5's held-by-eta) are partial on limited rows
+    only, so an unlimited task never writes to them (see tests/backends/sqlite/test_sqlite_flow.py).
     """
     with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
         for statement in (s for _, statements in MIGRATIONS for s in statements):
             conn.execute(statement)
         indexes = conn.execute(f"SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{TASKS}'")
-        names = {row[0] for row in indexes} - {IDX_TASKS_HOLDERS, IDX_TASKS_HELD}
+        names = {row[0] for row in indexes} - {IDX_TASKS_HOLDERS, IDX_TASKS_HELD, IDX_TASKS_HELD_DUE}
         assert len(names) == 5  # the four of version 1 (one replaced) and the id's own (UNIQUE)
 
 

@@ -60,6 +60,7 @@ __all__ = [
     "Admission",
     "Limits",
     "admit",
+    "admit_limits",
     "limit_key_of",
     "make_limits",
     "parse_rate",
@@ -216,11 +217,17 @@ def admit(task: Task, now: float, holders: int, earliest_deadline: float | None,
         earliest_deadline: the earliest lease deadline among them (seconds), or None.
         tat: the key's stored theoretical arrival time, or None if it has none.
     """
-    limits = task.limits
-    assert limits is not None
+    assert task.limits is not None
+    return admit_limits(task.limits, task.rate_reserved, now, holders, earliest_deadline, tat)
+
+
+def admit_limits(
+    limits: Limits, rate_reserved: bool, now: float, holders: int, earliest_deadline: float | None, tat: float | None
+) -> Admission:
+    """:func:`admit` from the two fields it reads (an engine that keeps them as columns decodes no more)."""
     if limits.concurrency is not None and holders >= limits.concurrency:
         return Admission(False, earliest_deadline if earliest_deadline is not None else now, True, None)
-    if limits.rate is None or task.rate_reserved:
+    if limits.rate is None or rate_reserved:
         return Admission(True, None, False, None)
     start = max(tat if tat is not None else now, now)
     allowed_at = start - limits.tolerance

@@ -36,19 +36,18 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from omniq.flow_control import admit
+from omniq.flow_control import admit_limits
 from omniq_sqlite import schema
 from omniq_sqlite.dependencies import purged_dependencies, release
-from omniq_sqlite.records import LIMITS, chunks, claim_order, leased_row_to_task, where
+from omniq_sqlite.records import LIMITS, RATE_RESERVED, SEQ, chunks, claim_order, limits_of, where
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from omniq.models import Task, TaskStatus
+    from omniq.models import TaskStatus
 
 __all__ = ["admit_claimed", "cancel_job", "pause_job", "paused_queues_job", "purge_job", "wake_each", "wake_one"]
 
-_SEQ = 25  # index of seq in schema.TASK_COLUMNS
 #: how far past now a parked task's eta is at least, so the claim that parks it does not meet it again.
 _MIN_WAIT = 1e-3
 
@@ -89,25 +88,28 @@ class _Gate:
         self.tats: dict[str, float | None] = {}
         self.changed: dict[str, float] = {}
 
-    def park(self, task: Task) -> tuple[float, float, int, int] | None:
-        """None to lease ``task`` now; else its parked (eta, ready_at, held, rate_reserved)."""
-        limits = task.limits
+    def park(self, row: Any) -> tuple[float, float, int, int] | None:
+        """None to lease the claimed ``row`` now; else its parked (eta, ready_at, held, rate_reserved).
+
+        Only the two columns the rules read are decoded (parking a backlog decodes no whole task).
+        """
+        limits = limits_of(row)
         if limits is None:  # a corrupted limits column: leased, for the worker to fail it
             return None
         key = limits.key
         count, earliest = 0, None
         if limits.concurrency is not None:
             if key not in self.holders:
-                row = self.conn.execute(_HOLDERS, (key, self.now)).fetchone()
-                self.holders[key] = (row[0], row[1])
+                found = self.conn.execute(_HOLDERS, (key, self.now)).fetchone()
+                self.holders[key] = (found[0], found[1])
             count, earliest = self.holders[key]
         tat = None
         if limits.rate is not None:
             if key not in self.tats:
-                row = self.conn.execute(_GET_TAT, (key,)).fetchone()
-                self.tats[key] = row[0] if row is not None else None
+                stored = self.conn.execute(_GET_TAT, (key,)).fetchone()
+                self.tats[key] = stored[0] if stored is not None else None
             tat = self.tats[key]
-        verdict = admit(task, self.now, count, earliest, tat)
+        verdict = admit_limits(limits, bool(row[RATE_RESERVED]), self.now, count, earliest, tat)
         if verdict.tat is not None:
             self.tats[key] = self.changed[key] = verdict.tat
         if verdict.claim:
@@ -154,11 +156,11 @@ def admit_claimed(
         take: list[int] = []
         parked: list[tuple[Any, ...]] = []
         for row in limited:
-            verdict = gate.park(leased_row_to_task(row))
+            verdict = gate.park(row)
             if verdict is None:
-                take.append(row[_SEQ])
+                take.append(row[SEQ])
             else:
-                parked.append((*verdict, now, row[_SEQ]))
+                parked.append((*verdict, now, row[SEQ]))
         if parked:
             conn.executemany(_PARK, parked)
         for chunk in chunks(take):

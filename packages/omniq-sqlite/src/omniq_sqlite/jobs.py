@@ -127,13 +127,14 @@ def claim_job(conn: Any, queues: tuple[str, ...], limit: int, lease: float, work
     """
     now = time.time()
     sql = schema.claim_sql(len(queues))
-    head = (now + lease, now, now, worker_id, *queues, now, *queues)
-    rows: list[Any] = conn.execute(sql, (*head, limit)).fetchall()
+    rows: list[Any] = conn.execute(sql, schema.claim_params(queues, now, lease, worker_id, limit)).fetchall()
     for row in rows:
         if row[LIMITS] is not None:
-            return admit_claimed(
-                conn, rows, lambda more: conn.execute(sql, (*head, more)).fetchall(), limit, lease, worker_id
-            )
+
+            def claim_more(more: int) -> list[Any]:
+                return conn.execute(sql, schema.claim_params(queues, now, lease, worker_id, more)).fetchall()  # type: ignore[no-any-return]
+
+            return admit_claimed(conn, rows, claim_more, limit, lease, worker_id)
     return rows
 
 
@@ -284,4 +285,4 @@ def rowcount_job(conn: Any, sql: str, params: Sequence[Any]) -> int:
 
 def next_ready_job(conn: Any, queues: tuple[str, ...]) -> float | None:
     """The earliest ``ready_at`` among claimable tasks of ``queues`` (None when none)."""
-    return conn.execute(schema.next_ready_sql(len(queues)), queues).fetchone()[0]  # type: ignore[no-any-return]
+    return conn.execute(schema.next_ready_sql(len(queues)), (*queues, *queues)).fetchone()[0]  # type: ignore[no-any-return]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from omniq.base import claimed_task, decode_error, msgpack_decoder, task_from_row
+from omniq.errors import SerializationError
 from omniq.flow_control import Limits
 from omniq.models import Task, TaskStatus
 from omniq_sqlite import schema
@@ -23,12 +24,15 @@ if TYPE_CHECKING:
 __all__ = [
     "DEPENDS_ON",
     "LIMITS",
+    "RATE_RESERVED",
+    "SEQ",
     "build_task",
     "chunks",
     "claim_order",
     "encoder",
     "from_ts",
     "leased_row_to_task",
+    "limits_of",
     "row_to_task",
     "task_params",
     "to_ts",
@@ -45,9 +49,12 @@ _decode_limits = msgpack_decoder(Limits, "task limits")
 #: Task field names in schema.TASK_COLUMNS order (a salvaged row keeps the valid ones).
 _FIELDS = tuple(name.rsplit(" AS ", 1)[-1].strip() for name in schema.TASK_COLUMNS.split(","))
 _STATUS = {status.value: status for status in TaskStatus}
-_SEQ = 25  # index of seq in schema.TASK_COLUMNS
+#: index of seq in schema.TASK_COLUMNS.
+SEQ = 25
 #: index of limits in schema.TASK_COLUMNS (NULL for a task without limits).
 LIMITS = 27
+#: index of rate_reserved in schema.TASK_COLUMNS.
+RATE_RESERVED = 29
 #: index of the encoded depends_on in task_params (NULL for a task without dependencies).
 DEPENDS_ON = 17
 
@@ -120,7 +127,15 @@ def build_task(row: Sequence[Any]) -> Task:
 
 def claim_order(row: Sequence[Any]) -> tuple[int, float, int]:
     """Sort key of claimed rows: priority first, then ready time, then arrival."""
-    return (-row[4], row[7] if row[7] is not None else row[17], row[_SEQ])
+    return (-row[4], row[7] if row[7] is not None else row[17], row[SEQ])
+
+
+def limits_of(row: Sequence[Any]) -> Limits | None:
+    """The limits of a claimed row, decoded alone (None when the column is corrupted: the row is salvaged later)."""
+    try:
+        return _decode_limits(row[LIMITS])
+    except (SerializationError, TypeError):  # TypeError: not bytes at all
+        return None
 
 
 def task_params(task: Task) -> tuple[Any, ...]:
