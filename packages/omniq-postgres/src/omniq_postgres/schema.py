@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from omniq.constants import DEFAULT_PREFIX
 from omniq.errors import ConfigurationError
 from omniq_postgres.dependencies import dependency_migration, generation_migration
-from omniq_postgres.flow import flow_migration
+from omniq_postgres.flow import claim_flow_function, flow_migration
 
 if TYPE_CHECKING:
     import asyncpg
@@ -283,6 +283,12 @@ def _migration_7(n: Names) -> list[str]:
     return generation_migration(n)
 
 
+def _migration_8(n: Names) -> list[str]:
+    # Flow control: claim_flow() counts a key's holders once per call, leases admitted rows in one
+    # UPDATE per round and parks a full key's ready rows in one UPDATE (fresh schemas have it from 5).
+    return [claim_flow_function(n)]
+
+
 #: (version, builder of its statements); append only, never edit a released entry.
 MIGRATIONS = (
     (1, _migration_1),
@@ -292,6 +298,7 @@ MIGRATIONS = (
     (5, _migration_5),
     (6, _migration_6),
     (7, _migration_7),
+    (8, _migration_8),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
