@@ -49,6 +49,12 @@ def state(root: Path, key: str = "k") -> flow.KeyState:
     return msgspec.msgpack.decode((root / layout.limit_state_file(key)).read_bytes(), type=flow.KeyState)
 
 
+def held_ids(root: Path, key: str = "k") -> list[str]:
+    """The ids of the key's held entries, in the order they are woken."""
+    folder = root / layout.limit_held_dir(key)
+    return [name.split("-", 2)[2] for name in sorted(p.name for p in folder.iterdir())] if folder.exists() else []
+
+
 def pending_body(root: Path, task_id: str) -> Task:
     [path] = [p for p in (root / layout.queue_dir("default")).iterdir() if p.name.endswith(f"_{task_id}.task")]
     return decode_task(path.read_bytes())
@@ -63,7 +69,7 @@ def same_stripe_id(task_id: str) -> str:
             return other
 
 
-async def test_a_held_task_waits_in_its_queue_folder_and_is_listed_in_the_key_state(queue: Any, root: Path) -> None:
+async def test_a_held_task_waits_in_its_queue_folder_and_is_listed_under_its_key(queue: Any, root: Path) -> None:
     first, second = limited(), limited()
     await queue.enqueue_many([first, second])
     [holder] = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
@@ -72,10 +78,24 @@ async def test_a_held_task_waits_in_its_queue_folder_and_is_listed_in_the_key_st
     assert abs((body.eta - holder.lease_expires_at).total_seconds()) < 0.01, "due at the holder's deadline"
     key_state = state(root)
     assert list(key_state.holders) == [first.id]
-    assert [entry.id for entry in key_state.held] == [second.id]
+    assert held_ids(root) == [second.id]
     assert await queue.finish([done(holder)]) == [True]
     assert not pending_body(root, second.id).held
-    assert state(root).holders == {} and state(root).held == []
+    assert state(root).holders == {} and held_ids(root) == []
+
+
+async def test_held_tasks_are_woken_in_claim_order_one_per_holder_leaving(queue: Any, root: Path) -> None:
+    base = now_ms(-10)
+    tasks = [limited(created_at=base + timedelta(milliseconds=i), priority=i % 2) for i in range(6)]
+    await queue.enqueue_many(tasks)
+    [holder] = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
+    waiting = sorted((t for t in tasks if t.id != holder.id), key=lambda t: (-t.priority, t.created_at))
+    assert held_ids(root) == [t.id for t in waiting]
+    for expected in waiting:
+        assert await queue.finish([done(holder)]) == [True]
+        [holder] = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
+        assert holder.id == expected.id
+    assert held_ids(root) == []
 
 
 async def test_a_holder_on_the_held_tasks_lock_stripe_still_wakes_it(queue: Any) -> None:
@@ -209,3 +229,13 @@ async def test_processes_never_run_more_than_the_concurrency_limit(tmp_path: Pat
         running += step
         most = max(most, running)
     assert most <= limit, f"{most} tasks of a concurrency limit {limit} ran at once across processes"
+
+
+async def test_a_version_1_state_file_with_a_held_list_still_reads(queue: Any, root: Path) -> None:
+    """Version 1 listed held tasks in the state file; that list is skipped (its tasks come back at their eta)."""
+    legacy = {"holders": {"a": time.time() + 3600}, "held": [[[0, "00"], "b", "pending/q-default/x.task"]]}
+    LocalStore(str(root)).write(layout.limit_state_file("k"), msgspec.msgpack.encode(legacy))
+    task = limited()
+    await queue.enqueue(task)
+    assert await queue.claim_ready(["default"], 10, lease=30, worker_id="w") == []  # "a" still holds the slot
+    assert held_ids(root) == [task.id] and list(state(root).holders) == ["a"]

@@ -204,6 +204,17 @@ def limit_state_file(key: str) -> str:
     return f"{LIMITS_DIR}/{hashlib.sha256(key.encode()).hexdigest()}{STATE_SUFFIX}"
 
 
+def limit_held_dir(key: str) -> str:
+    """Folder of a limit key's held tasks: one small file each, named in claim order (see :func:`held_entry`)."""
+    return f"{LIMITS_DIR}/{hashlib.sha256(key.encode()).hexdigest()}.held"
+
+
+def held_entry(task: Task) -> str:
+    """Name of ``task``'s entry among its key's held tasks: priority (highest first), enqueue time, id."""
+    priority = max(min(task.priority, _PRIORITY_BIAS - 1), 1 - _PRIORITY_BIAS)
+    return f"{_PRIORITY_BIAS - priority:0{_PRIORITY_WIDTH}d}-{micros(task.created_at)}-{task.id}"
+
+
 def limit_lock(key: str) -> str:
     """Name of the lock stripe guarding a limit key's state (taken inside a task lock, never two at once)."""
     return f"k{zlib.crc32(key.encode()) % LOCK_STRIPES:03d}"
