@@ -84,20 +84,6 @@ async def test_a_held_task_waits_in_its_queue_folder_and_is_listed_under_its_key
     assert state(root).holders == {} and held_ids(root) == []
 
 
-async def test_held_tasks_are_woken_in_claim_order_one_per_holder_leaving(queue: Any, root: Path) -> None:
-    base = now_ms(-10)
-    tasks = [limited(created_at=base + timedelta(milliseconds=i), priority=i % 2) for i in range(6)]
-    await queue.enqueue_many(tasks)
-    [holder] = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
-    waiting = sorted((t for t in tasks if t.id != holder.id), key=lambda t: (-t.priority, t.created_at))
-    assert held_ids(root) == [t.id for t in waiting]
-    for expected in waiting:
-        assert await queue.finish([done(holder)]) == [True]
-        [holder] = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
-        assert holder.id == expected.id
-    assert held_ids(root) == []
-
-
 async def test_a_holder_on_the_held_tasks_lock_stripe_still_wakes_it(queue: Any) -> None:
     first = limited()
     second = limited(id=same_stripe_id(first.id))

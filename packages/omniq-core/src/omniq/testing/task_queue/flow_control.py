@@ -108,6 +108,22 @@ class FlowControlTests(QueueTests):
         assert await claim_ids(task_queue) == [second.id]
 
     @requires(Capability.FLOW_CONTROL)
+    async def test_a_held_backlog_runs_in_claim_order_one_slot_at_a_time(self, task_queue: BaseTaskQueue) -> None:
+        """More held tasks than one claim asks for: each holder's exit lets exactly the next one in claim order run."""
+        base = now_ms(-10)
+        tasks = [limited(concurrency=1, priority=i % 2, created_at=base + timedelta(milliseconds=i)) for i in range(14)]
+        await task_queue.enqueue_many(tasks)
+        order = [t.id for t in sorted(tasks, key=lambda t: (-t.priority, t.created_at))]
+        [holder] = await task_queue.claim_ready(["default"], 4, lease=LONG, worker_id="w1")
+        ran = [holder.id]
+        while len(ran) < len(tasks):
+            assert await claim_ids(task_queue, limit=4) == [], "a slot is taken: nothing more may start"
+            assert await task_queue.finish([done(holder)]) == [True]
+            [holder] = await task_queue.claim_ready(["default"], 4, lease=LONG, worker_id="w1")
+            ran.append(holder.id)
+        assert ran == order
+
+    @requires(Capability.FLOW_CONTROL)
     async def test_cancelling_a_holder_frees_its_slot(self, task_queue: BaseTaskQueue) -> None:
         first, second = limited(concurrency=1), limited(concurrency=1)
         await task_queue.enqueue_many([first, second])
