@@ -6,6 +6,8 @@ from abc import ABC
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
+from omniq.errors import NotSupportedError
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -27,6 +29,15 @@ class Component(ABC):  # noqa: B024 - abstract by intent; its hooks are optional
     capabilities: ClassVar[frozenset[str]] = frozenset()
     #: the registered backend name (``"redis"``); set by the backend class.
     backend_name: ClassVar[str] = ""
+
+    #: what the component is, in errors ("task queue").
+    kind: ClassVar[str] = "component"
+
+    def _lacks(self, capability: str, cannot: str) -> NotSupportedError:
+        """The error a default raises for ``capability``: ``the 'x' task queue cannot <cannot> (no '<capability>' ...)``."""
+        return NotSupportedError(
+            f"the {self.backend_name!r} {self.kind} cannot {cannot} (no {capability!r} capability)"
+        )
 
     #: constructor option -> ``Settings`` attribute used when the component's options
     #: do not give it (e.g. ``{"prefix": "key_prefix", "ttl": "event_ttl"}``).

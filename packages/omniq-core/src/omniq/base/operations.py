@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, cast
 
 from omniq.base.component import Component
 from omniq.capabilities import Capability
-from omniq.errors import NotSupportedError
 from omniq.models import Task, utcnow
 from omniq.monitoring import (
     LOCAL_WORKERS,
@@ -36,6 +35,8 @@ __all__ = ["QueueOperations"]
 
 class QueueOperations(Component):
     """The optional part of :class:`~omniq.base.BaseTaskQueue`: operator calls, worker registry, queue pause."""
+
+    kind = "task queue"
 
     if TYPE_CHECKING:  # the contract's core methods these defaults are built on
 
@@ -114,9 +115,7 @@ class QueueOperations(Component):
         Raises:
             NotSupportedError: the default, for engines without the capability.
         """
-        raise NotSupportedError(
-            f"the {self.backend_name!r} task queue cannot pause queues (no {Capability.QUEUE_PAUSE!r})"
-        )
+        raise self._lacks(Capability.QUEUE_PAUSE, "pause queues")
 
     async def paused_queues(self) -> builtins.list[str]:
         """The names of the paused queues, sorted (none without :attr:`Capability.QUEUE_PAUSE`)."""

@@ -8,7 +8,6 @@ from datetime import datetime
 
 from omniq.base.component import Component
 from omniq.capabilities import Capability
-from omniq.errors import NotSupportedError
 from omniq.models import TaskEvent, TaskResult
 
 __all__ = ["BaseEventStorage", "BaseResultStorage"]
@@ -16,6 +15,8 @@ __all__ = ["BaseEventStorage", "BaseResultStorage"]
 
 class BaseResultStorage(Component):
     """Keeps the final result of each task until its expiry."""
+
+    kind = "result storage"
 
     @abstractmethod
     async def set(self, result: TaskResult) -> None:
@@ -49,10 +50,7 @@ class BaseResultStorage(Component):
         Raises:
             NotSupportedError: the default, for engines without :attr:`Capability.BLOCKING_READS`.
         """
-        raise NotSupportedError(
-            f"the {self.backend_name!r} result storage cannot read without its event loop "
-            f"(no {Capability.BLOCKING_READS!r} capability)"
-        )
+        raise self._lacks(Capability.BLOCKING_READS, "read without its event loop")
 
     @abstractmethod
     async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
@@ -77,6 +75,8 @@ class BaseEventStorage(Component):
     Writers call :meth:`append` with batches; the core buffers events off the
     hot path, so a slow event store never slows tasks down.
     """
+
+    kind = "event storage"
 
     @abstractmethod
     async def append(self, events: Sequence[TaskEvent]) -> None:

@@ -11,7 +11,6 @@ import anyio
 
 from omniq.base.operations import QueueOperations
 from omniq.capabilities import Capability
-from omniq.errors import NotSupportedError
 from omniq.models import Outcome, Task, TaskEvent, TaskStatus
 
 if TYPE_CHECKING:
@@ -131,9 +130,8 @@ class BaseTaskQueue(QueueOperations):
             ConfigurationError: ``connection`` is not one this engine can write through
                 (another driver, another database).
         """
-        raise NotSupportedError(
-            f"the {self.backend_name!r} task queue cannot enqueue inside a caller's transaction "
-            f"(no {Capability.TRANSACTIONAL_ENQUEUE!r} capability): nothing was enqueued"
+        raise self._lacks(
+            Capability.TRANSACTIONAL_ENQUEUE, "enqueue inside a caller's transaction: nothing was enqueued"
         )
 
     def enqueue_blocking(self, tasks: Sequence[Task]) -> list[str]:
@@ -151,10 +149,7 @@ class BaseTaskQueue(QueueOperations):
             NotSupportedError: the default, for engines without :attr:`Capability.BLOCKING_ENQUEUE`
                 (the sync API then enqueues through its event loop's thread).
         """
-        raise NotSupportedError(
-            f"the {self.backend_name!r} task queue cannot enqueue without its event loop "
-            f"(no {Capability.BLOCKING_ENQUEUE!r} capability): nothing was enqueued"
-        )
+        raise self._lacks(Capability.BLOCKING_ENQUEUE, "enqueue without its event loop: nothing was enqueued")
 
     def get_blocking(self, task_id: str) -> Task | None:
         """:meth:`get`, run to the end in the calling thread, which runs no event loop.
@@ -167,10 +162,7 @@ class BaseTaskQueue(QueueOperations):
             NotSupportedError: the default, for engines without :attr:`Capability.BLOCKING_READS`
                 (the sync API then reads through its event loop's thread).
         """
-        raise NotSupportedError(
-            f"the {self.backend_name!r} task queue cannot read without its event loop "
-            f"(no {Capability.BLOCKING_READS!r} capability)"
-        )
+        raise self._lacks(Capability.BLOCKING_READS, "read without its event loop")
 
     @abstractmethod
     async def claim_ready(self, queues: Sequence[str], limit: int, *, lease: float, worker_id: str) -> list[Task]:
