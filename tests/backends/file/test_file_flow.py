@@ -52,7 +52,7 @@ def state(root: Path, key: str = "k") -> flow.KeyState:
 def held_ids(root: Path, key: str = "k") -> list[str]:
     """The ids of the key's held entries, in the order they are woken."""
     folder = root / layout.limit_held_dir(key)
-    return [name.split("-", 2)[2] for name in sorted(p.name for p in folder.iterdir())] if folder.exists() else []
+    return [layout.held_entry_id(name) for name in sorted(p.name for p in folder.iterdir())] if folder.exists() else []
 
 
 def pending_body(root: Path, task_id: str) -> Task:

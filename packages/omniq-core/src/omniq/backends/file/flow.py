@@ -168,7 +168,7 @@ def release(files: TaskFiles, task: Task, owned: str, later: list[tuple[str, str
         while names and not woke:  # in claim order; the first usually wakes, so no sort of them all
             name = min(names)
             names.remove(name)
-            lock = layout.task_lock(name.split("-", 2)[2])
+            lock = layout.task_lock(layout.held_entry_id(name))
             if lock == owned:
                 woke = _wake(files, key, name)
             else:
@@ -184,7 +184,7 @@ def wake_later(files: TaskFiles, later: Sequence[tuple[str, str]]) -> bool:
     """Finish the wakes :func:`release` left (task lock, then key lock); True when one woke."""
     woke = False
     for key, name in later:
-        with files.store.lock(layout.task_lock(name.split("-", 2)[2])), files.store.lock(layout.limit_lock(key)):
+        with files.store.lock(layout.task_lock(layout.held_entry_id(name))), files.store.lock(layout.limit_lock(key)):
             woke = _wake(files, key, name) or woke
     return woke
 

@@ -215,6 +215,11 @@ def held_entry(task: Task) -> str:
     return f"{_PRIORITY_BIAS - priority:0{_PRIORITY_WIDTH}d}-{micros(task.created_at)}-{task.id}"
 
 
+def held_entry_id(name: str) -> str:
+    """The task id in a :func:`held_entry` name."""
+    return name.split("-", 2)[2]
+
+
 def limit_lock(key: str) -> str:
     """Name of the lock stripe guarding a limit key's state (taken inside a task lock, never two at once)."""
     return f"k{zlib.crc32(key.encode()) % LOCK_STRIPES:03d}"
