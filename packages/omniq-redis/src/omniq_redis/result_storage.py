@@ -25,6 +25,7 @@ from omniq_redis.connection import check_url, redis_connection
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import datetime
 
 
 __all__ = ["RedisResultStorage"]
@@ -127,12 +128,7 @@ class RedisResultStorage(BaseResultStorage):
                 chunk = task_ids[start : start + 1000]
                 datas.extend(await redis.mget([keys.result_key(self.prefix, task_id) for task_id in chunk]))
         now = utcnow()
-        results: list[TaskResult | None] = []
-        for data in datas:
-            result = decode_result(data) if data is not None else None
-            live = result is not None and (result.expires_at is None or result.expires_at > now)
-            results.append(result if live else None)
-        return results
+        return [_live(data, now) for data in datas]
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskResult | None:
         """Wait for a result on its pub/sub channel (subscribe first, then read)."""
@@ -181,11 +177,11 @@ class RedisResultStorage(BaseResultStorage):
                 removed += count
 
 
-def _live(data: bytes | None) -> TaskResult | None:
-    """The result stored as ``data``, unless there is none or it expired."""
+def _live(data: bytes | None, now: datetime | None = None) -> TaskResult | None:
+    """The result stored as ``data``, unless there is none or it expired (by ``now``, default the clock's)."""
     if data is None:
         return None
     result = decode_result(data)
-    if result.expires_at is not None and result.expires_at <= utcnow():
+    if result.expires_at is not None and result.expires_at <= (now or utcnow()):
         return None  # PXAT has millisecond precision; do not show a result in its last millisecond
     return result
