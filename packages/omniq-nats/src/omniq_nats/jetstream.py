@@ -159,6 +159,9 @@ class Mux:
         await self.ready()
         batch = _Batch(len(requests))
         tokens: list[str] = []
+        # a timer on the batch's own future, not wait_for(shield(...)): that costs three
+        # more loop iterations per batch (shield's and wait_for's callbacks), 10 % of a single enqueue.
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, batch.done)
         try:
             for index, (subject, payload, headers) in enumerate(requests):
                 token = str(next(self._tokens))
@@ -166,10 +169,9 @@ class Mux:
                 self._waiting[token] = (batch, index)
                 await self.nc.publish(subject, payload, reply=self.prefix + token, headers=headers)
             if batch.left:
-                await asyncio.wait_for(asyncio.shield(batch.done), timeout)
-        except asyncio.TimeoutError:
-            raise nats.errors.TimeoutError from None
+                await batch.done
         finally:
+            timer.cancel()
             if batch.left:
                 for token in tokens:
                     self._waiting.pop(token, None)
@@ -180,6 +182,11 @@ class Mux:
     ) -> Msg:
         """One request (see :meth:`request_many`)."""
         return (await self.request_many([(subject, payload, headers)], timeout))[0]
+
+
+def _expire(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_exception(nats.errors.TimeoutError())
 
 
 def answered(msg: Msg) -> Msg:
