@@ -80,6 +80,9 @@ class Finisher:
         self.recorded_at = utcnow()
         self._failures: dict[str, int] = {}  # task id -> times its outcome alone failed to be recorded
         self.unwritten: list[TaskResult] = []  # accepted outcomes' results the result storage could not take yet
+        # outcomes of concurrency-limited tasks not recorded yet: the engine counts them as running.
+        self.slots = 0
+        self._slots_recorded = anyio.Event()
 
     @property
     def idle(self) -> bool:
@@ -89,7 +92,15 @@ class Finisher:
     def add(self, task: Task, outcome: Outcome) -> None:
         """Queue a runner's outcome; the next batch takes it."""
         self.outcomes.append((task, outcome))
+        if _holds_slot(task):
+            self.slots += 1
         self._ready.set()
+
+    async def slots_recorded(self) -> None:
+        """Return once every finished concurrency-limited task's outcome is recorded (its slot freed)."""
+        while self.slots:
+            self._slots_recorded = anyio.Event()
+            await self._slots_recorded.wait()
 
     async def run(self) -> None:
         """Record outcomes as they come, for ever (the pool cancels it once it has flushed the last ones)."""
@@ -107,6 +118,7 @@ class Finisher:
         errors = 0
         while self.outcomes:
             batch, self.outcomes = self.outcomes, []
+            slots = _slots_in(batch) if self.slots else 0
             self.finishing += 1
             try:
                 with anyio.CancelScope(shield=True):
@@ -130,11 +142,17 @@ class Finisher:
                     errors += 1
                     # Keep the outcomes: the leases may survive the outage; if not, the tasks run again.
                     self.outcomes[:0] = left
+                    if slots:
+                        slots -= _slots_in(left)  # still to record: their slots stay taken
                     delay = min(MAX_ERROR_BACKOFF, 0.1 * 2**errors)
                     logger.warning("finishing %d task(s) failed (%s); retrying in %.1f s", len(left), failure, delay)
                     await anyio.sleep(delay)
             finally:
                 self.finishing -= 1
+                if slots:
+                    self.slots -= slots
+                    if not self.slots:
+                        self._slots_recorded.set()
         if self.unwritten:
             with anyio.CancelScope(shield=True):
                 await self._write_results([])
@@ -265,3 +283,12 @@ class Finisher:
                 lifecycle.task_released(task, worker_id)
         elif event_type is EventType.EXPIRED and lifecycle.task_expired is not None:
             lifecycle.task_expired(task)
+
+
+def _holds_slot(task: Task) -> bool:
+    """True for a task under a concurrency limit: until its outcome is recorded it holds a slot."""
+    return task.limits is not None and task.limits.concurrency is not None
+
+
+def _slots_in(items: list[_Item]) -> int:
+    return sum(1 for task, _ in items if _holds_slot(task))

@@ -251,6 +251,11 @@ class AsyncWorkerPool:
                 with anyio.move_on_after(self.poll_interval):
                     await self._slot_freed.wait()
                 continue
+            if finisher.slots:
+                # The engine still counts this pool's finished limited tasks as running: a claim
+                # now would find their slots taken and wait for them. Record them first, then claim.
+                with anyio.move_on_after(self.poll_interval):
+                    await finisher.slots_recorded()
             wait = 0.0 if self.burst else self.poll_interval
             claimed_from = utcnow()
             try:
