@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import logging
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from omniq.base.storage import BaseEventStorage, BaseResultStorage
 
 __all__ = ["BaseTaskQueue"]
+
+logger = logging.getLogger("omniq.backend")
 
 
 class BaseTaskQueue(QueueOperations):
@@ -247,6 +250,34 @@ class BaseTaskQueue(QueueOperations):
         Returns:
             one flag per outcome: True when it was accepted.
         """
+
+    async def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        results: BaseResultStorage | None = None,
+        queues: Sequence[str],
+        limit: int,
+        lease: float,
+        worker_id: str,
+    ) -> tuple[list[bool], list[Task]]:
+        """:meth:`finish`, then :meth:`claim_ready` of up to ``limit`` tasks; both answers.
+
+        The worker calls it when the outcomes free concurrency slots (see
+        :mod:`omniq.flow_control`), so the tasks held for those slots start
+        without waiting for a wake-up and another claim. The default makes the
+        two calls; an engine overrides it to make them one round trip (the
+        claim sees what the finish freed). A failed claim after a recorded
+        finish loses nothing: its tasks stay PENDING.
+        """
+        accepted = await self.finish(outcomes, results=results)
+        if limit <= 0:
+            return accepted, []
+        try:
+            return accepted, await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
+        except Exception as exc:  # the outcomes are recorded: the tasks wait for the worker's next claim
+            logger.warning("claim after a finish failed (%s); the worker's next claim takes its tasks", exc)
+            return accepted, []
 
     def can_fuse_results(self, results: BaseResultStorage) -> bool:
         """Whether :meth:`finish` can store results into ``results`` atomically."""

@@ -25,7 +25,7 @@ them): they go with the next batch's results, or on their own every
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
 
@@ -33,10 +33,12 @@ from omniq.models import EventType, Outcome, OutcomeKind, Task, TaskEvent, TaskR
 from omniq.worker.runner import outcome_event
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
     from omniq.app import AsyncOmniQ
     from omniq.lifecycle import Lifecycle
 
-__all__ = ["MAX_ERROR_BACKOFF", "MAX_FINISH_FAILURES", "Finisher"]
+__all__ = ["MAX_ERROR_BACKOFF", "MAX_FINISH_FAILURES", "Finisher", "Refill"]
 
 logger = logging.getLogger("omniq.worker")
 
@@ -57,6 +59,15 @@ _Item = tuple[Task, Outcome]
 _OUTCOME_EVENTS = frozenset(
     {"task_succeeded", "task_failed", "task_retried", "task_released", "task_expired", "task_lease_lost"}
 )
+
+
+class Refill(NamedTuple):
+    """How the finisher claims for its pool the tasks a batch's freed concurrency slots let start."""
+
+    queues: Sequence[str]
+    lease: float
+    room: Callable[[], int]  # free slots of the pool now (0 once it is stopping)
+    start: Callable[[list[Task]], Awaitable[None]]  # run them (or hand them back if the pool is stopping)
 
 
 class Finisher:
@@ -83,6 +94,7 @@ class Finisher:
         # outcomes of concurrency-limited tasks not recorded yet: the engine counts them as running.
         self.slots = 0
         self._slots_recorded = anyio.Event()
+        self.refill: Refill | None = None  # set by the pool: a batch that frees slots claims with its finish
 
     @property
     def idle(self) -> bool:
@@ -122,7 +134,7 @@ class Finisher:
             self.finishing += 1
             try:
                 with anyio.CancelScope(shield=True):
-                    await self._finish_batch(batch)
+                    await self._finish_batch(batch, refill=bool(slots))
                 self.recorded_at = utcnow()
                 errors = 0
                 if self._failures:
@@ -197,11 +209,25 @@ class Finisher:
         )
         return []
 
-    async def _finish_batch(self, batch: list[_Item]) -> None:
+    async def _finish_batch(self, batch: list[_Item], *, refill: bool = False) -> None:
         app = self.app
         outcomes = [outcome for _, outcome in batch]
         fused = app.result_storage if self.fuse else None
-        accepted = await app.task_queue.finish(outcomes, results=fused)
+        claimer = self.refill if refill else None
+        if claimer is None:
+            accepted = await app.task_queue.finish(outcomes, results=fused)
+        else:
+            # the slots these outcomes free go to the tasks held for them, started here at once
+            accepted, claimed = await app.task_queue.finish_and_claim(
+                outcomes,
+                results=fused,
+                queues=claimer.queues,
+                limit=claimer.room(),
+                lease=claimer.lease,
+                worker_id=self.worker_id,
+            )
+            if claimed:
+                await claimer.start(claimed)
         results: list[TaskResult] = []
         events: list[TaskEvent] = []
         now = utcnow()

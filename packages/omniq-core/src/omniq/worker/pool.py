@@ -44,7 +44,7 @@ from omniq.errors import ConfigurationError
 from omniq.lifecycle import Lifecycle
 from omniq.models import EventType, Outcome, OutcomeKind, Task, TaskEvent, utcnow
 from omniq.worker.executors import Executor, ProcessExecutor, ThreadExecutor
-from omniq.worker.finisher import MAX_ERROR_BACKOFF, Finisher
+from omniq.worker.finisher import MAX_ERROR_BACKOFF, Finisher, Refill
 from omniq.worker.progress import ProgressWriter, Reports
 from omniq.worker.registry import Registration
 from omniq.worker.runner import error_from_exception, execute, failed_outcome
@@ -158,6 +158,14 @@ class AsyncWorkerPool:
         fuse = app.task_queue.can_fuse_results(app.result_storage)
         finisher = self._finisher = Finisher(app, self.worker_id, fuse=fuse, lifecycle=lifecycle)
         progress = self._progress = ProgressWriter(app, asyncio.get_running_loop())
+
+        async def take(tasks: list[Task]) -> None:
+            if self._stopping:
+                await self._hand_back(tasks)
+            else:
+                self._start(tasks, executor, finisher)
+
+        finisher.refill = Refill(self.queues, self.lease, lambda: 0 if self._stopping else self._free(), take)
         upkeep = Upkeep(
             app,
             self._running,
@@ -237,15 +245,12 @@ class AsyncWorkerPool:
 
     async def _claim_loop(self, executor: Executor, finisher: Finisher) -> None:
         queue = self.app.task_queue
-        loop = asyncio.get_running_loop()
-        writer = self._progress
-        assert writer is not None  # made by start()
         errors = 0
         # Claim in batches: with some tasks still running, wait until at least half the
         # slots are free, so a busy pool makes one claim per several tasks, not one per task.
         threshold = max(1, self.concurrency // 2)
         while not self._stopping:
-            free = self.concurrency - len(self._running)
+            free = self._free()
             if free <= 0 or (self._running and free < threshold):
                 self._slot_freed = anyio.Event()
                 with anyio.move_on_after(self.poll_interval):
@@ -285,31 +290,41 @@ class AsyncWorkerPool:
                     with anyio.move_on_after(min(self.poll_interval, 0.1)):
                         await self._slot_freed.wait()
                 continue
-            now = utcnow()
-            events = []
-            for task in tasks:
-                if task.started_at is None:  # engines set it at claim; observers rely on it
-                    task.started_at = now
-                running = _Running(task, writer)
-                self._running[task.id] = running
-                events.append(
-                    TaskEvent(
-                        task_id=task.id,
-                        type=EventType.STARTED,
-                        timestamp=now,
-                        queue=task.queue,
-                        func=task.func,
-                        attempt=task.attempts,
-                        worker_id=self.worker_id,
-                    )
-                )
-                # Plain asyncio tasks, not a task group per task: spawning is the hot path, and
-                # _run never raises (it turns every failure into an outcome).
-                running.future = loop.create_task(self._run(running, executor, finisher))
-            self.app.record_events(events)
+            self._start(tasks, executor, finisher)
             # Let the new tasks start before the next claim is sent: building and writing that
             # request would otherwise sit between a wake-up and the task's start.
             await asyncio.sleep(0)
+
+    def _free(self) -> int:
+        return self.concurrency - len(self._running)
+
+    def _start(self, tasks: list[Task], executor: Executor, finisher: Finisher) -> None:
+        """Start a runner for each claimed task and record their STARTED events."""
+        writer = self._progress
+        assert writer is not None  # made by start()
+        loop = asyncio.get_running_loop()
+        now = utcnow()
+        events = []
+        for task in tasks:
+            if task.started_at is None:  # engines set it at claim; observers rely on it
+                task.started_at = now
+            running = _Running(task, writer)
+            self._running[task.id] = running
+            events.append(
+                TaskEvent(
+                    task_id=task.id,
+                    type=EventType.STARTED,
+                    timestamp=now,
+                    queue=task.queue,
+                    func=task.func,
+                    attempt=task.attempts,
+                    worker_id=self.worker_id,
+                )
+            )
+            # Plain asyncio tasks, not a task group per task: spawning is the hot path, and
+            # _run never raises (it turns every failure into an outcome).
+            running.future = loop.create_task(self._run(running, executor, finisher))
+        self.app.record_events(events)
 
     async def _run(self, running: _Running, executor: Executor, finisher: Finisher) -> None:
         task = running.task

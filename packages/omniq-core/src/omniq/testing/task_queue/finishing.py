@@ -148,3 +148,32 @@ class FinishingTests(QueueTests):
         assert await task_queue.finish([release]) == [True]
         released = await task_queue.get(held.id)
         assert released is not None and (released.started_at, released.worker_id, released.attempts) == (None, None, 1)
+
+    async def test_finish_and_claim_finishes_then_claims_from_the_given_queues(self, task_queue: BaseTaskQueue) -> None:
+        """Flags as ``finish`` gives them, then a claim of up to ``limit`` tasks of ``queues`` only."""
+        await task_queue.enqueue_many([make_task(), make_task()])
+        a, b = await task_queue.claim_ready(["default"], 2, lease=LONG, worker_id="w1")
+        waiting = [make_task(created_at=now_ms(-5 + i)) for i in range(3)]
+        elsewhere = make_task(queue="other")
+        await task_queue.enqueue_many([*waiting, elsewhere])
+        outcomes = [
+            Outcome(task_id=a.id, lease_token=token(a), kind=OutcomeKind.SUCCEEDED),
+            Outcome(task_id=b.id, lease_token="wrong", kind=OutcomeKind.SUCCEEDED),
+        ]
+        accepted, claimed = await task_queue.finish_and_claim(
+            outcomes, queues=["default"], limit=2, lease=LONG, worker_id="w2"
+        )
+        assert accepted == [True, False]
+        assert [t.id for t in claimed] == [t.id for t in waiting[:2]]
+        assert all(t.status is TaskStatus.RUNNING and t.worker_id == "w2" and t.lease_token for t in claimed)
+        statuses = [t.status if t else None for t in await task_queue.get_many([a.id, b.id, elsewhere.id])]
+        assert statuses == [TaskStatus.SUCCEEDED, TaskStatus.RUNNING, TaskStatus.PENDING]
+        # no room: a finish alone
+        done = Outcome(task_id=claimed[0].id, lease_token=token(claimed[0]), kind=OutcomeKind.SUCCEEDED)
+        assert await task_queue.finish_and_claim([done], queues=["default"], limit=0, lease=LONG, worker_id="w2") == (
+            [True],
+            [],
+        )
+        assert [t.id for t in await task_queue.claim_ready(["default"], 5, lease=LONG, worker_id="w1")] == [
+            waiting[2].id
+        ]

@@ -124,6 +124,26 @@ class FlowControlTests(QueueTests):
         assert ran == order
 
     @requires(Capability.FLOW_CONTROL)
+    async def test_finish_and_claim_hands_the_freed_slots_to_the_held_tasks(self, task_queue: BaseTaskQueue) -> None:
+        """The worker's call when its outcomes free slots: the tasks held for them come back in the same call."""
+        base = now_ms(-10)
+        tasks = [limited(concurrency=2, created_at=base + timedelta(milliseconds=i)) for i in range(5)]
+        await task_queue.enqueue_many(tasks)
+        holders = await task_queue.claim_ready(["default"], 10, lease=LONG, worker_id="w1")
+        assert [t.id for t in holders] == [t.id for t in tasks[:2]]
+        assert await claim_ids(task_queue) == []  # both slots taken: the rest are held
+        accepted, claimed = await task_queue.finish_and_claim(
+            [done(t) for t in holders], queues=["default"], limit=10, lease=LONG, worker_id="w1"
+        )
+        assert accepted == [True, True]
+        assert [t.id for t in claimed] == [t.id for t in tasks[2:4]]  # the freed slots, in claim order
+        assert await claim_ids(task_queue) == []  # and no more than the limit
+        accepted, claimed = await task_queue.finish_and_claim(
+            [done(claimed[0])], queues=["default"], limit=10, lease=LONG, worker_id="w1"
+        )
+        assert accepted == [True] and [t.id for t in claimed] == [tasks[4].id]
+
+    @requires(Capability.FLOW_CONTROL)
     async def test_cancelling_a_holder_frees_its_slot(self, task_queue: BaseTaskQueue) -> None:
         first, second = limited(concurrency=1), limited(concurrency=1)
         await task_queue.enqueue_many([first, second])
