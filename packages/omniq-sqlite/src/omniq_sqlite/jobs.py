@@ -138,6 +138,18 @@ def claim_job(conn: Any, queues: tuple[str, ...], limit: int, lease: float, work
     return rows
 
 
+def finish_and_claim_job(
+    conn: Any,
+    prepared: list[tuple[Outcome, bytes | None, tuple[Any, ...] | None]],
+    queues: tuple[str, ...],
+    limit: int,
+    lease: float,
+    worker_id: str,
+) -> tuple[tuple[list[bool], bool], list[Any]]:
+    """:func:`finish_job`, then :func:`claim_job` in the same transaction (it sees the slots the finish freed)."""
+    return finish_job(conn, prepared), claim_job(conn, queues, limit, lease, worker_id)
+
+
 def extend_job(conn: Any, pairs: list[tuple[str, str]], lease: float) -> set[str]:
     """Push back each lease still held by its token; the ids extended."""
     now = time.time()

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from omniq.monitoring import QueueStats, TaskQuery, WorkerInfo
+    from omniq_sqlite.database import Database
 
 __all__ = ["SQLiteTaskQueue"]
 
@@ -174,12 +175,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
         if limit <= 0 or not queues:
             return []
         db = await self._connection.client()
-        rows = await db.write(jobs.claim_job, tuple(dict.fromkeys(queues)), limit, lease, worker_id)
-        try:
-            rows.sort(key=claim_order)  # RETURNING does not keep the subquery's order
-        except TypeError:  # a corrupted eta (text in a REAL column): that batch keeps the engine's order
-            pass
-        return [_leased_row_to_task(row) for row in rows]
+        return _claimed(await db.write(jobs.claim_job, tuple(dict.fromkeys(queues)), limit, lease, worker_id))
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Sleep until a hint arrives, the next scheduled task is due, or ``timeout`` passes."""
@@ -216,6 +212,39 @@ class SQLiteTaskQueue(BaseTaskQueue):
         """Apply outcomes token-checked in one transaction; fused, write the accepted results too."""
         if not outcomes:
             return []
+        prepared = self._prepared(outcomes, results)
+        db = await self._connection.client()
+        flags, woke = await db.write(jobs.finish_job, prepared)
+        _notify_finished(db, prepared, flags, woke)
+        return flags
+
+    async def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        results: BaseResultStorage | None = None,
+        queues: Sequence[str],
+        limit: int,
+        lease: float,
+        worker_id: str,
+    ) -> tuple[list[bool], list[Task]]:
+        """:meth:`finish` and :meth:`claim_ready` in one transaction: the claim takes the slots the finish freed."""
+        if not outcomes or limit <= 0 or not queues:
+            return await super().finish_and_claim(
+                outcomes, results=results, queues=queues, limit=limit, lease=lease, worker_id=worker_id
+            )
+        prepared = self._prepared(outcomes, results)
+        db = await self._connection.client()
+        (flags, woke), rows = await db.write(
+            jobs.finish_and_claim_job, prepared, tuple(dict.fromkeys(queues)), limit, lease, worker_id
+        )
+        _notify_finished(db, prepared, flags, woke)
+        return flags, _claimed(rows)
+
+    def _prepared(
+        self, outcomes: Sequence[Outcome], results: BaseResultStorage | None
+    ) -> list[tuple[Outcome, bytes | None, tuple[Any, ...] | None]]:
+        """Each outcome with its encoded error and, fused, its result row."""
         fuse = results is not None and self.can_fuse_results(results)
         prepared = []
         for outcome in outcomes:
@@ -225,15 +254,7 @@ class SQLiteTaskQueue(BaseTaskQueue):
                 result = outcome.result
                 result_row = (result.task_id, encode_result(result), to_ts(result.expires_at))
             prepared.append((outcome, error, result_row))
-        db = await self._connection.client()
-        flags, woke = await db.write(jobs.finish_job, prepared)
-        if woke or any(flag and o.kind not in jobs.TERMINAL_KINDS for flag, o in zip(flags, outcomes, strict=True)):
-            db.notify(WORK)
-        if fuse:
-            stored = [row[0] for (_, _, row), flag in zip(prepared, flags, strict=True) if flag and row is not None]
-            if stored:
-                db.notify(RESULTS, stored)
-        return flags
+        return prepared
 
     async def get(self, task_id: str) -> Task | None:
         """Return the task with that id, or None."""
@@ -343,3 +364,23 @@ class SQLiteTaskQueue(BaseTaskQueue):
         """The paused queues' names, sorted."""
         db = await self._connection.client()
         return await db.read(flow.paused_queues_job)
+
+
+def _claimed(rows: list[Any]) -> list[Task]:
+    """The tasks of claimed rows, in claim order."""
+    try:
+        rows.sort(key=claim_order)  # RETURNING does not keep the subquery's order
+    except TypeError:  # a corrupted eta (text in a REAL column): that batch keeps the engine's order
+        pass
+    return [_leased_row_to_task(row) for row in rows]
+
+
+def _notify_finished(
+    db: Database, prepared: list[tuple[Outcome, bytes | None, tuple[Any, ...] | None]], flags: list[bool], woke: bool
+) -> None:
+    """Wake claimers when the finish made tasks claimable, and result waiters for the results it stored."""
+    if woke or any(flag and o.kind not in jobs.TERMINAL_KINDS for flag, (o, _, _) in zip(flags, prepared, strict=True)):
+        db.notify(WORK)
+    stored = [row[0] for (_, _, row), flag in zip(prepared, flags, strict=True) if flag and row is not None]
+    if stored:
+        db.notify(RESULTS, stored)
