@@ -17,13 +17,16 @@ from omniq.models import Outcome, Task, TaskStatus, decode_task, encode_result, 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence, Set
 
+    from omniq.base import BaseResultStorage
+
 __all__ = [
     "claim_args",
     "enqueue_calls",
     "enqueue_items",
     "enqueue_one_args",
     "extend_args",
-    "finish_items",
+    "finish_calls",
+    "finished_flags",
     "from_us",
     "leased_task_from_row",
     "leased_tasks",
@@ -38,6 +41,8 @@ _error_encoder = msgspec.msgpack.Encoder()
 _STATUSES = {status.value.encode(): status for status in TaskStatus}
 _EMPTY = msgspec.Raw(b"\xa0")
 #: this process's enqueue sequence: orders its tasks due in the same microsecond in READY.
+#: outcomes per finish script call.
+_FINISH_CHUNK = 1000
 _sequence = itertools.count(1)
 _SEQUENCE_WRAP = 10**12  # 12 digits in the READY member
 
@@ -206,7 +211,24 @@ def extend_args(prefix: str, leases: Mapping[str, str], lease: float) -> list[An
     return args
 
 
-def finish_items(outcomes: Sequence[Outcome], fused: bool) -> bytes:
+def finish_calls(
+    prefix: str, outcomes: Sequence[Outcome], results: BaseResultStorage | None
+) -> list[tuple[str, list[Any]]]:
+    """The finish script calls of ``outcomes``: one per ``_FINISH_CHUNK``; fused when ``results`` is Redis's."""
+    result_prefix = getattr(results, "prefix", "") if results is not None else ""
+    fused = bool(result_prefix)
+    return [
+        ("finish", [prefix, result_prefix, _finish_items(outcomes[start : start + _FINISH_CHUNK], fused)])
+        for start in range(0, len(outcomes), _FINISH_CHUNK)
+    ]
+
+
+def finished_flags(replies: Sequence[list[Any]]) -> list[bool]:
+    """The accepted flags of the finish scripts' replies, in order."""
+    return [flag == 1 for reply in replies for flag in reply]
+
+
+def _finish_items(outcomes: Sequence[Outcome], fused: bool) -> bytes:
     """The finish script's packed outcome list (see ``scripts._FINISH``)."""
     items = []
     for outcome in outcomes:

@@ -13,8 +13,8 @@ until the script that ends its last dependency makes it ready (keys.py).
 Round trips: ``enqueue_many`` one (a pipeline of one script per queue and
 per 1,000 tasks); ``claim_ready`` one per queue asked until ``limit`` is
 filled; ``extend`` and ``finish`` one for the whole batch (fused results
-included); ``wait_for_work`` one check plus one blocking BLPOP, with the claim
-script pipelined behind the BLPOP when one queue is served.
+included), ``finish_and_claim`` too, for one queue; ``wait_for_work`` one check
+plus one blocking BLPOP, with the claim script pipelined behind it for one queue.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from omniq_redis import keys, operations, workers
 from omniq_redis._codec import (
     claim_args,
     extend_args,
-    finish_items,
+    finish_calls,
+    finished_flags,
     leased_tasks,
     task_from_row,
 )
@@ -51,8 +52,6 @@ __all__ = ["RedisTaskQueue"]
 
 #: how far ahead "no delayed task" counts as due (the wait is bounded by the caller's anyway).
 _NO_DUE = 3600.0
-#: outcomes per finish script call.
-_FINISH_CHUNK = 1000
 #: expired leases handled per recover script call.
 _RECOVER_CHUNK = 500
 
@@ -192,14 +191,12 @@ class RedisTaskQueue(BaseTaskQueue):
     ) -> list[Task]:
         """Lease up to ``limit`` tasks, waiting up to ``wait`` seconds for one.
 
-        With one queue an idle worker makes one round trip per wake-up: a
-        BLPOP on the signal list with the claim script pipelined behind it on
-        the blocking connection (Redis runs a blocked client's next command as
-        soon as the BLPOP returns). The claim script leaves a token whenever
-        READY is not empty, so the BLPOP returns at once while work is ready,
-        and it reports the next delayed eta, which bounds the next block. With
-        several queues the claim fills ``limit`` queue by queue, so the
-        wake-up and the claim are separate calls.
+        With one queue an idle worker makes one round trip per wake-up: a BLPOP
+        on the signal list with the claim script pipelined behind it on the
+        blocking connection (Redis runs it as soon as the BLPOP returns). The
+        claim leaves a token while READY is not empty (the BLPOP returns at once)
+        and reports the next delayed eta, which bounds the next block. With
+        several queues, the wake-up and the claim are separate calls.
         """
         if wait <= 0 or len(queues) != 1:
             return await super().claim(queues, limit, lease=lease, worker_id=worker_id, wait=wait)
@@ -267,16 +264,31 @@ class RedisTaskQueue(BaseTaskQueue):
         """Apply outcomes (and fused results) in one round trip."""
         if not outcomes:
             return []
-        result_prefix = getattr(results, "prefix", "") if results is not None else ""
-        fused = bool(result_prefix)
-        calls: list[tuple[str, list[Any]]] = []
-        for start in range(0, len(outcomes), _FINISH_CHUNK):
-            items = finish_items(outcomes[start : start + _FINISH_CHUNK], fused)
-            calls.append(("finish", [self.prefix, result_prefix, items]))
-        flags: list[bool] = []
-        for reply in await self._run_many(calls):
-            flags.extend(flag == 1 for flag in reply)
-        return flags
+        return finished_flags(await self._run_many(finish_calls(self.prefix, outcomes, results)))
+
+    async def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        results: BaseResultStorage | None = None,
+        queues: Sequence[str],
+        limit: int,
+        lease: float,
+        worker_id: str,
+    ) -> tuple[list[bool], list[Task]]:
+        """The finish scripts and, for one queue, the claim script behind them in the same round trip."""
+        if not outcomes or limit <= 0 or len(queues) != 1:
+            return await super().finish_and_claim(
+                outcomes, results=results, queues=queues, limit=limit, lease=lease, worker_id=worker_id
+            )
+        queue = queues[0]
+        self._keys(queue)  # validates the name
+        calls = [
+            *finish_calls(self.prefix, outcomes, results),
+            ("claim", claim_args(self.prefix, queue, limit, lease, worker_id)),
+        ]
+        *finished, claimed = await self._run_many(calls)
+        return finished_flags(finished), self._claimed(queue, claimed)
 
     async def recover(self) -> list[Task]:
         """Requeue (or fail) RUNNING tasks whose lease deadline passed, queue by queue."""
@@ -322,9 +334,7 @@ class RedisTaskQueue(BaseTaskQueue):
 
     async def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
         """Return several tasks in one round trip."""
-        if not task_ids:
-            return []
-        rows = await self._run("get", [self.prefix, *task_ids])
+        rows = await self._run("get", [self.prefix, *task_ids]) if task_ids else []
         return [task_from_row(row) if row != 0 else None for row in rows]
 
     async def _names(self, key: str) -> list[str]:
