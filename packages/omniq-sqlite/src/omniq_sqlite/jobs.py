@@ -134,7 +134,7 @@ def claim_job(conn: Any, queues: tuple[str, ...], limit: int, lease: float, work
             def claim_more(more: int) -> list[Any]:
                 return conn.execute(sql, schema.claim_params(queues, now, lease, worker_id, more)).fetchall()  # type: ignore[no-any-return]
 
-            return admit_claimed(conn, rows, claim_more, limit, lease, worker_id)
+            return admit_claimed(conn, rows, claim_more, queues, limit, lease, worker_id)
     return rows
 
 
