@@ -98,3 +98,27 @@ async def test_an_outcome_kept_after_an_outage_keeps_its_slot(make_app: Any) -> 
             assert finisher.slots == 0 and calls == 2
         finally:
             del queue.finish
+
+
+async def test_a_pool_never_runs_more_than_its_concurrency_when_finishes_claim(make_app: Any) -> None:
+    """Limited tasks' finishes claim for the pool (finish_and_claim) while its claim loop claims too."""
+    running = 0
+    most = 0
+
+    async def work(n: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await anyio.sleep(0.005 * (n % 3))
+        running -= 1
+        return n
+
+    async with make_app() as app:
+        app.register(work, name="work")
+        ids = [await app.enqueue("work", n, concurrency_limit=2) for n in range(20)]
+        ids += [await app.enqueue("work", n) for n in range(20)]
+        with anyio.fail_after(60):
+            await app.worker(concurrency=3, burst=True).start()
+        results = [await app.get_result(task_id) for task_id in ids]
+        assert all(r is not None and r.status.value == "succeeded" for r in results)
+        assert most <= 3, f"{most} tasks ran at once in a pool of concurrency 3"

@@ -258,9 +258,13 @@ class AsyncWorkerPool:
                 continue
             if finisher.slots:
                 # The engine still counts this pool's finished limited tasks as running: a claim
-                # now would find their slots taken and wait for them. Record them first, then claim.
+                # now would find their slots taken and wait for them. Record them first (their
+                # finish claims the tasks they let start: finisher.Refill), then claim for what is free.
                 with anyio.move_on_after(self.poll_interval):
                     await finisher.slots_recorded()
+                free = self._free()
+                if free <= 0:
+                    continue
             wait = 0.0 if self.burst else self.poll_interval
             claimed_from = utcnow()
             try:
