@@ -74,19 +74,27 @@ end
 """,
     ),
     (
+        "HOLDING",
+        r"""
+local HOLDING = {}
+""",
+    ),
+    (
         "admit",
         r"""
 -- flow control for a limited candidate of claim (omniq.flow_control's rules): true when the claim
 -- takes it (it becomes a holder of its key when it has a concurrency limit); else it is parked in
 -- DELAYED at its eta, held for a slot (hd) or with its rate slot reserved (rr), and false
 local function admit(tag, id, h, rm, lk, now, deadline)
-  local f = redis.call('HMGET', h, 'lc', 'lr', 'lb', 'rr', 'pr')
+  local f = redis.call('HMGET', h, 'lc', 'lr', 'lb', 'rr', 'pr', 'hd')
   local lc, lr = tonumber(f[1]), tonumber(f[2])
   local eta, held = nil, false
   if lc then
     local holders = FL .. 'h:' .. lk
     local after = '(' .. fmt(now)
-    if redis.call('ZCOUNT', holders, after, '+inf') >= lc then
+    -- counted once per key and script, then kept in step with the holders this script adds
+    HOLDING[lk] = HOLDING[lk] or redis.call('ZCOUNT', holders, after, '+inf')
+    if HOLDING[lk] >= lc then
       local first = redis.call('ZRANGE', holders, after, '+inf', 'BYSCORE', 'LIMIT', 0, 1, 'WITHSCORES')
       eta, held = tonumber(first[2]), true
     end
@@ -102,10 +110,12 @@ local function admit(tag, id, h, rm, lk, now, deadline)
     if now < allowed - 1 then eta = allowed end  -- a microsecond of slack, as admit() has
   end
   if eta == nil then
-    redis.call('HDEL', h, 'rr', 'hd')
+    if f[4] == '1' or f[6] == '1' then redis.call('HDEL', h, 'rr', 'hd') end
     if lc then
       redis.call('ZADD', FL .. 'h:' .. lk, deadline, id)
-      redis.call('ZREM', FL .. 'w:' .. lk, rm)  -- held before and due at its eta: no longer held
+      HOLDING[lk] = HOLDING[lk] + 1
+      -- held before and due at its eta (a woken task has left the held set already)
+      if f[6] == '1' then redis.call('ZREM', FL .. 'w:' .. lk, rm) end
     end
     return true
   end
