@@ -13,6 +13,15 @@ first is the first in claim order) and the rate's ``tat`` string
 ``{P}:fl:t:<k>``. A parked task sits in DELAYED at its eta with ``hd`` or
 ``rr`` set; a held task is due at the earliest holder's lease deadline, so a
 killed worker's slot comes back without recovery.
+
+One claim admits at most half of a concurrency limit of 4 or more (rounded
+up); the rest stays in READY, at its place, for the next claim, often another
+worker's. The server runs one script at a time, so a key's slots taken by one
+claim go round one batch at a time; shared between workers, one worker's
+claim and finish overlap another's run. A drain of 20,000 no-op tasks under
+``concurrency_limit=50`` (``benchmarks/flow_control.py``, two worker
+processes, 3 rounds) went from 4,166 to 6,351 tasks/s with it (0.40 to 0.54 of
+the unlimited drain).
 """
 
 from __future__ import annotations
@@ -77,6 +86,7 @@ end
         "HOLDING",
         r"""
 local HOLDING = {}
+local TAKEN = {}
 """,
     ),
     (
@@ -94,6 +104,9 @@ local function admit(tag, id, h, rm, lk, now, deadline)
     local after = '(' .. fmt(now)
     -- counted once per key and script, then kept in step with the holders this script adds
     HOLDING[lk] = HOLDING[lk] or redis.call('ZCOUNT', holders, after, '+inf')
+    TAKEN[lk] = TAKEN[lk] or 0
+    -- one claim takes at most half of a limit of 4 or more (see the module's docstring)
+    if lc >= 4 and TAKEN[lk] >= math.ceil(lc / 2) and HOLDING[lk] < lc then return 'skip' end
     if HOLDING[lk] >= lc then
       local first = redis.call('ZRANGE', holders, after, '+inf', 'BYSCORE', 'LIMIT', 0, 1, 'WITHSCORES')
       eta, held = tonumber(first[2]), true
@@ -114,6 +127,7 @@ local function admit(tag, id, h, rm, lk, now, deadline)
     if lc then
       redis.call('ZADD', FL .. 'h:' .. lk, deadline, id)
       HOLDING[lk] = HOLDING[lk] + 1
+      TAKEN[lk] = TAKEN[lk] + 1
       -- held before and due at its eta (a woken task has left the held set already)
       if f[6] == '1' then redis.call('ZREM', FL .. 'w:' .. lk, rm) end
     end

@@ -12,7 +12,8 @@ __all__ = ["CLAIM", "EXTEND", "FINISH", "RECOVER"]
 # µs until the queue's next delayed eta or -1}. Leaves a wake-up token exactly when READY is not
 # empty, so a worker may block on the signal list right after a claim without missing work.
 # A paused queue (in PAUSED) claims nothing, drops its tokens and reports no eta: its resume
-# leaves a token. A task with limits ('lk' set) passes admit (lua_flow) or is parked in DELAYED,
+# leaves a token. A task with limits ('lk' set) passes admit (lua_flow), is parked in DELAYED or,
+# past its key's share of one claim, goes back to READY,
 # and the claim pops again for the places parked tasks left (at most $PARK_CAP parked per call);
 # without a parked task the claim pops once, as it always did.
 CLAIM = r"""
@@ -42,7 +43,10 @@ repeat
     local h = tag .. ':$TASK:' .. id
     local f = redis.call('HMGET', h, 's', 'c', 'lk')
     if f[1] == 'pending' then
-      if not f[3] or admit(tag, id, h, popped[i], f[3], now, deadline) then
+      local verdict = (not f[3]) or admit(tag, id, h, popped[i], f[3], now, deadline)
+      if verdict == 'skip' then  -- its key's share of this claim is taken: back to its place
+        redis.call('ZADD', ready, popped[i+1], popped[i])
+      elseif verdict then
         n = n + 1
         redis.call('HINCRBY', h, 'a', 1)
         redis.call('HSET', h, 's', 'running', 'k', ARGV[6] .. n, 'l', deadline, 'w', ARGV[5], 'sa', fmt(now), 'ua', fmt(now))

@@ -124,6 +124,30 @@ class FlowControlTests(QueueTests):
         assert ran == order
 
     @requires(Capability.FLOW_CONTROL)
+    async def test_claims_fill_a_larger_limit_in_claim_order(self, task_queue: BaseTaskQueue) -> None:
+        """Claims in a row take exactly the first six of a limit of 6, then none; the rest follow their exits.
+
+        One claim may take fewer than the free slots (Redis takes half a limit per claim).
+        """
+        base = now_ms(-10)
+        tasks = [limited(concurrency=6, created_at=base + timedelta(milliseconds=i)) for i in range(10)]
+        await task_queue.enqueue_many(tasks)
+
+        async def claim_until_empty() -> list[Task]:
+            taken: list[Task] = []
+            for _ in range(len(tasks)):
+                got = await task_queue.claim_ready(["default"], 10, lease=LONG, worker_id="w1")
+                if not got:
+                    break
+                taken += got
+            return taken
+
+        holders = await claim_until_empty()
+        assert [t.id for t in holders] == [t.id for t in tasks[:6]]
+        assert await task_queue.finish([done(t) for t in holders]) == [True] * 6
+        assert [t.id for t in await claim_until_empty()] == [t.id for t in tasks[6:]]
+
+    @requires(Capability.FLOW_CONTROL)
     async def test_finish_and_claim_hands_the_freed_slots_to_the_held_tasks(self, task_queue: BaseTaskQueue) -> None:
         """The worker's call when its outcomes free slots: the tasks held for them come back in the same call."""
         base = now_ms(-10)
