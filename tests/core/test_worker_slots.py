@@ -23,7 +23,8 @@ pytestmark = pytest.mark.anyio
 async def _claimed(app: Any, n: int, **options: Any) -> list[Any]:
     for _ in range(n):
         await app.enqueue("f", **options)
-    return await app.task_queue.claim_ready(["default"], n, lease=30.0, worker_id="w")
+    claimed: list[Any] = await app.task_queue.claim_ready(["default"], n, lease=30.0, worker_id="w")
+    return claimed
 
 
 def _succeeded(task: Any) -> Outcome:

@@ -6,7 +6,9 @@ One pool is four cooperating loops on one event loop:
   and starts a runner (``runner.py``) for each; waits on the backend's
   wake-up when idle;
 * finisher (``finisher.py``): sends the runners' outcomes to the queue in
-  batches, then writes results and events for the accepted ones;
+  batches, then writes results and events for the accepted ones; a batch
+  that frees concurrency slots claims with its finish (``finish_and_claim``)
+  and starts what that returns, and the claim loop waits for it;
 * heartbeat and sweeper (``upkeep.py``): extend held leases and stop runners
   whose lease was lost; recover tasks whose worker died, and clean up;
 * registry (``registry.py``): the pool's entry in the worker registry,
@@ -45,14 +47,13 @@ from omniq.lifecycle import Lifecycle
 from omniq.models import EventType, Outcome, OutcomeKind, Task, TaskEvent, utcnow
 from omniq.worker.executors import Executor, ProcessExecutor, ThreadExecutor
 from omniq.worker.finisher import MAX_ERROR_BACKOFF, Finisher, Refill
-from omniq.worker.progress import ProgressWriter, Reports
+from omniq.worker.progress import ProgressWriter
 from omniq.worker.registry import Registration
-from omniq.worker.runner import error_from_exception, execute, failed_outcome
+from omniq.worker.runner import Running, error_from_exception, execute, failed_outcome
 from omniq.worker.upkeep import Upkeep
 
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
-    from omniq.models import TaskProgress
 
 __all__ = ["AsyncWorkerPool"]
 
@@ -60,28 +61,6 @@ logger = logging.getLogger("omniq.worker")
 
 #: burst mode's allowance for an engine clock a little behind the worker's (and for asynchronous delivery).
 BURST_CLOCK_MARGIN = timedelta(seconds=0.1)
-
-
-class _Running:
-    """One claimed task being run: its asyncio task, whether its lease was lost, its progress reports."""
-
-    __slots__ = ("cancelled", "ended", "future", "reports", "task", "writer")
-
-    def __init__(self, task: Task, writer: ProgressWriter) -> None:
-        self.task = task
-        self.writer = writer
-        self.future: asyncio.Task[None] | None = None
-        self.cancelled = False  # lease lost: drop the outcome (omniq.current_task().cancelled reads it)
-        self.ended = False  # the run is over: no progress is written after it
-        self.reports: Reports | None = None  # made at the task's first progress report
-
-    def cancel(self) -> None:
-        if self.future is not None:
-            self.future.cancel()
-
-    def report_progress(self, progress: TaskProgress) -> None:
-        """What ``omniq.report_progress`` calls, from the task's thread."""
-        self.writer.report(self, progress)
 
 
 class AsyncWorkerPool:
@@ -117,7 +96,7 @@ class AsyncWorkerPool:
         self.poll_interval = settings.poll_interval
         self.shutdown_grace = settings.shutdown_grace
         self.housekeeping_interval = HOUSEKEEPING_SECONDS
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Running] = {}
         self._finisher: Finisher | None = None  # made at start, with the hooks and the fuse it finds then
         self._slot_freed = anyio.Event()
         self._stopping = False
@@ -312,7 +291,7 @@ class AsyncWorkerPool:
         for task in tasks:
             if task.started_at is None:  # engines set it at claim; observers rely on it
                 task.started_at = now
-            running = _Running(task, writer)
+            running = Running(task, writer)
             self._running[task.id] = running
             events.append(
                 TaskEvent(
@@ -330,7 +309,7 @@ class AsyncWorkerPool:
             running.future = loop.create_task(self._run(running, executor, finisher))
         self.app.record_events(events)
 
-    async def _run(self, running: _Running, executor: Executor, finisher: Finisher) -> None:
+    async def _run(self, running: Running, executor: Executor, finisher: Finisher) -> None:
         task = running.task
         outcome: Outcome | None = None
         lifecycle = self._lifecycle

@@ -43,15 +43,41 @@ from omniq.scheduling import backoff_delay, next_run
 from omniq.worker.parents import DependencyResultMissing, parent_mode, with_parent_value
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Sequence
 
     from omniq.app import AsyncOmniQ
     from omniq.lifecycle import Collect
+    from omniq.models import TaskProgress
     from omniq.worker.executors import Executor
+    from omniq.worker.progress import ProgressWriter, Reports
 
-__all__ = ["check_dependencies", "error_from_exception", "execute", "failed_outcome", "outcome_event"]
+__all__ = ["Running", "check_dependencies", "error_from_exception", "execute", "failed_outcome", "outcome_event"]
 
 logger = logging.getLogger("omniq.worker")
+
+
+class Running:
+    """A pool's record of one claimed task being run: its asyncio task, whether its lease was lost, its progress."""
+
+    __slots__ = ("cancelled", "ended", "future", "reports", "task", "writer")
+
+    def __init__(self, task: Task, writer: ProgressWriter) -> None:
+        self.task = task
+        self.writer = writer
+        self.future: asyncio.Task[None] | None = None
+        self.cancelled = False  # lease lost: drop the outcome (omniq.current_task().cancelled reads it)
+        self.ended = False  # the run is over: no progress is written after it
+        self.reports: Reports | None = None  # made at the task's first progress report
+
+    def cancel(self) -> None:
+        """Cancel the run (a lost lease, or shutdown's end)."""
+        if self.future is not None:
+            self.future.cancel()
+
+    def report_progress(self, progress: TaskProgress) -> None:
+        """What ``omniq.report_progress`` calls, from the task's thread."""
+        self.writer.report(self, progress)
 
 
 def _final(task: Task, kind: OutcomeKind, status: TaskStatus, error: TaskError | None, payload: bytes = b"") -> Outcome:
