@@ -237,3 +237,47 @@ async def test_a_write_after_close_is_a_backend_error_not_a_hang(db_path):
     await queue.close()
     with anyio.fail_after(10), pytest.raises(BackendError):
         await db.write(lambda conn: None)
+
+
+@pytest.mark.anyio
+async def test_writers_wait_their_turn_in_the_kernel_not_in_busy_sleeps(db_path):
+    # Another process's turn (its flock on <db>-writers: another open file description locks the same
+    # way) holds every write of ours, however short our busy timeout: they run once it ends, and the
+    # event loop keeps running meanwhile (an inline write hands its job to the database thread).
+    from omniq_sqlite._writers import WritersLock
+
+    async with SQLiteTaskQueue(f"sqlite:///{db_path}", busy_timeout=0.05) as q:
+        await q.enqueue(Task(id="warm", func="noop"))
+        other = WritersLock(str(db_path))
+        assert other.acquire(blocking=False)
+        try:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await anyio.sleep(0.01)
+                    ticks += 1
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ticker)
+                enqueued: list[str] = []
+
+                async def enqueue() -> None:
+                    enqueued.append(await q.enqueue(Task(id="t1", func="noop")))
+
+                tg.start_soon(enqueue)
+                await anyio.sleep(0.3)
+                assert enqueued == []  # still waiting for the turn, past its 50 ms busy timeout
+                assert ticks >= 10, f"the event loop ran only {ticks} ticks while waiting"
+                other.release()
+                with anyio.fail_after(10):
+                    while not enqueued:
+                        await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+            assert enqueued == ["t1"]
+            assert (await q.get("t1")) is not None
+            assert other.acquire(blocking=False)  # ours released its turn after the commit
+        finally:
+            other.release()
+            other.close()

@@ -3,8 +3,9 @@
 Every job (a claim, a finish, an ``executemany`` insert) is one function run
 on the aiosqlite connection's thread: one hop per batch, not one per
 statement. Writes run under ``BEGIN IMMEDIATE`` (a deferred transaction that
-later upgrades to a write is not covered by the busy timeout) and are retried
-while another process holds the lock, so "database is locked" never reaches
+later upgrades to a write is not covered by the busy timeout), each in this
+process's turn among the file's writers (:mod:`omniq_sqlite._writers`), and
+are retried while a connection that is not ours holds the lock, so "database is locked" never reaches
 the caller: after ``busy_timeout`` seconds it becomes
 :class:`~omniq.errors.BackendUnavailableError`.
 
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from omniq.errors import BackendError
+from omniq_sqlite._writers import WritersLock
 from omniq_sqlite.driver import idle, raw, retry_while_busy, run, submit, translate
 
 if TYPE_CHECKING:
@@ -93,6 +95,8 @@ class Database:
         # Held by whichever thread is inside SQLite on the connection (its own, or a caller's inline
         # write): one writer per process at a time, and the fork guard waits on it.
         self._lock = threading.Lock()
+        #: taken inside ``_lock`` around each write attempt: this process's turn among the file's writers.
+        self._writers = WritersLock(path)
         self._checkpoint_lock = threading.Lock()
         self._pending: deque[_Job] = deque()
         self._pending_lock = threading.Lock()
@@ -221,6 +225,8 @@ class Database:
         try:
             if not self.inline:
                 return _MISS
+            if not self._writers.acquire(blocking=False):  # another process's turn: never wait on the loop
+                return _MISS
             conn = raw(self._conn)
             try:
                 conn.execute("BEGIN IMMEDIATE")  # busy timeout 0: fails at once while another process writes
@@ -234,6 +240,8 @@ class Database:
                     logger.debug("SQLite inline write on %s handed to the connection's thread: %s", self.path, exc)
                     return _MISS
                 raise
+            finally:
+                self._writers.release()
         finally:
             self._lock.release()
         self._committed()
@@ -279,14 +287,17 @@ class Database:
         with self._lock:
             if not write:
                 return body(conn)
-            conn.execute("BEGIN IMMEDIATE")
+            self._writers.acquire()
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 result = body(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._writers.release()
         return result
 
     # -- checkpoints (on the checkpointer connection's thread) -----------------------------------
