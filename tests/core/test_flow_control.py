@@ -16,7 +16,7 @@ import pytest
 from omniq import AsyncOmniQ, ConfigurationError, NotSupportedError, OmniQ, TaskStatus
 from omniq.backends.memory import MemoryStore, MemoryTaskQueue
 from omniq.base import BaseTaskQueue, Capability
-from omniq.flow_control import Limits, make_limits, parse_rate
+from omniq.flow_control import Limits, claim_share, make_limits, parse_rate
 
 pytestmark = pytest.mark.anyio
 
@@ -43,6 +43,11 @@ def test_rates_are_parsed_per_second(spec: str, per_second: float) -> None:
 def test_bad_rates_are_refused_with_a_clear_error(spec: object) -> None:
     with pytest.raises(ConfigurationError, match="rate_limit"):
         parse_rate(spec)
+
+
+@pytest.mark.parametrize(("concurrency", "share"), [(1, 1), (3, 3), (4, 2), (5, 3), (50, 25), (51, 26)])
+def test_one_claim_takes_half_of_a_limit_of_four_or_more(concurrency: int, share: int) -> None:
+    assert claim_share(concurrency) == share
 
 
 def test_the_burst_defaults_to_the_per_second_rate() -> None:

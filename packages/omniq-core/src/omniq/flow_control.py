@@ -29,6 +29,12 @@ the same in their own language):
   and the worker's wait covers its due time (no polling). A reserved candidate
   is claimed at its ``eta`` without a second check. Over any window of ``w``
   seconds no more than ``rate * w + burst`` tasks of a key start.
+* **A claim's share.** An engine may admit at most :func:`claim_share` of a
+  key's ``concurrency`` in one claim (half of a limit of 4 or more, rounded
+  up), leaving the rest ready at its place for the next claim, often another
+  worker's. Slots taken by one claim go round one batch at a time; shared,
+  one worker's claim and finish overlap another's run. Claims in a row still
+  fill the limit exactly, in claim order.
 * A task with both checks passes concurrency first; a reserved task held for
   concurrency gives up its reservation (the slot is wasted, never exceeded).
 * A claimed task has ``held`` and ``rate_reserved`` cleared (and an operator
@@ -61,6 +67,7 @@ __all__ = [
     "Limits",
     "admit",
     "admit_limits",
+    "claim_share",
     "limit_key_of",
     "make_limits",
     "parse_rate",
@@ -219,6 +226,11 @@ def admit(task: Task, now: float, holders: int, earliest_deadline: float | None,
     """
     assert task.limits is not None
     return admit_limits(task.limits, task.rate_reserved, now, holders, earliest_deadline, tat)
+
+
+def claim_share(concurrency: int) -> int:
+    """The most holders of one key a single claim admits: half of a limit of 4 or more (rounded up), else all."""
+    return -(-concurrency // 2) if concurrency >= 4 else concurrency
 
 
 def admit_limits(

@@ -15,7 +15,7 @@ first is the first in claim order) and the rate's ``tat`` string
 killed worker's slot comes back without recovery.
 
 One claim admits at most half of a concurrency limit of 4 or more (rounded
-up); the rest stays in READY, at its place, for the next claim, often another
+up: :func:`omniq.flow_control.claim_share`, said again in Lua); the rest stays in READY, at its place, for the next claim, often another
 worker's. The server runs one script at a time, so a key's slots taken by one
 claim go round one batch at a time; shared between workers, one worker's
 claim and finish overlap another's run. A drain of 20,000 no-op tasks under

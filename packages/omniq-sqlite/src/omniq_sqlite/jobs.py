@@ -18,7 +18,7 @@ from omniq.base import lease_expired_error
 from omniq.models import Outcome, OutcomeKind, Task, TaskStatus
 from omniq_sqlite import schema
 from omniq_sqlite.dependencies import insert_dependant, release
-from omniq_sqlite.flow import admit_claimed, wake_each, wake_one
+from omniq_sqlite.flow import admit_claimed, hand_over, wake_each, wake_one
 from omniq_sqlite.records import DEPENDS_ON, LIMITS, chunks, encoder, from_ts, leased_row_to_task, row_to_task, to_ts
 
 if TYPE_CHECKING:
@@ -146,8 +146,16 @@ def finish_and_claim_job(
     lease: float,
     worker_id: str,
 ) -> tuple[tuple[list[bool], bool], list[Any]]:
-    """:func:`finish_job`, then :func:`claim_job` in the same transaction (it sees the slots the finish freed)."""
-    return finish_job(conn, prepared), claim_job(conn, queues, limit, lease, worker_id)
+    """:func:`finish_job`, then :func:`claim_job` in the same transaction (it sees the slots the finish freed).
+
+    The held tasks of the slots freed are handed over first (:func:`omniq_sqlite.flow.hand_over`), so a
+    task waiting on a key's slot is leased in one write; only the slots not handed over wake a held task.
+    """
+    flags, slots, ready = _finish(conn, prepared)
+    handed, left = hand_over(conn, slots, queues, limit, lease, worker_id) if slots else ([], [])
+    woke = wake_each(conn, left, time.time()) or ready
+    more = claim_job(conn, queues, limit - len(handed), lease, worker_id) if limit > len(handed) else []
+    return (flags, woke), handed + more
 
 
 def extend_job(conn: Any, pairs: list[tuple[str, str]], lease: float) -> set[str]:
@@ -186,6 +194,14 @@ def finish_job(
         a flag per outcome, True when accepted; whether a task became claimable (a holder of its key left,
         or the last dependency it waited on ended).
     """
+    flags, slots, ready = _finish(conn, prepared)
+    return flags, wake_each(conn, slots, time.time()) or ready
+
+
+def _finish(
+    conn: Any, prepared: list[tuple[Outcome, bytes | None, tuple[Any, ...] | None]]
+) -> tuple[list[bool], list[str], bool]:
+    """:func:`finish_job` but the wake-ups: (flags, the key of each slot freed, whether a dependant became ready)."""
     now = time.time()
     current = _current_leases(conn, [item[0].task_id for item in prepared])
     slots: list[str] = []  # keys of the concurrency slots the accepted outcomes give up
@@ -226,8 +242,7 @@ def finish_job(
         conn.executemany(schema.FINISH_RELEASE, released)
     if results:
         conn.executemany(schema.UPSERT_RESULT, results)
-    ready = release(conn, ended, now) if ended else False
-    return flags, wake_each(conn, slots, now) or ready
+    return flags, slots, release(conn, ended, now) if ended else False
 
 
 def recover_job(conn: Any) -> tuple[list[Task], bool]:

@@ -168,6 +168,34 @@ class FlowControlTests(QueueTests):
         assert accepted == [True] and [t.id for t in claimed] == [tasks[4].id]
 
     @requires(Capability.FLOW_CONTROL)
+    async def test_finish_and_claim_leaves_other_queues_and_spare_slots_to_other_claims(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        """A finish that claims takes held tasks of its own queues only, up to its limit.
+
+        The other freed slots stay claimable by the claims of the other queues and of its own.
+        """
+        base = now_ms(-10)
+
+        def at(i: int, queue: str = "default") -> Task:
+            return limited(concurrency=3, queue=queue, created_at=base + timedelta(milliseconds=i))
+
+        first, other, second, third = [at(i) for i in range(3)], at(3, "other"), at(4), at(5)
+        await task_queue.enqueue_many([*first, other, second, third])
+        holders: list[Task] = []
+        for _ in range(3):  # one claim may take fewer than the free slots
+            holders += await task_queue.claim_ready(["default"], 10, lease=LONG, worker_id="w1")
+        assert [t.id for t in holders] == [t.id for t in first]
+        assert await claim_ids(task_queue, "other") == []  # the key is full, whatever the queue
+        accepted, claimed = await task_queue.finish_and_claim(
+            [done(t) for t in holders], queues=["default"], limit=1, lease=LONG, worker_id="w1"
+        )
+        assert accepted == [True] * 3
+        assert [t.id for t in claimed] == [second.id]
+        assert await claim_ids(task_queue, "other") == [other.id]
+        assert await claim_ids(task_queue) == [third.id]
+
+    @requires(Capability.FLOW_CONTROL)
     async def test_cancelling_a_holder_frees_its_slot(self, task_queue: BaseTaskQueue) -> None:
         first, second = limited(concurrency=1), limited(concurrency=1)
         await task_queue.enqueue_many([first, second])
