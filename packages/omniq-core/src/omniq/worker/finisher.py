@@ -62,7 +62,13 @@ _OUTCOME_EVENTS = frozenset(
 
 
 class Refill(NamedTuple):
-    """How the finisher claims for its pool the tasks a batch's freed concurrency slots let start."""
+    """How the finisher claims for its pool the tasks a batch's freed concurrency slots let start.
+
+    A batch claims as many tasks as it frees slots (fewer when the pool has less room): a slot passes
+    from the task that ends to the next one held for it. The pool's claim loop claims for the rest of
+    its room; asking the engine for more here made it pop, skip and park tasks that other workers'
+    finishes were about to take (Redis's limited drain: 14,100 -> 17,700 tasks/s).
+    """
 
     queues: Sequence[str]
     lease: float
@@ -134,7 +140,7 @@ class Finisher:
             self.finishing += 1
             try:
                 with anyio.CancelScope(shield=True):
-                    await self._finish_batch(batch, refill=bool(slots))
+                    await self._finish_batch(batch, refill=slots)
                 self.recorded_at = utcnow()
                 errors = 0
                 if self._failures:
@@ -209,7 +215,7 @@ class Finisher:
         )
         return []
 
-    async def _finish_batch(self, batch: list[_Item], *, refill: bool = False) -> None:
+    async def _finish_batch(self, batch: list[_Item], *, refill: int = 0) -> None:
         app = self.app
         outcomes = [outcome for _, outcome in batch]
         fused = app.result_storage if self.fuse else None
@@ -222,7 +228,7 @@ class Finisher:
                 outcomes,
                 results=fused,
                 queues=claimer.queues,
-                limit=claimer.room(),
+                limit=min(claimer.room(), refill),
                 lease=claimer.lease,
                 worker_id=self.worker_id,
             )
