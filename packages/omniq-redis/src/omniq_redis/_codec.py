@@ -212,13 +212,17 @@ def extend_args(prefix: str, leases: Mapping[str, str], lease: float) -> list[An
 
 
 def finish_calls(
-    prefix: str, outcomes: Sequence[Outcome], results: BaseResultStorage | None
+    prefix: str, outcomes: Sequence[Outcome], results: BaseResultStorage | None, *, claim_follows: bool = False
 ) -> list[tuple[str, list[Any]]]:
-    """The finish script calls of ``outcomes``: one per ``_FINISH_CHUNK``; fused when ``results`` is Redis's."""
+    """The finish script calls of ``outcomes``: one per ``_FINISH_CHUNK``; fused when ``results`` is Redis's.
+
+    ``claim_follows``: a claim script runs right behind them in the same pipeline (the finish runs QUIET).
+    """
     result_prefix = getattr(results, "prefix", "") if results is not None else ""
     fused = bool(result_prefix)
+    quiet = "1" if claim_follows else ""
     return [
-        ("finish", [prefix, result_prefix, _finish_items(outcomes[start : start + _FINISH_CHUNK], fused)])
+        ("finish", [prefix, result_prefix, _finish_items(outcomes[start : start + _FINISH_CHUNK], fused), quiet])
         for start in range(0, len(outcomes), _FINISH_CHUNK)
     ]
 

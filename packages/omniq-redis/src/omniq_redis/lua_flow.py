@@ -22,6 +22,11 @@ claim and finish overlap another's run. A drain of 20,000 no-op tasks under
 ``concurrency_limit=50`` (``benchmarks/flow_control.py``, two worker
 processes, 3 rounds) went from 4,166 to 6,351 tasks/s with it (0.40 to 0.54 of
 the unlimited drain).
+
+A finish that claims (``finish_and_claim``: the finish scripts, then the claim
+script, in one pipeline) runs its finish scripts ``QUIET``: the held tasks
+they wake go to READY without a wake-up token, since the claim right behind
+takes them.
 """
 
 from __future__ import annotations
@@ -40,6 +45,15 @@ local FL = '{' .. P .. '}:$FLOW:'
         "PAUSED",
         r"""
 local PAUSED = '{' .. P .. '}:$PAUSED'
+""",
+    ),
+    (
+        "QUIET",
+        r"""
+-- set by a finish whose claim follows in the same pipeline (finish_and_claim): a held task it wakes
+-- leaves no wake-up token, which would rouse another worker's claim between the two scripts for
+-- tasks that claim takes; the claim leaves a token itself when READY still holds tasks
+local QUIET = false
 """,
     ),
     (
@@ -64,7 +78,7 @@ local function wake_held(lk)
         if f[5] ~= '1' then  -- a paused task stays out of READY: wake the next one instead
           redis.call('ZREM', tag .. ':$DELAYED', id)
           redis.call('ZADD', tag .. ':$READY', -tonumber(f[4]), rm)
-          signal(tag, 1)
+          if not QUIET then signal(tag, 1) end
           return
         end
       end

@@ -97,7 +97,8 @@ return out
 """
 
 # ARGV: P, result prefix ('' = results not fused), msgpack array of [id, token, kind, eta µs or '',
-# error blob or '', result blob or '', result expiry ms or '']. Returns 1/0 per outcome. Tasks that
+# error blob or '', result blob or '', result expiry ms or ''], and '1' when a claim follows in the
+# same pipeline (QUIET: a woken held task leaves no wake-up token). Returns 1/0 per outcome. Tasks that
 # reach SUCCEEDED or FAILED are counted per queue and minute (count_done, for queue_stats). A task
 # reaching a terminal status with dependants ('dn', read in the same HMGET) counts them down
 # (release_dependants), waking their queues with the others; RETRY, RELEASE and RESCHEDULE are not
@@ -105,6 +106,7 @@ return out
 FINISH = r"""
 local now = now_us()
 local RP = ARGV[2]
+QUIET = ARGV[4] == '1'
 local out = {}
 local wake = {}
 local done = {}

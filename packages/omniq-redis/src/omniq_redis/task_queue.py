@@ -284,7 +284,7 @@ class RedisTaskQueue(BaseTaskQueue):
         queue = queues[0]
         self._keys(queue)  # validates the name
         calls = [
-            *finish_calls(self.prefix, outcomes, results),
+            *finish_calls(self.prefix, outcomes, results, claim_follows=True),
             ("claim", claim_args(self.prefix, queue, limit, lease, worker_id)),
         ]
         *finished, claimed = await self._run_many(calls)
