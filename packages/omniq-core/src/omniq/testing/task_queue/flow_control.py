@@ -227,6 +227,38 @@ class FlowControlTests(QueueTests):
         assert [t.id for t in claimed] == [second.id]
 
     @requires(Capability.FLOW_CONTROL)
+    async def test_a_waiting_claim_wakes_for_the_slots_a_finish_and_claim_leaves(
+        self, task_queue: BaseTaskQueue, task_queue_factory: QueueFactory
+    ) -> None:
+        """A finish that claims fewer tasks than it frees slots leaves the rest to a waiting claim, woken at once."""
+        base = now_ms(-10)
+        tasks = [limited(concurrency=2, created_at=base + timedelta(milliseconds=i)) for i in range(4)]
+        producer = task_queue
+        async with connected(task_queue_factory, 1) as (claimer,):
+            await producer.enqueue_many(tasks)
+            holders: list[Task] = []
+            for _ in range(2):  # one claim may take fewer than the free slots
+                holders += await producer.claim_ready(["default"], 10, lease=LONG, worker_id="w1")
+            assert [t.id for t in holders] == [t.id for t in tasks[:2]]
+            assert await claimer.claim_ready(["default"], 10, lease=LONG, worker_id="w2") == []
+            claimed: list[Task] = []
+
+            async def wait_and_claim() -> None:
+                claimed.extend(await claimer.claim(["default"], 5, lease=LONG, worker_id="w2", wait=20))
+
+            with anyio.fail_after(12):  # the claim waits up to 20 s: the slot left must end its wait
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(wait_and_claim)
+                    await anyio.sleep(0.3)
+                    accepted, taken = await producer.finish_and_claim(
+                        [done(t) for t in holders], queues=["default"], limit=1, lease=LONG, worker_id="w1"
+                    )
+                    assert accepted == [True, True] and len(taken) <= 1
+        # The split may differ where finish and claim are two calls (the waiting claim can run between).
+        assert claimed, "the waiting claim was not woken for the slot left"
+        assert sorted(t.id for t in [*taken, *claimed]) == sorted(t.id for t in tasks[2:])
+
+    @requires(Capability.FLOW_CONTROL)
     async def test_per_key_limits_are_independent(self, task_queue: BaseTaskQueue) -> None:
         a1, b1, a2, b2 = (limited(f"send|{key}", concurrency=1) for key in "abab")
         await task_queue.enqueue_many([a1, b1, a2, b2])
