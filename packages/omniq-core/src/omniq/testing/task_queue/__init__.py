@@ -25,13 +25,13 @@ from omniq.testing.task_queue.corrupt_records import CorruptRecordTests
 from omniq.testing.task_queue.dependencies import DependencyTests
 from omniq.testing.task_queue.enqueue import EnqueueTests
 from omniq.testing.task_queue.finishing import FinishingTests
-from omniq.testing.task_queue.flow_control import FlowControlTests, QueuePauseTests
+from omniq.testing.task_queue.flow_control import FlowControlTests
 from omniq.testing.task_queue.fork_safety import ForkSafetyTests
 from omniq.testing.task_queue.fused import FusedEventTests, FusedResultTests
 from omniq.testing.task_queue.leases import LeaseTests
 from omniq.testing.task_queue.listing import ListingTests
 from omniq.testing.task_queue.operations import HeaderTests, ListPageTests, QueueStatsTests, RetryTests
-from omniq.testing.task_queue.pausing import PauseTests
+from omniq.testing.task_queue.pausing import PauseTests, QueuePauseTests
 from omniq.testing.task_queue.scheduling import SchedulingTests
 from omniq.testing.task_queue.transactions import TransactionalEnqueueTests
 from omniq.testing.task_queue.unique_keys import UniqueKeyTests

@@ -1,4 +1,4 @@
-"""Flow control: rate and concurrency limits applied at claim, in the engine; queue pause.
+"""Flow control: rate and concurrency limits applied at claim, in the engine (queue pause: :mod:`.pausing`).
 
 The rules are :mod:`omniq.flow_control`'s. Several queue instances on one
 store stand for several worker processes (or hosts): the limits must hold
@@ -21,7 +21,7 @@ from omniq.models import Outcome, OutcomeKind, Task, TaskStatus
 from omniq.testing.fixtures import connected, make_task, now_ms, requires, wait_until
 from omniq.testing.task_queue.kit import LONG, SHORT, QueueFactory, QueueTests, token
 
-__all__ = ["FlowControlTests", "QueuePauseTests"]
+__all__ = ["FlowControlTests"]
 
 
 def limited(
@@ -357,65 +357,3 @@ class FlowControlTests(QueueTests):
         assert (got[0].started_at - first[0].started_at).total_seconds() >= 0.4, "2/s: half a second apart"
         left = await task_queue.get(tasks[2].id)
         assert left is not None and left.status is TaskStatus.PENDING
-
-
-class QueuePauseTests(QueueTests):
-    """``set_queue_paused``: claims skip a paused queue, for every claimer (``Capability.QUEUE_PAUSE``)."""
-
-    @requires(Capability.QUEUE_PAUSE)
-    async def test_a_paused_queue_is_skipped_until_resumed(
-        self, task_queue: BaseTaskQueue, task_queue_factory: QueueFactory
-    ) -> None:
-        admin = task_queue
-        async with connected(task_queue_factory, 1) as (claimer,):
-            mail, other = make_task(queue="mail"), make_task(queue="other")
-            await admin.enqueue_many([mail, other])
-            await admin.set_queue_paused("mail", True)
-            assert await admin.paused_queues() == ["mail"]
-            assert await claimer.paused_queues() == ["mail"]
-            taken = await claimer.claim_ready(["mail", "other"], 10, lease=LONG, worker_id="w2")
-            assert [t.id for t in taken] == [other.id]
-            late = make_task(queue="mail")
-            assert await admin.enqueue(late) == late.id, "enqueue into a paused queue still stores"
-            assert await claimer.claim(["mail"], 10, lease=LONG, worker_id="w2", wait=0.5) == []
-            await admin.set_queue_paused("mail", False)
-            assert await admin.paused_queues() == []
-            assert sorted(await claim_ids(claimer, "mail")) == sorted([mail.id, late.id])
-
-    @requires(Capability.QUEUE_PAUSE)
-    async def test_pausing_leaves_running_tasks_alone(self, task_queue: BaseTaskQueue) -> None:
-        task = make_task(queue="mail")
-        await task_queue.enqueue(task)
-        [running] = await task_queue.claim_ready(["mail"], 1, lease=LONG, worker_id="w1")
-        await task_queue.set_queue_paused("mail", True)
-        await task_queue.set_queue_paused("mail", True)  # twice: no error, still paused once
-        assert await task_queue.paused_queues() == ["mail"]
-        assert await task_queue.extend({running.id: token(running)}, LONG) == {running.id}
-        assert await task_queue.finish([done(running)]) == [True]
-        stored = await task_queue.get(task.id)
-        assert stored is not None and stored.status is TaskStatus.SUCCEEDED
-        await task_queue.set_queue_paused("mail", False)
-        await task_queue.set_queue_paused("mail", False)
-        assert await task_queue.paused_queues() == []
-
-    @requires(Capability.QUEUE_PAUSE)
-    async def test_a_waiting_claim_wakes_on_resume(
-        self, task_queue: BaseTaskQueue, task_queue_factory: QueueFactory
-    ) -> None:
-        admin = task_queue
-        async with connected(task_queue_factory, 1) as (claimer,):
-            task = make_task(queue="mail")
-            await admin.set_queue_paused("mail", True)
-            await admin.enqueue(task)
-            claimed: list[Task] = []
-
-            async def wait_and_claim() -> None:
-                claimed.extend(await claimer.claim(["mail"], 5, lease=LONG, worker_id="w2", wait=20))
-
-            with anyio.fail_after(12):  # the claim waits up to 20 s: the resume must end its wait
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(wait_and_claim)
-                    await anyio.sleep(0.5)
-                    assert claimed == []
-                    await admin.set_queue_paused("mail", False)
-        assert [t.id for t in claimed] == [task.id]
