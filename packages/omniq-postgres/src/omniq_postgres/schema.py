@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from omniq.constants import DEFAULT_PREFIX
 from omniq.errors import ConfigurationError
 from omniq_postgres.dependencies import dependency_migration, generation_migration
-from omniq_postgres.flow import claim_flow_function, flow_migration
+from omniq_postgres.flow import claim_flow_function, flow_migration, hand_over_function, slot_freed_trigger
 
 if TYPE_CHECKING:
     import asyncpg
@@ -289,6 +289,16 @@ def _migration_8(n: Names) -> list[str]:
     return [claim_flow_function(n)]
 
 
+def _migration_9(n: Names) -> list[str]:
+    # Flow control: a finish that claims hands the slots it frees to held tasks (hand_over()), and
+    # the slot-freed trigger does not fire in its transaction (omniq.handover set).
+    return [
+        f"DROP TRIGGER IF EXISTS tasks_slot_freed ON {n.tasks}",
+        slot_freed_trigger(n, handover=True),
+        hand_over_function(n),
+    ]
+
+
 #: (version, builder of its statements); append only, never edit a released entry.
 MIGRATIONS = (
     (1, _migration_1),
@@ -299,6 +309,7 @@ MIGRATIONS = (
     (6, _migration_6),
     (7, _migration_7),
     (8, _migration_8),
+    (9, _migration_9),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -288,11 +288,12 @@ class TaskSQL:
                        error = o.error::jsonb, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
                   FROM o
                  WHERE t.id = o.id AND t.lease_token = o.token AND t.status = 'running'
-                RETURNING o.ord, o.id, o.status, t.has_dependants)"""
+                RETURNING o.ord, o.id, o.status, t.has_dependants,
+                          CASE WHEN t.limit_concurrency IS NOT NULL THEN t.limit_key END AS slot)"""
         # The terminal outcomes of tasks that others wait on release those, in the same statement
         # (omniq_postgres.dependencies): a read of the flag it returns, no call when none is set.
         self._released = partial(released, names)
-        self.finish = f"WITH {outcomes} SELECT upd.ord FROM upd, {self._released('upd', _ENDED)}"
+        self.finish = f"WITH {outcomes} SELECT upd.ord, upd.slot FROM upd, {self._released('upd', _ENDED)}"
         self._finish_fused_head = f"WITH {outcomes},"
         # Each sweep also drops the rate state of keys idle for a while (a tat in the past is the
         # same as none), skipping rows a claim is updating.
@@ -338,7 +339,7 @@ class TaskSQL:
         """The finish statement that also upserts accepted results into ``results_table``."""
         upsert = upsert_results(results_table, 7, accepted="upd")
         released = self._released("upd", _ENDED)
-        return f"{self._finish_fused_head} res AS ({upsert} RETURNING 1) SELECT upd.ord FROM upd, {released}"
+        return f"{self._finish_fused_head} res AS ({upsert} RETURNING 1) SELECT upd.ord, upd.slot FROM upd, {released}"
 
     def purge(self, statuses: Sequence[str] | None, queue: str | None) -> tuple[str, list[object]]:
         """The purge's DELETE (see :meth:`filtered`) and its count; deleting a task releases its dependants.

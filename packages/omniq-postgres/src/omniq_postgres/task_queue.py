@@ -42,17 +42,12 @@ from omniq_postgres.connection import (
 )
 from omniq_postgres.enqueue import TaskInserts
 from omniq_postgres.event_storage import PostgresEventStorage
+from omniq_postgres.finishing import Finishes, claimed_tasks
 from omniq_postgres.flow import QueuePauses
 from omniq_postgres.fused_events import enqueue_beside
 from omniq_postgres.held import HeldConnection
 from omniq_postgres.operations import TaskOperations
-from omniq_postgres.records import (
-    claim_order,
-    encode_error,
-    leased_task_from_row,
-    result_arrays,
-    strict_task_from_row,
-)
+from omniq_postgres.records import encode_error, leased_task_from_row, strict_task_from_row
 from omniq_postgres.result_storage import PostgresResultStorage
 from omniq_postgres.schema import DEFAULT_SCHEMA, Names
 from omniq_postgres.sql import TASK_COLUMNS, TaskSQL
@@ -113,7 +108,7 @@ class PostgresTaskQueue(BaseTaskQueue):
         self._sql = TaskSQL(self.names)
         self._inserts = TaskInserts(self.names)
         self._held = HeldConnection()  # the enqueue's connection, kept out of the pool between calls
-        self._fused_sql: dict[str, str] = {}
+        self._finishes = Finishes(self.names, self._sql, self._connection, self.can_fuse_results)
         self._wakeups = QueueWakeups(self.url, self.names.tasks_channel, poll_interval)
         self._operations = TaskOperations(self.names, self._connection)
         self._workers = WorkerRegistry(self.names, self._connection)
@@ -204,9 +199,7 @@ class PostgresTaskQueue(BaseTaskQueue):
         pool = await self._connection.client()
         with self._connection.errors():
             rows = await pool.fetch(self._sql.claim, list(dict.fromkeys(queues)), limit, float(lease), worker_id)
-        pairs = [(leased_task_from_row(row), row) for row in rows]
-        pairs.sort(key=lambda pair: claim_order(*pair))
-        return [task for task, _ in pairs]
+        return claimed_tasks(rows)
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Block on NOTIFY for ``queues`` up to ``timeout`` seconds (polling when LISTEN is down)."""
@@ -238,31 +231,27 @@ class PostgresTaskQueue(BaseTaskQueue):
         """Apply a batch of token-checked outcomes in one statement (results fused when given)."""
         if not outcomes:
             return []
-        args: list[Any] = [
-            [o.task_id for o in outcomes],
-            [o.lease_token for o in outcomes],
-            [o.kind.value for o in outcomes],
-            [o.status.value for o in outcomes],
-            [o.eta for o in outcomes],
-            [encode_error(o.error) for o in outcomes],
-        ]
-        sql = self._sql.finish
-        if results is not None and self.can_fuse_results(results):
-            assert isinstance(results, PostgresResultStorage)
-            with_result = [(n, o.result) for n, o in enumerate(outcomes, 1) if o.result is not None]
-            if with_result:
-                sql = self._fused_sql.get(results.names.results) or self._fused_sql.setdefault(
-                    results.names.results, self._sql.finish_fused(results.names.results)
-                )
-                args.append([n for n, _ in with_result])
-                args.extend(result_arrays([r for _, r in with_result]))
-        elif results is not None:
-            logger.warning("finish() got a result storage it cannot fuse with; results are not stored here")
-        pool = await self._connection.client()
-        with self._connection.errors():
-            rows = await pool.fetch(sql, *args)
-        accepted = {row[0] for row in rows}
-        return [n in accepted for n in range(1, len(outcomes) + 1)]
+        return await self._finishes.finish(outcomes, results)
+
+    async def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        results: BaseResultStorage | None = None,
+        queues: Sequence[str],
+        limit: int,
+        lease: float,
+        worker_id: str,
+    ) -> tuple[list[bool], list[Task]]:
+        """Finish, give the freed slots to held tasks and claim for the rest, in one transaction (finishing.py)."""
+        if not outcomes or limit <= 0 or not queues:
+            return await super().finish_and_claim(
+                outcomes, results=results, queues=queues, limit=limit, lease=lease, worker_id=worker_id
+            )
+        self._wakeups.claiming(queues)
+        return await self._finishes.finish_and_claim(
+            outcomes, results, list(dict.fromkeys(queues)), limit, lease, worker_id
+        )
 
     async def recover(self) -> list[Task]:
         """Requeue (or fail) RUNNING tasks whose lease deadline passed, by the database clock."""
