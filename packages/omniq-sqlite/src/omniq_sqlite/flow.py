@@ -212,16 +212,7 @@ def admit_claimed(
             limited.sort(key=claim_order)
         except TypeError:  # a corrupted eta: that batch keeps the engine's order
             pass
-        take: list[int] = []
-        parked: list[tuple[Any, ...]] = []
-        for row in limited:
-            verdict = gate.park(row)
-            if verdict is None:
-                take.append(row[SEQ])
-            elif verdict is not _SKIP:
-                parked.append((*verdict, now, row[SEQ]))
-        if parked:
-            conn.executemany(_PARK, parked)
+        take, parked = _decide(conn, gate, limited, now)
         claimed.extend(_lease(conn, take, now, lease, worker_id))
         for key in gate.full.keys() - bulk_parked:  # after the lease: its rows are no longer ready
             _park_key(conn, key, *gate.full[key], queues, now)
@@ -263,20 +254,30 @@ def hand_over(
     for key, count in Counter(keys).items():
         want = min(count, limit - len(leased))
         rows = conn.execute(sql, (key, *queues, *queues, want)).fetchall() if want > 0 else []
-        take: list[int] = []
-        parked: list[tuple[Any, ...]] = []
-        for row in rows:
-            verdict = gate.park(row)
-            if verdict is None:
-                take.append(row[SEQ])
-            elif verdict is not _SKIP:
-                parked.append((*verdict, now, row[SEQ]))
-        if parked:
-            conn.executemany(_PARK, parked)
+        take, _ = _decide(conn, gate, rows, now)
         leased.extend(_lease(conn, take, now, lease, worker_id))
         left.extend([key] * (count - len(take)))
     gate.save()
     return leased, left
+
+
+def _decide(conn: Any, gate: _Gate, rows: list[Any], now: float) -> tuple[list[int], int]:
+    """Pass limited ``rows`` (in claim order) through ``gate``: park the refused, leave the skipped.
+
+    Returns:
+        (the seqs to lease, how many rows were parked).
+    """
+    take: list[int] = []
+    parked: list[tuple[Any, ...]] = []
+    for row in rows:
+        verdict = gate.park(row)
+        if verdict is None:
+            take.append(row[SEQ])
+        elif verdict is not _SKIP:
+            parked.append((*verdict, now, row[SEQ]))
+    if parked:
+        conn.executemany(_PARK, parked)
+    return take, len(parked)
 
 
 def _lease(conn: Any, seqs: list[int], now: float, lease: float, worker_id: str) -> list[Any]:
