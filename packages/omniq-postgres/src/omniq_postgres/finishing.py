@@ -8,7 +8,7 @@ is the worker's call when the batch frees concurrency slots
     BEGIN; SET LOCAL omniq.handover = 'on'   -- one round trip (simple query)
     <the finish statement>                   -- returns each accepted outcome and the slot it freed
     SELECT ... FROM hand_over(...)           -- the freed slots' held tasks, leased to this worker
-    <the claim statement>                    -- only for places hand_over left
+    <the claim statement>                    -- only when hand_over leased nothing
     COMMIT
 
 Under ``omniq.handover`` the slot-freed trigger leaves the slots alone and
@@ -130,13 +130,17 @@ class Finishes:
         lease: float,
         worker_id: str,
     ) -> list[asyncpg.Record]:
-        """The rows hand_over() leases for the slots ``finished`` freed, then the claim's for the places left."""
+        """The rows hand_over() leases for the slots ``finished`` freed, else the claim's.
+
+        When hand_over() leased some, no claim follows: the tasks it woke for the other slots (past the
+        key's share of one claim) are the other claimers', so two workers sharing a key each keep half.
+        """
         slots = [row[1] for row in finished if row[1] is not None]
         claimed: list[asyncpg.Record] = []
         if slots:
             claimed = await conn.fetch(self._hand_over, slots, queues, limit, float(lease), worker_id)
-        if len(claimed) < limit:
-            claimed += await conn.fetch(self._sql.claim, queues, limit - len(claimed), float(lease), worker_id)
+        if not claimed:
+            claimed = await conn.fetch(self._sql.claim, queues, limit, float(lease), worker_id)
         return claimed
 
     def _statement(self, outcomes: Sequence[Outcome], results: BaseResultStorage | None) -> tuple[str, list[Any]]:

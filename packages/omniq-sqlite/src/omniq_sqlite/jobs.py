@@ -150,12 +150,13 @@ def finish_and_claim_job(
 
     The held tasks of the slots freed are handed over first (:func:`omniq_sqlite.flow.hand_over`), so a
     task waiting on a key's slot is leased in one write; only the slots not handed over wake a held task.
+    The claim runs only when nothing was handed over: the tasks woken for the rest (past a key's share
+    of one claim) are left to the other claimers, so workers sharing a key each keep their share.
     """
     flags, slots, ready = _finish(conn, prepared)
     handed, left = hand_over(conn, slots, queues, limit, lease, worker_id) if slots else ([], [])
     woke = wake_each(conn, left, time.time()) or ready
-    more = claim_job(conn, queues, limit - len(handed), lease, worker_id) if limit > len(handed) else []
-    return (flags, woke), handed + more
+    return (flags, woke), handed or claim_job(conn, queues, limit, lease, worker_id)
 
 
 def extend_job(conn: Any, pairs: list[tuple[str, str]], lease: float) -> set[str]:
