@@ -198,3 +198,26 @@ async def test_a_database_at_version_8_hands_freed_slots_over(admin, schema, mak
         assert [t.id for t in await queue.claim_ready(["default"], 10, lease=LONG, worker_id="w")] == [third.id]
     finally:
         await queue.close()
+
+
+async def test_a_failing_hand_over_still_records_the_outcomes(admin, schema, make_queue):
+    # A server error after the finish statement rolls the transaction back; the outcomes are then
+    # recorded alone and no task is claimed (the worker's next claim takes the held one).
+    queue = make_queue()
+    try:
+        base = make_task().created_at
+        first, second = (limited(created_at=base.replace(microsecond=i)) for i in range(2))
+        await queue.enqueue_many([first, second])
+        [holder] = await queue.claim_ready(["default"], 10, lease=LONG, worker_id="w")
+        await queue.finish([])  # connected and migrated: the function exists, then goes
+        await admin.execute(f'DROP FUNCTION "{schema}".hand_over')
+        outcome = Outcome(task_id=holder.id, lease_token=holder.lease_token or "", kind=OutcomeKind.SUCCEEDED)
+        accepted, claimed = await queue.finish_and_claim(
+            [outcome], queues=["default"], limit=1, lease=LONG, worker_id="w"
+        )
+        assert accepted == [True] and claimed == []
+        done = await queue.get(holder.id)
+        assert done is not None and done.status is TaskStatus.SUCCEEDED
+        assert [t.id for t in await queue.claim_ready(["default"], 10, lease=LONG, worker_id="w")] == [second.id]
+    finally:
+        await queue.close()

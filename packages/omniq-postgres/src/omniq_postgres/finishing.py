@@ -20,10 +20,10 @@ not hand over wake held tasks as the trigger would, and their NOTIFY (like
 every NOTIFY) reaches other workers at the commit, after this worker took
 its tasks.
 
-If anything after the finish statement fails with a server error, the
+If a statement fails with a server error (not a lost connection), the
 transaction rolls back and the outcomes are recorded by :meth:`Finishes.finish`
-alone (the worker's next claim takes the tasks), so an error in the claim
-never keeps outcomes from being recorded.
+alone, on another connection (the worker's next claim takes the tasks), so an
+error in the claim never keeps outcomes from being recorded.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ class Finishes:
         """Finish, hand the freed slots over and claim for the places left, in one transaction (see the module)."""
         sql, args = self._statement(outcomes, results)
         pool = await self._connection.client()
+        failure: asyncpg.PostgresError | None = None
         with self._connection.errors():
             async with pool.acquire() as conn:
                 await conn.execute(self._begin)
@@ -111,14 +112,15 @@ class Finishes:
                     rows = await conn.fetch(sql, *args)
                     claimed = await self._claim(conn, rows, queues, limit, lease, worker_id)
                     await conn.execute("COMMIT")
-                except asyncpg.PostgresError as exc:
-                    await conn.execute("ROLLBACK")
-                    logger.warning("finishing and claiming in one transaction failed (%s); finishing alone", exc)
-                    return await self.finish(outcomes, results), []
-                except BaseException:
+                except BaseException as exc:
                     if not conn.is_closed() and conn.is_in_transaction():
                         await conn.execute("ROLLBACK")
-                    raise
+                    if not isinstance(exc, asyncpg.PostgresError) or isinstance(exc, asyncpg.PostgresConnectionError):
+                        raise  # the server is away (or a cancel): the caller retries the whole batch
+                    failure = exc
+        if failure is not None:  # outside the block: the fallback takes a connection of its own
+            logger.warning("finishing and claiming in one transaction failed (%s); finishing alone", failure)
+            return await self.finish(outcomes, results), []
         return _accepted(rows, len(outcomes)), claimed_tasks(claimed)
 
     async def _claim(

@@ -15,8 +15,9 @@ first is the first in claim order) and the rate's ``tat`` string
 killed worker's slot comes back without recovery.
 
 One claim admits at most half of a concurrency limit of 4 or more (rounded
-up: :func:`omniq.flow_control.claim_share`, said again in Lua); the rest stays in READY, at its place, for the next claim, often another
-worker's. The server runs one script at a time, so a key's slots taken by one
+up: :func:`omniq.flow_control.claim_share`, said again in Lua); the rest
+stays in READY, at its place, for the next claim, often another worker's.
+The server runs one script at a time, so a key's slots taken by one
 claim go round one batch at a time; shared between workers, one worker's
 claim and finish overlap another's run. A drain of 20,000 no-op tasks under
 ``concurrency_limit=50`` (``benchmarks/flow_control.py``, two worker
