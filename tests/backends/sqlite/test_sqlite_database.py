@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 
@@ -281,3 +282,20 @@ async def test_writers_wait_their_turn_in_the_kernel_not_in_busy_sleeps(db_path)
         finally:
             other.release()
             other.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open descriptors in /proc")
+async def test_closing_a_database_closes_its_files(db_path):
+    # The writers' lock file among them: a process that opens and closes databases keeps no descriptor.
+    def descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async with SQLiteTaskQueue(f"sqlite:///{db_path}") as q:
+        await q.enqueue(Task(id="warm", func="noop"))
+    before = descriptors()
+    for i in range(5):
+        async with SQLiteTaskQueue(f"sqlite:///{db_path.parent}/other{i}.db") as q:
+            await q.enqueue(Task(id=f"t{i}", func="noop"))
+        assert (db_path.parent / f"other{i}.db-writers").exists()
+    assert descriptors() <= before

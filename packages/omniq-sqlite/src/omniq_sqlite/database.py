@@ -199,7 +199,7 @@ class Database:
                 submit(self._conn, partial(self._broadcast, kind, key_list))
 
     async def close(self) -> None:
-        """Stop the checkpointer, close both connections and the wake-up hub."""
+        """Stop the checkpointer, close both connections, the wake-up hub and the writers' lock file."""
         self.inline = False
         self.hub.close()
         self._closing.set()
@@ -207,6 +207,7 @@ class Database:
             if self._checkpointer is not None:
                 await _close(self._checkpointer, self._checkpoint_lock)
             await _close(self._conn, self._lock)
+        self._writers.close()  # no write runs after the connection's thread has closed it
 
     def _check_open(self) -> None:
         if self._closing.is_set():
