@@ -97,20 +97,18 @@ _WAKE = (
     "WHERE held = 1 AND status = 'pending' AND limit_key = ? ORDER BY priority DESC, created_at, seq LIMIT ?)"
 )
 #: a key's first held tasks in the claimed queues, in claim order, as a claim returns them (parameters: key,
-#: the queues, the queues again, how many); the claim's conditions on queues.
+#: the queues twice, how many; ``{queues}``: schema.claimed_queues).
 _HELD_OF = (
     f"SELECT {schema.TASK_COLUMNS} FROM {schema.TASKS} INDEXED BY {schema.IDX_TASKS_HELD} "
-    "WHERE held = 1 AND status = 'pending' AND limit_key = ? AND paused = 0 AND waiting = 0 AND queue IN {marks} "
-    f"AND queue NOT IN (SELECT queue FROM {schema.PAUSED_QUEUES} WHERE queue IN {{marks}}) "
+    "WHERE held = 1 AND status = 'pending' AND limit_key = ? AND {queues} "
     "ORDER BY priority DESC, created_at, seq LIMIT ?"
 )
 #: every ready row of a full key in the claimed queues, held at the key's next free slot (parameters: eta,
-#: ready_at, updated_at, the queues, now, the queues again, key, holders); the claim's own ready condition.
+#: ready_at, updated_at, now, the queues twice, key, holders); the claim's own ready condition.
 _PARK_KEY = (
     f"UPDATE {schema.TASKS} SET eta = ?, ready_at = ?, held = 1, rate_reserved = 0, updated_at = ? "
     f"WHERE seq IN (SELECT seq FROM {schema.TASKS} INDEXED BY {schema.IDX_TASKS_CLAIM} "
-    "WHERE status = 'pending' AND paused = 0 AND waiting = 0 AND held = 0 AND queue IN {marks} AND ready_at <= ? "
-    f"AND queue NOT IN (SELECT queue FROM {schema.PAUSED_QUEUES} WHERE queue IN {{marks}}) "
+    "WHERE status = 'pending' AND held = 0 AND ready_at <= ? AND {queues} "
     "AND limit_key = ? AND limit_concurrency <= ?)"
 )
 #: a cancel of a task that holds no slot: the one statement cancel always was. Both cancels return whether
@@ -248,7 +246,7 @@ def hand_over(
     """
     now = time.time()
     gate = _Gate(conn, now, now + lease)
-    sql = _HELD_OF.replace("{marks}", schema.placeholders(len(queues)))
+    sql = _HELD_OF.replace("{queues}", schema.claimed_queues(len(queues)))
     leased: list[Any] = []
     left: list[str] = []
     for key, count in Counter(keys).items():
@@ -291,8 +289,8 @@ def _lease(conn: Any, seqs: list[int], now: float, lease: float, worker_id: str)
 
 def _park_key(conn: Any, key: str, eta: float, holders: int, queues: tuple[str, ...], now: float) -> None:
     """Hold every ready row of ``key`` in ``queues`` that its ``holders`` leave no slot for, in one UPDATE."""
-    sql = _PARK_KEY.replace("{marks}", schema.placeholders(len(queues)))
-    conn.execute(sql, (eta, eta, now, *queues, now, *queues, key, holders))
+    sql = _PARK_KEY.replace("{queues}", schema.claimed_queues(len(queues)))
+    conn.execute(sql, (eta, eta, now, now, *queues, *queues, key, holders))
 
 
 def wake_one(conn: Any, key: str, now: float) -> bool:

@@ -313,4 +313,4 @@ def rowcount_job(conn: Any, sql: str, params: Sequence[Any]) -> int:
 
 def next_ready_job(conn: Any, queues: tuple[str, ...]) -> float | None:
     """The earliest ``ready_at`` among claimable tasks of ``queues`` (None when none)."""
-    return conn.execute(schema.next_ready_sql(len(queues)), (*queues, *queues)).fetchone()[0]  # type: ignore[no-any-return]
+    return conn.execute(schema.next_ready_sql(len(queues)), queues * 4).fetchone()[0]  # type: ignore[no-any-return]

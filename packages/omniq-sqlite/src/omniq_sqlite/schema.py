@@ -33,6 +33,7 @@ __all__ = [
     "TASK_COLUMNS",
     "WORKERS",
     "claim_params",
+    "claimed_queues",
     "claim_sql",
     "migrate",
 ]
@@ -329,6 +330,18 @@ INSERT_EVENT = (
 EVENT_COLUMNS = "task_id, type, timestamp, queue, func, attempt, worker_id, message"
 
 
+def claimed_queues(queue_count: int) -> str:
+    """A claim's conditions on a pending row and its queue (parameters: the queues, twice); flow.py's too.
+
+    ``paused = 0 AND waiting = 0`` restate the claim index's condition (``INDEXED BY`` needs it); paused
+    queues: one uncorrelated lookup of the listed queues, once per statement.
+    """
+    marks = placeholders(queue_count)
+    one = f"NOT EXISTS (SELECT 1 FROM {PAUSED_QUEUES} WHERE queue = ?)"
+    not_paused = one if queue_count == 1 else f"queue NOT IN (SELECT queue FROM {PAUSED_QUEUES} WHERE queue IN {marks})"
+    return f"paused = 0 AND waiting = 0 AND queue IN {marks} AND {not_paused}"
+
+
 @functools.lru_cache(maxsize=64)
 def claim_sql(queue_count: int) -> str:
     """The one-statement batch claim for ``queue_count`` queues.
@@ -340,26 +353,18 @@ def claim_sql(queue_count: int) -> str:
 
     A row with limits comes back as it was, still PENDING (each SET is a ``CASE`` on
     ``limits IS NULL``): the claim job admits it or parks it (:mod:`omniq_sqlite.flow`).
-    A paused queue is left out by one uncorrelated lookup of the listed queues in
-    ``omniq_paused_queues``, evaluated once per statement. ``waiting = 0`` restates the
-    partial index's condition (``INDEXED BY`` needs the WHERE to imply it): a task waiting
-    on dependencies is not in the index at all, so no claim ever walks past one; nor a held
-    one (``held = 0``), whose eta is looked up in its own index (see ``_V5``).
+    The conditions on queues are :func:`claimed_queues`'. A held task (``held = 1``) is not
+    in the claim index; its eta is looked up in its own index (see ``_V5``).
     """
-    marks = placeholders(queue_count)
-    if queue_count == 1:
-        not_paused = f"AND NOT EXISTS (SELECT 1 FROM {PAUSED_QUEUES} WHERE queue = ?) "
-    else:
-        not_paused = f"AND queue NOT IN (SELECT queue FROM {PAUSED_QUEUES} WHERE queue IN {marks}) "
+    in_queues = claimed_queues(queue_count)
     ready = (
         f"SELECT seq, priority, ready_at AS due FROM {TASKS} INDEXED BY {IDX_TASKS_CLAIM} "
-        f"WHERE status = 'pending' AND paused = 0 AND waiting = 0 AND held = 0 AND queue IN {marks} "
-        f"AND ready_at <= ? {not_paused}ORDER BY priority DESC, ready_at, seq LIMIT ?"
+        f"WHERE status = 'pending' AND held = 0 AND ready_at <= ? AND {in_queues} "
+        "ORDER BY priority DESC, ready_at, seq LIMIT ?"
     )
     held_due = (
         f"SELECT seq, priority, eta AS due FROM {TASKS} INDEXED BY {IDX_TASKS_HELD_DUE} "
-        f"WHERE held = 1 AND status = 'pending' AND eta <= ? AND paused = 0 AND waiting = 0 "
-        f"AND queue IN {marks} {not_paused}ORDER BY eta LIMIT ?"
+        f"WHERE held = 1 AND status = 'pending' AND eta <= ? AND {in_queues} ORDER BY eta LIMIT ?"
     )
     return (
         f"UPDATE {TASKS} SET status = CASE WHEN limits IS NULL THEN 'running' ELSE status END, "
@@ -377,22 +382,19 @@ def claim_sql(queue_count: int) -> str:
 def claim_params(
     queues: tuple[str, ...], now: float, lease: float, worker_id: str, limit: int
 ) -> tuple[str | float | int, ...]:
-    """:func:`claim_sql`'s parameters: the lease's, then each branch's (queues, now, limit), then the limit."""
-    return (now + lease, now, now, worker_id, *queues, now, *queues, limit, now, *queues, *queues, limit, limit)
+    """:func:`claim_sql`'s parameters: the lease's, then each branch's (now, queues twice, limit), then the limit."""
+    return (now + lease, now, now, worker_id, now, *queues, *queues, limit, now, *queues, *queues, limit, limit)
 
 
 @functools.lru_cache(maxsize=64)
 def next_ready_sql(queue_count: int) -> str:
     """Earliest ``ready_at`` among claimable tasks of ``queue_count`` queues (held ones: their eta), for wait_for_work.
 
-    Paused queues are left out. Parameters: the queues, twice.
+    Paused queues are left out (:func:`claimed_queues`). Parameters: the queues, four times.
     """
-    marks = placeholders(queue_count)
+    in_queues = claimed_queues(queue_count)
     return (
         f"SELECT min(due) FROM (SELECT min(ready_at) AS due FROM {TASKS} INDEXED BY {IDX_TASKS_CLAIM} "
-        f"WHERE status = 'pending' AND paused = 0 AND waiting = 0 AND held = 0 AND queue IN {marks} "
-        f"AND queue NOT IN (SELECT queue FROM {PAUSED_QUEUES}) "
-        f"UNION ALL SELECT min(eta) FROM {TASKS} INDEXED BY {IDX_TASKS_HELD_DUE} "
-        f"WHERE held = 1 AND status = 'pending' AND paused = 0 AND waiting = 0 AND queue IN {marks} "
-        f"AND queue NOT IN (SELECT queue FROM {PAUSED_QUEUES}))"
+        f"WHERE status = 'pending' AND held = 0 AND {in_queues} UNION ALL SELECT min(eta) FROM {TASKS} "
+        f"INDEXED BY {IDX_TASKS_HELD_DUE} WHERE held = 1 AND status = 'pending' AND {in_queues})"
     )
