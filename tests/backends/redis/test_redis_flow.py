@@ -129,3 +129,37 @@ async def test_wait_for_work_ignores_a_paused_queues_ready_tasks(queue, redis_ur
 async def test_pausing_checks_the_queue_name(queue):
     with pytest.raises(ValueError, match="braces"):
         await queue.set_queue_paused("a{b}", True)
+
+
+async def test_a_finish_that_claims_hands_the_freed_slot_to_the_held_task(queue, raw, prefix):
+    """The held task is leased by the finish script itself, and the claim behind it takes nothing more.
+
+    A wake-up to READY and a claim would have taken the unlimited task queued behind it as well.
+    """
+    first, second, free = limited(concurrency=1), limited(concurrency=1), make_task()
+    await queue.enqueue_many([first, second])
+    [holder] = await queue.claim_ready(["default"], 10, lease=60, worker_id="w")
+    assert await claim_ids(queue) == []  # the key is full: the second is held
+    await queue.enqueue(free)
+    done = Outcome(task_id=holder.id, lease_token=holder.lease_token or "", kind=OutcomeKind.SUCCEEDED)
+    accepted, claimed = await queue.finish_and_claim([done], queues=["default"], limit=10, lease=60, worker_id="w2")
+    assert accepted == [True]
+    assert [(t.id, t.status, t.worker_id) for t in claimed] == [(second.id, TaskStatus.RUNNING, "w2")]
+    assert claimed[0].lease_token and claimed[0].lease_token != holder.lease_token
+    holders, held = keys.flow_key(prefix, "h", "k"), keys.flow_key(prefix, "w", "k")
+    assert await raw.zrange(holders, 0, -1) == [second.id.encode()] and await raw.exists(held) == 0
+    assert [key async for key in raw.scan_iter(match=f"{{{prefix}}}:{keys.FLOW}:x:*")] == []  # the claim took its mark
+    assert await claim_ids(queue) == [free.id]
+    finished = Outcome(task_id=second.id, lease_token=claimed[0].lease_token, kind=OutcomeKind.SUCCEEDED)
+    assert await queue.finish([finished]) == [True]
+
+
+async def test_a_finish_that_claims_leaves_a_rate_limited_held_task_to_the_claim(queue):
+    """A held task with a rate limit too is woken, not handed over: the claim checks its rate."""
+    first, second = (limited(concurrency=1, rate=1000, burst=1000) for _ in range(2))
+    await queue.enqueue_many([first, second])
+    [holder] = await queue.claim_ready(["default"], 10, lease=60, worker_id="w")
+    assert await claim_ids(queue) == []
+    done = Outcome(task_id=holder.id, lease_token=holder.lease_token or "", kind=OutcomeKind.SUCCEEDED)
+    accepted, claimed = await queue.finish_and_claim([done], queues=["default"], limit=10, lease=60, worker_id="w")
+    assert accepted == [True] and [t.id for t in claimed] == [second.id]

@@ -20,12 +20,14 @@ if TYPE_CHECKING:
     from omniq.base import BaseResultStorage
 
 __all__ = [
+    "FINISH_CHUNK",
     "claim_args",
     "enqueue_calls",
     "enqueue_items",
     "enqueue_one_args",
     "extend_args",
     "finish_calls",
+    "finish_handing_over",
     "finished_flags",
     "from_us",
     "leased_task_from_row",
@@ -42,7 +44,7 @@ _STATUSES = {status.value.encode(): status for status in TaskStatus}
 _EMPTY = msgspec.Raw(b"\xa0")
 #: this process's enqueue sequence: orders its tasks due in the same microsecond in READY.
 #: outcomes per finish script call.
-_FINISH_CHUNK = 1000
+FINISH_CHUNK = 1000
 _sequence = itertools.count(1)
 _SEQUENCE_WRAP = 10**12  # 12 digits in the READY member
 
@@ -198,9 +200,16 @@ def _ready_member(ready_us: int, task_id: str) -> str:
     return f"{max(ready_us, 0):016d}{next(_sequence) % _SEQUENCE_WRAP:012d}:{task_id}"
 
 
-def claim_args(prefix: str, queue: str, limit: int, lease: float, worker_id: str) -> list[Any]:
-    """The ARGV of ``lua_lease.CLAIM``: lease in µs, and a fresh token base (the script appends a counter)."""
-    return [prefix, queue, limit, max(int(lease * 1_000_000), 1), worker_id, secrets.token_hex(8) + "-"]
+def claim_args(prefix: str, queue: str, limit: int, lease: float, worker_id: str, unless_handed: str = "") -> list[Any]:
+    """The ARGV of ``lua_lease.CLAIM``: lease in µs, and a fresh token base (the script appends a counter).
+
+    ``unless_handed``: the token base of a :func:`finish_handing_over` call ahead in the pipeline; the claim
+    takes nothing when that finish leased tasks.
+    """
+    args = [prefix, queue, limit, max(int(lease * 1_000_000), 1), worker_id, secrets.token_hex(8) + "-"]
+    if unless_handed:
+        args.append(unless_handed)
+    return args
 
 
 def extend_args(prefix: str, leases: Mapping[str, str], lease: float) -> list[Any]:
@@ -212,19 +221,34 @@ def extend_args(prefix: str, leases: Mapping[str, str], lease: float) -> list[An
 
 
 def finish_calls(
-    prefix: str, outcomes: Sequence[Outcome], results: BaseResultStorage | None, *, claim_follows: bool = False
+    prefix: str, outcomes: Sequence[Outcome], results: BaseResultStorage | None
 ) -> list[tuple[str, list[Any]]]:
-    """The finish script calls of ``outcomes``: one per ``_FINISH_CHUNK``; fused when ``results`` is Redis's.
-
-    ``claim_follows``: a claim script runs right behind them in the same pipeline (the finish runs QUIET).
-    """
+    """The finish script calls of ``outcomes``: one per ``FINISH_CHUNK``; fused when ``results`` is Redis's."""
     result_prefix = getattr(results, "prefix", "") if results is not None else ""
     fused = bool(result_prefix)
-    quiet = "1" if claim_follows else ""
     return [
-        ("finish", [prefix, result_prefix, _finish_items(outcomes[start : start + _FINISH_CHUNK], fused), quiet])
-        for start in range(0, len(outcomes), _FINISH_CHUNK)
+        ("finish", [prefix, result_prefix, _finish_items(outcomes[start : start + FINISH_CHUNK], fused)])
+        for start in range(0, len(outcomes), FINISH_CHUNK)
     ]
+
+
+def finish_handing_over(
+    prefix: str,
+    outcomes: Sequence[Outcome],
+    results: BaseResultStorage | None,
+    queue: str,
+    limit: int,
+    lease: float,
+    worker_id: str,
+) -> tuple[str, list[Any]]:
+    """The finish script call of at most ``FINISH_CHUNK`` outcomes that hands the slots they free over.
+
+    Its reply is (a flag per outcome, the rows leased); its last argument is its token base (for
+    :func:`claim_args`'s ``unless_handed``).
+    """
+    [(name, args)] = finish_calls(prefix, outcomes, results)
+    args += [queue, limit, max(int(lease * 1_000_000), 1), worker_id, secrets.token_hex(8) + "-"]
+    return name, args
 
 
 def finished_flags(replies: Sequence[list[Any]]) -> list[bool]:

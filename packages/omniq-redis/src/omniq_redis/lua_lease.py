@@ -8,7 +8,8 @@ from __future__ import annotations
 
 __all__ = ["CLAIM", "EXTEND", "FINISH", "RECOVER"]
 
-# ARGV: P, queue, limit, lease µs, worker id, token base. Returns {ROWs of the claimed tasks,
+# ARGV: P, queue, limit, lease µs, worker id, token base[, a finish's token base: claim nothing when
+# that finish handed tasks over, see FINISH]. Returns {ROWs of the claimed tasks,
 # µs until the queue's next delayed eta or -1}. Leaves a wake-up token exactly when READY is not
 # empty, so a worker may block on the signal list right after a claim without missing work.
 # A paused queue (in PAUSED) claims nothing, drops its tokens and reports no eta: its resume
@@ -17,6 +18,7 @@ __all__ = ["CLAIM", "EXTEND", "FINISH", "RECOVER"]
 # and the claim pops again for the places parked tasks left (at most $PARK_CAP parked per call);
 # without a parked task the claim pops once, as it always did.
 CLAIM = r"""
+if ARGV[7] and redis.call('DEL', FL .. 'x:' .. ARGV[7]) == 1 then return {{}, -1} end
 local now = now_us()
 local tag = qtag(ARGV[2])
 if redis.call('SISMEMBER', PAUSED, ARGV[2]) == 1 then
@@ -97,8 +99,11 @@ return out
 """
 
 # ARGV: P, result prefix ('' = results not fused), msgpack array of [id, token, kind, eta µs or '',
-# error blob or '', result blob or '', result expiry ms or ''], and '1' when a claim follows in the
-# same pipeline (QUIET: a woken held task leaves no wake-up token). Returns 1/0 per outcome. Tasks that
+# error blob or '', result blob or '', result expiry ms or '']. Returns 1/0 per outcome. With five
+# more (finish_and_claim: the claimed queue, the most tasks to lease, lease µs, worker id, token base),
+# the slots the outcomes free are handed over (hand_over) once all are recorded, and the reply is
+# {1/0 per outcome, ROWs of the tasks leased}; when some were, the key FL x:<token base> tells the
+# claim behind it in the pipeline to take nothing (the slots left woke tasks for other claimers). Tasks that
 # reach SUCCEEDED or FAILED are counted per queue and minute (count_done, for queue_stats). A task
 # reaching a terminal status with dependants ('dn', read in the same HMGET) counts them down
 # (release_dependants), waking their queues with the others; RETRY, RELEASE and RESCHEDULE are not
@@ -106,7 +111,8 @@ return out
 FINISH = r"""
 local now = now_us()
 local RP = ARGV[2]
-QUIET = ARGV[4] == '1'
+local HAND = ARGV[4]
+if HAND then FREED = {} end
 local out = {}
 local wake = {}
 local done = {}
@@ -152,6 +158,11 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[3])) do
 end
 for tag, n in pairs(wake) do signal(tag, n) end
 for tag, n in pairs(done) do count_done(tag, n, now) end
+if HAND then
+  local handed = hand_over(HAND, tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8], now)
+  if #handed > 0 then redis.call('SET', FL .. 'x:' .. ARGV[8], '1', 'PX', 60000) end
+  return {out, handed}
+end
 return out
 """
 

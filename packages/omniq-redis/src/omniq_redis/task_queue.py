@@ -32,9 +32,11 @@ from omniq.models import Outcome, Task, TaskStatus
 from omniq.monitoring import QueueStats, TaskQuery, WorkerInfo
 from omniq_redis import keys, operations, workers
 from omniq_redis._codec import (
+    FINISH_CHUNK,
     claim_args,
     extend_args,
     finish_calls,
+    finish_handing_over,
     finished_flags,
     leased_tasks,
     task_from_row,
@@ -276,19 +278,17 @@ class RedisTaskQueue(BaseTaskQueue):
         lease: float,
         worker_id: str,
     ) -> tuple[list[bool], list[Task]]:
-        """The finish scripts and, for one queue, the claim script behind them in the same round trip."""
-        if not outcomes or limit <= 0 or len(queues) != 1:
+        """For one queue, the finish script (it hands the slots freed over) and the claim behind it, one round trip."""
+        if not outcomes or limit <= 0 or len(queues) != 1 or len(outcomes) > FINISH_CHUNK:
             return await super().finish_and_claim(
                 outcomes, results=results, queues=queues, limit=limit, lease=lease, worker_id=worker_id
             )
         queue = queues[0]
         self._keys(queue)  # validates the name
-        calls = [
-            *finish_calls(self.prefix, outcomes, results, claim_follows=True),
-            ("claim", claim_args(self.prefix, queue, limit, lease, worker_id)),
-        ]
-        *finished, claimed = await self._run_many(calls)
-        return finished_flags(finished), self._claimed(queue, claimed)
+        finish = finish_handing_over(self.prefix, outcomes, results, queue, limit, lease, worker_id)
+        claim = claim_args(self.prefix, queue, limit, lease, worker_id, unless_handed=finish[1][-1])
+        (flags, handed), claimed = await self._run_many([finish, ("claim", claim)])
+        return finished_flags([flags]), leased_tasks(handed) if handed else self._claimed(queue, claimed)
 
     async def recover(self) -> list[Task]:
         """Requeue (or fail) RUNNING tasks whose lease deadline passed, queue by queue."""
