@@ -1,12 +1,14 @@
 """Flow control and queue pause on NATS: what the engine stores, and what unlimited tasks do not pay."""
 
+from datetime import datetime, timedelta, timezone
+
 import anyio
 import pytest
 
 from omniq.flow_control import Limits
 from omniq.models import Outcome, OutcomeKind, TaskStatus
 from omniq.testing import make_task
-from omniq_nats import subjects as names
+from omniq_nats import flow, subjects as names
 from omniq_nats.jetstream import api
 
 pytestmark = [pytest.mark.anyio, pytest.mark.servers]
@@ -19,6 +21,11 @@ def limited(**limits):
 async def _flow_messages(raw, prefix) -> int:
     info = await api(raw, f"STREAM.INFO.{names.kv_stream(names.flow_bucket(prefix))}")
     return int(info["state"]["messages"])
+
+
+async def _pages(client) -> list[str]:
+    """The held pages in the flow bucket."""
+    return [key for key, entry in await client.flow.entries() if key.startswith("w.") and not entry.deleted]
 
 
 async def test_unlimited_tasks_never_touch_the_flow_bucket(make_queue, raw, prefix):
@@ -109,3 +116,41 @@ async def test_claimers_drain_held_tasks_past_stale_tickets_under_a_short_lease(
                 assert await queue.finish(outcomes) == [True] * len(claimed)
         statuses = [(await producer.get(t.id)).status for t in tasks]
         assert statuses.count(TaskStatus.SUCCEEDED) == len(tasks), statuses.count(TaskStatus.PENDING)
+
+
+async def test_a_held_backlog_past_the_head_waits_in_pages_and_runs_in_claim_order(make_queue, monkeypatch):
+    """The key's state lists at most HEAD held tasks; the rest wait in pages, read back as slots free.
+
+    A state listing every held task outgrew the server's largest message at about 25,000 of them.
+    """
+    monkeypatch.setattr(flow, "HEAD", 3)
+    base = datetime.now(timezone.utc) - timedelta(seconds=10)
+    tasks = [
+        make_task(limits=Limits(key="k", concurrency=1), created_at=base + timedelta(milliseconds=i)) for i in range(12)
+    ]
+    async with make_queue() as q:
+        await q.enqueue_many(tasks)
+        [holder] = await q.claim_ready(["default"], 5, lease=30, worker_id="w")
+        while await q.claim_ready(["default"], 5, lease=30, worker_id="w"):
+            pass  # parks the others, five at a time (nothing more is claimed: the key is full)
+        client = await q._connection.client()
+        state = flow._decode((await client.flow.get(names.limit_key("k"))).value)
+        assert len(state.held) <= 3 and state.pages
+        listed = [entry[2] for entry in state.held]
+        for page in state.pages:
+            listed += [
+                entry[2] for entry in flow._decode_page((await client.flow.get(names.held_page("k", page))).value)
+            ]
+        assert sorted(listed) == sorted(t.id for t in tasks[1:]) and len(listed) == 11
+        assert len(await _pages(client)) == len(state.pages)
+        order = [holder.id]
+        with anyio.fail_after(30):
+            while len(order) < len(tasks):
+                done = Outcome(task_id=holder.id, lease_token=holder.lease_token, kind=OutcomeKind.SUCCEEDED)
+                assert await q.finish([done]) == [True]
+                [holder] = await q.claim(["default"], 5, lease=30, worker_id="w", wait=5)
+                order.append(holder.id)
+        assert order == [t.id for t in tasks]
+        state = flow._decode((await client.flow.get(names.limit_key("k"))).value)
+        assert state.held == [] and state.pages == []
+        assert await _pages(client) == []

@@ -7,10 +7,20 @@ always took. The rules are :mod:`omniq.flow_control`'s, applied with its
 :func:`~omniq.flow_control.admit` on the engine clock.
 
 ``<prefix>_flow`` holds one :class:`LimitState` per limit key (``k.<key>``):
-the key's holders (lease token -> task id and lease deadline), its held
-tasks in claim order and its rate state ``tat``. Every change is a
-compare-and-set on the key's revision, retried on conflict, so the limits
-hold across every process and host:
+the key's holders (lease token -> task id and lease deadline), the first of
+its held tasks in claim order (at most :data:`HEAD` of them, the head) and
+its rate state ``tat``. Every change is a compare-and-set on the key's
+revision, retried on conflict, so the limits hold across every process and
+host. Held tasks past the head spill into pages (``w.<key>.<page>``, one
+per spill, listed oldest first in the state), written before the state that
+names them and read back into the head when it runs short: a state whose
+every held task was listed in it grew with the backlog, was rewritten whole
+on every claim and exit, and at about 25,000 held tasks of one key outgrew
+the server's largest message (a claim then failed with
+``PayloadTooLargeError``). Within the head the order is claim order; pages
+come back in the order they were spilled, and a task held later that sorts
+after the head's last goes to a new page, so equal priorities stay first in,
+first out.
 
 * A claim (:func:`admit_claims`) reads its limited candidates' keys, admits
   each candidate in order and writes the states back *before* the task
@@ -38,7 +48,9 @@ hold across every process and host:
 from __future__ import annotations
 
 import bisect
+import heapq
 import random
+import secrets
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -58,7 +70,7 @@ if TYPE_CHECKING:
     from omniq.models import Task
     from omniq_nats.connection import QueueClient
 
-__all__ = ["LimitState", "admit_claims", "exit_of", "release"]
+__all__ = ["HEAD", "LimitState", "admit_claims", "exit_of", "release"]
 
 _replace = msgspec.structs.replace
 
@@ -72,10 +84,17 @@ class LimitState(msgspec.Struct, array_like=True):
     held: list[tuple[int, float, str]] = []
     #: the theoretical arrival time of the key's rate (GCRA), engine epoch seconds.
     tat: float | None = None
+    #: the pages of held tasks spilled past ``held`` (flow bucket keys :func:`~omniq_nats.subjects.held_page`), oldest first.
+    pages: list[str] = []
+
+
+#: held tasks a key's state lists itself; the others wait in pages (see the module).
+HEAD = 1000
 
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(LimitState).decode
+_decode_page = msgspec.msgpack.Decoder(list[tuple[int, float, str]]).decode
 
 
 def exit_of(task: Task) -> tuple[str, str] | None:
@@ -132,8 +151,30 @@ def _ns(later: datetime, now: datetime) -> int:
     return max(int((later - now).total_seconds() * 1e9), 0)
 
 
-def _admit_one(state: LimitState, decision: Decision, now: datetime) -> Decision:
-    """Apply the rules to one candidate on its key's ``state`` (changed in place); the final decision."""
+def _place(state: LimitState, held: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
+    """List newly held tasks in the head, at their place; return those for a new page (sorted).
+
+    With pages already spilled, a task sorting after the head's last goes to the new page (it comes
+    after the spilled ones); past :data:`HEAD`, the head's last ones go too.
+    """
+    spill = []
+    for entry in held:
+        if state.pages and (not state.held or entry > state.held[-1]):
+            spill.append(entry)
+        else:
+            bisect.insort(state.held, entry)
+    if len(state.held) > HEAD:
+        spill += state.held[HEAD:]
+        del state.held[HEAD:]
+    spill.sort()
+    return spill
+
+
+def _admit_one(state: LimitState, decision: Decision, now: datetime, held: list[tuple[int, float, str]]) -> Decision:
+    """Apply the rules to one candidate on its key's ``state`` (changed in place); the final decision.
+
+    A candidate held for a slot is added to ``held``, for :func:`_place` to list.
+    """
     pending, record = decision.pending, decision.record
     assert pending is not None and pending.limits is not None and record is not None
     limits = pending.limits
@@ -158,7 +199,7 @@ def _admit_one(state: LimitState, decision: Decision, now: datetime) -> Decision
     assert verdict.eta is not None
     eta = datetime.fromtimestamp(max(verdict.eta, stamp + 1e-3), timezone.utc)  # after now: not ready again
     if verdict.held:
-        bisect.insort(state.held, (-pending.priority, pending.created_at.timestamp(), pending.id))
+        held.append((-pending.priority, pending.created_at.timestamp(), pending.id))
     parked = _replace(pending, eta=eta, held=verdict.held, rate_reserved=not verdict.held, updated_at=now)
     return Decision(Action.PARK, with_task(record, parked), decision.revision, delay_ns=_ns(eta, now), due=eta)
 
@@ -184,19 +225,30 @@ async def admit_claims(client: QueueClient, decisions: Sequence[Decision]) -> li
         await _check_holders(client, [state for state, _, _ in states.values()], now.timestamp())
         plans: dict[str, list[tuple[int, Decision]]] = {}
         writes: list[tuple[str, bytes, int]] = []
+        pages: dict[str, tuple[str, bytes]] = {}  # key -> the page it spills into, written first
         changed: set[str] = set()
         for key in todo:
             state, revision, stored = states[key]
-            plans[key] = [(i, _admit_one(state, decisions[i], now)) for i in by_key[key]]
+            held: list[tuple[int, float, str]] = []
+            plans[key] = [(i, _admit_one(state, decisions[i], now, held)) for i in by_key[key]]
+            spill = _place(state, held)
+            if spill:
+                page = secrets.token_hex(6)
+                state.pages.append(page)
+                pages[key] = (names.held_page(key, page), _encode(spill))
             value = _encode(state)
             if value != stored:
                 changed.add(key)
                 writes.append((names.limit_key(key), value, revision))
+        if pages:
+            await client.flow.put_many(list(pages.values()))
         written = iter(await client.flow.update_many(writes) if writes else [])
         retry: list[str] = []
         for key in todo:
             if key in changed and next(written) is None:
                 retry.append(key)
+                if key in pages:  # named by no state: gone, and spilled again on the retry
+                    await client.flow.remove(pages[key][0])
                 continue
             for index, decision in plans[key]:
                 out[index] = decision
@@ -222,9 +274,11 @@ async def release(client: QueueClient, exits: Sequence[tuple[str, str]]) -> None
         states = await _read(client, keys)
         writes: list[tuple[str, bytes, int]] = []
         popped: dict[str, list[str]] = {}
+        emptied: dict[str, list[str]] = {}  # key -> its pages read back into the head, removed once written
         for key in keys:
             state, revision, _ = states[key]
             freed = sum(1 for t in gone.get(key, ()) if state.holders.pop(t, None) is not None)
+            emptied[key] = await _refill(client, key, state, freed + owed.get(key, 0))
             wake = state.held[: freed + owed.get(key, 0)]
             if not freed and not wake:
                 gone.pop(key, None)
@@ -242,11 +296,38 @@ async def release(client: QueueClient, exits: Sequence[tuple[str, str]]) -> None
             gone.pop(key, None)
             owed.pop(key, None)
             woken.update(dict.fromkeys(ids, key))
+            await _remove_pages(client, key, emptied[key])
         if woken:
             ready = await _make_ready(client, list(woken))
             for task_id, key in woken.items():
                 if task_id not in ready:
                     owed[key] = owed.get(key, 0) + 1
+
+
+async def _refill(client: QueueClient, key: str, state: LimitState, wanted: int) -> list[str]:
+    """Read the oldest pages into the head until it lists ``wanted`` tasks or no page is left; the pages read.
+
+    A page gone or unreadable adds nothing: its tasks are due at their eta, as any held task whose
+    wake-up was lost.
+    """
+    read: list[str] = []
+    while len(state.held) < wanted and state.pages:
+        page = state.pages.pop(0)
+        read.append(page)
+        entry = await client.flow.get(names.held_page(key, page))
+        if entry is None or entry.deleted:
+            continue
+        try:
+            state.held = list(heapq.merge(state.held, _decode_page(entry.value)))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+    return read
+
+
+async def _remove_pages(client: QueueClient, key: str, pages: Sequence[str]) -> None:
+    """Remove pages of ``key`` its state no longer names."""
+    for page in pages:
+        await client.flow.remove(names.held_page(key, page))
 
 
 def _unhold(record: Record, now: datetime) -> Record | None:

@@ -19,6 +19,7 @@ __all__ = [
     "event_subject",
     "events_stream",
     "flow_bucket",
+    "held_page",
     "limit_key",
     "kv_stream",
     "kv_subject",
@@ -145,6 +146,11 @@ def flow_bucket(prefix: str) -> str:
 def limit_key(key: str) -> str:
     """Flow bucket key of one limit key's state (:class:`omniq_nats.flow.LimitState`)."""
     return f"k.{token(key)}"
+
+
+def held_page(key: str, page: str) -> str:
+    """Flow bucket key of one page of a limit key's held tasks spilled past its state (``LimitState.pages``)."""
+    return f"w.{token(key)}.{page}"
 
 
 def paused_subject(prefix: str) -> str:
