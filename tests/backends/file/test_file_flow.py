@@ -55,8 +55,8 @@ def held_ids(root: Path, key: str = "k") -> list[str]:
     return [layout.held_entry_id(name) for name in sorted(p.name for p in folder.iterdir())] if folder.exists() else []
 
 
-def pending_body(root: Path, task_id: str) -> Task:
-    [path] = [p for p in (root / layout.queue_dir("default")).iterdir() if p.name.endswith(f"_{task_id}.task")]
+def pending_body(root: Path, task_id: str, queue: str = "default") -> Task:
+    [path] = [p for p in (root / layout.queue_dir(queue)).iterdir() if p.name.endswith(f"_{task_id}.task")]
     return decode_task(path.read_bytes())
 
 
@@ -82,6 +82,43 @@ async def test_a_held_task_waits_in_its_queue_folder_and_is_listed_under_its_key
     assert await queue.finish([done(holder)]) == [True]
     assert not pending_body(root, second.id).held
     assert state(root).holders == {} and held_ids(root) == []
+
+
+async def test_a_finish_that_claims_leases_the_held_task_it_frees_without_waking_it(queue: Any, root: Path) -> None:
+    first, second = limited(), limited()
+    other = limited(queue="mail")
+    await queue.enqueue_many([first, second])
+    [holder] = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
+    assert await queue.claim_ready(["default"], 10, lease=30, worker_id="w") == []
+    accepted, claimed = await queue.finish_and_claim(
+        [done(holder)], queues=["default"], limit=5, lease=30, worker_id="w2"
+    )
+    assert accepted == [True] and [t.id for t in claimed] == [second.id]
+    [running] = claimed
+    assert running.status is TaskStatus.RUNNING and running.worker_id == "w2" and not running.held
+    assert (root / layout.task_file(layout.RUNNING_DIR, second.id)).exists()
+    assert list(state(root).holders) == [second.id] and held_ids(root) == []
+    # A held task of a queue the finisher does not claim is woken for the others instead.
+    await queue.enqueue(other)
+    assert await queue.claim_ready(["mail"], 10, lease=30, worker_id="w") == []
+    assert held_ids(root) == [other.id]
+    accepted, claimed = await queue.finish_and_claim(
+        [done(running)], queues=["default"], limit=5, lease=30, worker_id="w2"
+    )
+    assert accepted == [True] and claimed == []
+    assert not pending_body(root, other.id, "mail").held and held_ids(root) == []
+    assert [t.id for t in await queue.claim_ready(["mail"], 10, lease=30, worker_id="w")] == [other.id]
+
+
+async def test_a_claim_that_leased_some_leaves_the_rest_of_a_full_backlog_to_the_next(queue: Any, root: Path) -> None:
+    base = now_ms(-10)
+    tasks = [limited(created_at=base + timedelta(milliseconds=i)) for i in range(151)]
+    await queue.enqueue_many(tasks)
+    [holder] = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
+    assert holder.id == tasks[0].id
+    assert len(held_ids(root)) == 100, "it returned its task after parking 100, not all 150"
+    assert await queue.claim_ready(["default"], 10, lease=30, worker_id="w") == []
+    assert held_ids(root) == [t.id for t in tasks[1:]], "one that leases nothing parks on, in claim order"
 
 
 async def test_a_holder_on_the_held_tasks_lock_stripe_still_wakes_it(queue: Any) -> None:

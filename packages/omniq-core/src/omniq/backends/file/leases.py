@@ -27,11 +27,15 @@ if TYPE_CHECKING:
     from omniq.backends.file.result_files import ResultFiles
     from omniq.backends.file.task_files import Found, Taken, TaskFiles
 
-__all__ = ["claim", "extend", "finish", "free_slot", "recover"]
+__all__ = ["claim", "extend", "finish", "finish_and_claim", "free_slot", "recover"]
 
 logger = logging.getLogger("omniq.file")
 
 _replace = msgspec.structs.replace
+#: candidates a claim that leased some parks or finds gone before it returns what it leased: the
+#: rest wait for the next claim, which parks on while it leases nothing (the first claim of a drain
+#: of 5,000 tasks under one full key parked them all, 4 s, before its 50 tasks could start).
+PASSED_AFTER_CLAIM = 100
 #: a due task found by listing: (file name, queue folder, id); names sort in claim order.
 _Candidate = tuple[str, str, str]
 
@@ -57,8 +61,9 @@ def claim(files: TaskFiles, queues: Sequence[str], limit: int, lease: float, wor
     deadline = now + timedelta(seconds=lease)
     claimed: list[Task] = []
     busy: list[_Candidate] = []
+    passed = 0  # candidates parked (limited) or gone
     for candidate in candidates:
-        if len(claimed) >= limit:
+        if len(claimed) >= limit or (claimed and passed >= PASSED_AFTER_CLAIM):
             break
         # Skip a task whose lock is busy (another claimer is on it) rather than queue behind it.
         with store.lock(layout.task_lock(candidate[2]), blocking=False) as acquired:
@@ -67,8 +72,10 @@ def claim(files: TaskFiles, queues: Sequence[str], limit: int, lease: float, wor
             busy.append(candidate)
         elif task is not None:
             claimed.append(task)
+        else:
+            passed += 1
     for candidate in busy:  # a stripe can be busy for an unrelated task: try those again, waiting
-        if len(claimed) >= limit:
+        if len(claimed) >= limit or (claimed and passed >= PASSED_AFTER_CLAIM):
             break
         with store.lock(layout.task_lock(candidate[2])):
             task = _claim_one(files, candidate, now, deadline, worker_id)
@@ -102,11 +109,22 @@ def _claim_one(
     if task.limits is not None:  # the one branch an unlimited task pays
         if not flow.admit_claim(files, task, running, now, deadline):
             return None  # parked back in its queue, due at its eta
-        task = _replace(task, held=False, rate_reserved=False)
-    task = _replace(
+    task = _leased(task, now, deadline, worker_id)
+    store.write(running, encode_task(task))
+    return task
+
+
+def _claim_order(task: Task) -> tuple[int, datetime]:
+    """Sort key of tasks in claim order (as held entries and pending names sort)."""
+    return -task.priority, task.created_at
+
+
+def _leased(task: Task, now: datetime, deadline: datetime, worker_id: str) -> Task:
+    """``task`` (PENDING) as the claim of ``worker_id`` makes it: RUNNING until ``deadline``."""
+    return _replace(
         task,
         status=TaskStatus.RUNNING,
-        attempts=found.task.attempts + 1,
+        attempts=task.attempts + 1,
         lease_token=new_id(),
         lease_expires_at=deadline,
         started_at=now,
@@ -114,9 +132,9 @@ def _claim_one(
         worker_id=worker_id,
         paused=False,
         waiting=0,  # a queue folder waits for nothing (a stale count from a crash is dropped here)
+        held=False,
+        rate_reserved=False,
     )
-    store.write(running, encode_task(task))
-    return task
 
 
 def _held(files: TaskFiles, task_id: str, token: str) -> Found | None:
@@ -145,11 +163,43 @@ def extend(files: TaskFiles, leases: Mapping[str, str], lease: float) -> set[str
     return extended
 
 
-def finish(files: TaskFiles, outcomes: Sequence[Outcome], results: ResultFiles | None) -> tuple[list[bool], bool]:
+def finish_and_claim(
+    files: TaskFiles,
+    outcomes: Sequence[Outcome],
+    results: ResultFiles | None,
+    queues: Sequence[str],
+    limit: int,
+    lease: float,
+    worker_id: str,
+) -> tuple[list[bool], list[Task], bool]:
+    """:func:`finish`, the slots it frees handed to held tasks leased here (:class:`.flow.HandOver`).
+
+    When it leased none, :func:`claim` follows for up to ``limit`` tasks; when
+    it leased some, no claim follows: the tasks it woke for the other slots
+    (past the key's share) are the other claimers'. Returns the accepted
+    flags, the leased tasks in claim order and whether a task was woken.
+    """
+    now = utcnow()
+    deadline = now + timedelta(seconds=lease)
+    handover = flow.HandOver(queues, limit, deadline.timestamp(), lambda task: _leased(task, now, deadline, worker_id))
+    accepted, woke = finish(files, outcomes, results, handover if limit > 0 else None)
+    if handover.taken:
+        return accepted, sorted(handover.taken, key=_claim_order), woke
+    try:
+        return accepted, claim(files, queues, limit, lease, worker_id), woke
+    except Exception as exc:  # the outcomes are recorded: the tasks wait for the worker's next claim
+        logger.warning("claim after a finish failed (%s); the worker's next claim takes its tasks", exc)
+        return accepted, [], woke
+
+
+def finish(
+    files: TaskFiles, outcomes: Sequence[Outcome], results: ResultFiles | None, handover: flow.HandOver | None = None
+) -> tuple[list[bool], bool]:
     """Apply token-checked outcomes; with ``results``, write accepted results first (fused).
 
     Returns which outcomes were accepted, and whether a task was woken (a
     limited holder's finish frees its slot; a dependant's last dependency ended).
+    With ``handover``, a freed slot's held task may be leased to it instead.
     """
     now = utcnow()
     accepted: list[bool] = []
@@ -167,7 +217,7 @@ def finish(files: TaskFiles, outcomes: Sequence[Outcome], results: ResultFiles |
                 assert updated is not None  # the token was checked above, under the lock
                 files.move(found, updated, freed, ended)
                 if found.task.limits is not None:  # the one branch an unlimited task pays
-                    woke = free_slot(files, found.task, later) or woke
+                    woke = free_slot(files, found.task, later, handover) or woke
         accepted.append(found is not None)
     files.free_unique(freed)
     woke = (bool(later) and flow.wake_later(files, later)) or woke
@@ -176,11 +226,13 @@ def finish(files: TaskFiles, outcomes: Sequence[Outcome], results: ResultFiles |
     return accepted, woke
 
 
-def free_slot(files: TaskFiles, task: Task, later: list[tuple[str, str]]) -> bool:
+def free_slot(
+    files: TaskFiles, task: Task, later: list[tuple[str, str]], handover: flow.HandOver | None = None
+) -> bool:
     """Free a limited holder's slot as it leaves RUNNING (under its lock); nothing for other tasks."""
     if task.limits is None or task.limits.concurrency is None:
         return False
-    return flow.release(files, task, layout.task_lock(task.id), later)
+    return flow.release(files, task, layout.task_lock(task.id), later, handover)
 
 
 def recover(files: TaskFiles) -> tuple[list[Task], bool]:

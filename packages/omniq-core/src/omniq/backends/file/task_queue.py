@@ -134,12 +134,37 @@ class FileTaskQueue(BaseTaskQueue):
         fused = results is not None and self.can_fuse_results(results)
         result_files = ResultFiles(self.root.store) if fused else None
         accepted, woke = await self.root.run(lease_steps.finish, self._files, outcomes, result_files)
+        self._notify_finished(outcomes, accepted, fused, woke)
+        return accepted
+
+    async def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        results: BaseResultStorage | None = None,
+        queues: Sequence[str],
+        limit: int,
+        lease: float,
+        worker_id: str,
+    ) -> tuple[list[bool], list[Task]]:
+        """:meth:`finish` handing the slots it frees to held tasks leased here, else a claim; one thread hop."""
+        if not outcomes:
+            return [], await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
+        fused = results is not None and self.can_fuse_results(results)
+        result_files = ResultFiles(self.root.store) if fused else None
+        accepted, claimed, woke = await self.root.run(
+            lease_steps.finish_and_claim, self._files, outcomes, result_files, queues, limit, lease, worker_id
+        )
+        self._notify_finished(outcomes, accepted, fused, woke)
+        return accepted, claimed
+
+    def _notify_finished(self, outcomes: Sequence[Outcome], accepted: list[bool], fused: bool, woke: bool) -> None:
+        """Wake the waiters for the results written and for tasks the finish made ready."""
         done = [outcome for ok, outcome in zip(accepted, outcomes, strict=True) if ok]
         channels = [result_channel(o.task_id) for o in done if o.result] if fused else []
         if woke or any(o.kind in _REQUEUING for o in done):
             channels.append(WORK)
         self.root.notify(*channels)  # one notifier per root: the result storage's waiters hear it too
-        return accepted
 
     async def get(self, task_id: str) -> Task | None:
         """Return the task, or None."""
