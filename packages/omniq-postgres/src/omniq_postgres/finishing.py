@@ -3,27 +3,34 @@
 :meth:`Finishes.finish` applies a batch of token-checked outcomes with one
 statement (the results upserted in it when fused). :meth:`Finishes.finish_and_claim`
 is the worker's call when the batch frees concurrency slots
-(:meth:`omniq.base.BaseTaskQueue.finish_and_claim`), one transaction::
+(:meth:`omniq.base.BaseTaskQueue.finish_and_claim`): one statement, its own
+transaction::
 
-    BEGIN; SET LOCAL omniq.handover = 'on'   -- one round trip (simple query)
-    <the finish statement>                   -- returns each accepted outcome and the slot it freed
-    SELECT ... FROM hand_over(...)           -- the freed slots' held tasks, leased to this worker
-    <the claim statement>                    -- only when hand_over leased nothing
-    COMMIT
+    WITH o AS (<the outcomes> WHERE set_config('omniq.handover', 'on', true) = 'on'),
+         upd AS (<the finish's UPDATE>), [res AS (<the results' upsert>),]
+         fin AS (<each accepted outcome and the slot it freed>),
+         acc AS (<their numbers, and the freed slots' keys>)
+    SELECT <task columns>, acc.ords FROM acc LEFT JOIN LATERAL hand_over(acc.slots, ...) ON true
 
-Under ``omniq.handover`` the slot-freed trigger leaves the slots alone and
-``hand_over()`` (:func:`omniq_postgres.flow.hand_over_function`) gives each
-to the key's first held task in the worker's queues: one write per task
-where the trigger's wake-up, a claim that parks it again or admits it, and
-the lease took three, each under the key's advisory lock. The slots it does
-not hand over wake held tasks as the trigger would, and their NOTIFY (like
-every NOTIFY) reaches other workers at the commit, after this worker took
-its tasks.
+then, only when hand_over leased nothing, the claim statement. The outcomes'
+scan sets ``omniq.handover`` (for the transaction) before the UPDATE changes
+a row, so the slot-freed trigger leaves the slots alone and ``hand_over()``
+(:func:`omniq_postgres.flow.hand_over_function`) gives each to the key's
+first held task in the worker's queues: one write per task where the
+trigger's wake-up, a claim that parks it again or admits it, and the lease
+took three, each under the key's advisory lock. The slots it does not hand
+over wake held tasks as the trigger would, and their NOTIFY reaches other
+workers at the commit. Held rows are PENDING and the finished ones RUNNING,
+so the function never writes a row the statement's UPDATE wrote.
 
-If a statement fails with a server error (not a lost connection), the
-transaction rolls back and the outcomes are recorded by :meth:`Finishes.finish`
-alone, on another connection (the worker's next claim takes the tasks), so an
-error in the claim never keeps outcomes from being recorded.
+It was a transaction of four round trips (BEGIN and SET LOCAL, the finish,
+hand_over, COMMIT): a drain of 20,000 tasks under ``concurrency_limit=50``
+spent 4.0 ms per batch of 25 in them (``benchmarks/flow_control.py``).
+
+If the statement fails with a server error (not a lost connection), the
+outcomes are recorded by :meth:`Finishes.finish` alone (the worker's next
+claim takes the tasks), so an error in the hand-over never keeps outcomes
+from being recorded; a claim that fails after it is logged and answers none.
 """
 
 from __future__ import annotations
@@ -34,9 +41,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from omniq_postgres.flow import HAND_OVER_FN, HANDOVER_SETTING
+from omniq_postgres.flow import HAND_OVER_FN
 from omniq_postgres.records import claim_order, encode_error, leased_task_from_row, result_arrays
-from omniq_postgres.sql import TASK_COLUMNS
+from omniq_postgres.sql import TASK_COLUMNS, upsert_results
 
 if TYPE_CHECKING:
     from omniq.base import BaseResultStorage
@@ -78,11 +85,8 @@ class Finishes:
         self._connection = connection
         self._fusable = fusable
         self._fused_sql: dict[str, str] = {}
-        self._begin = f"BEGIN; SET LOCAL {HANDOVER_SETTING} = 'on'"
-        self._hand_over = (
-            f"SELECT {TASK_COLUMNS} FROM {names.q_schema}.{HAND_OVER_FN}"
-            "($1::text[], $2::text[], $3::integer, $4::float8, $5::text)"
-        )
+        self._handover_sql: dict[tuple[str | None, int], str] = {}
+        self._hand_over = f"{names.q_schema}.{HAND_OVER_FN}"
 
     async def finish(self, outcomes: Sequence[Outcome], results: BaseResultStorage | None) -> list[bool]:
         """Apply a batch of token-checked outcomes in one statement (results fused when given)."""
@@ -101,52 +105,53 @@ class Finishes:
         lease: float,
         worker_id: str,
     ) -> tuple[list[bool], list[Task]]:
-        """Finish, hand the freed slots over and claim for the places left, in one transaction (see the module)."""
-        sql, args = self._statement(outcomes, results)
+        """Finish and hand the freed slots over in one statement, then claim if it leased none (see the module)."""
+        sql, args = self._statement(outcomes, results, handing_over=True)
         pool = await self._connection.client()
         failure: asyncpg.PostgresError | None = None
         with self._connection.errors():
-            async with pool.acquire() as conn:
-                await conn.execute(self._begin)
-                try:
-                    rows = await conn.fetch(sql, *args)
-                    claimed = await self._claim(conn, rows, queues, limit, lease, worker_id)
-                    await conn.execute("COMMIT")
-                except BaseException as exc:
-                    if not conn.is_closed() and conn.is_in_transaction():
-                        await conn.execute("ROLLBACK")
-                    if not isinstance(exc, asyncpg.PostgresError) or isinstance(exc, asyncpg.PostgresConnectionError):
-                        raise  # the server is away (or a cancel): the caller retries the whole batch
-                    failure = exc
-        if failure is not None:  # outside the block: the fallback takes a connection of its own
-            logger.warning("finishing and claiming in one transaction failed (%s); finishing alone", failure)
+            try:
+                rows = await pool.fetch(sql, *args, queues, limit, float(lease), worker_id)
+            except asyncpg.PostgresError as exc:
+                if isinstance(exc, asyncpg.PostgresConnectionError):
+                    raise  # the server is away: the caller retries the whole batch
+                failure = exc
+        if failure is not None:
+            logger.warning("finishing and handing slots over in one statement failed (%s); finishing alone", failure)
             return await self.finish(outcomes, results), []
-        return _accepted(rows, len(outcomes)), claimed_tasks(claimed)
+        accepted = set(rows[0]["ords"] or ()) if rows else set()
+        claimed = [row for row in rows if row["id"] is not None]
+        if not claimed and limit > 0:
+            try:
+                with self._connection.errors():
+                    claimed = await pool.fetch(self._sql.claim, queues, limit, float(lease), worker_id)
+            except Exception as exc:  # the outcomes are recorded: the tasks wait for the worker's next claim
+                logger.warning("claim after a finish failed (%s); the worker's next claim takes its tasks", exc)
+        return [n in accepted for n in range(1, len(outcomes) + 1)], claimed_tasks(claimed)
 
-    async def _claim(
-        self,
-        conn: asyncpg.Connection,
-        finished: list[asyncpg.Record],
-        queues: list[str],
-        limit: int,
-        lease: float,
-        worker_id: str,
-    ) -> list[asyncpg.Record]:
-        """The rows hand_over() leases for the slots ``finished`` freed, else the claim's.
+    def _handing_over(self, table: str | None, first: int) -> str:
+        """The finish statement that hands the slots over (``table``: the fused results'; ``first``: its next parameter)."""
+        key = (table, first)
+        sql = self._handover_sql.get(key)
+        if sql is None:
+            res = f" res AS ({upsert_results(table, 7, accepted='upd')} RETURNING 1)," if table else ""
+            q, wanted, lease, worker = (f"${n}" for n in range(first, first + 4))
+            sql = self._handover_sql[key] = f"""{self._sql.handover_head}{res}
+                fin AS ({self._sql.finished_rows}),
+                acc AS (SELECT array_agg(ord) AS ords,
+                               coalesce(array_agg(slot) FILTER (WHERE slot IS NOT NULL), '{{}}') AS slots FROM fin)
+                SELECT {TASK_COLUMNS}, acc.ords
+                  FROM acc LEFT JOIN LATERAL {self._hand_over}(acc.slots, {q}::text[], {wanted}::integer,
+                                                               {lease}::float8, {worker}::text) AS h ON true"""
+        return sql
 
-        When hand_over() leased some, no claim follows: the tasks it woke for the other slots (past the
-        key's share of one claim) are the other claimers', so two workers sharing a key each keep half.
+    def _statement(
+        self, outcomes: Sequence[Outcome], results: BaseResultStorage | None, *, handing_over: bool = False
+    ) -> tuple[str, list[Any]]:
+        """The finish statement of ``outcomes`` and its arguments (the fused one when ``results`` can be fused).
+
+        ``handing_over``: the statement of :meth:`finish_and_claim`, whose four last parameters follow.
         """
-        slots = [row[1] for row in finished if row[1] is not None]
-        claimed: list[asyncpg.Record] = []
-        if slots:
-            claimed = await conn.fetch(self._hand_over, slots, queues, limit, float(lease), worker_id)
-        if not claimed:
-            claimed = await conn.fetch(self._sql.claim, queues, limit, float(lease), worker_id)
-        return claimed
-
-    def _statement(self, outcomes: Sequence[Outcome], results: BaseResultStorage | None) -> tuple[str, list[Any]]:
-        """The finish statement of ``outcomes`` and its arguments (the fused one when ``results`` can be fused)."""
         args: list[Any] = [
             [o.task_id for o in outcomes],
             [o.lease_token for o in outcomes],
@@ -155,17 +160,21 @@ class Finishes:
             [o.eta for o in outcomes],
             [encode_error(o.error) for o in outcomes],
         ]
-        sql = self._sql.finish
+        fused: str | None = None
         if results is not None and self._fusable(results):
             table: str = results.names.results  # type: ignore[attr-defined]  # a PostgresResultStorage
             with_result = [(n, o.result) for n, o in enumerate(outcomes, 1) if o.result is not None]
             if with_result:
-                sql = self._fused_sql.get(table) or self._fused_sql.setdefault(table, self._sql.finish_fused(table))
+                fused = table
                 args.append([n for n, _ in with_result])
                 args.extend(result_arrays([r for _, r in with_result]))
         elif results is not None:
             logger.warning("finish() got a result storage it cannot fuse with; results are not stored here")
-        return sql, args
+        if handing_over:
+            return self._handing_over(fused, len(args) + 1), args
+        if fused is None:
+            return self._sql.finish, args
+        return self._fused_sql.get(fused) or self._fused_sql.setdefault(fused, self._sql.finish_fused(fused)), args
 
 
 def _accepted(rows: Sequence[asyncpg.Record], count: int) -> list[bool]:

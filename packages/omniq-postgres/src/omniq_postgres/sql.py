@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from omniq.models import TaskStatus
 from omniq_postgres.dependencies import released
-from omniq_postgres.flow import CLAIM_FLOW_FN, FLOW_KEYS_TABLE, PAUSED_TABLE
+from omniq_postgres.flow import CLAIM_FLOW_FN, FLOW_KEYS_TABLE, HANDOVER_SETTING, PAUSED_TABLE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -273,7 +273,7 @@ class TaskSQL:
             RETURNING t.id"""
         outcomes = f"""
             o AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
-                                WITH ORDINALITY AS o(id, token, kind, status, eta, error, ord)),
+                                WITH ORDINALITY AS o(id, token, kind, status, eta, error, ord) /*handing over*/),
             upd AS (
                 UPDATE {tasks} AS t
                    SET status = o.status,
@@ -293,8 +293,13 @@ class TaskSQL:
         # The terminal outcomes of tasks that others wait on release those, in the same statement
         # (omniq_postgres.dependencies): a read of the flag it returns, no call when none is set.
         self._released = partial(released, names)
-        self.finish = f"WITH {outcomes} SELECT upd.ord, upd.slot FROM upd, {self._released('upd', _ENDED)}"
+        #: the finish's answer: each accepted outcome's number and the limit key of the slot it freed.
+        self.finished_rows = f"SELECT upd.ord, upd.slot FROM upd, {self._released('upd', _ENDED)}"
+        self.finish = f"WITH {outcomes} {self.finished_rows}"
         self._finish_fused_head = f"WITH {outcomes},"
+        # omniq_postgres.finishing: the outcomes of a finish that claims set HANDOVER_SETTING before any row changes.
+        handing_over = f"WHERE set_config('{HANDOVER_SETTING}', 'on', true) = 'on'"
+        self.handover_head = f"WITH {outcomes.replace('/*handing over*/', handing_over)},"
         # Each sweep also drops the rate state of keys idle for a while (a tat in the past is the
         # same as none), skipping rows a claim is updating.
         flow_keys = f"{names.q_schema}.{FLOW_KEYS_TABLE}"
@@ -338,8 +343,7 @@ class TaskSQL:
     def finish_fused(self, results_table: str) -> str:
         """The finish statement that also upserts accepted results into ``results_table``."""
         upsert = upsert_results(results_table, 7, accepted="upd")
-        released = self._released("upd", _ENDED)
-        return f"{self._finish_fused_head} res AS ({upsert} RETURNING 1) SELECT upd.ord, upd.slot FROM upd, {released}"
+        return f"{self._finish_fused_head} res AS ({upsert} RETURNING 1) {self.finished_rows}"
 
     def purge(self, statuses: Sequence[str] | None, queue: str | None) -> tuple[str, list[object]]:
         """The purge's DELETE (see :meth:`filtered`) and its count; deleting a task releases its dependants.
