@@ -181,7 +181,7 @@ def _admit_one(state: LimitState, decision: Decision, now: datetime, held: list[
     if pending.rate_reserved and pending.eta is not None and pending.eta > now:
         # a reserved slot starts at its eta, never early (a ticket may come a few ms ahead).
         return Decision(Action.LATER, delay_ns=_ns(pending.eta, now), due=pending.eta)
-    if state.held:
+    if pending.held and state.held:  # only a held task is listed (a fresh one never was; a woken one was popped)
         state.held = [h for h in state.held if h[2] != pending.id]
     stamp = now.timestamp()
     live = [deadline for _, deadline in state.holders.values() if deadline > stamp]
