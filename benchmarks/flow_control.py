@@ -5,7 +5,10 @@
 
 ``concurrency``: each round queues N no-op tasks with one ``enqueue_many``, once without limits and
 once with ``concurrency_limit=50`` (one key: the task name), and drains each with ``omniq worker
-omniq_app:app --processes 2 --concurrency 100`` (order alternating between rounds), stopped once all succeeded. The rate is N over the span
+omniq_app:app --processes 2 --concurrency 100`` (order alternating between rounds), stopped once all succeeded.
+``--capped`` adds a third case, unlimited tasks drained with ``--concurrency 25`` (as many in flight
+as the limit lets run, with no limit to hold): what the engine does with 50 tasks in flight, the
+bound of the limited drain short of a cheaper finish-and-claim cycle. The rate is N over the span
 from the first task's start to the last task's finish, read back from the queue (as
 ``processes_scaling.py`` does). Prints each case's median and range and the limited/unlimited ratio.
 
@@ -46,9 +49,9 @@ async def _enqueue(env: dict[str, str], n: int, **options: object) -> None:
             await app.enqueue_many("noop", [() for _ in range(min(5000, n - start))], **options)  # type: ignore[arg-type]
 
 
-def _worker(env: dict[str, str], processes: int, burst: bool) -> subprocess.Popen[bytes]:
+def _worker(env: dict[str, str], processes: int, burst: bool, concurrency: int = 100) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "omniq", "--log-level", "WARNING", "worker", "omniq_app:app"]
-    command += ["--processes", str(processes), "--concurrency", "100", *(["--burst"] if burst else [])]
+    command += ["--processes", str(processes), "--concurrency", str(concurrency), *(["--burst"] if burst else [])]
     return subprocess.Popen(command, env=env, cwd=HERE, stdout=subprocess.DEVNULL)
 
 
@@ -66,7 +69,7 @@ async def _wait_done(env: dict[str, str], n: int, timeout: float) -> None:
             await asyncio.sleep(0.2)
 
 
-def drain(engine: str, n: int, limit: int | None) -> float:
+def drain(engine: str, n: int, limit: int | None, concurrency: int = 100) -> float:
     """Tasks per second draining ``n`` no-op tasks (under ``concurrency_limit=limit``) with 2 processes.
 
     The workers run as in production (not ``--burst``, whose idle checks would time the end of the
@@ -76,7 +79,7 @@ def drain(engine: str, n: int, limit: int | None) -> float:
         env = _env(engine, workdir, f"bench_{uuid.uuid4().hex[:10]}")
         try:
             asyncio.run(_enqueue(env, n, **({"concurrency_limit": limit} if limit else {})))
-            worker = _worker(env, 2, burst=False)
+            worker = _worker(env, 2, burst=False, concurrency=concurrency)
             try:
                 asyncio.run(_wait_done(env, n, 900))
             finally:
@@ -124,6 +127,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-n", type=int, default=20000)
     parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument(
+        "--capped",
+        action="store_true",
+        help="also drain unlimited tasks with --concurrency limit/2 per worker: as many in flight as the limit allows",
+    )
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=int, default=20)
     args = parser.parse_args()
@@ -135,17 +143,24 @@ def main() -> None:
                 f"({steady / args.rate:.3f}x the limit); one-second windows {fewest}-{most}"
             )
             continue
-        rates: dict[str, list[float]] = {"unlimited": [], "limited": []}
+        rates: dict[str, list[float]] = {"unlimited": [], "limited": [], **({"capped": []} if args.capped else {})}
         for round_ in range(args.rounds):
-            order = ["unlimited", "limited"] if round_ % 2 == 0 else ["limited", "unlimited"]
+            order = list(rates) if round_ % 2 == 0 else list(reversed(rates))
             for case in order:
-                rates[case].append(drain(engine, args.n, args.limit if case == "limited" else None))
+                limit = args.limit if case == "limited" else None
+                slots = -(-args.limit // 2) if case == "capped" else 100
+                rates[case].append(drain(engine, args.n, limit, slots))
                 print(f"{engine} round {round_ + 1} {case}: {rates[case][-1]:,.0f} tasks/s", file=sys.stderr)
         free, held = statistics.median(rates["unlimited"]), statistics.median(rates["limited"])
         print(f"\n{engine}: {args.n:,} no-op tasks, 2 worker processes, {args.rounds} rounds")
         for case, values in rates.items():
             print(f"  {case:>9}: {statistics.median(values):>10,.0f}/s ({min(values):,.0f}-{max(values):,.0f})")
         print(f"  concurrency_limit={args.limit} / unlimited: {held / free:.2f}")
+        if args.capped:
+            capped = statistics.median(rates["capped"])
+            print(
+                f"  capped / unlimited: {capped / free:.2f}; concurrency_limit={args.limit} / capped: {held / capped:.2f}"
+            )
 
 
 if __name__ == "__main__":
