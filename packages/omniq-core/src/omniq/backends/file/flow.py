@@ -22,6 +22,8 @@ this module keeps their state in files under the locking discipline of
   That needs the held task's lock too, which is tried without waiting (the
   order key lock -> task lock is the reverse of the claim's); when it is
   busy the wake is finished after the locks are released (:func:`wake_later`).
+  A finish that claims (:func:`.leases.finish_and_claim`) leases that task to
+  its worker instead, when it may take it (:class:`HandOver`).
 * Tasks without limits never come here: each caller branches on ``task.limits``.
 
 A paused queue is a marker file in its pending folder (:data:`~.layout.PAUSED_MARKER`):
