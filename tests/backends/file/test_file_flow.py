@@ -15,10 +15,10 @@ import anyio
 import msgspec
 import pytest
 
-from omniq.backends.file import FileTaskQueue, flow, layout
+from omniq.backends.file import FileTaskQueue, flow, layout, leases
 from omniq.backends.file.store import LocalStore
 from omniq.flow_control import Limits
-from omniq.models import Outcome, OutcomeKind, Task, TaskStatus, decode_task, new_id
+from omniq.models import Outcome, OutcomeKind, Task, TaskStatus, decode_task, new_id, utcnow
 from omniq.testing import make_task
 from omniq.testing.fixtures import now_ms
 
@@ -110,15 +110,38 @@ async def test_a_finish_that_claims_leases_the_held_task_it_frees_without_waking
     assert [t.id for t in await queue.claim_ready(["mail"], 10, lease=30, worker_id="w")] == [other.id]
 
 
-async def test_a_claim_that_leased_some_leaves_the_rest_of_a_full_backlog_to_the_next(queue: Any, root: Path) -> None:
+async def test_a_claim_parks_a_bounded_part_of_a_full_backlog_and_the_next_claim_goes_on(
+    queue: Any, root: Path
+) -> None:
+    cap = leases.PARKS_PER_CLAIM
     base = now_ms(-10)
-    tasks = [limited(created_at=base + timedelta(milliseconds=i)) for i in range(151)]
+    tasks = [limited(created_at=base + timedelta(milliseconds=i)) for i in range(2 * cap + 1)]
     await queue.enqueue_many(tasks)
     [holder] = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
     assert holder.id == tasks[0].id
-    assert len(held_ids(root)) == 100, "it returned its task after parking 100, not all 150"
+    assert len(held_ids(root)) == cap, f"it returned its task after parking {cap}, not all {2 * cap}"
     assert await queue.claim_ready(["default"], 10, lease=30, worker_id="w") == []
-    assert held_ids(root) == [t.id for t in tasks[1:]], "one that leases nothing parks on, in claim order"
+    assert held_ids(root) == [t.id for t in tasks[1:]], "the next claim parks the next part, in claim order"
+
+
+async def test_a_task_at_its_reserved_rate_slot_is_claimed_before_the_rest_of_the_backlog_is_parked(
+    queue: Any, root: Path
+) -> None:
+    # 10/s, burst 1: the first claim starts one task and reserves a slot 0.1 s apart for each it parks.
+    cap = leases.PARKS_PER_CLAIM
+    base = now_ms(-10)
+    rated = Limits(key="r", rate=10.0, burst=1)
+    tasks = [make_task(limits=rated, created_at=base + timedelta(milliseconds=i)) for i in range(3 * cap)]
+    await queue.enqueue_many(tasks)
+    assert [t.id for t in await queue.claim_ready(["default"], 10, lease=30, worker_id="w")] == [tasks[0].id]
+    reserved = pending_body(root, tasks[1].id)
+    assert reserved.rate_reserved and reserved.eta is not None
+    await anyio.sleep(max(0.0, (reserved.eta - utcnow()).total_seconds()) + 0.05)
+    # Due at its slot, it sorts behind the unparked backlog (created earlier): the claim parks its
+    # share of that backlog, then still takes the reserved task (its name says reserved).
+    assert [t.id for t in await queue.claim_ready(["default"], 10, lease=30, worker_id="w")] == [tasks[1].id]
+    unparked = [t for t in tasks[cap + 1 :] if not pending_body(root, t.id).rate_reserved]
+    assert len(unparked) == len(tasks) - 1 - 2 * cap, "the rest of the backlog waits for the next claims"
 
 
 async def test_a_holder_on_the_held_tasks_lock_stripe_still_wakes_it(queue: Any) -> None:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from omniq.base import claim_after_finish_failed
 from omniq_postgres.flow import HAND_OVER_FN
 from omniq_postgres.records import claim_order, encode_error, leased_task_from_row, result_arrays
 from omniq_postgres.sql import TASK_COLUMNS, upsert_results
@@ -94,7 +95,7 @@ class Finishes:
         pool = await self._connection.client()
         with self._connection.errors():
             rows = await pool.fetch(sql, *args)
-        return _accepted(rows, len(outcomes))
+        return _accepted({row[0] for row in rows}, len(outcomes))
 
     async def finish_and_claim(
         self,
@@ -119,15 +120,16 @@ class Finishes:
         if failure is not None:
             logger.warning("finishing and handing slots over in one statement failed (%s); finishing alone", failure)
             return await self.finish(outcomes, results), []
-        accepted = set(rows[0]["ords"] or ()) if rows else set()
+        accepted = _accepted(set(rows[0]["ords"] or ()) if rows else set(), len(outcomes))
         claimed = [row for row in rows if row["id"] is not None]
-        if not claimed and limit > 0:
-            try:
-                with self._connection.errors():
-                    claimed = await pool.fetch(self._sql.claim, queues, limit, float(lease), worker_id)
-            except Exception as exc:  # the outcomes are recorded: the tasks wait for the worker's next claim
-                logger.warning("claim after a finish failed (%s); the worker's next claim takes its tasks", exc)
-        return [n in accepted for n in range(1, len(outcomes) + 1)], claimed_tasks(claimed)
+        if claimed or limit <= 0:
+            return accepted, claimed_tasks(claimed)
+        try:
+            with self._connection.errors():
+                claimed = await pool.fetch(self._sql.claim, queues, limit, float(lease), worker_id)
+        except Exception as exc:
+            return accepted, claim_after_finish_failed(exc)
+        return accepted, claimed_tasks(claimed)
 
     def _handing_over(self, table: str | None, first: int) -> str:
         """The finish statement that hands the slots over (``table``: the fused results'; ``first``: its next parameter)."""
@@ -177,7 +179,6 @@ class Finishes:
         return self._fused_sql.get(fused) or self._fused_sql.setdefault(fused, self._sql.finish_fused(fused)), args
 
 
-def _accepted(rows: Sequence[asyncpg.Record], count: int) -> list[bool]:
-    """One flag per outcome: whether the finish statement returned its ordinal."""
-    accepted = {row[0] for row in rows}
-    return [n in accepted for n in range(1, count + 1)]
+def _accepted(ordinals: set[int], count: int) -> list[bool]:
+    """One flag per outcome (numbered from 1): whether the finish accepted it (its number is in ``ordinals``)."""
+    return [n in ordinals for n in range(1, count + 1)]

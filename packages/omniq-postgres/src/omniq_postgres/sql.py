@@ -271,9 +271,11 @@ class TaskSQL:
               FROM unnest($1::text[], $2::text[]) AS l(id, token)
              WHERE t.id = l.id AND t.lease_token = l.token AND t.status = 'running'
             RETURNING t.id"""
-        outcomes = f"""
+
+        def outcomes(where: str = "") -> str:  # the outcomes (o) and their rows changed (upd)
+            return f"""
             o AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
-                                WITH ORDINALITY AS o(id, token, kind, status, eta, error, ord) /*handing over*/),
+                                WITH ORDINALITY AS o(id, token, kind, status, eta, error, ord) {where}),
             upd AS (
                 UPDATE {tasks} AS t
                    SET status = o.status,
@@ -290,16 +292,15 @@ class TaskSQL:
                  WHERE t.id = o.id AND t.lease_token = o.token AND t.status = 'running'
                 RETURNING o.ord, o.id, o.status, t.has_dependants,
                           CASE WHEN t.limit_concurrency IS NOT NULL THEN t.limit_key END AS slot)"""
-        # The terminal outcomes of tasks that others wait on release those, in the same statement
-        # (omniq_postgres.dependencies): a read of the flag it returns, no call when none is set.
+
+        # Terminal outcomes release the tasks waiting on them in the same statement (.dependencies).
         self._released = partial(released, names)
         #: the finish's answer: each accepted outcome's number and the limit key of the slot it freed.
         self.finished_rows = f"SELECT upd.ord, upd.slot FROM upd, {self._released('upd', _ENDED)}"
-        self.finish = f"WITH {outcomes} {self.finished_rows}"
-        self._finish_fused_head = f"WITH {outcomes},"
-        # omniq_postgres.finishing: the outcomes of a finish that claims set HANDOVER_SETTING before any row changes.
-        handing_over = f"WHERE set_config('{HANDOVER_SETTING}', 'on', true) = 'on'"
-        self.handover_head = f"WITH {outcomes.replace('/*handing over*/', handing_over)},"
+        self.finish = f"WITH {outcomes()} {self.finished_rows}"
+        self._finish_fused_head = f"WITH {outcomes()},"
+        handing_over = f"WHERE set_config('{HANDOVER_SETTING}', 'on', true) = 'on'"  # before a row changes: .finishing
+        self.handover_head = f"WITH {outcomes(handing_over)},"
         # Each sweep also drops the rate state of keys idle for a while (a tat in the past is the
         # same as none), skipping rows a claim is updating.
         flow_keys = f"{names.q_schema}.{FLOW_KEYS_TABLE}"

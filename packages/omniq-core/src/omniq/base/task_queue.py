@@ -17,7 +17,7 @@ from omniq.models import Outcome, Task, TaskEvent, TaskStatus
 if TYPE_CHECKING:
     from omniq.base.storage import BaseEventStorage, BaseResultStorage
 
-__all__ = ["BaseTaskQueue"]
+__all__ = ["BaseTaskQueue", "claim_after_finish_failed"]
 
 logger = logging.getLogger("omniq.backend")
 
@@ -275,9 +275,8 @@ class BaseTaskQueue(QueueOperations):
             return accepted, []
         try:
             return accepted, await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
-        except Exception as exc:  # the outcomes are recorded: the tasks wait for the worker's next claim
-            logger.warning("claim after a finish failed (%s); the worker's next claim takes its tasks", exc)
-            return accepted, []
+        except Exception as exc:
+            return accepted, claim_after_finish_failed(exc)
 
     def can_fuse_results(self, results: BaseResultStorage) -> bool:
         """Whether :meth:`finish` can store results into ``results`` atomically."""
@@ -352,3 +351,14 @@ class BaseTaskQueue(QueueOperations):
         Returns:
             the recovered tasks as they are now.
         """
+
+
+def claim_after_finish_failed(exc: Exception) -> list[Task]:
+    """What a ``finish_and_claim`` whose claim failed after its finish was recorded answers: no task.
+
+    The outcomes are recorded and nothing is lost: the tasks stay PENDING for
+    the worker's next claim. Logged as a warning. For engines that override
+    :meth:`BaseTaskQueue.finish_and_claim` too.
+    """
+    logger.warning("claim after a finish failed (%s); the worker's next claim takes its tasks", exc)
+    return []

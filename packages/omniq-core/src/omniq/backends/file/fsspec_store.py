@@ -62,8 +62,8 @@ class FsspecStore(Store):
             return None
         return data
 
-    def write(self, rel: str, data: bytes) -> None:
-        """One ``pipe_file`` call."""
+    def write(self, rel: str, data: bytes, *, durable: bool = True) -> None:
+        """One ``pipe_file`` call (``durable`` is the remote store's business)."""
         self.fs.pipe_file(self._path(rel), data)
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:

@@ -112,6 +112,8 @@ _PRIORITY_BIAS = 1 << 40  # priorities are clamped to +-(2**40 - 1) so the inver
 _PRIORITY_WIDTH = 13
 _READY_WIDTH = 18  # microseconds since the epoch
 _SEQ_WIDTH = 12
+#: where the sequence field begins in a pending name (after ``<priority>_<ready>_``).
+_SEQ_AT = _PRIORITY_WIDTH + 1 + _READY_WIDTH + 1
 _sequence = itertools.count()
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
@@ -145,11 +147,17 @@ def micros(when: datetime) -> str:
 
 
 def pending_file(task: Task) -> str:
-    """Path of a PENDING, unpaused task: its name sorts in claim order."""
+    """Path of a PENDING, unpaused task: its name sorts in claim order.
+
+    The sequence field's first digit is 1 for a task parked at a rate slot it
+    reserved (``rate_reserved``), else 0: a claim that stops parking can still
+    find, by name, the tasks it may start without a check (:func:`is_reserved`).
+    A name from before the flag has a 0 there (a counter below 10**11).
+    """
     priority = max(min(task.priority, _PRIORITY_BIAS - 1), 1 - _PRIORITY_BIAS)
     inverted = f"{_PRIORITY_BIAS - priority:0{_PRIORITY_WIDTH}d}"
     ready = micros(task.eta or task.created_at)
-    seq = f"{next(_sequence) % 10**_SEQ_WIDTH:0{_SEQ_WIDTH}d}"
+    seq = f"{1 if task.rate_reserved else 0}{next(_sequence) % 10 ** (_SEQ_WIDTH - 1):0{_SEQ_WIDTH - 1}d}"
     return f"{queue_dir(task.queue)}/{inverted}_{ready}_{seq}_{file_id(task.id)}{TASK_SUFFIX}"
 
 
@@ -175,6 +183,14 @@ def parse_pending(name: str) -> tuple[str, str] | None:
     if len(parts[1]) != _READY_WIDTH or not parts[3]:
         return None
     return parts[1], unquote(parts[3])
+
+
+def is_reserved(name: str) -> bool:
+    """Whether a pending name (one :func:`parse_pending` accepts) is a task's at the rate slot it reserved.
+
+    A hint for the claim's walk, not the record: the task file's ``rate_reserved`` decides.
+    """
+    return name[_SEQ_AT] == "1"
 
 
 def parse_task_file(name: str) -> str | None:

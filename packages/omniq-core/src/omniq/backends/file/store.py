@@ -2,7 +2,8 @@
 
 :class:`Store` is a small synchronous interface over paths relative to a
 root. :class:`LocalStore` gives the guarantees the queue relies on for
-several processes: every write goes to a temp file, is fsynced and renamed
+several processes: every write goes to a temp file, is fsynced (unless the
+caller says the file is an index it may lose: ``durable=False``) and renamed
 into place (a crash never leaves a half-written file visible), a rename is
 atomic and fails when the source is gone (so two claimers cannot both take a
 task), and ``flock`` stripes serialise read-modify-write of one task. The
@@ -55,8 +56,12 @@ class Store(ABC):
         """The file's bytes, or None when it does not exist."""
 
     @abstractmethod
-    def write(self, rel: str, data: bytes) -> None:
-        """Create or replace a file atomically (temp file + fsync + rename on a local disk)."""
+    def write(self, rel: str, data: bytes, *, durable: bool = True) -> None:
+        """Create or replace a file atomically (temp file + fsync + rename on a local disk).
+
+        ``durable=False`` skips the fsync: a crashed process still never leaves a half-written
+        file, but a power loss may lose the write. Only for an index whose loss is safe.
+        """
 
     @abstractmethod
     def create_exclusive(self, rel: str, data: bytes) -> bool:
@@ -155,8 +160,8 @@ class LocalStore(Store):
         except FileNotFoundError:
             return None
 
-    def write(self, rel: str, data: bytes) -> None:
-        """Write a temp file in ``tmp/``, fsync it, rename it over ``rel``."""
+    def write(self, rel: str, data: bytes, *, durable: bool = True) -> None:
+        """Write a temp file in ``tmp/``, fsync it (unless not ``durable``), rename it over ``rel``."""
         tmp = os.path.join(self.root, TMP_DIR, f"{uuid.uuid4().hex}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -167,7 +172,7 @@ class LocalStore(Store):
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
-                if self.fsync:
+                if self.fsync and durable:
                     os.fsync(handle.fileno())
             self._replace(tmp, rel)
         except BaseException:

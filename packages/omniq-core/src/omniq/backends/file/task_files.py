@@ -235,18 +235,23 @@ class TaskFiles:
             return ready + paused + waiting
         return sum(1 for _ in self.scan(status, queue, salvage=True))  # a corrupted field elsewhere counts too
 
-    def ready_exists(self, queues: Sequence[str]) -> bool:
-        """Whether any of ``queues`` holds a task that is due (names only)."""
+    def next_due(self, queues: Sequence[str]) -> float | None:
+        """Seconds until a task of ``queues`` is due (0.0: one is due now); None when none waits (names only)."""
         now = layout.micros(utcnow())
+        first: str | None = None
         for queue in queues:
             names = self.store.listdir(layout.queue_dir(queue))
             if layout.PAUSED_MARKER in names:
                 continue  # a paused queue's tasks wake nobody (its resume does, by the next poll)
             for name in names:
                 parsed = layout.parse_pending(name)
-                if parsed is not None and parsed[0] <= now:
-                    return True
-        return False
+                if parsed is None:
+                    continue
+                if parsed[0] <= now:
+                    return 0.0
+                if first is None or parsed[0] < first:
+                    first = parsed[0]
+        return None if first is None else (int(first) - int(now)) / 1e6
 
     # -- moving ------------------------------------------------------------------------------------
 

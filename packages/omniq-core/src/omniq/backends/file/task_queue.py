@@ -106,13 +106,15 @@ class FileTaskQueue(BaseTaskQueue):
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Return when woken by an enqueue in this thread, when a due task shows up, or after ``timeout``.
 
-        A paused queue's due tasks do not count; its resume is seen by the next poll.
+        A paused queue's due tasks do not count; its resume is seen by the next poll. A task due
+        before the next poll (a retry, a rate slot) is checked for at its due time.
         """
         with self.root.watch(WORK) as event, anyio.move_on_after(timeout):
             while True:
-                if await self.root.run(self._files.ready_exists, queues):
+                due = await self.root.run(self._files.next_due, queues)
+                if due == 0.0:
                     return
-                with anyio.move_on_after(self.root.poll_interval):
+                with anyio.move_on_after(self.root.poll_interval if due is None else min(due, self.root.poll_interval)):
                     await event.wait()
                 if event.is_set():
                     return
