@@ -266,9 +266,13 @@ class Database:
                 self._retrying(partial(_run_group, group, outcomes, self.path))
         except BaseException as exc:
             outcomes = [(None, exc)] * len(group)
+        # One wake-up per caller's loop, not one per job: each costs this thread a send and the GIL back.
+        answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
         for (*_, future), (value, error) in zip(group, outcomes, strict=True):
+            answers.setdefault(future.get_loop(), []).append((future, value, error))
+        for loop, answered in answers.items():
             with contextlib.suppress(RuntimeError):  # the caller's loop is gone
-                future.get_loop().call_soon_threadsafe(_resolve, future, value, error)
+                loop.call_soon_threadsafe(_resolve_all, answered)
         with self._pending_lock:
             if self._pending:
                 submit(self._conn, self._drain)  # behind what was queued meanwhile (reads, hints)
@@ -365,10 +369,11 @@ async def _close(conn: aiosqlite.Connection, lock: threading.Lock) -> None:
     await conn.close()
 
 
-def _resolve(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
+def _resolve_all(answered: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, exc in answered:
+        if future.done():
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
