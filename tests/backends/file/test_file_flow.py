@@ -285,3 +285,25 @@ async def test_a_version_1_state_file_with_a_held_list_still_reads(queue: Any, r
     await queue.enqueue(task)
     assert await queue.claim_ready(["default"], 10, lease=30, worker_id="w") == []  # "a" still holds the slot
     assert held_ids(root) == [task.id] and list(state(root).holders) == ["a"]
+
+
+async def test_a_batch_that_found_no_held_task_sees_one_parked_since_when_it_frees_another_slot(
+    queue: Any, root: Path
+) -> None:
+    # One finish batch lists a key's held tasks once; a task another claimer parked after that
+    # listing is still woken by a later slot of the same batch, not left to its eta.
+    first, second = limited(2), limited(2)
+    await queue.enqueue_many([first, second])
+    holders = await queue.claim_ready(["default"], 10, lease=30, worker_id="w")
+    assert {t.id for t in holders} == {first.id, second.id}
+    files, handover = queue._files, flow.HandOver()
+    later: list[tuple[str, str]] = []
+    assert not flow.release(files, holders[0], layout.task_lock(holders[0].id), later, handover)
+    third, fourth = limited(2), limited(2)
+    await queue.enqueue(third)
+    assert [t.id for t in await queue.claim_ready(["default"], 10, lease=30, worker_id="w")] == [third.id]
+    await queue.enqueue(fourth)
+    assert await queue.claim_ready(["default"], 10, lease=30, worker_id="w") == []
+    assert held_ids(root) == [fourth.id]
+    assert flow.release(files, holders[1], layout.task_lock(holders[1].id), later, handover)
+    assert later == [] and held_ids(root) == [] and not pending_body(root, fourth.id).held

@@ -176,6 +176,10 @@ class HandOver:
     costs the rename into ``running/`` and its write, where a wake and the
     claim after it took two renames, two writes and a key-state write more.
 
+    With no room (the defaults) it leases nothing and each freed slot wakes its
+    key's first held task: a finish that does not claim, a recovery, a cancel.
+    Either way a key's held folder is listed once per batch (:meth:`held`).
+
     Args:
         queues: the claimer's queues.
         room: the most tasks to lease.
@@ -183,7 +187,13 @@ class HandOver:
         start: the leased version of a held task (its RUNNING fields set).
     """
 
-    def __init__(self, queues: Sequence[str], room: int, deadline: float, start: Callable[[Task], Task]) -> None:
+    def __init__(
+        self,
+        queues: Sequence[str] = (),
+        room: int = 0,
+        deadline: float = 0.0,
+        start: Callable[[Task], Task] = lambda task: task,
+    ) -> None:
         self.queues = frozenset(queues)
         self.room = room
         self.deadline = deadline
@@ -196,12 +206,13 @@ class HandOver:
     def held(self, files: TaskFiles, folder: str) -> list[str]:
         """The entries of a key's held folder, in reverse claim order (``pop()`` gives the first).
 
-        Listed once per finish, not once per freed slot (a folder of 3,000 entries: 0.57 ms a
-        listing, a quarter of a limited drain's time); an entry another process took meanwhile
-        is found gone and passed over, one it added waits for the next finish.
+        Listed once per batch, not once per freed slot (a folder of 3,000 entries: 0.57 ms a
+        listing, a quarter of a limited drain's time), and again once the list ran out: an
+        entry another process took meanwhile is found gone and passed over, one it added is
+        seen by then at the latest (never left to its eta while a slot is free).
         """
         names = self._held.get(folder)
-        if names is None:
+        if not names:
             names = self._held[folder] = sorted(files.store.listdir(folder), reverse=True)
         return names
 
@@ -227,9 +238,7 @@ class HandOver:
         self._shares[task.limits.key] = self._shares.get(task.limits.key, 0) + 1
 
 
-def release(
-    files: TaskFiles, task: Task, owned: str, later: list[tuple[str, str]], handover: HandOver | None = None
-) -> bool:
+def release(files: TaskFiles, task: Task, owned: str, later: list[tuple[str, str]], handover: HandOver) -> bool:
     """Free the slot of ``task``, leaving RUNNING, and give it to a held task of its key; True when one woke.
 
     Called under ``task``'s lock (named ``owned``). The key's first held task
@@ -246,13 +255,9 @@ def release(
         state = _load(files, key)
         state.holders.pop(task.id, None)
         given: bool | None = None  # True: woken; False: leased (the state written then)
-        names = handover.held(files, folder) if handover is not None else files.store.listdir(folder)
-        while names and given is None:  # in claim order; the first usually wakes, so no sort of them all
-            if handover is not None:
-                name = names.pop()
-            else:
-                name = min(names)
-                names.remove(name)
+        names = handover.held(files, folder)
+        while names and given is None:  # in claim order
+            name = names.pop()
             lock = layout.task_lock(layout.held_entry_id(name))
             if lock == owned:
                 given = _give(files, key, name, state, handover)
@@ -267,9 +272,9 @@ def release(
         return bool(given)
 
 
-def _give(files: TaskFiles, key: str, name: str, state: KeyState, handover: HandOver | None) -> bool | None:
+def _give(files: TaskFiles, key: str, name: str, state: KeyState, handover: HandOver) -> bool | None:
     """Lease the held task of entry ``name`` to ``handover`` (False) or wake it (True); None if it is gone."""
-    if handover is None:
+    if not handover.room:
         return True if _wake(files, key, name) else None
     entry = f"{layout.limit_held_dir(key)}/{name}"
     data = files.store.read(entry)

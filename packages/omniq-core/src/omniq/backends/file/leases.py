@@ -196,7 +196,7 @@ def finish_and_claim(
     now = utcnow()
     deadline = now + timedelta(seconds=lease)
     handover = flow.HandOver(queues, limit, deadline.timestamp(), lambda task: _leased(task, now, deadline, worker_id))
-    accepted, woke = finish(files, outcomes, results, handover if limit > 0 else None)
+    accepted, woke = finish(files, outcomes, results, handover)
     if handover.taken:
         return accepted, sorted(handover.taken, key=_claim_order), woke
     try:
@@ -214,6 +214,7 @@ def finish(
     limited holder's finish frees its slot; a dependant's last dependency ended).
     With ``handover``, a freed slot's held task may be leased to it instead.
     """
+    handover = handover or flow.HandOver()  # one listing of a key's held tasks per batch, wakes only
     now = utcnow()
     accepted: list[bool] = []
     freed: list[tuple[str, str]] = []
@@ -245,7 +246,7 @@ def free_slot(
     """Free a limited holder's slot as it leaves RUNNING (under its lock); nothing for other tasks."""
     if task.limits is None or task.limits.concurrency is None:
         return False
-    return flow.release(files, task, layout.task_lock(task.id), later, handover)
+    return flow.release(files, task, layout.task_lock(task.id), later, handover or flow.HandOver())
 
 
 def recover(files: TaskFiles) -> tuple[list[Task], bool]:
