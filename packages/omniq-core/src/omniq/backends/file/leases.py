@@ -33,7 +33,7 @@ __all__ = ["claim", "extend", "finish", "finish_and_claim", "free_slot", "recove
 logger = logging.getLogger("omniq.file")
 
 _replace = msgspec.structs.replace
-#: candidates a claim parks (limited) or finds gone before it stops parking: past them it takes only
+#: limited candidates a claim parks before it stops parking: past them it takes only
 #: tasks due at a rate slot they reserved (named so: ``layout.is_reserved``) and returns; the rest
 #: wait for the next claim, which the worker sends at once (they are due). Without the cap the first
 #: claim of a backlog under a full limit parked all of it before anything else could start: 5,000
@@ -77,7 +77,7 @@ class _Walk:
     def __init__(self, files: TaskFiles, limit: int, now: datetime, deadline: datetime, worker_id: str) -> None:
         self.files, self.limit, self.now, self.deadline, self.worker_id = files, limit, now, deadline, worker_id
         self.claimed: list[Task] = []
-        self.passed = 0  # candidates parked (limited) or gone
+        self.parked = 0  # limited candidates parked back in their queue (one found gone costs nothing)
 
     def take(self, candidates: list[_Candidate], *, wait: bool) -> list[_Candidate]:
         """Lease what it may of ``candidates``; return those whose lock was busy (none when ``wait``)."""
@@ -85,47 +85,44 @@ class _Walk:
         for candidate in candidates:
             if len(self.claimed) >= self.limit:
                 break
-            if self.passed >= PARKS_PER_CLAIM and not layout.is_reserved(candidate[0]):
+            if self.parked >= PARKS_PER_CLAIM and not layout.is_reserved(candidate[0]):
                 continue
             # Skip a task whose lock is busy (another claimer is on it) rather than queue behind it.
             with self.files.store.lock(layout.task_lock(candidate[2]), blocking=wait) as acquired:
-                task = _claim_one(self.files, candidate, self.now, self.deadline, self.worker_id) if acquired else None
+                task = self._one(candidate) if acquired else None
             if not acquired:
                 busy.append(candidate)
             elif task is not None:
                 self.claimed.append(task)
-            else:
-                self.passed += 1
         return busy
 
-
-def _claim_one(
-    files: TaskFiles, candidate: _Candidate, now: datetime, deadline: datetime, worker_id: str
-) -> Task | None:
-    store = files.store
-    name, qdir, task_id = candidate
-    source = f"{qdir}/{name}"
-    running = layout.task_file(layout.RUNNING_DIR, task_id)
-    if not store.exists(source):
-        return None  # another process claimed it since our listing
-    if store.exists(running) or store.exists(layout.task_file(layout.DONE_DIR, task_id)):
-        # The same id enqueued twice while PENDING (enqueue checks only running/ and paused/,
-        # so it never lists a queue): the first copy ran or runs, this one is the duplicate.
-        logger.warning("task %s was enqueued again while live; dropped the duplicate %s", task_id, source)
-        store.unlink(source)
-        return None
-    if not store.rename(source, running):
-        return None  # gone after all (only possible without locks)
-    found = files.read(running, layout.RUNNING_DIR, salvage=True)
-    if found is None:
-        return None
-    task = found.task
-    if task.limits is not None:  # the one branch an unlimited task pays
-        if not flow.admit_claim(files, task, running, now, deadline):
-            return None  # parked back in its queue, due at its eta
-    task = _leased(task, now, deadline, worker_id)
-    store.write(running, encode_task(task))
-    return task
+    def _one(self, candidate: _Candidate) -> Task | None:
+        """Lease one candidate (under its lock); None when it is gone or was parked."""
+        store = self.files.store
+        name, qdir, task_id = candidate
+        source = f"{qdir}/{name}"
+        running = layout.task_file(layout.RUNNING_DIR, task_id)
+        if not store.exists(source):
+            return None  # another process claimed it since our listing
+        if store.exists(running) or store.exists(layout.task_file(layout.DONE_DIR, task_id)):
+            # The same id enqueued twice while PENDING (enqueue checks only running/ and paused/,
+            # so it never lists a queue): the first copy ran or runs, this one is the duplicate.
+            logger.warning("task %s was enqueued again while live; dropped the duplicate %s", task_id, source)
+            store.unlink(source)
+            return None
+        if not store.rename(source, running):
+            return None  # gone after all (only possible without locks)
+        found = self.files.read(running, layout.RUNNING_DIR, salvage=True)
+        if found is None:
+            return None
+        task = found.task
+        if task.limits is not None:  # the one branch an unlimited task pays
+            if not flow.admit_claim(self.files, task, running, self.now, self.deadline):
+                self.parked += 1
+                return None  # parked back in its queue, due at its eta
+        task = _leased(task, self.now, self.deadline, self.worker_id)
+        store.write(running, encode_task(task))
+        return task
 
 
 def _claim_order(task: Task) -> tuple[int, datetime]:
