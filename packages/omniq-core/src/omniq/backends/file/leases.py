@@ -211,7 +211,7 @@ def finish(
     limited holder's finish frees its slot; a dependant's last dependency ended).
     With ``handover``, a freed slot's held task may be leased to it instead.
     """
-    handover = handover or flow.HandOver()  # one listing of a key's held tasks per batch, wakes only
+    handover = handover or flow.HandOver()  # wakes only; a key's held tasks listed once for the batch
     now = utcnow()
     accepted: list[bool] = []
     freed: list[tuple[str, str]] = []
@@ -237,13 +237,14 @@ def finish(
     return accepted, woke
 
 
-def free_slot(
-    files: TaskFiles, task: Task, later: list[tuple[str, str]], handover: flow.HandOver | None = None
-) -> bool:
-    """Free a limited holder's slot as it leaves RUNNING (under its lock); nothing for other tasks."""
+def free_slot(files: TaskFiles, task: Task, later: list[tuple[str, str]], handover: flow.HandOver) -> bool:
+    """Free a limited holder's slot as it leaves RUNNING (under its lock); nothing for other tasks.
+
+    ``handover``: one per batch (a finish, a recovery, a purge), so a key's held tasks are listed once.
+    """
     if task.limits is None or task.limits.concurrency is None:
         return False
-    return flow.release(files, task, layout.task_lock(task.id), later, handover or flow.HandOver())
+    return flow.release(files, task, layout.task_lock(task.id), later, handover)
 
 
 def recover(files: TaskFiles) -> tuple[list[Task], bool]:
@@ -258,6 +259,7 @@ def recover(files: TaskFiles) -> tuple[list[Task], bool]:
     freed: list[tuple[str, str]] = []
     later: list[tuple[str, str]] = []
     ended: list[Taken] = []
+    handover = flow.HandOver()  # wakes only; a key's held tasks listed once for the recovery
     for name in store.listdir(layout.RUNNING_DIR):
         task_id = layout.parse_task_file(name)
         if task_id is None:
@@ -266,7 +268,7 @@ def recover(files: TaskFiles) -> tuple[list[Task], bool]:
         if found is None or not _lease_over(found.task, now):
             continue
         with store.lock(layout.task_lock(task_id)):
-            task = _recover_one(files, task_id, now, freed, later, ended)
+            task = _recover_one(files, task_id, now, freed, later, ended, handover)
         if task is not None:
             recovered.append(task)
     files.free_unique(freed)
@@ -287,6 +289,7 @@ def _recover_one(
     freed: list[tuple[str, str]],
     later: list[tuple[str, str]],
     ended: list[Taken],
+    handover: flow.HandOver,
 ) -> Task | None:
     found = files.read(layout.task_file(layout.RUNNING_DIR, task_id), layout.RUNNING_DIR, salvage=True)
     if found is None or not _lease_over(found.task, now):
@@ -305,7 +308,7 @@ def _recover_one(
         task = _replace(task, status=TaskStatus.PENDING, eta=now, updated_at=now, **CLEAR_LEASE)
     files.move(found, task, freed, ended)
     if found.task.status is TaskStatus.RUNNING:
-        free_slot(files, found.task, later)
+        free_slot(files, found.task, later, handover)
     return task
 
 

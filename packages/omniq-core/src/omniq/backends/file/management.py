@@ -40,7 +40,7 @@ def cancel(files: TaskFiles, task_id: str) -> bool:
         task = _replace(found.task, status=TaskStatus.CANCELLED, finished_at=now, updated_at=now, **CLEAR_LEASE)
         files.move(found, task, freed, ended)
         if found.task.status is TaskStatus.RUNNING:
-            free_slot(files, found.task, later)
+            free_slot(files, found.task, later, flow.HandOver())
     files.free_unique(freed)
     if later:
         flow.wake_later(files, later)
@@ -130,9 +130,10 @@ def purge(files: TaskFiles, queue: str | None, statuses: Sequence[TaskStatus] | 
     files.free_unique(freed)
     # Slots are freed once the purge is done, so a wake never moves a task the purge is deleting.
     later: list[tuple[str, str]] = []
+    handover = flow.HandOver()  # wakes only; a key's held tasks listed once for the purge
     for task in holders:
         with files.store.lock(layout.task_lock(task.id)):
-            free_slot(files, task, later)
+            free_slot(files, task, later, handover)
     if later:
         flow.wake_later(files, later)
     woke = dependencies.release(files, ended)  # after the purge, so no lowering races a deletion of this one
