@@ -90,3 +90,23 @@ def test_a_burst_worker_drains_tasks_held_by_a_concurrency_limit(cluster: Cluste
         output, _ = worker.communicate(timeout=120)
         assert worker.returncode == 0, output
     assert cluster.completions() == dict.fromkeys(range(120), 1)
+
+
+def test_a_killed_worker_frees_the_slot_its_finish_passed_on(cluster: Cluster) -> None:
+    """A task started in the slot a finish freed (handed over, where the engine does) holds it as a claimed one."""
+    _require_flow_control(cluster)
+    with cluster.producer() as app:
+        first = app.enqueue("single", 1, 0.5, concurrency_limit=1)  # held long enough for the others to be parked
+        second = app.enqueue("single", 2, 60.0, concurrency_limit=1)
+        third = app.enqueue("single", 3, 0.0, concurrency_limit=1)
+        victim = cluster.worker("--concurrency", "4")
+        wait_until(lambda: app.get_task(second).status is TaskStatus.RUNNING, 30, "the second to start")  # type: ignore[union-attr]
+        assert app.get_task(first).status is TaskStatus.SUCCEEDED  # type: ignore[union-attr]
+        assert app.get_task(third).status is TaskStatus.PENDING  # type: ignore[union-attr]
+        victim.kill()
+        victim.wait(10)
+        cluster.worker("--concurrency", "4")
+        for task_id in (second, third):  # the second's rerun does not sleep
+            result = app.get_result(task_id, wait=True, timeout=60)
+            assert result is not None and result.status is TaskStatus.SUCCEEDED
+    assert cluster.completions() == {1: 1, 2: 1, 3: 1}

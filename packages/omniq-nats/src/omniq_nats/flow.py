@@ -43,6 +43,10 @@ first out.
   extra ticket is. Whatever fails in between, a held task is due at its eta
   (the earliest holder deadline when it was held): a slot is never lost for
   longer than a lease.
+* A finish that claims (``finish_and_claim``) passes a :class:`~omniq_nats.handover.HandOver`:
+  the slots it frees go to the popped held tasks themselves where its claim
+  could take them, leased in that same write (:mod:`omniq_nats.handover`);
+  the other popped tasks are woken as above.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from omniq.errors import SerializationError
 from omniq.flow_control import admit
 from omniq.models import TaskStatus
 from omniq_nats import subjects as names
+from omniq_nats.handover import HandOver, Offer, lease_offered, offer
 from omniq_nats.records import CAS_ROUNDS, Record, decode_record, transition, with_task
 from omniq_nats.tickets import Action, Decision, publish_tickets
 
@@ -256,52 +261,87 @@ async def admit_claims(client: QueueClient, decisions: Sequence[Decision]) -> li
     return out
 
 
-async def release(client: QueueClient, exits: Sequence[tuple[str, str]]) -> None:
-    """Give up the slots of leases that left RUNNING ((limit key, lease token) each); wake one held task per slot."""
+async def release(
+    client: QueueClient, exits: Sequence[tuple[str, str]], handover: HandOver | None = None
+) -> list[Task]:
+    """Give up the slots of leases that left RUNNING ((limit key, lease token) each); wake one held task per slot.
+
+    With ``handover`` (a finish that claims) a freed slot may go to its key's first held task
+    itself (:mod:`omniq_nats.handover`): the write that pops the task adds its new lease to the
+    holders. Returns the tasks leased so.
+    """
     gone: dict[str, set[str]] = {}
     for key, lease_token in exits:
         gone.setdefault(key, set()).add(lease_token)
     owed: dict[str, int] = {}  # key -> wakes still owed (a popped task that was no longer held)
+    leased: list[Task] = []
     lost = 0  # compare-and-sets lost in a row
     # Retried until written, however contended: a lost compare-and-set means another write
     # on the key went through (progress), and giving up would drop the wakes this exit owes.
-    while True:
-        keys = list(dict.fromkeys([*gone, *owed]))
-        if not keys:
-            return
+    while gone or owed:
         if lost >= CAS_ROUNDS:
             await anyio.sleep(random.uniform(0, 0.001 * min(lost, 50)))  # spread the contenders out
-        states = await _read(client, keys)
-        writes: list[tuple[str, bytes, int]] = []
-        popped: dict[str, list[str]] = {}
-        emptied: dict[str, list[str]] = {}  # key -> its pages read back into the head, removed once written
-        for key in keys:
-            state, revision, _ = states[key]
-            freed = sum(1 for t in gone.get(key, ()) if state.holders.pop(t, None) is not None)
-            emptied[key] = await _refill(client, key, state, freed + owed.get(key, 0))
-            wake = state.held[: freed + owed.get(key, 0)]
-            if not freed and not wake:
-                gone.pop(key, None)
-                owed.pop(key, None)
-                continue
-            del state.held[: len(wake)]
-            writes.append((names.limit_key(key), _encode(state), revision))
-            popped[key] = [h[2] for h in wake]
+        states = await _read(client, list(dict.fromkeys([*gone, *owed])))
+        popped, freed, emptied = await _pop(client, states, gone, owed)
+        offers: list[Offer] = []
+        now = await client.clock.now()
+        if handover is not None and len(leased) < handover.limit:
+            offers = await offer(client, states, popped, freed, handover, handover.limit - len(leased), now)
+        writes = [(names.limit_key(key), _encode(states[key][0]), states[key][1]) for key in popped]
         written = await client.flow.update_many(writes) if writes else []
-        woken: dict[str, str] = {}
         lost = lost + 1 if None in written else 0
+        woken: dict[str, str] = {}
+        taken: list[Offer] = []
         for (key, ids), new_revision in zip(popped.items(), written, strict=True):
             if new_revision is None:
                 continue  # moved under us: read and decide again
             gone.pop(key, None)
             owed.pop(key, None)
-            woken.update(dict.fromkeys(ids, key))
+            mine = [o for o in offers if o.key == key]
+            taken.extend(mine)
+            woken.update((task_id, key) for task_id in ids[len(mine) :])  # the offers are each key's first
             await _remove_pages(client, key, emptied[key])
+        if taken:
+            assert handover is not None
+            done, moved = await lease_offered(client, taken, handover, now)
+            leased.extend(done)
+            for o in moved:  # taken by another claim since it was read: its slot goes back
+                gone.setdefault(o.key, set()).add(o.lease_token)
         if woken:
             ready = await _make_ready(client, list(woken))
             for task_id, key in woken.items():
                 if task_id not in ready:
                     owed[key] = owed.get(key, 0) + 1
+    return leased
+
+
+async def _pop(
+    client: QueueClient,
+    states: dict[str, tuple[LimitState, int, bytes]],
+    gone: dict[str, set[str]],
+    owed: dict[str, int],
+) -> tuple[dict[str, list[str]], dict[str, int], dict[str, list[str]]]:
+    """Drop the ``gone`` holders from ``states`` and pop one held task per slot freed or wake owed.
+
+    Returns key -> the ids popped, key -> the slots freed and key -> the pages read back into the head
+    (removed once the state is written), for the keys with something to write; the others leave
+    ``gone`` and ``owed``.
+    """
+    popped: dict[str, list[str]] = {}
+    freed: dict[str, int] = {}
+    emptied: dict[str, list[str]] = {}
+    for key, (state, _, _) in states.items():
+        freed[key] = sum(1 for t in gone.get(key, ()) if state.holders.pop(t, None) is not None)
+        wanted = freed[key] + owed.get(key, 0)
+        emptied[key] = await _refill(client, key, state, wanted)
+        wake = state.held[:wanted]
+        if not freed[key] and not wake:
+            gone.pop(key, None)
+            owed.pop(key, None)
+            continue
+        del state.held[: len(wake)]
+        popped[key] = [h[2] for h in wake]
+    return popped, freed, emptied
 
 
 async def _refill(client: QueueClient, key: str, state: LimitState, wanted: int) -> list[str]:

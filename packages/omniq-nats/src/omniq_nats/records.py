@@ -150,13 +150,13 @@ def ack_sequence(reply: str) -> int:
     return 0
 
 
-def claimed(task: Task, *, now: datetime, lease: float, worker_id: str) -> Task:
-    """The task as a fresh claim leaves it (RUNNING, attempt + 1, new token and deadline)."""
+def claimed(task: Task, *, now: datetime, lease: float, worker_id: str, lease_token: str | None = None) -> Task:
+    """The task as a fresh claim leaves it (RUNNING, attempt + 1, new token, or ``lease_token``, and deadline)."""
     return msgspec.structs.replace(
         task,
         status=TaskStatus.RUNNING,
         attempts=task.attempts + 1,
-        lease_token=new_id(),
+        lease_token=lease_token or new_id(),
         lease_expires_at=now + timedelta(seconds=lease),
         started_at=now,
         updated_at=now,

@@ -31,7 +31,7 @@ holder died comes back after it and the fetcher takes the task over, even if
 nobody runs ``recover``.
 
 The class states the contract and delegates: enqueueing (:mod:`~omniq_nats.enqueueing`),
-claiming (:mod:`~omniq_nats.claiming`), what a fetched ticket means
+claiming (:mod:`~omniq_nats.claiming`), finishing (:mod:`~omniq_nats.finishing`), what a fetched ticket means
 (:mod:`~omniq_nats.tickets`), compare-and-set changes of records
 (:mod:`~omniq_nats.records`), the lease index (:mod:`~omniq_nats.leases`),
 the operator's pages, statistics and retry (:mod:`~omniq_nats.operations`),
@@ -47,18 +47,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-from omniq.base import BaseResultStorage, BaseTaskQueue, Capability
+from omniq.base import BaseResultStorage, BaseTaskQueue, Capability, claim_after_finish_failed
 from omniq.constants import DEFAULT_PREFIX
 from omniq.models import Outcome, Task, TaskStatus
 from omniq.thread_clients import ThreadClients
-from omniq_nats import claiming, control, enqueueing, operations, subjects as names, workers
+from omniq_nats import claiming, control, enqueueing, finishing, operations, subjects as names, workers
 from omniq_nats.connection import close_queue, normalize_url, open_queue, queue_connection
-from omniq_nats.dependencies import release as release_dependants
-from omniq_nats.flow import exit_of, release
+from omniq_nats.handover import HandOver
 from omniq_nats.jetstream import chunked, gather
 from omniq_nats.leases import index_leases, recover as recover_leases
-from omniq_nats.records import Record, apply_outcome, decode_record, read_all, released, transition, with_task
-from omniq_nats.tickets import answer_finish, publish_tickets, reply_many
+from omniq_nats.records import Record, decode_record, read_all, transition, with_task
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping, Sequence
@@ -211,53 +209,44 @@ class NatsTaskQueue(BaseTaskQueue):
         return isinstance(results, NatsResultStorage) and results.url == self.url and results.prefix == self.prefix
 
     async def finish(self, outcomes: Sequence[Outcome], *, results: BaseResultStorage | None = None) -> list[bool]:
-        """Apply outcomes by compare-and-set, then ack / nak / term their tickets synchronously.
+        """Apply outcomes by compare-and-set, then ack / nak / term their tickets (:func:`omniq_nats.finishing.finish`)."""
+        return (await self._finish(outcomes, results, None))[0]
 
-        With a fused result storage the accepted results are written in the
-        same pipelined batch, after the compare-and-set accepted them (never
-        before, so a stale lease's result cannot overwrite the accepted one).
-        A task others wait on releases them after that (so a dependant made
-        ready finds its dependency's result); a task nobody waits on adds
-        nothing.
+    async def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        results: BaseResultStorage | None = None,
+        queues: Sequence[str],
+        limit: int,
+        lease: float,
+        worker_id: str,
+    ) -> tuple[list[bool], list[Task]]:
+        """:meth:`finish`, whose freed slots go to their held tasks (:mod:`omniq_nats.handover`), else a claim.
+
+        When some slot was handed over, nothing else is claimed: the other slots woke held tasks
+        for any claimer, as a plain finish does.
         """
-        if not outcomes:
-            return []
         client = await self._connection.client()
-        by_id: dict[str, Outcome] = {}
-        for outcome in outcomes:
-            by_id.setdefault(outcome.task_id, outcome)  # a second outcome for one lease loses
+        live = await client.paused.live(queues) if limit > 0 else []
+        handover = HandOver(frozenset(live), limit, lease, worker_id) if live else None
+        accepted, handed = await self._finish(outcomes, results, handover)
+        if handed or limit <= 0:
+            return accepted, handed
+        try:
+            return accepted, await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
+        except Exception as exc:
+            return accepted, claim_after_finish_failed(exc)
 
-        def apply(record: Record, now: datetime) -> Record | None:
-            task = apply_outcome(record.task, by_id[record.task.id], now)
-            return None if task is None else with_task(record, task)
-
+    async def _finish(
+        self, outcomes: Sequence[Outcome], results: BaseResultStorage | None, handover: HandOver | None
+    ) -> tuple[list[bool], list[Task]]:
+        if not outcomes:
+            return [], []
+        client = await self._connection.client()
+        fused = results if results is not None and self.can_fuse_results(results) else None
         with self._connection.errors():
-            done = await transition(client, list(by_id), apply)
-            now = await client.clock.now()
-            replies: list[tuple[str, bytes]] = []
-            tickets: list[Task] = []
-            exits: list[tuple[str, str]] = []  # slots of limited holders (omniq_nats.flow)
-            freed: list[tuple[str, str]] = []  # (dependency, dependant) pairs its end releases
-            for task_id, (old, new, _) in done.items():
-                client.cache.pop(task_id, None)
-                if old.task.limits is not None and (slot := exit_of(old.task)) is not None:
-                    exits.append(slot)
-                if old.dependants:
-                    freed.extend(released(task_id, old, new))
-                answer_finish(client, new, now, replies, tickets)
-            side: list[Awaitable[Any]] = [reply_many(client, replies)]
-            if tickets:
-                side.append(publish_tickets(client, tickets))
-            if results is not None and self.can_fuse_results(results):
-                accepted = [r for i in done if (r := by_id[i].result) is not None]
-                if accepted:
-                    side.append(results.set_many(accepted))
-            await gather(side)
-            if exits:
-                await release(client, exits)
-            if freed:
-                await release_dependants(client, freed)
-        return [o.task_id in done and by_id[o.task_id] is o for o in outcomes]
+            return await finishing.finish(client, outcomes, fused, handover)
 
     # -- inspection and admin ---------------------------------------------------------------------
 

@@ -288,6 +288,29 @@ class FlowControlTests(QueueTests):
         ]
 
     @requires(Capability.FLOW_CONTROL)
+    async def test_a_slot_handed_over_by_a_finish_that_claims_comes_back_after_its_lease(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        """A task a finish that claims started holds its slot as a claimed one does: killed, only until its lease ends."""
+        base = now_ms(-10)
+        tasks = [limited(concurrency=1, created_at=base + timedelta(milliseconds=i)) for i in range(3)]
+        await task_queue.enqueue_many(tasks)
+        # the held tasks are due again when this lease ends (3 s): a slot can come back no earlier
+        [holder] = await task_queue.claim_ready(["default"], 10, lease=3.0, worker_id="w1")
+        assert holder.id == tasks[0].id
+        accepted, claimed = await task_queue.finish_and_claim(
+            [done(holder)], queues=["default"], limit=1, lease=SHORT, worker_id="w1"
+        )
+        assert accepted == [True] and [t.id for t in claimed] == [tasks[1].id]  # its worker is "killed"
+        assert await claim_ids(task_queue) == []
+
+        async def one_claimable() -> list[str]:
+            return await claim_ids(task_queue)
+
+        again = await wait_until(one_claimable, timeout=15, message="the expired holder's slot never came back")
+        assert len(again) == 1 and again[0] in (tasks[1].id, tasks[2].id)  # its rerun or the next: one at a time
+
+    @requires(Capability.FLOW_CONTROL)
     async def test_extend_keeps_the_slot(self, task_queue: BaseTaskQueue) -> None:
         first, second = limited(concurrency=1), limited(concurrency=1)
         await task_queue.enqueue_many([first, second])
