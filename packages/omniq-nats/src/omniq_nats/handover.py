@@ -26,6 +26,7 @@ claimed, and its slot admitted again), and no ticket published or pulled.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -143,7 +144,14 @@ async def lease_offered(
         )
         records.append(with_task(o.record, _replace(task, held=False, eta=None)))
     writes = [(names.token(o.task_id), encode_record(r), o.revision) for o, r in zip(offers, records, strict=True)]
-    revisions = await client.tasks.update_many(writes)
+    # Their parked tickets come back when the new leases end, not at the etas they were parked
+    # until (a killed holder's task is then taken over, and its slot comes back, after its lease).
+    # Sent with the writes: a ticket whose record moved meanwhile was acked with its task, or
+    # belongs to the claim that moved it, which puts it off again when it comes back early.
+    later = nak(int(handover.lease * 1e9) + 10_000_000)
+    revisions, _ = await asyncio.gather(
+        client.tasks.update_many(writes), reply_many(client, [(r.ack, later) for r in records])
+    )
     leased: list[Record] = []
     moved: list[Offer] = []
     for o, record, revision in zip(offers, records, revisions, strict=True):
@@ -152,8 +160,4 @@ async def lease_offered(
             continue
         client.cache[o.task_id] = (revision, record)
         leased.append(record)
-    # Their parked tickets come back when the new leases end, not at the etas they were parked
-    # until (a killed holder's task is then taken over, and its slot comes back, after its lease).
-    later = nak(int(handover.lease * 1e9) + 10_000_000)
-    await reply_many(client, [(record.ack, later) for record in leased])
     return [_replace(record.task) for record in leased], moved
