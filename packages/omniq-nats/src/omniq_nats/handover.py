@@ -12,11 +12,12 @@ record RUNNING under that lease, keeping the reply subject of the ticket the
 task was parked with. The other popped tasks are woken as before (unheld,
 with a fresh ticket).
 
-The parked ticket, nak-delayed until the task's eta, comes back as the
-lease's own: :func:`omniq_nats.tickets.decide` puts it off until the lease
-ends (so a killed holder's task is taken over as a claimed task is, and its
-slot comes back after the lease), and the finish acks it (JetStream applies
-an ack, or a ``+WPI``, to a nak-delayed delivery through its reply subject).
+The parked ticket, nak-delayed until the task's eta, is nak-delayed again
+to the lease's end, and comes back as the lease's own:
+:func:`omniq_nats.tickets.decide` puts it off until the lease ends (so a
+killed holder's task is taken over as a claimed task is, and its slot comes
+back after the lease), and the finish acks it (JetStream applies an ack, a
+``+WPI`` or a new nak to a nak-delayed delivery through its reply subject).
 A record that moved between its read and its write (another claim took the
 task through that ticket) gives the slot back: the caller releases the lease.
 

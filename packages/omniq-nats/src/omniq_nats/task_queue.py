@@ -228,7 +228,8 @@ class NatsTaskQueue(BaseTaskQueue):
         for any claimer, as a plain finish does.
         """
         client = await self._connection.client()
-        live = await client.paused.live(queues) if limit > 0 else []
+        with self._connection.errors():
+            live = await client.paused.live(queues) if limit > 0 else []
         handover = HandOver(frozenset(live), limit, lease, worker_id) if live else None
         accepted, handed = await self._finish(outcomes, results, handover)
         if handed or limit <= 0:
