@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-from omniq.base import BaseResultStorage, BaseTaskQueue, Capability, claim_after_finish_failed
+from omniq.base import BaseResultStorage, BaseTaskQueue, Capability, claim_after_finish
 from omniq.constants import DEFAULT_PREFIX
 from omniq.models import Outcome, Task, TaskStatus
 from omniq.thread_clients import ThreadClients
@@ -232,12 +232,9 @@ class NatsTaskQueue(BaseTaskQueue):
             live = await client.paused.live(queues) if limit > 0 else []
         handover = HandOver(frozenset(live), limit, lease, worker_id) if live else None
         accepted, handed = await self._finish(outcomes, results, handover)
-        if handed or limit <= 0:
+        if handed:
             return accepted, handed
-        try:
-            return accepted, await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
-        except Exception as exc:
-            return accepted, claim_after_finish_failed(exc)
+        return accepted, await claim_after_finish(self, queues, limit, lease=lease, worker_id=worker_id)
 
     async def _finish(
         self, outcomes: Sequence[Outcome], results: BaseResultStorage | None, handover: HandOver | None

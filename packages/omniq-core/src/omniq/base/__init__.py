@@ -42,7 +42,7 @@ from omniq._records import (
 )
 from omniq.base.component import Component
 from omniq.base.storage import BaseEventStorage, BaseResultStorage
-from omniq.base.task_queue import BaseTaskQueue, claim_after_finish_failed
+from omniq.base.task_queue import BaseTaskQueue, claim_after_finish, claim_after_finish_failed
 from omniq.capabilities import Capability
 from omniq.connection import CONNECTION_ERRORS, map_exceptions
 from omniq.lease import apply_outcome, lease_expired_error
@@ -56,6 +56,7 @@ __all__ = [
     "Component",
     "CONNECTION_ERRORS",
     "CorruptTask",
+    "claim_after_finish",
     "claim_after_finish_failed",
     "claimed_task",
     "decode_error",

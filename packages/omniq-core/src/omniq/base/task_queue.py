@@ -17,7 +17,7 @@ from omniq.models import Outcome, Task, TaskEvent, TaskStatus
 if TYPE_CHECKING:
     from omniq.base.storage import BaseEventStorage, BaseResultStorage
 
-__all__ = ["BaseTaskQueue", "claim_after_finish_failed"]
+__all__ = ["BaseTaskQueue", "claim_after_finish", "claim_after_finish_failed"]
 
 logger = logging.getLogger("omniq.backend")
 
@@ -271,12 +271,7 @@ class BaseTaskQueue(QueueOperations):
         finish loses nothing: its tasks stay PENDING.
         """
         accepted = await self.finish(outcomes, results=results)
-        if limit <= 0:
-            return accepted, []
-        try:
-            return accepted, await self.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
-        except Exception as exc:
-            return accepted, claim_after_finish_failed(exc)
+        return accepted, await claim_after_finish(self, queues, limit, lease=lease, worker_id=worker_id)
 
     def can_fuse_results(self, results: BaseResultStorage) -> bool:
         """Whether :meth:`finish` can store results into ``results`` atomically."""
@@ -351,6 +346,22 @@ class BaseTaskQueue(QueueOperations):
         Returns:
             the recovered tasks as they are now.
         """
+
+
+async def claim_after_finish(
+    queue: BaseTaskQueue, queues: Sequence[str], limit: int, *, lease: float, worker_id: str
+) -> list[Task]:
+    """The claim half of a ``finish_and_claim`` made as a second call: ``queue.claim_ready``, no task on failure.
+
+    For engines whose override claims with a separate :meth:`BaseTaskQueue.claim_ready` after
+    their own finish (see :func:`claim_after_finish_failed`).
+    """
+    if limit <= 0:
+        return []
+    try:
+        return await queue.claim_ready(queues, limit, lease=lease, worker_id=worker_id)
+    except Exception as exc:
+        return claim_after_finish_failed(exc)
 
 
 def claim_after_finish_failed(exc: Exception) -> list[Task]:
