@@ -8,7 +8,11 @@ once with ``concurrency_limit=50`` (one key: the task name), and drains each wit
 omniq_app:app --processes 2 --concurrency 100`` (order alternating between rounds), stopped once all succeeded.
 ``--capped`` adds a third case, unlimited tasks drained with ``--concurrency 25`` (as many in flight
 as the limit lets run, with no limit to hold): what the engine does with 50 tasks in flight, the
-bound of the limited drain short of a cheaper finish-and-claim cycle. The rate is N over the span
+bound of the limited drain short of a cheaper finish-and-claim cycle. ``--limit 50,200`` drains
+the limited tasks once per limit; 200 lets as many run as the unlimited drain has in flight (two
+workers of 100), so its ratio is what the limit itself costs, apart from the slots it withholds
+(a slot comes back only once its holder's finish is recorded: at most ``limit`` tasks per finish
+round trip). ``--capped`` uses the first limit. The rate is N over the span
 from the first task's start to the last task's finish, read back from the queue (as
 ``processes_scaling.py`` does). Prints each case's median and range and the limited/unlimited ratio.
 
@@ -126,7 +130,7 @@ def main() -> None:
     parser.add_argument("--engines", default="redis,postgres,sqlite")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-n", type=int, default=20000)
-    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--limit", default="50", help="the concurrency limit, or several: 50,200")
     parser.add_argument(
         "--capped",
         action="store_true",
@@ -135,6 +139,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=int, default=20)
     args = parser.parse_args()
+    limits = [int(value) for value in args.limit.split(",")]
     for engine in args.engines.split(","):
         if args.workload == "rate":
             steady, fewest, most = rate_run(engine, args.rate, args.seconds)
@@ -143,23 +148,28 @@ def main() -> None:
                 f"({steady / args.rate:.3f}x the limit); one-second windows {fewest}-{most}"
             )
             continue
-        rates: dict[str, list[float]] = {"unlimited": [], "limited": [], **({"capped": []} if args.capped else {})}
+        cases: dict[str, tuple[int | None, int]] = {"unlimited": (None, 100)}
+        cases.update({f"limit {limit}": (limit, 100) for limit in limits})
+        if args.capped:
+            cases["capped"] = (None, -(-limits[0] // 2))  # as many in flight as the first limit lets run
+        rates: dict[str, list[float]] = {case: [] for case in cases}
         for round_ in range(args.rounds):
-            order = list(rates) if round_ % 2 == 0 else list(reversed(rates))
+            order = list(cases) if round_ % 2 == 0 else list(reversed(cases))
             for case in order:
-                limit = args.limit if case == "limited" else None
-                slots = -(-args.limit // 2) if case == "capped" else 100
+                limit, slots = cases[case]
                 rates[case].append(drain(engine, args.n, limit, slots))
                 print(f"{engine} round {round_ + 1} {case}: {rates[case][-1]:,.0f} tasks/s", file=sys.stderr)
-        free, held = statistics.median(rates["unlimited"]), statistics.median(rates["limited"])
+        medians = {case: statistics.median(values) for case, values in rates.items()}
+        free = medians["unlimited"]
         print(f"\n{engine}: {args.n:,} no-op tasks, 2 worker processes, {args.rounds} rounds")
         for case, values in rates.items():
-            print(f"  {case:>9}: {statistics.median(values):>10,.0f}/s ({min(values):,.0f}-{max(values):,.0f})")
-        print(f"  concurrency_limit={args.limit} / unlimited: {held / free:.2f}")
+            print(f"  {case:>9}: {medians[case]:>10,.0f}/s ({min(values):,.0f}-{max(values):,.0f})")
+        for limit in limits:
+            print(f"  concurrency_limit={limit} / unlimited: {medians[f'limit {limit}'] / free:.2f}")
         if args.capped:
-            capped = statistics.median(rates["capped"])
+            capped, held = medians["capped"], medians[f"limit {limits[0]}"]
             print(
-                f"  capped / unlimited: {capped / free:.2f}; concurrency_limit={args.limit} / capped: {held / capped:.2f}"
+                f"  capped / unlimited: {capped / free:.2f}; concurrency_limit={limits[0]} / capped: {held / capped:.2f}"
             )
 
 
