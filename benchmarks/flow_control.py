@@ -16,6 +16,10 @@ round trip). ``--capped`` uses the first limit. The rate is N over the span
 from the first task's start to the last task's finish, read back from the queue (as
 ``processes_scaling.py`` does). Prints each case's median and range and the limited/unlimited ratio.
 
+``--task-ms 20`` drains tasks that wait 20 ms (``asyncio.sleep``) instead of no-ops, and prints
+how busy the slots were (tasks/s x 20 ms / slots): a slot is held from its task's start until its
+finish is recorded, so with tasks that last, the limited drain comes close to ``limit / duration``.
+
 ``rate``: queues ``rate * (seconds + 2)`` no-op tasks with ``rate_limit="<rate>/s"`` (the default
 burst: one second's worth) and drains them with two worker processes for ``seconds + 2`` seconds.
 The starts (``started_at``, the engine's clock) are counted per second; the steady rate is the
@@ -47,10 +51,11 @@ from omniq import AsyncOmniQ, TaskStatus  # noqa: E402
 from omniq.errors import BackendUnavailableError  # noqa: E402
 
 
-async def _enqueue(env: dict[str, str], n: int, **options: object) -> None:
+async def _enqueue(env: dict[str, str], n: int, task_ms: float = 0.0, **options: object) -> None:
+    name, args = ("nap", (task_ms,)) if task_ms else ("noop", ())
     async with AsyncOmniQ(_settings(env)) as app:
         for start in range(0, n, 5000):
-            await app.enqueue_many("noop", [() for _ in range(min(5000, n - start))], **options)  # type: ignore[arg-type]
+            await app.enqueue_many(name, [args for _ in range(min(5000, n - start))], **options)  # type: ignore[arg-type]
 
 
 def _worker(env: dict[str, str], processes: int, burst: bool, concurrency: int = 100) -> subprocess.Popen[bytes]:
@@ -73,8 +78,8 @@ async def _wait_done(env: dict[str, str], n: int, timeout: float) -> None:
             await asyncio.sleep(0.2)
 
 
-def drain(engine: str, n: int, limit: int | None, concurrency: int = 100) -> float:
-    """Tasks per second draining ``n`` no-op tasks (under ``concurrency_limit=limit``) with 2 processes.
+def drain(engine: str, n: int, limit: int | None, concurrency: int = 100, task_ms: float = 0.0) -> float:
+    """Tasks per second draining ``n`` no-op tasks (``task_ms``: naps) under ``concurrency_limit=limit``, 2 processes.
 
     The workers run as in production (not ``--burst``, whose idle checks would time the end of the
     run, not the drain) and are stopped once every task succeeded.
@@ -82,7 +87,7 @@ def drain(engine: str, n: int, limit: int | None, concurrency: int = 100) -> flo
     with tempfile.TemporaryDirectory() as workdir:
         env = _env(engine, workdir, f"bench_{uuid.uuid4().hex[:10]}")
         try:
-            asyncio.run(_enqueue(env, n, **({"concurrency_limit": limit} if limit else {})))
+            asyncio.run(_enqueue(env, n, task_ms, **({"concurrency_limit": limit} if limit else {})))
             worker = _worker(env, 2, burst=False, concurrency=concurrency)
             try:
                 asyncio.run(_wait_done(env, n, 900))
@@ -136,6 +141,9 @@ def main() -> None:
         action="store_true",
         help="also drain unlimited tasks with --concurrency limit/2 per worker: as many in flight as the limit allows",
     )
+    parser.add_argument(
+        "--task-ms", type=float, default=0.0, help="concurrency: tasks that wait this long (asyncio.sleep), not no-ops"
+    )
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=int, default=20)
     args = parser.parse_args()
@@ -157,13 +165,19 @@ def main() -> None:
             order = list(cases) if round_ % 2 == 0 else list(reversed(cases))
             for case in order:
                 limit, slots = cases[case]
-                rates[case].append(drain(engine, args.n, limit, slots))
+                rates[case].append(drain(engine, args.n, limit, slots, args.task_ms))
                 print(f"{engine} round {round_ + 1} {case}: {rates[case][-1]:,.0f} tasks/s", file=sys.stderr)
         medians = {case: statistics.median(values) for case, values in rates.items()}
         free = medians["unlimited"]
-        print(f"\n{engine}: {args.n:,} no-op tasks, 2 worker processes, {args.rounds} rounds")
+        kind = f"{args.task_ms:g} ms" if args.task_ms else "no-op"
+        print(f"\n{engine}: {args.n:,} {kind} tasks, 2 worker processes, {args.rounds} rounds")
         for case, values in rates.items():
-            print(f"  {case:>9}: {medians[case]:>10,.0f}/s ({min(values):,.0f}-{max(values):,.0f})")
+            limit, slots = cases[case]
+            # with tasks that last: the share of the time the slots (the limit, else the workers') run one
+            busy = (
+                f"; slots busy {medians[case] * args.task_ms / 1000 / (limit or 2 * slots):.2f}" if args.task_ms else ""
+            )
+            print(f"  {case:>9}: {medians[case]:>10,.0f}/s ({min(values):,.0f}-{max(values):,.0f}){busy}")
         for limit in limits:
             print(f"  concurrency_limit={limit} / unlimited: {medians[f'limit {limit}'] / free:.2f}")
         if args.capped:

@@ -6,6 +6,8 @@ otherwise OmniQ's defaults: results and events are stored.
 
 from __future__ import annotations
 
+import asyncio
+
 from common import count_noop, report_ping
 
 from omniq import AsyncOmniQ
@@ -27,6 +29,12 @@ async def spin(loops: int) -> int:
     for i in range(loops):
         total += i * i
     return total
+
+
+@app.task(name="nap")
+async def nap(ms: float) -> None:
+    """A job that waits ``ms`` milliseconds without holding the event loop (an API call, a query)."""
+    await asyncio.sleep(ms / 1000)
 
 
 @app.task(name="ping")
