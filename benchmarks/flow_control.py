@@ -128,6 +128,17 @@ def rate_run(engine: str, rate: int, seconds: int) -> tuple[float, int, int]:
     return len(steady) / seconds, min(windows), max(windows)
 
 
+def _limits(text: str) -> list[int]:
+    """``--limit``: one concurrency limit or several, comma-separated, each a positive integer."""
+    try:
+        limits = [int(value) for value in text.split(",")]
+    except ValueError:
+        limits = []
+    if not limits or min(limits) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers such as 50 or 50,200, not {text!r}")
+    return limits
+
+
 def main() -> None:
     """Run the chosen workload and print its table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -135,7 +146,7 @@ def main() -> None:
     parser.add_argument("--engines", default="redis,postgres,sqlite")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-n", type=int, default=20000)
-    parser.add_argument("--limit", default="50", help="the concurrency limit, or several: 50,200")
+    parser.add_argument("--limit", type=_limits, default=[50], help="the concurrency limit, or several: 50,200")
     parser.add_argument(
         "--capped",
         action="store_true",
@@ -147,7 +158,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=int, default=20)
     args = parser.parse_args()
-    limits = [int(value) for value in args.limit.split(",")]
+    limits: list[int] = args.limit
     for engine in args.engines.split(","):
         if args.workload == "rate":
             steady, fewest, most = rate_run(engine, args.rate, args.seconds)
